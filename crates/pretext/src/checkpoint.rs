@@ -1,0 +1,219 @@
+//! Checkpoints: one safetensors file holding the model (`model/<path>`), the optimizer state
+//! (`optim/<path>#first|second`) and a JSON metadata entry (config, step, data position).
+//!
+//! Files are written to a temporary name in the same folder, synced, then renamed over the old
+//! one, so a crash leaves either the previous checkpoint or the new one, never half of one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// A tensor with its path in the module tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+#[derive(Default)]
+struct Collect {
+    stack: Vec<String>,
+    out: Vec<NamedTensor>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        let values = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        self.out.push(NamedTensor { name: self.stack.join("."), shape, values });
+    }
+}
+
+/// Every float tensor (parameters and buffers) of `module`, by path.
+pub fn module_tensors<M: Module>(module: &M) -> Vec<NamedTensor> {
+    let mut c = Collect::default();
+    module.visit(&mut c);
+    c.out
+}
+
+struct Assign<'a> {
+    stack: Vec<String>,
+    tensors: &'a HashMap<String, &'a NamedTensor>,
+    errors: Vec<String>,
+    used: usize,
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.stack.join(".");
+        let Some(stored) = self.tensors.get(&name) else {
+            self.errors.push(format!("missing tensor '{name}'"));
+            return param;
+        };
+        let want = param.lazy_shape().dims::<D>().to_vec();
+        if stored.shape != want {
+            self.errors.push(format!("tensor '{name}' has shape {:?}, the model expects {want:?}", stored.shape));
+            return param;
+        }
+        self.used += 1;
+        param.map(|old| {
+            let require_grad = old.is_require_grad();
+            let device = old.device();
+            let t = Tensor::<D>::from_data(TensorData::new(stored.values.clone(), stored.shape.clone()), &device);
+            if require_grad { t.require_grad() } else { t }
+        })
+    }
+}
+
+/// Load `tensors` into `module` by path; every tensor of the module must be present with the
+/// right shape.
+pub fn load_module<M: Module>(module: M, tensors: &[NamedTensor]) -> Result<M> {
+    let map: HashMap<String, &NamedTensor> = tensors.iter().map(|t| (t.name.clone(), t)).collect();
+    let mut assign = Assign { stack: Vec::new(), tensors: &map, errors: Vec::new(), used: 0 };
+    let module = module.map(&mut assign);
+    if !assign.errors.is_empty() {
+        bail!("checkpoint does not fit the model: {}", assign.errors.join("; "));
+    }
+    Ok(module)
+}
+
+/// Everything a checkpoint holds.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub model: Vec<NamedTensor>,
+    pub optimizer: Vec<(String, Vec<f32>)>,
+    pub meta: serde_json::Value,
+}
+
+const META_KEY: &str = "pretext";
+
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Checkpoint {
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for t in &self.model {
+            owned.push((format!("model/{}", t.name), t.shape.clone(), f32_bytes(&t.values)));
+        }
+        for (name, values) in &self.optimizer {
+            owned.push((format!("optim/{name}"), vec![values.len()], f32_bytes(values)));
+        }
+        let views = owned
+            .iter()
+            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        let meta = HashMap::from([(META_KEY.to_string(), self.meta.to_string())]);
+        let bytes = safetensors::tensor::serialize(views, Some(meta))?;
+        write_atomic(path, &bytes)
+    }
+
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let path = if path.is_dir() { path.join("checkpoint.safetensors") } else { path.to_path_buf() };
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        let parse = || -> Result<Checkpoint> {
+            let (_, header) = SafeTensors::read_metadata(&bytes)?;
+            let meta_text = header
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get(META_KEY))
+                .context("not a pretext checkpoint (no 'pretext' metadata)")?;
+            let meta: serde_json::Value = serde_json::from_str(meta_text)?;
+            let st = SafeTensors::deserialize(&bytes)?;
+            let mut model = Vec::new();
+            let mut optimizer = Vec::new();
+            for (name, view) in st.tensors() {
+                if view.dtype() != Dtype::F32 {
+                    bail!("tensor '{name}' is {:?}, expected F32", view.dtype());
+                }
+                let values: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                if let Some(n) = name.strip_prefix("model/") {
+                    model.push(NamedTensor { name: n.to_string(), shape: view.shape().to_vec(), values });
+                } else if let Some(n) = name.strip_prefix("optim/") {
+                    optimizer.push((n.to_string(), values));
+                }
+            }
+            model.sort_by(|a, b| a.name.cmp(&b.name));
+            optimizer.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(Checkpoint { model, optimizer, meta })
+        };
+        parse().with_context(|| format!("{} is not a valid pretext checkpoint", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+
+    #[test]
+    fn module_round_trip_and_shape_errors() {
+        let device = Device::flex();
+        let a: Linear = LinearConfig::new(3, 2).init(&device);
+        let ckpt = Checkpoint {
+            model: module_tensors(&a),
+            optimizer: vec![("weight#first".into(), vec![1.0, 2.0])],
+            meta: serde_json::json!({"step": 7}),
+        };
+        let dir = crate::data::tests::tempdir("ckpt");
+        let path = dir.join("c.safetensors");
+        ckpt.save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.meta["step"], 7);
+        assert_eq!(back.optimizer, ckpt.optimizer);
+        let b: Linear = LinearConfig::new(3, 2).init(&device);
+        let b = load_module(b, &back.model).unwrap();
+        assert_eq!(module_tensors(&b), module_tensors(&a));
+        let wrong: Linear = LinearConfig::new(4, 2).init(&device);
+        let err = load_module(wrong, &back.model).unwrap_err().to_string();
+        assert!(err.contains("weight") && err.contains("shape"), "{err}");
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1);
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(format!("{:#}", Checkpoint::load(&path).unwrap_err()).contains("c.safetensors"));
+    }
+}

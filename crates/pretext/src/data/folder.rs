@@ -1,0 +1,165 @@
+//! Image folders: `DIR/<class>/*.png|jpg`, or `DIR/train/<class>/...` and `DIR/test/<class>/...`.
+//!
+//! Class names are the sorted subfolder names. Images are decoded in parallel; every image is
+//! resized to the size of the first one so a folder of mixed sizes still forms one batchable set.
+//! Grayscale folders stay one channel; a folder with any colour image becomes RGB.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+
+use super::{ImageSet, Splits};
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Class folders under `dir` holding at least one image, with their files.
+fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    let mut classes = Vec::new();
+    for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
+        let files: Vec<PathBuf> = sorted_entries(&sub)?.into_iter().filter(|p| is_image(p)).collect();
+        if !files.is_empty() {
+            let name = sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            classes.push((name, files));
+        }
+    }
+    Ok(classes)
+}
+
+fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<ImageSet> {
+    let files: Vec<(u32, &PathBuf)> = classes
+        .iter()
+        .flat_map(|(name, files)| {
+            let label = names.iter().position(|n| n == name).unwrap_or(0) as u32;
+            files.iter().map(move |f| (label, f))
+        })
+        .collect();
+    let decoded: Vec<image::DynamicImage> = files
+        .par_iter()
+        .map(|(_, f)| {
+            image::open(f).with_context(|| format!("cannot decode image {}", f.display()))
+        })
+        .collect::<Result<_>>()?;
+    let Some(first) = decoded.first() else {
+        bail!("no images");
+    };
+    let (width, height) = (first.width() as usize, first.height() as usize);
+    let color = decoded.iter().any(|im| im.color().has_color());
+    let channels = if color { 3 } else { 1 };
+    let mut pixels = Vec::with_capacity(decoded.len() * width * height * channels);
+    for im in &decoded {
+        let im = if im.width() as usize != width || im.height() as usize != height {
+            im.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle)
+        } else {
+            im.clone()
+        };
+        if color {
+            pixels.extend_from_slice(im.to_rgb8().as_raw());
+        } else {
+            pixels.extend_from_slice(im.to_luma8().as_raw());
+        }
+    }
+    Ok(ImageSet {
+        height,
+        width,
+        channels,
+        pixels,
+        labels: Some(files.iter().map(|(l, _)| *l).collect()),
+        class_names: names.to_vec(),
+    })
+}
+
+/// Read an image folder, or `None` when `dir` has no class subfolders with images.
+pub fn load(dir: &Path) -> Result<Option<Splits>> {
+    let (train_dir, test_dir) = if dir.join("train").is_dir() {
+        (dir.join("train"), Some(dir.join("test")).filter(|p| p.is_dir()))
+    } else {
+        (dir.to_path_buf(), None)
+    };
+    let train_classes = class_files(&train_dir)?;
+    if train_classes.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
+    let train = decode_set(&train_classes, &names)?;
+    let test = match test_dir {
+        Some(t) => {
+            let classes = class_files(&t)?;
+            if let Some((unknown, _)) = classes.iter().find(|(n, _)| !names.contains(n)) {
+                bail!("{}: class folder '{unknown}' does not exist in the train split", t.display());
+            }
+            let mut test = decode_set(&classes, &names)?;
+            if (test.height, test.width, test.channels) != (train.height, train.width, train.channels) {
+                test = conform(test, &train);
+            }
+            Some(test)
+        }
+        None => None,
+    };
+    Ok(Some(Splits {
+        train,
+        test,
+        description: format!("image folder {} ({} classes)", dir.display(), names.len()),
+    }))
+}
+
+/// Resize and recolour `set` to the geometry of `like`.
+fn conform(set: ImageSet, like: &ImageSet) -> ImageSet {
+    let mut pixels = Vec::with_capacity(set.len() * like.image_len());
+    for i in 0..set.len() {
+        let raw = set.image(i).to_vec();
+        let im: image::DynamicImage = if set.channels == 3 {
+            image::RgbImage::from_raw(set.width as u32, set.height as u32, raw).map(Into::into)
+        } else {
+            image::GrayImage::from_raw(set.width as u32, set.height as u32, raw).map(Into::into)
+        }
+        .unwrap_or_default();
+        let im = im.resize_exact(like.width as u32, like.height as u32, image::imageops::FilterType::Triangle);
+        if like.channels == 3 {
+            pixels.extend_from_slice(im.to_rgb8().as_raw());
+        } else {
+            pixels.extend_from_slice(im.to_luma8().as_raw());
+        }
+    }
+    ImageSet { height: like.height, width: like.width, channels: like.channels, pixels, ..set }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_with_classes_and_a_corrupt_image() {
+        let dir = crate::data::tests::tempdir("folder");
+        for (class, shade) in [("cat", 10u8), ("dog", 200u8)] {
+            std::fs::create_dir_all(dir.join(class)).unwrap();
+            for i in 0..3 {
+                let im = image::GrayImage::from_pixel(6 + i, 5, image::Luma([shade]));
+                im.save(dir.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        let s = load(&dir).unwrap().unwrap();
+        assert_eq!(s.train.len(), 6);
+        assert_eq!((s.train.height, s.train.width, s.train.channels), (5, 6, 1));
+        assert_eq!(s.train.class_names, vec!["cat", "dog"]);
+        assert_eq!(s.train.labels.as_deref(), Some(&[0, 0, 0, 1, 1, 1][..]));
+        assert_eq!(s.train.image(4)[0], 200);
+        std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
+        let err = format!("{:#}", load(&dir).unwrap_err());
+        assert!(err.contains("broken.png"), "{err}");
+    }
+}

@@ -1,0 +1,325 @@
+//! Datasets: images decoded once into memory as bytes, with optional labels.
+//!
+//! Everything downstream (views, loaders, evaluation) reads an [`ImageSet`], whatever the file
+//! format was. Readers live in their own modules; [`load_dir`] inspects a folder and says which
+//! reader it chose.
+
+pub mod cifar;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// A set of equally sized images stored as interleaved `HWC` bytes.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub height: usize,
+    pub width: usize,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    pub pixels: Vec<u8>,
+    /// One label per image when the set is labelled.
+    pub labels: Option<Vec<u32>>,
+    pub class_names: Vec<String>,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.pixels.len() / self.image_len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.pixels[index * n..(index + 1) * n]
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len().max(
+            self.labels
+                .as_ref()
+                .and_then(|l| l.iter().max())
+                .map_or(0, |&m| m as usize + 1),
+        )
+    }
+
+    /// The labels, or an error saying that this set has none.
+    pub fn require_labels(&self) -> Result<&[u32]> {
+        self.labels
+            .as_deref()
+            .context("this dataset has no labels; evaluation needs a labelled train and test split")
+    }
+
+    /// The first `n` images (all of them when `n` is larger).
+    pub fn take(&self, n: usize) -> ImageSet {
+        let n = n.min(self.len());
+        ImageSet {
+            pixels: self.pixels[..n * self.image_len()].to_vec(),
+            labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
+            ..self.clone_shape()
+        }
+    }
+
+    /// Images at the given indices, in that order.
+    pub fn select(&self, indices: &[usize]) -> ImageSet {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            pixels,
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| indices.iter().map(|&i| l[i]).collect()),
+            ..self.clone_shape()
+        }
+    }
+
+    fn clone_shape(&self) -> ImageSet {
+        ImageSet {
+            height: self.height,
+            width: self.width,
+            channels: self.channels,
+            pixels: Vec::new(),
+            labels: None,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Per-channel mean and standard deviation of the pixels scaled to [0, 1].
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let c = self.channels;
+        let mut sum = vec![0f64; c];
+        let mut sq = vec![0f64; c];
+        for (i, &p) in self.pixels.iter().enumerate() {
+            let v = p as f64 / 255.0;
+            sum[i % c] += v;
+            sq[i % c] += v * v;
+        }
+        let n = (self.pixels.len() / c).max(1) as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, &m)| ((s / n - (m as f64).powi(2)).max(1e-12)).sqrt() as f32)
+            .collect();
+        (mean, std)
+    }
+}
+
+/// A train split and, where the source has one, a test split.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    pub train: ImageSet,
+    pub test: Option<ImageSet>,
+    /// What was found, for the user: "IDX (MNIST layout) in DIR", ...
+    pub description: String,
+}
+
+impl Splits {
+    pub fn require_test(&self) -> Result<&ImageSet> {
+        self.test
+            .as_ref()
+            .with_context(|| format!("{} has no test split", self.description))
+    }
+}
+
+const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+/// The embedded default: a class-balanced Fashion-MNIST subset (1,000 train and 200 test images
+/// per class, MIT licence, see `data/fashion-mnist-subset/LICENSE`).
+pub fn embedded_fashion_mnist() -> Result<Splits> {
+    const TRAIN_IMAGES: &[u8] =
+        include_bytes!("../../../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz");
+    const TRAIN_LABELS: &[u8] =
+        include_bytes!("../../../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
+    const TEST_IMAGES: &[u8] =
+        include_bytes!("../../../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
+    const TEST_LABELS: &[u8] =
+        include_bytes!("../../../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+    let names = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
+    let train = idx_pair(idx::parse_idx(TRAIN_IMAGES)?, idx::parse_idx(TRAIN_LABELS)?, "embedded train")?;
+    let test = idx_pair(idx::parse_idx(TEST_IMAGES)?, idx::parse_idx(TEST_LABELS)?, "embedded test")?;
+    Ok(Splits {
+        train: ImageSet { class_names: names, ..train },
+        test: Some(ImageSet { class_names: FASHION_CLASSES.iter().map(|s| s.to_string()).collect(), ..test }),
+        description: "embedded Fashion-MNIST subset (10,000 train / 2,000 test)".into(),
+    })
+}
+
+/// Combine an image array `[n, h, w]` or `[n, h, w, c]` with a label array `[n]`.
+fn idx_pair(images: idx::IdxArray, labels: idx::IdxArray, what: &str) -> Result<ImageSet> {
+    let (n, height, width, channels) = match images.dims[..] {
+        [n, h, w] => (n, h, w, 1),
+        [n, h, w, c] if c == 1 || c == 3 => (n, h, w, c),
+        _ => bail!(
+            "{what}: image array has dimensions {:?}; expected [n, height, width] or [n, height, width, 1|3]",
+            images.dims
+        ),
+    };
+    if labels.dims.len() != 1 {
+        bail!("{what}: label array has dimensions {:?}; expected [n]", labels.dims);
+    }
+    if labels.dims[0] != n {
+        bail!("{what}: {n} images but {} labels", labels.dims[0]);
+    }
+    if n == 0 {
+        bail!("{what}: the file holds no images");
+    }
+    Ok(ImageSet {
+        height,
+        width,
+        channels,
+        pixels: images.data,
+        labels: Some(labels.data.iter().map(|&l| l as u32).collect()),
+        class_names: Vec::new(),
+    })
+}
+
+fn find_idx(dir: &Path, stem: &str) -> Option<std::path::PathBuf> {
+    [format!("{stem}.gz"), stem.to_string()]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Read the MNIST layout: `train-images-idx3-ubyte[.gz]` and friends.
+fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
+    let Some(train_images) = find_idx(dir, "train-images-idx3-ubyte") else {
+        return Ok(None);
+    };
+    let load = |images: &Path, labels_stem: &str| -> Result<ImageSet> {
+        let labels = find_idx(dir, labels_stem).with_context(|| {
+            format!("{} exists but {labels_stem}[.gz] is missing", images.display())
+        })?;
+        idx_pair(
+            idx::read_idx(images)?,
+            idx::read_idx(&labels)?,
+            &format!("{} + {}", images.display(), labels.display()),
+        )
+    };
+    let train = load(&train_images, "train-labels-idx1-ubyte")?;
+    let test = match find_idx(dir, "t10k-images-idx3-ubyte") {
+        Some(p) => Some(load(&p, "t10k-labels-idx1-ubyte")?),
+        None => None,
+    };
+    let mut train = train;
+    let mut test = test;
+    if dir.to_string_lossy().to_lowercase().contains("fashion") {
+        let names: Vec<String> = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
+        train.class_names = names.clone();
+        if let Some(t) = test.as_mut() {
+            t.class_names = names;
+        }
+    }
+    Ok(Some(Splits {
+        description: format!("IDX files (MNIST layout) in {}", dir.display()),
+        train,
+        test,
+    }))
+}
+
+/// Inspect `dir` and read whichever supported layout it holds.
+pub fn load_dir(dir: &Path) -> Result<Splits> {
+    if !dir.is_dir() {
+        bail!("--data {}: not a directory", dir.display());
+    }
+    let splits = if let Some(s) = load_mnist_layout(dir)? {
+        s
+    } else if let Some(s) = cifar::load(dir)? {
+        s
+    } else if let Some(s) = folder::load(dir)? {
+        s
+    } else {
+        bail!(
+            "{}: found no dataset. Expected IDX files (train-images-idx3-ubyte[.gz], ...), CIFAR \
+             binary batches (data_batch_1.bin ... or train.bin/test.bin), or an image folder \
+             (class subfolders of PNG/JPEG files, optionally under train/ and test/)",
+            dir.display()
+        );
+    };
+    if splits.train.is_empty() {
+        bail!("{}: the dataset is empty", splits.description);
+    }
+    Ok(splits)
+}
+
+/// `None` means the embedded default.
+pub fn load(data: Option<&Path>) -> Result<Splits> {
+    match data {
+        None => embedded_fashion_mnist(),
+        Some(dir) => load_dir(dir),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_set_is_balanced_and_labelled() {
+        let s = embedded_fashion_mnist().unwrap();
+        assert_eq!(s.train.len(), 10_000);
+        assert_eq!(s.test.as_ref().unwrap().len(), 2_000);
+        assert_eq!((s.train.height, s.train.width, s.train.channels), (28, 28, 1));
+        let mut counts = [0usize; 10];
+        for &l in s.train.labels.as_ref().unwrap() {
+            counts[l as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c == 1000));
+        assert_eq!(s.train.num_classes(), 10);
+    }
+
+    #[test]
+    fn mnist_layout_errors_name_the_file() {
+        let dir = tempdir("mnist-layout");
+        let images = idx::IdxArray { dims: vec![4, 2, 2], data: vec![0; 16] };
+        let labels = idx::IdxArray { dims: vec![3], data: vec![0; 3] };
+        std::fs::write(dir.join("train-images-idx3-ubyte"), idx::encode_idx(&images)).unwrap();
+        let err = format!("{:#}", load_dir(&dir).unwrap_err());
+        assert!(err.contains("train-labels-idx1-ubyte[.gz] is missing"), "{err}");
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
+        let err = format!("{:#}", load_dir(&dir).unwrap_err());
+        assert!(err.contains("4 images but 3 labels"), "{err}");
+        let labels = idx::IdxArray { dims: vec![4], data: vec![0, 1, 2, 3] };
+        std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
+        let s = load_dir(&dir).unwrap();
+        assert_eq!(s.train.len(), 4);
+        assert!(s.test.is_none());
+        std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), b"\x1f\x8bjunk").unwrap();
+        std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
+        let err = format!("{:#}", load_dir(&dir).unwrap_err());
+        assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
+        let empty = tempdir("empty-dir");
+        assert!(format!("{:#}", load_dir(&empty).unwrap_err()).contains("found no dataset"));
+    }
+
+    pub(crate) fn tempdir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pretext-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

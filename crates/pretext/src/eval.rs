@@ -1,0 +1,252 @@
+//! Evaluation on frozen features: kNN and a linear probe, next to a randomly initialised
+//! backbone so the gain from pretraining shows.
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::EvalConfig;
+use crate::data::ImageSet;
+use crate::data::loader::epoch_order;
+use crate::models::Backbone;
+use crate::optim::{OptimConfig, Optimizer, cosine_lr};
+use crate::views::{Image, eval_pipeline};
+
+/// Features `[n, dim]` as a flat row-major buffer.
+#[derive(Debug, Clone)]
+pub struct Features {
+    pub dim: usize,
+    pub values: Vec<f32>,
+}
+
+impl Features {
+    pub fn len(&self) -> usize {
+        self.values.len() / self.dim.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Rows scaled to unit length.
+    pub fn normalized(&self) -> Features {
+        let mut values = self.values.clone();
+        values.par_chunks_mut(self.dim).for_each(|r| {
+            let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            r.iter_mut().for_each(|v| *v /= n);
+        });
+        Features { dim: self.dim, values }
+    }
+}
+
+/// Backbone features of every image (no augmentation; batch norm in inference mode).
+pub fn extract(backbone: &Backbone, set: &ImageSet, mean: &[f32], std: &[f32], device: &Device) -> Features {
+    let model = backbone.valid().to_device(&device.clone().without_autodiff());
+    let device = device.clone().without_autodiff();
+    let pipeline = eval_pipeline(mean, std);
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let dim = backbone.out_dim();
+    let mut values = Vec::with_capacity(set.len() * dim);
+    const CHUNK: usize = 500;
+    for start in (0..set.len()).step_by(CHUNK) {
+        let end = (start + CHUNK).min(set.len());
+        let mut buf = vec![0f32; (end - start) * c * h * w];
+        buf.par_chunks_mut(c * h * w).enumerate().for_each(|(i, out)| {
+            let img = Image::from_bytes(set.image(start + i), h, w, c);
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+            pipeline.apply(img, &mut rng).write_chw(out);
+        });
+        let x = Tensor::<4>::from_data(TensorData::new(buf, [end - start, c, h, w]), &device);
+        let f = model.forward(x).into_data().convert::<f32>();
+        values.extend(f.try_to_vec::<f32>().unwrap_or_default());
+    }
+    Features { dim, values }
+}
+
+/// Weighted kNN (Wu et al. 2018, as lightly and solo-learn report it): cosine similarity to
+/// every training feature, the `k` nearest vote with weight `exp(sim / temperature)`.
+pub fn knn_accuracy(
+    train: &Features,
+    train_labels: &[u32],
+    test: &Features,
+    test_labels: &[u32],
+    classes: usize,
+    k: usize,
+    temperature: f64,
+) -> f64 {
+    let train = train.normalized();
+    let test = test.normalized();
+    let k = k.min(train.len());
+    let correct: usize = (0..test.len())
+        .into_par_iter()
+        .map(|i| {
+            let q = test.row(i);
+            let mut sims: Vec<(f32, u32)> = (0..train.len())
+                .map(|j| (dot(q, train.row(j)), train_labels[j]))
+                .collect();
+            sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            let mut votes = vec![0f64; classes];
+            for &(s, l) in &sims[..k] {
+                votes[l as usize] += (s as f64 / temperature).exp();
+            }
+            let pred = argmax(&votes);
+            usize::from(pred == test_labels[i] as usize)
+        })
+        .sum();
+    correct as f64 / test.len().max(1) as f64
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+        .0
+}
+
+/// Logistic regression on L2-normalised frozen features, trained with AdamW and a cosine
+/// schedule; returns test accuracy.
+pub fn linear_probe(
+    train: &Features,
+    train_labels: &[u32],
+    test: &Features,
+    test_labels: &[u32],
+    classes: usize,
+    config: &EvalConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<f64> {
+    if train.is_empty() || test.is_empty() {
+        bail!("linear probe needs non-empty train and test features");
+    }
+    let ad = device.clone().autodiff();
+    device.seed(seed);
+    let (train, test) = (train.normalized(), test.normalized());
+    let dim = train.dim;
+    let mut model: Linear = LinearConfig::new(dim, classes).init(&ad);
+    let mut opt = Optimizer::new(OptimConfig {
+        kind: "adamw".into(),
+        lr: config.linear_lr,
+        weight_decay: config.linear_weight_decay,
+        warmup_epochs: 0.0,
+        ..OptimConfig::default()
+    });
+    let batch = config.linear_batch_size.min(train.len()).max(1);
+    let steps_per_epoch = train.len().div_ceil(batch);
+    let total = steps_per_epoch * config.linear_epochs;
+    let mut step = 0;
+    for epoch in 0..config.linear_epochs {
+        let order = epoch_order(train.len(), seed ^ 0x11AE, epoch);
+        for chunk in order.chunks(batch) {
+            let mut x = Vec::with_capacity(chunk.len() * dim);
+            let mut y = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                x.extend_from_slice(train.row(i));
+                y.push(train_labels[i] as i64);
+            }
+            let x = Tensor::<2>::from_data(TensorData::new(x, [chunk.len(), dim]), &ad);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [chunk.len()]), &ad);
+            let logp = log_softmax(model.forward(x), 1);
+            let loss = logp.gather(1, y.reshape([chunk.len(), 1])).mean().neg();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = opt.step(model, grads, cosine_lr(config.linear_lr, step, 0, total));
+            step += 1;
+        }
+    }
+    let plain = device.clone().without_autodiff();
+    let model = model.valid().to_device(&plain);
+    let x = Tensor::<2>::from_data(TensorData::new(test.values.clone(), [test.len(), dim]), &plain);
+    let pred = model.forward(x).argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+    let correct = pred.iter().zip(test_labels).filter(|(p, l)| **p == **l as i64).count();
+    Ok(correct as f64 / test.len() as f64)
+}
+
+/// kNN and linear-probe accuracy of one backbone.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
+    pub knn: Option<f64>,
+    pub linear: Option<f64>,
+}
+
+/// Which protocols to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Protocols {
+    pub knn: bool,
+    pub linear: bool,
+}
+
+/// Evaluate `backbone` with the chosen protocols on a labelled train/test pair.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    backbone: &Backbone,
+    train: &ImageSet,
+    test: &ImageSet,
+    mean: &[f32],
+    std: &[f32],
+    config: &EvalConfig,
+    protocols: Protocols,
+    seed: u64,
+    device: &Device,
+) -> Result<Scores> {
+    let train_labels = train.require_labels()?;
+    let test_labels = test.require_labels()?;
+    if (train.channels, train.height, train.width) != (test.channels, test.height, test.width) {
+        bail!("train and test images differ in shape");
+    }
+    let classes = train.num_classes().max(test.num_classes());
+    let ftrain = extract(backbone, train, mean, std, device);
+    let ftest = extract(backbone, test, mean, std, device);
+    let knn = protocols.knn.then(|| {
+        knn_accuracy(&ftrain, train_labels, &ftest, test_labels, classes, config.knn_k, config.knn_temperature)
+    });
+    let linear = if protocols.linear {
+        Some(linear_probe(&ftrain, train_labels, &ftest, test_labels, classes, config, seed, device)?)
+    } else {
+        None
+    };
+    Ok(Scores { knn, linear })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knn_votes_by_nearest_neighbours() {
+        // Two clusters on the unit circle; queries near each.
+        let train = Features { dim: 2, values: vec![1.0, 0.1, 1.0, -0.1, -0.1, 1.0, 0.1, 1.0] };
+        let test = Features { dim: 2, values: vec![0.9, 0.0, 0.0, 0.8] };
+        let acc = knn_accuracy(&train, &[0, 0, 1, 1], &test, &[0, 1], 2, 2, 0.1);
+        assert_eq!(acc, 1.0);
+        let wrong = knn_accuracy(&train, &[0, 0, 1, 1], &test, &[1, 0], 2, 2, 0.1);
+        assert_eq!(wrong, 0.0);
+    }
+
+    #[test]
+    fn linear_probe_separates_separable_data() {
+        let mut values = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..60 {
+            let class = i % 3;
+            let angle = class as f32 * 2.0 + (i as f32 * 0.01);
+            values.extend([angle.cos(), angle.sin(), 0.1]);
+            labels.push(class as u32);
+        }
+        let f = Features { dim: 3, values };
+        let cfg = EvalConfig { linear_epochs: 40, linear_lr: 0.05, ..EvalConfig::default() };
+        let acc = linear_probe(&f, &labels, &f, &labels, 3, &cfg, 0, &Device::flex()).unwrap();
+        assert!(acc > 0.95, "accuracy {acc}");
+    }
+}

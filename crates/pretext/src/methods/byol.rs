@@ -1,0 +1,74 @@
+//! BYOL (Grill et al. 2020): an online network with a predictor regresses the projection of a
+//! momentum (EMA) target network on the other view; no negatives.
+
+use burn::prelude::*;
+
+use super::Method;
+use crate::config::PretrainConfig;
+use crate::losses::normalized_mse;
+use crate::models::{Backbone, Mlp};
+use crate::momentum::{cosine_tau, detached_copy, ema_update};
+use crate::views::ViewConfig;
+
+/// Encoder and projection: the part shared in shape by the online and target networks.
+#[derive(Module, Debug)]
+pub struct Branch {
+    pub backbone: Backbone,
+    pub projection: Mlp,
+}
+
+impl Branch {
+    fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
+        let backbone = config.backbone.init(channels, device);
+        let projection = config.projection.init(backbone.out_dim(), device);
+        Branch { backbone, projection }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.projection.forward(self.backbone.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Byol {
+    pub online: Branch,
+    pub predictor: Mlp,
+    /// Updated only by EMA; its outputs are detached (stop-gradient).
+    pub target: Branch,
+    #[module(skip)]
+    tau_base: f64,
+}
+
+impl Method for Byol {
+    fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
+        let online = Branch::init(config, channels, device);
+        let predictor = config.prediction.init(config.projection.output, device);
+        let target = detached_copy(&online, Branch::init(config, channels, device));
+        Byol { online, predictor, target, tau_base: config.byol.tau_base }
+    }
+
+    fn view_presets() -> Vec<ViewConfig> {
+        ViewConfig::byol().to_vec()
+    }
+
+    fn loss(&self, views: Vec<Tensor<4>>) -> Tensor<1> {
+        let [n, _, _, _] = views[0].dims();
+        let both = Tensor::cat(views, 0);
+        let p = self.predictor.forward(self.online.forward(both.clone()));
+        let z = self.target.forward(both).detach();
+        let (p1, p2) = (p.clone().slice([0..n]), p.slice([n..2 * n]));
+        let (z1, z2) = (z.clone().slice([0..n]), z.slice([n..2 * n]));
+        // Symmetric: each view's prediction regresses the other view's target projection.
+        (normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0)
+    }
+
+    fn after_step(self, progress: f64) -> Self {
+        let tau = cosine_tau(self.tau_base, progress);
+        let target = ema_update(self.target, &self.online, tau);
+        Byol { target, ..self }
+    }
+
+    fn backbone(&self) -> &Backbone {
+        &self.online.backbone
+    }
+}

@@ -1,0 +1,43 @@
+//! SimCLR (Chen et al. 2020): two views, a shared encoder and projection, NT-Xent.
+
+use burn::prelude::*;
+
+use super::Method;
+use crate::config::PretrainConfig;
+use crate::losses::nt_xent;
+use crate::models::{Backbone, Mlp};
+use crate::views::ViewConfig;
+
+#[derive(Module, Debug)]
+pub struct SimClr {
+    backbone: Backbone,
+    projection: Mlp,
+    #[module(skip)]
+    temperature: f64,
+}
+
+impl Method for SimClr {
+    fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
+        let backbone = config.backbone.init(channels, device);
+        let projection = config.projection.init(backbone.out_dim(), device);
+        SimClr { backbone, projection, temperature: config.simclr.temperature }
+    }
+
+    fn view_presets() -> Vec<ViewConfig> {
+        vec![ViewConfig::simclr(), ViewConfig::simclr()]
+    }
+
+    fn loss(&self, views: Vec<Tensor<4>>) -> Tensor<1> {
+        let [n, c, h, w] = views[0].dims();
+        // One forward pass over both views: batch-norm statistics cover all 2N images.
+        let z = self.projection.forward(self.backbone.forward(Tensor::cat(views, 0)));
+        let _ = (c, h, w);
+        let z1 = z.clone().slice([0..n]);
+        let z2 = z.slice([n..2 * n]);
+        nt_xent(z1, z2, self.temperature)
+    }
+
+    fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+}

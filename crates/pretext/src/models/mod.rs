@@ -1,0 +1,88 @@
+//! Backbones (image → feature vector) and heads (feature → embedding).
+
+pub mod heads;
+pub mod resnet;
+pub mod small_cnn;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use heads::{Mlp, MlpConfig};
+pub use resnet::ResNet;
+pub use small_cnn::SmallCnn;
+
+/// Which backbone to build; a `[backbone]` table in a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackboneConfig {
+    /// `small_cnn` (cheap CPU default for 28x28), `resnet18` or `resnet50`.
+    pub arch: String,
+    /// ResNet stem: `cifar` (3x3 conv, no pooling: small images) or `imagenet` (7x7/2 + max pool).
+    pub stem: String,
+    /// Channels of the small CNN's first layer (doubled twice).
+    pub width: usize,
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        BackboneConfig { arch: "small_cnn".into(), stem: "cifar".into(), width: 32 }
+    }
+}
+
+impl BackboneConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.arch.as_str() {
+            "small_cnn" | "resnet18" | "resnet50" => {}
+            other => anyhow::bail!(
+                "backbone.arch = \"{other}\": expected \"small_cnn\", \"resnet18\" or \"resnet50\""
+            ),
+        }
+        match self.stem.as_str() {
+            "cifar" | "imagenet" => {}
+            other => anyhow::bail!("backbone.stem = \"{other}\": expected \"cifar\" or \"imagenet\""),
+        }
+        if self.width == 0 {
+            anyhow::bail!("backbone.width must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, channels: usize, device: &Device) -> Backbone {
+        match self.arch.as_str() {
+            "resnet18" => Backbone::ResNet(ResNet::resnet18(channels, self.stem == "imagenet", device)),
+            "resnet50" => Backbone::ResNet(ResNet::resnet50(channels, self.stem == "imagenet", device)),
+            _ => Backbone::SmallCnn(SmallCnn::new(channels, self.width, device)),
+        }
+    }
+}
+
+/// An image encoder: `[batch, channels, height, width]` → `[batch, features]`. Every backbone
+/// ends in global average pooling, so any input size works.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    SmallCnn(SmallCnn),
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Backbone::SmallCnn(m) => m.forward(images),
+            Backbone::ResNet(m) => m.forward(images),
+        }
+    }
+
+    /// Size of the feature vector.
+    pub fn out_dim(&self) -> usize {
+        match self {
+            Backbone::SmallCnn(m) => m.out_dim(),
+            Backbone::ResNet(m) => m.out_dim(),
+        }
+    }
+}
+
+/// Global average pooling of `[b, c, h, w]` to `[b, c]`.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+}

@@ -1,0 +1,171 @@
+//! ResNet-18 and ResNet-50 (He et al. 2016) with a CIFAR stem (3x3, stride 1, no pooling) or an
+//! ImageNet stem (7x7, stride 2, 3x3 max pool).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+
+fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([input, output], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+        .with_bias(false)
+        .init(device)
+}
+
+fn bn(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels).init(device)
+}
+
+/// 1x1 projection of the shortcut when the shape changes.
+#[derive(Module, Debug)]
+pub struct Shortcut {
+    conv: Conv2d,
+    norm: BatchNorm,
+}
+
+impl Shortcut {
+    fn new(input: usize, output: usize, stride: usize, device: &Device) -> Option<Self> {
+        (stride != 1 || input != output).then(|| Shortcut {
+            conv: conv(input, output, 1, stride, device),
+            norm: bn(output, device),
+        })
+    }
+}
+
+fn residual(shortcut: &Option<Shortcut>, x: Tensor<4>, out: Tensor<4>) -> Tensor<4> {
+    let identity = match shortcut {
+        Some(s) => s.norm.forward(s.conv.forward(x)),
+        None => x,
+    };
+    Relu::new().forward(out + identity)
+}
+
+/// Two 3x3 convolutions (ResNet-18/34).
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    shortcut: Option<Shortcut>,
+}
+
+/// 1x1 → 3x3 → 1x1 with 4x expansion (ResNet-50).
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Conv2d,
+    bn3: BatchNorm,
+    shortcut: Option<Shortcut>,
+}
+
+#[derive(Module, Debug)]
+pub enum Block {
+    Basic(BasicBlock),
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let relu = Relu::new();
+        match self {
+            Block::Basic(b) => {
+                let out = relu.forward(b.bn1.forward(b.conv1.forward(x.clone())));
+                let out = b.bn2.forward(b.conv2.forward(out));
+                residual(&b.shortcut, x, out)
+            }
+            Block::Bottleneck(b) => {
+                let out = relu.forward(b.bn1.forward(b.conv1.forward(x.clone())));
+                let out = relu.forward(b.bn2.forward(b.conv2.forward(out)));
+                let out = b.bn3.forward(b.conv3.forward(out));
+                residual(&b.shortcut, x, out)
+            }
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNet {
+    stem: Conv2d,
+    stem_norm: BatchNorm,
+    stem_pool: Option<MaxPool2d>,
+    blocks: Vec<Block>,
+}
+
+impl ResNet {
+    fn build(channels: usize, imagenet_stem: bool, bottleneck: bool, layers: [usize; 4], device: &Device) -> Self {
+        let stem = if imagenet_stem { conv(channels, 64, 7, 2, device) } else { conv(channels, 64, 3, 1, device) };
+        let stem_pool = imagenet_stem.then(|| {
+            MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init()
+        });
+        let mut blocks = Vec::new();
+        let mut input = 64;
+        for (stage, &count) in layers.iter().enumerate() {
+            let width = 64 << stage;
+            for i in 0..count {
+                let stride = if i == 0 && stage > 0 { 2 } else { 1 };
+                let block = if bottleneck {
+                    let output = width * 4;
+                    let b = Block::Bottleneck(Bottleneck {
+                        conv1: conv(input, width, 1, 1, device),
+                        bn1: bn(width, device),
+                        conv2: conv(width, width, 3, stride, device),
+                        bn2: bn(width, device),
+                        conv3: conv(width, output, 1, 1, device),
+                        bn3: bn(output, device),
+                        shortcut: Shortcut::new(input, output, stride, device),
+                    });
+                    input = output;
+                    b
+                } else {
+                    let b = Block::Basic(BasicBlock {
+                        conv1: conv(input, width, 3, stride, device),
+                        bn1: bn(width, device),
+                        conv2: conv(width, width, 3, 1, device),
+                        bn2: bn(width, device),
+                        shortcut: Shortcut::new(input, width, stride, device),
+                    });
+                    input = width;
+                    b
+                };
+                blocks.push(block);
+            }
+        }
+        ResNet { stem, stem_norm: bn(64, device), stem_pool, blocks }
+    }
+
+    pub fn resnet18(channels: usize, imagenet_stem: bool, device: &Device) -> Self {
+        Self::build(channels, imagenet_stem, false, [2, 2, 2, 2], device)
+    }
+
+    pub fn resnet50(channels: usize, imagenet_stem: bool, device: &Device) -> Self {
+        Self::build(channels, imagenet_stem, true, [3, 4, 6, 3], device)
+    }
+
+    pub fn out_dim(&self) -> usize {
+        match self.blocks.last() {
+            Some(Block::Basic(b)) => b.conv2.weight.shape().dims::<4>()[0],
+            Some(Block::Bottleneck(b)) => b.conv3.weight.shape().dims::<4>()[0],
+            None => 64,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = Relu::new().forward(self.stem_norm.forward(self.stem.forward(x)));
+        if let Some(pool) = &self.stem_pool {
+            x = pool.forward(x);
+        }
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        super::global_avg_pool(x)
+    }
+}

@@ -1,0 +1,399 @@
+//! `pretext word2vec ...`: train, similar, analogy, eval.
+//!
+//! The `pretext` binary embeds [`Word2VecCommand`] as a subcommand and calls [`run`]. With
+//! `json = true` every command prints exactly one JSON object on stdout; progress and warnings
+//! go to stderr.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::eval::{self, Normalized};
+use crate::format::{Embeddings, Format};
+use crate::train::{self, Arch, TrainConfig};
+use crate::vocab::{Vocab, VocabConfig};
+
+/// Word2Vec commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Word2VecCommand {
+    /// Train word vectors on a text corpus (one sentence per line, whitespace-separated words).
+    Train(TrainArgs),
+    /// Print the words nearest to WORD.
+    Similar(SimilarArgs),
+    /// Solve the analogy "A is to B as C is to ?" (the words nearest to B - A + C).
+    Analogy(AnalogyArgs),
+    /// Evaluate vectors on analogy questions and/or word-pair similarity.
+    Eval(EvalArgs),
+}
+
+/// Output format of `train`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// word2vec binary.
+    Bin,
+    /// word2vec text.
+    Text,
+}
+
+/// `word2vec train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Corpus file (streamed, never loaded whole).
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Where to write the vectors.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "bin")]
+    pub format: FormatArg,
+    /// Skip-gram (the default).
+    #[arg(long, conflicts_with = "cbow")]
+    pub sg: bool,
+    /// CBOW instead of skip-gram.
+    #[arg(long)]
+    pub cbow: bool,
+    /// CBOW: sum the context vectors instead of averaging them.
+    #[arg(long, requires = "cbow")]
+    pub cbow_sum: bool,
+    /// Vector size.
+    #[arg(long, default_value_t = 100)]
+    pub dim: usize,
+    /// Maximum context window.
+    #[arg(long, default_value_t = 5)]
+    pub window: usize,
+    /// Negative samples (0 disables negative sampling).
+    #[arg(long, default_value_t = 5)]
+    pub negative: usize,
+    /// Hierarchical softmax.
+    #[arg(long)]
+    pub hs: bool,
+    /// Subsampling threshold for frequent words (0 disables).
+    #[arg(long, default_value_t = 1e-3)]
+    pub sample: f64,
+    /// Ignore words seen fewer times.
+    #[arg(long, default_value_t = 5)]
+    pub min_count: u64,
+    /// Keep only the most frequent words.
+    #[arg(long)]
+    pub max_vocab: Option<usize>,
+    /// Passes over the corpus.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = 0.025)]
+    pub alpha: f32,
+    /// Final learning rate.
+    #[arg(long, default_value_t = 0.0001)]
+    pub min_alpha: f32,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Random seed (one thread + same seed = identical vectors).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Lowercase the corpus.
+    #[arg(long)]
+    pub lowercase: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `word2vec similar`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimilarArgs {
+    /// Vectors file (word2vec text or binary, detected).
+    #[arg(long)]
+    pub vectors: PathBuf,
+    /// Query word.
+    pub word: String,
+    /// Number of neighbours.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub n: usize,
+}
+
+/// `word2vec analogy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalogyArgs {
+    /// Vectors file (word2vec text or binary, detected).
+    #[arg(long)]
+    pub vectors: PathBuf,
+    /// A (as in A is to B as C is to ?).
+    pub a: String,
+    /// B.
+    pub b: String,
+    /// C.
+    pub c: String,
+    /// Number of answers.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub n: usize,
+}
+
+/// `word2vec eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Vectors file (word2vec text or binary, detected).
+    #[arg(long)]
+    pub vectors: PathBuf,
+    /// Analogy questions (questions-words.txt format).
+    #[arg(long)]
+    pub analogies: Option<PathBuf>,
+    /// Word pairs with human scores (WordSim-353 tsv/csv).
+    #[arg(long)]
+    pub similarity: Option<PathBuf>,
+    /// Analogies: only the most frequent words are candidates and questions (gensim: 30000).
+    #[arg(long, default_value_t = 30_000)]
+    pub restrict_vocab: usize,
+    /// Similarity: vocabulary restriction (gensim's evaluate_word_pairs default: 300000).
+    #[arg(long, default_value_t = 300_000)]
+    pub similarity_restrict_vocab: usize,
+    /// Compare words case-sensitively (gensim default: insensitive).
+    #[arg(long)]
+    pub case_sensitive: bool,
+    /// Threads for the analogy search (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string(v).expect("serialisable"));
+}
+
+/// Runs one command. With `json`, prints exactly one JSON object on stdout.
+pub fn run(cmd: Word2VecCommand, json: bool) -> Result<()> {
+    match cmd {
+        Word2VecCommand::Train(a) => run_train(a, json),
+        Word2VecCommand::Similar(a) => {
+            let emb = load(&a.vectors)?;
+            let norm = Normalized::new(&emb, usize::MAX);
+            let res = eval::most_similar(&emb, &norm, &a.word, a.n)?;
+            output_neighbours(json, json!({"command": "similar", "word": a.word}), &res);
+            Ok(())
+        }
+        Word2VecCommand::Analogy(a) => {
+            let emb = load(&a.vectors)?;
+            let norm = Normalized::new(&emb, usize::MAX);
+            let res = eval::analogy(&emb, &norm, &a.a, &a.b, &a.c, a.n)?;
+            output_neighbours(
+                json,
+                json!({"command": "analogy", "a": a.a, "b": a.b, "c": a.c}),
+                &res,
+            );
+            Ok(())
+        }
+        Word2VecCommand::Eval(a) => run_eval(a, json),
+    }
+}
+
+fn load(path: &Path) -> Result<Embeddings> {
+    let (emb, _) = Embeddings::load(path)?;
+    if emb.is_empty() {
+        bail!("{}: the file contains no vectors", path.display());
+    }
+    Ok(emb)
+}
+
+fn output_neighbours(json: bool, mut head: Value, res: &[(String, f32)]) {
+    if json {
+        head["results"] = res
+            .iter()
+            .map(|(w, s)| json!({"word": w, "similarity": s}))
+            .collect();
+        print_json(&head);
+    } else {
+        for (w, s) in res {
+            println!("{w}\t{s:.4}");
+        }
+    }
+}
+
+fn run_train(a: TrainArgs, json: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let threads = a.threads.unwrap_or_else(default_threads).max(1);
+    let vcfg = VocabConfig {
+        min_count: a.min_count,
+        max_vocab: a.max_vocab,
+        lowercase: a.lowercase,
+        threads,
+    };
+    let vocab = Vocab::from_file(&a.corpus, &vcfg)?;
+    let t_vocab = t0.elapsed().as_secs_f64();
+    let scan = vocab.scan;
+    if scan.invalid_utf8 > 0 {
+        eprintln!(
+            "warning: {} of {} tokens in {} are not valid UTF-8; they were decoded lossily (U+FFFD)",
+            scan.invalid_utf8,
+            scan.tokens,
+            a.corpus.display()
+        );
+    }
+    if scan.truncated > 0 {
+        eprintln!(
+            "warning: {} tokens longer than {} bytes were truncated",
+            scan.truncated,
+            crate::corpus::MAX_TOKEN_BYTES
+        );
+    }
+    if !json {
+        eprintln!(
+            "vocabulary: {} words (of {} distinct, min_count {}), {} tokens, {} lines, {:.2}s",
+            vocab.len(),
+            vocab.distinct_words,
+            a.min_count,
+            scan.tokens,
+            scan.newlines,
+            t_vocab
+        );
+    }
+    let cfg = TrainConfig {
+        arch: if a.cbow { Arch::Cbow } else { Arch::SkipGram },
+        dim: a.dim,
+        window: a.window,
+        negative: a.negative,
+        hs: a.hs,
+        sample: a.sample,
+        alpha: a.alpha,
+        min_alpha: a.min_alpha,
+        epochs: a.epochs,
+        threads,
+        seed: a.seed,
+        cbow_mean: !a.cbow_sum,
+        progress: !a.no_progress && !json,
+    };
+    let (emb, report) = train::train(&a.corpus, &vocab, &cfg)?;
+    let t1 = Instant::now();
+    let format = match a.format {
+        FormatArg::Bin => Format::Binary,
+        FormatArg::Text => Format::Text,
+    };
+    emb.save(&a.out, format)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let t_save = t1.elapsed().as_secs_f64();
+    let total = t0.elapsed().as_secs_f64();
+    if json {
+        print_json(&json!({
+            "command": "train",
+            "corpus": a.corpus,
+            "out": a.out,
+            "format": format.name(),
+            "arch": cfg.arch.name(),
+            "dim": cfg.dim, "window": cfg.window, "negative": cfg.negative, "hs": cfg.hs,
+            "sample": cfg.sample, "min_count": a.min_count, "max_vocab": a.max_vocab,
+            "epochs": cfg.epochs, "alpha": cfg.alpha, "min_alpha": cfg.min_alpha,
+            "cbow_mean": cfg.cbow_mean, "threads": threads, "seed": cfg.seed,
+            "vocab": {
+                "size": vocab.len(),
+                "distinct_words": vocab.distinct_words,
+                "corpus_words": scan.tokens,
+                "train_words": vocab.train_words(),
+                "lines": scan.newlines,
+                "invalid_utf8_tokens": scan.invalid_utf8,
+                "truncated_tokens": scan.truncated,
+            },
+            "loss": report.epochs.iter().map(|e| json!({
+                "epoch": e.epoch, "loss": e.loss, "examples": e.examples,
+                "mean_loss": e.mean_loss(), "words": e.words, "kept_words": e.kept_words,
+            })).collect::<Vec<_>>(),
+            "seconds": {"vocab": t_vocab, "train": report.seconds, "save": t_save, "total": total},
+            "raw_words_per_sec": report.raw_words_per_sec,
+            "isa": report.isa,
+        }));
+    } else {
+        for e in &report.epochs {
+            println!(
+                "epoch {}: loss {:.6e} ({:.4} per example, {} examples, {} of {} words kept)",
+                e.epoch,
+                e.loss,
+                e.mean_loss(),
+                e.examples,
+                e.kept_words,
+                e.words
+            );
+        }
+        println!(
+            "trained {} on {} words × {} epochs in {:.2}s ({:.0} words/s, {} threads, {}); vocabulary {:.2}s, save {:.2}s",
+            cfg.arch.name(),
+            scan.tokens,
+            cfg.epochs,
+            report.seconds,
+            report.raw_words_per_sec,
+            threads,
+            report.isa,
+            t_vocab,
+            t_save
+        );
+        println!(
+            "wrote {} vectors of dimension {} to {} ({})",
+            emb.len(),
+            emb.dim(),
+            a.out.display(),
+            format.name()
+        );
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
+    if a.analogies.is_none() && a.similarity.is_none() {
+        bail!("nothing to evaluate: give --analogies FILE and/or --similarity FILE");
+    }
+    let emb = load(&a.vectors)?;
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let mut out = json!({"command": "eval", "vectors": a.vectors, "words": emb.len(), "dim": emb.dim()});
+    if let Some(path) = &a.analogies {
+        let r = eval::evaluate_analogies(&emb, path, a.restrict_vocab, !a.case_sensitive, threads)?;
+        let sec = |s: &eval::Section| {
+            json!({"section": s.name, "correct": s.correct, "total": s.total(),
+                   "accuracy": s.accuracy(), "oov": s.oov})
+        };
+        out["analogies"] = json!({
+            "file": path, "restrict_vocab": r.restrict_vocab,
+            "sections": r.sections.iter().map(sec).collect::<Vec<_>>(),
+            "correct": r.total.correct, "total": r.total.total(),
+            "accuracy": r.total.accuracy(), "oov": r.total.oov,
+        });
+        if !json {
+            println!("analogies: {} (restrict_vocab {})", path.display(), r.restrict_vocab);
+            println!("  {:<30} {:>8} {:>8} {:>9} {:>6}", "section", "correct", "total", "accuracy", "oov");
+            for s in r.sections.iter().chain(std::iter::once(&r.total)) {
+                println!(
+                    "  {:<30} {:>8} {:>8} {:>8.2}% {:>6}",
+                    s.name,
+                    s.correct,
+                    s.total(),
+                    100.0 * s.accuracy(),
+                    s.oov
+                );
+            }
+        }
+    }
+    if let Some(path) = &a.similarity {
+        let r = eval::evaluate_similarity(&emb, path, a.similarity_restrict_vocab, !a.case_sensitive)?;
+        out["similarity"] = json!({
+            "file": path, "pairs": r.pairs, "oov": r.oov, "used": r.pairs - r.oov,
+            "spearman": r.spearman, "pearson": r.pearson, "restrict_vocab": r.restrict_vocab,
+        });
+        if !json {
+            println!(
+                "similarity: {}: Spearman {:.4}, Pearson {:.4} on {} of {} pairs ({} OOV)",
+                path.display(),
+                r.spearman,
+                r.pearson,
+                r.pairs - r.oov,
+                r.pairs,
+                r.oov
+            );
+        }
+    }
+    if json {
+        print_json(&out);
+    }
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! Streaming corpus reader: whitespace tokenisation of byte ranges of a file.
+//!
+//! The corpus is never loaded whole. Each worker opens the file itself, seeks to the start of
+//! its byte range and reads it through a fixed buffer, as word2vec.c does. A token belongs to
+//! the range in which its first byte lies, so the ranges of `split_ranges` partition the tokens
+//! of the file exactly, even when the file is one enormous line.
+//!
+//! Tokens are separated by ASCII whitespace (space, `\t`, `\n`, `\r`, `\x0b`, `\x0c`); `\n`
+//! also ends a sentence. Tokens that are not valid UTF-8 are decoded lossily (U+FFFD) and
+//! counted. Tokens longer than [`MAX_TOKEN_BYTES`] are truncated (at a character boundary).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Lines longer than this many words are split into several sentences (as gensim's `LineSentence`).
+pub const MAX_SENTENCE_WORDS: usize = 10_000;
+/// Longer tokens are cut to this many bytes (word2vec.c cuts at 100).
+pub const MAX_TOKEN_BYTES: usize = 1_000;
+
+const BUF_SIZE: usize = 1 << 18;
+
+/// What the scanner reports, in file order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// One token, valid UTF-8 (lossily decoded if needed), lowercased if asked.
+    Word(&'a str),
+    /// A `\n`.
+    EndOfLine,
+}
+
+/// Counts gathered while scanning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Tokens seen.
+    pub tokens: u64,
+    /// Tokens that were not valid UTF-8.
+    pub invalid_utf8: u64,
+    /// Tokens cut to [`MAX_TOKEN_BYTES`].
+    pub truncated: u64,
+    /// `\n` seen.
+    pub newlines: u64,
+    /// Bytes of the range (start..end).
+    pub bytes: u64,
+}
+
+impl ScanStats {
+    /// Adds another range's counts.
+    pub fn add(&mut self, o: &ScanStats) {
+        self.tokens += o.tokens;
+        self.invalid_utf8 += o.invalid_utf8;
+        self.truncated += o.truncated;
+        self.newlines += o.newlines;
+        self.bytes += o.bytes;
+    }
+}
+
+/// `n` contiguous byte ranges covering `0..len` (some may be empty).
+pub fn split_ranges(len: u64, n: usize) -> Vec<(u64, u64)> {
+    let n = n.max(1) as u64;
+    (0..n).map(|i| (len * i / n, len * (i + 1) / n)).collect()
+}
+
+#[inline(always)]
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Reusable decoding state (no allocation per token on the common path).
+struct Decoder {
+    lowercase: bool,
+    lower: String,
+    lossy: String,
+}
+
+impl Decoder {
+    /// Decodes one raw token and hands it to `f`.
+    #[inline]
+    fn emit<F: FnMut(Event<'_>)>(&mut self, raw: &[u8], stats: &mut ScanStats, f: &mut F) {
+        let mut raw = raw;
+        if raw.len() > MAX_TOKEN_BYTES {
+            let mut k = MAX_TOKEN_BYTES;
+            while k > 0 && (raw[k] & 0xC0) == 0x80 {
+                k -= 1;
+            }
+            raw = &raw[..k];
+            stats.truncated += 1;
+        }
+        stats.tokens += 1;
+        let s: &str = match std::str::from_utf8(raw) {
+            Ok(s) => s,
+            Err(_) => {
+                stats.invalid_utf8 += 1;
+                self.lossy.clear();
+                self.lossy.push_str(&String::from_utf8_lossy(raw));
+                &self.lossy
+            }
+        };
+        if self.lowercase && s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
+            self.lower.clear();
+            if s.is_ascii() {
+                self.lower.extend(s.bytes().map(|b| b.to_ascii_lowercase() as char));
+            } else {
+                self.lower.extend(s.chars().flat_map(char::to_lowercase));
+            }
+            f(Event::Word(&self.lower));
+        } else {
+            f(Event::Word(s));
+        }
+    }
+}
+
+/// Scans the tokens whose first byte lies in `start..end` of `file`, in order.
+///
+/// `\n` bytes inside the range are reported as [`Event::EndOfLine`].
+pub fn scan_range<F: FnMut(Event<'_>)>(
+    file: &mut File,
+    start: u64,
+    end: u64,
+    lowercase: bool,
+    mut f: F,
+) -> io::Result<ScanStats> {
+    let mut stats = ScanStats {
+        bytes: end.saturating_sub(start),
+        ..ScanStats::default()
+    };
+    if start >= end {
+        return Ok(stats);
+    }
+    let mut dec = Decoder {
+        lowercase,
+        lower: String::new(),
+        lossy: String::new(),
+    };
+    // A token that started before `start` belongs to the previous range: skip its tail.
+    let mut skipping = false;
+    if start > 0 {
+        file.seek(SeekFrom::Start(start - 1))?;
+        let mut b = [0u8; 1];
+        file.read_exact(&mut b)?;
+        skipping = !is_space(b[0]);
+    } else {
+        file.seek(SeekFrom::Start(0))?;
+    }
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut tok: Vec<u8> = Vec::new(); // a token that crosses a buffer boundary
+    let mut in_token = false;
+    let mut base = start; // file offset of buf[0]
+    'outer: loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let b = &buf[..n];
+        let mut i = 0;
+        if skipping {
+            while i < n && !is_space(b[i]) {
+                i += 1;
+            }
+            if i == n {
+                base += n as u64;
+                continue;
+            }
+            skipping = false;
+        }
+        while i < n {
+            if !in_token {
+                while i < n && is_space(b[i]) {
+                    if b[i] == b'\n' {
+                        if base + i as u64 >= end {
+                            break 'outer;
+                        }
+                        stats.newlines += 1;
+                        f(Event::EndOfLine);
+                    }
+                    i += 1;
+                }
+                if i == n {
+                    break;
+                }
+                if base + i as u64 >= end {
+                    break 'outer;
+                }
+            }
+            let s = i;
+            while i < n && !is_space(b[i]) {
+                i += 1;
+            }
+            if i < n {
+                if in_token {
+                    push_capped(&mut tok, &b[s..i]);
+                    dec.emit(&tok, &mut stats, &mut f);
+                    tok.clear();
+                    in_token = false;
+                } else {
+                    dec.emit(&b[s..i], &mut stats, &mut f);
+                }
+            } else {
+                push_capped(&mut tok, &b[s..n]);
+                in_token = true;
+            }
+        }
+        base += n as u64;
+    }
+    if in_token {
+        dec.emit(&tok, &mut stats, &mut f);
+    }
+    Ok(stats)
+}
+
+fn push_capped(tok: &mut Vec<u8>, bytes: &[u8]) {
+    let room = (MAX_TOKEN_BYTES + 4).saturating_sub(tok.len());
+    tok.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Scans a whole file in one range.
+pub fn scan_file<F: FnMut(Event<'_>)>(path: &Path, lowercase: bool, f: F) -> io::Result<ScanStats> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    scan_range(&mut file, 0, len, lowercase, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tmp(name: &str, data: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("pretext-w2v-corpus-{}-{name}", std::process::id()));
+        std::fs::File::create(&p).unwrap().write_all(data).unwrap();
+        p
+    }
+
+    fn collect(path: &Path, start: u64, end: u64, lower: bool) -> (Vec<String>, ScanStats) {
+        let mut out = Vec::new();
+        let mut f = File::open(path).unwrap();
+        let st = scan_range(&mut f, start, end, lower, |e| match e {
+            Event::Word(w) => out.push(w.to_string()),
+            Event::EndOfLine => out.push("\\n".into()),
+        })
+        .unwrap();
+        (out, st)
+    }
+
+    #[test]
+    fn ranges_partition_tokens_exactly() {
+        let text = b"the quick  brown\tfox\njumps over\r\n\nthe lazy dog\n  end";
+        let p = tmp("ranges", text);
+        let (all, st) = collect(&p, 0, text.len() as u64, false);
+        assert_eq!(
+            all,
+            ["the", "quick", "brown", "fox", "\\n", "jumps", "over", "\\n", "\\n", "the", "lazy", "dog", "\\n", "end"]
+        );
+        assert_eq!(st.tokens, 10);
+        // Every way of cutting the file into ranges yields the same token stream.
+        for n in 1..=text.len() {
+            let mut joined = Vec::new();
+            let mut tokens = 0;
+            for (s, e) in split_ranges(text.len() as u64, n) {
+                let (part, st) = collect(&p, s, e, false);
+                tokens += st.tokens;
+                joined.extend(part);
+            }
+            assert_eq!(joined, all, "{n} ranges");
+            assert_eq!(tokens, 10);
+        }
+        std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn lossy_utf8_lowercase_and_truncation() {
+        let mut text = b"Hello W\xF6rld \xC3\x89T\xC3\x89 ".to_vec();
+        text.extend(std::iter::repeat_n(b'a', 3000));
+        let p = tmp("utf8", &text);
+        let (words, st) = collect(&p, 0, text.len() as u64, true);
+        assert_eq!(words[0], "hello");
+        assert_eq!(words[1], "w\u{FFFD}rld");
+        assert_eq!(words[2], "été");
+        assert_eq!(words[3].len(), MAX_TOKEN_BYTES);
+        assert_eq!(st.invalid_utf8, 1);
+        assert_eq!(st.truncated, 1);
+        std::fs::remove_file(p).ok();
+    }
+
+    #[test]
+    fn tokens_across_buffer_boundaries() {
+        // ~1.5 MB: several buffers, many tokens straddle a buffer edge.
+        let mut text = String::new();
+        let mut rng = crate::rng::Rng::new(3, 0);
+        for i in 0..200_000 {
+            let len = 1 + rng.below(12) as usize;
+            let w: String = (0..len).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+            text.push_str(&w);
+            text.push(if i % 17 == 16 { '\n' } else { ' ' });
+        }
+        let p = tmp("big", text.as_bytes());
+        let expected: Vec<String> = text
+            .split(' ')
+            .flat_map(|s| {
+                let mut v: Vec<String> = Vec::new();
+                for (k, part) in s.split('\n').enumerate() {
+                    if k > 0 {
+                        v.push("\\n".into());
+                    }
+                    if !part.is_empty() {
+                        v.push(part.into());
+                    }
+                }
+                v
+            })
+            .collect();
+        for n in [1, 2, 3, 7] {
+            let mut joined = Vec::new();
+            for (s, e) in split_ranges(text.len() as u64, n) {
+                joined.extend(collect(&p, s, e, false).0);
+            }
+            assert_eq!(joined, expected, "{n} ranges");
+        }
+        std::fs::remove_file(p).ok();
+    }
+}

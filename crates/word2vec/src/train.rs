@@ -1,0 +1,711 @@
+//! The Hogwild trainer: skip-gram and CBOW with negative sampling and/or hierarchical softmax.
+//!
+//! Like word2vec.c: every thread streams its own byte range of the corpus file, once per
+//! epoch, and updates the shared weight matrices without locks. The learning rate decays
+//! linearly from `alpha` to `min_alpha` with the number of corpus words processed by all
+//! threads (a shared atomic counter, updated every 10,000 words). With one thread and a given
+//! seed the result is fully deterministic.
+
+use std::fs::File;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::corpus::{self, Event, MAX_SENTENCE_WORDS};
+use crate::format::Embeddings;
+use crate::huffman::Huffman;
+use crate::rng::Rng;
+use crate::sampling::{Subsampler, UnigramTable};
+use crate::simd::{self, Isa, LANE, Lane};
+use crate::vocab::Vocab;
+
+/// Model architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Skip-gram: each context word predicts the centre word.
+    SkipGram,
+    /// Continuous bag of words: the context (mean or sum) predicts the centre word.
+    Cbow,
+}
+
+impl Arch {
+    /// `"skip-gram"` or `"cbow"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::SkipGram => "skip-gram",
+            Arch::Cbow => "cbow",
+        }
+    }
+}
+
+/// Training options (defaults as gensim: skip-gram aside, which is gensim's `sg=1`).
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Skip-gram or CBOW.
+    pub arch: Arch,
+    /// Vector size.
+    pub dim: usize,
+    /// Maximum window (each word draws its own window in `1..=window`).
+    pub window: usize,
+    /// Negative samples per positive example (0 = none).
+    pub negative: usize,
+    /// Hierarchical softmax.
+    pub hs: bool,
+    /// Subsampling threshold (0 = off).
+    pub sample: f64,
+    /// Initial learning rate.
+    pub alpha: f32,
+    /// Final learning rate.
+    pub min_alpha: f32,
+    /// Passes over the corpus.
+    pub epochs: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Seed of every random choice (initial weights, windows, subsampling, negatives).
+    pub seed: u64,
+    /// CBOW: mean of the context vectors (true) or their sum.
+    pub cbow_mean: bool,
+    /// Draw a progress bar on stderr (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: Arch::SkipGram,
+            dim: 100,
+            window: 5,
+            negative: 5,
+            hs: false,
+            sample: 1e-3,
+            alpha: 0.025,
+            min_alpha: 0.0001,
+            epochs: 5,
+            threads: 1,
+            seed: 1,
+            cbow_mean: true,
+            progress: false,
+        }
+    }
+}
+
+/// Totals of one epoch over all threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EpochStats {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Sum of the losses (`-log σ` terms of every prediction), in f64.
+    pub loss: f64,
+    /// Predictions made: (context, centre) pairs for skip-gram, windows for CBOW.
+    pub examples: u64,
+    /// Vocabulary words read.
+    pub words: u64,
+    /// Words left after subsampling.
+    pub kept_words: u64,
+}
+
+impl EpochStats {
+    /// Mean loss per prediction.
+    pub fn mean_loss(&self) -> f64 {
+        if self.examples == 0 { 0.0 } else { self.loss / self.examples as f64 }
+    }
+
+    fn add(&mut self, o: &EpochStats) {
+        self.loss += o.loss;
+        self.examples += o.examples;
+        self.words += o.words;
+        self.kept_words += o.kept_words;
+    }
+}
+
+/// What training did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Per-epoch totals.
+    pub epochs: Vec<EpochStats>,
+    /// Wall time of training (not counting the vocabulary pass).
+    pub seconds: f64,
+    /// Corpus tokens processed (epochs × tokens of the file, in or out of the vocabulary).
+    pub raw_words: u64,
+    /// `raw_words / seconds`.
+    pub raw_words_per_sec: f64,
+    /// Instruction set of the hot loops.
+    pub isa: &'static str,
+    /// Threads used.
+    pub threads: usize,
+}
+
+/// Errors before training starts.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Invalid options.
+    #[error("invalid training options: {0}")]
+    Config(String),
+    /// Corpus read error.
+    #[error("cannot read corpus {path}: {source}")]
+    Io {
+        /// Corpus path.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sigmoid table
+
+const EXP_TABLE_SIZE: usize = 1000;
+const MAX_EXP: f32 = 6.0;
+
+/// σ(x) and -log σ(x) on `[-MAX_EXP, MAX_EXP]`, as word2vec.c's `expTable` (but sampled at
+/// bin centres), so the hot loop never calls `exp` or `log`.
+struct SigmoidTable {
+    sig: [f32; EXP_TABLE_SIZE + 1],
+    nls: [f32; EXP_TABLE_SIZE + 1],
+}
+
+impl SigmoidTable {
+    fn new() -> Self {
+        let mut sig = [0f32; EXP_TABLE_SIZE + 1];
+        let mut nls = [0f32; EXP_TABLE_SIZE + 1];
+        for i in 0..=EXP_TABLE_SIZE {
+            let x = ((i as f64 + 0.5) / EXP_TABLE_SIZE as f64 * 2.0 - 1.0) * f64::from(MAX_EXP);
+            sig[i] = (1.0 / (1.0 + (-x).exp())) as f32;
+            nls[i] = (-x).exp().ln_1p() as f32;
+        }
+        SigmoidTable { sig, nls }
+    }
+
+    #[inline(always)]
+    fn index(f: f32) -> usize {
+        ((f + MAX_EXP) * (EXP_TABLE_SIZE as f32 / MAX_EXP / 2.0)) as usize
+    }
+
+    /// `(gradient / alpha, loss)` for a prediction with score `f` and label `label`
+    /// (1 = true word, 0 = noise word). Outside the table the gradient saturates (word2vec.c).
+    #[inline(always)]
+    fn grad_loss(&self, f: f32, label: f32) -> (f32, f32) {
+        if f > -MAX_EXP && f < MAX_EXP {
+            let i = Self::index(f).min(EXP_TABLE_SIZE);
+            // -log σ(-f) = -log σ(f) + f
+            let loss = self.nls[i] + (1.0 - label) * f;
+            (label - self.sig[i], loss)
+        } else {
+            (label - if f > 0.0 { 1.0 } else { 0.0 }, softplus(if label > 0.5 { -f } else { f }))
+        }
+    }
+}
+
+/// log(1 + e^x), stable.
+#[cold]
+fn softplus(x: f32) -> f32 {
+    let x = f64::from(x);
+    (x.max(0.0) + (-x.abs()).exp().ln_1p()) as f32
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared weights
+
+/// A row-major matrix of padded rows.
+struct Matrix {
+    data: Vec<Lane>,
+    stride: usize,
+    rows: usize,
+}
+
+impl Matrix {
+    fn zeros(rows: usize, stride: usize) -> Matrix {
+        Matrix {
+            data: vec![Lane::default(); rows * stride],
+            stride,
+            rows,
+        }
+    }
+
+    fn shared(&mut self) -> Hogwild<'_> {
+        Hogwild {
+            ptr: self.data.as_mut_ptr(),
+            rows: self.rows,
+            stride: self.stride,
+            _life: PhantomData,
+        }
+    }
+}
+
+/// Lock-free view of a [`Matrix`] shared by all worker threads (Hogwild!, Recht et al. 2011).
+///
+/// Every thread reads and writes rows through raw pointers with plain (non-atomic) loads and
+/// stores, exactly as word2vec.c, gensim and fastText do. Two threads may touch the same row at
+/// the same time; an update can then be lost or be computed from a half-updated row. SGD
+/// tolerates this (the rows touched concurrently are rare and the errors are of the size of one
+/// step), and it is what makes the trainer scale. In Rust's memory model such concurrent
+/// plain accesses are a data race; we confine them to this type: rows are created only for the
+/// duration of one kernel call, no reference outlives the `std::thread::scope` that owns the
+/// matrices, within one thread no two live row slices of the same matrix ever alias, `f32` has
+/// no invalid bit patterns, and nothing reads the weights for control flow that could go out of
+/// bounds (indices come from the vocabulary, never from weights).
+#[derive(Clone, Copy)]
+struct Hogwild<'a> {
+    ptr: *mut Lane,
+    rows: usize,
+    stride: usize,
+    _life: PhantomData<&'a mut [Lane]>,
+}
+
+// SAFETY: see the type's documentation: concurrent unsynchronised row updates are the
+// intended Hogwild semantics; the pointer is valid for the lifetime 'a of the borrowed matrix.
+unsafe impl Send for Hogwild<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Hogwild<'_> {}
+
+impl Hogwild<'_> {
+    /// Row `i`.
+    ///
+    /// # Safety
+    /// `i < rows`, and the caller holds no other slice of the same row in this thread.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, i: u32) -> &mut [Lane] {
+        debug_assert!((i as usize) < self.rows);
+        // SAFETY: in bounds per the contract; concurrent access is the Hogwild design above.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i as usize * self.stride), self.stride) }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+/// Read-only state shared by the workers.
+struct Ctx<'a> {
+    syn0: Hogwild<'a>,
+    syn1neg: Hogwild<'a>,
+    syn1: Hogwild<'a>,
+    negative: usize,
+    hs: Option<&'a Huffman>,
+    table: &'a UnigramTable,
+    sig: &'a SigmoidTable,
+    window: u32,
+    cbow_mean: bool,
+}
+
+/// Per-thread scratch (allocated once).
+struct Scratch {
+    neu1: Vec<Lane>,
+    neu1e: Vec<Lane>,
+    loss: f64,
+    examples: u64,
+}
+
+impl Ctx<'_> {
+    /// Negative sampling and/or hierarchical softmax for one prediction of `target` from the
+    /// hidden vector `l1`, accumulating the hidden gradient in `neu1e`.
+    ///
+    /// # Safety
+    /// `target` is a vocabulary id; `l1` is not a row of `syn1` / `syn1neg`.
+    #[inline(always)]
+    unsafe fn predict<const FMA: bool>(
+        &self,
+        l1: &[Lane],
+        target: u32,
+        alpha: f32,
+        rng: &mut Rng,
+        neu1e: &mut [Lane],
+        loss: &mut f64,
+    ) {
+        let mut l = 0f32;
+        if let Some(hs) = self.hs {
+            for (&p, &code) in hs.points(target).iter().zip(hs.code(target)) {
+                // SAFETY: points are internal nodes < V - 1 = rows of syn1.
+                let r2 = unsafe { self.syn1.row(p) };
+                let f = simd::dot::<FMA>(l1, r2);
+                let label = 1.0 - f32::from(code);
+                let (g, lo) = self.sig.grad_loss(f, label);
+                l += lo;
+                if f <= -MAX_EXP || f >= MAX_EXP {
+                    continue; // word2vec.c skips saturated nodes
+                }
+                simd::update_pair::<FMA>(g * alpha, l1, r2, neu1e);
+            }
+        }
+        if self.negative > 0 {
+            for d in 0..=self.negative {
+                let (t, label) = if d == 0 {
+                    (target, 1.0)
+                } else {
+                    let t = self.table.sample(rng);
+                    if t == target {
+                        continue;
+                    }
+                    (t, 0.0)
+                };
+                // SAFETY: t is a vocabulary id (< rows of syn1neg).
+                let r2 = unsafe { self.syn1neg.row(t) };
+                let f = simd::dot::<FMA>(l1, r2);
+                let (g, lo) = self.sig.grad_loss(f, label);
+                l += lo;
+                simd::update_pair::<FMA>(g * alpha, l1, r2, neu1e);
+            }
+        }
+        *loss += f64::from(l);
+    }
+
+    #[inline(always)]
+    fn sentence<const FMA: bool>(&self, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
+        let n = sen.len();
+        let w = self.window as usize;
+        for pos in 0..n {
+            let b = rng.below(self.window) as usize; // shrink the window at random, as word2vec.c
+            let lo = pos.saturating_sub(w - b);
+            let hi = (pos + w - b + 1).min(n);
+            let word = sen[pos];
+            match arch {
+                Arch::SkipGram => {
+                    for c in lo..hi {
+                        if c == pos {
+                            continue;
+                        }
+                        // SAFETY: ids in `sen` come from the vocabulary; syn0 rows are not
+                        // aliased by syn1/syn1neg rows.
+                        unsafe {
+                            let l1 = self.syn0.row(sen[c]);
+                            simd::zero(&mut s.neu1e);
+                            self.predict::<FMA>(l1, word, alpha, rng, &mut s.neu1e, &mut s.loss);
+                            simd::add(&s.neu1e, l1);
+                        }
+                        s.examples += 1;
+                    }
+                }
+                Arch::Cbow => {
+                    simd::zero(&mut s.neu1);
+                    let mut cw = 0u32;
+                    for c in lo..hi {
+                        if c != pos {
+                            // SAFETY: vocabulary id.
+                            simd::add(unsafe { self.syn0.row(sen[c]) }, &mut s.neu1);
+                            cw += 1;
+                        }
+                    }
+                    if cw == 0 {
+                        continue;
+                    }
+                    let inv = 1.0 / cw as f32;
+                    if self.cbow_mean {
+                        simd::scale(inv, &mut s.neu1);
+                    }
+                    simd::zero(&mut s.neu1e);
+                    // SAFETY: `neu1` is thread-local scratch.
+                    unsafe { self.predict::<FMA>(&s.neu1, word, alpha, rng, &mut s.neu1e, &mut s.loss) };
+                    if !self.cbow_mean {
+                        simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
+                    }
+                    for c in lo..hi {
+                        if c != pos {
+                            // SAFETY: vocabulary id; one row at a time.
+                            simd::add(&s.neu1e, unsafe { self.syn0.row(sen[c]) });
+                        }
+                    }
+                    s.examples += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn sentence_avx2(ctx: &Ctx<'_>, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
+    ctx.sentence::<true>(arch, sen, alpha, rng, s)
+}
+
+fn sentence_generic(ctx: &Ctx<'_>, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
+    ctx.sentence::<false>(arch, sen, alpha, rng, s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver
+
+/// Shared progress of all workers.
+struct Progress {
+    words: AtomicU64,
+    finished: AtomicUsize,
+    failed: AtomicBool,
+}
+
+const SYNC_WORDS: u64 = 10_000;
+
+/// Trains word vectors on the corpus file `path` (tokenised as when `vocab` was built).
+pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embeddings, TrainReport), TrainError> {
+    if cfg.dim == 0 {
+        return Err(TrainError::Config("dim must be at least 1".into()));
+    }
+    if cfg.window == 0 {
+        return Err(TrainError::Config("window must be at least 1".into()));
+    }
+    if cfg.negative == 0 && !cfg.hs {
+        return Err(TrainError::Config(
+            "nothing to train: use negative sampling (negative > 0) and/or hierarchical softmax".into(),
+        ));
+    }
+    if cfg.epochs == 0 {
+        return Err(TrainError::Config("epochs must be at least 1".into()));
+    }
+    if !(cfg.alpha > 0.0) || cfg.min_alpha < 0.0 || !cfg.sample.is_finite() || cfg.sample < 0.0 {
+        return Err(TrainError::Config("alpha must be > 0, min_alpha and sample >= 0".into()));
+    }
+    let io_err = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_len = std::fs::metadata(path).map_err(io_err)?.len();
+    let threads = cfg.threads.max(1);
+    let v = vocab.len();
+    let stride = simd::lanes_for(cfg.dim);
+    let isa = Isa::detect();
+
+    // word2vec.c / gensim initialisation: input vectors uniform in [-0.5, 0.5) / dim, outputs zero.
+    let mut syn0 = Matrix::zeros(v, stride);
+    let mut init = Rng::new(cfg.seed, u64::MAX);
+    for r in 0..v {
+        for k in 0..cfg.dim {
+            syn0.data[r * stride + k / LANE].0[k % LANE] = (init.next_f32() - 0.5) / cfg.dim as f32;
+        }
+    }
+    let mut syn1neg = Matrix::zeros(if cfg.negative > 0 { v } else { 0 }, stride);
+    let mut syn1 = Matrix::zeros(if cfg.hs { v.saturating_sub(1) } else { 0 }, stride);
+    let huffman = cfg.hs.then(|| Huffman::new(vocab.counts()));
+    let table = UnigramTable::new(vocab.counts(), 0.75);
+    let sub = Subsampler::new(vocab.counts(), cfg.sample);
+    let sig = SigmoidTable::new();
+    let ctx = Ctx {
+        syn0: syn0.shared(),
+        syn1neg: syn1neg.shared(),
+        syn1: syn1.shared(),
+        negative: cfg.negative,
+        hs: huffman.as_ref(),
+        table: &table,
+        sig: &sig,
+        window: cfg.window as u32,
+        cbow_mean: cfg.cbow_mean,
+    };
+    let train_words = vocab.train_words();
+    let total = train_words * cfg.epochs as u64;
+    let progress = Progress {
+        words: AtomicU64::new(0),
+        finished: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+    };
+    let alpha_at = |done: u64| -> f32 {
+        let p = (done as f64 / (total + 1) as f64).min(1.0);
+        ((f64::from(cfg.alpha) - f64::from(cfg.alpha - cfg.min_alpha) * p) as f32).max(cfg.min_alpha)
+    };
+    let bar = make_bar(cfg.progress, total);
+    let ranges = corpus::split_ranges(file_len, threads);
+    let start = Instant::now();
+
+    let results: Vec<std::io::Result<(Vec<EpochStats>, u64)>> = std::thread::scope(|s| {
+        let main = std::thread::current();
+        let handles: Vec<_> = ranges
+            .iter()
+            .enumerate()
+            .map(|(t, &(rs, re))| {
+                let (ctx, sub, progress, main, alpha_at) = (&ctx, &sub, &progress, main.clone(), &alpha_at);
+                s.spawn(move || {
+                    let r = worker(path, vocab, cfg, ctx, sub, progress, alpha_at, isa, t, rs, re);
+                    if r.is_err() {
+                        progress.failed.store(true, Ordering::Relaxed);
+                    }
+                    progress.finished.fetch_add(1, Ordering::Release);
+                    main.unpark();
+                    r
+                })
+            })
+            .collect();
+        while progress.finished.load(Ordering::Acquire) < threads {
+            std::thread::park_timeout(Duration::from_millis(200));
+            if let Some(bar) = &bar {
+                let done = progress.words.load(Ordering::Relaxed);
+                bar.set_position(done);
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "{:.0}k words/s, alpha {:.5}",
+                    done as f64 / secs / 1e3,
+                    alpha_at(done)
+                ));
+            }
+        }
+        handles.into_iter().map(|h| h.join().expect("training thread panicked")).collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut epochs: Vec<EpochStats> = (0..cfg.epochs)
+        .map(|e| EpochStats {
+            epoch: e + 1,
+            ..EpochStats::default()
+        })
+        .collect();
+    let mut raw_words = 0u64;
+    for r in results {
+        let (per_epoch, raw) = r.map_err(io_err)?;
+        raw_words += raw;
+        for (a, b) in epochs.iter_mut().zip(&per_epoch) {
+            a.add(b);
+        }
+    }
+    drop(ctx);
+    // Strip padding.
+    let mut vectors = Vec::with_capacity(v * cfg.dim);
+    for r in 0..v {
+        for k in 0..cfg.dim {
+            vectors.push(syn0.data[r * stride + k / LANE].0[k % LANE]);
+        }
+    }
+    let words = vocab.words().iter().map(|w| w.to_string()).collect();
+    let emb = Embeddings::new(words, cfg.dim, vectors).expect("consistent shapes");
+    let report = TrainReport {
+        epochs,
+        seconds,
+        raw_words,
+        raw_words_per_sec: raw_words as f64 / seconds.max(1e-9),
+        isa: isa.name(),
+        threads,
+    };
+    Ok((emb, report))
+}
+
+fn make_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {percent:>3}% {human_pos}/{human_len} words, {msg}, ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// Per-thread training state.
+struct Worker<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    arch: Arch,
+    isa: Isa,
+    progress: &'a Progress,
+    alpha_at: &'a (dyn Fn(u64) -> f32 + Sync),
+    rng: Rng,
+    scratch: Scratch,
+    sen: Vec<u32>,
+    alpha: f32,
+    /// Words read but not yet added to the shared counter.
+    pending: u64,
+    /// Raw tokens of the current sentence (lines are cut at `MAX_SENTENCE_WORDS`).
+    line_words: usize,
+}
+
+impl Worker<'_, '_> {
+    /// Trains the buffered sentence, then refreshes the learning rate every `SYNC_WORDS` words.
+    fn flush(&mut self) {
+        if !self.sen.is_empty() {
+            match self.isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Isa::Avx2Fma` is only detected on CPUs with AVX2 and FMA.
+                Isa::Avx2Fma => unsafe {
+                    sentence_avx2(self.ctx, self.arch, &self.sen, self.alpha, &mut self.rng, &mut self.scratch)
+                },
+                _ => sentence_generic(self.ctx, self.arch, &self.sen, self.alpha, &mut self.rng, &mut self.scratch),
+            }
+            self.sen.clear();
+        }
+        self.line_words = 0;
+        if self.pending >= SYNC_WORDS {
+            self.sync();
+        }
+    }
+
+    fn sync(&mut self) {
+        let done = self.progress.words.fetch_add(self.pending, Ordering::Relaxed) + self.pending;
+        self.pending = 0;
+        self.alpha = (self.alpha_at)(done);
+    }
+}
+
+/// One thread: all epochs over its byte range. Returns per-epoch stats and raw tokens read.
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    path: &Path,
+    vocab: &Vocab,
+    cfg: &TrainConfig,
+    ctx: &Ctx<'_>,
+    sub: &Subsampler,
+    progress: &Progress,
+    alpha_at: &(dyn Fn(u64) -> f32 + Sync),
+    isa: Isa,
+    t: usize,
+    start: u64,
+    end: u64,
+) -> std::io::Result<(Vec<EpochStats>, u64)> {
+    let mut file = File::open(path)?;
+    let stride = simd::lanes_for(cfg.dim);
+    let mut wk = Worker {
+        ctx,
+        arch: cfg.arch,
+        isa,
+        progress,
+        alpha_at,
+        rng: Rng::new(cfg.seed, t as u64),
+        scratch: Scratch {
+            neu1: vec![Lane::default(); stride],
+            neu1e: vec![Lane::default(); stride],
+            loss: 0.0,
+            examples: 0,
+        },
+        sen: Vec::with_capacity(MAX_SENTENCE_WORDS),
+        alpha: alpha_at(0),
+        pending: 0,
+        line_words: 0,
+    };
+    let mut stats = Vec::with_capacity(cfg.epochs);
+    let mut raw = 0u64;
+    for epoch in 0..cfg.epochs {
+        if progress.failed.load(Ordering::Relaxed) {
+            break;
+        }
+        wk.scratch.loss = 0.0;
+        wk.scratch.examples = 0;
+        let (mut words, mut kept) = (0u64, 0u64);
+        let st = corpus::scan_range(&mut file, start, end, vocab.lowercase, |ev| match ev {
+            Event::Word(w) => {
+                wk.line_words += 1;
+                if let Some(id) = vocab.id(w) {
+                    words += 1;
+                    wk.pending += 1;
+                    if sub.keep(id, &mut wk.rng) {
+                        wk.sen.push(id);
+                        kept += 1;
+                    }
+                }
+                if wk.line_words >= MAX_SENTENCE_WORDS {
+                    wk.flush();
+                }
+            }
+            Event::EndOfLine => wk.flush(),
+        })?;
+        wk.flush();
+        raw += st.tokens;
+        stats.push(EpochStats {
+            epoch: epoch + 1,
+            loss: wk.scratch.loss,
+            examples: wk.scratch.examples,
+            words,
+            kept_words: kept,
+        });
+    }
+    wk.sync();
+    Ok((stats, raw))
+}
