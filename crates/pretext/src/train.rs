@@ -169,7 +169,20 @@ pub fn pretrain<M: Method>(
             "height": data.height,
             "width": data.width,
         });
-        Checkpoint { model: module_tensors(model), optimizer: optimizer.state_tensors(), meta }.save(&ckpt_path)
+        // `valid()` first folds pending batch-norm running-statistic updates (burn keeps the
+        // latest one per thread until the next forward) into the values a visitor reads.
+        let tensors = module_tensors(&model.valid());
+        // A finite loss can still be followed by an update that overflowed: never let such
+        // weights replace the last good checkpoint.
+        if let Some(bad) = tensors.iter().find(|t| t.values.iter().any(|v| !v.is_finite())) {
+            bail!(
+                "weights became non-finite at step {step} ('{}'); training stopped. The last good \
+                 checkpoint is kept at {} (try a lower optimizer.lr or optimizer.grad_clip)",
+                bad.name,
+                ckpt_path.display()
+            );
+        }
+        Checkpoint { model: tensors, optimizer: optimizer.state_tensors(), meta }.save(&ckpt_path)
     };
 
     let mut time = TimeBreakdown::default();

@@ -105,3 +105,64 @@ impl Huffman {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    fn check_tree(counts: &[u64]) -> Huffman {
+        let h = Huffman::new(counts);
+        let v = counts.len();
+        // Prefix-free, Kraft equality (a full binary tree), points in range, root first.
+        let codes: Vec<&[u8]> = (0..v as u32).map(|w| h.code(w)).collect();
+        for (i, a) in codes.iter().enumerate() {
+            assert!(!a.is_empty());
+            assert_eq!(h.points(i as u32).len(), a.len());
+            assert_eq!(h.points(i as u32)[0] as usize, v - 2, "root first");
+            assert!(h.points(i as u32).iter().all(|&p| (p as usize) < v - 1));
+            for (j, b) in codes.iter().enumerate() {
+                if i != j {
+                    assert!(!b.starts_with(a), "code {i} is a prefix of code {j}");
+                }
+            }
+        }
+        let kraft: f64 = codes.iter().map(|c| 0.5f64.powi(c.len() as i32)).sum();
+        assert!((kraft - 1.0).abs() < 1e-12);
+        // Optimal: the weighted length equals the sum of the merged weights of any Huffman tree.
+        let mut heap: BinaryHeap<Reverse<u64>> = counts.iter().map(|&c| Reverse(c)).collect();
+        let mut optimal = 0;
+        while heap.len() > 1 {
+            let (Reverse(a), Reverse(b)) = (heap.pop().unwrap(), heap.pop().unwrap());
+            optimal += a + b;
+            heap.push(Reverse(a + b));
+        }
+        let cost: u64 = counts.iter().zip(&codes).map(|(c, code)| c * code.len() as u64).sum();
+        assert_eq!(cost, optimal);
+        h
+    }
+
+    #[test]
+    fn small_vocabulary_codes() {
+        // Counts sorted like a vocabulary: 4, 2, 1, 1 -> merge (1,1)=2, (2,2)=4, (4,4)=8.
+        let h = check_tree(&[4, 2, 1, 1]);
+        let lens: Vec<usize> = (0..4).map(|w| h.code(w).len()).collect();
+        assert_eq!(lens, [1, 2, 3, 3]);
+        // word2vec.c's exact assignment: the second-smallest child gets bit 1.
+        assert_eq!(h.code(0), [1]);
+        assert_eq!(h.code(1), [0, 1]);
+        assert_eq!(h.code(2), [0, 0, 1]);
+        assert_eq!(h.code(3), [0, 0, 0]);
+        assert_eq!(h.points(3), [2, 1, 0]);
+        // Frequent words never get longer codes than rarer ones.
+        let counts: Vec<u64> = (1..=50u64).rev().map(|i| i * i).collect();
+        let h = check_tree(&counts);
+        for w in 1..50 {
+            assert!(h.code(w - 1).len() <= h.code(w).len());
+        }
+        check_tree(&[3, 3, 3, 3, 3]);
+        check_tree(&[1, 1]);
+        assert!(Huffman::new(&[7]).code(0).is_empty());
+    }
+}

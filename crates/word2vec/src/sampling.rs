@@ -123,3 +123,51 @@ impl UnigramTable {
         self.prob.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsampling_formula() {
+        // f = 10_000 of total 1_000_000, sample 1e-3: t = 1000, p = (sqrt(10) + 1) * 0.1.
+        let p = keep_probability(10_000, 1e-3, 1_000_000);
+        assert!((p - (10f64.sqrt() + 1.0) * 0.1).abs() < 1e-12);
+        // Rare words are always kept (p >= 1), sample 0 disables.
+        assert!(keep_probability(10, 1e-3, 1_000_000) > 1.0);
+        assert_eq!(keep_probability(10_000, 0.0, 1_000_000), 1.0);
+        // The table realises the probability.
+        let counts = [10_000u64, 5_000, 985_000];
+        let s = Subsampler::new(&counts, 1e-3);
+        let mut rng = Rng::new(5, 0);
+        for w in 0..3u32 {
+            let expected = keep_probability(counts[w as usize], 1e-3, 1_000_000).min(1.0);
+            assert!((s.probability(w) - expected).abs() < 1e-9);
+            let n = 200_000;
+            let kept = (0..n).filter(|_| s.keep(w, &mut rng)).count() as f64 / n as f64;
+            assert!((kept - expected).abs() < 0.005, "word {w}: kept {kept}, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn unigram_table_distribution() {
+        let counts: Vec<u64> = vec![1000, 500, 200, 100, 50, 20, 10, 5, 2, 1];
+        let t = UnigramTable::new(&counts, 0.75);
+        let z: f64 = counts.iter().map(|&c| (c as f64).powf(0.75)).sum();
+        let mut rng = Rng::new(9, 0);
+        let n = 2_000_000;
+        let mut hist = vec![0u64; counts.len()];
+        for _ in 0..n {
+            hist[t.sample(&mut rng) as usize] += 1;
+        }
+        for (w, &c) in counts.iter().enumerate() {
+            let p = (c as f64).powf(0.75) / z;
+            assert!((t.probability(w as u32) - p).abs() < 1e-8, "exact table, word {w}");
+            let freq = hist[w] as f64 / n as f64;
+            let sd = (p * (1.0 - p) / n as f64).sqrt();
+            assert!((freq - p).abs() < 5.0 * sd + 1e-6, "word {w}: {freq} vs {p}");
+        }
+        // 0.75 flattens: the rarest word is drawn far more often than its unigram share.
+        assert!(t.probability(9) > 1.0 / counts.iter().sum::<u64>() as f64 * 3.0);
+    }
+}

@@ -176,6 +176,24 @@ pub fn zero(y: &mut [Lane]) {
     }
 }
 
+/// Asks the CPU to start loading the `lanes` lanes at `row` into L1 (no-op where unsupported).
+#[inline(always)]
+pub fn prefetch(row: *const Lane, lanes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = row.cast::<i8>();
+        let mut off = 0;
+        while off < lanes * std::mem::size_of::<Lane>() {
+            // SAFETY: prefetching never faults, even for invalid addresses; SSE is baseline on x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (row, lanes);
+}
+
 /// Explicit AVX2/FMA versions of the kernels. They are `inline(always)` and only ever inlined
 /// into functions compiled with `#[target_feature(enable = "avx2,fma")]`, where the
 /// intrinsics become single instructions.

@@ -183,25 +183,18 @@ impl SigmoidTable {
     }
 
     /// `(gradient / alpha, loss)` for a prediction with score `f` and label `label`
-    /// (1 = true word, 0 = noise word). Outside the table the gradient saturates (word2vec.c).
+    /// (1 = true word, 0 = noise word), without branches. Beyond ±`MAX_EXP` the gradient
+    /// saturates as in word2vec.c (up to the table's end values, 0.0025 from 0 and 1) and the
+    /// loss uses its asymptote (`-log σ(y) ≈ -y` for `y < -MAX_EXP`).
     #[inline(always)]
     fn grad_loss(&self, f: f32, label: f32) -> (f32, f32) {
-        if f > -MAX_EXP && f < MAX_EXP {
-            let i = Self::index(f).min(EXP_TABLE_SIZE);
-            // -log σ(-f) = -log σ(f) + f
-            let loss = self.nls[i] + (1.0 - label) * f;
-            (label - self.sig[i], loss)
-        } else {
-            (label - if f > 0.0 { 1.0 } else { 0.0 }, softplus(if label > 0.5 { -f } else { f }))
-        }
+        let fc = f.clamp(-MAX_EXP, MAX_EXP);
+        let i = Self::index(fc).min(EXP_TABLE_SIZE);
+        // -log σ(-f) = -log σ(f) + f; y = ±f is the score of the right answer.
+        let y = (2.0 * label - 1.0) * f;
+        let loss = self.nls[i] + (1.0 - label) * fc + (-y - MAX_EXP).max(0.0);
+        (label - self.sig[i], loss)
     }
-}
-
-/// log(1 + e^x), stable.
-#[cold]
-fn softplus(x: f32) -> f32 {
-    let x = f64::from(x);
-    (x.max(0.0) + (-x.abs()).exp().ln_1p()) as f32
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,6 +264,12 @@ impl Hogwild<'_> {
         // SAFETY: in bounds per the contract; concurrent access is the Hogwild design above.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i as usize * self.stride), self.stride) }
     }
+
+    /// Starts loading row `i` into the cache (`i` need not be valid: prefetches never fault).
+    #[inline(always)]
+    fn prefetch(&self, i: u32) {
+        simd::prefetch(self.ptr.wrapping_add(i as usize * self.stride), self.stride);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,6 +290,11 @@ struct Ctx<'a> {
 
 /// Per-thread scratch (allocated once).
 struct Scratch {
+    /// Noise words of the current prediction.
+    negs: Vec<u32>,
+    /// Noise words of the next prediction, drawn one prediction ahead so that their rows are
+    /// already being fetched into the cache while the current one is computed.
+    next_negs: Vec<u32>,
     neu1: Vec<Lane>,
     neu1e: Vec<Lane>,
     loss: f64,
@@ -309,7 +313,7 @@ impl Ctx<'_> {
         l1: &[Lane],
         target: u32,
         alpha: f32,
-        rng: &mut Rng,
+        negs: &[u32],
         neu1e: &mut [Lane],
         loss: &mut f64,
     ) {
@@ -329,16 +333,11 @@ impl Ctx<'_> {
             }
         }
         if self.negative > 0 {
-            for d in 0..=self.negative {
-                let (t, label) = if d == 0 {
-                    (target, 1.0)
-                } else {
-                    let t = self.table.sample(rng);
-                    if t == target {
-                        continue;
-                    }
-                    (t, 0.0)
-                };
+            for (d, &t) in std::iter::once(&target).chain(negs.iter()).enumerate() {
+                if d > 0 && t == target {
+                    continue; // a noise word equal to the true word is skipped (word2vec.c)
+                }
+                let label = if d == 0 { 1.0 } else { 0.0 };
                 // SAFETY: t is a vocabulary id (< rows of syn1neg).
                 let r2 = unsafe { self.syn1neg.row(t) };
                 let f = simd::dot::<FMA>(l1, r2);
@@ -350,11 +349,30 @@ impl Ctx<'_> {
         *loss += f64::from(l);
     }
 
+    /// Draws the noise words of the next prediction and prefetches their rows; the current
+    /// ones become `s.negs`.
+    #[inline(always)]
+    fn advance_negatives(&self, rng: &mut Rng, s: &mut Scratch) {
+        std::mem::swap(&mut s.negs, &mut s.next_negs);
+        s.next_negs.clear();
+        for _ in 0..self.negative {
+            let t = self.table.sample(rng);
+            self.syn1neg.prefetch(t);
+            s.next_negs.push(t);
+        }
+    }
+
     #[inline(always)]
     fn sentence<const FMA: bool>(&self, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
         let n = sen.len();
         let w = self.window as usize;
+        if self.negative > 0 && s.next_negs.is_empty() {
+            self.advance_negatives(rng, s);
+        }
         for pos in 0..n {
+            if let Some(&next) = sen.get(pos + 1) {
+                self.syn1neg.prefetch(next);
+            }
             let b = rng.below(self.window) as usize; // shrink the window at random, as word2vec.c
             let lo = pos.saturating_sub(w - b);
             let hi = (pos + w - b + 1).min(n);
@@ -367,10 +385,13 @@ impl Ctx<'_> {
                         }
                         // SAFETY: ids in `sen` come from the vocabulary; syn0 rows are not
                         // aliased by syn1/syn1neg rows.
+                        if self.negative > 0 {
+                            self.advance_negatives(rng, s);
+                        }
                         unsafe {
                             let l1 = self.syn0.row(sen[c]);
                             simd::zero(&mut s.neu1e);
-                            self.predict::<FMA>(l1, word, alpha, rng, &mut s.neu1e, &mut s.loss);
+                            self.predict::<FMA>(l1, word, alpha, &s.negs, &mut s.neu1e, &mut s.loss);
                             simd::add(&s.neu1e, l1);
                         }
                         s.examples += 1;
@@ -394,8 +415,11 @@ impl Ctx<'_> {
                         simd::scale(inv, &mut s.neu1);
                     }
                     simd::zero(&mut s.neu1e);
+                    if self.negative > 0 {
+                        self.advance_negatives(rng, s);
+                    }
                     // SAFETY: `neu1` is thread-local scratch.
-                    unsafe { self.predict::<FMA>(&s.neu1, word, alpha, rng, &mut s.neu1e, &mut s.loss) };
+                    unsafe { self.predict::<FMA>(&s.neu1, word, alpha, &s.negs, &mut s.neu1e, &mut s.loss) };
                     if !self.cbow_mean {
                         simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
                     }
@@ -660,6 +684,8 @@ fn worker(
         alpha_at,
         rng: Rng::new(cfg.seed, t as u64),
         scratch: Scratch {
+            negs: Vec::with_capacity(cfg.negative),
+            next_negs: Vec::with_capacity(cfg.negative),
             neu1: vec![Lane::default(); stride],
             neu1e: vec![Lane::default(); stride],
             loss: 0.0,

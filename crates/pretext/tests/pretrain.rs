@@ -1,0 +1,218 @@
+//! End-to-end behaviour of pretraining on small slices of the embedded data.
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use pretext::checkpoint::{Checkpoint, module_tensors};
+use pretext::config::PretrainConfig;
+use pretext::data::{ImageSet, embedded_fashion_mnist};
+use pretext::eval::{Protocols, evaluate};
+use pretext::methods::{Byol, Method, SimClr};
+use pretext::train::{TrainOptions, pretrain};
+
+/// A run folder unique to this test process (a second config with the same name shares it).
+fn out_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pretext-it-{name}-{}", std::process::id()))
+}
+
+/// A configuration small enough for a test: narrow CNN, small head.
+fn tiny_config(name: &str, extra: &[&str]) -> PretrainConfig {
+    let mut sets: Vec<String> = [
+        "backbone.width=8",
+        "projection.hidden=32",
+        "projection.output=16",
+        "prediction.hidden=32",
+        "prediction.output=16",
+        "batch_size=32",
+        "epochs=2",
+        "data.train_limit=256",
+        "optimizer.lr=0.003",
+        "optimizer.warmup_epochs=0.5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sets.push(format!("train.out_dir=\"{}\"", out_dir(name).display()));
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    PretrainConfig::from_toml("", name, &sets).unwrap()
+}
+
+fn train_set() -> ImageSet {
+    embedded_fashion_mnist().unwrap().train
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions { resume: false, quiet: true }
+}
+
+#[derive(Default)]
+struct Ids(Vec<(ParamId, usize)>);
+
+impl ModuleVisitor for Ids {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.push((p.id, D));
+    }
+}
+
+fn ids<M: Module>(m: &M) -> Vec<(ParamId, usize)> {
+    let mut v = Ids::default();
+    m.visit(&mut v);
+    v.0
+}
+
+fn has_grad(grads: &GradientsParams, id: ParamId, rank: usize) -> bool {
+    match rank {
+        1 => grads.get::<1>(id).is_some(),
+        2 => grads.get::<2>(id).is_some(),
+        4 => grads.get::<4>(id).is_some(),
+        _ => false,
+    }
+}
+
+#[test]
+fn byol_target_takes_no_gradient_and_online_learns() {
+    let config = tiny_config("byol-grad", &["method=byol"]);
+    let device = Device::flex().autodiff();
+    let model = Byol::init(&config, 1, &device);
+    let views: Vec<Tensor<4>> = (0..2)
+        .map(|v| Tensor::<4>::random([8, 1, 28, 28], burn::tensor::Distribution::Normal(v as f64, 1.0), &device))
+        .collect();
+    let loss = model.loss(views);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let online = ids(&model.online);
+    let target = ids(&model.target);
+    // Every trainable online parameter gets a gradient (running statistics are buffers).
+    let online_with_grad = online.iter().filter(|(id, r)| has_grad(&grads, *id, *r)).count();
+    assert!(online_with_grad >= 10, "only {online_with_grad} online tensors received a gradient");
+    assert!(ids(&model.predictor).iter().all(|(id, r)| has_grad(&grads, *id, *r) || *r == 1));
+    // Stop-gradient: nothing reaches the target network.
+    assert!(target.iter().all(|(id, r)| !has_grad(&grads, *id, *r)), "a gradient reached the target");
+    // The online network still requires gradients after the target was built from it.
+    assert!(model.online.projection_requires_grad());
+}
+
+trait RequiresGrad {
+    fn projection_requires_grad(&self) -> bool;
+}
+
+impl RequiresGrad for pretext::methods::byol::Branch {
+    fn projection_requires_grad(&self) -> bool {
+        let mut found = Vec::new();
+        struct Check<'a>(&'a mut Vec<bool>);
+        impl ModuleVisitor for Check<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if D > 1 {
+                    self.0.push(p.val().is_require_grad());
+                }
+            }
+        }
+        self.projection.visit(&mut Check(&mut found));
+        !found.is_empty() && found.iter().all(|&b| b)
+    }
+}
+
+#[test]
+fn byol_run_learns_and_moves_the_target() {
+    let config = tiny_config("byol-run", &["method=byol", "epochs=1"]);
+    let before = Byol::init(&config, 1, &Device::flex().autodiff());
+    let (after, summary) = pretrain::<Byol>(&config, &train_set(), &Device::flex(), &quiet()).unwrap();
+    assert_eq!(summary.steps, 8);
+    assert!(summary.final_loss.is_finite());
+    let changed = |a: &pretext::methods::byol::Branch, b: &pretext::methods::byol::Branch| {
+        module_tensors(a).iter().zip(module_tensors(b)).any(|(x, y)| x.values != y.values)
+    };
+    assert!(changed(&before.online, &after.online), "online network did not train");
+    assert!(changed(&before.target, &after.target), "EMA did not move the target");
+}
+
+#[test]
+fn simclr_loss_falls_and_features_beat_random_init() {
+    let config = tiny_config(
+        "simclr-learns",
+        &["epochs=6", "data.train_limit=1024", "batch_size=64", "backbone.width=16", "eval.linear_epochs=20"],
+    );
+    let splits = embedded_fashion_mnist().unwrap();
+    let device = Device::flex();
+    let (model, summary) = pretrain::<SimClr>(&config, &splits.train, &device, &quiet()).unwrap();
+    assert!(
+        summary.last_epoch_loss < summary.first_loss - 0.3,
+        "loss did not fall: first {} last epoch {}",
+        summary.first_loss,
+        summary.last_epoch_loss
+    );
+    let train = splits.train.take(1024);
+    let test = splits.test.unwrap().take(500);
+    let (mean, std) = train.channel_stats();
+    let protocols = Protocols { knn: true, linear: true };
+    let trained = evaluate(model.backbone(), &train, &test, &mean, &std, &config.eval, protocols, 0, &device).unwrap();
+    device.seed(config.seed);
+    let random = SimClr::init(&config, 1, &device);
+    let baseline = evaluate(random.backbone(), &train, &test, &mean, &std, &config.eval, protocols, 0, &device).unwrap();
+    let (tk, rk) = (trained.knn.unwrap(), baseline.knn.unwrap());
+    let (tl, rl) = (trained.linear.unwrap(), baseline.linear.unwrap());
+    eprintln!("kNN {tk:.3} vs random {rk:.3}; linear {tl:.3} vs random {rl:.3}");
+    assert!(tk > 0.1 && tl > 0.1, "no better than chance");
+    assert!(tk > rk, "kNN {tk} does not beat random init {rk}");
+    assert!(tl > rl, "linear probe {tl} does not beat random init {rl}");
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run_and_same_seed_repeats() {
+    let set = train_set();
+    let device = Device::flex();
+    let full = tiny_config("resume-full", &[]);
+    let (_, a) = pretrain::<SimClr>(&full, &set, &device, &quiet()).unwrap();
+    assert_eq!(a.steps, 16);
+
+    let part = tiny_config("resume-part", &["train.max_steps=5"]);
+    let (_, p) = pretrain::<SimClr>(&part, &set, &device, &quiet()).unwrap();
+    assert_eq!(p.steps, 5);
+    let rest = tiny_config("resume-part", &[]);
+    let (_, b) = pretrain::<SimClr>(&rest, &set, &device, &TrainOptions { resume: true, quiet: true }).unwrap();
+    assert_eq!(b.resumed_from_step, 5);
+    assert_eq!(b.steps, 16);
+
+    let ca = Checkpoint::load(&a.checkpoint).unwrap();
+    let cb = Checkpoint::load(&b.checkpoint).unwrap();
+    // Same seed, same machine: the same numbers again.
+    let again = tiny_config("resume-again", &[]);
+    let (_, c) = pretrain::<SimClr>(&again, &set, &device, &quiet()).unwrap();
+    let cc = Checkpoint::load(&c.checkpoint).unwrap();
+    assert_eq!(first_difference(&ca.model, &cc.model), None, "same seed, different weights");
+    assert_eq!(first_difference(&ca.model, &cb.model), None, "resumed weights differ from the uninterrupted run");
+    assert!(ca.optimizer == cb.optimizer, "resumed optimizer state differs");
+    assert_eq!(a.final_loss, b.final_loss);
+}
+
+/// The first tensor whose values differ, with the largest difference.
+fn first_difference(a: &[pretext::checkpoint::NamedTensor], b: &[pretext::checkpoint::NamedTensor]) -> Option<(String, f32)> {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).find(|(x, y)| x.values != y.values).map(|(x, y)| {
+        let worst = x.values.iter().zip(&y.values).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        (x.name.clone(), worst)
+    })
+}
+
+#[test]
+fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let config = tiny_config(
+        "nan",
+        &["optimizer.kind=\"sgd\"", "optimizer.lr=1e20", "optimizer.warmup_epochs=0", "train.checkpoint_every=1"],
+    );
+    let err = pretrain::<SimClr>(&config, &train_set(), &Device::flex(), &quiet()).unwrap_err().to_string();
+    assert!(err.contains("loss became") || err.contains("weights became non-finite"), "{err}");
+    assert!(err.contains("last good checkpoint"), "{err}");
+    let ckpt = Checkpoint::load(&pretext::train::checkpoint_path(&config)).unwrap();
+    let step = ckpt.meta["step"].as_u64().unwrap();
+    assert!(step >= 1, "no good checkpoint was written before the failure");
+    assert!(ckpt.model.iter().all(|t| t.values.iter().all(|v| v.is_finite())), "the kept checkpoint holds non-finite weights");
+}
+
+#[test]
+fn batch_larger_than_dataset_is_an_error() {
+    let config = tiny_config("big-batch", &["batch_size=512", "data.train_limit=100"]);
+    let err = pretrain::<SimClr>(&config, &train_set(), &Device::flex(), &quiet()).unwrap_err().to_string();
+    assert!(err.contains("batch_size = 512") && err.contains("100 images"), "{err}");
+}
