@@ -19,7 +19,11 @@ use pretext::with_method;
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(name = "pretext", version, about = "Self-supervised learning: pretrain without labels, then measure what it saves")]
+#[command(
+    name = "pretext",
+    version,
+    about = "Self-supervised learning: pretrain without labels, then measure what it saves"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -105,6 +109,11 @@ enum Split {
     Test,
 }
 
+/// burn's CPU backend allocates and frees large activation buffers every step; glibc serves
+/// those with fresh mmaps (a page fault per 4 KiB touched), mimalloc keeps them in its arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const QUICKSTART_CONFIG: &str = include_str!("../../../configs/quickstart.toml");
 
 fn main() -> ExitCode {
@@ -124,7 +133,10 @@ fn run(cli: Cli) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("cannot set --threads")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot set --threads")?;
     }
     match cli.command {
         Command::Pretrain { data, resume } => {
@@ -134,18 +146,35 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("data: {}", splits.description);
             let summary = pretrain_any(&config, &splits.train, &device, resume, g.json)?;
             if g.json {
-                println!("{}", json!({ "command": "pretrain", "data": splits.description, "summary": summary }));
+                println!(
+                    "{}",
+                    json!({ "command": "pretrain", "data": splits.description, "summary": summary })
+                );
             } else {
                 print_summary(&summary);
             }
             Ok(())
         }
-        Command::Eval { protocol, checkpoint, data, no_baseline } => {
+        Command::Eval {
+            protocol,
+            checkpoint,
+            data,
+            no_baseline,
+        } => {
             let device = pretext::device::parse(&g.device)?;
             let protocols = match protocol {
-                Protocol::Knn => Protocols { knn: true, linear: false },
-                Protocol::Linear => Protocols { knn: false, linear: true },
-                Protocol::All => Protocols { knn: true, linear: true },
+                Protocol::Knn => Protocols {
+                    knn: true,
+                    linear: false,
+                },
+                Protocol::Linear => Protocols {
+                    knn: false,
+                    linear: true,
+                },
+                Protocol::All => Protocols {
+                    knn: true,
+                    linear: true,
+                },
             };
             let splits = data::load(data.as_deref())?;
             let loaded = LoadedCheckpoint::open(&checkpoint, &device)?;
@@ -153,13 +182,21 @@ fn run(cli: Cli) -> Result<()> {
             apply_eval_overrides(&mut config, &g)?;
             let report = eval_report(&loaded, &config, &splits, protocols, !no_baseline, &device)?;
             if g.json {
-                println!("{}", json!({ "command": "eval", "checkpoint": checkpoint, "data": splits.description, "results": report }));
+                println!(
+                    "{}",
+                    json!({ "command": "eval", "checkpoint": checkpoint, "data": splits.description, "results": report })
+                );
             } else {
                 print_scores(&report, &loaded.config);
             }
             Ok(())
         }
-        Command::Embed { checkpoint, data, out, split } => {
+        Command::Embed {
+            checkpoint,
+            data,
+            out,
+            split,
+        } => {
             let device = pretext::device::parse(&g.device)?;
             let splits = data::load(data.as_deref())?;
             let loaded = LoadedCheckpoint::open(&checkpoint, &device)?;
@@ -171,9 +208,17 @@ fn run(cli: Cli) -> Result<()> {
             let f = extract(&loaded.backbone, set, &loaded.mean, &loaded.std, &device);
             pretext::report::write_npy(&out, &f.values, f.len(), f.dim)?;
             if g.json {
-                println!("{}", json!({ "command": "embed", "out": out, "rows": f.len(), "dim": f.dim }));
+                println!(
+                    "{}",
+                    json!({ "command": "embed", "out": out, "rows": f.len(), "dim": f.dim })
+                );
             } else {
-                println!("wrote {} features of dimension {} to {}", f.len(), f.dim, out.display());
+                println!(
+                    "wrote {} features of dimension {} to {}",
+                    f.len(),
+                    f.dim,
+                    out.display()
+                );
             }
             Ok(())
         }
@@ -204,7 +249,13 @@ fn apply_eval_overrides(config: &mut PretrainConfig, g: &Global) -> Result<()> {
     Ok(())
 }
 
-fn pretrain_any(config: &PretrainConfig, train: &ImageSet, device: &Device, resume: bool, quiet: bool) -> Result<TrainSummary> {
+fn pretrain_any(
+    config: &PretrainConfig,
+    train: &ImageSet,
+    device: &Device,
+    resume: bool,
+    quiet: bool,
+) -> Result<TrainSummary> {
     let options = TrainOptions { resume, quiet };
     with_method!(config.method.as_str(), M => {
         let (_, summary) = pretrain::<M>(config, train, device, &options)?;
@@ -224,10 +275,21 @@ struct LoadedCheckpoint {
 impl LoadedCheckpoint {
     fn open(path: &Path, device: &Device) -> Result<Self> {
         let ckpt = Checkpoint::load(path)?;
-        let text = ckpt.meta["config"].as_str().context("checkpoint has no config")?;
-        let config: PretrainConfig = toml::from_str(text).context("checkpoint config is unreadable")?;
+        let text = ckpt.meta["config"]
+            .as_str()
+            .context("checkpoint has no config")?;
+        let config: PretrainConfig =
+            toml::from_str(text).context("checkpoint config is unreadable")?;
         let floats = |key: &str| -> Vec<f32> {
-            ckpt.meta[key].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).map(|v| v as f32).collect()).unwrap_or_default()
+            ckpt.meta[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_f64())
+                        .map(|v| v as f32)
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let dim = |key: &str| ckpt.meta[key].as_u64().unwrap_or(0) as usize;
         let shape = (dim("channels"), dim("height"), dim("width"));
@@ -236,7 +298,13 @@ impl LoadedCheckpoint {
                 .with_context(|| format!("{}", path.display()))?;
             method.backbone().clone()
         });
-        Ok(LoadedCheckpoint { mean: floats("mean"), std: floats("std"), config, backbone, shape })
+        Ok(LoadedCheckpoint {
+            mean: floats("mean"),
+            std: floats("std"),
+            config,
+            backbone,
+            shape,
+        })
     }
 
     fn random_backbone(&self, device: &Device) -> Backbone {
@@ -257,7 +325,11 @@ impl LoadedCheckpoint {
 }
 
 fn limited(set: &ImageSet, limit: usize) -> ImageSet {
-    if limit > 0 { set.take(limit) } else { set.clone() }
+    if limit > 0 {
+        set.take(limit)
+    } else {
+        set.clone()
+    }
 }
 
 fn eval_report(
@@ -272,9 +344,25 @@ fn eval_report(
     let train = limited(&splits.train, config.data.train_limit);
     loaded.check_compatible(&train)?;
     let t = Instant::now();
-    let score = |b: &Backbone| evaluate(b, &train, &test, &loaded.mean, &loaded.std, &config.eval, protocols, config.seed, device);
+    let score = |b: &Backbone| {
+        evaluate(
+            b,
+            &train,
+            &test,
+            &loaded.mean,
+            &loaded.std,
+            &config.eval,
+            protocols,
+            config.seed,
+            device,
+        )
+    };
     let pretrained = score(&loaded.backbone)?;
-    let random = if baseline { Some(score(&loaded.random_backbone(device))?) } else { None };
+    let random = if baseline {
+        Some(score(&loaded.random_backbone(device))?)
+    } else {
+        None
+    };
     Ok(json!({
         "method": loaded.config.method,
         "train_images": train.len(),
@@ -287,7 +375,8 @@ fn eval_report(
 }
 
 fn pct(v: &serde_json::Value) -> String {
-    v.as_f64().map_or("-".into(), |x| format!("{:.2}%", 100.0 * x))
+    v.as_f64()
+        .map_or("-".into(), |x| format!("{:.2}%", 100.0 * x))
 }
 
 fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
@@ -295,11 +384,24 @@ fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
         "evaluated on {} train / {} test images",
         report["train_images"], report["test_images"]
     );
-    println!("{:<22} {:>12} {:>14}", "backbone", format!("kNN (k={})", config.eval.knn_k), "linear probe");
+    println!(
+        "{:<22} {:>12} {:>14}",
+        "backbone",
+        format!("kNN (k={})", config.eval.knn_k),
+        "linear probe"
+    );
     let row = |name: &str, s: &serde_json::Value| {
-        println!("{:<22} {:>12} {:>14}", name, pct(&s["knn"]), pct(&s["linear"]));
+        println!(
+            "{:<22} {:>12} {:>14}",
+            name,
+            pct(&s["knn"]),
+            pct(&s["linear"])
+        );
     };
-    row(&format!("pretrained ({})", config.method), &report["pretrained"]);
+    row(
+        &format!("pretrained ({})", config.method),
+        &report["pretrained"],
+    );
     if !report["random_init"].is_null() {
         row("random init", &report["random_init"]);
     }
@@ -308,12 +410,28 @@ fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
 fn print_summary(s: &TrainSummary) {
     println!(
         "{}: {} steps ({:.2} epochs), loss {:.4} -> {:.4} (last epoch mean {:.4}), {:.0} images/s",
-        s.method, s.steps, s.epochs_done, s.first_loss, s.final_loss, s.last_epoch_loss, s.images_per_sec
+        s.method,
+        s.steps,
+        s.epochs_done,
+        s.first_loss,
+        s.final_loss,
+        s.last_epoch_loss,
+        s.images_per_sec
     );
     let t = &s.time;
+    let share = |x: f64| 100.0 * x / t.total.max(1e-9);
     println!(
-        "time: total {:.1}s = data wait {:.1}s + forward {:.1}s + backward {:.1}s + optimizer {:.1}s + checkpoint {:.1}s (+ setup)",
-        t.total, t.data_wait, t.forward, t.backward, t.optimizer, t.checkpoint
+        "time: total {:.1}s; data wait {:.1}s ({:.1}%), forward {:.1}s ({:.0}%), backward {:.1}s ({:.0}%), optimizer {:.1}s ({:.1}%), checkpoints {:.1}s",
+        t.total,
+        t.data_wait,
+        share(t.data_wait),
+        t.forward,
+        share(t.forward),
+        t.backward,
+        share(t.backward),
+        t.optimizer,
+        share(t.optimizer),
+        t.checkpoint
     );
     println!("checkpoint: {}", s.checkpoint.display());
 }
@@ -324,18 +442,29 @@ fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
     let device = pretext::device::parse(&g.device)?;
     let splits = data::load(data)?;
     eprintln!("data: {}", splits.description);
-    eprintln!("pretraining {} for {} epochs (batch {}) ...", config.method, config.epochs, config.batch_size);
+    eprintln!(
+        "pretraining {} for {} epochs (batch {}) ...",
+        config.method, config.epochs, config.batch_size
+    );
     let summary = pretrain_any(&config, &splits.train, &device, false, g.json)?;
     if !g.json {
         print_summary(&summary);
-        eprintln!("evaluating frozen features (kNN and linear probe) against a random-init backbone ...");
+        eprintln!(
+            "evaluating frozen features (kNN and linear probe) against a random-init backbone ..."
+        );
     }
     let loaded = LoadedCheckpoint::open(&summary.checkpoint, &device)?;
-    let protocols = Protocols { knn: true, linear: true };
+    let protocols = Protocols {
+        knn: true,
+        linear: true,
+    };
     let report = eval_report(&loaded, &config, &splits, protocols, true, &device)?;
     let wall = started.elapsed().as_secs_f64();
     if g.json {
-        println!("{}", json!({ "command": "quickstart", "data": splits.description, "pretrain": summary, "results": report, "wall_seconds": wall }));
+        println!(
+            "{}",
+            json!({ "command": "quickstart", "data": splits.description, "pretrain": summary, "results": report, "wall_seconds": wall })
+        );
     } else {
         print_scores(&report, &config);
         println!("wall time: {wall:.0}s");

@@ -37,8 +37,16 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let values = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-        self.out.push(NamedTensor { name: self.stack.join("."), shape, values });
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        self.out.push(NamedTensor {
+            name: self.stack.join("."),
+            shape,
+            values,
+        });
     }
 }
 
@@ -71,14 +79,20 @@ impl ModuleMapper for Assign<'_> {
         };
         let want = param.lazy_shape().dims::<D>().to_vec();
         if stored.shape != want {
-            self.errors.push(format!("tensor '{name}' has shape {:?}, the model expects {want:?}", stored.shape));
+            self.errors.push(format!(
+                "tensor '{name}' has shape {:?}, the model expects {want:?}",
+                stored.shape
+            ));
             return param;
         }
         self.used += 1;
         param.map(|old| {
             let require_grad = old.is_require_grad();
             let device = old.device();
-            let t = Tensor::<D>::from_data(TensorData::new(stored.values.clone(), stored.shape.clone()), &device);
+            let t = Tensor::<D>::from_data(
+                TensorData::new(stored.values.clone(), stored.shape.clone()),
+                &device,
+            );
             if require_grad { t.require_grad() } else { t }
         })
     }
@@ -88,10 +102,18 @@ impl ModuleMapper for Assign<'_> {
 /// right shape.
 pub fn load_module<M: Module>(module: M, tensors: &[NamedTensor]) -> Result<M> {
     let map: HashMap<String, &NamedTensor> = tensors.iter().map(|t| (t.name.clone(), t)).collect();
-    let mut assign = Assign { stack: Vec::new(), tensors: &map, errors: Vec::new(), used: 0 };
+    let mut assign = Assign {
+        stack: Vec::new(),
+        tensors: &map,
+        errors: Vec::new(),
+        used: 0,
+    };
     let module = module.map(&mut assign);
     if !assign.errors.is_empty() {
-        bail!("checkpoint does not fit the model: {}", assign.errors.join("; "));
+        bail!(
+            "checkpoint does not fit the model: {}",
+            assign.errors.join("; ")
+        );
     }
     Ok(module)
 }
@@ -108,9 +130,15 @@ const META_KEY: &str = "pretext";
 
 /// Write `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -133,10 +161,18 @@ impl Checkpoint {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for t in &self.model {
-            owned.push((format!("model/{}", t.name), t.shape.clone(), f32_bytes(&t.values)));
+            owned.push((
+                format!("model/{}", t.name),
+                t.shape.clone(),
+                f32_bytes(&t.values),
+            ));
         }
         for (name, values) in &self.optimizer {
-            owned.push((format!("optim/{name}"), vec![values.len()], f32_bytes(values)));
+            owned.push((
+                format!("optim/{name}"),
+                vec![values.len()],
+                f32_bytes(values),
+            ));
         }
         let views = owned
             .iter()
@@ -148,8 +184,13 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let path = if path.is_dir() { path.join("checkpoint.safetensors") } else { path.to_path_buf() };
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        let path = if path.is_dir() {
+            path.join("checkpoint.safetensors")
+        } else {
+            path.to_path_buf()
+        };
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
         let parse = || -> Result<Checkpoint> {
             let (_, header) = SafeTensors::read_metadata(&bytes)?;
             let meta_text = header
@@ -171,14 +212,22 @@ impl Checkpoint {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 if let Some(n) = name.strip_prefix("model/") {
-                    model.push(NamedTensor { name: n.to_string(), shape: view.shape().to_vec(), values });
+                    model.push(NamedTensor {
+                        name: n.to_string(),
+                        shape: view.shape().to_vec(),
+                        values,
+                    });
                 } else if let Some(n) = name.strip_prefix("optim/") {
                     optimizer.push((n.to_string(), values));
                 }
             }
             model.sort_by(|a, b| a.name.cmp(&b.name));
             optimizer.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok(Checkpoint { model, optimizer, meta })
+            Ok(Checkpoint {
+                model,
+                optimizer,
+                meta,
+            })
         };
         parse().with_context(|| format!("{} is not a valid pretext checkpoint", path.display()))
     }
@@ -211,7 +260,10 @@ mod tests {
         let err = load_module(wrong, &back.model).unwrap_err().to_string();
         assert!(err.contains("weight") && err.contains("shape"), "{err}");
         // No temporary files are left behind.
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Checkpoint::load(&path).unwrap_err()).contains("c.safetensors"));

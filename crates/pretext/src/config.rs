@@ -33,7 +33,7 @@ pub struct PretrainConfig {
     pub eval: EvalConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Use only the first N training images (0: all). For quick runs and tests.
@@ -86,10 +86,18 @@ impl Default for PretrainConfig {
             seed: 0,
             epochs: 10,
             batch_size: 256,
-            data: DataConfig { train_limit: 0, test_limit: 0 },
+            data: DataConfig {
+                train_limit: 0,
+                test_limit: 0,
+            },
             backbone: BackboneConfig::default(),
             projection: MlpConfig::default(),
-            prediction: MlpConfig { hidden: 512, output: 128, layers: 2, last_norm: false },
+            prediction: MlpConfig {
+                hidden: 512,
+                output: 128,
+                layers: 2,
+                last_norm: false,
+            },
             views: Vec::new(),
             simclr: SimClrConfig { temperature: 0.5 },
             byol: ByolConfig { tau_base: 0.99 },
@@ -97,12 +105,6 @@ impl Default for PretrainConfig {
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
         }
-    }
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig { train_limit: 0, test_limit: 0 }
     }
 }
 
@@ -146,7 +148,9 @@ impl Default for EvalConfig {
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -183,7 +187,9 @@ fn apply_override(doc: &mut toml::Table, reference: &toml::Table, assignment: &s
 impl PretrainConfig {
     /// Build from an optional TOML file plus `--set` overrides; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut doc: toml::Table = text.parse().with_context(|| format!("{origin}: invalid TOML"))?;
+        let mut doc: toml::Table = text
+            .parse()
+            .with_context(|| format!("{origin}: invalid TOML"))?;
         let reference = toml::Table::try_from(PretrainConfig::default())?;
         for o in overrides {
             apply_override(&mut doc, &reference, o)?;
@@ -191,14 +197,16 @@ impl PretrainConfig {
         let cfg: PretrainConfig = doc
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
-        cfg.validate().with_context(|| format!("{origin}: invalid config"))?;
+        cfg.validate()
+            .with_context(|| format!("{origin}: invalid config"))?;
         Ok(cfg)
     }
 
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
         match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config {}", p.display()))?;
                 Self::from_toml(&text, &p.display().to_string(), overrides)
             }
             None => Self::from_toml("", "default config", overrides),
@@ -211,10 +219,16 @@ impl PretrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.method.as_str(), "simclr" | "byol") {
-            bail!("method = \"{}\": expected \"simclr\" or \"byol\"", self.method);
+            bail!(
+                "method = \"{}\": expected \"simclr\" or \"byol\"",
+                self.method
+            );
         }
         if self.batch_size < 2 {
-            bail!("batch_size = {}: contrastive and batch-norm methods need at least 2", self.batch_size);
+            bail!(
+                "batch_size = {}: contrastive and batch-norm methods need at least 2",
+                self.batch_size
+            );
         }
         if self.epochs == 0 {
             bail!("epochs must be at least 1");
@@ -245,12 +259,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = PretrainConfig::from_toml("epochz = 3", "a.toml", &[]).unwrap_err().to_string();
+        let err = PretrainConfig::from_toml("epochz = 3", "a.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a.toml") && err.contains("epochz"), "{err}");
-        let err = PretrainConfig::from_toml("[optimizer]\nlrr = 1.0", "b.toml", &[]).unwrap_err().to_string();
+        let err = PretrainConfig::from_toml("[optimizer]\nlrr = 1.0", "b.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lrr"), "{err}");
-        let err = PretrainConfig::from_toml("", "c", &["optimizer.lrr=2".into()]).unwrap_err().to_string();
-        assert!(err.contains("optimizer.lrr") && err.contains("'lrr'"), "{err}");
+        let err = PretrainConfig::from_toml("", "c", &["optimizer.lrr=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("optimizer.lrr") && err.contains("'lrr'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -258,7 +281,11 @@ mod tests {
         let cfg = PretrainConfig::from_toml(
             "epochs = 2\n[optimizer]\nkind = \"sgd\"",
             "x",
-            &["optimizer.lr=0.5".into(), "method=byol".into(), "epochs=4".into()],
+            &[
+                "optimizer.lr=0.5".into(),
+                "method=byol".into(),
+                "epochs=4".into(),
+            ],
         )
         .unwrap();
         assert_eq!(cfg.epochs, 4);

@@ -29,9 +29,12 @@ pub fn parse(name: &str) -> Result<Device> {
         "flex" | "cpu" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         "wgpu" | "gpu" => Ok(Device::wgpu(Default::default())),
+        // burn marks its LibTorch backend deprecated; it is still the fastest CPU path here.
         #[cfg(feature = "tch")]
+        #[allow(deprecated)]
         "tch" => Ok(Device::libtorch()),
         #[cfg(feature = "tch")]
+        #[allow(deprecated)]
         "tch-cuda" => Ok(Device::libtorch_cuda(index.unwrap_or(0))),
         _ => {
             let _ = index;

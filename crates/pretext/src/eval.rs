@@ -44,13 +44,24 @@ impl Features {
             let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             r.iter_mut().for_each(|v| *v /= n);
         });
-        Features { dim: self.dim, values }
+        Features {
+            dim: self.dim,
+            values,
+        }
     }
 }
 
 /// Backbone features of every image (no augmentation; batch norm in inference mode).
-pub fn extract(backbone: &Backbone, set: &ImageSet, mean: &[f32], std: &[f32], device: &Device) -> Features {
-    let model = backbone.valid().to_device(&device.clone().without_autodiff());
+pub fn extract(
+    backbone: &Backbone,
+    set: &ImageSet,
+    mean: &[f32],
+    std: &[f32],
+    device: &Device,
+) -> Features {
+    let model = backbone
+        .valid()
+        .to_device(&device.clone().without_autodiff());
     let device = device.clone().without_autodiff();
     let pipeline = eval_pipeline(mean, std);
     let (c, h, w) = (set.channels, set.height, set.width);
@@ -60,11 +71,13 @@ pub fn extract(backbone: &Backbone, set: &ImageSet, mean: &[f32], std: &[f32], d
     for start in (0..set.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(set.len());
         let mut buf = vec![0f32; (end - start) * c * h * w];
-        buf.par_chunks_mut(c * h * w).enumerate().for_each(|(i, out)| {
-            let img = Image::from_bytes(set.image(start + i), h, w, c);
-            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-            pipeline.apply(img, &mut rng).write_chw(out);
-        });
+        buf.par_chunks_mut(c * h * w)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let img = Image::from_bytes(set.image(start + i), h, w, c);
+                let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+                pipeline.apply(img, &mut rng).write_chw(out);
+            });
         let x = Tensor::<4>::from_data(TensorData::new(buf, [end - start, c, h, w]), &device);
         let f = model.forward(x).into_data().convert::<f32>();
         values.extend(f.try_to_vec::<f32>().unwrap_or_default());
@@ -72,19 +85,25 @@ pub fn extract(backbone: &Backbone, set: &ImageSet, mean: &[f32], std: &[f32], d
     Features { dim, values }
 }
 
+/// Features with one label per row.
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled<'a> {
+    pub features: &'a Features,
+    pub labels: &'a [u32],
+}
+
 /// Weighted kNN (Wu et al. 2018, as lightly and solo-learn report it): cosine similarity to
 /// every training feature, the `k` nearest vote with weight `exp(sim / temperature)`.
 pub fn knn_accuracy(
-    train: &Features,
-    train_labels: &[u32],
-    test: &Features,
-    test_labels: &[u32],
+    train: Labelled,
+    test: Labelled,
     classes: usize,
     k: usize,
     temperature: f64,
 ) -> f64 {
-    let train = train.normalized();
-    let test = test.normalized();
+    let (train_labels, test_labels) = (train.labels, test.labels);
+    let train = train.features.normalized();
+    let test = test.features.normalized();
     let k = k.min(train.len());
     let correct: usize = (0..test.len())
         .into_par_iter()
@@ -112,28 +131,29 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn argmax(v: &[f64]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
         .0
 }
 
 /// Logistic regression on L2-normalised frozen features, trained with AdamW and a cosine
 /// schedule; returns test accuracy.
 pub fn linear_probe(
-    train: &Features,
-    train_labels: &[u32],
-    test: &Features,
-    test_labels: &[u32],
+    train: Labelled,
+    test: Labelled,
     classes: usize,
     config: &EvalConfig,
     seed: u64,
     device: &Device,
 ) -> Result<f64> {
-    if train.is_empty() || test.is_empty() {
+    if train.features.is_empty() || test.features.is_empty() {
         bail!("linear probe needs non-empty train and test features");
     }
+    let (train_labels, test_labels) = (train.labels, test.labels);
     let ad = device.clone().autodiff();
     device.seed(seed);
-    let (train, test) = (train.normalized(), test.normalized());
+    let (train, test) = (train.features.normalized(), test.features.normalized());
     let dim = train.dim;
     let mut model: Linear = LinearConfig::new(dim, classes).init(&ad);
     let mut opt = Optimizer::new(OptimConfig {
@@ -167,9 +187,22 @@ pub fn linear_probe(
     }
     let plain = device.clone().without_autodiff();
     let model = model.valid().to_device(&plain);
-    let x = Tensor::<2>::from_data(TensorData::new(test.values.clone(), [test.len(), dim]), &plain);
-    let pred = model.forward(x).argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
-    let correct = pred.iter().zip(test_labels).filter(|(p, l)| **p == **l as i64).count();
+    let x = Tensor::<2>::from_data(
+        TensorData::new(test.values.clone(), [test.len(), dim]),
+        &plain,
+    );
+    let pred = model
+        .forward(x)
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    let correct = pred
+        .iter()
+        .zip(test_labels)
+        .filter(|(p, l)| **p == **l as i64)
+        .count();
     Ok(correct as f64 / test.len() as f64)
 }
 
@@ -208,11 +241,19 @@ pub fn evaluate(
     let classes = train.num_classes().max(test.num_classes());
     let ftrain = extract(backbone, train, mean, std, device);
     let ftest = extract(backbone, test, mean, std, device);
-    let knn = protocols.knn.then(|| {
-        knn_accuracy(&ftrain, train_labels, &ftest, test_labels, classes, config.knn_k, config.knn_temperature)
-    });
+    let train = Labelled {
+        features: &ftrain,
+        labels: train_labels,
+    };
+    let test = Labelled {
+        features: &ftest,
+        labels: test_labels,
+    };
+    let knn = protocols
+        .knn
+        .then(|| knn_accuracy(train, test, classes, config.knn_k, config.knn_temperature));
     let linear = if protocols.linear {
-        Some(linear_probe(&ftrain, train_labels, &ftest, test_labels, classes, config, seed, device)?)
+        Some(linear_probe(train, test, classes, config, seed, device)?)
     } else {
         None
     };
@@ -226,11 +267,39 @@ mod tests {
     #[test]
     fn knn_votes_by_nearest_neighbours() {
         // Two clusters on the unit circle; queries near each.
-        let train = Features { dim: 2, values: vec![1.0, 0.1, 1.0, -0.1, -0.1, 1.0, 0.1, 1.0] };
-        let test = Features { dim: 2, values: vec![0.9, 0.0, 0.0, 0.8] };
-        let acc = knn_accuracy(&train, &[0, 0, 1, 1], &test, &[0, 1], 2, 2, 0.1);
+        let train = Features {
+            dim: 2,
+            values: vec![1.0, 0.1, 1.0, -0.1, -0.1, 1.0, 0.1, 1.0],
+        };
+        let test = Features {
+            dim: 2,
+            values: vec![0.9, 0.0, 0.0, 0.8],
+        };
+        let tr = Labelled {
+            features: &train,
+            labels: &[0, 0, 1, 1],
+        };
+        let acc = knn_accuracy(
+            tr,
+            Labelled {
+                features: &test,
+                labels: &[0, 1],
+            },
+            2,
+            2,
+            0.1,
+        );
         assert_eq!(acc, 1.0);
-        let wrong = knn_accuracy(&train, &[0, 0, 1, 1], &test, &[1, 0], 2, 2, 0.1);
+        let wrong = knn_accuracy(
+            tr,
+            Labelled {
+                features: &test,
+                labels: &[1, 0],
+            },
+            2,
+            2,
+            0.1,
+        );
         assert_eq!(wrong, 0.0);
     }
 
@@ -245,8 +314,16 @@ mod tests {
             labels.push(class as u32);
         }
         let f = Features { dim: 3, values };
-        let cfg = EvalConfig { linear_epochs: 40, linear_lr: 0.05, ..EvalConfig::default() };
-        let acc = linear_probe(&f, &labels, &f, &labels, 3, &cfg, 0, &Device::flex()).unwrap();
+        let cfg = EvalConfig {
+            linear_epochs: 40,
+            linear_lr: 0.05,
+            ..EvalConfig::default()
+        };
+        let data = Labelled {
+            features: &f,
+            labels: &labels,
+        };
+        let acc = linear_probe(data, data, 3, &cfg, 0, &Device::flex()).unwrap();
         assert!(acc > 0.95, "accuracy {acc}");
     }
 }

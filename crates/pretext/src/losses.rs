@@ -61,26 +61,46 @@ mod tests {
         let mut total = 0.0;
         for i in 0..4 {
             let pos = (i + 2) % 4;
-            let denom: f64 = (0..4).filter(|&k| k != i).map(|k| (dot(i, k) / tau).exp()).sum();
+            let denom: f64 = (0..4)
+                .filter(|&k| k != i)
+                .map(|k| (dot(i, k) / tau).exp())
+                .sum();
             total += -(dot(i, pos) / tau - denom.ln());
         }
         let expected = total / 4.0;
         let got = scalar(nt_xent(z1, z2, tau));
-        assert!((got - expected).abs() < 1e-5, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]
     fn nt_xent_rewards_aligned_views() {
-        let aligned = scalar(nt_xent(t(&[[1.0, 0.0], [0.0, 1.0]]), t(&[[1.0, 0.1], [0.1, 1.0]]), 0.1));
-        let swapped = scalar(nt_xent(t(&[[1.0, 0.0], [0.0, 1.0]]), t(&[[0.1, 1.0], [1.0, 0.1]]), 0.1));
+        let aligned = scalar(nt_xent(
+            t(&[[1.0, 0.0], [0.0, 1.0]]),
+            t(&[[1.0, 0.1], [0.1, 1.0]]),
+            0.1,
+        ));
+        let swapped = scalar(nt_xent(
+            t(&[[1.0, 0.0], [0.0, 1.0]]),
+            t(&[[0.1, 1.0], [1.0, 0.1]]),
+            0.1,
+        ));
         assert!(aligned < swapped);
     }
 
     #[test]
     fn normalized_mse_matches_hand_computation() {
         // cos((1,0),(1,1)) = 1/sqrt2; cos((0,1),(0,-3)) = -1.
-        let got = scalar(normalized_mse(t(&[[1.0, 0.0], [0.0, 1.0]]), t(&[[1.0, 1.0], [0.0, -3.0]])));
+        let got = scalar(normalized_mse(
+            t(&[[1.0, 0.0], [0.0, 1.0]]),
+            t(&[[1.0, 1.0], [0.0, -3.0]]),
+        ));
         let expected = 2.0 - 2.0 * ((1.0 / 2f64.sqrt()) + -1.0) / 2.0;
-        assert!((got - expected).abs() < 1e-5, "got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-5,
+            "got {got}, expected {expected}"
+        );
     }
 }

@@ -32,7 +32,8 @@ impl ModuleMapper for Ema {
         let tau = self.tau;
         param.map(|target| {
             let dims = target.dims();
-            let mixed = target.detach().mul_scalar(tau) + source.reshape(dims).mul_scalar(1.0 - tau);
+            let mixed =
+                target.detach().mul_scalar(tau) + source.reshape(dims).mul_scalar(1.0 - tau);
             mixed.set_require_grad(false)
         })
     }
@@ -42,7 +43,10 @@ impl ModuleMapper for Ema {
 pub fn ema_update<M: Module>(target: M, source: &M, tau: f64) -> M {
     let mut flat = Flatten(Vec::new());
     source.visit(&mut flat);
-    target.map(&mut Ema { source: flat.0.into_iter(), tau })
+    target.map(&mut Ema {
+        source: flat.0.into_iter(),
+        tau,
+    })
 }
 
 /// An independent copy of `module` whose tensors take no gradient.

@@ -53,7 +53,10 @@ impl Default for OptimConfig {
 impl OptimConfig {
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.kind.as_str(), "sgd" | "adamw" | "lars") {
-            bail!("optimizer.kind = \"{}\": expected \"sgd\", \"adamw\" or \"lars\"", self.kind);
+            bail!(
+                "optimizer.kind = \"{}\": expected \"sgd\", \"adamw\" or \"lars\"",
+                self.kind
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("optimizer.lr = {}: must be a positive number", self.lr);
@@ -136,21 +139,36 @@ impl ModuleMapper for Update<'_> {
             let decayed = D > 1;
             let updated = opt.update(&path, flat, g, lr, decayed).reshape(dims);
             let updated = Tensor::from_inner(updated);
-            if require_grad { updated.require_grad() } else { updated }
+            if require_grad {
+                updated.require_grad()
+            } else {
+                updated
+            }
         })
     }
 }
 
 impl Optimizer {
     pub fn new(config: OptimConfig) -> Self {
-        Optimizer { config, slots: BTreeMap::new(), steps: 0 }
+        Optimizer {
+            config,
+            slots: BTreeMap::new(),
+            steps: 0,
+        }
     }
 
     pub fn steps(&self) -> u64 {
         self.steps
     }
 
-    fn update(&mut self, path: &str, p: Tensor<1>, g: Tensor<1>, lr: f64, decayed: bool) -> Tensor<1> {
+    fn update(
+        &mut self,
+        path: &str,
+        p: Tensor<1>,
+        g: Tensor<1>,
+        lr: f64,
+        decayed: bool,
+    ) -> Tensor<1> {
         let c = &self.config;
         let wd = if decayed { c.weight_decay } else { 0.0 };
         let slot = self.slots.entry(path.to_string()).or_insert_with(|| Slot {
@@ -160,23 +178,37 @@ impl Optimizer {
         match c.kind.as_str() {
             "adamw" => {
                 let t = self.steps as i32 + 1;
-                let m = slot.first.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-                let v = slot.second.take().unwrap_or_else(|| g.zeros_like()).mul_scalar(c.beta2)
+                let m =
+                    slot.first.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+                let v = slot
+                    .second
+                    .take()
+                    .unwrap_or_else(|| g.zeros_like())
+                    .mul_scalar(c.beta2)
                     + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
                 let m_hat = m.clone().div_scalar(1.0 - c.beta1.powi(t));
                 let v_hat = v.clone().div_scalar(1.0 - c.beta2.powi(t));
                 slot.first = m;
                 slot.second = Some(v);
-                let p = if wd > 0.0 { p.mul_scalar(1.0 - lr * wd) } else { p };
+                let p = if wd > 0.0 {
+                    p.mul_scalar(1.0 - lr * wd)
+                } else {
+                    p
+                };
                 p - m_hat.div(v_hat.sqrt().add_scalar(c.eps)).mul_scalar(lr)
             }
             "lars" => {
-                let g = if wd > 0.0 { g + p.clone().mul_scalar(wd) } else { g };
+                let g = if wd > 0.0 {
+                    g + p.clone().mul_scalar(wd)
+                } else {
+                    g
+                };
                 let step = if decayed {
                     // trust = eta * |p| / |g|, falling back to 1 when either norm is zero.
                     let pn = p.clone().powi_scalar(2).sum().sqrt();
                     let gn = g.clone().powi_scalar(2).sum().sqrt();
-                    let ratio = pn.clone().mul_scalar(c.trust_coefficient) / gn.clone().clamp_min(1e-12);
+                    let ratio =
+                        pn.clone().mul_scalar(c.trust_coefficient) / gn.clone().clamp_min(1e-12);
                     let ok = pn.greater_elem(0.0).bool_and(gn.greater_elem(0.0));
                     let trust = ratio.ones_like().mask_where(ok, ratio);
                     g * trust.mul_scalar(lr)
@@ -188,7 +220,11 @@ impl Optimizer {
                 p - m
             }
             _ => {
-                let g = if wd > 0.0 { g + p.clone().mul_scalar(wd) } else { g };
+                let g = if wd > 0.0 {
+                    g + p.clone().mul_scalar(wd)
+                } else {
+                    g
+                };
                 let m = slot.first.clone().mul_scalar(c.momentum) + g;
                 slot.first = m.clone();
                 p - m.mul_scalar(lr)
@@ -204,7 +240,13 @@ impl Optimizer {
         } else {
             1.0
         };
-        let model = model.map(&mut Update { opt: self, grads, lr, grad_scale, stack: Vec::new() });
+        let model = model.map(&mut Update {
+            opt: self,
+            grads,
+            lr,
+            grad_scale,
+            stack: Vec::new(),
+        });
         self.steps += 1;
         model
     }
@@ -222,7 +264,12 @@ impl Optimizer {
     }
 
     /// Restore state written by [`Self::state_tensors`].
-    pub fn load_state(&mut self, steps: u64, tensors: Vec<(String, Vec<f32>)>, device: &Device) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        steps: u64,
+        tensors: Vec<(String, Vec<f32>)>,
+        device: &Device,
+    ) -> Result<()> {
         self.steps = steps;
         self.slots.clear();
         for (name, values) in tensors {
@@ -231,10 +278,10 @@ impl Optimizer {
             };
             let n = values.len();
             let t = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
-            let slot = self
-                .slots
-                .entry(path.to_string())
-                .or_insert_with(|| Slot { first: t.zeros_like(), second: None });
+            let slot = self.slots.entry(path.to_string()).or_insert_with(|| Slot {
+                first: t.zeros_like(),
+                second: None,
+            });
             match which {
                 "first" => slot.first = t,
                 "second" => slot.second = Some(t),
@@ -246,7 +293,11 @@ impl Optimizer {
 }
 
 fn to_vec(t: &Tensor<1>) -> Vec<f32> {
-    t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default()
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// L2 norm of all gradients together.
@@ -268,7 +319,9 @@ fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
 /// Sum of squares of one gradient; the rank must be the parameter's (burn stores gradients typed).
 fn grad_sq_sum(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<Tensor<1>> {
     fn flat<const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
-        grads.get::<D>(id).map(|g| g.inner().reshape([-1]).powi_scalar(2).sum())
+        grads
+            .get::<D>(id)
+            .map(|g| g.inner().reshape([-1]).powi_scalar(2).sum())
     }
     match rank {
         1 => flat::<1>(grads, id),
@@ -299,7 +352,12 @@ mod tests {
         let device = Device::flex().autodiff();
         let model: Linear = LinearConfig::new(2, 1).init(&device);
         let w0 = weights(&model);
-        let config = OptimConfig { kind: "sgd".into(), weight_decay: 0.1, momentum: 0.9, ..Default::default() };
+        let config = OptimConfig {
+            kind: "sgd".into(),
+            weight_decay: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        };
         let mut opt = Optimizer::new(config);
         // d(sum(xW + b))/dW = 1 for x = ones.
         let model = opt.step(model.clone(), grads_of(&model, &device), 0.5);
@@ -323,10 +381,16 @@ mod tests {
         let device = Device::flex().autodiff();
         let model: Linear = LinearConfig::new(2, 1).init(&device);
         let w0 = weights(&model);
-        let mut opt = Optimizer::new(OptimConfig { weight_decay: 0.0, ..Default::default() });
+        let mut opt = Optimizer::new(OptimConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        });
         let model = opt.step(model.clone(), grads_of(&model, &device), 0.01);
         for (a, b) in weights(&model).iter().zip(&w0) {
-            assert!((a - (b - 0.01)).abs() < 1e-5, "Adam's first step is lr * sign(g)");
+            assert!(
+                (a - (b - 0.01)).abs() < 1e-5,
+                "Adam's first step is lr * sign(g)"
+            );
         }
     }
 
@@ -335,7 +399,13 @@ mod tests {
         let device = Device::flex().autodiff();
         let model: Linear = LinearConfig::new(2, 1).init(&device);
         let w0 = weights(&model);
-        let config = OptimConfig { kind: "sgd".into(), momentum: 0.0, weight_decay: 0.0, grad_clip: 0.1, ..Default::default() };
+        let config = OptimConfig {
+            kind: "sgd".into(),
+            momentum: 0.0,
+            weight_decay: 0.0,
+            grad_clip: 0.1,
+            ..Default::default()
+        };
         let mut opt = Optimizer::new(config);
         let model = opt.step(model.clone(), grads_of(&model, &device), 1.0);
         // Gradient (1, 1, bias 1) has norm sqrt(3); clipped to 0.1.

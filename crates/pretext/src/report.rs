@@ -29,9 +29,14 @@ pub fn plot_loss(metrics: &Path, out: &Path) -> Result<()> {
         .x_label_area_size(35)
         .y_label_area_size(55)
         .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
-    chart.configure_mesh().x_desc("step").y_desc("loss").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()?;
     chart.draw_series(LineSeries::new(points, &BLUE))?;
-    root.present().with_context(|| format!("cannot write {}", out.display()))?;
+    root.present()
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }
 
@@ -68,6 +73,9 @@ mod tests {
         let header = std::str::from_utf8(&b[10..10 + header_len]).unwrap();
         assert!(header.contains("'shape': (2, 3)"));
         assert_eq!(b.len(), 10 + header_len + 24);
-        assert_eq!(&b[10 + header_len..10 + header_len + 4], &1f32.to_le_bytes());
+        assert_eq!(
+            &b[10 + header_len..10 + header_len + 4],
+            &1f32.to_le_bytes()
+        );
     }
 }

@@ -66,9 +66,14 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
 }
 
 fn check_resumable(stored: &str, config: &PretrainConfig) -> Result<()> {
-    let stored: PretrainConfig = toml::from_str(stored).context("checkpoint holds an unreadable config")?;
+    let stored: PretrainConfig =
+        toml::from_str(stored).context("checkpoint holds an unreadable config")?;
     let (a, b) = (run_identity(&stored), run_identity(config));
-    let differing: Vec<&String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect();
+    let differing: Vec<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
     if !differing.is_empty() {
         bail!(
             "cannot resume: the config differs from the checkpoint's in {:?} (start a new out_dir or use the same config)",
@@ -90,7 +95,11 @@ pub fn pretrain<M: Method>(
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)> {
     let started = Instant::now();
-    let train = if config.data.train_limit > 0 { train.take(config.data.train_limit) } else { train.clone() };
+    let train = if config.data.train_limit > 0 {
+        train.take(config.data.train_limit)
+    } else {
+        train.clone()
+    };
     let steps_per_epoch = train.len() / config.batch_size;
     if steps_per_epoch == 0 {
         bail!(
@@ -103,7 +112,10 @@ pub fn pretrain<M: Method>(
     let warmup_steps = (config.optimizer.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let (mean, std) = train.channel_stats();
     let views = view_configs::<M>(config)?;
-    let pipelines: Vec<_> = views.iter().map(|v| v.build((train.height, train.width), &mean, &std)).collect();
+    let pipelines: Vec<_> = views
+        .iter()
+        .map(|v| v.build((train.height, train.width), &mean, &std))
+        .collect();
 
     device.seed(config.seed);
     let ad = device.clone().autodiff();
@@ -111,7 +123,8 @@ pub fn pretrain<M: Method>(
     let mut optimizer = Optimizer::new(config.optimizer.clone());
     let ckpt_path = checkpoint_path(config);
     let out_dir = PathBuf::from(&config.train.out_dir);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let metrics_path = out_dir.join("metrics.jsonl");
 
     let mut start_step = 0usize;
@@ -130,7 +143,11 @@ pub fn pretrain<M: Method>(
     } else {
         let _ = std::fs::remove_file(&metrics_path);
     }
-    let end_step = if config.train.max_steps > 0 { config.train.max_steps.min(total_steps) } else { total_steps };
+    let end_step = if config.train.max_steps > 0 {
+        config.train.max_steps.min(total_steps)
+    } else {
+        total_steps
+    };
 
     let data = Arc::new(train);
     let schedule = Schedule {
@@ -148,7 +165,11 @@ pub fn pretrain<M: Method>(
         .open(&metrics_path)
         .with_context(|| format!("cannot open {}", metrics_path.display()))?;
 
-    let bar = if options.quiet { ProgressBar::hidden() } else { ProgressBar::new((end_step - start_step.min(end_step)) as u64) };
+    let bar = if options.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((end_step - start_step.min(end_step)) as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -174,7 +195,10 @@ pub fn pretrain<M: Method>(
         let tensors = module_tensors(&model.valid());
         // A finite loss can still be followed by an update that overflowed: never let such
         // weights replace the last good checkpoint.
-        if let Some(bad) = tensors.iter().find(|t| t.values.iter().any(|v| !v.is_finite())) {
+        if let Some(bad) = tensors
+            .iter()
+            .find(|t| t.values.iter().any(|v| !v.is_finite()))
+        {
             bail!(
                 "weights became non-finite at step {step} ('{}'); training stopped. The last good \
                  checkpoint is kept at {} (try a lower optimizer.lr or optimizer.grad_clip)",
@@ -182,7 +206,12 @@ pub fn pretrain<M: Method>(
                 ckpt_path.display()
             );
         }
-        Checkpoint { model: tensors, optimizer: optimizer.state_tensors(), meta }.save(&ckpt_path)
+        Checkpoint {
+            model: tensors,
+            optimizer: optimizer.state_tensors(),
+            meta,
+        }
+        .save(&ckpt_path)
     };
 
     let mut time = TimeBreakdown::default();
@@ -191,13 +220,19 @@ pub fn pretrain<M: Method>(
     let mut step = start_step;
     let loop_started = Instant::now();
     while step < end_step {
-        let Some(batch) = loader.next_batch() else { break };
+        let Some(batch) = loader.next_batch() else {
+            break;
+        };
         let epoch = batch.epoch;
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, config.epochs));
 
         let t0 = Instant::now();
-        let inputs: Vec<Tensor<4>> =
-            batch.views.into_iter().zip(&batch.shapes).map(|(v, s)| tensor4(v, *s, &ad)).collect();
+        let inputs: Vec<Tensor<4>> = batch
+            .views
+            .into_iter()
+            .zip(&batch.shapes)
+            .map(|(v, s)| tensor4(v, *s, &ad))
+            .collect();
         let loss = model.loss(inputs);
         let loss_value: f64 = loss.clone().into_scalar::<f64>();
         let t1 = Instant::now();
@@ -233,8 +268,9 @@ pub fn pretrain<M: Method>(
         bar.set_message(format!("loss {loss_value:.4} lr {lr:.2e} {ips:.0} img/s"));
         bar.inc(1);
 
-        let epoch_end = step % steps_per_epoch == 0;
-        let periodic = config.train.checkpoint_every > 0 && step % config.train.checkpoint_every == 0;
+        let epoch_end = step.is_multiple_of(steps_per_epoch);
+        let periodic =
+            config.train.checkpoint_every > 0 && step.is_multiple_of(config.train.checkpoint_every);
         if epoch_end || periodic || step == end_step {
             let tc = Instant::now();
             save(&model, &optimizer, step)?;
@@ -258,7 +294,11 @@ pub fn pretrain<M: Method>(
         epochs_done: step as f64 / steps_per_epoch as f64,
         first_loss: losses.first().copied().unwrap_or(f64::NAN),
         final_loss: losses.last().copied().unwrap_or(f64::NAN),
-        last_epoch_loss: mean_of(if epoch_losses.is_empty() { &losses } else { &epoch_losses }),
+        last_epoch_loss: mean_of(if epoch_losses.is_empty() {
+            &losses
+        } else {
+            &epoch_losses
+        }),
         images_per_sec: (step - start_step) as f64 * config.batch_size as f64 / loop_secs,
         time,
         checkpoint: ckpt_path,
@@ -268,7 +308,9 @@ pub fn pretrain<M: Method>(
 }
 
 fn truncate_metrics(path: &Path, keep_steps: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
         .filter(|l| {

@@ -37,7 +37,13 @@ impl Image {
     fn luma(&self) -> Vec<f32> {
         self.data
             .chunks_exact(self.channels)
-            .map(|p| if p.len() == 3 { 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2] } else { p[0] })
+            .map(|p| {
+                if p.len() == 3 {
+                    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+                } else {
+                    p[0]
+                }
+            })
             .collect()
     }
 
@@ -95,7 +101,11 @@ impl RandomResizedCrop {
 }
 
 /// Bilinear resize of the window (top, left, ch, cw) of `image` to `size` (half-pixel centres).
-pub fn resize_window(image: &Image, window: (usize, usize, usize, usize), size: (usize, usize)) -> Image {
+pub fn resize_window(
+    image: &Image,
+    window: (usize, usize, usize, usize),
+    size: (usize, usize),
+) -> Image {
     let (top, left, ch, cw) = window;
     let (oh, ow) = size;
     let c = image.channels;
@@ -122,7 +132,12 @@ pub fn resize_window(image: &Image, window: (usize, usize, usize, usize), size: 
             }
         }
     }
-    Image { height: oh, width: ow, channels: c, data }
+    Image {
+        height: oh,
+        width: ow,
+        channels: c,
+        data,
+    }
 }
 
 impl Transform for RandomResizedCrop {
@@ -215,7 +230,10 @@ impl Transform for ColorJitter {
             match op {
                 0 if self.brightness > 0.0 => {
                     let f = factor(rng, self.brightness);
-                    image.data.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 1.0));
+                    image
+                        .data
+                        .iter_mut()
+                        .for_each(|v| *v = (*v * f).clamp(0.0, 1.0));
                 }
                 1 if self.contrast > 0.0 => {
                     let f = factor(rng, self.contrast);
@@ -230,7 +248,8 @@ impl Transform for ColorJitter {
                     let f = factor(rng, self.saturation);
                     let luma = image.luma();
                     for (px, g) in image.data.chunks_exact_mut(3).zip(luma) {
-                        px.iter_mut().for_each(|v| *v = (g + (*v - g) * f).clamp(0.0, 1.0));
+                        px.iter_mut()
+                            .for_each(|v| *v = (g + (*v - g) * f).clamp(0.0, 1.0));
                     }
                 }
                 3 if color && self.hue > 0.0 => {
@@ -334,7 +353,11 @@ pub struct Solarize {
 impl Transform for Solarize {
     fn apply(&self, mut image: Image, rng: &mut ChaCha8Rng) -> Image {
         if rng.random::<f32>() < self.p {
-            image.data.iter_mut().filter(|v| **v >= 0.5).for_each(|v| *v = 1.0 - *v);
+            image
+                .data
+                .iter_mut()
+                .filter(|v| **v >= 0.5)
+                .for_each(|v| *v = 1.0 - *v);
         }
         image
     }
@@ -428,14 +451,26 @@ impl ViewConfig {
             ..Self::simclr()
         };
         [
-            ViewConfig { blur_p: 1.0, solarize_p: 0.0, ..base.clone() },
-            ViewConfig { blur_p: 0.1, solarize_p: 0.2, ..base },
+            ViewConfig {
+                blur_p: 1.0,
+                solarize_p: 0.0,
+                ..base.clone()
+            },
+            ViewConfig {
+                blur_p: 0.1,
+                solarize_p: 0.2,
+                ..base
+            },
         ]
     }
 
     /// The pipeline for images of `input` size, ending in normalisation with the dataset's stats.
     pub fn build(&self, input: (usize, usize), mean: &[f32], std: &[f32]) -> Pipeline {
-        let size = if self.crop_size == 0 { input } else { (self.crop_size, self.crop_size) };
+        let size = if self.crop_size == 0 {
+            input
+        } else {
+            (self.crop_size, self.crop_size)
+        };
         let mut t: Vec<Box<dyn Transform>> = vec![Box::new(RandomResizedCrop {
             size,
             scale: self.crop_scale,
@@ -454,15 +489,23 @@ impl ViewConfig {
             }));
         }
         if self.grayscale_p > 0.0 {
-            t.push(Box::new(RandomGrayscale { p: self.grayscale_p }));
+            t.push(Box::new(RandomGrayscale {
+                p: self.grayscale_p,
+            }));
         }
         if self.blur_p > 0.0 {
-            t.push(Box::new(GaussianBlur { p: self.blur_p, sigma: self.blur_sigma }));
+            t.push(Box::new(GaussianBlur {
+                p: self.blur_p,
+                sigma: self.blur_sigma,
+            }));
         }
         if self.solarize_p > 0.0 {
             t.push(Box::new(Solarize { p: self.solarize_p }));
         }
-        t.push(Box::new(Normalize { mean: mean.to_vec(), std: std.to_vec() }));
+        t.push(Box::new(Normalize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        }));
         Pipeline(t)
     }
 
@@ -497,7 +540,10 @@ impl ViewConfig {
 
 /// The evaluation "view": no augmentation, only normalisation.
 pub fn eval_pipeline(mean: &[f32], std: &[f32]) -> Pipeline {
-    Pipeline(vec![Box::new(Normalize { mean: mean.to_vec(), std: std.to_vec() })])
+    Pipeline(vec![Box::new(Normalize {
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+    })])
 }
 
 #[cfg(test)]
@@ -513,7 +559,11 @@ mod tests {
     #[test]
     fn same_seed_same_view_and_values_stay_in_range() {
         for c in [1, 3] {
-            let cfg = ViewConfig { blur_p: 0.5, solarize_p: 0.5, ..ViewConfig::simclr() };
+            let cfg = ViewConfig {
+                blur_p: 0.5,
+                solarize_p: 0.5,
+                ..ViewConfig::simclr()
+            };
             let pipe = cfg.build((16, 12), &vec![0.0; c], &vec![1.0; c]);
             let image = gradient_image(20, 14, c);
             let a = pipe.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(3));
@@ -522,13 +572,20 @@ mod tests {
             assert_eq!(a, b);
             assert_ne!(a, d);
             assert_eq!((a.height, a.width, a.channels), (16, 12, c));
-            assert!(a.data.iter().all(|v| (0.0..=1.0).contains(v)), "values left [0, 1]");
+            assert!(
+                a.data.iter().all(|v| (0.0..=1.0).contains(v)),
+                "values left [0, 1]"
+            );
         }
     }
 
     #[test]
     fn crop_window_respects_scale_bounds() {
-        let crop = RandomResizedCrop { size: (8, 8), scale: (0.3, 0.6), ratio: (0.75, 4.0 / 3.0) };
+        let crop = RandomResizedCrop {
+            size: (8, 8),
+            scale: (0.3, 0.6),
+            ratio: (0.75, 4.0 / 3.0),
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         for _ in 0..500 {
             let (top, left, h, w) = crop.window(40, 40, &mut rng);
@@ -545,7 +602,8 @@ mod tests {
         for (a, b) in same.data.iter().zip(&image.data) {
             assert!((a - b).abs() < 1e-6);
         }
-        let flipped = HorizontalFlip { p: 1.0 }.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(0));
+        let flipped =
+            HorizontalFlip { p: 1.0 }.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(0));
         assert_eq!(flipped.at(2, 0, 1), image.at(2, 3, 1));
     }
 
@@ -556,14 +614,22 @@ mod tests {
             let (r2, g2, b2) = hsv_to_rgb(h, s, v);
             assert!((r - r2).abs() < 1e-5 && (g - g2).abs() < 1e-5 && (b - b2).abs() < 1e-5);
         }
-        let image = Image { height: 1, width: 2, channels: 1, data: vec![0.25, 0.75] };
+        let image = Image {
+            height: 1,
+            width: 2,
+            channels: 1,
+            data: vec![0.25, 0.75],
+        };
         let out = Solarize { p: 1.0 }.apply(image, &mut ChaCha8Rng::seed_from_u64(0));
         assert_eq!(out.data, vec![0.25, 0.25]);
     }
 
     #[test]
     fn bad_probability_names_the_field() {
-        let cfg = ViewConfig { blur_p: 1.5, ..ViewConfig::simclr() };
+        let cfg = ViewConfig {
+            blur_p: 1.5,
+            ..ViewConfig::simclr()
+        };
         let err = cfg.validate("views.first").unwrap_err().to_string();
         assert!(err.contains("views.first.blur_p"), "{err}");
     }

@@ -44,7 +44,10 @@ fn train_set() -> ImageSet {
 }
 
 fn quiet() -> TrainOptions {
-    TrainOptions { resume: false, quiet: true }
+    TrainOptions {
+        resume: false,
+        quiet: true,
+    }
 }
 
 #[derive(Default)]
@@ -77,18 +80,37 @@ fn byol_target_takes_no_gradient_and_online_learns() {
     let device = Device::flex().autodiff();
     let model = Byol::init(&config, 1, &device);
     let views: Vec<Tensor<4>> = (0..2)
-        .map(|v| Tensor::<4>::random([8, 1, 28, 28], burn::tensor::Distribution::Normal(v as f64, 1.0), &device))
+        .map(|v| {
+            Tensor::<4>::random(
+                [8, 1, 28, 28],
+                burn::tensor::Distribution::Normal(v as f64, 1.0),
+                &device,
+            )
+        })
         .collect();
     let loss = model.loss(views);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let online = ids(&model.online);
     let target = ids(&model.target);
     // Every trainable online parameter gets a gradient (running statistics are buffers).
-    let online_with_grad = online.iter().filter(|(id, r)| has_grad(&grads, *id, *r)).count();
-    assert!(online_with_grad >= 10, "only {online_with_grad} online tensors received a gradient");
-    assert!(ids(&model.predictor).iter().all(|(id, r)| has_grad(&grads, *id, *r) || *r == 1));
+    let online_with_grad = online
+        .iter()
+        .filter(|(id, r)| has_grad(&grads, *id, *r))
+        .count();
+    assert!(
+        online_with_grad >= 10,
+        "only {online_with_grad} online tensors received a gradient"
+    );
+    assert!(
+        ids(&model.predictor)
+            .iter()
+            .all(|(id, r)| has_grad(&grads, *id, *r) || *r == 1)
+    );
     // Stop-gradient: nothing reaches the target network.
-    assert!(target.iter().all(|(id, r)| !has_grad(&grads, *id, *r)), "a gradient reached the target");
+    assert!(
+        target.iter().all(|(id, r)| !has_grad(&grads, *id, *r)),
+        "a gradient reached the target"
+    );
     // The online network still requires gradients after the target was built from it.
     assert!(model.online.projection_requires_grad());
 }
@@ -117,21 +139,37 @@ impl RequiresGrad for pretext::methods::byol::Branch {
 fn byol_run_learns_and_moves_the_target() {
     let config = tiny_config("byol-run", &["method=byol", "epochs=1"]);
     let before = Byol::init(&config, 1, &Device::flex().autodiff());
-    let (after, summary) = pretrain::<Byol>(&config, &train_set(), &Device::flex(), &quiet()).unwrap();
+    let (after, summary) =
+        pretrain::<Byol>(&config, &train_set(), &Device::flex(), &quiet()).unwrap();
     assert_eq!(summary.steps, 8);
     assert!(summary.final_loss.is_finite());
     let changed = |a: &pretext::methods::byol::Branch, b: &pretext::methods::byol::Branch| {
-        module_tensors(a).iter().zip(module_tensors(b)).any(|(x, y)| x.values != y.values)
+        module_tensors(a)
+            .iter()
+            .zip(module_tensors(b))
+            .any(|(x, y)| x.values != y.values)
     };
-    assert!(changed(&before.online, &after.online), "online network did not train");
-    assert!(changed(&before.target, &after.target), "EMA did not move the target");
+    assert!(
+        changed(&before.online, &after.online),
+        "online network did not train"
+    );
+    assert!(
+        changed(&before.target, &after.target),
+        "EMA did not move the target"
+    );
 }
 
 #[test]
 fn simclr_loss_falls_and_features_beat_random_init() {
     let config = tiny_config(
         "simclr-learns",
-        &["epochs=6", "data.train_limit=1024", "batch_size=64", "backbone.width=16", "eval.linear_epochs=20"],
+        &[
+            "epochs=6",
+            "data.train_limit=1024",
+            "batch_size=64",
+            "backbone.width=16",
+            "eval.linear_epochs=20",
+        ],
     );
     let splits = embedded_fashion_mnist().unwrap();
     let device = Device::flex();
@@ -145,11 +183,36 @@ fn simclr_loss_falls_and_features_beat_random_init() {
     let train = splits.train.take(1024);
     let test = splits.test.unwrap().take(500);
     let (mean, std) = train.channel_stats();
-    let protocols = Protocols { knn: true, linear: true };
-    let trained = evaluate(model.backbone(), &train, &test, &mean, &std, &config.eval, protocols, 0, &device).unwrap();
+    let protocols = Protocols {
+        knn: true,
+        linear: true,
+    };
+    let trained = evaluate(
+        model.backbone(),
+        &train,
+        &test,
+        &mean,
+        &std,
+        &config.eval,
+        protocols,
+        0,
+        &device,
+    )
+    .unwrap();
     device.seed(config.seed);
     let random = SimClr::init(&config, 1, &device);
-    let baseline = evaluate(random.backbone(), &train, &test, &mean, &std, &config.eval, protocols, 0, &device).unwrap();
+    let baseline = evaluate(
+        random.backbone(),
+        &train,
+        &test,
+        &mean,
+        &std,
+        &config.eval,
+        protocols,
+        0,
+        &device,
+    )
+    .unwrap();
     let (tk, rk) = (trained.knn.unwrap(), baseline.knn.unwrap());
     let (tl, rl) = (trained.linear.unwrap(), baseline.linear.unwrap());
     eprintln!("kNN {tk:.3} vs random {rk:.3}; linear {tl:.3} vs random {rl:.3}");
@@ -170,7 +233,16 @@ fn resumed_run_equals_uninterrupted_run_and_same_seed_repeats() {
     let (_, p) = pretrain::<SimClr>(&part, &set, &device, &quiet()).unwrap();
     assert_eq!(p.steps, 5);
     let rest = tiny_config("resume-part", &[]);
-    let (_, b) = pretrain::<SimClr>(&rest, &set, &device, &TrainOptions { resume: true, quiet: true }).unwrap();
+    let (_, b) = pretrain::<SimClr>(
+        &rest,
+        &set,
+        &device,
+        &TrainOptions {
+            resume: true,
+            quiet: true,
+        },
+    )
+    .unwrap();
     assert_eq!(b.resumed_from_step, 5);
     assert_eq!(b.steps, 16);
 
@@ -180,39 +252,84 @@ fn resumed_run_equals_uninterrupted_run_and_same_seed_repeats() {
     let again = tiny_config("resume-again", &[]);
     let (_, c) = pretrain::<SimClr>(&again, &set, &device, &quiet()).unwrap();
     let cc = Checkpoint::load(&c.checkpoint).unwrap();
-    assert_eq!(first_difference(&ca.model, &cc.model), None, "same seed, different weights");
-    assert_eq!(first_difference(&ca.model, &cb.model), None, "resumed weights differ from the uninterrupted run");
-    assert!(ca.optimizer == cb.optimizer, "resumed optimizer state differs");
+    assert_eq!(
+        first_difference(&ca.model, &cc.model),
+        None,
+        "same seed, different weights"
+    );
+    assert_eq!(
+        first_difference(&ca.model, &cb.model),
+        None,
+        "resumed weights differ from the uninterrupted run"
+    );
+    assert!(
+        ca.optimizer == cb.optimizer,
+        "resumed optimizer state differs"
+    );
     assert_eq!(a.final_loss, b.final_loss);
 }
 
 /// The first tensor whose values differ, with the largest difference.
-fn first_difference(a: &[pretext::checkpoint::NamedTensor], b: &[pretext::checkpoint::NamedTensor]) -> Option<(String, f32)> {
+fn first_difference(
+    a: &[pretext::checkpoint::NamedTensor],
+    b: &[pretext::checkpoint::NamedTensor],
+) -> Option<(String, f32)> {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).find(|(x, y)| x.values != y.values).map(|(x, y)| {
-        let worst = x.values.iter().zip(&y.values).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-        (x.name.clone(), worst)
-    })
+    a.iter()
+        .zip(b)
+        .find(|(x, y)| x.values != y.values)
+        .map(|(x, y)| {
+            let worst = x
+                .values
+                .iter()
+                .zip(&y.values)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            (x.name.clone(), worst)
+        })
 }
 
 #[test]
 fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let config = tiny_config(
         "nan",
-        &["optimizer.kind=\"sgd\"", "optimizer.lr=1e20", "optimizer.warmup_epochs=0", "train.checkpoint_every=1"],
+        &[
+            "optimizer.kind=\"sgd\"",
+            "optimizer.lr=1e20",
+            "optimizer.warmup_epochs=0",
+            "train.checkpoint_every=1",
+        ],
     );
-    let err = pretrain::<SimClr>(&config, &train_set(), &Device::flex(), &quiet()).unwrap_err().to_string();
-    assert!(err.contains("loss became") || err.contains("weights became non-finite"), "{err}");
+    let err = pretrain::<SimClr>(&config, &train_set(), &Device::flex(), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("loss became") || err.contains("weights became non-finite"),
+        "{err}"
+    );
     assert!(err.contains("last good checkpoint"), "{err}");
     let ckpt = Checkpoint::load(&pretext::train::checkpoint_path(&config)).unwrap();
     let step = ckpt.meta["step"].as_u64().unwrap();
-    assert!(step >= 1, "no good checkpoint was written before the failure");
-    assert!(ckpt.model.iter().all(|t| t.values.iter().all(|v| v.is_finite())), "the kept checkpoint holds non-finite weights");
+    assert!(
+        step >= 1,
+        "no good checkpoint was written before the failure"
+    );
+    assert!(
+        ckpt.model
+            .iter()
+            .all(|t| t.values.iter().all(|v| v.is_finite())),
+        "the kept checkpoint holds non-finite weights"
+    );
 }
 
 #[test]
 fn batch_larger_than_dataset_is_an_error() {
     let config = tiny_config("big-batch", &["batch_size=512", "data.train_limit=100"]);
-    let err = pretrain::<SimClr>(&config, &train_set(), &Device::flex(), &quiet()).unwrap_err().to_string();
-    assert!(err.contains("batch_size = 512") && err.contains("100 images"), "{err}");
+    let err = pretrain::<SimClr>(&config, &train_set(), &Device::flex(), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("batch_size = 512") && err.contains("100 images"),
+        "{err}"
+    );
 }

@@ -53,7 +53,12 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
     let (train_files, test_file, label_bytes, kind) = if !cifar10.is_empty() {
         (cifar10, dir.join("test_batch.bin"), 1, "CIFAR-10")
     } else if dir.join("train.bin").is_file() {
-        (vec![dir.join("train.bin")], dir.join("test.bin"), 2, "CIFAR-100")
+        (
+            vec![dir.join("train.bin")],
+            dir.join("test.bin"),
+            2,
+            "CIFAR-100",
+        )
     } else {
         return Ok(None);
     };
@@ -81,13 +86,20 @@ mod tests {
         rec.extend(std::iter::repeat_n(10u8, PLANE));
         rec.extend(std::iter::repeat_n(20u8, PLANE));
         rec.extend(std::iter::repeat_n(30u8, PLANE));
-        std::fs::write(dir.join("data_batch_1.bin"), [rec.clone(), rec.clone()].concat()).unwrap();
+        std::fs::write(
+            dir.join("data_batch_1.bin"),
+            [rec.clone(), rec.clone()].concat(),
+        )
+        .unwrap();
         let s = load(&dir).unwrap().unwrap();
         assert_eq!(s.train.len(), 2);
         assert_eq!(&s.train.image(1)[..6], &[10, 20, 30, 10, 20, 30]);
         assert_eq!(s.train.labels.as_deref(), Some(&[7, 7][..]));
         std::fs::write(dir.join("test_batch.bin"), &rec[..100]).unwrap();
         let err = format!("{:#}", load(&dir).unwrap_err());
-        assert!(err.contains("test_batch.bin") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("test_batch.bin") && err.contains("truncated"),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,10 @@ use super::{ImageSet, Splits};
 
 fn is_image(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
         Some("png" | "jpg" | "jpeg")
     )
 }
@@ -31,9 +34,15 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     let mut classes = Vec::new();
     for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let files: Vec<PathBuf> = sorted_entries(&sub)?.into_iter().filter(|p| is_image(p)).collect();
+        let files: Vec<PathBuf> = sorted_entries(&sub)?
+            .into_iter()
+            .filter(|p| is_image(p))
+            .collect();
         if !files.is_empty() {
-            let name = sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = sub
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             classes.push((name, files));
         }
     }
@@ -63,7 +72,11 @@ fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<Im
     let mut pixels = Vec::with_capacity(decoded.len() * width * height * channels);
     for im in &decoded {
         let im = if im.width() as usize != width || im.height() as usize != height {
-            im.resize_exact(width as u32, height as u32, image::imageops::FilterType::Triangle)
+            im.resize_exact(
+                width as u32,
+                height as u32,
+                image::imageops::FilterType::Triangle,
+            )
         } else {
             im.clone()
         };
@@ -86,7 +99,10 @@ fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<Im
 /// Read an image folder, or `None` when `dir` has no class subfolders with images.
 pub fn load(dir: &Path) -> Result<Option<Splits>> {
     let (train_dir, test_dir) = if dir.join("train").is_dir() {
-        (dir.join("train"), Some(dir.join("test")).filter(|p| p.is_dir()))
+        (
+            dir.join("train"),
+            Some(dir.join("test")).filter(|p| p.is_dir()),
+        )
     } else {
         (dir.to_path_buf(), None)
     };
@@ -100,10 +116,15 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
         Some(t) => {
             let classes = class_files(&t)?;
             if let Some((unknown, _)) = classes.iter().find(|(n, _)| !names.contains(n)) {
-                bail!("{}: class folder '{unknown}' does not exist in the train split", t.display());
+                bail!(
+                    "{}: class folder '{unknown}' does not exist in the train split",
+                    t.display()
+                );
             }
             let mut test = decode_set(&classes, &names)?;
-            if (test.height, test.width, test.channels) != (train.height, train.width, train.channels) {
+            if (test.height, test.width, test.channels)
+                != (train.height, train.width, train.channels)
+            {
                 test = conform(test, &train);
             }
             Some(test)
@@ -128,14 +149,24 @@ fn conform(set: ImageSet, like: &ImageSet) -> ImageSet {
             image::GrayImage::from_raw(set.width as u32, set.height as u32, raw).map(Into::into)
         }
         .unwrap_or_default();
-        let im = im.resize_exact(like.width as u32, like.height as u32, image::imageops::FilterType::Triangle);
+        let im = im.resize_exact(
+            like.width as u32,
+            like.height as u32,
+            image::imageops::FilterType::Triangle,
+        );
         if like.channels == 3 {
             pixels.extend_from_slice(im.to_rgb8().as_raw());
         } else {
             pixels.extend_from_slice(im.to_luma8().as_raw());
         }
     }
-    ImageSet { height: like.height, width: like.width, channels: like.channels, pixels, ..set }
+    ImageSet {
+        height: like.height,
+        width: like.width,
+        channels: like.channels,
+        pixels,
+        ..set
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,10 @@ pub fn parse_idx(raw: &[u8]) -> Result<IdxArray> {
         raw.to_vec()
     };
     if bytes.len() < 4 {
-        bail!("file is {} bytes long, shorter than the 4-byte IDX magic", bytes.len());
+        bail!(
+            "file is {} bytes long, shorter than the 4-byte IDX magic",
+            bytes.len()
+        );
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         bail!(
@@ -61,7 +64,10 @@ pub fn parse_idx(raw: &[u8]) -> Result<IdxArray> {
     }
     let header_len = 4 + 4 * rank;
     if bytes.len() < header_len {
-        bail!("truncated header: rank {rank} needs {header_len} bytes, file has {}", bytes.len());
+        bail!(
+            "truncated header: rank {rank} needs {header_len} bytes, file has {}",
+            bytes.len()
+        );
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| {

@@ -20,7 +20,10 @@ use crate::views::{Image, Pipeline};
 pub fn mix_seed(parts: &[u64]) -> u64 {
     let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
     for &p in parts {
-        h ^= p.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_add(h << 6).wrapping_add(h >> 2);
+        h ^= p
+            .wrapping_add(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(h << 6)
+            .wrapping_add(h >> 2);
         h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         h ^= h >> 31;
@@ -64,9 +67,14 @@ pub fn make_views(
                 .iter()
                 .enumerate()
                 .map(|(v, p)| {
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(mix_seed(&[seed, epoch as u64, idx as u64, v as u64]));
-                    let img = Image::from_bytes(data.image(idx), data.height, data.width, data.channels);
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
+                        seed,
+                        epoch as u64,
+                        idx as u64,
+                        v as u64,
+                    ]));
+                    let img =
+                        Image::from_bytes(data.image(idx), data.height, data.width, data.channels);
                     p.apply(img, &mut rng)
                 })
                 .collect()
@@ -120,10 +128,16 @@ impl Loader {
                 let steps = schedule.steps_per_epoch(data.len());
                 for epoch in schedule.start_epoch..schedule.epochs {
                     let order = epoch_order(data.len(), schedule.seed, epoch);
-                    let first = if epoch == schedule.start_epoch { schedule.start_step } else { 0 };
+                    let first = if epoch == schedule.start_epoch {
+                        schedule.start_step
+                    } else {
+                        0
+                    };
                     for step in first..steps {
-                        let indices = &order[step * schedule.batch_size..(step + 1) * schedule.batch_size];
-                        let (views, shapes) = make_views(&data, &pipelines, indices, schedule.seed, epoch);
+                        let indices =
+                            &order[step * schedule.batch_size..(step + 1) * schedule.batch_size];
+                        let (views, shapes) =
+                            make_views(&data, &pipelines, indices, schedule.seed, epoch);
                         let batch = ViewBatch {
                             views,
                             shapes,
@@ -138,7 +152,11 @@ impl Loader {
                 }
             })
             .ok();
-        Loader { rx: Some(rx), handle, waited: Duration::ZERO }
+        Loader {
+            rx: Some(rx),
+            handle,
+            waited: Duration::ZERO,
+        }
     }
 
     /// The next batch, or `None` at the end; the time spent blocked is added to [`Self::waited`].
@@ -195,14 +213,25 @@ mod tests {
     fn resumed_loader_yields_the_same_batches() {
         let data = Arc::new(tiny_set(20));
         let pipes = Arc::new(vec![ViewConfig::simclr().build((6, 6), &[0.5], &[0.25])]);
-        let sched = Schedule { batch_size: 4, epochs: 2, start_epoch: 0, start_step: 0, prefetch: 2, seed: 9 };
+        let sched = Schedule {
+            batch_size: 4,
+            epochs: 2,
+            start_epoch: 0,
+            start_step: 0,
+            prefetch: 2,
+            seed: 9,
+        };
         let mut full = Loader::spawn(data.clone(), pipes.clone(), sched);
         let mut all = Vec::new();
         while let Some(b) = full.next_batch() {
             all.push(b);
         }
         assert_eq!(all.len(), 10);
-        let resumed_sched = Schedule { start_epoch: 1, start_step: 2, ..sched };
+        let resumed_sched = Schedule {
+            start_epoch: 1,
+            start_step: 2,
+            ..sched
+        };
         let mut resumed = Loader::spawn(data, pipes, resumed_sched);
         let mut rest = Vec::new();
         while let Some(b) = resumed.next_batch() {

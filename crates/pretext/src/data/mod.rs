@@ -160,11 +160,25 @@ pub fn embedded_fashion_mnist() -> Result<Splits> {
     const TEST_LABELS: &[u8] =
         include_bytes!("../../../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
     let names = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
-    let train = idx_pair(idx::parse_idx(TRAIN_IMAGES)?, idx::parse_idx(TRAIN_LABELS)?, "embedded train")?;
-    let test = idx_pair(idx::parse_idx(TEST_IMAGES)?, idx::parse_idx(TEST_LABELS)?, "embedded test")?;
+    let train = idx_pair(
+        idx::parse_idx(TRAIN_IMAGES)?,
+        idx::parse_idx(TRAIN_LABELS)?,
+        "embedded train",
+    )?;
+    let test = idx_pair(
+        idx::parse_idx(TEST_IMAGES)?,
+        idx::parse_idx(TEST_LABELS)?,
+        "embedded test",
+    )?;
     Ok(Splits {
-        train: ImageSet { class_names: names, ..train },
-        test: Some(ImageSet { class_names: FASHION_CLASSES.iter().map(|s| s.to_string()).collect(), ..test }),
+        train: ImageSet {
+            class_names: names,
+            ..train
+        },
+        test: Some(ImageSet {
+            class_names: FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
+            ..test
+        }),
         description: "embedded Fashion-MNIST subset (10,000 train / 2,000 test)".into(),
     })
 }
@@ -180,7 +194,10 @@ fn idx_pair(images: idx::IdxArray, labels: idx::IdxArray, what: &str) -> Result<
         ),
     };
     if labels.dims.len() != 1 {
-        bail!("{what}: label array has dimensions {:?}; expected [n]", labels.dims);
+        bail!(
+            "{what}: label array has dimensions {:?}; expected [n]",
+            labels.dims
+        );
     }
     if labels.dims[0] != n {
         bail!("{what}: {n} images but {} labels", labels.dims[0]);
@@ -212,7 +229,10 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
     };
     let load = |images: &Path, labels_stem: &str| -> Result<ImageSet> {
         let labels = find_idx(dir, labels_stem).with_context(|| {
-            format!("{} exists but {labels_stem}[.gz] is missing", images.display())
+            format!(
+                "{} exists but {labels_stem}[.gz] is missing",
+                images.display()
+            )
         })?;
         idx_pair(
             idx::read_idx(images)?,
@@ -283,7 +303,10 @@ pub(crate) mod tests {
         let s = embedded_fashion_mnist().unwrap();
         assert_eq!(s.train.len(), 10_000);
         assert_eq!(s.test.as_ref().unwrap().len(), 2_000);
-        assert_eq!((s.train.height, s.train.width, s.train.channels), (28, 28, 1));
+        assert_eq!(
+            (s.train.height, s.train.width, s.train.channels),
+            (28, 28, 1)
+        );
         let mut counts = [0usize; 10];
         for &l in s.train.labels.as_ref().unwrap() {
             counts[l as usize] += 1;
@@ -295,16 +318,40 @@ pub(crate) mod tests {
     #[test]
     fn mnist_layout_errors_name_the_file() {
         let dir = tempdir("mnist-layout");
-        let images = idx::IdxArray { dims: vec![4, 2, 2], data: vec![0; 16] };
-        let labels = idx::IdxArray { dims: vec![3], data: vec![0; 3] };
-        std::fs::write(dir.join("train-images-idx3-ubyte"), idx::encode_idx(&images)).unwrap();
+        let images = idx::IdxArray {
+            dims: vec![4, 2, 2],
+            data: vec![0; 16],
+        };
+        let labels = idx::IdxArray {
+            dims: vec![3],
+            data: vec![0; 3],
+        };
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte"),
+            idx::encode_idx(&images),
+        )
+        .unwrap();
         let err = format!("{:#}", load_dir(&dir).unwrap_err());
-        assert!(err.contains("train-labels-idx1-ubyte[.gz] is missing"), "{err}");
-        std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
+        assert!(
+            err.contains("train-labels-idx1-ubyte[.gz] is missing"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            idx::encode_idx(&labels),
+        )
+        .unwrap();
         let err = format!("{:#}", load_dir(&dir).unwrap_err());
         assert!(err.contains("4 images but 3 labels"), "{err}");
-        let labels = idx::IdxArray { dims: vec![4], data: vec![0, 1, 2, 3] };
-        std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
+        let labels = idx::IdxArray {
+            dims: vec![4],
+            data: vec![0, 1, 2, 3],
+        };
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            idx::encode_idx(&labels),
+        )
+        .unwrap();
         let s = load_dir(&dir).unwrap();
         assert_eq!(s.train.len(), 4);
         assert!(s.test.is_none());

@@ -21,7 +21,10 @@ impl Branch {
     fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
         let backbone = config.backbone.init(channels, device);
         let projection = config.projection.init(backbone.out_dim(), device);
-        Branch { backbone, projection }
+        Branch {
+            backbone,
+            projection,
+        }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
@@ -44,7 +47,12 @@ impl Method for Byol {
         let online = Branch::init(config, channels, device);
         let predictor = config.prediction.init(config.projection.output, device);
         let target = detached_copy(&online, Branch::init(config, channels, device));
-        Byol { online, predictor, target, tau_base: config.byol.tau_base }
+        Byol {
+            online,
+            predictor,
+            target,
+            tau_base: config.byol.tau_base,
+        }
     }
 
     fn view_presets() -> Vec<ViewConfig> {
@@ -56,8 +64,8 @@ impl Method for Byol {
         let both = Tensor::cat(views, 0);
         let p = self.predictor.forward(self.online.forward(both.clone()));
         let z = self.target.forward(both).detach();
-        let (p1, p2) = (p.clone().slice([0..n]), p.slice([n..2 * n]));
-        let (z1, z2) = (z.clone().slice([0..n]), z.slice([n..2 * n]));
+        let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
+        let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
         // Symmetric: each view's prediction regresses the other view's target projection.
         (normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0)
     }

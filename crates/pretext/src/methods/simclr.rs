@@ -20,7 +20,11 @@ impl Method for SimClr {
     fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
         let backbone = config.backbone.init(channels, device);
         let projection = config.projection.init(backbone.out_dim(), device);
-        SimClr { backbone, projection, temperature: config.simclr.temperature }
+        SimClr {
+            backbone,
+            projection,
+            temperature: config.simclr.temperature,
+        }
     }
 
     fn view_presets() -> Vec<ViewConfig> {
@@ -28,12 +32,13 @@ impl Method for SimClr {
     }
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Tensor<1> {
-        let [n, c, h, w] = views[0].dims();
+        let [n, _, _, _] = views[0].dims();
         // One forward pass over both views: batch-norm statistics cover all 2N images.
-        let z = self.projection.forward(self.backbone.forward(Tensor::cat(views, 0)));
-        let _ = (c, h, w);
-        let z1 = z.clone().slice([0..n]);
-        let z2 = z.slice([n..2 * n]);
+        let z = self
+            .projection
+            .forward(self.backbone.forward(Tensor::cat(views, 0)));
+        let z1 = z.clone().narrow(0, 0, n);
+        let z2 = z.narrow(0, n, n);
         nt_xent(z1, z2, self.temperature)
     }
 

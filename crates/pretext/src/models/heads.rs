@@ -18,7 +18,12 @@ pub struct MlpConfig {
 
 impl Default for MlpConfig {
     fn default() -> Self {
-        MlpConfig { hidden: 512, output: 128, layers: 2, last_norm: false }
+        MlpConfig {
+            hidden: 512,
+            output: 128,
+            layers: 2,
+            last_norm: false,
+        }
     }
 }
 
@@ -37,13 +42,21 @@ impl MlpConfig {
         for i in 0..self.layers {
             let last = i + 1 == self.layers;
             let out = if last { self.output } else { self.hidden };
-            linears.push(LinearConfig::new(dim, out).with_bias(last && !self.last_norm).init(device));
+            linears.push(
+                LinearConfig::new(dim, out)
+                    .with_bias(last && !self.last_norm)
+                    .init(device),
+            );
             if !last || self.last_norm {
                 norms.push(BatchNormConfig::new(out).init(device));
             }
             dim = out;
         }
-        Mlp { linears, norms, act: Relu::new() }
+        Mlp {
+            linears,
+            norms,
+            act: Relu::new(),
+        }
     }
 }
 

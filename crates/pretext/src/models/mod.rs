@@ -25,7 +25,11 @@ pub struct BackboneConfig {
 
 impl Default for BackboneConfig {
     fn default() -> Self {
-        BackboneConfig { arch: "small_cnn".into(), stem: "cifar".into(), width: 32 }
+        BackboneConfig {
+            arch: "small_cnn".into(),
+            stem: "cifar".into(),
+            width: 32,
+        }
     }
 }
 
@@ -39,7 +43,9 @@ impl BackboneConfig {
         }
         match self.stem.as_str() {
             "cifar" | "imagenet" => {}
-            other => anyhow::bail!("backbone.stem = \"{other}\": expected \"cifar\" or \"imagenet\""),
+            other => {
+                anyhow::bail!("backbone.stem = \"{other}\": expected \"cifar\" or \"imagenet\"")
+            }
         }
         if self.width == 0 {
             anyhow::bail!("backbone.width must be positive");
@@ -49,8 +55,12 @@ impl BackboneConfig {
 
     pub fn init(&self, channels: usize, device: &Device) -> Backbone {
         match self.arch.as_str() {
-            "resnet18" => Backbone::ResNet(ResNet::resnet18(channels, self.stem == "imagenet", device)),
-            "resnet50" => Backbone::ResNet(ResNet::resnet50(channels, self.stem == "imagenet", device)),
+            "resnet18" => {
+                Backbone::ResNet(ResNet::resnet18(channels, self.stem == "imagenet", device))
+            }
+            "resnet50" => {
+                Backbone::ResNet(ResNet::resnet50(channels, self.stem == "imagenet", device))
+            }
             _ => Backbone::SmallCnn(SmallCnn::new(channels, self.width, device)),
         }
     }
@@ -58,6 +68,7 @@ impl BackboneConfig {
 
 /// An image encoder: `[batch, channels, height, width]` → `[batch, features]`. Every backbone
 /// ends in global average pooling, so any input size works.
+#[allow(clippy::large_enum_variant)] // built once per run
 #[derive(Module, Debug)]
 pub enum Backbone {
     SmallCnn(SmallCnn),
@@ -85,4 +96,32 @@ impl Backbone {
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
     x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backbones_adapt_to_input_size_and_channels() {
+        let device = Device::flex();
+        let cases = [
+            ("small_cnn", "cifar", 1, 28, 128),
+            ("small_cnn", "cifar", 3, 9, 128),
+            ("resnet18", "cifar", 3, 32, 512),
+            ("resnet18", "imagenet", 1, 40, 512),
+            ("resnet50", "cifar", 3, 16, 2048),
+        ];
+        for (arch, stem, channels, side, dim) in cases {
+            let cfg = BackboneConfig {
+                arch: arch.into(),
+                stem: stem.into(),
+                width: 32,
+            };
+            let model = cfg.init(channels, &device);
+            assert_eq!(model.out_dim(), dim, "{arch}");
+            let out = model.forward(Tensor::zeros([2, channels, side, side], &device));
+            assert_eq!(out.dims(), [2, dim], "{arch} on {side}x{side}x{channels}");
+        }
+    }
 }

@@ -9,7 +9,12 @@ use burn::prelude::*;
 fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([input, output], [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+        .with_padding(PaddingConfig2d::Explicit(
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+        ))
         .with_bias(false)
         .init(device)
 }
@@ -64,6 +69,8 @@ pub struct Bottleneck {
     shortcut: Option<Shortcut>,
 }
 
+// Blocks are built once per model; the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block {
     Basic(BasicBlock),
@@ -98,8 +105,18 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    fn build(channels: usize, imagenet_stem: bool, bottleneck: bool, layers: [usize; 4], device: &Device) -> Self {
-        let stem = if imagenet_stem { conv(channels, 64, 7, 2, device) } else { conv(channels, 64, 3, 1, device) };
+    fn build(
+        channels: usize,
+        imagenet_stem: bool,
+        bottleneck: bool,
+        layers: [usize; 4],
+        device: &Device,
+    ) -> Self {
+        let stem = if imagenet_stem {
+            conv(channels, 64, 7, 2, device)
+        } else {
+            conv(channels, 64, 3, 1, device)
+        };
         let stem_pool = imagenet_stem.then(|| {
             MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
@@ -139,7 +156,12 @@ impl ResNet {
                 blocks.push(block);
             }
         }
-        ResNet { stem, stem_norm: bn(64, device), stem_pool, blocks }
+        ResNet {
+            stem,
+            stem_norm: bn(64, device),
+            stem_pool,
+            blocks,
+        }
     }
 
     pub fn resnet18(channels: usize, imagenet_stem: bool, device: &Device) -> Self {
