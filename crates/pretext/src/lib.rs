@@ -15,5 +15,6 @@ pub mod models;
 pub mod momentum;
 pub mod optim;
 pub mod report;
+pub mod text;
 pub mod train;
 pub mod views;
