@@ -1,5 +1,6 @@
-//! The pretraining loop, shared by every method: views → method loss → backward → optimizer,
-//! with progress, metrics, checkpoints, resume and the NaN guard.
+//! The training loop, shared by every job (image methods today, masked language models next):
+//! batch → loss → backward → optimizer, with progress, metrics, checkpoints, resume and the
+//! NaN guard. [`pretrain`] wires it to image methods; [`run_loop`] knows nothing of images.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,17 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, load_module, module_tensors};
-use crate::config::PretrainConfig;
+use crate::config::{PretrainConfig, TrainConfig};
 use crate::data::ImageSet;
 use crate::data::loader::{Loader, Schedule};
 use crate::methods::{Method, view_configs};
-use crate::optim::{Optimizer, cosine_lr};
+use crate::optim::{OptimConfig, Optimizer, cosine_lr};
 
 /// Where the time of a run went, in seconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,6 +41,7 @@ pub struct TrainSummary {
     pub final_loss: f64,
     /// Mean loss of the last epoch run (or of all steps when shorter).
     pub last_epoch_loss: f64,
+    /// Examples (images, sequences) per second through the whole loop.
     pub images_per_sec: f64,
     pub time: TimeBreakdown,
     pub checkpoint: PathBuf,
@@ -53,79 +56,82 @@ pub struct TrainOptions {
     pub quiet: bool,
 }
 
+/// A stream of batches that starts at a given step and reports how long the consumer waited.
+pub trait BatchSource {
+    type Batch;
+    /// The next batch and the (0-based) epoch it belongs to; `None` at the end.
+    fn next_batch(&mut self) -> Option<(Self::Batch, usize)>;
+    fn waited(&self) -> Duration;
+}
+
+/// What [`run_loop`] needs to know about a run besides the model and its data.
+pub struct LoopSpec<'a> {
+    /// Shown in summaries ("simclr", "mlm", ...).
+    pub name: &'a str,
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    /// Examples per step, for throughput.
+    pub batch_size: usize,
+    pub optimizer: &'a OptimConfig,
+    pub train: &'a TrainConfig,
+    /// Settings that must match for `--resume` to continue the same run.
+    pub identity: toml::Table,
+    /// Stored in every checkpoint: what evaluation needs to rebuild and feed the model.
+    pub meta: serde_json::Value,
+}
+
+pub fn checkpoint_file(out_dir: &str) -> PathBuf {
+    Path::new(out_dir).join("checkpoint.safetensors")
+}
+
 pub fn checkpoint_path(config: &PretrainConfig) -> PathBuf {
-    Path::new(&config.train.out_dir).join("checkpoint.safetensors")
+    checkpoint_file(&config.train.out_dir)
 }
 
-/// The config fields that must match for a resume to continue the same run.
-fn run_identity(config: &PretrainConfig) -> toml::Table {
-    let mut t = toml::Table::try_from(config).unwrap_or_default();
-    t.remove("train");
-    t.remove("eval");
-    t
-}
-
-fn check_resumable(stored: &str, config: &PretrainConfig) -> Result<()> {
-    let stored: PretrainConfig =
-        toml::from_str(stored).context("checkpoint holds an unreadable config")?;
-    let (a, b) = (run_identity(&stored), run_identity(config));
-    let differing: Vec<&String> = a
+fn check_resumable(stored: &str, identity: &toml::Table) -> Result<()> {
+    let stored: toml::Table = stored
+        .parse()
+        .context("checkpoint holds an unreadable run identity")?;
+    let differing: Vec<&String> = stored
         .keys()
-        .chain(b.keys())
-        .filter(|k| a.get(*k) != b.get(*k))
+        .chain(identity.keys())
+        .filter(|k| stored.get(*k) != identity.get(*k))
         .collect();
     if !differing.is_empty() {
         bail!(
-            "cannot resume: the config differs from the checkpoint's in {:?} (start a new out_dir or use the same config)",
-            differing
+            "cannot resume: the config differs from the checkpoint's in {differing:?} (start a new out_dir or use the same config)"
         );
     }
     Ok(())
 }
 
-fn tensor4(values: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// Train `M` on `train` as `config` says; returns the trained method and a summary.
-pub fn pretrain<M: Method>(
-    config: &PretrainConfig,
-    train: &ImageSet,
-    device: &Device,
+/// Train `model` on the batches `source_at(start_step)` yields, minimising `loss_of`, calling
+/// `after_step` (EMA targets, queues) after each optimizer step with the fraction of training
+/// done. Resumes from `spec.train.out_dir` when asked.
+pub fn run_loop<M, S>(
+    mut model: M,
+    source_at: impl FnOnce(usize) -> S,
+    loss_of: impl Fn(&M, S::Batch) -> Tensor<1>,
+    after_step: impl Fn(M, f64) -> M,
+    spec: &LoopSpec,
     options: &TrainOptions,
-) -> Result<(M, TrainSummary)> {
+) -> Result<(M, TrainSummary)>
+where
+    M: Module,
+    S: BatchSource,
+{
     let started = Instant::now();
-    let train = if config.data.train_limit > 0 {
-        train.take(config.data.train_limit)
-    } else {
-        train.clone()
-    };
-    let steps_per_epoch = train.len() / config.batch_size;
-    if steps_per_epoch == 0 {
-        bail!(
-            "batch_size = {} is larger than the training set ({} images)",
-            config.batch_size,
-            train.len()
-        );
-    }
-    let total_steps = steps_per_epoch * config.epochs;
-    let warmup_steps = (config.optimizer.warmup_epochs * steps_per_epoch as f64).round() as usize;
-    let (mean, std) = train.channel_stats();
-    let views = view_configs::<M>(config)?;
-    let pipelines: Vec<_> = views
-        .iter()
-        .map(|v| v.build((train.height, train.width), &mean, &std))
-        .collect();
-
-    device.seed(config.seed);
-    let ad = device.clone().autodiff();
-    let mut model = M::init(config, train.channels, &ad);
-    let mut optimizer = Optimizer::new(config.optimizer.clone());
-    let ckpt_path = checkpoint_path(config);
-    let out_dir = PathBuf::from(&config.train.out_dir);
+    let device = model.devices().first().cloned().unwrap_or_default();
+    let steps_per_epoch = spec.steps_per_epoch.max(1);
+    let total_steps = steps_per_epoch * spec.epochs;
+    let warmup_steps = (spec.optimizer.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let mut optimizer = Optimizer::new(spec.optimizer.clone());
+    let ckpt_path = checkpoint_file(&spec.train.out_dir);
+    let out_dir = PathBuf::from(&spec.train.out_dir);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let metrics_path = out_dir.join("metrics.jsonl");
+    let identity = toml::to_string(&spec.identity).unwrap_or_default();
 
     let mut start_step = 0usize;
     if options.resume {
@@ -133,42 +139,38 @@ pub fn pretrain<M: Method>(
             bail!("--resume: no checkpoint at {}", ckpt_path.display());
         }
         let ckpt = Checkpoint::load(&ckpt_path)?;
-        check_resumable(ckpt.meta["config"].as_str().unwrap_or_default(), config)?;
+        check_resumable(
+            ckpt.meta["identity"].as_str().unwrap_or_default(),
+            &spec.identity,
+        )?;
         model = load_module(model, &ckpt.model)?;
         let opt_steps = ckpt.meta["optimizer_steps"].as_u64().unwrap_or(0);
-        optimizer.load_state(opt_steps, ckpt.optimizer, &ad)?;
+        optimizer.load_state(
+            opt_steps,
+            ckpt.optimizer,
+            &device.clone().without_autodiff(),
+        )?;
         start_step = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
         // Metrics past the checkpoint belong to the interrupted attempt; drop them.
         truncate_metrics(&metrics_path, start_step)?;
     } else {
         let _ = std::fs::remove_file(&metrics_path);
     }
-    let end_step = if config.train.max_steps > 0 {
-        config.train.max_steps.min(total_steps)
-    } else {
-        total_steps
+    let end_step = match spec.train.max_steps {
+        0 => total_steps,
+        max => max.min(total_steps),
     };
 
-    let data = Arc::new(train);
-    let schedule = Schedule {
-        batch_size: config.batch_size,
-        epochs: config.epochs,
-        start_epoch: start_step / steps_per_epoch,
-        start_step: start_step % steps_per_epoch,
-        prefetch: config.train.prefetch,
-        seed: config.seed,
-    };
-    let mut loader = Loader::spawn(data.clone(), Arc::new(pipelines), schedule);
+    let mut source = source_at(start_step);
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-
     let bar = if options.quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new((end_step - start_step.min(end_step)) as u64)
+        ProgressBar::new(end_step.saturating_sub(start_step) as u64)
     };
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
@@ -177,19 +179,6 @@ pub fn pretrain<M: Method>(
     );
 
     let save = |model: &M, optimizer: &Optimizer, step: usize| -> Result<()> {
-        let meta = serde_json::json!({
-            "format": "pretext-checkpoint-1",
-            "config": config.to_toml(),
-            "step": step,
-            "optimizer_steps": optimizer.steps(),
-            "epoch": step / steps_per_epoch,
-            "step_in_epoch": step % steps_per_epoch,
-            "mean": mean,
-            "std": std,
-            "channels": data.channels,
-            "height": data.height,
-            "width": data.width,
-        });
         // `valid()` first folds pending batch-norm running-statistic updates (burn keeps the
         // latest one per thread until the next forward) into the values a visitor reads.
         let tensors = module_tensors(&model.valid());
@@ -206,6 +195,17 @@ pub fn pretrain<M: Method>(
                 ckpt_path.display()
             );
         }
+        let mut meta = serde_json::json!({
+            "format": "pretext-checkpoint-1",
+            "identity": identity,
+            "step": step,
+            "optimizer_steps": optimizer.steps(),
+            "epoch": step / steps_per_epoch,
+            "step_in_epoch": step % steps_per_epoch,
+        });
+        if let (Some(m), Some(extra)) = (meta.as_object_mut(), spec.meta.as_object()) {
+            m.extend(extra.clone());
+        }
         Checkpoint {
             model: tensors,
             optimizer: optimizer.state_tensors(),
@@ -220,20 +220,13 @@ pub fn pretrain<M: Method>(
     let mut step = start_step;
     let loop_started = Instant::now();
     while step < end_step {
-        let Some(batch) = loader.next_batch() else {
+        let Some((batch, epoch)) = source.next_batch() else {
             break;
         };
-        let epoch = batch.epoch;
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, config.epochs));
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
 
         let t0 = Instant::now();
-        let inputs: Vec<Tensor<4>> = batch
-            .views
-            .into_iter()
-            .zip(&batch.shapes)
-            .map(|(v, s)| tensor4(v, *s, &ad))
-            .collect();
-        let loss = model.loss(inputs);
+        let loss = loss_of(&model, batch);
         let loss_value: f64 = loss.clone().into_scalar::<f64>();
         let t1 = Instant::now();
         if !loss_value.is_finite() {
@@ -247,9 +240,9 @@ pub fn pretrain<M: Method>(
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let t2 = Instant::now();
-        let lr = cosine_lr(config.optimizer.lr, step, warmup_steps, total_steps);
+        let lr = cosine_lr(spec.optimizer.lr, step, warmup_steps, total_steps);
         model = optimizer.step(model, grads, lr);
-        model = model.after_step((step + 1) as f64 / total_steps as f64);
+        model = after_step(model, (step + 1) as f64 / total_steps as f64);
         let t3 = Instant::now();
         time.forward += (t1 - t0).as_secs_f64();
         time.backward += (t2 - t1).as_secs_f64();
@@ -259,18 +252,18 @@ pub fn pretrain<M: Method>(
         epoch_losses.push(loss_value);
         step += 1;
         let elapsed = loop_started.elapsed().as_secs_f64();
-        let ips = (step - start_step) as f64 * config.batch_size as f64 / elapsed.max(1e-9);
+        let rate = (step - start_step) as f64 * spec.batch_size as f64 / elapsed.max(1e-9);
         writeln!(
             metrics,
             "{}",
-            serde_json::json!({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "images_per_sec": ips})
+            serde_json::json!({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "images_per_sec": rate})
         )?;
-        bar.set_message(format!("loss {loss_value:.4} lr {lr:.2e} {ips:.0} img/s"));
+        bar.set_message(format!("loss {loss_value:.4} lr {lr:.2e} {rate:.0}/s"));
         bar.inc(1);
 
         let epoch_end = step.is_multiple_of(steps_per_epoch);
         let periodic =
-            config.train.checkpoint_every > 0 && step.is_multiple_of(config.train.checkpoint_every);
+            spec.train.checkpoint_every > 0 && step.is_multiple_of(spec.train.checkpoint_every);
         if epoch_end || periodic || step == end_step {
             let tc = Instant::now();
             save(&model, &optimizer, step)?;
@@ -281,15 +274,15 @@ pub fn pretrain<M: Method>(
         }
     }
     bar.finish_and_clear();
-    time.data_wait = loader.waited().as_secs_f64();
+    time.data_wait = source.waited().as_secs_f64();
     time.total = started.elapsed().as_secs_f64();
-    drop(loader);
+    drop(source);
     crate::report::plot_loss(&metrics_path, &out_dir.join("loss.svg")).ok();
 
     let mean_of = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let loop_secs = loop_started.elapsed().as_secs_f64().max(1e-9);
     let summary = TrainSummary {
-        method: config.method.clone(),
+        method: spec.name.to_string(),
         steps: step,
         epochs_done: step as f64 / steps_per_epoch as f64,
         first_loss: losses.first().copied().unwrap_or(f64::NAN),
@@ -299,12 +292,117 @@ pub fn pretrain<M: Method>(
         } else {
             &epoch_losses
         }),
-        images_per_sec: (step - start_step) as f64 * config.batch_size as f64 / loop_secs,
+        images_per_sec: (step - start_step) as f64 * spec.batch_size as f64 / loop_secs,
         time,
         checkpoint: ckpt_path,
         resumed_from_step: start_step,
     };
     Ok((model, summary))
+}
+
+/// Image views from the background [`Loader`], as the tensors a [`Method`] takes.
+struct ViewBatches {
+    loader: Loader,
+    device: Device,
+}
+
+impl BatchSource for ViewBatches {
+    type Batch = Vec<Tensor<4>>;
+
+    fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
+        let batch = self.loader.next_batch()?;
+        let tensors = batch
+            .views
+            .into_iter()
+            .zip(&batch.shapes)
+            .map(|(v, s)| Tensor::from_data(TensorData::new(v, *s), &self.device))
+            .collect();
+        Some((tensors, batch.epoch))
+    }
+
+    fn waited(&self) -> Duration {
+        self.loader.waited()
+    }
+}
+
+/// The config fields that must match for a resume to continue the same run.
+fn run_identity(config: &PretrainConfig) -> toml::Table {
+    let mut t = toml::Table::try_from(config).unwrap_or_default();
+    t.remove("train");
+    t.remove("eval");
+    t
+}
+
+/// Pretrain the image method `M` on `train` as `config` says.
+pub fn pretrain<M: Method>(
+    config: &PretrainConfig,
+    train: &ImageSet,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<(M, TrainSummary)> {
+    let train = if config.data.train_limit > 0 {
+        train.take(config.data.train_limit)
+    } else {
+        train.clone()
+    };
+    let steps_per_epoch = train.len() / config.batch_size;
+    if steps_per_epoch == 0 {
+        bail!(
+            "batch_size = {} is larger than the training set ({} images)",
+            config.batch_size,
+            train.len()
+        );
+    }
+    let (mean, std) = train.channel_stats();
+    let views = view_configs::<M>(config)?;
+    let pipelines: Vec<_> = views
+        .iter()
+        .map(|v| v.build((train.height, train.width), &mean, &std))
+        .collect();
+
+    device.seed(config.seed);
+    let ad = device.clone().autodiff();
+    let model = M::init(config, train.channels, &ad);
+    let spec = LoopSpec {
+        name: &config.method,
+        epochs: config.epochs,
+        steps_per_epoch,
+        batch_size: config.batch_size,
+        optimizer: &config.optimizer,
+        train: &config.train,
+        identity: run_identity(config),
+        meta: serde_json::json!({
+            "config": config.to_toml(),
+            "mean": mean,
+            "std": std,
+            "channels": train.channels,
+            "height": train.height,
+            "width": train.width,
+        }),
+    };
+    let data = Arc::new(train);
+    let source_at = |start: usize| {
+        let schedule = Schedule {
+            batch_size: config.batch_size,
+            epochs: config.epochs,
+            start_epoch: start / steps_per_epoch,
+            start_step: start % steps_per_epoch,
+            prefetch: config.train.prefetch,
+            seed: config.seed,
+        };
+        ViewBatches {
+            loader: Loader::spawn(data.clone(), Arc::new(pipelines), schedule),
+            device: ad.clone(),
+        }
+    };
+    run_loop(
+        model,
+        source_at,
+        |m: &M, views| m.loss(views),
+        |m: M, p| m.after_step(p),
+        &spec,
+        options,
+    )
 }
 
 fn truncate_metrics(path: &Path, keep_steps: usize) -> Result<()> {
@@ -322,9 +420,4 @@ fn truncate_metrics(path: &Path, keep_steps: usize) -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     crate::checkpoint::write_atomic(path, kept.as_bytes())
-}
-
-/// Elapsed seconds as a duration, for printing.
-pub fn secs(d: f64) -> Duration {
-    Duration::from_secs_f64(d.max(0.0))
 }

@@ -187,32 +187,23 @@ fn simclr_loss_falls_and_features_beat_random_init() {
         knn: true,
         linear: true,
     };
-    let trained = evaluate(
-        model.backbone(),
-        &train,
-        &test,
-        &mean,
-        &std,
-        &config.eval,
-        protocols,
-        0,
-        &device,
-    )
-    .unwrap();
+    let score = |backbone: &pretext::models::Backbone| {
+        evaluate(
+            backbone,
+            &train,
+            &test,
+            &mean,
+            &std,
+            &config.eval,
+            protocols,
+            0,
+            &device,
+        )
+        .unwrap()
+    };
+    let trained = score(model.backbone());
     device.seed(config.seed);
-    let random = SimClr::init(&config, 1, &device);
-    let baseline = evaluate(
-        random.backbone(),
-        &train,
-        &test,
-        &mean,
-        &std,
-        &config.eval,
-        protocols,
-        0,
-        &device,
-    )
-    .unwrap();
+    let baseline = score(SimClr::init(&config, 1, &device).backbone());
     let (tk, rk) = (trained.knn.unwrap(), baseline.knn.unwrap());
     let (tl, rl) = (trained.linear.unwrap(), baseline.linear.unwrap());
     eprintln!("kNN {tk:.3} vs random {rk:.3}; linear {tl:.3} vs random {rl:.3}");

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use super::Method;
 use crate::config::PretrainConfig;
 use crate::losses::normalized_mse;
-use crate::models::{Backbone, Mlp};
+use crate::models::{Backbone, Mlp, backbone_and_projection};
 use crate::momentum::{cosine_tau, detached_copy, ema_update};
 use crate::views::ViewConfig;
 
@@ -19,8 +19,8 @@ pub struct Branch {
 
 impl Branch {
     fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
-        let backbone = config.backbone.init(channels, device);
-        let projection = config.projection.init(backbone.out_dim(), device);
+        let (backbone, projection) =
+            backbone_and_projection(&config.backbone, &config.projection, channels, device);
         Branch {
             backbone,
             projection,

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use super::Method;
 use crate::config::PretrainConfig;
 use crate::losses::nt_xent;
-use crate::models::{Backbone, Mlp};
+use crate::models::{Backbone, Mlp, backbone_and_projection};
 use crate::views::ViewConfig;
 
 #[derive(Module, Debug)]
@@ -18,8 +18,8 @@ pub struct SimClr {
 
 impl Method for SimClr {
     fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
-        let backbone = config.backbone.init(channels, device);
-        let projection = config.projection.init(backbone.out_dim(), device);
+        let (backbone, projection) =
+            backbone_and_projection(&config.backbone, &config.projection, channels, device);
         SimClr {
             backbone,
             projection,

@@ -92,6 +92,18 @@ impl Backbone {
     }
 }
 
+/// A backbone with the projection head on top of it, as SimCLR, BYOL and MoCo build them.
+pub fn backbone_and_projection(
+    backbone: &BackboneConfig,
+    projection: &MlpConfig,
+    channels: usize,
+    device: &Device,
+) -> (Backbone, Mlp) {
+    let backbone = backbone.init(channels, device);
+    let projection = projection.init(backbone.out_dim(), device);
+    (backbone, projection)
+}
+
 /// Global average pooling of `[b, c, h, w]` to `[b, c]`.
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
