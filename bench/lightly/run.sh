@@ -14,6 +14,7 @@ EPOCHS=${2:-5}
 VENV=${VENV:-$ROOT/bench/lightly/.venv}
 OUT=${OUT:-$(mktemp -d /tmp/pretext-lightly-XXXX)}
 THREADS=${THREADS:-2}
+mkdir -p "$OUT"
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"

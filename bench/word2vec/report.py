@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Builds the markdown table of bench/word2vec/run.sh from the files in its output directory."""
+"""Builds the markdown table of bench/word2vec/run.sh from the files in its output directory.
+
+Files are named TOOL-ARCH-sSEED.{train.json,time,eval-pretext.json,eval-gensim.json}; every
+number in the table is the mean over the seeds (± the standard deviation for the scores).
+"""
+import collections
 import glob
 import json
 import os
 import re
+import statistics
 import sys
 
 out = sys.argv[1]
@@ -24,34 +30,50 @@ def gnu_time(path):
     return secs, rss_kb / 1024
 
 
-rows = []
-for arch in ["sg", "cbow"]:
-    runs = sorted(glob.glob(f"{out}/*-{arch}.train.json"), key=lambda p: (not os.path.basename(p).startswith("pretext"), p))
-    base = None
-    gensim_best = max((load(p)["raw_words_per_sec"] for p in runs if "gensim" in p), default=None)
-    for p in runs:
-        name = os.path.basename(p)[: -len(".train.json")]
-        tr = load(p)
-        wall, rss = gnu_time(f"{out}/{name}.time")
-        ep = load(f"{out}/{name}.eval-pretext.json")
-        eg = load(f"{out}/{name}.eval-gensim.json")
-        tool = "pretext" if name.startswith("pretext") else "gensim " + ("LineSentence" if "-lines-" in name else "corpus_file")
-        wps = tr["raw_words_per_sec"]
-        rows.append([
-            "skip-gram" if arch == "sg" else "CBOW", tool,
-            f"{wall:.1f}", f"{tr['seconds']['train']:.1f}", f"{wps / 1e3:,.0f}k",
-            f"{wps / gensim_best:.2f}x" if gensim_best else "-",
-            f"{rss:,.0f}",
-            f"{100 * ep['analogies']['accuracy']:.2f}", f"{100 * eg['analogy_accuracy']:.2f}",
-            f"{ep['similarity']['spearman']:.4f}", f"{eg['spearman']:.4f}",
-        ])
+runs = collections.defaultdict(list)
+for p in glob.glob(f"{out}/*.train.json"):
+    name = os.path.basename(p)[: -len(".train.json")]
+    tool, arch, seed = name.rsplit("-", 2)
+    wall, rss = gnu_time(f"{out}/{name}.time")
+    tr = load(p)
+    ep = load(f"{out}/{name}.eval-pretext.json")
+    eg = load(f"{out}/{name}.eval-gensim.json")
+    runs[(arch, tool)].append({
+        "wall": wall, "rss": rss, "train": tr["seconds"]["train"], "wps": tr["raw_words_per_sec"],
+        "acc_p": 100 * ep["analogies"]["accuracy"], "acc_g": 100 * eg["analogy_accuracy"],
+        "rho_p": ep["similarity"]["spearman"], "rho_g": eg["spearman"],
+    })
 
-head = ["model", "tool", "wall s", "train s", "raw words/s", "vs best gensim", "peak RSS MiB",
+
+def mean(rs, k):
+    return statistics.mean(r[k] for r in rs)
+
+
+def pm(rs, k, fmt):
+    m = mean(rs, k)
+    if len(rs) < 2:
+        return fmt.format(m)
+    return (fmt + " ± " + fmt).format(m, statistics.stdev(r[k] for r in rs))
+
+
+names = {"pretext": "pretext", "gensim_lines": "gensim (LineSentence)", "gensim_corpus_file": "gensim (corpus_file)"}
+head = ["model", "tool", "seeds", "wall s", "train s", "raw words/s", "vs best gensim", "peak RSS MiB",
         "analogy % (pretext eval)", "analogy % (gensim eval)", "WS353 ρ (pretext eval)", "WS353 ρ (gensim eval)"]
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
-for r in rows:
-    print("| " + " | ".join(r) + " |")
+for arch in ["sg", "cbow"]:
+    tools = sorted((t for a, t in runs if a == arch), key=lambda t: (t != "pretext", t))
+    best = max((mean(runs[(arch, t)], "wps") for t in tools if t != "pretext"), default=None)
+    for t in tools:
+        rs = runs[(arch, t)]
+        wps = mean(rs, "wps")
+        print("| " + " | ".join([
+            "skip-gram" if arch == "sg" else "CBOW", names.get(t, t), str(len(rs)),
+            f"{mean(rs, 'wall'):.1f}", f"{mean(rs, 'train'):.1f}", f"{wps / 1e3:,.0f}k",
+            f"{wps / best:.2f}x" if best else "-", f"{mean(rs, 'rss'):,.0f}",
+            pm(rs, "acc_p", "{:.2f}"), pm(rs, "acc_g", "{:.2f}"),
+            pm(rs, "rho_p", "{:.3f}"), pm(rs, "rho_g", "{:.3f}"),
+        ]) + " |")
 machine = os.path.join(out, "machine.txt")
 if os.path.exists(machine):
     print()

@@ -11,6 +11,7 @@
 #   VENV            virtual environment for gensim (default bench/word2vec/.venv, created if missing)
 #   GENSIM_VERSION  (default 4.4.0)   THREADS (default 2)   EPOCHS (default 5)
 #   ARCHS           (default "sg cbow")   GENSIM_MODES (default "lines corpus_file")
+#   SEEDS           (default "1 2 3": every run is repeated per seed; the table shows means)
 #   OUT             results directory (default target/bench-word2vec)
 # Prints one markdown table (also written to $OUT/table.md).
 set -euo pipefail
@@ -31,6 +32,7 @@ THREADS=${THREADS:-2}
 EPOCHS=${EPOCHS:-5}
 ARCHS=${ARCHS:-sg cbow}
 GENSIM_MODES=${GENSIM_MODES:-lines corpus_file}
+SEEDS=${SEEDS:-1 2 3}
 OUT=${OUT:-$ROOT/target/bench-word2vec}
 mkdir -p "$OUT"
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -58,30 +60,34 @@ COMMON=(--dim 100 --window 5 --negative 5 --sample 1e-3 --min-count 5 --epochs "
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
   echo "corpus: $CORPUS ($(wc -w < "$CORPUS") words)"
   echo "gensim: $("$PY" -c 'import gensim; print(gensim.__version__)'), threads $THREADS, epochs $EPOCHS"
+  echo "load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
+for seed in $SEEDS; do
 for arch in $ARCHS; do
   flag=--sg; sg=1
   [ "$arch" = cbow ] && { flag=--cbow; sg=0; }
-  log "pretext $arch"
-  /usr/bin/time -v -o "$OUT/pretext-$arch.time" "${W2V[@]}" train --corpus "$CORPUS" \
-    --out "$OUT/pretext-$arch.bin" "$flag" "${COMMON[@]}" --threads "$THREADS" --seed 1 --json \
-    > "$OUT/pretext-$arch.train.json"
+  log "seed $seed: pretext $arch"
+  /usr/bin/time -v -o "$OUT/pretext-$arch-s$seed.time" "${W2V[@]}" train --corpus "$CORPUS" \
+    --out "$OUT/pretext-$arch-s$seed.bin" "$flag" "${COMMON[@]}" --threads "$THREADS" --seed "$seed" \
+    --json > "$OUT/pretext-$arch-s$seed.train.json"
   for mode in $GENSIM_MODES; do
-    log "gensim $arch ($mode)"
-    /usr/bin/time -v -o "$OUT/gensim-$mode-$arch.time" "$PY" "$HERE/gensim_w2v.py" train "$CORPUS" \
-      "$OUT/gensim-$mode-$arch.bin" --sg $sg --dim 100 --window 5 --negative 5 --sample 1e-3 \
-      --min-count 5 --epochs "$EPOCHS" --workers "$THREADS" --mode "$mode" \
-      > "$OUT/gensim-$mode-$arch.train.json"
+    log "seed $seed: gensim $arch ($mode)"
+    /usr/bin/time -v -o "$OUT/gensim_$mode-$arch-s$seed.time" "$PY" "$HERE/gensim_w2v.py" train \
+      "$CORPUS" "$OUT/gensim_$mode-$arch-s$seed.bin" --sg $sg --dim 100 --window 5 --negative 5 \
+      --sample 1e-3 --min-count 5 --epochs "$EPOCHS" --workers "$THREADS" --mode "$mode" \
+      --seed "$seed" > "$OUT/gensim_$mode-$arch-s$seed.train.json"
   done
-  for v in "$OUT"/pretext-$arch.bin "$OUT"/gensim-*-$arch.bin; do
+  for v in "$OUT"/pretext-$arch-s$seed.bin "$OUT"/gensim_*-$arch-s$seed.bin; do
     name=$(basename "$v" .bin)
-    log "evaluating $name (pretext eval, gensim eval)"
+    log "evaluating $name with pretext and with gensim"
     "${W2V[@]}" eval --vectors "$v" --analogies "$QUESTIONS" --similarity "$PAIRS" \
       --restrict-vocab 30000 --json > "$OUT/$name.eval-pretext.json"
     "$PY" "$HERE/gensim_w2v.py" eval "$v" --binary 1 --analogies "$QUESTIONS" --pairs "$PAIRS" \
       > "$OUT/$name.eval-gensim.json"
+    rm -f "$v"
   done
+done
 done
 python3 "$HERE/report.py" "$OUT" | tee "$OUT/table.md"

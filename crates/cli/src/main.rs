@@ -91,9 +91,9 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    // W2V /// Word2Vec: skip-gram and CBOW word embeddings.
-    // W2V #[command(subcommand)]
-    // W2V Word2vec(pretext_word2vec::cli::Word2VecCommand),
+    /// Word2Vec: skip-gram and CBOW word embeddings.
+    #[command(subcommand)]
+    Word2vec(pretext_word2vec::cli::Word2VecCommand),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -223,7 +223,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Quickstart { data } => quickstart(&g, data.as_deref()),
-        // W2V Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
+        Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
     }
 }
 

@@ -15,7 +15,10 @@ struct Cli {
     cmd: Word2VecCommand,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    pretext_word2vec::run(cli.cmd, cli.json)
+    if let Err(e) = pretext_word2vec::run(cli.cmd, cli.json) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

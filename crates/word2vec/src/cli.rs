@@ -162,6 +162,13 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// An `f32` as the decimal it was written as (0.025, not 0.02500000037252903).
+fn f32_json(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .map_or(Value::Null, Value::from)
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string(v).expect("serialisable"));
 }
@@ -286,7 +293,7 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
             "arch": cfg.arch.name(),
             "dim": cfg.dim, "window": cfg.window, "negative": cfg.negative, "hs": cfg.hs,
             "sample": cfg.sample, "min_count": a.min_count, "max_vocab": a.max_vocab,
-            "epochs": cfg.epochs, "alpha": cfg.alpha, "min_alpha": cfg.min_alpha,
+            "epochs": cfg.epochs, "alpha": f32_json(cfg.alpha), "min_alpha": f32_json(cfg.min_alpha),
             "cbow_mean": cfg.cbow_mean, "threads": threads, "seed": cfg.seed,
             "vocab": {
                 "size": vocab.len(),
@@ -346,7 +353,8 @@ fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
     }
     let emb = load(&a.vectors)?;
     let threads = a.threads.unwrap_or_else(default_threads);
-    let mut out = json!({"command": "eval", "vectors": a.vectors, "words": emb.len(), "dim": emb.dim()});
+    let mut out =
+        json!({"command": "eval", "vectors": a.vectors, "words": emb.len(), "dim": emb.dim()});
     if let Some(path) = &a.analogies {
         let r = eval::evaluate_analogies(&emb, path, a.restrict_vocab, !a.case_sensitive, threads)?;
         let sec = |s: &eval::Section| {
@@ -360,8 +368,15 @@ fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
             "accuracy": r.total.accuracy(), "oov": r.total.oov,
         });
         if !json {
-            println!("analogies: {} (restrict_vocab {})", path.display(), r.restrict_vocab);
-            println!("  {:<30} {:>8} {:>8} {:>9} {:>6}", "section", "correct", "total", "accuracy", "oov");
+            println!(
+                "analogies: {} (restrict_vocab {})",
+                path.display(),
+                r.restrict_vocab
+            );
+            println!(
+                "  {:<30} {:>8} {:>8} {:>9} {:>6}",
+                "section", "correct", "total", "accuracy", "oov"
+            );
             for s in r.sections.iter().chain(std::iter::once(&r.total)) {
                 println!(
                     "  {:<30} {:>8} {:>8} {:>8.2}% {:>6}",
@@ -375,7 +390,8 @@ fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
         }
     }
     if let Some(path) = &a.similarity {
-        let r = eval::evaluate_similarity(&emb, path, a.similarity_restrict_vocab, !a.case_sensitive)?;
+        let r =
+            eval::evaluate_similarity(&emb, path, a.similarity_restrict_vocab, !a.case_sensitive)?;
         out["similarity"] = json!({
             "file": path, "pairs": r.pairs, "oov": r.oov, "used": r.pairs - r.oov,
             "spearman": r.spearman, "pearson": r.pearson, "restrict_vocab": r.restrict_vocab,

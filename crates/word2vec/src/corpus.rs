@@ -66,51 +66,75 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-/// Reusable decoding state (no allocation per token on the common path).
-struct Decoder {
+/// Turns raw tokens into `&str`: lossy UTF-8 decoding and optional lowercasing, reusing its
+/// buffers (no allocation per token on the common path).
+#[derive(Debug, Default)]
+pub struct Decoder {
     lowercase: bool,
     lower: String,
     lossy: String,
 }
 
 impl Decoder {
-    /// Decodes one raw token and hands it to `f`.
-    #[inline]
-    fn emit<F: FnMut(Event<'_>)>(&mut self, raw: &[u8], stats: &mut ScanStats, f: &mut F) {
-        let mut raw = raw;
-        if raw.len() > MAX_TOKEN_BYTES {
-            let mut k = MAX_TOKEN_BYTES;
-            while k > 0 && (raw[k] & 0xC0) == 0x80 {
-                k -= 1;
-            }
-            raw = &raw[..k];
-            stats.truncated += 1;
+    /// A decoder that lowercases (Unicode-aware) if asked.
+    pub fn new(lowercase: bool) -> Decoder {
+        Decoder {
+            lowercase,
+            ..Decoder::default()
         }
-        stats.tokens += 1;
-        let s: &str = match std::str::from_utf8(raw) {
-            Ok(s) => s,
+    }
+
+    /// The token as text, and whether it was invalid UTF-8 (then decoded with U+FFFD).
+    #[inline]
+    pub fn decode<'a>(&'a mut self, raw: &'a [u8]) -> (&'a str, bool) {
+        let (s, invalid): (&str, bool) = match std::str::from_utf8(raw) {
+            Ok(s) => (s, false),
             Err(_) => {
-                stats.invalid_utf8 += 1;
                 self.lossy.clear();
                 self.lossy.push_str(&String::from_utf8_lossy(raw));
-                &self.lossy
+                (&self.lossy, true)
             }
         };
         if self.lowercase && s.bytes().any(|b| b.is_ascii_uppercase() || b >= 0x80) {
             self.lower.clear();
             if s.is_ascii() {
-                self.lower.extend(s.bytes().map(|b| b.to_ascii_lowercase() as char));
+                self.lower
+                    .extend(s.bytes().map(|b| b.to_ascii_lowercase() as char));
             } else {
                 self.lower.extend(s.chars().flat_map(char::to_lowercase));
             }
-            f(Event::Word(&self.lower));
+            (&self.lower, invalid)
         } else {
-            f(Event::Word(s));
+            (s, invalid)
         }
     }
 }
 
-/// Scans the tokens whose first byte lies in `start..end` of `file`, in order.
+/// Raw scanner events: tokens as bytes (cut to [`MAX_TOKEN_BYTES`]), not yet decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawEvent<'a> {
+    /// One token's bytes.
+    Word(&'a [u8]),
+    /// A `\n`.
+    EndOfLine,
+}
+
+/// Cuts an over-long token at a character boundary.
+#[inline(always)]
+fn cap<'a>(raw: &'a [u8], stats: &mut ScanStats) -> &'a [u8] {
+    if raw.len() > MAX_TOKEN_BYTES {
+        let mut k = MAX_TOKEN_BYTES;
+        while k > 0 && (raw[k] & 0xC0) == 0x80 {
+            k -= 1;
+        }
+        stats.truncated += 1;
+        &raw[..k]
+    } else {
+        raw
+    }
+}
+
+/// Scans the tokens whose first byte lies in `start..end` of `file`, in order, decoded.
 ///
 /// `\n` bytes inside the range are reported as [`Event::EndOfLine`].
 pub fn scan_range<F: FnMut(Event<'_>)>(
@@ -120,6 +144,73 @@ pub fn scan_range<F: FnMut(Event<'_>)>(
     lowercase: bool,
     mut f: F,
 ) -> io::Result<ScanStats> {
+    let mut dec = Decoder::new(lowercase);
+    let mut invalid = 0;
+    let mut stats = scan_range_raw(file, start, end, |e| match e {
+        RawEvent::Word(raw) => {
+            let (w, bad) = dec.decode(raw);
+            invalid += u64::from(bad);
+            f(Event::Word(w));
+        }
+        RawEvent::EndOfLine => f(Event::EndOfLine),
+    })?;
+    stats.invalid_utf8 = invalid;
+    Ok(stats)
+}
+
+/// As [`scan_range`], with raw token bytes (for callers that can match bytes directly).
+pub fn scan_range_raw<F: FnMut(RawEvent<'_>)>(
+    file: &mut File,
+    start: u64,
+    end: u64,
+    f: F,
+) -> io::Result<ScanStats> {
+    Scanner::new().scan_raw(file, start, end, f)
+}
+
+/// Reusable read buffers for scanning many ranges (no allocation per range).
+#[derive(Debug)]
+pub struct Scanner {
+    buf: Vec<u8>,
+    tok: Vec<u8>,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner::new()
+    }
+}
+
+impl Scanner {
+    /// A scanner with a 256 KiB buffer.
+    pub fn new() -> Scanner {
+        Scanner {
+            buf: vec![0u8; BUF_SIZE],
+            tok: Vec::new(),
+        }
+    }
+
+    /// As [`scan_range_raw`].
+    pub fn scan_raw<F: FnMut(RawEvent<'_>)>(
+        &mut self,
+        file: &mut File,
+        start: u64,
+        end: u64,
+        f: F,
+    ) -> io::Result<ScanStats> {
+        self.tok.clear();
+        scan_impl(file, start, end, &mut self.buf, &mut self.tok, f)
+    }
+}
+
+fn scan_impl<F: FnMut(RawEvent<'_>)>(
+    file: &mut File,
+    start: u64,
+    end: u64,
+    buf: &mut [u8],
+    tok: &mut Vec<u8>,
+    mut f: F,
+) -> io::Result<ScanStats> {
     let mut stats = ScanStats {
         bytes: end.saturating_sub(start),
         ..ScanStats::default()
@@ -127,11 +218,6 @@ pub fn scan_range<F: FnMut(Event<'_>)>(
     if start >= end {
         return Ok(stats);
     }
-    let mut dec = Decoder {
-        lowercase,
-        lower: String::new(),
-        lossy: String::new(),
-    };
     // A token that started before `start` belongs to the previous range: skip its tail.
     let mut skipping = false;
     if start > 0 {
@@ -142,12 +228,11 @@ pub fn scan_range<F: FnMut(Event<'_>)>(
     } else {
         file.seek(SeekFrom::Start(0))?;
     }
-    let mut buf = vec![0u8; BUF_SIZE];
-    let mut tok: Vec<u8> = Vec::new(); // a token that crosses a buffer boundary
+    // `tok` holds a token that crosses a buffer boundary.
     let mut in_token = false;
     let mut base = start; // file offset of buf[0]
     'outer: loop {
-        let n = match file.read(&mut buf) {
+        let n = match file.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -173,7 +258,7 @@ pub fn scan_range<F: FnMut(Event<'_>)>(
                             break 'outer;
                         }
                         stats.newlines += 1;
-                        f(Event::EndOfLine);
+                        f(RawEvent::EndOfLine);
                     }
                     i += 1;
                 }
@@ -189,23 +274,25 @@ pub fn scan_range<F: FnMut(Event<'_>)>(
                 i += 1;
             }
             if i < n {
+                stats.tokens += 1;
                 if in_token {
-                    push_capped(&mut tok, &b[s..i]);
-                    dec.emit(&tok, &mut stats, &mut f);
+                    push_capped(tok, &b[s..i]);
+                    f(RawEvent::Word(cap(tok, &mut stats)));
                     tok.clear();
                     in_token = false;
                 } else {
-                    dec.emit(&b[s..i], &mut stats, &mut f);
+                    f(RawEvent::Word(cap(&b[s..i], &mut stats)));
                 }
             } else {
-                push_capped(&mut tok, &b[s..n]);
+                push_capped(tok, &b[s..n]);
                 in_token = true;
             }
         }
         base += n as u64;
     }
     if in_token {
-        dec.emit(&tok, &mut stats, &mut f);
+        stats.tokens += 1;
+        f(RawEvent::Word(cap(tok, &mut stats)));
     }
     Ok(stats)
 }
@@ -228,7 +315,8 @@ mod tests {
     use std::io::Write;
 
     fn tmp(name: &str, data: &[u8]) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("pretext-w2v-corpus-{}-{name}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("pretext-w2v-corpus-{}-{name}", std::process::id()));
         std::fs::File::create(&p).unwrap().write_all(data).unwrap();
         p
     }
@@ -251,7 +339,10 @@ mod tests {
         let (all, st) = collect(&p, 0, text.len() as u64, false);
         assert_eq!(
             all,
-            ["the", "quick", "brown", "fox", "\\n", "jumps", "over", "\\n", "\\n", "the", "lazy", "dog", "\\n", "end"]
+            [
+                "the", "quick", "brown", "fox", "\\n", "jumps", "over", "\\n", "\\n", "the",
+                "lazy", "dog", "\\n", "end"
+            ]
         );
         assert_eq!(st.tokens, 10);
         // Every way of cutting the file into ranges yields the same token stream.
@@ -291,7 +382,9 @@ mod tests {
         let mut rng = crate::rng::Rng::new(3, 0);
         for i in 0..200_000 {
             let len = 1 + rng.below(12) as usize;
-            let w: String = (0..len).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
+            let w: String = (0..len)
+                .map(|_| (b'a' + rng.below(26) as u8) as char)
+                .collect();
             text.push_str(&w);
             text.push(if i % 17 == 16 { '\n' } else { ' ' });
         }

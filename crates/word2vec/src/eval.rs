@@ -58,7 +58,11 @@ impl Normalized {
             let v = emb.vector(i);
             let out = &mut data[i * stride..(i + 1) * stride];
             simd::to_lanes(v, out);
-            let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            let norm = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
             if norm > 0.0 {
                 simd::scale((1.0 / norm) as f32, out);
             }
@@ -130,7 +134,12 @@ fn lookup(emb: &Embeddings, words: &[&str]) -> Result<Vec<usize>, EvalError> {
 }
 
 /// The `n` words nearest to `word` by cosine similarity.
-pub fn most_similar(emb: &Embeddings, norm: &Normalized, word: &str, n: usize) -> Result<Vec<(String, f32)>, EvalError> {
+pub fn most_similar(
+    emb: &Embeddings,
+    norm: &Normalized,
+    word: &str,
+    n: usize,
+) -> Result<Vec<(String, f32)>, EvalError> {
     let ids = lookup(emb, &[word])?;
     let q = norm.combine(&[(ids[0], 1.0)]);
     Ok(norm
@@ -180,7 +189,11 @@ impl Section {
 
     /// `correct / total` (0 when nothing was evaluated).
     pub fn accuracy(&self) -> f64 {
-        if self.total() == 0 { 0.0 } else { self.correct as f64 / self.total() as f64 }
+        if self.total() == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.total() as f64
+        }
     }
 }
 
@@ -202,7 +215,14 @@ fn ok_vocab(emb: &Embeddings, limit: usize, case_insensitive: bool) -> FxHashMap
     let mut m = FxHashMap::default();
     for i in (0..limit).rev() {
         let w = &emb.words()[i];
-        m.insert(if case_insensitive { w.to_uppercase() } else { w.clone() }, i);
+        m.insert(
+            if case_insensitive {
+                w.to_uppercase()
+            } else {
+                w.clone()
+            },
+            i,
+        );
     }
     m
 }
@@ -212,7 +232,10 @@ fn read_lines(path: &Path) -> Result<Vec<String>, EvalError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(String::from_utf8_lossy(&bytes).lines().map(str::to_string).collect())
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 /// One resolved question.
@@ -239,7 +262,13 @@ pub fn evaluate_analogies(
 ) -> Result<AnalogyReport, EvalError> {
     let norm = Normalized::new(emb, restrict_vocab);
     let ok = ok_vocab(emb, restrict_vocab, case_insensitive);
-    let fold = |w: &str| if case_insensitive { w.to_uppercase() } else { w.to_string() };
+    let fold = |w: &str| {
+        if case_insensitive {
+            w.to_uppercase()
+        } else {
+            w.to_string()
+        }
+    };
     let mut sections: Vec<Section> = Vec::new();
     let mut questions = Vec::new();
     for (i, line) in read_lines(path)?.iter().enumerate() {
@@ -290,7 +319,11 @@ pub fn evaluate_analogies(
     let threads = threads.max(1);
     let per = questions.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        for ((qs, vs), ts) in questions.chunks(per).zip(qv.chunks(per * stride)).zip(tops.chunks_mut(per)) {
+        for ((qs, vs), ts) in questions
+            .chunks(per)
+            .zip(qv.chunks(per * stride))
+            .zip(tops.chunks_mut(per))
+        {
             let norm = &norm;
             s.spawn(move || scan_block(norm, qs, vs, ts));
         }
@@ -339,7 +372,12 @@ fn scan_block(norm: &Normalized, qs: &[Question], vs: &[Lane], tops: &mut [[(f32
 }
 
 #[inline(always)]
-fn scan_impl<const FMA: bool>(norm: &Normalized, qs: &[Question], vs: &[Lane], tops: &mut [[(f32, usize); TOPN]]) {
+fn scan_impl<const FMA: bool>(
+    norm: &Normalized,
+    qs: &[Question],
+    vs: &[Lane],
+    tops: &mut [[(f32, usize); TOPN]],
+) {
     const CHUNK: usize = 512;
     let stride = norm.stride;
     let mut start = 0;
@@ -417,7 +455,13 @@ pub fn evaluate_similarity(
             });
         };
         pairs += 1;
-        let key = |w: &str| if case_insensitive { w.to_uppercase() } else { w.to_string() };
+        let key = |w: &str| {
+            if case_insensitive {
+                w.to_uppercase()
+            } else {
+                w.to_string()
+            }
+        };
         match (ok.get(&key(fields[0])), ok.get(&key(fields[1]))) {
             (Some(&a), Some(&b)) => {
                 gold.push(score);

@@ -71,14 +71,23 @@ impl Embeddings {
     /// first one wins in look-ups.
     pub fn new(words: Vec<String>, dim: usize, data: Vec<f32>) -> Result<Embeddings, String> {
         if data.len() != words.len() * dim {
-            return Err(format!("{} words × {dim} ≠ {} values", words.len(), data.len()));
+            return Err(format!(
+                "{} words × {dim} ≠ {} values",
+                words.len(),
+                data.len()
+            ));
         }
         let mut index = FxHashMap::default();
         index.reserve(words.len());
         for (i, w) in words.iter().enumerate() {
             index.entry(w.clone()).or_insert(i as u32);
         }
-        Ok(Embeddings { words, dim, data, index })
+        Ok(Embeddings {
+            words,
+            dim,
+            data,
+            index,
+        })
     }
 
     /// Number of words.
@@ -246,9 +255,13 @@ fn read_text<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatErr
         };
         let start = data.len();
         for p in parts {
-            let v: f32 = p
-                .parse()
-                .map_err(|_| perr(path, lineno, format!("'{p}' is not a number (word '{word}')")))?;
+            let v: f32 = p.parse().map_err(|_| {
+                perr(
+                    path,
+                    lineno,
+                    format!("'{p}' is not a number (word '{word}')"),
+                )
+            })?;
             data.push(v);
         }
         let got = data.len() - start;
@@ -305,7 +318,11 @@ fn read_binary<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatE
                 break;
             }
             if word.len() > 1 << 16 {
-                return Err(perr(path, lineno, "no space after the word within 64 KiB: not a word2vec binary row"));
+                return Err(perr(
+                    path,
+                    lineno,
+                    "no space after the word within 64 KiB: not a word2vec binary row",
+                ));
             }
         }
         let mut got = 0;
@@ -328,7 +345,10 @@ fn read_binary<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatE
                 ),
             ));
         }
-        data.extend(row.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        data.extend(
+            row.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
         words.push(w);
     }
     Embeddings::new(words, dim, data).map_err(|e| perr(path, 1, e))
@@ -357,5 +377,9 @@ pub fn detect(path: &Path) -> Result<Format, FormatError> {
             vals.len() == dim && vals.iter().all(|v| v.parse::<f32>().is_ok())
         }
     });
-    Ok(if text_like { Format::Text } else { Format::Binary })
+    Ok(if text_like {
+        Format::Text
+    } else {
+        Format::Binary
+    })
 }

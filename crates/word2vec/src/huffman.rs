@@ -138,7 +138,11 @@ mod tests {
             optimal += a + b;
             heap.push(Reverse(a + b));
         }
-        let cost: u64 = counts.iter().zip(&codes).map(|(c, code)| c * code.len() as u64).sum();
+        let cost: u64 = counts
+            .iter()
+            .zip(&codes)
+            .map(|(c, code)| c * code.len() as u64)
+            .sum();
         assert_eq!(cost, optimal);
         h
     }

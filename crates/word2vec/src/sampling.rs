@@ -34,7 +34,9 @@ impl Subsampler {
                 if p >= 1.0 {
                     u32::MAX
                 } else {
-                    ((p * 4_294_967_296.0) as u64).saturating_sub(1).min(u64::from(u32::MAX)) as u32
+                    ((p * 4_294_967_296.0) as u64)
+                        .saturating_sub(1)
+                        .min(u64::from(u32::MAX)) as u32
                 }
             })
             .collect();
@@ -51,7 +53,11 @@ impl Subsampler {
     /// Keep probability of `word` as the table realises it.
     pub fn probability(&self, word: u32) -> f64 {
         let t = self.thresholds[word as usize];
-        if t == u32::MAX { 1.0 } else { (f64::from(t) + 1.0) / 4_294_967_296.0 }
+        if t == u32::MAX {
+            1.0
+        } else {
+            (f64::from(t) + 1.0) / 4_294_967_296.0
+        }
     }
 }
 
@@ -73,7 +79,8 @@ impl UnigramTable {
         let mut scaled: Vec<f64> = w.iter().map(|x| x / z * n as f64).collect();
         let mut prob = vec![u32::MAX; n];
         let mut alias: Vec<u32> = (0..n as u32).collect();
-        let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| scaled[i] < 1.0);
+        let (mut small, mut large): (Vec<usize>, Vec<usize>) =
+            (0..n).partition(|&i| scaled[i] < 1.0);
         while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
             prob[s] = (scaled[s] * 4_294_967_296.0).min(4_294_967_295.0) as u32;
             alias[s] = l as u32;
@@ -94,7 +101,11 @@ impl UnigramTable {
         let n = self.prob.len() as u64;
         let i = (((r >> 32) * n) >> 32) as usize;
         // `i < n` by construction (multiply-shift of a 32-bit fraction by n).
-        if (r as u32) < self.prob[i] { i as u32 } else { self.alias[i] }
+        if (r as u32) < self.prob[i] {
+            i as u32
+        } else {
+            self.alias[i]
+        }
     }
 
     /// Exact probability the table gives `word`.
@@ -102,7 +113,11 @@ impl UnigramTable {
         let n = self.prob.len() as f64;
         let mut p = 0.0;
         for i in 0..self.prob.len() {
-            let keep = if self.prob[i] == u32::MAX { 1.0 } else { f64::from(self.prob[i]) / 4_294_967_296.0 };
+            let keep = if self.prob[i] == u32::MAX {
+                1.0
+            } else {
+                f64::from(self.prob[i]) / 4_294_967_296.0
+            };
             if i as u32 == word {
                 p += keep / n;
             }
@@ -145,7 +160,10 @@ mod tests {
             assert!((s.probability(w) - expected).abs() < 1e-9);
             let n = 200_000;
             let kept = (0..n).filter(|_| s.keep(w, &mut rng)).count() as f64 / n as f64;
-            assert!((kept - expected).abs() < 0.005, "word {w}: kept {kept}, expected {expected}");
+            assert!(
+                (kept - expected).abs() < 0.005,
+                "word {w}: kept {kept}, expected {expected}"
+            );
         }
     }
 
@@ -162,10 +180,16 @@ mod tests {
         }
         for (w, &c) in counts.iter().enumerate() {
             let p = (c as f64).powf(0.75) / z;
-            assert!((t.probability(w as u32) - p).abs() < 1e-8, "exact table, word {w}");
+            assert!(
+                (t.probability(w as u32) - p).abs() < 1e-8,
+                "exact table, word {w}"
+            );
             let freq = hist[w] as f64 / n as f64;
             let sd = (p * (1.0 - p) / n as f64).sqrt();
-            assert!((freq - p).abs() < 5.0 * sd + 1e-6, "word {w}: {freq} vs {p}");
+            assert!(
+                (freq - p).abs() < 5.0 * sd + 1e-6,
+                "word {w}: {freq} vs {p}"
+            );
         }
         // 0.75 flattens: the rarest word is drawn far more often than its unigram share.
         assert!(t.probability(9) > 1.0 / counts.iter().sum::<u64>() as f64 * 3.0);

@@ -1,7 +1,8 @@
 //! The Hogwild trainer: skip-gram and CBOW with negative sampling and/or hierarchical softmax.
 //!
-//! Like word2vec.c: every thread streams its own byte range of the corpus file, once per
-//! epoch, and updates the shared weight matrices without locks. The learning rate decays
+//! Threads take chunks (byte ranges of up to 1 MiB) of the corpus file from a shared queue in
+//! file order, stream them from disk, and update the shared weight matrices without locks, as
+//! word2vec.c (which gives each thread one fixed byte range) does. The learning rate decays
 //! linearly from `alpha` to `min_alpha` with the number of corpus words processed by all
 //! threads (a shared atomic counter, updated every 10,000 words). With one thread and a given
 //! seed the result is fully deterministic.
@@ -12,13 +13,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::corpus::{self, Event, MAX_SENTENCE_WORDS};
+use crate::corpus::{self, MAX_SENTENCE_WORDS, RawEvent};
 use crate::format::Embeddings;
 use crate::huffman::Huffman;
 use crate::rng::Rng;
 use crate::sampling::{Subsampler, UnigramTable};
 use crate::simd::{self, Isa, LANE, Lane};
-use crate::vocab::Vocab;
+use crate::vocab::{Vocab, WordIds};
 
 /// Model architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,11 @@ pub struct EpochStats {
 impl EpochStats {
     /// Mean loss per prediction.
     pub fn mean_loss(&self) -> f64 {
-        if self.examples == 0 { 0.0 } else { self.loss / self.examples as f64 }
+        if self.examples == 0 {
+            0.0
+        } else {
+            self.loss / self.examples as f64
+        }
     }
 
     fn add(&mut self, o: &EpochStats) {
@@ -183,9 +188,8 @@ impl SigmoidTable {
     }
 
     /// `(gradient / alpha, loss)` for a prediction with score `f` and label `label`
-    /// (1 = true word, 0 = noise word), without branches. Beyond ±`MAX_EXP` the gradient
-    /// saturates as in word2vec.c (up to the table's end values, 0.0025 from 0 and 1) and the
-    /// loss uses its asymptote (`-log σ(y) ≈ -y` for `y < -MAX_EXP`).
+    /// (1 = true word, 0 = noise word), without branches. Callers skip the update beyond
+    /// ±`MAX_EXP`; there the loss uses its asymptote (`-log σ(y) ≈ -y` for `y < -MAX_EXP`).
     #[inline(always)]
     fn grad_loss(&self, f: f32, label: f32) -> (f32, f32) {
         let fc = f.clamp(-MAX_EXP, MAX_EXP);
@@ -262,7 +266,9 @@ impl Hogwild<'_> {
     unsafe fn row(&self, i: u32) -> &mut [Lane] {
         debug_assert!((i as usize) < self.rows);
         // SAFETY: in bounds per the contract; concurrent access is the Hogwild design above.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i as usize * self.stride), self.stride) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(i as usize * self.stride), self.stride)
+        }
     }
 
     /// Starts loading row `i` into the cache (`i` need not be valid: prefetches never fault).
@@ -327,7 +333,7 @@ impl Ctx<'_> {
                 let (g, lo) = self.sig.grad_loss(f, label);
                 l += lo;
                 if f <= -MAX_EXP || f >= MAX_EXP {
-                    continue; // word2vec.c skips saturated nodes
+                    continue; // saturated: no update (word2vec.c and gensim)
                 }
                 simd::update_pair::<FMA>(g * alpha, l1, r2, neu1e);
             }
@@ -343,6 +349,9 @@ impl Ctx<'_> {
                 let f = simd::dot::<FMA>(l1, r2);
                 let (g, lo) = self.sig.grad_loss(f, label);
                 l += lo;
+                if f <= -MAX_EXP || f >= MAX_EXP {
+                    continue; // saturated: no update, as gensim (word2vec.c clips the gradient)
+                }
                 simd::update_pair::<FMA>(g * alpha, l1, r2, neu1e);
             }
         }
@@ -363,7 +372,15 @@ impl Ctx<'_> {
     }
 
     #[inline(always)]
-    fn sentence<const FMA: bool>(&self, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
+    #[allow(clippy::needless_range_loop)] // window positions index the sentence
+    fn sentence<const FMA: bool>(
+        &self,
+        arch: Arch,
+        sen: &[u32],
+        alpha: f32,
+        rng: &mut Rng,
+        s: &mut Scratch,
+    ) {
         let n = sen.len();
         let w = self.window as usize;
         if self.negative > 0 && s.next_negs.is_empty() {
@@ -383,15 +400,22 @@ impl Ctx<'_> {
                         if c == pos {
                             continue;
                         }
-                        // SAFETY: ids in `sen` come from the vocabulary; syn0 rows are not
-                        // aliased by syn1/syn1neg rows.
                         if self.negative > 0 {
                             self.advance_negatives(rng, s);
                         }
+                        // SAFETY: ids in `sen` come from the vocabulary; syn0 rows are not
+                        // aliased by syn1/syn1neg rows.
                         unsafe {
                             let l1 = self.syn0.row(sen[c]);
                             simd::zero(&mut s.neu1e);
-                            self.predict::<FMA>(l1, word, alpha, &s.negs, &mut s.neu1e, &mut s.loss);
+                            self.predict::<FMA>(
+                                l1,
+                                word,
+                                alpha,
+                                &s.negs,
+                                &mut s.neu1e,
+                                &mut s.loss,
+                            );
                             simd::add(&s.neu1e, l1);
                         }
                         s.examples += 1;
@@ -419,7 +443,16 @@ impl Ctx<'_> {
                         self.advance_negatives(rng, s);
                     }
                     // SAFETY: `neu1` is thread-local scratch.
-                    unsafe { self.predict::<FMA>(&s.neu1, word, alpha, &s.negs, &mut s.neu1e, &mut s.loss) };
+                    unsafe {
+                        self.predict::<FMA>(
+                            &s.neu1,
+                            word,
+                            alpha,
+                            &s.negs,
+                            &mut s.neu1e,
+                            &mut s.loss,
+                        )
+                    };
                     if !self.cbow_mean {
                         simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
                     }
@@ -438,11 +471,25 @@ impl Ctx<'_> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn sentence_avx2(ctx: &Ctx<'_>, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
+fn sentence_avx2(
+    ctx: &Ctx<'_>,
+    arch: Arch,
+    sen: &[u32],
+    alpha: f32,
+    rng: &mut Rng,
+    s: &mut Scratch,
+) {
     ctx.sentence::<true>(arch, sen, alpha, rng, s)
 }
 
-fn sentence_generic(ctx: &Ctx<'_>, arch: Arch, sen: &[u32], alpha: f32, rng: &mut Rng, s: &mut Scratch) {
+fn sentence_generic(
+    ctx: &Ctx<'_>,
+    arch: Arch,
+    sen: &[u32],
+    alpha: f32,
+    rng: &mut Rng,
+    s: &mut Scratch,
+) {
     ctx.sentence::<false>(arch, sen, alpha, rng, s)
 }
 
@@ -459,7 +506,11 @@ struct Progress {
 const SYNC_WORDS: u64 = 10_000;
 
 /// Trains word vectors on the corpus file `path` (tokenised as when `vocab` was built).
-pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embeddings, TrainReport), TrainError> {
+pub fn train(
+    path: &Path,
+    vocab: &Vocab,
+    cfg: &TrainConfig,
+) -> Result<(Embeddings, TrainReport), TrainError> {
     if cfg.dim == 0 {
         return Err(TrainError::Config("dim must be at least 1".into()));
     }
@@ -468,14 +519,22 @@ pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embedding
     }
     if cfg.negative == 0 && !cfg.hs {
         return Err(TrainError::Config(
-            "nothing to train: use negative sampling (negative > 0) and/or hierarchical softmax".into(),
+            "nothing to train: use negative sampling (negative > 0) and/or hierarchical softmax"
+                .into(),
         ));
     }
     if cfg.epochs == 0 {
         return Err(TrainError::Config("epochs must be at least 1".into()));
     }
-    if !(cfg.alpha > 0.0) || cfg.min_alpha < 0.0 || !cfg.sample.is_finite() || cfg.sample < 0.0 {
-        return Err(TrainError::Config("alpha must be > 0, min_alpha and sample >= 0".into()));
+    if cfg.alpha.is_nan()
+        || cfg.alpha <= 0.0
+        || cfg.min_alpha < 0.0
+        || !cfg.sample.is_finite()
+        || cfg.sample < 0.0
+    {
+        return Err(TrainError::Config(
+            "alpha must be > 0, min_alpha and sample >= 0".into(),
+        ));
     }
     let io_err = |source| TrainError::Io {
         path: path.to_path_buf(),
@@ -487,12 +546,14 @@ pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embedding
     let stride = simd::lanes_for(cfg.dim);
     let isa = Isa::detect();
 
-    // word2vec.c / gensim initialisation: input vectors uniform in [-0.5, 0.5) / dim, outputs zero.
+    // gensim 4's initialisation: input vectors uniform in [-1, 1) / dim (word2vec.c uses half
+    // that range), output vectors zero.
     let mut syn0 = Matrix::zeros(v, stride);
     let mut init = Rng::new(cfg.seed, u64::MAX);
     for r in 0..v {
         for k in 0..cfg.dim {
-            syn0.data[r * stride + k / LANE].0[k % LANE] = (init.next_f32() - 0.5) / cfg.dim as f32;
+            syn0.data[r * stride + k / LANE].0[k % LANE] =
+                (init.next_f32() * 2.0 - 1.0) / cfg.dim as f32;
         }
     }
     let mut syn1neg = Matrix::zeros(if cfg.negative > 0 { v } else { 0 }, stride);
@@ -500,6 +561,7 @@ pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embedding
     let huffman = cfg.hs.then(|| Huffman::new(vocab.counts()));
     let table = UnigramTable::new(vocab.counts(), 0.75);
     let sub = Subsampler::new(vocab.counts(), cfg.sample);
+    let ids = WordIds::new(vocab);
     let sig = SigmoidTable::new();
     let ctx = Ctx {
         syn0: syn0.shared(),
@@ -521,21 +583,30 @@ pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embedding
     };
     let alpha_at = |done: u64| -> f32 {
         let p = (done as f64 / (total + 1) as f64).min(1.0);
-        ((f64::from(cfg.alpha) - f64::from(cfg.alpha - cfg.min_alpha) * p) as f32).max(cfg.min_alpha)
+        ((f64::from(cfg.alpha) - f64::from(cfg.alpha - cfg.min_alpha) * p) as f32)
+            .max(cfg.min_alpha)
     };
     let bar = make_bar(cfg.progress, total);
-    let ranges = corpus::split_ranges(file_len, threads);
+    let chunks = Chunks::new(file_len, threads, cfg.epochs);
     let start = Instant::now();
 
     let results: Vec<std::io::Result<(Vec<EpochStats>, u64)>> = std::thread::scope(|s| {
         let main = std::thread::current();
-        let handles: Vec<_> = ranges
-            .iter()
-            .enumerate()
-            .map(|(t, &(rs, re))| {
-                let (ctx, sub, progress, main, alpha_at) = (&ctx, &sub, &progress, main.clone(), &alpha_at);
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (ctx, sub, ids, progress, main, alpha_at, chunks) = (
+                    &ctx,
+                    &sub,
+                    &ids,
+                    &progress,
+                    main.clone(),
+                    &alpha_at,
+                    &chunks,
+                );
                 s.spawn(move || {
-                    let r = worker(path, vocab, cfg, ctx, sub, progress, alpha_at, isa, t, rs, re);
+                    let r = worker(
+                        path, vocab, ids, cfg, ctx, sub, progress, alpha_at, isa, t, chunks,
+                    );
                     if r.is_err() {
                         progress.failed.store(true, Ordering::Relaxed);
                     }
@@ -552,13 +623,18 @@ pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embedding
                 bar.set_position(done);
                 let secs = start.elapsed().as_secs_f64().max(1e-9);
                 bar.set_message(format!(
-                    "{:.0}k words/s, alpha {:.5}",
+                    "epoch {}/{}, {:.0}k words/s, alpha {:.5}",
+                    (done / train_words.max(1) + 1).min(cfg.epochs as u64),
+                    cfg.epochs,
                     done as f64 / secs / 1e3,
                     alpha_at(done)
                 ));
             }
         }
-        handles.into_iter().map(|h| h.join().expect("training thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("training thread panicked"))
+            .collect()
     });
     let seconds = start.elapsed().as_secs_f64();
     if let Some(bar) = bar {
@@ -578,7 +654,6 @@ pub fn train(path: &Path, vocab: &Vocab, cfg: &TrainConfig) -> Result<(Embedding
             a.add(b);
         }
     }
-    drop(ctx);
     // Strip padding.
     let mut vectors = Vec::with_capacity(v * cfg.dim);
     for r in 0..v {
@@ -640,9 +715,23 @@ impl Worker<'_, '_> {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `Isa::Avx2Fma` is only detected on CPUs with AVX2 and FMA.
                 Isa::Avx2Fma => unsafe {
-                    sentence_avx2(self.ctx, self.arch, &self.sen, self.alpha, &mut self.rng, &mut self.scratch)
+                    sentence_avx2(
+                        self.ctx,
+                        self.arch,
+                        &self.sen,
+                        self.alpha,
+                        &mut self.rng,
+                        &mut self.scratch,
+                    )
                 },
-                _ => sentence_generic(self.ctx, self.arch, &self.sen, self.alpha, &mut self.rng, &mut self.scratch),
+                _ => sentence_generic(
+                    self.ctx,
+                    self.arch,
+                    &self.sen,
+                    self.alpha,
+                    &mut self.rng,
+                    &mut self.scratch,
+                ),
             }
             self.sen.clear();
         }
@@ -653,17 +742,62 @@ impl Worker<'_, '_> {
     }
 
     fn sync(&mut self) {
-        let done = self.progress.words.fetch_add(self.pending, Ordering::Relaxed) + self.pending;
+        let done = self
+            .progress
+            .words
+            .fetch_add(self.pending, Ordering::Relaxed)
+            + self.pending;
         self.pending = 0;
         self.alpha = (self.alpha_at)(done);
     }
 }
 
-/// One thread: all epochs over its byte range. Returns per-epoch stats and raw tokens read.
+/// The shared work queue: every epoch is cut into chunks of the file, handed out in file order
+/// to whichever thread is free (so threads stay busy even when one core is slower, and the
+/// corpus is visited roughly in order, as gensim's job queue does). Chunk `k` of the whole run
+/// is chunk `k % count` of epoch `k / count`.
+struct Chunks {
+    len: u64,
+    size: u64,
+    count: u64,
+    total: u64,
+    next: AtomicU64,
+}
+
+impl Chunks {
+    fn new(len: u64, threads: usize, epochs: usize) -> Chunks {
+        let size = (len / (4 * threads as u64)).clamp(64 << 10, 1 << 20);
+        let count = len.div_ceil(size).max(1);
+        Chunks {
+            len,
+            size,
+            count,
+            total: count * epochs as u64,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Next (epoch, byte range), or `None` when the run is over.
+    fn take(&self) -> Option<(usize, u64, u64)> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        if k >= self.total {
+            return None;
+        }
+        let b = k % self.count;
+        Some((
+            (k / self.count) as usize,
+            b * self.size,
+            ((b + 1) * self.size).min(self.len),
+        ))
+    }
+}
+
+/// One thread: takes chunks until the run is over. Returns per-epoch stats and raw tokens read.
 #[allow(clippy::too_many_arguments)]
 fn worker(
     path: &Path,
     vocab: &Vocab,
+    ids: &WordIds,
     cfg: &TrainConfig,
     ctx: &Ctx<'_>,
     sub: &Subsampler,
@@ -671,8 +805,7 @@ fn worker(
     alpha_at: &(dyn Fn(u64) -> f32 + Sync),
     isa: Isa,
     t: usize,
-    start: u64,
-    end: u64,
+    chunks: &Chunks,
 ) -> std::io::Result<(Vec<EpochStats>, u64)> {
     let mut file = File::open(path)?;
     let stride = simd::lanes_for(cfg.dim);
@@ -696,19 +829,32 @@ fn worker(
         pending: 0,
         line_words: 0,
     };
-    let mut stats = Vec::with_capacity(cfg.epochs);
+    let mut stats: Vec<EpochStats> = (0..cfg.epochs)
+        .map(|e| EpochStats {
+            epoch: e + 1,
+            ..EpochStats::default()
+        })
+        .collect();
     let mut raw = 0u64;
-    for epoch in 0..cfg.epochs {
+    let mut dec = corpus::Decoder::new(vocab.lowercase);
+    let mut scanner = corpus::Scanner::new();
+    while let Some((epoch, start, end)) = chunks.take() {
         if progress.failed.load(Ordering::Relaxed) {
             break;
         }
         wk.scratch.loss = 0.0;
         wk.scratch.examples = 0;
         let (mut words, mut kept) = (0u64, 0u64);
-        let st = corpus::scan_range(&mut file, start, end, vocab.lowercase, |ev| match ev {
-            Event::Word(w) => {
+        let st = scanner.scan_raw(&mut file, start, end, |ev| match ev {
+            RawEvent::Word(raw) => {
                 wk.line_words += 1;
-                if let Some(id) = vocab.id(w) {
+                // Fast path: the raw bytes are a vocabulary word. Otherwise decode (lossy UTF-8,
+                // lowercasing) exactly as the vocabulary pass did and look up again.
+                let id = match (vocab.lowercase, ids.get(raw)) {
+                    (false, Some(id)) => Some(id),
+                    _ => vocab.id(dec.decode(raw).0),
+                };
+                if let Some(id) = id {
                     words += 1;
                     wk.pending += 1;
                     if sub.keep(id, &mut wk.rng) {
@@ -720,11 +866,11 @@ fn worker(
                     wk.flush();
                 }
             }
-            Event::EndOfLine => wk.flush(),
+            RawEvent::EndOfLine => wk.flush(),
         })?;
         wk.flush();
         raw += st.tokens;
-        stats.push(EpochStats {
+        stats[epoch].add(&EpochStats {
             epoch: epoch + 1,
             loss: wk.scratch.loss,
             examples: wk.scratch.examples,

@@ -8,6 +8,9 @@ use rustc_hash::FxHashMap;
 
 use crate::corpus::{self, Event, ScanStats};
 
+/// Word counts of one byte range.
+type Counts = FxHashMap<Box<str>, u64>;
+
 /// Vocabulary options.
 #[derive(Debug, Clone)]
 pub struct VocabConfig {
@@ -87,15 +90,15 @@ impl Vocab {
         };
         let len = std::fs::metadata(path).map_err(io_err)?.len();
         let ranges = corpus::split_ranges(len, cfg.threads.max(1));
-        let results: Vec<std::io::Result<(FxHashMap<Box<str>, u64>, ScanStats)>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = ranges
-                    .iter()
-                    .map(|&(start, end)| {
-                        s.spawn(move || {
-                            let mut file = File::open(path)?;
-                            let mut counts: FxHashMap<Box<str>, u64> = FxHashMap::default();
-                            let stats = corpus::scan_range(&mut file, start, end, cfg.lowercase, |e| {
+        let results: Vec<std::io::Result<(Counts, ScanStats)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|&(start, end)| {
+                    s.spawn(move || {
+                        let mut file = File::open(path)?;
+                        let mut counts: FxHashMap<Box<str>, u64> = FxHashMap::default();
+                        let stats =
+                            corpus::scan_range(&mut file, start, end, cfg.lowercase, |e| {
                                 if let Event::Word(w) = e {
                                     if let Some(c) = counts.get_mut(w) {
                                         *c += 1;
@@ -104,12 +107,15 @@ impl Vocab {
                                     }
                                 }
                             })?;
-                            Ok((counts, stats))
-                        })
+                        Ok((counts, stats))
                     })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("counting thread panicked")).collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("counting thread panicked"))
+                .collect()
+        });
         let mut total: FxHashMap<Box<str>, u64> = FxHashMap::default();
         let mut scan = ScanStats::default();
         for r in results {
@@ -139,7 +145,8 @@ impl Vocab {
         I: IntoIterator<Item = (S, u64)>,
         S: Into<Box<str>>,
     {
-        let mut all: Vec<(Box<str>, u64)> = counts.into_iter().map(|(w, c)| (w.into(), c)).collect();
+        let mut all: Vec<(Box<str>, u64)> =
+            counts.into_iter().map(|(w, c)| (w.into(), c)).collect();
         let distinct = all.len();
         let max_count = all.iter().map(|x| x.1).max().unwrap_or(0);
         let tokens: u64 = all.iter().map(|x| x.1).sum();
@@ -156,7 +163,11 @@ impl Vocab {
         if let Some(m) = cfg.max_vocab {
             all.truncate(m.max(1));
         }
-        let index = all.iter().enumerate().map(|(i, (w, _))| (w.clone(), i as u32)).collect();
+        let index = all
+            .iter()
+            .enumerate()
+            .map(|(i, (w, _))| (w.clone(), i as u32))
+            .collect();
         let (words, counts): (Vec<_>, Vec<_>) = all.into_iter().unzip();
         Ok(Vocab {
             words,
@@ -208,6 +219,144 @@ impl Vocab {
     }
 }
 
+/// A word → id map specialised for the training pass, which looks up every token of the
+/// corpus once per epoch: open addressing with 16-byte slots that hold the word's length and
+/// first 8 bytes, so that most look-ups (words of up to 8 bytes) touch one cache line; raw-byte
+/// keys, so words that are found need no UTF-8 validation.
+#[derive(Debug, Clone)]
+pub struct WordIds {
+    slots: Vec<Slot>,
+    mask: usize,
+    arena: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct Slot {
+    prefix: u64,
+    /// id + 1; 0 = empty.
+    id1: u32,
+    len: u32,
+}
+
+/// The first (up to) 8 bytes, little-endian, zero-padded.
+#[inline(always)]
+fn prefix(b: &[u8]) -> u64 {
+    if b.len() >= 8 {
+        u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+    } else {
+        let mut p = 0u64;
+        for (k, &x) in b.iter().enumerate() {
+            p |= u64::from(x) << (8 * k);
+        }
+        p
+    }
+}
+
+impl WordIds {
+    /// The map of a vocabulary's words.
+    pub fn new(vocab: &Vocab) -> WordIds {
+        let n = vocab.len();
+        let cap = (n * 2).next_power_of_two().max(16);
+        let mut arena = Vec::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0u32);
+        for w in vocab.words() {
+            arena.extend_from_slice(w.as_bytes());
+            offsets.push(u32::try_from(arena.len()).expect("vocabulary text under 4 GiB"));
+        }
+        let mut slots = vec![Slot::default(); cap];
+        for (id, w) in vocab.words().iter().enumerate() {
+            let w = w.as_bytes();
+            let mut i = hash_bytes(w) as usize & (cap - 1);
+            while slots[i].id1 != 0 {
+                i = (i + 1) & (cap - 1);
+            }
+            slots[i] = Slot {
+                prefix: prefix(w),
+                id1: id as u32 + 1,
+                len: w.len() as u32,
+            };
+        }
+        WordIds {
+            slots,
+            mask: cap - 1,
+            arena,
+            offsets,
+        }
+    }
+
+    /// Id of the word spelled by these bytes.
+    #[inline]
+    pub fn get(&self, w: &[u8]) -> Option<u32> {
+        let (p, len) = (prefix(w), w.len() as u32);
+        let mut i = hash_bytes(w) as usize & self.mask;
+        loop {
+            let s = self.slots[i];
+            if s.id1 == 0 {
+                return None;
+            }
+            if s.len == len && s.prefix == p {
+                let id = s.id1 - 1;
+                if len <= 8 {
+                    return Some(id);
+                }
+                let start = self.offsets[id as usize] as usize;
+                if eq_bytes(&self.arena[start + 8..start + len as usize], &w[8..]) {
+                    return Some(id);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
+/// FxHash-style hash of a byte string, 8 bytes at a time, finished with a multiply-xorshift so
+/// that both halves (slot index, tag) are well mixed.
+#[inline(always)]
+fn hash_bytes(b: &[u8]) -> u64 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = b.len() as u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        h = (h.rotate_left(26) ^ u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .wrapping_mul(K);
+    }
+    let r = chunks.remainder();
+    if !r.is_empty() {
+        let mut last = 0u64;
+        for (k, &x) in r.iter().enumerate() {
+            last |= u64::from(x) << (8 * k);
+        }
+        h = (h.rotate_left(26) ^ last).wrapping_mul(K);
+    }
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^ (h >> 32)
+}
+
+/// Byte-string equality without a library call for short words.
+#[inline(always)]
+fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if u64::from_le_bytes(x.try_into().expect("8 bytes"))
+            != u64::from_le_bytes(y.try_into().expect("8 bytes"))
+        {
+            return false;
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .all(|(x, y)| x == y)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +369,10 @@ mod tests {
             ..VocabConfig::default()
         };
         let v = Vocab::from_counts([("b", 3u64), ("a", 3), ("c", 1), ("d", 7)], &cfg).unwrap();
-        assert_eq!(v.words().iter().map(|w| &**w).collect::<Vec<_>>(), ["d", "a", "b"]);
+        assert_eq!(
+            v.words().iter().map(|w| &**w).collect::<Vec<_>>(),
+            ["d", "a", "b"]
+        );
         assert_eq!(v.counts(), [7, 3, 3]);
         assert_eq!(v.id("b"), Some(2));
         assert_eq!(v.id("c"), None);
@@ -232,6 +384,22 @@ mod tests {
         };
         let v = Vocab::from_counts([("b", 3u64), ("a", 3), ("c", 1), ("d", 7)], &cfg2).unwrap();
         assert_eq!(v.len(), 2);
+        let ids = WordIds::new(&v);
+        for (i, w) in v.words().iter().enumerate() {
+            assert_eq!(ids.get(w.as_bytes()), Some(i as u32));
+        }
+        assert_eq!(ids.get(b"c"), None);
+        assert_eq!(ids.get(b"dd"), None);
+        assert_eq!(ids.get(b""), None);
+        let many = Vocab::from_counts(
+            (0..5000).map(|i| (format!("word{i}-{}", "x".repeat(i % 19)), 1u64)),
+            &cfg2,
+        );
+        let many = many.unwrap();
+        let ids = WordIds::new(&many);
+        for (i, w) in many.words().iter().enumerate() {
+            assert_eq!(ids.get(w.as_bytes()), Some(i as u32));
+        }
         let err = Vocab::from_counts([("x", 1u64)], &cfg).unwrap_err();
         assert!(err.to_string().contains("min_count=2"), "{err}");
     }

@@ -52,8 +52,22 @@ fn analogies_by_section_with_oov() {
     assert_eq!(r.sections.len(), 2);
     assert_eq!(r.sections[0].name, "family");
     // "KING" (a case variant of an input word) is skipped as gensim does, so both are right.
-    assert_eq!((r.sections[0].correct, r.sections[0].incorrect, r.sections[0].oov), (2, 0, 1));
-    assert_eq!((r.sections[1].correct, r.sections[1].incorrect, r.sections[1].oov), (1, 1, 1));
+    assert_eq!(
+        (
+            r.sections[0].correct,
+            r.sections[0].incorrect,
+            r.sections[0].oov
+        ),
+        (2, 0, 1)
+    );
+    assert_eq!(
+        (
+            r.sections[1].correct,
+            r.sections[1].incorrect,
+            r.sections[1].oov
+        ),
+        (1, 1, 1)
+    );
     assert_eq!((r.total.correct, r.total.total(), r.total.oov), (3, 4, 2));
     // Restricting the vocabulary to the first 4 words makes the capitals OOV.
     let r = eval::evaluate_analogies(&e, &q, 4, true, 1).unwrap();
@@ -82,7 +96,11 @@ fn queries_and_unknown_words() {
 fn similarity_file_with_header_and_oov() {
     let dir = common::tmpdir("pairs");
     let p = dir.join("ws.csv");
-    std::fs::write(&p, "Word 1,Word 2,Human (mean)\nking,queen,9\nman,woman,8\nking,France,1\nman,zebra,3\n").unwrap();
+    std::fs::write(
+        &p,
+        "Word 1,Word 2,Human (mean)\nking,queen,9\nman,woman,8\nking,France,1\nman,zebra,3\n",
+    )
+    .unwrap();
     let r = eval::evaluate_similarity(&toy(), &p, 300_000, true).unwrap();
     assert_eq!((r.pairs, r.oov), (4, 1));
     assert!(r.spearman > 0.99, "{r:?}");
@@ -104,10 +122,31 @@ fn cli_train_then_query() {
     let corpus = dir.join("c.txt");
     common::two_topic_corpus(&corpus, 2_000, 7);
     let out = dir.join("v.txt");
-    let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("w2v").chain(args.iter().copied())).unwrap().cmd;
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("w2v").chain(args.iter().copied()))
+            .unwrap()
+            .cmd
+    };
     let (c, o) = (corpus.to_str().unwrap(), out.to_str().unwrap());
     cli::run(
-        parse(&["train", "--corpus", c, "--out", o, "--format", "text", "--cbow", "--dim", "16", "--min-count", "1", "--threads", "2", "--epochs", "2"]),
+        parse(&[
+            "train",
+            "--corpus",
+            c,
+            "--out",
+            o,
+            "--format",
+            "text",
+            "--cbow",
+            "--dim",
+            "16",
+            "--min-count",
+            "1",
+            "--threads",
+            "2",
+            "--epochs",
+            "2",
+        ]),
         true,
     )
     .unwrap();
@@ -119,8 +158,14 @@ fn cli_train_then_query() {
     let err = cli::run(parse(&["eval", "--vectors", o]), false).unwrap_err();
     assert!(err.to_string().contains("nothing to evaluate"), "{err}");
     // Errors are plain: a missing corpus, --cbow-sum without --cbow is refused by clap.
-    let err = cli::run(parse(&["train", "--corpus", "/nonexistent/x", "--out", o]), true).unwrap_err();
+    let err = cli::run(
+        parse(&["train", "--corpus", "/nonexistent/x", "--out", o]),
+        true,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/x"), "{err}");
-    assert!(Cli::try_parse_from(["w2v", "train", "--corpus", c, "--out", o, "--cbow-sum"]).is_err());
+    assert!(
+        Cli::try_parse_from(["w2v", "train", "--corpus", c, "--out", o, "--cbow-sum"]).is_err()
+    );
     std::fs::remove_dir_all(dir).ok();
 }

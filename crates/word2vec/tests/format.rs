@@ -8,10 +8,22 @@ use pretext_word2vec::{Embeddings, Format, FormatError};
 fn sample() -> Embeddings {
     let words = vec!["the".to_string(), "naïve".into(), "東京".into(), "x".into()];
     let data = vec![
-        0.1, -0.2, 3.5e-8, 1.0, //
-        -1.0e10, 0.333_333_34, 7.0, -0.0, //
-        f32::MIN_POSITIVE, 123_456.79, -0.5, 2.0, //
-        0.0, 0.0, 0.0, 1e-30,
+        0.1,
+        -0.2,
+        3.5e-8,
+        1.0, //
+        -1.0e10,
+        0.333_333_34,
+        7.0,
+        -0.0, //
+        f32::MIN_POSITIVE,
+        123_456.79,
+        -0.5,
+        2.0, //
+        0.0,
+        0.0,
+        0.0,
+        1e-30,
     ];
     Embeddings::new(words, 4, data).unwrap()
 }
@@ -71,7 +83,11 @@ fn reads_gensim_and_word2vec_c_variants() {
     assert_eq!(e.data(), [1.0, 2.0, 3.0, 4.0]);
     // word2vec.c text: "%lf " with a trailing space; gensim text: Python repr.
     let p = dir.join("c.txt");
-    std::fs::write(&p, "2 3\nfoo 0.100000 -0.200000 0.300000 \nbar 1e-05 2.5 -3.0\n").unwrap();
+    std::fs::write(
+        &p,
+        "2 3\nfoo 0.100000 -0.200000 0.300000 \nbar 1e-05 2.5 -3.0\n",
+    )
+    .unwrap();
     let (e, f) = Embeddings::load(&p).unwrap();
     assert_eq!(f, Format::Text);
     assert_eq!(e.get("bar").unwrap(), [1e-5, 2.5, -3.0]);

@@ -74,6 +74,12 @@ fn words_sharing_contexts_become_neighbours() {
         let last = report.epochs[2].mean_loss();
         assert!(last < first, "{arch:?} hs={hs}: loss {first} -> {last}");
         assert_eq!(report.raw_words, 3 * 80_000);
+        // Two threads share the chunks of every epoch: each epoch sees every word once.
+        assert!(
+            report.epochs.iter().all(|e| e.words == v.train_words()),
+            "{:?}",
+            report.epochs
+        );
     }
     // Untrained (random) vectors are not topic-pure: the test can fail.
     let cfg = TrainConfig {
@@ -137,7 +143,16 @@ fn bad_corpora() {
     let v = Vocab::from_file(&bad, &VocabConfig::default()).unwrap();
     assert_eq!(v.scan.invalid_utf8, 20);
     assert!(v.id("caf\u{FFFD}").is_some());
-    let (emb, _) = train(&bad, &v, &TrainConfig { dim: 8, epochs: 1, ..TrainConfig::default() }).unwrap();
+    let (emb, _) = train(
+        &bad,
+        &v,
+        &TrainConfig {
+            dim: 8,
+            epochs: 1,
+            ..TrainConfig::default()
+        },
+    )
+    .unwrap();
     assert_eq!(emb.len(), 3);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -153,7 +168,15 @@ fn one_enormous_line() {
     std::fs::write(&corpus, text.trim_end()).unwrap();
     let v = vocab(&corpus, 1);
     assert_eq!(v.scan.newlines, 0);
-    let (emb, report) = train(&corpus, &v, &TrainConfig { epochs: 1, ..small_cfg(Arch::SkipGram) }).unwrap();
+    let (emb, report) = train(
+        &corpus,
+        &v,
+        &TrainConfig {
+            epochs: 1,
+            ..small_cfg(Arch::SkipGram)
+        },
+    )
+    .unwrap();
     assert_eq!(report.raw_words, 300_000);
     assert_eq!(report.epochs[0].words, 300_000);
     assert!(emb.data().iter().all(|x| x.is_finite()));
@@ -167,10 +190,23 @@ fn invalid_options_are_rejected() {
     common::two_topic_corpus(&corpus, 100, 1);
     let v = vocab(&corpus, 1);
     for cfg in [
-        TrainConfig { negative: 0, hs: false, ..TrainConfig::default() },
-        TrainConfig { dim: 0, ..TrainConfig::default() },
-        TrainConfig { window: 0, ..TrainConfig::default() },
-        TrainConfig { epochs: 0, ..TrainConfig::default() },
+        TrainConfig {
+            negative: 0,
+            hs: false,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            dim: 0,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            window: 0,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            epochs: 0,
+            ..TrainConfig::default()
+        },
     ] {
         assert!(train(&corpus, &v, &cfg).is_err());
     }
