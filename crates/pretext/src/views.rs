@@ -442,12 +442,9 @@ impl ViewConfig {
     /// BYOL's two asymmetric views (Grill et al. 2020): blur always on the first, rarely on the
     /// second, which alone is solarised.
     pub fn byol() -> [Self; 2] {
+        // BYOL's jitter differs from SimCLR's only in a weaker saturation.
         let base = ViewConfig {
-            crop_scale: (0.2, 1.0),
             saturation: 0.2,
-            brightness: 0.4,
-            contrast: 0.4,
-            hue: 0.1,
             ..Self::simclr()
         };
         [

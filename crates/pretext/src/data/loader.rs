@@ -48,7 +48,7 @@ pub struct ViewBatch {
     pub shapes: Vec<[usize; 4]>,
     pub epoch: usize,
     pub step_in_epoch: usize,
-    /// Labels of the images (for online monitoring only; methods never see them).
+    /// Which images of the set the batch holds, in order (methods never see them).
     pub indices: Vec<usize>,
 }
 

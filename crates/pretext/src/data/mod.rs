@@ -128,6 +128,16 @@ pub struct Splits {
 }
 
 impl Splits {
+    /// Name the classes of both splits.
+    fn with_class_names(mut self, names: &[&str]) -> Splits {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        if let Some(t) = self.test.as_mut() {
+            t.class_names = names.clone();
+        }
+        self.train.class_names = names;
+        self
+    }
+
     pub fn require_test(&self) -> Result<&ImageSet> {
         self.test
             .as_ref()
@@ -159,7 +169,6 @@ pub fn embedded_fashion_mnist() -> Result<Splits> {
         include_bytes!("../../../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
     const TEST_LABELS: &[u8] =
         include_bytes!("../../../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
-    let names = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
     let train = idx_pair(
         idx::parse_idx(TRAIN_IMAGES)?,
         idx::parse_idx(TRAIN_LABELS)?,
@@ -170,17 +179,12 @@ pub fn embedded_fashion_mnist() -> Result<Splits> {
         idx::parse_idx(TEST_LABELS)?,
         "embedded test",
     )?;
-    Ok(Splits {
-        train: ImageSet {
-            class_names: names,
-            ..train
-        },
-        test: Some(ImageSet {
-            class_names: FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
-            ..test
-        }),
+    let splits = Splits {
+        train,
+        test: Some(test),
         description: "embedded Fashion-MNIST subset (10,000 train / 2,000 test)".into(),
-    })
+    };
+    Ok(splits.with_class_names(&FASHION_CLASSES))
 }
 
 /// Combine an image array `[n, h, w]` or `[n, h, w, c]` with a label array `[n]`.
@@ -245,19 +249,17 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
         Some(p) => Some(load(&p, "t10k-labels-idx1-ubyte")?),
         None => None,
     };
-    let mut train = train;
-    let mut test = test;
-    if dir.to_string_lossy().to_lowercase().contains("fashion") {
-        let names: Vec<String> = FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
-        train.class_names = names.clone();
-        if let Some(t) = test.as_mut() {
-            t.class_names = names;
-        }
-    }
-    Ok(Some(Splits {
+    let splits = Splits {
         description: format!("IDX files (MNIST layout) in {}", dir.display()),
         train,
         test,
+    };
+    // IDX files carry no class names; Fashion-MNIST's are known.
+    let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
+    Ok(Some(if fashion {
+        splits.with_class_names(&FASHION_CLASSES)
+    } else {
+        splits
     }))
 }
 
