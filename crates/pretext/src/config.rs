@@ -184,33 +184,53 @@ fn apply_override(doc: &mut toml::Table, reference: &toml::Table, assignment: &s
     Ok(())
 }
 
+/// Parse a config of type `T` from TOML text plus `--set` overrides: keys the default config
+/// lacks are refused by name, and `origin` (the file) prefixes every error.
+pub fn parse_config<T>(text: &str, origin: &str, overrides: &[String]) -> Result<T>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    let mut doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{origin}: invalid TOML"))?;
+    let reference = toml::Table::try_from(T::default())?;
+    for o in overrides {
+        apply_override(&mut doc, &reference, o)?;
+    }
+    doc.try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))
+}
+
+/// Read a config file (or the defaults when `path` is `None`) with `--set` overrides.
+pub fn load_config<T>(path: Option<&Path>, overrides: &[String]) -> Result<T>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            parse_config(&text, &p.display().to_string(), overrides)
+        }
+        None => parse_config("", "default config", overrides),
+    }
+}
+
 impl PretrainConfig {
     /// Build from an optional TOML file plus `--set` overrides; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let mut doc: toml::Table = text
-            .parse()
-            .with_context(|| format!("{origin}: invalid TOML"))?;
-        let reference = toml::Table::try_from(PretrainConfig::default())?;
-        for o in overrides {
-            apply_override(&mut doc, &reference, o)?;
-        }
-        let cfg: PretrainConfig = doc
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
+        let cfg: PretrainConfig = parse_config(text, origin, overrides)?;
         cfg.validate()
             .with_context(|| format!("{origin}: invalid config"))?;
         Ok(cfg)
     }
 
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config {}", p.display()))?;
-                Self::from_toml(&text, &p.display().to_string(), overrides)
-            }
-            None => Self::from_toml("", "default config", overrides),
-        }
+        let origin = path.map_or("default config".into(), |p| p.display().to_string());
+        let cfg: PretrainConfig = load_config(path, overrides)?;
+        cfg.validate()
+            .with_context(|| format!("{origin}: invalid config"))?;
+        Ok(cfg)
     }
 
     pub fn to_toml(&self) -> String {

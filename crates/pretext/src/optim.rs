@@ -29,6 +29,11 @@ pub struct OptimConfig {
     /// LARS trust coefficient (eta).
     pub trust_coefficient: f64,
     pub warmup_epochs: f64,
+    /// Warm-up in optimizer steps; when positive it replaces `warmup_epochs` (Hugging Face's
+    /// `warmup_steps`).
+    pub warmup_steps: usize,
+    /// Decay after warm-up: `cosine` (SSL recipes) or `linear` to zero (BERT, `run_mlm.py`).
+    pub schedule: String,
     /// Clip the global gradient norm to this value; 0 disables clipping.
     pub grad_clip: f64,
 }
@@ -45,6 +50,8 @@ impl Default for OptimConfig {
             eps: 1e-8,
             trust_coefficient: 1e-3,
             warmup_epochs: 1.0,
+            warmup_steps: 0,
+            schedule: "cosine".into(),
             grad_clip: 0.0,
         }
     }
@@ -58,6 +65,12 @@ impl OptimConfig {
                 self.kind
             );
         }
+        if !matches!(self.schedule.as_str(), "cosine" | "linear") {
+            bail!(
+                "optimizer.schedule = \"{}\": expected \"cosine\" or \"linear\"",
+                self.schedule
+            );
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("optimizer.lr = {}: must be a positive number", self.lr);
         }
@@ -66,6 +79,35 @@ impl OptimConfig {
         }
         Ok(())
     }
+}
+
+impl OptimConfig {
+    /// Warm-up steps of a run with `steps_per_epoch`.
+    pub fn warmup_steps_for(&self, steps_per_epoch: usize) -> usize {
+        if self.warmup_steps > 0 {
+            self.warmup_steps
+        } else {
+            (self.warmup_epochs * steps_per_epoch as f64).round() as usize
+        }
+    }
+
+    /// Learning rate at `step` (0-based) of `total_steps`, after `warmup_steps` of linear warm-up.
+    pub fn lr_at(&self, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {
+        match self.schedule.as_str() {
+            "linear" => linear_lr(self.lr, step, warmup_steps, total_steps),
+            _ => cosine_lr(self.lr, step, warmup_steps, total_steps),
+        }
+    }
+}
+
+/// Linear warm-up to the peak, then linear decay to zero at `total_steps` (Hugging Face's
+/// `get_linear_schedule_with_warmup`, which starts its warm-up at 0 rather than one step in).
+pub fn linear_lr(peak: f64, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {
+    if step < warmup_steps {
+        return peak * step as f64 / warmup_steps as f64;
+    }
+    let span = total_steps.saturating_sub(warmup_steps).max(1) as f64;
+    peak * (total_steps.saturating_sub(step) as f64 / span).clamp(0.0, 1.0)
 }
 
 /// Linear warm-up to the peak, then a half cosine to zero.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -17,9 +17,9 @@ use serde::Serialize;
 use crate::checkpoint::{Checkpoint, load_module, module_tensors};
 use crate::config::{PretrainConfig, TrainConfig};
 use crate::data::ImageSet;
-use crate::data::loader::{Loader, Schedule};
+use crate::data::loader::{Loader, Schedule, ViewBatch, view_loader};
 use crate::methods::{Method, view_configs};
-use crate::optim::{OptimConfig, Optimizer, cosine_lr};
+use crate::optim::{OptimConfig, Optimizer};
 
 /// Where the time of a run went, in seconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -69,8 +69,13 @@ pub struct LoopSpec<'a> {
     /// Shown in summaries ("simclr", "mlm", ...).
     pub name: &'a str,
     pub epochs: usize,
+    /// Optimizer steps per epoch.
     pub steps_per_epoch: usize,
-    /// Examples per step, for throughput.
+    /// Optimizer steps the schedule spans; the run ends there (or at `train.max_steps`).
+    pub total_steps: usize,
+    /// Batches whose gradients are summed into one optimizer step.
+    pub grad_accum: usize,
+    /// Examples per batch, for throughput.
     pub batch_size: usize,
     pub optimizer: &'a OptimConfig,
     pub train: &'a TrainConfig,
@@ -107,11 +112,13 @@ fn check_resumable(stored: &str, identity: &toml::Table) -> Result<()> {
 
 /// Train `model` on the batches `source_at(start_step)` yields, minimising `loss_of`, calling
 /// `after_step` (EMA targets, queues) after each optimizer step with the fraction of training
-/// done. Resumes from `spec.train.out_dir` when asked.
+/// done. With `spec.grad_accum` > 1 each step sums the gradients of that many batches, each
+/// loss scaled by 1/grad_accum (as Hugging Face's Trainer does). Resumes from
+/// `spec.train.out_dir` when asked.
 pub fn run_loop<M, S>(
     mut model: M,
     source_at: impl FnOnce(usize) -> S,
-    loss_of: impl Fn(&M, S::Batch) -> Tensor<1>,
+    loss_of: impl Fn(&M, S::Batch) -> Result<Tensor<1>>,
     after_step: impl Fn(M, f64) -> M,
     spec: &LoopSpec,
     options: &TrainOptions,
@@ -123,8 +130,9 @@ where
     let started = Instant::now();
     let device = model.devices().first().cloned().unwrap_or_default();
     let steps_per_epoch = spec.steps_per_epoch.max(1);
-    let total_steps = steps_per_epoch * spec.epochs;
-    let warmup_steps = (spec.optimizer.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let total_steps = spec.total_steps.max(1);
+    let accum = spec.grad_accum.max(1);
+    let warmup_steps = spec.optimizer.warmup_steps_for(steps_per_epoch);
     let mut optimizer = Optimizer::new(spec.optimizer.clone());
     let ckpt_path = checkpoint_file(&spec.train.out_dir);
     let out_dir = PathBuf::from(&spec.train.out_dir);
@@ -219,40 +227,50 @@ where
     let mut epoch_losses: Vec<f64> = Vec::new();
     let mut step = start_step;
     let loop_started = Instant::now();
-    while step < end_step {
-        let Some((batch, epoch)) = source.next_batch() else {
-            break;
-        };
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
-
-        let t0 = Instant::now();
-        let loss = loss_of(&model, batch);
-        let loss_value: f64 = loss.clone().into_scalar::<f64>();
-        let t1 = Instant::now();
-        if !loss_value.is_finite() {
-            bar.abandon();
-            bail!(
-                "loss became {loss_value} at step {step} (epoch {}); training stopped. The last good \
-                 checkpoint is kept at {} (try a lower optimizer.lr or optimizer.grad_clip)",
-                epoch + 1,
-                ckpt_path.display()
-            );
+    'steps: while step < end_step {
+        let mut accumulated = GradientsAccumulator::<M>::new();
+        let mut loss_value = 0.0;
+        let mut epoch = 0;
+        for _ in 0..accum {
+            let Some((batch, batch_epoch)) = source.next_batch() else {
+                break 'steps;
+            };
+            epoch = batch_epoch;
+            bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
+            let t0 = Instant::now();
+            let mut loss = loss_of(&model, batch)
+                .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
+            if accum > 1 {
+                loss = loss.div_scalar(accum as f64);
+            }
+            let value: f64 = loss.clone().into_scalar::<f64>();
+            let t1 = Instant::now();
+            if !value.is_finite() {
+                bar.abandon();
+                bail!(
+                    "loss became {value} at step {step} (epoch {}); training stopped. The last good \
+                     checkpoint is kept at {} (try a lower optimizer.lr or optimizer.grad_clip)",
+                    epoch + 1,
+                    ckpt_path.display()
+                );
+            }
+            loss_value += value;
+            accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            time.forward += (t1 - t0).as_secs_f64();
+            time.backward += t1.elapsed().as_secs_f64();
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         let t2 = Instant::now();
-        let lr = cosine_lr(spec.optimizer.lr, step, warmup_steps, total_steps);
-        model = optimizer.step(model, grads, lr);
+        let lr = spec.optimizer.lr_at(step, warmup_steps, total_steps);
+        model = optimizer.step(model, accumulated.grads(), lr);
         model = after_step(model, (step + 1) as f64 / total_steps as f64);
-        let t3 = Instant::now();
-        time.forward += (t1 - t0).as_secs_f64();
-        time.backward += (t2 - t1).as_secs_f64();
-        time.optimizer += (t3 - t2).as_secs_f64();
+        time.optimizer += t2.elapsed().as_secs_f64();
 
         losses.push(loss_value);
         epoch_losses.push(loss_value);
         step += 1;
         let elapsed = loop_started.elapsed().as_secs_f64();
-        let rate = (step - start_step) as f64 * spec.batch_size as f64 / elapsed.max(1e-9);
+        let rate =
+            (step - start_step) as f64 * (spec.batch_size * accum) as f64 / elapsed.max(1e-9);
         writeln!(
             metrics,
             "{}",
@@ -292,7 +310,7 @@ where
         } else {
             &epoch_losses
         }),
-        images_per_sec: (step - start_step) as f64 * spec.batch_size as f64 / loop_secs,
+        images_per_sec: (step - start_step) as f64 * (spec.batch_size * accum) as f64 / loop_secs,
         time,
         checkpoint: ckpt_path,
         resumed_from_step: start_step,
@@ -302,7 +320,7 @@ where
 
 /// Image views from the background [`Loader`], as the tensors a [`Method`] takes.
 struct ViewBatches {
-    loader: Loader,
+    loader: Loader<ViewBatch>,
     device: Device,
 }
 
@@ -367,6 +385,8 @@ pub fn pretrain<M: Method>(
         name: &config.method,
         epochs: config.epochs,
         steps_per_epoch,
+        total_steps: steps_per_epoch * config.epochs,
+        grad_accum: 1,
         batch_size: config.batch_size,
         optimizer: &config.optimizer,
         train: &config.train,
@@ -384,6 +404,7 @@ pub fn pretrain<M: Method>(
     let source_at = |start: usize| {
         let schedule = Schedule {
             batch_size: config.batch_size,
+            steps_per_epoch,
             epochs: config.epochs,
             start_epoch: start / steps_per_epoch,
             start_step: start % steps_per_epoch,
@@ -391,14 +412,14 @@ pub fn pretrain<M: Method>(
             seed: config.seed,
         };
         ViewBatches {
-            loader: Loader::spawn(data.clone(), Arc::new(pipelines), schedule),
+            loader: view_loader(data.clone(), Arc::new(pipelines), schedule),
             device: ad.clone(),
         }
     };
     run_loop(
         model,
         source_at,
-        |m: &M, views| m.loss(views),
+        |m: &M, views| Ok(m.loss(views)),
         |m: M, p| m.after_step(p),
         &spec,
         options,

@@ -99,6 +99,8 @@ pub fn make_views(
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     pub batch_size: usize,
+    /// Batches per epoch; the examples past the last full batch sit the epoch out.
+    pub steps_per_epoch: usize,
     pub epochs: usize,
     pub start_epoch: usize,
     pub start_step: usize,
@@ -106,28 +108,30 @@ pub struct Schedule {
     pub seed: u64,
 }
 
-impl Schedule {
-    pub fn steps_per_epoch(&self, len: usize) -> usize {
-        len / self.batch_size
-    }
-}
-
-/// A background producer of [`ViewBatch`]es.
-pub struct Loader {
-    rx: Option<Receiver<ViewBatch>>,
+/// A background producer of batches: it walks the seeded epoch orders of a dataset of `len`
+/// examples from (start epoch, start step) and hands each batch's indices to a `make` function
+/// (augment images, mask text), keeping up to `prefetch` batches ahead of the consumer.
+pub struct Loader<T> {
+    rx: Option<Receiver<T>>,
     handle: Option<JoinHandle<()>>,
     waited: Duration,
 }
 
-impl Loader {
-    pub fn spawn(data: Arc<ImageSet>, pipelines: Arc<Vec<Pipeline>>, schedule: Schedule) -> Loader {
-        let (tx, rx): (SyncSender<ViewBatch>, _) = sync_channel(schedule.prefetch.max(1));
+impl<T: Send + 'static> Loader<T> {
+    /// `make(epoch, step_in_epoch, indices)` builds one batch.
+    pub fn spawn<F>(len: usize, schedule: Schedule, make: F) -> Loader<T>
+    where
+        F: Fn(usize, usize, &[usize]) -> T + Send + 'static,
+    {
+        let (tx, rx): (SyncSender<T>, _) = sync_channel(schedule.prefetch.max(1));
+        let steps = schedule
+            .steps_per_epoch
+            .min(len / schedule.batch_size.max(1));
         let handle = std::thread::Builder::new()
             .name("pretext-loader".into())
             .spawn(move || {
-                let steps = schedule.steps_per_epoch(data.len());
                 for epoch in schedule.start_epoch..schedule.epochs {
-                    let order = epoch_order(data.len(), schedule.seed, epoch);
+                    let order = epoch_order(len, schedule.seed, epoch);
                     let first = if epoch == schedule.start_epoch {
                         schedule.start_step
                     } else {
@@ -136,16 +140,7 @@ impl Loader {
                     for step in first..steps {
                         let indices =
                             &order[step * schedule.batch_size..(step + 1) * schedule.batch_size];
-                        let (views, shapes) =
-                            make_views(&data, &pipelines, indices, schedule.seed, epoch);
-                        let batch = ViewBatch {
-                            views,
-                            shapes,
-                            epoch,
-                            step_in_epoch: step,
-                            indices: indices.to_vec(),
-                        };
-                        if tx.send(batch).is_err() {
+                        if tx.send(make(epoch, step, indices)).is_err() {
                             return;
                         }
                     }
@@ -160,7 +155,7 @@ impl Loader {
     }
 
     /// The next batch, or `None` at the end; the time spent blocked is added to [`Self::waited`].
-    pub fn next_batch(&mut self) -> Option<ViewBatch> {
+    pub fn next_batch(&mut self) -> Option<T> {
         let start = Instant::now();
         let batch = self.rx.as_ref()?.recv().ok();
         self.waited += start.elapsed();
@@ -173,7 +168,26 @@ impl Loader {
     }
 }
 
-impl Drop for Loader {
+/// A loader of augmented views of `data`, one view per pipeline.
+pub fn view_loader(
+    data: Arc<ImageSet>,
+    pipelines: Arc<Vec<Pipeline>>,
+    schedule: Schedule,
+) -> Loader<ViewBatch> {
+    let seed = schedule.seed;
+    Loader::spawn(data.len(), schedule, move |epoch, step, indices| {
+        let (views, shapes) = make_views(&data, &pipelines, indices, seed, epoch);
+        ViewBatch {
+            views,
+            shapes,
+            epoch,
+            step_in_epoch: step,
+            indices: indices.to_vec(),
+        }
+    })
+}
+
+impl<T> Drop for Loader<T> {
     fn drop(&mut self) {
         // Dropping the receiver makes the producer's next send fail, so it exits.
         self.rx.take();
@@ -215,13 +229,14 @@ mod tests {
         let pipes = Arc::new(vec![ViewConfig::simclr().build((6, 6), &[0.5], &[0.25])]);
         let sched = Schedule {
             batch_size: 4,
+            steps_per_epoch: 5,
             epochs: 2,
             start_epoch: 0,
             start_step: 0,
             prefetch: 2,
             seed: 9,
         };
-        let mut full = Loader::spawn(data.clone(), pipes.clone(), sched);
+        let mut full = view_loader(data.clone(), pipes.clone(), sched);
         let mut all = Vec::new();
         while let Some(b) = full.next_batch() {
             all.push(b);
@@ -232,7 +247,7 @@ mod tests {
             start_step: 2,
             ..sched
         };
-        let mut resumed = Loader::spawn(data, pipes, resumed_sched);
+        let mut resumed = view_loader(data, pipes, resumed_sched);
         let mut rest = Vec::new();
         while let Some(b) = resumed.next_batch() {
             rest.push(b);

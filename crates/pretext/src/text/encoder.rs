@@ -416,6 +416,18 @@ impl MlmModel {
         attention_mask: Tensor<2, Bool>,
         labels: &[i64],
     ) -> Result<Tensor<1>> {
+        let (log_probs, targets) = self.masked_log_probs(input_ids, attention_mask, labels)?;
+        Ok(log_probs.gather(1, targets).mean().neg().reshape([1]))
+    }
+
+    /// Log-probabilities `[n, vocab]` over the vocabulary at the `n` labelled positions, and
+    /// their labels `[n, 1]`.
+    pub fn masked_log_probs(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Bool>,
+        labels: &[i64],
+    ) -> Result<(Tensor<2>, Tensor<2, Int>)> {
         let [batch, len] = input_ids.dims();
         if labels.len() != batch * len {
             bail!(
@@ -446,8 +458,7 @@ impl MlmModel {
         let h = self.hidden(input_ids, attention_mask)?;
         let [_, _, hidden] = h.dims();
         let picked = h.reshape([batch * len, hidden]).select(0, rows);
-        let log_probs = log_softmax(self.head_logits(picked), 1);
-        Ok(log_probs.gather(1, targets).mean().neg().reshape([1]))
+        Ok((log_softmax(self.head_logits(picked), 1), targets))
     }
 }
 

@@ -66,6 +66,18 @@ pub fn line_examples<S: AsRef<str>>(
     max_len: usize,
 ) -> Result<Vec<Example>> {
     check_max_len(max_len)?;
+    let out = line_examples_of(tokenizer, lines, max_len)?;
+    if out.is_empty() {
+        bail!("the corpus has no non-empty line");
+    }
+    Ok(out)
+}
+
+fn line_examples_of<S: AsRef<str>>(
+    tokenizer: &TextTokenizer,
+    lines: &[S],
+    max_len: usize,
+) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for line in lines.iter().map(AsRef::as_ref) {
         if line.trim().is_empty() {
@@ -79,9 +91,6 @@ pub fn line_examples<S: AsRef<str>>(
         }
         out.push(framed(tokenizer, &body, &words));
     }
-    if out.is_empty() {
-        bail!("the corpus has no non-empty line");
-    }
     Ok(out)
 }
 
@@ -94,6 +103,25 @@ pub fn packed_examples<S: AsRef<str>>(
     max_len: usize,
 ) -> Result<Vec<Example>> {
     check_max_len(max_len)?;
+    let (blocks, tokens) = packed_examples_of(tokenizer, lines, max_len)?;
+    if tokens == 0 {
+        bail!("the corpus has no non-empty line");
+    }
+    if blocks.is_empty() {
+        bail!(
+            "the corpus has {tokens} tokens, fewer than one packed block of max_len - 2 = {}",
+            max_len - 2
+        );
+    }
+    Ok(blocks)
+}
+
+/// Packed blocks of `lines` and the number of tokens they were cut from.
+fn packed_examples_of<S: AsRef<str>>(
+    tokenizer: &TextTokenizer,
+    lines: &[S],
+    max_len: usize,
+) -> Result<(Vec<Example>, usize)> {
     let mut stream = Vec::new();
     let mut stream_words = Vec::new();
     let mut word_offset = 0u32;
@@ -107,21 +135,55 @@ pub fn packed_examples<S: AsRef<str>>(
         stream.extend(body);
         word_offset += line_words;
     }
-    if stream.is_empty() {
-        bail!("the corpus has no non-empty line");
-    }
     let block = max_len - 2;
-    if stream.len() < block {
-        bail!(
-            "the corpus has {} tokens, fewer than one packed block of max_len - 2 = {block}",
-            stream.len()
-        );
-    }
-    Ok(stream
+    let blocks = stream
         .chunks_exact(block)
         .zip(stream_words.chunks_exact(block))
         .map(|(body, words)| framed(tokenizer, body, words))
-        .collect())
+        .collect();
+    Ok((blocks, stream.len()))
+}
+
+/// Lines per tokenisation chunk of [`corpus_examples`]: `run_mlm.py`'s map batch size.
+pub const CHUNK_LINES: usize = 1000;
+
+/// Examples of a whole corpus, tokenised in parallel chunks of [`CHUNK_LINES`] lines on the
+/// rayon pool, in corpus order. Packed blocks never cross a chunk boundary and each chunk's
+/// incomplete last block is dropped, as `run_mlm.py`'s `group_texts` does over its map
+/// batches. `origin` names the corpus in errors.
+pub fn corpus_examples(
+    tokenizer: &TextTokenizer,
+    lines: &[String],
+    max_len: usize,
+    mode: ExampleMode,
+    origin: &str,
+) -> Result<Vec<Example>> {
+    use rayon::prelude::*;
+    check_max_len(max_len)?;
+    let chunks: Vec<(Vec<Example>, usize)> = lines
+        .par_chunks(CHUNK_LINES)
+        .map(|chunk| match mode {
+            ExampleMode::LineByLine => {
+                let examples = line_examples_of(tokenizer, chunk, max_len)?;
+                let tokens = examples.iter().map(|e| e.ids.len()).sum();
+                Ok((examples, tokens))
+            }
+            ExampleMode::Packed => packed_examples_of(tokenizer, chunk, max_len),
+        })
+        .collect::<Result<_>>()?;
+    let tokens: usize = chunks.iter().map(|c| c.1).sum();
+    let examples: Vec<Example> = chunks.into_iter().flat_map(|c| c.0).collect();
+    if tokens == 0 {
+        bail!("{origin}: the corpus has no non-empty line");
+    }
+    if examples.is_empty() {
+        bail!(
+            "{origin}: no chunk of {CHUNK_LINES} lines holds one packed block of max_len - 2 = {} \
+             tokens ({tokens} tokens in all); lower data.max_len or use data.mode = \"line_by_line\"",
+            max_len - 2
+        );
+    }
+    Ok(examples)
 }
 
 /// Sequences padded to one length, row-major `[batch_size, seq_len]`.
@@ -133,6 +195,8 @@ pub struct Batch {
     pub attention_mask: Vec<bool>,
     pub batch_size: usize,
     pub seq_len: usize,
+    /// The epoch the batch belongs to (set by the loader).
+    pub epoch: usize,
 }
 
 /// Pad `rows` with `pad_id` (labels with [`IGNORE`]) to the longest row, or to `min_len` if
@@ -153,6 +217,7 @@ pub fn pad_batch(rows: &[Masked], pad_id: u32, min_len: usize) -> Result<Batch> 
         attention_mask: Vec::with_capacity(rows.len() * seq_len),
         batch_size: rows.len(),
         seq_len,
+        epoch: 0,
     };
     for (i, row) in rows.iter().enumerate() {
         if row.labels.len() != row.input_ids.len() {

@@ -7,6 +7,7 @@
 pub mod encoder;
 pub mod examples;
 pub mod masking;
+pub mod mlm;
 pub mod tokenizer;
 
 /// Scratch folders and a synthetic corpus shared by the tests of this module.

@@ -1,0 +1,790 @@
+//! The masked-language-model job (`pretext mlm train`): corpus → tokenizer → examples →
+//! masked batches on a background thread → the shared training loop; then held-out
+//! masked-token accuracy and perplexity, and fill-mask from a checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::encoder::{EncoderConfig, MlmModel, SizePreset};
+use super::examples::{Batch, Example, ExampleMode, corpus_examples, pad_batch};
+use super::masking::{IGNORE, MaskingConfig, MaskingMode, mask_tokens};
+use super::tokenizer::{Family, SpecialIds, TextTokenizer};
+use crate::checkpoint::{Checkpoint, load_module};
+use crate::config::TrainConfig;
+use crate::data::loader::{Loader, Schedule};
+use crate::optim::OptimConfig;
+use crate::train::{BatchSource, LoopSpec, TrainOptions, TrainSummary, checkpoint_file, run_loop};
+
+/// `[tokenizer]`: train one on the corpus, or load `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerSettings {
+    /// `bert` (WordPiece) or `roberta` (byte-level BPE).
+    pub family: Family,
+    pub vocab_size: usize,
+    pub lowercase: bool,
+    /// An existing `tokenizer.json`; empty trains one on the corpus.
+    pub path: String,
+}
+
+/// `[model]`: a size preset, with any field overridden when non-zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    pub size: SizePreset,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub ffn: usize,
+    pub dropout: f64,
+}
+
+/// `[data]`: how the corpus becomes examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextDataSettings {
+    /// `packed` (blocks of `max_len`, RoBERTa and `run_mlm.py`'s default) or `line_by_line`.
+    pub mode: ExampleMode,
+    /// Tokens per example, special tokens included.
+    pub max_len: usize,
+    /// Every n-th non-empty line is held out for evaluation; 0 holds out nothing.
+    pub holdout_every: usize,
+    /// Read at most this many lines of the corpus; 0 reads all.
+    pub max_lines: usize,
+}
+
+/// `[eval]`: the held-out measurement at the end of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlmEvalSettings {
+    /// Held-out examples scored; 0 scores them all.
+    pub max_sequences: usize,
+}
+
+/// The config of `pretext mlm train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlmConfig {
+    pub seed: u64,
+    pub epochs: usize,
+    /// Optimizer steps of the run (Hugging Face's `max_steps`); 0 runs `epochs` full epochs.
+    pub steps: usize,
+    /// Sequences per batch (per device, before accumulation).
+    pub batch_size: usize,
+    /// Batches per optimizer step.
+    pub grad_accum: usize,
+    pub tokenizer: TokenizerSettings,
+    pub model: ModelSettings,
+    pub data: TextDataSettings,
+    pub masking: MaskingConfig,
+    pub optimizer: OptimConfig,
+    pub train: TrainConfig,
+    pub eval: MlmEvalSettings,
+}
+
+impl Default for MlmConfig {
+    fn default() -> Self {
+        MlmConfig {
+            seed: 0,
+            epochs: 1,
+            steps: 0,
+            batch_size: 16,
+            grad_accum: 1,
+            tokenizer: TokenizerSettings {
+                family: Family::Bert,
+                vocab_size: 8000,
+                lowercase: true,
+                path: String::new(),
+            },
+            model: ModelSettings {
+                size: SizePreset::Mini,
+                hidden: 0,
+                layers: 0,
+                heads: 0,
+                ffn: 0,
+                dropout: 0.1,
+            },
+            data: TextDataSettings {
+                mode: ExampleMode::Packed,
+                max_len: 128,
+                holdout_every: 100,
+                max_lines: 0,
+            },
+            masking: MaskingConfig::default(),
+            // BERT's recipe as `run_mlm.py` runs it: AdamW, decay 0.01 off biases and norms,
+            // linear warm-up and decay, gradient norm clipped at 1.
+            optimizer: OptimConfig {
+                kind: "adamw".into(),
+                lr: 5e-4,
+                weight_decay: 0.01,
+                warmup_epochs: 0.0,
+                warmup_steps: 100,
+                schedule: "linear".into(),
+                grad_clip: 1.0,
+                ..OptimConfig::default()
+            },
+            train: TrainConfig {
+                out_dir: "runs/mlm".into(),
+                ..TrainConfig::default()
+            },
+            eval: MlmEvalSettings {
+                max_sequences: 2000,
+            },
+        }
+    }
+}
+
+impl Default for TokenizerSettings {
+    fn default() -> Self {
+        MlmConfig::default().tokenizer
+    }
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        MlmConfig::default().model
+    }
+}
+
+impl Default for TextDataSettings {
+    fn default() -> Self {
+        MlmConfig::default().data
+    }
+}
+
+impl Default for MlmEvalSettings {
+    fn default() -> Self {
+        MlmConfig::default().eval
+    }
+}
+
+impl MlmConfig {
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let origin = path.map_or("default config".into(), |p| p.display().to_string());
+        let config: MlmConfig = crate::config::load_config(path, overrides)?;
+        config
+            .validate()
+            .with_context(|| format!("{origin}: invalid config"))?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            bail!("batch_size and grad_accum must be at least 1");
+        }
+        if self.epochs == 0 && self.steps == 0 {
+            bail!("set epochs or steps to at least 1");
+        }
+        if self.data.max_len < 3 {
+            bail!(
+                "data.max_len = {}: needs room for two special tokens and one token",
+                self.data.max_len
+            );
+        }
+        if self.tokenizer.path.is_empty() && self.tokenizer.vocab_size <= 5 {
+            bail!(
+                "tokenizer.vocab_size = {}: must exceed the 5 special tokens",
+                self.tokenizer.vocab_size
+            );
+        }
+        self.masking.validate()?;
+        self.optimizer.validate()?;
+        Ok(())
+    }
+
+    /// The encoder for `tokenizer`: the size preset with the non-zero overrides.
+    pub fn encoder_config(&self, tokenizer: &TextTokenizer) -> Result<EncoderConfig> {
+        let mut enc =
+            EncoderConfig::preset(self.model.size, tokenizer.family(), tokenizer.vocab_size());
+        let m = &self.model;
+        for (field, value) in [
+            (&mut enc.hidden, m.hidden),
+            (&mut enc.layers, m.layers),
+            (&mut enc.heads, m.heads),
+            (&mut enc.ffn, m.ffn),
+        ] {
+            if value > 0 {
+                *field = value;
+            }
+        }
+        enc.dropout = m.dropout;
+        enc.pad_id = tokenizer.pad_id() as usize;
+        enc.validate()?;
+        if self.data.max_len > enc.max_sequence_len() {
+            bail!(
+                "data.max_len = {} is longer than the model's position table ({} tokens)",
+                self.data.max_len,
+                enc.max_sequence_len()
+            );
+        }
+        Ok(enc)
+    }
+}
+
+/// The non-empty lines of a corpus, split into training and held-out lines.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    pub train: Vec<String>,
+    pub heldout: Vec<String>,
+}
+
+/// Read `path` as UTF-8 text (invalid bytes are replaced and counted on stderr); every
+/// `holdout_every`-th non-empty line is held out.
+pub fn read_corpus(path: &Path, holdout_every: usize, max_lines: usize) -> Result<Corpus> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let replaced = text.matches('\u{FFFD}').count();
+    if replaced > 0 && std::str::from_utf8(&bytes).is_err() {
+        eprintln!(
+            "warning: {}: {replaced} invalid UTF-8 sequences replaced",
+            path.display()
+        );
+    }
+    let mut corpus = Corpus {
+        train: Vec::new(),
+        heldout: Vec::new(),
+    };
+    let lines = text.lines().filter(|l| !l.trim().is_empty());
+    let limit = if max_lines == 0 {
+        usize::MAX
+    } else {
+        max_lines
+    };
+    for (i, line) in lines.take(limit).enumerate() {
+        let line = line.to_string();
+        if holdout_every > 0 && (i + 1).is_multiple_of(holdout_every) {
+            corpus.heldout.push(line);
+        } else {
+            corpus.train.push(line);
+        }
+    }
+    if corpus.train.is_empty() && corpus.heldout.is_empty() {
+        bail!("{}: empty corpus (no non-empty line)", path.display());
+    }
+    if corpus.train.is_empty() {
+        bail!(
+            "{}: every line is held out; raise data.holdout_every",
+            path.display()
+        );
+    }
+    Ok(corpus)
+}
+
+/// What masking a batch needs to know, shared by training and evaluation.
+#[derive(Debug, Clone)]
+struct BatchMaker {
+    masking: MaskingConfig,
+    special: SpecialIds,
+    vocab_size: usize,
+    seed: u64,
+}
+
+impl BatchMaker {
+    /// Mask and pad the examples at `indices` for `epoch`. A batch that drew no masked
+    /// position (possible with a few short lines) gets its first maskable token masked, so
+    /// every batch teaches something and the loss is defined.
+    fn make(&self, examples: &[Example], indices: &[usize], epoch: usize) -> Result<Batch> {
+        let rows = indices
+            .iter()
+            .map(|&i| {
+                let e = &examples[i];
+                let seed = self.masking.seed_mix(self.seed, epoch as u64, i as u64);
+                mask_tokens(
+                    &e.ids,
+                    Some(&e.words),
+                    &self.masking,
+                    &self.special,
+                    self.vocab_size,
+                    seed,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut batch = pad_batch(&rows, self.special.pad, 0)?;
+        if batch.masked_count() == 0
+            && let Some(pos) = batch
+                .input_ids
+                .iter()
+                .position(|&id| !self.special.contains(id))
+        {
+            batch.labels[pos] = i64::from(batch.input_ids[pos]);
+            batch.input_ids[pos] = self.special.mask;
+        }
+        Ok(batch)
+    }
+}
+
+/// Masked batches from a background [`Loader`].
+struct MlmBatches {
+    loader: Loader<Result<Batch>>,
+}
+
+impl BatchSource for MlmBatches {
+    type Batch = Result<Batch>;
+
+    fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
+        let batch = self.loader.next_batch()?;
+        let epoch = batch.as_ref().map_or(0, |b| b.epoch);
+        Some((batch, epoch))
+    }
+
+    fn waited(&self) -> Duration {
+        self.loader.waited()
+    }
+}
+
+/// Held-out masked-token scores.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MlmScores {
+    /// Mean cross-entropy per masked token (nats).
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Share of masked tokens whose original token is the model's top prediction.
+    pub accuracy: f64,
+    pub masked_tokens: usize,
+    pub sequences: usize,
+}
+
+/// Everything `pretext mlm train` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct MlmRun {
+    pub train: TrainSummary,
+    /// Real (non-padding) tokens through the model per second of training.
+    pub tokens_per_sec: f64,
+    pub sequences_per_sec: f64,
+    pub examples: usize,
+    pub tokenize_secs: f64,
+    pub heldout: Option<MlmScores>,
+    pub out_dir: PathBuf,
+}
+
+fn tokenizer_for(
+    config: &MlmConfig,
+    corpus: &Path,
+    out_dir: &Path,
+    resume: bool,
+) -> Result<TextTokenizer> {
+    let saved = out_dir.join("tokenizer.json");
+    let tokenizer = if resume && saved.is_file() {
+        TextTokenizer::load(&saved)?
+    } else if !config.tokenizer.path.is_empty() {
+        TextTokenizer::load(Path::new(&config.tokenizer.path))?
+    } else {
+        TextTokenizer::train(
+            config.tokenizer.family,
+            &[corpus.to_path_buf()],
+            config.tokenizer.vocab_size,
+            config.tokenizer.lowercase,
+        )?
+    };
+    if tokenizer.family() != config.tokenizer.family {
+        bail!(
+            "tokenizer.family = \"{}\" but the tokenizer is a {} one; set tokenizer.family = \"{}\"",
+            config.tokenizer.family.name(),
+            tokenizer.family().name(),
+            tokenizer.family().name()
+        );
+    }
+    // Written beside the checkpoint so every later command finds the two together.
+    let tmp = out_dir.join("tokenizer.json.tmp");
+    tokenizer.save(&tmp)?;
+    std::fs::rename(&tmp, &saved).with_context(|| format!("cannot write {}", saved.display()))?;
+    Ok(tokenizer)
+}
+
+/// Pretrain a masked language model on `corpus`.
+pub fn train_mlm(
+    config: &MlmConfig,
+    corpus_path: &Path,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<MlmRun> {
+    config.validate()?;
+    let corpus = read_corpus(
+        corpus_path,
+        config.data.holdout_every,
+        config.data.max_lines,
+    )?;
+    let out_dir = PathBuf::from(&config.train.out_dir);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let tokenizer = tokenizer_for(config, corpus_path, &out_dir, options.resume)?;
+    let encoder = config.encoder_config(&tokenizer)?;
+
+    let origin = corpus_path.display().to_string();
+    let tokenize_start = Instant::now();
+    let examples = corpus_examples(
+        &tokenizer,
+        &corpus.train,
+        config.data.max_len,
+        config.data.mode,
+        &origin,
+    )?;
+    let heldout = if corpus.heldout.is_empty() {
+        Vec::new()
+    } else {
+        corpus_examples(
+            &tokenizer,
+            &corpus.heldout,
+            config.data.max_len,
+            config.data.mode,
+            &format!("{origin} (held-out lines)"),
+        )
+        .unwrap_or_default()
+    };
+    let tokenize_secs = tokenize_start.elapsed().as_secs_f64();
+
+    let batches_per_epoch = examples.len() / config.batch_size;
+    let steps_per_epoch = batches_per_epoch / config.grad_accum;
+    if steps_per_epoch == 0 {
+        bail!(
+            "{origin}: {} training examples, fewer than one step of batch_size x grad_accum = {} \
+             (lower batch_size, or use a longer corpus)",
+            examples.len(),
+            config.batch_size * config.grad_accum
+        );
+    }
+    let total_steps = if config.steps > 0 {
+        config.steps
+    } else {
+        config.epochs * steps_per_epoch
+    };
+    let epochs = total_steps.div_ceil(steps_per_epoch);
+
+    device.seed(config.seed);
+    let ad = device.clone().autodiff();
+    let model = encoder.init(&ad)?;
+    let mut identity = toml::Table::try_from(config).unwrap_or_default();
+    identity.remove("train");
+    identity.remove("eval");
+    let spec = LoopSpec {
+        name: "mlm",
+        epochs,
+        steps_per_epoch,
+        total_steps,
+        grad_accum: config.grad_accum,
+        batch_size: config.batch_size,
+        optimizer: &config.optimizer,
+        train: &config.train,
+        identity,
+        meta: serde_json::json!({
+            "kind": "mlm",
+            "config": config.to_toml(),
+            "encoder": encoder,
+        }),
+    };
+    let mean_tokens =
+        examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / examples.len() as f64;
+    let example_count = examples.len();
+    let examples = Arc::new(examples);
+    let maker = Arc::new(BatchMaker {
+        masking: config.masking.clone(),
+        special: tokenizer.special_ids(),
+        vocab_size: tokenizer.vocab_size(),
+        seed: config.seed,
+    });
+    let source_at = |start: usize| {
+        let schedule = Schedule {
+            batch_size: config.batch_size,
+            steps_per_epoch: steps_per_epoch * config.grad_accum,
+            epochs,
+            start_epoch: start / steps_per_epoch,
+            start_step: (start % steps_per_epoch) * config.grad_accum,
+            prefetch: config.train.prefetch,
+            seed: config.seed,
+        };
+        let (examples, maker) = (examples.clone(), maker.clone());
+        MlmBatches {
+            loader: Loader::spawn(examples.len(), schedule, move |epoch, _, indices| {
+                maker.make(&examples, indices, epoch).map(|mut b| {
+                    b.epoch = epoch;
+                    b
+                })
+            }),
+        }
+    };
+    let (model, summary) = run_loop(
+        model,
+        source_at,
+        |m: &MlmModel, batch: Result<Batch>| {
+            let batch = batch?;
+            m.loss(
+                batch.input_tensor(&ad),
+                batch.attention_tensor(&ad),
+                &batch.labels,
+            )
+        },
+        |m, _| m,
+        &spec,
+        options,
+    )?;
+
+    let scores = if heldout.is_empty() {
+        None
+    } else {
+        let model = model.valid();
+        Some(heldout_scores(
+            &model,
+            &tokenizer,
+            &heldout,
+            config,
+            &device.clone().without_autodiff(),
+        )?)
+    };
+    let sequences_per_sec = summary.images_per_sec;
+    Ok(MlmRun {
+        tokens_per_sec: sequences_per_sec * mean_tokens,
+        sequences_per_sec,
+        examples: example_count,
+        tokenize_secs,
+        heldout: scores,
+        out_dir,
+        train: summary,
+    })
+}
+
+/// Masked-token loss, perplexity and top-1 accuracy of `model` on `examples`, each masked once
+/// with a fixed seed (the same positions whatever the training seed or epoch), at most
+/// `config.eval.max_sequences` of them.
+pub fn heldout_scores(
+    model: &MlmModel,
+    tokenizer: &TextTokenizer,
+    examples: &[Example],
+    config: &MlmConfig,
+    device: &Device,
+) -> Result<MlmScores> {
+    let take = match config.eval.max_sequences {
+        0 => examples.len(),
+        n => n.min(examples.len()),
+    };
+    if take == 0 {
+        bail!("no held-out sequence to score");
+    }
+    let maker = BatchMaker {
+        masking: MaskingConfig {
+            mode: MaskingMode::Static,
+            ..config.masking.clone()
+        },
+        special: tokenizer.special_ids(),
+        vocab_size: tokenizer.vocab_size(),
+        seed: 0x4E1D_0u64,
+    };
+    let (mut nll, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+    let indices: Vec<usize> = (0..take).collect();
+    for chunk in indices.chunks(config.batch_size.max(1)) {
+        let batch = maker.make(examples, chunk, 0)?;
+        let (log_probs, targets) = model.masked_log_probs(
+            batch.input_tensor(device),
+            batch.attention_tensor(device),
+            &batch.labels,
+        )?;
+        let n = targets.dims()[0];
+        nll -= log_probs
+            .clone()
+            .gather(1, targets.clone())
+            .sum()
+            .into_scalar::<f64>();
+        let predicted = log_probs.argmax(1);
+        correct += predicted.equal(targets).int().sum().into_scalar::<i64>() as usize;
+        count += n;
+    }
+    let loss = nll / count as f64;
+    Ok(MlmScores {
+        loss,
+        perplexity: loss.exp(),
+        accuracy: correct as f64 / count as f64,
+        masked_tokens: count,
+        sequences: take,
+    })
+}
+
+/// A trained masked language model read back from its run folder.
+pub struct MlmCheckpoint {
+    pub model: MlmModel,
+    pub encoder: EncoderConfig,
+    pub tokenizer: TextTokenizer,
+    pub config: MlmConfig,
+    pub step: usize,
+    pub dir: PathBuf,
+}
+
+impl MlmCheckpoint {
+    /// Load `path` (a run folder, or its `checkpoint.safetensors`) with the `tokenizer.json`
+    /// beside it, onto `device` (inference: no autodiff).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let (dir, file) = if path.is_dir() {
+            (
+                path.to_path_buf(),
+                checkpoint_file(&path.display().to_string()),
+            )
+        } else {
+            (
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.to_path_buf(),
+            )
+        };
+        let ckpt = Checkpoint::load(&file)?;
+        if ckpt.meta["kind"].as_str() != Some("mlm") {
+            bail!(
+                "{} is not a masked-language-model checkpoint (it was written by `pretext pretrain`?)",
+                file.display()
+            );
+        }
+        let encoder: EncoderConfig = serde_json::from_value(ckpt.meta["encoder"].clone())
+            .with_context(|| format!("{}: unreadable encoder settings", file.display()))?;
+        let config: MlmConfig = toml::from_str(ckpt.meta["config"].as_str().unwrap_or_default())
+            .map_err(|e| anyhow!("{}: unreadable run config: {e}", file.display()))?;
+        let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
+        if tokenizer.vocab_size() != encoder.vocab_size || tokenizer.family() != encoder.family {
+            bail!(
+                "{}: the tokenizer ({} ids, {}) does not belong to this model ({} ids, {})",
+                dir.join("tokenizer.json").display(),
+                tokenizer.vocab_size(),
+                tokenizer.family().name(),
+                encoder.vocab_size,
+                encoder.family.name()
+            );
+        }
+        let model = load_module(encoder.init(device)?, &ckpt.model)
+            .with_context(|| format!("loading weights from {}", file.display()))?;
+        Ok(MlmCheckpoint {
+            model,
+            encoder,
+            tokenizer,
+            config,
+            step: ckpt.meta["step"].as_u64().unwrap_or(0) as usize,
+            dir,
+        })
+    }
+
+    /// Held-out scores on the lines of `corpus` that training held out (same
+    /// `data.holdout_every`), or on all of it when `all_lines`.
+    pub fn evaluate_corpus(
+        &self,
+        corpus: &Path,
+        all_lines: bool,
+        device: &Device,
+    ) -> Result<MlmScores> {
+        let data = &self.config.data;
+        let lines = if all_lines {
+            read_corpus(corpus, 0, data.max_lines)?.train
+        } else {
+            let split = read_corpus(corpus, data.holdout_every, data.max_lines)?;
+            if split.heldout.is_empty() {
+                bail!(
+                    "{}: training held out no lines (data.holdout_every = 0); pass --all-lines to score the whole file",
+                    corpus.display()
+                );
+            }
+            split.heldout
+        };
+        let examples = corpus_examples(
+            &self.tokenizer,
+            &lines,
+            data.max_len,
+            data.mode,
+            &corpus.display().to_string(),
+        )?;
+        heldout_scores(
+            &self.model,
+            &self.tokenizer,
+            &examples,
+            &self.config,
+            device,
+        )
+    }
+}
+
+/// One candidate for a masked position.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub token: String,
+    pub id: u32,
+    pub probability: f64,
+}
+
+/// The `top_k` most likely tokens at each mask token of `text`, left to right.
+pub fn fill_mask(
+    ckpt: &MlmCheckpoint,
+    text: &str,
+    top_k: usize,
+    device: &Device,
+) -> Result<Vec<Vec<Prediction>>> {
+    let tokenizer = &ckpt.tokenizer;
+    let mask_token = tokenizer.family().special_tokens().mask;
+    let ids = tokenizer.encode(text)?;
+    let positions: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| **id == tokenizer.mask_id())
+        .map(|(i, _)| i)
+        .collect();
+    if positions.is_empty() {
+        let other = match tokenizer.family() {
+            Family::Bert => Family::Roberta,
+            Family::Roberta => Family::Bert,
+        }
+        .special_tokens()
+        .mask;
+        let hint = if text.contains(other) {
+            format!(" ({other} is the other family's mask token)")
+        } else {
+            String::new()
+        };
+        bail!(
+            "no {mask_token} in \"{text}\": this is a {} model, mark the word to guess with {mask_token}{hint}",
+            tokenizer.family().name()
+        );
+    }
+    if ids.len() > ckpt.encoder.max_sequence_len() {
+        bail!(
+            "the text has {} tokens, more than the model's {} positions",
+            ids.len(),
+            ckpt.encoder.max_sequence_len()
+        );
+    }
+    let len = ids.len();
+    let input = Tensor::<2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i64::from(i)).collect(), [1, len]),
+        device,
+    );
+    let attention =
+        Tensor::<2, Bool>::from_data(TensorData::new(vec![true; len], [1, len]), device);
+    let mut labels = vec![IGNORE; len];
+    for &p in &positions {
+        labels[p] = i64::from(tokenizer.mask_id());
+    }
+    let (log_probs, _) = ckpt.model.masked_log_probs(input, attention, &labels)?;
+    let vocab = log_probs.dims()[1];
+    let probs = log_probs
+        .exp()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow!("reading probabilities: {e:?}"))?;
+    Ok(probs
+        .chunks(vocab)
+        .map(|row| {
+            let mut order: Vec<usize> = (0..vocab).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            order
+                .into_iter()
+                .take(top_k.max(1))
+                .map(|id| Prediction {
+                    token: tokenizer.id_to_token(id as u32).unwrap_or_default(),
+                    id: id as u32,
+                    probability: f64::from(row[id]),
+                })
+                .collect()
+        })
+        .collect())
+}
