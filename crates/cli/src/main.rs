@@ -18,6 +18,8 @@ use pretext::train::{TrainOptions, TrainSummary, pretrain};
 use pretext::with_method;
 use serde_json::json;
 
+mod text;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pretext",
@@ -32,25 +34,25 @@ struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
-struct Global {
+pub struct Global {
     /// TOML config file (see configs/).
     #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Override a config key, e.g. --set optimizer.lr=0.3 (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    pub set: Vec<String>,
     /// Compute device: flex (CPU, default), wgpu, tch, tch-cuda:N (as compiled in).
     #[arg(long, global = true, default_value = "flex")]
-    device: String,
+    pub device: String,
     /// Random seed (overrides the config's `seed`).
     #[arg(long, global = true)]
-    seed: Option<u64>,
+    pub seed: Option<u64>,
     /// Worker threads for data and CPU compute (default: all cores).
     #[arg(long, global = true)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
     /// Print one JSON object with the results on stdout.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +92,21 @@ enum Command {
     Quickstart {
         #[arg(long)]
         data: Option<PathBuf>,
+    },
+    /// Masked language modelling (BERT, RoBERTa): train, evaluate, dump logits.
+    #[command(subcommand)]
+    Mlm(text::MlmCommand),
+    /// Train a tokenizer (WordPiece or byte-level BPE).
+    #[command(subcommand)]
+    Tokenizer(text::TokenizerCommand),
+    /// The most likely tokens at each [MASK] (BERT) or <mask> (RoBERTa) of a text.
+    FillMask {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text with one or more mask tokens.
+        text: String,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
     },
     /// Word2Vec: skip-gram and CBOW word embeddings.
     #[command(subcommand)]
@@ -223,6 +240,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Quickstart { data } => quickstart(&g, data.as_deref()),
+        Command::Mlm(cmd) => text::run_mlm(&g, cmd),
+        Command::Tokenizer(cmd) => text::run_tokenizer(&g, cmd),
+        Command::FillMask {
+            checkpoint,
+            text,
+            top_k,
+        } => text::run_fill_mask(&g, checkpoint, text, top_k),
         Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
     }
 }
@@ -418,7 +442,11 @@ fn print_summary(s: &TrainSummary) {
         s.last_epoch_loss,
         s.images_per_sec
     );
-    let t = &s.time;
+    print_time(&s.time);
+    println!("checkpoint: {}", s.checkpoint.display());
+}
+
+fn print_time(t: &pretext::train::TimeBreakdown) {
     let share = |x: f64| 100.0 * x / t.total.max(1e-9);
     println!(
         "time: total {:.1}s; data wait {:.1}s ({:.1}%), forward {:.1}s ({:.0}%), backward {:.1}s ({:.0}%), optimizer {:.1}s ({:.1}%), checkpoints {:.1}s",
@@ -433,7 +461,6 @@ fn print_summary(s: &TrainSummary) {
         share(t.optimizer),
         t.checkpoint
     );
-    println!("checkpoint: {}", s.checkpoint.display());
 }
 
 fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {

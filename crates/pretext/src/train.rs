@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::checkpoint::{Checkpoint, load_module, module_tensors};
 use crate::config::{PretrainConfig, TrainConfig};
 use crate::data::ImageSet;
-use crate::data::loader::{Loader, Schedule, ViewBatch, view_loader};
+use crate::data::loader::{Loader, Schedule, ViewBatch, mix_seed, view_loader};
 use crate::methods::{Method, view_configs};
 use crate::optim::{OptimConfig, Optimizer};
 
@@ -77,6 +77,9 @@ pub struct LoopSpec<'a> {
     pub grad_accum: usize,
     /// Examples per batch, for throughput.
     pub batch_size: usize,
+    /// Seeds the device's random stream (dropout) afresh at every batch from (seed, step), so
+    /// a resumed run draws what an uninterrupted one would have.
+    pub seed: u64,
     pub optimizer: &'a OptimConfig,
     pub train: &'a TrainConfig,
     /// Settings that must match for `--resume` to continue the same run.
@@ -231,10 +234,11 @@ where
         let mut accumulated = GradientsAccumulator::<M>::new();
         let mut loss_value = 0.0;
         let mut epoch = 0;
-        for _ in 0..accum {
+        for micro in 0..accum {
             let Some((batch, batch_epoch)) = source.next_batch() else {
                 break 'steps;
             };
+            device.seed(mix_seed(&[spec.seed, step as u64, micro as u64]));
             epoch = batch_epoch;
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
             let t0 = Instant::now();
@@ -388,6 +392,7 @@ pub fn pretrain<M: Method>(
         total_steps: steps_per_epoch * config.epochs,
         grad_accum: 1,
         batch_size: config.batch_size,
+        seed: config.seed,
         optimizer: &config.optimizer,
         train: &config.train,
         identity: run_identity(config),

@@ -362,6 +362,7 @@ pub struct MlmRun {
     pub tokens_per_sec: f64,
     pub sequences_per_sec: f64,
     pub examples: usize,
+    pub vocab_size: usize,
     pub tokenize_secs: f64,
     pub heldout: Option<MlmScores>,
     pub out_dir: PathBuf,
@@ -473,6 +474,7 @@ pub fn train_mlm(
         total_steps,
         grad_accum: config.grad_accum,
         batch_size: config.batch_size,
+        seed: config.seed,
         optimizer: &config.optimizer,
         train: &config.train,
         identity,
@@ -545,6 +547,7 @@ pub fn train_mlm(
         tokens_per_sec: sequences_per_sec * mean_tokens,
         sequences_per_sec,
         examples: example_count,
+        vocab_size: tokenizer.vocab_size(),
         tokenize_secs,
         heldout: scores,
         out_dir,
@@ -704,6 +707,39 @@ impl MlmCheckpoint {
     }
 }
 
+impl MlmCheckpoint {
+    /// Token ids (with special tokens) and logits `[len][vocab]` of each sentence, run one at a
+    /// time without padding.
+    pub fn sentence_logits(
+        &self,
+        sentences: &[String],
+        device: &Device,
+    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<Vec<f32>>>)> {
+        let mut all_ids = Vec::new();
+        let mut all_logits = Vec::new();
+        for sentence in sentences {
+            let ids = self.tokenizer.encode(sentence)?;
+            let len = ids.len();
+            let input = Tensor::<2, Int>::from_data(
+                TensorData::new(ids.iter().map(|&i| i64::from(i)).collect(), [1, len]),
+                device,
+            );
+            let attention =
+                Tensor::<2, Bool>::from_data(TensorData::new(vec![true; len], [1, len]), device);
+            let logits = self.model.logits(input, attention)?;
+            let vocab = logits.dims()[2];
+            let values = logits
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow!("reading logits: {e:?}"))?;
+            all_logits.push(values.chunks(vocab).map(<[f32]>::to_vec).collect());
+            all_ids.push(ids);
+        }
+        Ok((all_ids, all_logits))
+    }
+}
+
 /// One candidate for a masked position.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
@@ -787,4 +823,137 @@ pub fn fill_mask(
                 .collect()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::text::test_support::{TempDir, grammar_corpus};
+
+    /// A tiny RoBERTa on line-by-line examples of the test grammar (byte-level BPE training is
+    /// reproducible, so two runs share their tokenizer).
+    fn tiny_config(dir: &TempDir, name: &str, steps: usize) -> MlmConfig {
+        let mut c = MlmConfig {
+            steps,
+            batch_size: 16,
+            ..MlmConfig::default()
+        };
+        c.tokenizer.family = Family::Roberta;
+        c.tokenizer.vocab_size = 600;
+        c.model.size = SizePreset::Tiny;
+        c.data.mode = ExampleMode::LineByLine;
+        c.data.max_len = 32;
+        c.data.holdout_every = 10;
+        c.optimizer.lr = 1e-3;
+        c.optimizer.warmup_steps = 10;
+        c.train.out_dir = dir.path().join(name).display().to_string();
+        c.eval.max_sequences = 0;
+        c
+    }
+
+    fn quiet() -> TrainOptions {
+        TrainOptions {
+            resume: false,
+            quiet: true,
+        }
+    }
+
+    #[test]
+    fn mlm_job_learns_a_small_grammar_and_fills_masks() {
+        let dir = TempDir::new("mlm-job");
+        let corpus = dir.write("c.txt", &grammar_corpus(400, 5).join("\n"));
+        let mut config = tiny_config(&dir, "run", 300);
+        config.model.dropout = 0.0;
+        config.optimizer.lr = 2e-3;
+        let run = train_mlm(&config, &corpus, &Device::flex(), &quiet()).unwrap();
+        assert!(run.train.checkpoint.exists());
+        let heldout = run.heldout.unwrap();
+        // Every masked word of the grammar but the subject follows from its clause; chance
+        // is 1/V.
+        let ln_v = (run.vocab_size as f64).ln();
+        assert!(heldout.loss < 0.25 * ln_v, "{heldout:?} vs ln V = {ln_v}");
+        assert!(heldout.accuracy > 0.6, "{heldout:?}");
+
+        let ckpt = MlmCheckpoint::load(Path::new(&config.train.out_dir), &Device::flex()).unwrap();
+        let again = ckpt
+            .evaluate_corpus(&corpus, false, &Device::flex())
+            .unwrap();
+        assert!(
+            (again.loss - heldout.loss).abs() < 1e-4,
+            "{again:?} {heldout:?}"
+        );
+        let top = fill_mask(
+            &ckpt,
+            "the lazy fox jumps over the <mask>",
+            3,
+            &Device::flex(),
+        )
+        .unwrap();
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0][0].token.trim_start_matches('Ġ'), "dog", "{top:?}");
+        let err = fill_mask(&ckpt, "the lazy fox [MASK]", 3, &Device::flex()).unwrap_err();
+        assert!(err.to_string().contains("<mask>"), "{err}");
+    }
+
+    #[test]
+    fn resumed_mlm_run_matches_uninterrupted_with_dropout_and_accumulation() {
+        let dir = TempDir::new("mlm-resume");
+        let corpus = dir.write("c.txt", &grammar_corpus(200, 2).join("\n"));
+        let mut whole = tiny_config(&dir, "whole", 8);
+        whole.grad_accum = 2;
+        whole.train.checkpoint_every = 2;
+        let device = Device::flex();
+        let a = train_mlm(&whole, &corpus, &device, &quiet()).unwrap();
+
+        let mut cut = whole.clone();
+        cut.train.out_dir = dir.path().join("cut").display().to_string();
+        cut.train.max_steps = 3;
+        train_mlm(&cut, &corpus, &device, &quiet()).unwrap();
+        cut.train.max_steps = 0;
+        let resumed = TrainOptions {
+            resume: true,
+            quiet: true,
+        };
+        let b = train_mlm(&cut, &corpus, &device, &resumed).unwrap();
+        assert_eq!(b.train.resumed_from_step, 3);
+        assert_eq!(a.train.final_loss, b.train.final_loss);
+        let (wa, wb) = (
+            Checkpoint::load(&a.train.checkpoint).unwrap().model,
+            Checkpoint::load(&b.train.checkpoint).unwrap().model,
+        );
+        assert_eq!(wa.len(), wb.len());
+        for (x, y) in wa.iter().zip(&wb) {
+            assert_eq!((&x.name, &x.values), (&y.name, &y.values));
+        }
+    }
+
+    #[test]
+    fn bad_corpora_get_clear_errors() {
+        let dir = TempDir::new("mlm-bad");
+        let device = Device::flex();
+        let config = tiny_config(&dir, "run", 5);
+        let empty = dir.write("empty.txt", "\n  \n");
+        let err = train_mlm(&config, &empty, &device, &quiet()).unwrap_err();
+        assert!(format!("{err:#}").contains("empty corpus"), "{err:#}");
+
+        let short = dir.write("short.txt", &grammar_corpus(10, 1).join("\n"));
+        let mut packed = config.clone();
+        packed.data.mode = ExampleMode::Packed;
+        packed.data.max_len = 500;
+        let err = train_mlm(&packed, &short, &device, &quiet()).unwrap_err();
+        assert!(format!("{err:#}").contains("packed block"), "{err:#}");
+
+        let mut big_batch = config.clone();
+        big_batch.batch_size = 64;
+        let err = train_mlm(&big_batch, &short, &device, &quiet()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("fewer than one step"),
+            "{err:#}"
+        );
+
+        let missing = dir.path().join("nope.txt");
+        let err = train_mlm(&config, &missing, &device, &quiet()).unwrap_err();
+        assert!(format!("{err:#}").contains("nope.txt"), "{err:#}");
+    }
 }

@@ -6,8 +6,10 @@
 
 pub mod encoder;
 pub mod examples;
+pub mod export;
 pub mod masking;
 pub mod mlm;
+pub mod probe;
 pub mod tokenizer;
 
 /// Scratch folders and a synthetic corpus shared by the tests of this module.

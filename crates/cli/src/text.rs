@@ -1,0 +1,231 @@
+//! Text commands: `mlm train|eval|logits`, `tokenizer train`, `fill-mask`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Subcommand, ValueEnum};
+use pretext::text::mlm::{MlmCheckpoint, MlmConfig, MlmRun, fill_mask, train_mlm};
+use pretext::text::tokenizer::{Family, TextTokenizer};
+use pretext::train::TrainOptions;
+use serde_json::json;
+
+use crate::Global;
+
+#[derive(Subcommand, Debug)]
+pub enum MlmCommand {
+    /// Pretrain a BERT or RoBERTa encoder by masked language modelling on a text file (one
+    /// paragraph or sentence per line).
+    Train {
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Continue from the checkpoint in the config's train.out_dir.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Held-out masked-token accuracy, loss and perplexity of a checkpoint.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The training corpus (its held-out lines are scored) or any text file with --all-lines.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Score every line of the file, not only those training held out.
+        #[arg(long)]
+        all_lines: bool,
+    },
+    /// Write the model's logits for a few sentences as JSON (for checking exports).
+    Logits {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(required = true)]
+        sentences: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenizerCommand {
+    /// Train a WordPiece (BERT) or byte-level BPE (RoBERTa) tokenizer; writes tokenizer.json.
+    Train {
+        /// Text files, one or more.
+        #[arg(long, required = true, num_args = 1..)]
+        corpus: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "bert")]
+        family: FamilyArg,
+        #[arg(long, default_value_t = 8000)]
+        vocab_size: usize,
+        /// Keep case (default: lowercase, and strip accents for BERT).
+        #[arg(long)]
+        cased: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum FamilyArg {
+    Bert,
+    Roberta,
+}
+
+impl From<FamilyArg> for Family {
+    fn from(f: FamilyArg) -> Family {
+        match f {
+            FamilyArg::Bert => Family::Bert,
+            FamilyArg::Roberta => Family::Roberta,
+        }
+    }
+}
+
+pub fn mlm_config(g: &Global) -> Result<MlmConfig> {
+    let mut sets = g.set.clone();
+    if let Some(seed) = g.seed {
+        sets.push(format!("seed={seed}"));
+    }
+    MlmConfig::load(g.config.as_deref(), &sets)
+}
+
+pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
+    let device = pretext::device::parse(&g.device)?;
+    match cmd {
+        MlmCommand::Train { corpus, resume } => {
+            let config = mlm_config(g)?;
+            let options = TrainOptions {
+                resume,
+                quiet: g.json,
+            };
+            let run = train_mlm(&config, &corpus, &device, &options)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "mlm train", "corpus": corpus, "result": run })
+                );
+            } else {
+                print_run(&run);
+            }
+        }
+        MlmCommand::Eval {
+            checkpoint,
+            corpus,
+            all_lines,
+        } => {
+            let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
+            let scores = ckpt.evaluate_corpus(&corpus, all_lines, &device)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "mlm eval", "checkpoint": checkpoint, "corpus": corpus, "heldout": scores })
+                );
+            } else {
+                println!(
+                    "held-out: masked-token accuracy {:.2}%, loss {:.4}, perplexity {:.2} ({} masked tokens in {} sequences)",
+                    100.0 * scores.accuracy,
+                    scores.loss,
+                    scores.perplexity,
+                    scores.masked_tokens,
+                    scores.sequences
+                );
+            }
+        }
+        MlmCommand::Logits {
+            checkpoint,
+            out,
+            sentences,
+        } => {
+            let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
+            let (ids, logits) = ckpt.sentence_logits(&sentences, &device)?;
+            let text = json!({ "sentences": sentences, "input_ids": ids, "logits": logits });
+            pretext::checkpoint::write_atomic(&out, text.to_string().as_bytes())?;
+            eprintln!(
+                "wrote logits of {} sentences to {}",
+                sentences.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_run(run: &MlmRun) {
+    let s = &run.train;
+    println!(
+        "mlm: {} steps ({:.2} epochs of {} examples), loss {:.4} -> {:.4} (last epoch mean {:.4})",
+        s.steps, s.epochs_done, run.examples, s.first_loss, s.final_loss, s.last_epoch_loss
+    );
+    println!(
+        "speed: {:.0} tokens/s ({:.1} sequences/s); tokenisation {:.1}s before training",
+        run.tokens_per_sec, run.sequences_per_sec, run.tokenize_secs
+    );
+    crate::print_time(&s.time);
+    if let Some(h) = &run.heldout {
+        println!(
+            "held-out: masked-token accuracy {:.2}%, loss {:.4}, perplexity {:.2} ({} masked tokens in {} sequences)",
+            100.0 * h.accuracy,
+            h.loss,
+            h.perplexity,
+            h.masked_tokens,
+            h.sequences
+        );
+    }
+    println!("checkpoint: {}", s.checkpoint.display());
+}
+
+pub fn run_tokenizer(g: &Global, cmd: TokenizerCommand) -> Result<()> {
+    match cmd {
+        TokenizerCommand::Train {
+            corpus,
+            family,
+            vocab_size,
+            cased,
+            out,
+        } => {
+            let tokenizer = TextTokenizer::train(family.into(), &corpus, vocab_size, !cased)?;
+            let out = if out.is_dir() {
+                out.join("tokenizer.json")
+            } else {
+                out
+            };
+            tokenizer.save(&out)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "tokenizer train", "out": out, "vocab_size": tokenizer.vocab_size(), "family": tokenizer.family().name() })
+                );
+            } else {
+                println!(
+                    "wrote a {} tokenizer of {} ids to {}",
+                    tokenizer.family().name(),
+                    tokenizer.vocab_size(),
+                    out.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_fill_mask(g: &Global, checkpoint: PathBuf, text: String, top_k: usize) -> Result<()> {
+    if top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let device = pretext::device::parse(&g.device)?;
+    let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
+    let predictions = fill_mask(&ckpt, &text, top_k, &device)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "fill-mask", "text": text, "predictions": predictions })
+        );
+    } else {
+        for (i, candidates) in predictions.iter().enumerate() {
+            if predictions.len() > 1 {
+                println!("mask {}:", i + 1);
+            }
+            for p in candidates {
+                println!("  {:<16} {:.4}", p.token, p.probability);
+            }
+        }
+    }
+    Ok(())
+}
