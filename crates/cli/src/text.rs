@@ -134,9 +134,8 @@ pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
             sentences,
         } => {
             let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
-            let (ids, logits) = ckpt.sentence_logits(&sentences, &device)?;
-            let text = json!({ "sentences": sentences, "input_ids": ids, "logits": logits });
-            pretext::checkpoint::write_atomic(&out, text.to_string().as_bytes())?;
+            let logits = ckpt.sentence_logits(&sentences, &device)?;
+            pretext::checkpoint::write_atomic(&out, &serde_json::to_vec(&logits)?)?;
             eprintln!(
                 "wrote logits of {} sentences to {}",
                 sentences.len(),

@@ -579,7 +579,7 @@ pub fn heldout_scores(
         },
         special: tokenizer.special_ids(),
         vocab_size: tokenizer.vocab_size(),
-        seed: 0x4E1D_0u64,
+        seed: 0x4E1D0_u64,
     };
     let (mut nll, mut correct, mut count) = (0.0f64, 0usize, 0usize);
     let indices: Vec<usize> = (0..take).collect();
@@ -707,14 +707,18 @@ impl MlmCheckpoint {
     }
 }
 
+/// Token ids and logits `[len][vocab]` of each of a few sentences.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentenceLogits {
+    pub sentences: Vec<String>,
+    pub input_ids: Vec<Vec<u32>>,
+    pub logits: Vec<Vec<Vec<f32>>>,
+}
+
 impl MlmCheckpoint {
-    /// Token ids (with special tokens) and logits `[len][vocab]` of each sentence, run one at a
-    /// time without padding.
-    pub fn sentence_logits(
-        &self,
-        sentences: &[String],
-        device: &Device,
-    ) -> Result<(Vec<Vec<u32>>, Vec<Vec<Vec<f32>>>)> {
+    /// Token ids (with special tokens) and logits of each sentence, run one at a time without
+    /// padding.
+    pub fn sentence_logits(&self, sentences: &[String], device: &Device) -> Result<SentenceLogits> {
         let mut all_ids = Vec::new();
         let mut all_logits = Vec::new();
         for sentence in sentences {
@@ -736,7 +740,11 @@ impl MlmCheckpoint {
             all_logits.push(values.chunks(vocab).map(<[f32]>::to_vec).collect());
             all_ids.push(ids);
         }
-        Ok((all_ids, all_logits))
+        Ok(SentenceLogits {
+            sentences: sentences.to_vec(),
+            input_ids: all_ids,
+            logits: all_logits,
+        })
     }
 }
 
