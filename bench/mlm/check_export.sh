@@ -36,6 +36,8 @@ else
     )
 fi
 
+# A variable, because a literal "}" inside ${FILL_MASK:-...} would end the expansion early.
+DEFAULT_FILL_MASK='the quick brown {mask} jumps over the lazy dog.'
 VENV="${VENV:-$ROOT/bench/mlm/.venv}"
 PY="$VENV/bin/python"
 if [[ ! -x "$PY" ]]; then
@@ -63,4 +65,4 @@ set -x
 "$PRETEXT" mlm logits --checkpoint "$RUN" --out "$RUN/logits.json" "${SENTENCES[@]}"
 "$PY" "$ROOT/bench/mlm/check_export.py" "$RUN/hf" "$RUN/logits.json" \
     --tol "${TOL:-1e-4}" \
-    --fill-mask "${FILL_MASK:-the quick brown {mask} jumps over the lazy dog.}"
+    --fill-mask "${FILL_MASK:-$DEFAULT_FILL_MASK}"

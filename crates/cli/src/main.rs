@@ -66,16 +66,35 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
-    /// Score a checkpoint's frozen features (and a random-init backbone beside them).
+    /// Score a checkpoint's frozen features (and a random-init backbone beside them): kNN and
+    /// linear probes for image backbones; text-probe for MLM encoders (with --data FILE.tsv,
+    /// settings by --set, e.g. --set max_windows=2).
     Eval {
         protocol: Protocol,
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Image dataset folder, or for text-probe a TSV file of labelled texts.
         #[arg(long)]
         data: Option<PathBuf>,
         /// Skip the random-init baseline.
         #[arg(long)]
         no_baseline: bool,
+        /// text-probe: column of the label (from 0; default 1).
+        #[arg(long)]
+        label_column: Option<usize>,
+        /// text-probe: column of the text (from 0; default the last).
+        #[arg(long)]
+        text_column: Option<usize>,
+    },
+    /// Write an MLM checkpoint in Hugging Face's format (config.json, model.safetensors,
+    /// tokenizer.json), loadable with transformers' from_pretrained.
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, value_enum, default_value = "hf")]
+        format: ExportFormat,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write a checkpoint's features of a split to a .npy file.
     Embed {
@@ -118,6 +137,12 @@ enum Protocol {
     Knn,
     Linear,
     All,
+    TextProbe,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum ExportFormat {
+    Hf,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -177,9 +202,15 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             data,
             no_baseline,
+            label_column,
+            text_column,
         } => {
             let device = pretext::device::parse(&g.device)?;
             let protocols = match protocol {
+                Protocol::TextProbe => {
+                    let data = data.context("text-probe needs --data FILE.tsv")?;
+                    return text::run_text_probe(&g, &checkpoint, &data, label_column, text_column);
+                }
                 Protocol::Knn => Protocols {
                     knn: true,
                     linear: false,
@@ -241,6 +272,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Quickstart { data } => quickstart(&g, data.as_deref()),
         Command::Mlm(cmd) => text::run_mlm(&g, cmd),
+        Command::Export {
+            checkpoint,
+            format: ExportFormat::Hf,
+            out,
+        } => text::run_export(&g, &checkpoint, &out),
         Command::Tokenizer(cmd) => text::run_tokenizer(&g, cmd),
         Command::FillMask {
             checkpoint,

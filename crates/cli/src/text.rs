@@ -1,10 +1,12 @@
 //! Text commands: `mlm train|eval|logits`, `tokenizer train`, `fill-mask`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{Subcommand, ValueEnum};
+use pretext::text::export::export_hf;
 use pretext::text::mlm::{MlmCheckpoint, MlmConfig, MlmRun, fill_mask, train_mlm};
+use pretext::text::probe::{ProbeSettings, read_labelled_tsv, text_probe};
 use pretext::text::tokenizer::{Family, TextTokenizer};
 use pretext::train::TrainOptions;
 use serde_json::json;
@@ -225,6 +227,76 @@ pub fn run_fill_mask(g: &Global, checkpoint: PathBuf, text: String, top_k: usize
                 println!("  {:<16} {:.4}", p.token, p.probability);
             }
         }
+    }
+    Ok(())
+}
+
+pub fn run_export(g: &Global, checkpoint: &Path, out: &Path) -> Result<()> {
+    let device = pretext::device::parse(&g.device)?;
+    let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
+    let summary = export_hf(&ckpt, out)?;
+    if g.json {
+        println!("{}", json!({ "command": "export", "summary": summary }));
+    } else {
+        println!(
+            "wrote {} ({} tensors, {} parameters) to {}: {}",
+            summary.architecture,
+            summary.tensors,
+            summary.parameters,
+            summary.dir.display(),
+            summary.files.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn run_text_probe(
+    g: &Global,
+    checkpoint: &Path,
+    data: &Path,
+    label_column: Option<usize>,
+    text_column: Option<usize>,
+) -> Result<()> {
+    let device = pretext::device::parse(&g.device)?;
+    let settings: ProbeSettings = pretext::config::load_config(g.config.as_deref(), &g.set)?;
+    let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
+    let texts = read_labelled_tsv(data, label_column, text_column)?;
+    let seed = g.seed.unwrap_or(ckpt.config.seed);
+    let report = text_probe(&ckpt, &texts, &settings, seed, &device)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "eval text-probe", "checkpoint": checkpoint, "data": data, "results": report })
+        );
+    } else {
+        let pct = |x: f64| format!("{:.2}%", 100.0 * x);
+        println!(
+            "{}: {} train / {} test texts, {} classes",
+            data.display(),
+            report.train,
+            report.test,
+            report.classes
+        );
+        println!("{:<26} {:>10} {:>10}", "features", "mean", "[CLS]");
+        println!(
+            "{:<26} {:>10} {:>10}",
+            format!("pretrained (step {})", ckpt.step),
+            pct(report.pretrained.mean),
+            pct(report.pretrained.cls)
+        );
+        println!(
+            "{:<26} {:>10} {:>10}",
+            "random init",
+            pct(report.random.mean),
+            pct(report.random.cls)
+        );
+        println!(
+            "{:<26} {:>10}",
+            format!("bag of words ({})", report.bow_features),
+            pct(report.bag_of_words)
+        );
+        println!("{:<26} {:>10}", "majority class", pct(report.majority));
+        println!("({:.0}s)", report.seconds);
     }
     Ok(())
 }

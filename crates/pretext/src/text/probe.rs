@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::prelude::*;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::encoder::MlmModel;
 use super::examples::pad_batch;
@@ -397,8 +397,9 @@ pub fn bag_of_words_features<S: AsRef<str>>(
     (featurize(train_texts), featurize(test_texts))
 }
 
-/// Settings of [`text_probe`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Settings of [`text_probe`] (`--set key=value` on `pretext eval text-probe`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProbeSettings {
     /// Tokens per window, start and end tokens included (default 128).
     pub max_len: usize,
