@@ -390,6 +390,46 @@ mod tests {
     }
 
     #[test]
+    fn linear_schedule_matches_hugging_face() {
+        // get_linear_schedule_with_warmup(warmup 10, total 110) at peak 1: step / 10 during
+        // warm-up, then (110 - step) / 100.
+        let config = OptimConfig {
+            lr: 1.0,
+            schedule: "linear".into(),
+            ..Default::default()
+        };
+        for (step, expected) in [
+            (0, 0.0),
+            (5, 0.5),
+            (10, 1.0),
+            (60, 0.5),
+            (109, 0.01),
+            (110, 0.0),
+        ] {
+            let lr = config.lr_at(step, 10, 110);
+            assert!((lr - expected).abs() < 1e-12, "step {step}: {lr}");
+        }
+        let cosine = OptimConfig {
+            lr: 1.0,
+            ..Default::default()
+        };
+        assert!((cosine.lr_at(60, 10, 110) - 0.5).abs() < 1e-12);
+        assert!(
+            (cosine.lr_at(35, 10, 110) - 0.5 * (1.0 + (0.25 * std::f64::consts::PI).cos())).abs()
+                < 1e-12
+        );
+        assert_eq!(config.warmup_steps_for(7), 7);
+        assert_eq!(
+            OptimConfig {
+                warmup_steps: 3,
+                ..config
+            }
+            .warmup_steps_for(7),
+            3
+        );
+    }
+
+    #[test]
     fn sgd_momentum_follows_its_formula() {
         let device = Device::flex().autodiff();
         let model: Linear = LinearConfig::new(2, 1).init(&device);

@@ -447,3 +447,112 @@ fn truncate_metrics(path: &Path, keep_steps: usize) -> Result<()> {
         .collect();
     crate::checkpoint::write_atomic(path, kept.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+
+    /// Batches handed out in order, all in epoch 0.
+    struct Fixed(std::vec::IntoIter<(Tensor<2>, Tensor<2>)>);
+
+    impl BatchSource for Fixed {
+        type Batch = (Tensor<2>, Tensor<2>);
+
+        fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
+            self.0.next().map(|b| (b, 0))
+        }
+
+        fn waited(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+
+    /// Three SGD steps of least squares on 8 fixed rows, as one batch of 8 or `accum`
+    /// batches of 8 / accum; returns the final weights and bias.
+    fn least_squares(accum: usize, out_dir: &Path) -> Vec<f32> {
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let model: Linear = LinearConfig::new(3, 1).init(&device);
+        let x: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32) / 10.0).collect();
+        let y: Vec<f32> = (0..8).map(|i| i as f32 / 4.0).collect();
+        let rows = 8 / accum;
+        let mut batches = Vec::new();
+        for _ in 0..3 {
+            for part in 0..accum {
+                let xs = x[part * rows * 3..(part + 1) * rows * 3].to_vec();
+                let ys = y[part * rows..(part + 1) * rows].to_vec();
+                batches.push((
+                    Tensor::from_data(TensorData::new(xs, [rows, 3]), &device),
+                    Tensor::from_data(TensorData::new(ys, [rows, 1]), &device),
+                ));
+            }
+        }
+        let optimizer = OptimConfig {
+            kind: "sgd".into(),
+            lr: 0.1,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            warmup_epochs: 0.0,
+            ..OptimConfig::default()
+        };
+        let train = TrainConfig {
+            out_dir: out_dir.display().to_string(),
+            ..TrainConfig::default()
+        };
+        let spec = LoopSpec {
+            name: "least squares",
+            epochs: 1,
+            steps_per_epoch: 3,
+            total_steps: 3,
+            grad_accum: accum,
+            batch_size: rows,
+            optimizer: &optimizer,
+            train: &train,
+            seed: 0,
+            identity: toml::Table::new(),
+            meta: serde_json::json!({}),
+        };
+        let options = TrainOptions {
+            resume: false,
+            quiet: true,
+        };
+        let (model, summary) = run_loop(
+            model,
+            |_| Fixed(batches.into_iter()),
+            |m: &Linear, (x, y)| Ok((m.forward(x) - y).powf_scalar(2.0).mean().reshape([1])),
+            |m, _| m,
+            &spec,
+            &options,
+        )
+        .unwrap();
+        assert_eq!(summary.steps, 3);
+        let _ = std::fs::remove_dir_all(out_dir);
+        let mut values = model.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let bias = model
+            .bias
+            .map(|b| b.val().into_data().try_to_vec::<f32>().unwrap());
+        values.extend(bias.unwrap_or_default());
+        values
+    }
+
+    #[test]
+    fn accumulated_batches_step_like_one_big_batch() {
+        let tmp = std::env::temp_dir().join(format!("pretext-accum-{}", std::process::id()));
+        let whole = least_squares(1, &tmp.join("whole"));
+        let halves = least_squares(2, &tmp.join("halves"));
+        let quarters = least_squares(4, &tmp.join("quarters"));
+        for ((a, b), c) in whole.iter().zip(&halves).zip(&quarters) {
+            assert!(
+                (a - b).abs() < 1e-6 && (a - c).abs() < 1e-6,
+                "{whole:?} {halves:?} {quarters:?}"
+            );
+        }
+        // The steps moved the weights: the comparison is not between untouched copies.
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let start: Linear = LinearConfig::new(3, 1).init(&device);
+        let w0 = start.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        assert!(w0.iter().zip(&whole).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+}
