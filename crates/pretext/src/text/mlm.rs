@@ -243,8 +243,9 @@ pub fn read_corpus(path: &Path, holdout_every: usize, max_lines: usize) -> Resul
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes);
-    let replaced = text.matches('\u{FFFD}').count();
-    if replaced > 0 && std::str::from_utf8(&bytes).is_err() {
+    // Only a lossy decode can have replaced anything; count the replacements only then.
+    if let std::borrow::Cow::Owned(decoded) = &text {
+        let replaced = decoded.matches('\u{FFFD}').count();
         eprintln!(
             "warning: {}: {replaced} invalid UTF-8 sequences replaced",
             path.display()
