@@ -4,11 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{Subcommand, ValueEnum};
-use pretext::text::export::export_hf;
-use pretext::text::mlm::{MlmCheckpoint, MlmConfig, MlmRun, fill_mask, train_mlm};
-use pretext::text::probe::{ProbeSettings, read_labelled_tsv, text_probe};
+use pretext::core::train::TrainOptions;
+use pretext::text::checkpoint::{MlmCheckpoint, fill_mask};
+use pretext::text::config::MlmConfig;
+use pretext::text::hf::export_hf;
+use pretext::text::mlm::{MlmRun, train_mlm};
+use pretext::text::probe::{ProbeSettings, text_probe};
 use pretext::text::tokenizer::{Family, TextTokenizer};
-use pretext::train::TrainOptions;
+use pretext::text::tsv::read_labelled_tsv;
 use serde_json::json;
 
 use crate::Global;
@@ -81,15 +84,11 @@ impl From<FamilyArg> for Family {
 }
 
 pub fn mlm_config(g: &Global) -> Result<MlmConfig> {
-    let mut sets = g.set.clone();
-    if let Some(seed) = g.seed {
-        sets.push(format!("seed={seed}"));
-    }
-    MlmConfig::load(g.config.as_deref(), &sets)
+    MlmConfig::load(g.config.as_deref(), &g.overrides())
 }
 
 pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
-    let device = pretext::device::parse(&g.device)?;
+    let device = pretext::core::device::parse(&g.device)?;
     match cmd {
         MlmCommand::Train { corpus, resume } => {
             let config = mlm_config(g)?;
@@ -137,7 +136,7 @@ pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
         } => {
             let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
             let logits = ckpt.sentence_logits(&sentences, &device)?;
-            pretext::checkpoint::write_atomic(&out, &serde_json::to_vec(&logits)?)?;
+            pretext::core::checkpoint::write_atomic(&out, &serde_json::to_vec(&logits)?)?;
             eprintln!(
                 "wrote logits of {} sentences to {}",
                 sentences.len(),
@@ -158,7 +157,7 @@ fn print_run(run: &MlmRun) {
         "speed: {:.0} tokens/s ({:.1} sequences/s); tokenisation {:.1}s before training",
         run.tokens_per_sec, run.sequences_per_sec, run.tokenize_secs
     );
-    crate::print_time(&s.time);
+    crate::summary::print_time(&s.time);
     if let Some(h) = &run.heldout {
         println!(
             "held-out: masked-token accuracy {:.2}%, loss {:.4}, perplexity {:.2} ({} masked tokens in {} sequences)",
@@ -210,7 +209,7 @@ pub fn run_fill_mask(g: &Global, checkpoint: PathBuf, text: String, top_k: usize
     if top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let device = pretext::device::parse(&g.device)?;
+    let device = pretext::core::device::parse(&g.device)?;
     let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
     let predictions = fill_mask(&ckpt, &text, top_k, &device)?;
     if g.json {
@@ -232,7 +231,7 @@ pub fn run_fill_mask(g: &Global, checkpoint: PathBuf, text: String, top_k: usize
 }
 
 pub fn run_export(g: &Global, checkpoint: &Path, out: &Path) -> Result<()> {
-    let device = pretext::device::parse(&g.device)?;
+    let device = pretext::core::device::parse(&g.device)?;
     let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let summary = export_hf(&ckpt, out)?;
     if g.json {
@@ -257,8 +256,8 @@ pub fn run_text_probe(
     label_column: Option<usize>,
     text_column: Option<usize>,
 ) -> Result<()> {
-    let device = pretext::device::parse(&g.device)?;
-    let settings: ProbeSettings = pretext::config::load_config(g.config.as_deref(), &g.set)?;
+    let device = pretext::core::device::parse(&g.device)?;
+    let settings: ProbeSettings = pretext::core::config::load_config(g.config.as_deref(), &g.set)?;
     let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let texts = read_labelled_tsv(data, label_column, text_column)?;
     let seed = g.seed.unwrap_or(ckpt.config.seed);

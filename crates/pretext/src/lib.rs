@@ -1,20 +1,22 @@
 //! pretext: self-supervised learning on burn.
 //!
-//! Data flows one way: [`data`] (datasets, loader) → [`views`] (augmentation) → [`models`]
-//! (backbone, heads) → [`losses`] → [`optim`], driven by [`train`] for any [`methods::Method`];
-//! [`eval`] reads a checkpoint's backbone and scores its frozen features.
+//! ```text
+//! core/       knows no modality: train/ (the one training loop: progress, metrics,
+//!             checkpoints, resume, NaN guard, gradient accumulation), loader (background
+//!             batches), optim, checkpoint, device, config, heads, losses, momentum,
+//!             eval (kNN, linear probe on any features), report (plots, .npy)
+//! vision/     data (IDX, CIFAR, image folders) → views → backbones → methods (SimCLR, BYOL)
+//!             → pretrain job; eval (image features → core::eval)
+//! text/       tokenizer → examples → masking → encoder → mlm job; probe, export/import (HF)
+//! ```
+//!
+//! Each modality keeps the same inner shape: its data readers, its views or masking, its
+//! backbones and heads, its methods, its job. Audio and video will sit beside `vision/` and
+//! `text/` as `audio/` and `video/`, built the same way on the same core.
+//!
+//! Data flows one way: dataset → views (or masking) → backbone → head → loss → optimizer, driven
+//! by [`core::train::run_loop`]; evaluation reads a checkpoint.
 
-pub mod checkpoint;
-pub mod config;
-pub mod data;
-pub mod device;
-pub mod eval;
-pub mod losses;
-pub mod methods;
-pub mod models;
-pub mod momentum;
-pub mod optim;
-pub mod report;
+pub mod core;
 pub mod text;
-pub mod train;
-pub mod views;
+pub mod vision;

@@ -1,7 +1,7 @@
 //! Every shipped config parses and validates, so the README's commands cannot rot silently.
 
-use pretext::config::PretrainConfig;
-use pretext::text::mlm::MlmConfig;
+use pretext::text::config::MlmConfig;
+use pretext::vision::config::PretrainConfig;
 
 #[test]
 fn shipped_configs_are_valid() {

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use pretext::checkpoint::{Checkpoint, module_tensors};
-use pretext::config::PretrainConfig;
-use pretext::data::{ImageSet, embedded_fashion_mnist};
-use pretext::eval::{Protocols, evaluate};
-use pretext::methods::{Byol, Method, SimClr};
-use pretext::train::{TrainOptions, pretrain};
+use pretext::core::checkpoint::{Checkpoint, module_tensors};
+use pretext::core::eval::Protocols;
+use pretext::core::train::TrainOptions;
+use pretext::vision::config::PretrainConfig;
+use pretext::vision::data::{ImageSet, embedded_fashion_mnist};
+use pretext::vision::eval::evaluate;
+use pretext::vision::methods::{Byol, Method, SimClr};
+use pretext::vision::pretrain::pretrain;
 
 /// A run folder unique to this test process (a second config with the same name shares it).
 fn out_dir(name: &str) -> PathBuf {
@@ -119,7 +121,7 @@ trait RequiresGrad {
     fn projection_requires_grad(&self) -> bool;
 }
 
-impl RequiresGrad for pretext::methods::byol::Branch {
+impl RequiresGrad for pretext::vision::methods::byol::Branch {
     fn projection_requires_grad(&self) -> bool {
         let mut found = Vec::new();
         struct Check<'a>(&'a mut Vec<bool>);
@@ -143,7 +145,8 @@ fn byol_run_learns_and_moves_the_target() {
         pretrain::<Byol>(&config, &train_set(), &Device::flex(), &quiet()).unwrap();
     assert_eq!(summary.steps, 8);
     assert!(summary.final_loss.is_finite());
-    let changed = |a: &pretext::methods::byol::Branch, b: &pretext::methods::byol::Branch| {
+    let changed = |a: &pretext::vision::methods::byol::Branch,
+                   b: &pretext::vision::methods::byol::Branch| {
         module_tensors(a)
             .iter()
             .zip(module_tensors(b))
@@ -187,7 +190,7 @@ fn simclr_loss_falls_and_features_beat_random_init() {
         knn: true,
         linear: true,
     };
-    let score = |backbone: &pretext::models::Backbone| {
+    let score = |backbone: &pretext::vision::backbones::Backbone| {
         evaluate(
             backbone,
             &train,
@@ -262,8 +265,8 @@ fn resumed_run_equals_uninterrupted_run_and_same_seed_repeats() {
 
 /// The first tensor whose values differ, with the largest difference.
 fn first_difference(
-    a: &[pretext::checkpoint::NamedTensor],
-    b: &[pretext::checkpoint::NamedTensor],
+    a: &[pretext::core::checkpoint::NamedTensor],
+    b: &[pretext::core::checkpoint::NamedTensor],
 ) -> Option<(String, f32)> {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -299,7 +302,7 @@ fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         "{err}"
     );
     assert!(err.contains("last good checkpoint"), "{err}");
-    let ckpt = Checkpoint::load(&pretext::train::checkpoint_path(&config)).unwrap();
+    let ckpt = Checkpoint::load(&pretext::vision::pretrain::checkpoint_path(&config)).unwrap();
     let step = ckpt.meta["step"].as_u64().unwrap();
     assert!(
         step >= 1,

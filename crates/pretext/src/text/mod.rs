@@ -1,16 +1,21 @@
-//! Masked language modelling (BERT, RoBERTa): tokenizers, examples, masking and the encoder.
+//! Text: masked language modelling (BERT, RoBERTa) and what reads its checkpoints.
 //!
 //! Text flows [`tokenizer`] (ids and word ids) → [`examples`] (line-by-line or packed blocks,
 //! padded batches) → [`masking`] (the 15% / 80-10-10 corruption and its labels) →
-//! [`encoder`] (Transformer encoder with a tied MLM head and its loss).
+//! [`encoder`] (Transformer encoder with a tied MLM head and its loss), driven by the
+//! [`mlm`] job under its [`config`]. A trained run is read back by [`checkpoint`] (logits,
+//! fill-mask), scored on labelled texts ([`tsv`]) by [`probe`], and exported by [`hf`].
 
+pub mod checkpoint;
+pub mod config;
 pub mod encoder;
 pub mod examples;
-pub mod export;
+pub mod hf;
 pub mod masking;
 pub mod mlm;
 pub mod probe;
 pub mod tokenizer;
+pub mod tsv;
 
 /// Scratch folders and a synthetic corpus shared by the tests of this module.
 #[cfg(test)]

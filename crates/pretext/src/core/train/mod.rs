@@ -1,10 +1,12 @@
-//! The training loop, shared by every job (image methods today, masked language models next):
-//! batch → loss → backward → optimizer, with progress, metrics, checkpoints, resume and the
-//! NaN guard. [`pretrain`] wires it to image methods; [`run_loop`] knows nothing of images.
+//! The training loop every job shares (image methods, masked language models, the modalities
+//! to come): batch → loss → backward → optimizer, with progress, metrics, checkpoints, resume,
+//! gradient accumulation and the NaN guard. It knows nothing of images or text: a job hands it
+//! a model, a [`BatchSource`] and a loss.
+
+mod resume;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,12 +16,12 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, load_module, module_tensors};
-use crate::config::{PretrainConfig, TrainConfig};
-use crate::data::ImageSet;
-use crate::data::loader::{Loader, Schedule, ViewBatch, mix_seed, view_loader};
-use crate::methods::{Method, view_configs};
-use crate::optim::{OptimConfig, Optimizer};
+use crate::core::checkpoint::{Checkpoint, load_module, module_tensors};
+use crate::core::config::TrainConfig;
+use crate::core::loader::mix_seed;
+use crate::core::optim::{OptimConfig, Optimizer};
+pub use resume::checkpoint_file;
+use resume::{check_resumable, truncate_metrics};
 
 /// Where the time of a run went, in seconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -86,31 +88,6 @@ pub struct LoopSpec<'a> {
     pub identity: toml::Table,
     /// Stored in every checkpoint: what evaluation needs to rebuild and feed the model.
     pub meta: serde_json::Value,
-}
-
-pub fn checkpoint_file(out_dir: &str) -> PathBuf {
-    Path::new(out_dir).join("checkpoint.safetensors")
-}
-
-pub fn checkpoint_path(config: &PretrainConfig) -> PathBuf {
-    checkpoint_file(&config.train.out_dir)
-}
-
-fn check_resumable(stored: &str, identity: &toml::Table) -> Result<()> {
-    let stored: toml::Table = stored
-        .parse()
-        .context("checkpoint holds an unreadable run identity")?;
-    let differing: Vec<&String> = stored
-        .keys()
-        .chain(identity.keys())
-        .filter(|k| stored.get(*k) != identity.get(*k))
-        .collect();
-    if !differing.is_empty() {
-        bail!(
-            "cannot resume: the config differs from the checkpoint's in {differing:?} (start a new out_dir or use the same config)"
-        );
-    }
-    Ok(())
 }
 
 /// Train `model` on the batches `source_at(start_step)` yields, minimising `loss_of`, calling
@@ -299,7 +276,7 @@ where
     time.data_wait = source.waited().as_secs_f64();
     time.total = started.elapsed().as_secs_f64();
     drop(source);
-    crate::report::plot_loss(&metrics_path, &out_dir.join("loss.svg")).ok();
+    crate::core::report::plot_loss(&metrics_path, &out_dir.join("loss.svg")).ok();
 
     let mean_of = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let loop_secs = loop_started.elapsed().as_secs_f64().max(1e-9);
@@ -322,134 +299,10 @@ where
     Ok((model, summary))
 }
 
-/// Image views from the background [`Loader`], as the tensors a [`Method`] takes.
-struct ViewBatches {
-    loader: Loader<ViewBatch>,
-    device: Device,
-}
-
-impl BatchSource for ViewBatches {
-    type Batch = Vec<Tensor<4>>;
-
-    fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
-        let batch = self.loader.next_batch()?;
-        let tensors = batch
-            .views
-            .into_iter()
-            .zip(&batch.shapes)
-            .map(|(v, s)| Tensor::from_data(TensorData::new(v, *s), &self.device))
-            .collect();
-        Some((tensors, batch.epoch))
-    }
-
-    fn waited(&self) -> Duration {
-        self.loader.waited()
-    }
-}
-
-/// The config fields that must match for a resume to continue the same run.
-fn run_identity(config: &PretrainConfig) -> toml::Table {
-    let mut t = toml::Table::try_from(config).unwrap_or_default();
-    t.remove("train");
-    t.remove("eval");
-    t
-}
-
-/// Pretrain the image method `M` on `train` as `config` says.
-pub fn pretrain<M: Method>(
-    config: &PretrainConfig,
-    train: &ImageSet,
-    device: &Device,
-    options: &TrainOptions,
-) -> Result<(M, TrainSummary)> {
-    let train = if config.data.train_limit > 0 {
-        train.take(config.data.train_limit)
-    } else {
-        train.clone()
-    };
-    let steps_per_epoch = train.len() / config.batch_size;
-    if steps_per_epoch == 0 {
-        bail!(
-            "batch_size = {} is larger than the training set ({} images)",
-            config.batch_size,
-            train.len()
-        );
-    }
-    let (mean, std) = train.channel_stats();
-    let views = view_configs::<M>(config)?;
-    let pipelines: Vec<_> = views
-        .iter()
-        .map(|v| v.build((train.height, train.width), &mean, &std))
-        .collect();
-
-    device.seed(config.seed);
-    let ad = device.clone().autodiff();
-    let model = M::init(config, train.channels, &ad);
-    let spec = LoopSpec {
-        name: &config.method,
-        epochs: config.epochs,
-        steps_per_epoch,
-        total_steps: steps_per_epoch * config.epochs,
-        grad_accum: 1,
-        batch_size: config.batch_size,
-        seed: config.seed,
-        optimizer: &config.optimizer,
-        train: &config.train,
-        identity: run_identity(config),
-        meta: serde_json::json!({
-            "config": config.to_toml(),
-            "mean": mean,
-            "std": std,
-            "channels": train.channels,
-            "height": train.height,
-            "width": train.width,
-        }),
-    };
-    let data = Arc::new(train);
-    let source_at = |start: usize| {
-        let schedule = Schedule {
-            batch_size: config.batch_size,
-            steps_per_epoch,
-            epochs: config.epochs,
-            start_epoch: start / steps_per_epoch,
-            start_step: start % steps_per_epoch,
-            prefetch: config.train.prefetch,
-            seed: config.seed,
-        };
-        ViewBatches {
-            loader: view_loader(data.clone(), Arc::new(pipelines), schedule),
-            device: ad.clone(),
-        }
-    };
-    run_loop(
-        model,
-        source_at,
-        |m: &M, views| Ok(m.loss(views)),
-        |m: M, p| m.after_step(p),
-        &spec,
-        options,
-    )
-}
-
-fn truncate_metrics(path: &Path, keep_steps: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= keep_steps)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    crate::checkpoint::write_atomic(path, kept.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use burn::nn::{Linear, LinearConfig};
 

@@ -55,7 +55,7 @@ pub fn write_npy(path: &Path, values: &[f32], rows: usize, cols: usize) -> Resul
     for v in values {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    crate::checkpoint::write_atomic(path, &bytes)
+    crate::core::checkpoint::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn npy_header_is_aligned_and_data_follows() {
-        let dir = crate::data::tests::tempdir("npy");
+        let dir = crate::vision::data::tests::tempdir("npy");
         let p = dir.join("f.npy");
         write_npy(&p, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3).unwrap();
         let b = std::fs::read(&p).unwrap();

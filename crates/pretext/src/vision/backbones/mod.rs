@@ -1,13 +1,14 @@
-//! Backbones (image → feature vector) and heads (feature → embedding).
+//! Image backbones (image → feature vector): a small CNN for 28x28 inputs and ResNet-18/50,
+//! chosen by the `[backbone]` table.
 
-pub mod heads;
 pub mod resnet;
 pub mod small_cnn;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use heads::{Mlp, MlpConfig};
+use crate::core::heads::{Mlp, MlpConfig};
+
 pub use resnet::ResNet;
 pub use small_cnn::SmallCnn;
 

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn planar_records_become_interleaved_pixels() {
-        let dir = crate::data::tests::tempdir("cifar");
+        let dir = crate::vision::data::tests::tempdir("cifar");
         let mut rec = vec![7u8];
         rec.extend(std::iter::repeat_n(10u8, PLANE));
         rec.extend(std::iter::repeat_n(20u8, PLANE));

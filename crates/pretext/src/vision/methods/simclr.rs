@@ -3,10 +3,11 @@
 use burn::prelude::*;
 
 use super::Method;
-use crate::config::PretrainConfig;
-use crate::losses::nt_xent;
-use crate::models::{Backbone, Mlp, backbone_and_projection};
-use crate::views::ViewConfig;
+use crate::core::heads::Mlp;
+use crate::core::losses::nt_xent;
+use crate::vision::backbones::{Backbone, backbone_and_projection};
+use crate::vision::config::PretrainConfig;
+use crate::vision::views::ViewConfig;
 
 #[derive(Module, Debug)]
 pub struct SimClr {

@@ -1,5 +1,6 @@
-//! Evaluation on frozen features: kNN and a linear probe, next to a randomly initialised
-//! backbone so the gain from pretraining shows.
+//! Evaluation on frozen features of any modality: weighted kNN and a linear probe over a
+//! [`Features`] matrix with one label per row. Each modality turns its data into features
+//! (image backbones, text encoders) and hands them here.
 
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -10,12 +11,9 @@ use burn::tensor::activation::log_softmax;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::config::EvalConfig;
-use crate::data::ImageSet;
-use crate::data::loader::epoch_order;
-use crate::models::Backbone;
-use crate::optim::{OptimConfig, Optimizer, cosine_lr};
-use crate::views::{Image, eval_pipeline};
+use crate::core::config::EvalConfig;
+use crate::core::loader::epoch_order;
+use crate::core::optim::{OptimConfig, Optimizer, cosine_lr};
 
 /// Features `[n, dim]` as a flat row-major buffer.
 #[derive(Debug, Clone)]
@@ -49,40 +47,6 @@ impl Features {
             values,
         }
     }
-}
-
-/// Backbone features of every image (no augmentation; batch norm in inference mode).
-pub fn extract(
-    backbone: &Backbone,
-    set: &ImageSet,
-    mean: &[f32],
-    std: &[f32],
-    device: &Device,
-) -> Features {
-    let model = backbone
-        .valid()
-        .to_device(&device.clone().without_autodiff());
-    let device = device.clone().without_autodiff();
-    let pipeline = eval_pipeline(mean, std);
-    let (c, h, w) = (set.channels, set.height, set.width);
-    let dim = backbone.out_dim();
-    let mut values = Vec::with_capacity(set.len() * dim);
-    const CHUNK: usize = 500;
-    for start in (0..set.len()).step_by(CHUNK) {
-        let end = (start + CHUNK).min(set.len());
-        let mut buf = vec![0f32; (end - start) * c * h * w];
-        buf.par_chunks_mut(c * h * w)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let img = Image::from_bytes(set.image(start + i), h, w, c);
-                let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-                pipeline.apply(img, &mut rng).write_chw(out);
-            });
-        let x = Tensor::<4>::from_data(TensorData::new(buf, [end - start, c, h, w]), &device);
-        let f = model.forward(x).into_data().convert::<f32>();
-        values.extend(f.try_to_vec::<f32>().unwrap_or_default());
-    }
-    Features { dim, values }
 }
 
 /// Features with one label per row.
@@ -218,46 +182,6 @@ pub struct Scores {
 pub struct Protocols {
     pub knn: bool,
     pub linear: bool,
-}
-
-/// Evaluate `backbone` with the chosen protocols on a labelled train/test pair.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    backbone: &Backbone,
-    train: &ImageSet,
-    test: &ImageSet,
-    mean: &[f32],
-    std: &[f32],
-    config: &EvalConfig,
-    protocols: Protocols,
-    seed: u64,
-    device: &Device,
-) -> Result<Scores> {
-    let train_labels = train.require_labels()?;
-    let test_labels = test.require_labels()?;
-    if (train.channels, train.height, train.width) != (test.channels, test.height, test.width) {
-        bail!("train and test images differ in shape");
-    }
-    let classes = train.num_classes().max(test.num_classes());
-    let ftrain = extract(backbone, train, mean, std, device);
-    let ftest = extract(backbone, test, mean, std, device);
-    let train = Labelled {
-        features: &ftrain,
-        labels: train_labels,
-    };
-    let test = Labelled {
-        features: &ftest,
-        labels: test_labels,
-    };
-    let knn = protocols
-        .knn
-        .then(|| knn_accuracy(train, test, classes, config.knn_k, config.knn_temperature));
-    let linear = if protocols.linear {
-        Some(linear_probe(train, test, classes, config, seed, device)?)
-    } else {
-        None
-    };
-    Ok(Scores { knn, linear })
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 use burn::prelude::*;
 
 use super::Method;
-use crate::config::PretrainConfig;
-use crate::losses::normalized_mse;
-use crate::models::{Backbone, Mlp, backbone_and_projection};
-use crate::momentum::{cosine_tau, detached_copy, ema_update};
-use crate::views::ViewConfig;
+use crate::core::heads::Mlp;
+use crate::core::losses::normalized_mse;
+use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
+use crate::vision::backbones::{Backbone, backbone_and_projection};
+use crate::vision::config::PretrainConfig;
+use crate::vision::views::ViewConfig;
 
 /// Encoder and projection: the part shared in shape by the online and target networks.
 #[derive(Module, Debug)]

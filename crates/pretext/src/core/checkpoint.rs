@@ -247,7 +247,7 @@ mod tests {
             optimizer: vec![("weight#first".into(), vec![1.0, 2.0])],
             meta: serde_json::json!({"step": 7}),
         };
-        let dir = crate::data::tests::tempdir("ckpt");
+        let dir = crate::vision::data::tests::tempdir("ckpt");
         let path = dir.join("c.safetensors");
         ckpt.save(&path).unwrap();
         let back = Checkpoint::load(&path).unwrap();

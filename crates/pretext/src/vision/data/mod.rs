@@ -7,7 +7,6 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
-pub mod loader;
 
 use std::path::Path;
 
@@ -162,13 +161,13 @@ const FASHION_CLASSES: [&str; 10] = [
 /// per class, MIT licence, see `data/fashion-mnist-subset/LICENSE`).
 pub fn embedded_fashion_mnist() -> Result<Splits> {
     const TRAIN_IMAGES: &[u8] =
-        include_bytes!("../../../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz");
+        include_bytes!("../../../../../data/fashion-mnist-subset/train-images-idx3-ubyte.gz");
     const TRAIN_LABELS: &[u8] =
-        include_bytes!("../../../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
+        include_bytes!("../../../../../data/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
     const TEST_IMAGES: &[u8] =
-        include_bytes!("../../../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
+        include_bytes!("../../../../../data/fashion-mnist-subset/t10k-images-idx3-ubyte.gz");
     const TEST_LABELS: &[u8] =
-        include_bytes!("../../../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+        include_bytes!("../../../../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
     let train = idx_pair(
         idx::parse_idx(TRAIN_IMAGES)?,
         idx::parse_idx(TRAIN_LABELS)?,

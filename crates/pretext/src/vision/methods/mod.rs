@@ -12,9 +12,9 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::prelude::*;
 
-use crate::config::PretrainConfig;
-use crate::models::Backbone;
-use crate::views::ViewConfig;
+use crate::vision::backbones::Backbone;
+use crate::vision::config::PretrainConfig;
+use crate::vision::views::ViewConfig;
 
 pub use byol::Byol;
 pub use simclr::SimClr;
@@ -62,11 +62,11 @@ macro_rules! with_method {
     ($name:expr, $M:ident => $body:expr) => {
         match $name {
             "byol" => {
-                type $M = $crate::methods::Byol;
+                type $M = $crate::vision::methods::Byol;
                 $body
             }
             _ => {
-                type $M = $crate::methods::SimClr;
+                type $M = $crate::vision::methods::SimClr;
                 $body
             }
         }

@@ -1,4 +1,5 @@
-//! MLP heads: SimCLR's projection, BYOL's projection and prediction.
+//! MLP heads on top of any backbone's features: SimCLR's projection, BYOL's projection and
+//! prediction.
 
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;

@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn folder_with_classes_and_a_corrupt_image() {
-        let dir = crate::data::tests::tempdir("folder");
+        let dir = crate::vision::data::tests::tempdir("folder");
         for (class, shade) in [("cat", 10u8), ("dog", 200u8)] {
             std::fs::create_dir_all(dir.join(class)).unwrap();
             for i in 0..3 {

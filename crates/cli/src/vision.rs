@@ -1,0 +1,324 @@
+//! Image commands: `pretrain`, `eval knn|linear|all`, `embed`, `quickstart`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::Device;
+use pretext::core::checkpoint::{Checkpoint, load_module};
+use pretext::core::eval::Protocols;
+use pretext::core::train::{TrainOptions, TrainSummary};
+use pretext::vision::backbones::Backbone;
+use pretext::vision::config::PretrainConfig;
+use pretext::vision::data::{self, ImageSet, Splits};
+use pretext::vision::eval::{evaluate, extract};
+use pretext::vision::methods::Method;
+use pretext::vision::pretrain::pretrain as pretrain_method;
+use pretext::with_method;
+use serde_json::json;
+
+use crate::Global;
+
+const QUICKSTART_CONFIG: &str = include_str!("../../../configs/quickstart.toml");
+
+/// `pretext pretrain`: pretrain an image method, print its summary.
+pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool) -> Result<()> {
+    let config = load_config(g, None)?;
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    eprintln!("data: {}", splits.description);
+    let summary = pretrain_any(&config, &splits.train, &device, resume, g.json)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "pretrain", "data": splits.description, "summary": summary })
+        );
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+/// `pretext eval knn|linear|all`: score a checkpoint's frozen image features.
+pub fn eval(
+    g: &Global,
+    protocols: Protocols,
+    checkpoint: &Path,
+    data: Option<&Path>,
+    baseline: bool,
+) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    let loaded = LoadedCheckpoint::open(checkpoint, &device)?;
+    let mut config = loaded.config.clone();
+    apply_eval_overrides(&mut config, g)?;
+    let report = eval_report(&loaded, &config, &splits, protocols, baseline, &device)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "eval", "checkpoint": checkpoint, "data": splits.description, "results": report })
+        );
+    } else {
+        print_scores(&report, &loaded.config);
+    }
+    Ok(())
+}
+
+/// `pretext embed`: write a checkpoint's features of one split to a `.npy` file.
+pub fn embed(
+    g: &Global,
+    checkpoint: &Path,
+    data: Option<&Path>,
+    out: &Path,
+    test_split: bool,
+) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    let loaded = LoadedCheckpoint::open(checkpoint, &device)?;
+    let set = if test_split {
+        splits.require_test()?
+    } else {
+        &splits.train
+    };
+    loaded.check_compatible(set)?;
+    let f = extract(&loaded.backbone, set, &loaded.mean, &loaded.std, &device);
+    pretext::core::report::write_npy(out, &f.values, f.len(), f.dim)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "embed", "out": out, "rows": f.len(), "dim": f.dim })
+        );
+    } else {
+        println!(
+            "wrote {} features of dimension {} to {}",
+            f.len(),
+            f.dim,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn load_config(g: &Global, default_text: Option<&str>) -> Result<PretrainConfig> {
+    let sets = g.overrides();
+    match (&g.config, default_text) {
+        (Some(path), _) => PretrainConfig::load(Some(path), &sets),
+        (None, Some(text)) => PretrainConfig::from_toml(text, "quickstart config", &sets),
+        (None, None) => PretrainConfig::load(None, &sets),
+    }
+}
+
+/// Eval reads the checkpoint's config; `--set eval.*` and `--seed` still apply.
+fn apply_eval_overrides(config: &mut PretrainConfig, g: &Global) -> Result<()> {
+    *config = PretrainConfig::from_toml(&config.to_toml(), "checkpoint config", &g.overrides())?;
+    Ok(())
+}
+
+fn pretrain_any(
+    config: &PretrainConfig,
+    train: &ImageSet,
+    device: &Device,
+    resume: bool,
+    quiet: bool,
+) -> Result<TrainSummary> {
+    let options = TrainOptions { resume, quiet };
+    with_method!(config.method.as_str(), M => {
+        let (_, summary) = pretrain_method::<M>(config, train, device, &options)?;
+        Ok(summary)
+    })
+}
+
+/// A checkpoint's backbone with what is needed to feed it.
+struct LoadedCheckpoint {
+    config: PretrainConfig,
+    backbone: Backbone,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    shape: (usize, usize, usize),
+}
+
+impl LoadedCheckpoint {
+    fn open(path: &Path, device: &Device) -> Result<Self> {
+        let ckpt = Checkpoint::load(path)?;
+        let text = ckpt.meta["config"]
+            .as_str()
+            .context("checkpoint has no config")?;
+        let config: PretrainConfig =
+            toml::from_str(text).context("checkpoint config is unreadable")?;
+        let floats = |key: &str| -> Vec<f32> {
+            ckpt.meta[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_f64())
+                        .map(|v| v as f32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let dim = |key: &str| ckpt.meta[key].as_u64().unwrap_or(0) as usize;
+        let shape = (dim("channels"), dim("height"), dim("width"));
+        let backbone = with_method!(config.method.as_str(), M => {
+            let method = load_module(M::init(&config, shape.0, device), &ckpt.model)
+                .with_context(|| format!("{}", path.display()))?;
+            method.backbone().clone()
+        });
+        Ok(LoadedCheckpoint {
+            mean: floats("mean"),
+            std: floats("std"),
+            config,
+            backbone,
+            shape,
+        })
+    }
+
+    fn random_backbone(&self, device: &Device) -> Backbone {
+        device.seed(self.config.seed);
+        with_method!(self.config.method.as_str(), M => M::init(&self.config, self.shape.0, device).backbone().clone())
+    }
+
+    fn check_compatible(&self, set: &ImageSet) -> Result<()> {
+        if set.channels != self.shape.0 {
+            bail!(
+                "the checkpoint was trained on {}-channel images, the data has {} channels",
+                self.shape.0,
+                set.channels
+            );
+        }
+        Ok(())
+    }
+}
+
+fn limited(set: &ImageSet, limit: usize) -> ImageSet {
+    if limit > 0 {
+        set.take(limit)
+    } else {
+        set.clone()
+    }
+}
+
+fn eval_report(
+    loaded: &LoadedCheckpoint,
+    config: &PretrainConfig,
+    splits: &Splits,
+    protocols: Protocols,
+    baseline: bool,
+    device: &Device,
+) -> Result<serde_json::Value> {
+    let test = limited(splits.require_test()?, config.data.test_limit);
+    let train = limited(&splits.train, config.data.train_limit);
+    loaded.check_compatible(&train)?;
+    let t = Instant::now();
+    let score = |b: &Backbone| {
+        evaluate(
+            b,
+            &train,
+            &test,
+            &loaded.mean,
+            &loaded.std,
+            &config.eval,
+            protocols,
+            config.seed,
+            device,
+        )
+    };
+    let pretrained = score(&loaded.backbone)?;
+    let random = if baseline {
+        Some(score(&loaded.random_backbone(device))?)
+    } else {
+        None
+    };
+    Ok(json!({
+        "method": loaded.config.method,
+        "train_images": train.len(),
+        "test_images": test.len(),
+        "knn_k": config.eval.knn_k,
+        "pretrained": pretrained,
+        "random_init": random,
+        "seconds": t.elapsed().as_secs_f64(),
+    }))
+}
+
+fn pct(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |x| format!("{:.2}%", 100.0 * x))
+}
+
+fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
+    println!(
+        "evaluated on {} train / {} test images",
+        report["train_images"], report["test_images"]
+    );
+    println!(
+        "{:<22} {:>12} {:>14}",
+        "backbone",
+        format!("kNN (k={})", config.eval.knn_k),
+        "linear probe"
+    );
+    let row = |name: &str, s: &serde_json::Value| {
+        println!(
+            "{:<22} {:>12} {:>14}",
+            name,
+            pct(&s["knn"]),
+            pct(&s["linear"])
+        );
+    };
+    row(
+        &format!("pretrained ({})", config.method),
+        &report["pretrained"],
+    );
+    if !report["random_init"].is_null() {
+        row("random init", &report["random_init"]);
+    }
+}
+
+fn print_summary(s: &TrainSummary) {
+    println!(
+        "{}: {} steps ({:.2} epochs), loss {:.4} -> {:.4} (last epoch mean {:.4}), {:.0} images/s",
+        s.method,
+        s.steps,
+        s.epochs_done,
+        s.first_loss,
+        s.final_loss,
+        s.last_epoch_loss,
+        s.images_per_sec
+    );
+    crate::summary::print_time(&s.time);
+    println!("checkpoint: {}", s.checkpoint.display());
+}
+
+pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
+    let started = Instant::now();
+    let config = load_config(g, Some(QUICKSTART_CONFIG))?;
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    eprintln!("data: {}", splits.description);
+    eprintln!(
+        "pretraining {} for {} epochs (batch {}) ...",
+        config.method, config.epochs, config.batch_size
+    );
+    let summary = pretrain_any(&config, &splits.train, &device, false, g.json)?;
+    if !g.json {
+        print_summary(&summary);
+        eprintln!(
+            "evaluating frozen features (kNN and linear probe) against a random-init backbone ..."
+        );
+    }
+    let loaded = LoadedCheckpoint::open(&summary.checkpoint, &device)?;
+    let protocols = Protocols {
+        knn: true,
+        linear: true,
+    };
+    let report = eval_report(&loaded, &config, &splits, protocols, true, &device)?;
+    let wall = started.elapsed().as_secs_f64();
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "quickstart", "data": splits.description, "pretrain": summary, "results": report, "wall_seconds": wall })
+        );
+    } else {
+        print_scores(&report, &config);
+        println!("wall time: {wall:.0}s");
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The config machinery every job shares: one TOML file plus `--set key=value` overrides, with
+//! unknown keys refused by name; and the config tables common to all jobs (the run folder and
+//! checkpoint cadence, frozen-feature evaluation).
+//!
+//! Every table denies unknown keys, so a typo is an error that names the key instead of a
+//! silently ignored setting.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Run folder: checkpoint, metrics, plots.
+    pub out_dir: String,
+    /// Write a checkpoint every N optimizer steps (0: only at the end of each epoch).
+    pub checkpoint_every: usize,
+    /// Batches prepared ahead of the model.
+    pub prefetch: usize,
+    /// Stop after this many steps in total (0: run all epochs). For tests and interruption drills.
+    pub max_steps: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub knn_k: usize,
+    pub knn_temperature: f64,
+    pub linear_epochs: usize,
+    pub linear_lr: f64,
+    pub linear_batch_size: usize,
+    pub linear_weight_decay: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            out_dir: "runs/pretrain".into(),
+            checkpoint_every: 0,
+            prefetch: 4,
+            max_steps: 0,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            knn_k: 200,
+            knn_temperature: 0.1,
+            linear_epochs: 30,
+            linear_lr: 0.01,
+            linear_batch_size: 256,
+            linear_weight_decay: 1e-5,
+        }
+    }
+}
+
+/// Parse a `--set` value as a TOML value, falling back to a bare string (`method=byol`).
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// Apply `key.path=value` to a TOML table, refusing keys the default config lacks.
+fn apply_override(doc: &mut toml::Table, reference: &toml::Table, assignment: &str) -> Result<()> {
+    let Some((key, raw)) = assignment.split_once('=') else {
+        bail!("--set {assignment}: expected key=value");
+    };
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut table = doc;
+    let mut reference = Some(reference);
+    for (i, part) in parts.iter().enumerate() {
+        let known = reference.and_then(|r| r.get(*part));
+        if reference.is_some() && known.is_none() {
+            bail!("--set {key}: unknown key '{part}'");
+        }
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), parse_value(raw.trim()));
+            return Ok(());
+        }
+        reference = known.and_then(|v| v.as_table());
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {key}: '{part}' is not a table"))?;
+    }
+    Ok(())
+}
+
+/// Parse a config of type `T` from TOML text plus `--set` overrides: keys the default config
+/// lacks are refused by name, and `origin` (the file) prefixes every error.
+pub fn parse_config<T>(text: &str, origin: &str, overrides: &[String]) -> Result<T>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    let mut doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("{origin}: invalid TOML"))?;
+    let reference = toml::Table::try_from(T::default())?;
+    for o in overrides {
+        apply_override(&mut doc, &reference, o)?;
+    }
+    doc.try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))
+}
+
+/// Read a config file (or the defaults when `path` is `None`) with `--set` overrides.
+pub fn load_config<T>(path: Option<&Path>, overrides: &[String]) -> Result<T>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            parse_config(&text, &p.display().to_string(), overrides)
+        }
+        None => parse_config("", "default config", overrides),
+    }
+}

@@ -1,0 +1,17 @@
+//! The shared core: everything that knows no modality. The training loop ([`train`]) and the
+//! background batch producer ([`loader`]); optimizers and schedules; checkpoints; device
+//! selection; the config machinery; heads, losses and momentum encoders that act on feature
+//! vectors; frozen-feature evaluation; plots and feature files.
+
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod eval;
+pub mod heads;
+pub mod loader;
+pub mod losses;
+pub mod momentum;
+pub mod optim;
+pub mod report;
+pub mod split;
+pub mod train;

@@ -1,0 +1,12 @@
+//! Images: data readers ([`data`]) → augmented views ([`views`], batched on the shared loader
+//! by [`batches`]) → backbones ([`backbones`]) → SSL methods ([`methods`]) → the pretraining
+//! job ([`pretrain`]); [`eval`] scores a checkpoint's frozen features.
+
+pub mod backbones;
+pub mod batches;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod methods;
+pub mod pretrain;
+pub mod views;

@@ -1,0 +1,323 @@
+//! Views: the random augmentations that turn one image into the inputs an SSL method compares.
+//!
+//! Each transform is a small [`Transform`] implementation over an [`Image`] (f32, `HWC`, values in
+//! [0, 1]); a [`ViewConfig`] (one TOML table) builds the pipeline, and methods ask for one config
+//! per view (BYOL's two views differ). All randomness comes from the RNG passed in, which the
+//! loader seeds from (seed, epoch, image, view): the same seed gives the same views on any number
+//! of threads.
+
+mod transforms;
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use transforms::{
+    ColorJitter, GaussianBlur, HorizontalFlip, Normalize, RandomGrayscale, RandomResizedCrop,
+    Solarize, resize_window,
+};
+
+/// An image as f32 values in `HWC` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    pub fn from_bytes(bytes: &[u8], height: usize, width: usize, channels: usize) -> Image {
+        Image {
+            height,
+            width,
+            channels,
+            data: bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+        }
+    }
+
+    pub(crate) fn at(&self, y: usize, x: usize, c: usize) -> f32 {
+        self.data[(y * self.width + x) * self.channels + c]
+    }
+
+    /// Luma per pixel (the value itself for grayscale images).
+    pub(crate) fn luma(&self) -> Vec<f32> {
+        self.data
+            .chunks_exact(self.channels)
+            .map(|p| {
+                if p.len() == 3 {
+                    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+                } else {
+                    p[0]
+                }
+            })
+            .collect()
+    }
+
+    /// Write the image as `CHW` into `out` (length h*w*c).
+    pub fn write_chw(&self, out: &mut [f32]) {
+        let plane = self.height * self.width;
+        for (i, px) in self.data.chunks_exact(self.channels).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                out[c * plane + i] = v;
+            }
+        }
+    }
+}
+
+/// One random image operation.
+pub trait Transform: Send + Sync + std::fmt::Debug {
+    fn apply(&self, image: Image, rng: &mut ChaCha8Rng) -> Image;
+}
+
+/// The transforms of one view, in order.
+#[derive(Debug, Default)]
+pub struct Pipeline(pub Vec<Box<dyn Transform>>);
+
+impl Pipeline {
+    pub fn apply(&self, mut image: Image, rng: &mut ChaCha8Rng) -> Image {
+        for t in &self.0 {
+            image = t.apply(image, rng);
+        }
+        image
+    }
+}
+
+/// The augmentation recipe of one view; a TOML table under `[views.*]` in a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewConfig {
+    /// Output side in pixels; 0 means the input's own size.
+    pub crop_size: usize,
+    pub crop_scale: (f32, f32),
+    pub crop_ratio: (f32, f32),
+    pub flip_p: f32,
+    pub jitter_p: f32,
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    pub grayscale_p: f32,
+    pub blur_p: f32,
+    pub blur_sigma: (f32, f32),
+    pub solarize_p: f32,
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        Self::simclr()
+    }
+}
+
+impl ViewConfig {
+    /// SimCLR's recipe (Chen et al. 2020) with the crop scale of its small-image experiments.
+    pub fn simclr() -> Self {
+        ViewConfig {
+            crop_size: 0,
+            crop_scale: (0.2, 1.0),
+            crop_ratio: (0.75, 4.0 / 3.0),
+            flip_p: 0.5,
+            jitter_p: 0.8,
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+            grayscale_p: 0.2,
+            blur_p: 0.0,
+            blur_sigma: (0.1, 2.0),
+            solarize_p: 0.0,
+        }
+    }
+
+    /// BYOL's two asymmetric views (Grill et al. 2020): blur always on the first, rarely on the
+    /// second, which alone is solarised.
+    pub fn byol() -> [Self; 2] {
+        // BYOL's jitter differs from SimCLR's only in a weaker saturation.
+        let base = ViewConfig {
+            saturation: 0.2,
+            ..Self::simclr()
+        };
+        [
+            ViewConfig {
+                blur_p: 1.0,
+                solarize_p: 0.0,
+                ..base.clone()
+            },
+            ViewConfig {
+                blur_p: 0.1,
+                solarize_p: 0.2,
+                ..base
+            },
+        ]
+    }
+
+    /// The pipeline for images of `input` size, ending in normalisation with the dataset's stats.
+    pub fn build(&self, input: (usize, usize), mean: &[f32], std: &[f32]) -> Pipeline {
+        let size = if self.crop_size == 0 {
+            input
+        } else {
+            (self.crop_size, self.crop_size)
+        };
+        let mut t: Vec<Box<dyn Transform>> = vec![Box::new(RandomResizedCrop {
+            size,
+            scale: self.crop_scale,
+            ratio: self.crop_ratio,
+        })];
+        if self.flip_p > 0.0 {
+            t.push(Box::new(HorizontalFlip { p: self.flip_p }));
+        }
+        if self.jitter_p > 0.0 {
+            t.push(Box::new(ColorJitter {
+                p: self.jitter_p,
+                brightness: self.brightness,
+                contrast: self.contrast,
+                saturation: self.saturation,
+                hue: self.hue,
+            }));
+        }
+        if self.grayscale_p > 0.0 {
+            t.push(Box::new(RandomGrayscale {
+                p: self.grayscale_p,
+            }));
+        }
+        if self.blur_p > 0.0 {
+            t.push(Box::new(GaussianBlur {
+                p: self.blur_p,
+                sigma: self.blur_sigma,
+            }));
+        }
+        if self.solarize_p > 0.0 {
+            t.push(Box::new(Solarize { p: self.solarize_p }));
+        }
+        t.push(Box::new(Normalize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        }));
+        Pipeline(t)
+    }
+
+    /// Check ranges; errors name the field.
+    pub fn validate(&self, name: &str) -> anyhow::Result<()> {
+        let prob = [
+            ("flip_p", self.flip_p),
+            ("jitter_p", self.jitter_p),
+            ("grayscale_p", self.grayscale_p),
+            ("blur_p", self.blur_p),
+            ("solarize_p", self.solarize_p),
+        ];
+        for (field, p) in prob {
+            if !(0.0..=1.0).contains(&p) {
+                anyhow::bail!("{name}.{field} = {p}: a probability must lie in [0, 1]");
+            }
+        }
+        let (s0, s1) = self.crop_scale;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
+            anyhow::bail!("{name}.crop_scale = [{s0}, {s1}]: need 0 < min <= max <= 1");
+        }
+        let (r0, r1) = self.crop_ratio;
+        if !(r0 > 0.0 && r0 <= r1) {
+            anyhow::bail!("{name}.crop_ratio = [{r0}, {r1}]: need 0 < min <= max");
+        }
+        if !(self.blur_sigma.0 > 0.0 && self.blur_sigma.0 <= self.blur_sigma.1) {
+            anyhow::bail!("{name}.blur_sigma: need 0 < min <= max");
+        }
+        Ok(())
+    }
+}
+
+/// The evaluation "view": no augmentation, only normalisation.
+pub fn eval_pipeline(mean: &[f32], std: &[f32]) -> Pipeline {
+    Pipeline(vec![Box::new(Normalize {
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+    })])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transforms::{hsv_to_rgb, rgb_to_hsv};
+    use super::*;
+    use rand::SeedableRng;
+
+    fn gradient_image(h: usize, w: usize, c: usize) -> Image {
+        let bytes: Vec<u8> = (0..h * w * c).map(|i| (i * 7 % 256) as u8).collect();
+        Image::from_bytes(&bytes, h, w, c)
+    }
+
+    #[test]
+    fn same_seed_same_view_and_values_stay_in_range() {
+        for c in [1, 3] {
+            let cfg = ViewConfig {
+                blur_p: 0.5,
+                solarize_p: 0.5,
+                ..ViewConfig::simclr()
+            };
+            let pipe = cfg.build((16, 12), &vec![0.0; c], &vec![1.0; c]);
+            let image = gradient_image(20, 14, c);
+            let a = pipe.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(3));
+            let b = pipe.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(3));
+            let d = pipe.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(4));
+            assert_eq!(a, b);
+            assert_ne!(a, d);
+            assert_eq!((a.height, a.width, a.channels), (16, 12, c));
+            assert!(
+                a.data.iter().all(|v| (0.0..=1.0).contains(v)),
+                "values left [0, 1]"
+            );
+        }
+    }
+
+    #[test]
+    fn crop_window_respects_scale_bounds() {
+        let crop = RandomResizedCrop {
+            size: (8, 8),
+            scale: (0.3, 0.6),
+            ratio: (0.75, 4.0 / 3.0),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..500 {
+            let (top, left, h, w) = crop.window(40, 40, &mut rng);
+            assert!(top + h <= 40 && left + w <= 40);
+            let frac = (h * w) as f32 / 1600.0;
+            assert!((0.25..=0.67).contains(&frac), "area fraction {frac}");
+        }
+    }
+
+    #[test]
+    fn full_window_resize_is_identity_and_flip_mirrors() {
+        let image = gradient_image(5, 4, 3);
+        let same = resize_window(&image, (0, 0, 5, 4), (5, 4));
+        for (a, b) in same.data.iter().zip(&image.data) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let flipped =
+            HorizontalFlip { p: 1.0 }.apply(image.clone(), &mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(flipped.at(2, 0, 1), image.at(2, 3, 1));
+    }
+
+    #[test]
+    fn hsv_round_trip_and_solarize() {
+        for &(r, g, b) in &[(0.2f32, 0.5f32, 0.9f32), (0.9, 0.1, 0.3), (0.4, 0.4, 0.4)] {
+            let (h, s, v) = rgb_to_hsv(r, g, b);
+            let (r2, g2, b2) = hsv_to_rgb(h, s, v);
+            assert!((r - r2).abs() < 1e-5 && (g - g2).abs() < 1e-5 && (b - b2).abs() < 1e-5);
+        }
+        let image = Image {
+            height: 1,
+            width: 2,
+            channels: 1,
+            data: vec![0.25, 0.75],
+        };
+        let out = Solarize { p: 1.0 }.apply(image, &mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(out.data, vec![0.25, 0.25]);
+    }
+
+    #[test]
+    fn bad_probability_names_the_field() {
+        let cfg = ViewConfig {
+            blur_p: 1.5,
+            ..ViewConfig::simclr()
+        };
+        let err = cfg.validate("views.first").unwrap_err().to_string();
+        assert!(err.contains("views.first.blur_p"), "{err}");
+    }
+}
