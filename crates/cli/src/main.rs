@@ -63,7 +63,8 @@ enum Command {
     },
     /// Score a checkpoint's frozen features (and a random-init backbone beside them): kNN and
     /// linear probes for image backbones; text-probe for MLM encoders (with --data FILE.tsv,
-    /// settings by --set, e.g. --set max_windows=2).
+    /// settings by --set, e.g. --set max_windows=2). `labels`: the label-efficiency study
+    /// (kNN, linear, fine-tuning and supervised from scratch at each labelled fraction).
     Eval {
         protocol: Protocol,
         #[arg(long)]
@@ -80,6 +81,12 @@ enum Command {
         /// text-probe: column of the text (from 0; default the last).
         #[arg(long)]
         text_column: Option<usize>,
+        /// labels: fractions of the training labels, e.g. 0.01,0.1,1 (eval.labels.fractions).
+        #[arg(long, value_delimiter = ',')]
+        fractions: Option<Vec<f64>>,
+        /// labels: repetitions with their own subsets and initialisations (eval.labels.seeds).
+        #[arg(long)]
+        seeds: Option<usize>,
     },
     /// Write an MLM checkpoint in Hugging Face's format (config.json, model.safetensors,
     /// tokenizer.json), loadable with transformers' from_pretrained.
@@ -133,6 +140,7 @@ enum Protocol {
     Linear,
     All,
     TextProbe,
+    Labels,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -189,16 +197,34 @@ fn run(cli: Cli) -> Result<()> {
             no_baseline,
             label_column,
             text_column,
+            fractions,
+            seeds,
         } => {
+            let given = |flag: &'static str, set: bool| set.then_some(flag);
+            let text_flags = [
+                given("--label-column", label_column.is_some()),
+                given("--text-column", text_column.is_some()),
+            ];
+            let label_flags = [
+                given("--fractions", fractions.is_some()),
+                given("--seeds", seeds.is_some()),
+            ];
+            let baseline_flag = [given("--no-baseline", no_baseline)];
             let (knn, linear) = match protocol {
                 Protocol::TextProbe => {
+                    refuse_flags("text-probe", &[&label_flags, &baseline_flag])?;
                     let data = data.context("text-probe needs --data FILE.tsv")?;
                     return text::run_text_probe(&g, &checkpoint, &data, label_column, text_column);
+                }
+                Protocol::Labels => {
+                    refuse_flags("labels", &[&text_flags, &baseline_flag])?;
+                    return vision::labels(&g, &checkpoint, data.as_deref(), fractions, seeds);
                 }
                 Protocol::Knn => (true, false),
                 Protocol::Linear => (false, true),
                 Protocol::All => (true, true),
             };
+            refuse_flags("knn, linear and all", &[&text_flags, &label_flags])?;
             let protocols = Protocols { knn, linear };
             vision::eval(&g, protocols, &checkpoint, data.as_deref(), !no_baseline)
         }
@@ -229,6 +255,19 @@ fn run(cli: Cli) -> Result<()> {
         } => text::run_fill_mask(&g, checkpoint, text, top_k),
         Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
     }
+}
+
+/// No flag is silently ignored: name the ones `protocol` does not take.
+fn refuse_flags(protocol: &str, groups: &[&[Option<&str>]]) -> Result<()> {
+    let given: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g.iter().flatten())
+        .copied()
+        .collect();
+    if !given.is_empty() {
+        bail!("eval {protocol} does not take {}", given.join(", "));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,18 +1,21 @@
-//! Image commands: `pretrain`, `eval knn|linear|all`, `embed`, `quickstart`.
+//! Image commands: `pretrain`, `eval knn|linear|all|labels`, `embed`, `quickstart`.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::prelude::Device;
-use pretext::core::checkpoint::{Checkpoint, load_module};
+use pretext::core::checkpoint::write_atomic;
 use pretext::core::eval::Protocols;
+use pretext::core::labels::run_study;
+use pretext::core::report::label_curves_svg;
 use pretext::core::train::{TrainOptions, TrainSummary};
 use pretext::vision::backbones::Backbone;
+use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{self, ImageSet, Splits};
 use pretext::vision::eval::{evaluate, extract};
-use pretext::vision::methods::Method;
+use pretext::vision::labels::ImageLabels;
 use pretext::vision::pretrain::pretrain as pretrain_method;
 use pretext::with_method;
 use serde_json::json;
@@ -49,7 +52,7 @@ pub fn eval(
 ) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
     let splits = data::load(data)?;
-    let loaded = LoadedCheckpoint::open(checkpoint, &device)?;
+    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
     let mut config = loaded.config.clone();
     apply_eval_overrides(&mut config, g)?;
     let report = eval_report(&loaded, &config, &splits, protocols, baseline, &device)?;
@@ -74,7 +77,7 @@ pub fn embed(
 ) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
     let splits = data::load(data)?;
-    let loaded = LoadedCheckpoint::open(checkpoint, &device)?;
+    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
     let set = if test_split {
         splits.require_test()?
     } else {
@@ -95,6 +98,81 @@ pub fn embed(
             f.dim,
             out.display()
         );
+    }
+    Ok(())
+}
+
+/// `pretext eval labels`: the label-efficiency study of an image checkpoint; writes
+/// `labels.json` and `labels.svg` into the run folder.
+pub fn labels(
+    g: &Global,
+    checkpoint: &Path,
+    data: Option<&Path>,
+    fractions: Option<Vec<f64>>,
+    seeds: Option<usize>,
+) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
+    let mut config = loaded.config.clone();
+    apply_eval_overrides(&mut config, g)?;
+    if let Some(f) = fractions {
+        config.eval.labels.fractions = f;
+    }
+    if let Some(n) = seeds {
+        config.eval.labels.seeds = n;
+    }
+    config
+        .eval
+        .labels
+        .validate()
+        .context("--fractions / --seeds")?;
+    let test = limited(splits.require_test()?, config.data.test_limit);
+    let pool = limited(&splits.train, config.data.train_limit);
+    let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
+    let study = run_study(&task, &config.eval.labels, config.seed, |run| {
+        eprintln!(
+            "{:<9} {:>7.2}% of labels ({:>6} rows), seed {:>20}: {:.2}% ({:.0}s)",
+            run.arm,
+            100.0 * run.fraction,
+            run.labelled,
+            run.seed,
+            100.0 * run.accuracy,
+            run.seconds
+        );
+    })?;
+    let json_path = loaded.dir.join("labels.json");
+    let svg_path = loaded.dir.join("labels.svg");
+    let record = json!({
+        "command": "eval labels",
+        "checkpoint": checkpoint,
+        "data": splits.description,
+        "train_pool": pool.len(),
+        "test_images": test.len(),
+        "method": loaded.config.method,
+        "study": study,
+    });
+    write_atomic(
+        &json_path,
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    write_atomic(&svg_path, label_curves_svg(&study)?.as_bytes())?;
+    if g.json {
+        println!("{record}");
+    } else {
+        println!(
+            "{} ({}): {} labelled training images in the pool, {} test images, {} seed(s)",
+            checkpoint.display(),
+            loaded.config.method,
+            pool.len(),
+            test.len(),
+            study.seeds.len()
+        );
+        print!("{}", study.table());
+        for saved in &study.labels_saved {
+            println!("labels saved: {}", saved.statement);
+        }
+        println!("wrote {} and {}", json_path.display(), svg_path.display());
     }
     Ok(())
 }
@@ -128,67 +206,6 @@ fn pretrain_any(
     })
 }
 
-/// A checkpoint's backbone with what is needed to feed it.
-struct LoadedCheckpoint {
-    config: PretrainConfig,
-    backbone: Backbone,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    shape: (usize, usize, usize),
-}
-
-impl LoadedCheckpoint {
-    fn open(path: &Path, device: &Device) -> Result<Self> {
-        let ckpt = Checkpoint::load(path)?;
-        let text = ckpt.meta["config"]
-            .as_str()
-            .context("checkpoint has no config")?;
-        let config: PretrainConfig =
-            toml::from_str(text).context("checkpoint config is unreadable")?;
-        let floats = |key: &str| -> Vec<f32> {
-            ckpt.meta[key]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_f64())
-                        .map(|v| v as f32)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let dim = |key: &str| ckpt.meta[key].as_u64().unwrap_or(0) as usize;
-        let shape = (dim("channels"), dim("height"), dim("width"));
-        let backbone = with_method!(config.method.as_str(), M => {
-            let method = load_module(M::init(&config, shape.0, device), &ckpt.model)
-                .with_context(|| format!("{}", path.display()))?;
-            method.backbone().clone()
-        });
-        Ok(LoadedCheckpoint {
-            mean: floats("mean"),
-            std: floats("std"),
-            config,
-            backbone,
-            shape,
-        })
-    }
-
-    fn random_backbone(&self, device: &Device) -> Backbone {
-        device.seed(self.config.seed);
-        with_method!(self.config.method.as_str(), M => M::init(&self.config, self.shape.0, device).backbone().clone())
-    }
-
-    fn check_compatible(&self, set: &ImageSet) -> Result<()> {
-        if set.channels != self.shape.0 {
-            bail!(
-                "the checkpoint was trained on {}-channel images, the data has {} channels",
-                self.shape.0,
-                set.channels
-            );
-        }
-        Ok(())
-    }
-}
-
 fn limited(set: &ImageSet, limit: usize) -> ImageSet {
     if limit > 0 {
         set.take(limit)
@@ -198,7 +215,7 @@ fn limited(set: &ImageSet, limit: usize) -> ImageSet {
 }
 
 fn eval_report(
-    loaded: &LoadedCheckpoint,
+    loaded: &ImageCheckpoint,
     config: &PretrainConfig,
     splits: &Splits,
     protocols: Protocols,
@@ -224,7 +241,7 @@ fn eval_report(
     };
     let pretrained = score(&loaded.backbone)?;
     let random = if baseline {
-        Some(score(&loaded.random_backbone(device))?)
+        Some(score(&loaded.random_backbone(config.seed, device))?)
     } else {
         None
     };
@@ -304,7 +321,7 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
             "evaluating frozen features (kNN and linear probe) against a random-init backbone ..."
         );
     }
-    let loaded = LoadedCheckpoint::open(&summary.checkpoint, &device)?;
+    let loaded = ImageCheckpoint::open(&summary.checkpoint, &device)?;
     let protocols = Protocols {
         knn: true,
         linear: true,

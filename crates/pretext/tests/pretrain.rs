@@ -1,4 +1,5 @@
-//! End-to-end behaviour of pretraining on small slices of the embedded data.
+//! End-to-end behaviour of pretraining, and of evaluation reading its checkpoints, on small
+//! slices of the embedded data.
 
 use std::path::PathBuf;
 
@@ -7,10 +8,13 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use pretext::core::checkpoint::{Checkpoint, module_tensors};
 use pretext::core::eval::Protocols;
+use pretext::core::labels::{LabelsConfig, run_study};
 use pretext::core::train::TrainOptions;
+use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{ImageSet, embedded_fashion_mnist};
 use pretext::vision::eval::evaluate;
+use pretext::vision::labels::ImageLabels;
 use pretext::vision::methods::{Byol, Method, SimClr};
 use pretext::vision::pretrain::pretrain;
 
@@ -326,4 +330,66 @@ fn batch_larger_than_dataset_is_an_error() {
         err.contains("batch_size = 512") && err.contains("100 images"),
         "{err}"
     );
+}
+
+#[test]
+fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
+    let config = tiny_config(
+        "labels",
+        &[
+            "epochs=1",
+            "eval.finetune.epochs=1",
+            "eval.finetune.min_steps=40",
+            "eval.finetune.lr=0.005",
+            "eval.finetune.batch_size=32",
+            "eval.linear_epochs=10",
+        ],
+    );
+    let splits = embedded_fashion_mnist().unwrap();
+    let device = Device::flex();
+    let (_, summary) = pretrain::<SimClr>(&config, &splits.train, &device, &quiet()).unwrap();
+    let ckpt = ImageCheckpoint::open(&summary.checkpoint, &device).unwrap();
+
+    // The supervised arm starts from a fresh initialisation; fine-tuning from the checkpoint.
+    let flat = |b: &pretext::vision::backbones::Backbone| {
+        module_tensors(b)
+            .into_iter()
+            .flat_map(|t| t.values)
+            .collect::<Vec<f32>>()
+    };
+    let ad = device.clone().autodiff();
+    let pretrained = flat(&ckpt.backbone);
+    assert_eq!(flat(&ckpt.backbone_on(&ad).unwrap()), pretrained);
+    assert_ne!(flat(&ckpt.random_backbone(11, &ad)), pretrained);
+
+    let pool = splits.train.take(400);
+    let test = splits.test.unwrap().take(200);
+    let task = ImageLabels::new(&ckpt, &config, &pool, &test, &device).unwrap();
+    let labels = LabelsConfig {
+        fractions: vec![1.0, 0.25],
+        seeds: 1,
+        validation_fraction: 0.1,
+    };
+    let study = run_study(&task, &labels, 5, |_| {}).unwrap();
+    let arms = ["knn", "linear", "finetune", "scratch"];
+    for arm in arms {
+        for fraction in [0.25, 1.0] {
+            let run = study
+                .runs
+                .iter()
+                .find(|r| r.arm == arm && r.fraction == fraction)
+                .unwrap_or_else(|| panic!("no run of {arm} at {fraction}"));
+            assert!(run.accuracy > 0.15, "{arm} at {fraction}: {}", run.accuracy);
+        }
+    }
+    assert_eq!(study.runs.len(), 8);
+    let quarter = study.runs.iter().find(|r| r.fraction == 0.25).unwrap();
+    assert!((95..=105).contains(&(quarter.labelled + quarter.validation)));
+    let json = serde_json::to_value(&study).unwrap();
+    assert_eq!(json["summary"].as_array().unwrap().len(), 8);
+    assert_eq!(json["labels_saved"].as_array().unwrap().len(), 1);
+    // Neither the frozen probes nor fine-tuning (which trains its own copy) touch the
+    // checkpoint's backbone.
+    assert_eq!(flat(&ckpt.backbone), pretrained);
+    let _ = std::fs::remove_dir_all(out_dir("labels"));
 }

@@ -10,6 +10,9 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::core::finetune::FineTuneConfig;
+use crate::core::labels::LabelsConfig;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -32,6 +35,10 @@ pub struct EvalConfig {
     pub linear_lr: f64,
     pub linear_batch_size: usize,
     pub linear_weight_decay: f64,
+    /// `[eval.labels]`: the label-efficiency study (`pretext eval labels`).
+    pub labels: LabelsConfig,
+    /// `[eval.finetune]`: fine-tuning and the supervised baseline of that study.
+    pub finetune: FineTuneConfig,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +52,16 @@ impl Default for TrainConfig {
     }
 }
 
+impl EvalConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.knn_k == 0 || self.knn_temperature <= 0.0 {
+            bail!("eval.knn_k and eval.knn_temperature must be positive");
+        }
+        self.labels.validate()?;
+        self.finetune.validate("eval.finetune")
+    }
+}
+
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
@@ -54,6 +71,8 @@ impl Default for EvalConfig {
             linear_lr: 0.01,
             linear_batch_size: 256,
             linear_weight_decay: 1e-5,
+            labels: LabelsConfig::default(),
+            finetune: FineTuneConfig::default(),
         }
     }
 }

@@ -35,6 +35,18 @@ impl Features {
         &self.values[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// The rows at `idx`, in that order.
+    pub fn rows(&self, idx: &[usize]) -> Features {
+        let mut values = Vec::with_capacity(idx.len() * self.dim);
+        for &i in idx {
+            values.extend_from_slice(self.row(i));
+        }
+        Features {
+            dim: self.dim,
+            values,
+        }
+    }
+
     /// Rows scaled to unit length.
     pub fn normalized(&self) -> Features {
         let mut values = self.values.clone();

@@ -1,11 +1,16 @@
-//! Outputs for people and other tools: loss plots (SVG) and `.npy` feature files.
+//! Outputs for people and other tools: plots (SVG: the training loss, label-efficiency
+//! curves) and `.npy` feature files, all written atomically.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use plotters::prelude::*;
 
-/// Plot `loss` against `step` from a metrics JSON-lines file.
+use crate::core::checkpoint::write_atomic;
+use crate::core::labels::LabelStudy;
+
+/// Plot `loss` against `step` from a metrics JSON-lines file, as an SVG file (written
+/// atomically; nothing is written when the file has no finite loss).
 pub fn plot_loss(metrics: &Path, out: &Path) -> Result<()> {
     let text = std::fs::read_to_string(metrics)?;
     let points: Vec<(f64, f64)> = text
@@ -17,27 +22,117 @@ pub fn plot_loss(metrics: &Path, out: &Path) -> Result<()> {
     if points.is_empty() {
         return Ok(());
     }
+    let svg = loss_svg(&points).map_err(|e| anyhow::anyhow!("cannot draw the loss plot: {e}"))?;
+    write_atomic(out, svg.as_bytes())
+}
+
+fn loss_svg(points: &[(f64, f64)]) -> Result<String, Box<dyn std::error::Error>> {
     let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let y_min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let y_max = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
     let pad = ((y_max - y_min) * 0.05).max(1e-3);
-    let root = SVGBackend::new(out, (800, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("training loss", ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("loss")
-        .draw()?;
-    chart.draw_series(LineSeries::new(points, &BLUE))?;
-    root.present()
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(())
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("training loss", ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .draw()?;
+        chart.draw_series(LineSeries::new(points.iter().copied(), &BLUE))?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// Distinct, readable line colours (matplotlib's tab10).
+const ARM_COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+];
+
+/// Accuracy against the labelled fraction (log x), one line per arm, error bars of one
+/// standard deviation over seeds.
+pub fn label_curves_svg(study: &LabelStudy) -> Result<String> {
+    draw_label_curves(study).map_err(|e| anyhow::anyhow!("cannot draw the label curves: {e}"))
+}
+
+fn draw_label_curves(study: &LabelStudy) -> Result<String, Box<dyn std::error::Error>> {
+    let (f_min, f_max) = (
+        study.fractions.first().copied().unwrap_or(0.01),
+        study.fractions.last().copied().unwrap_or(1.0),
+    );
+    let low = study
+        .summary
+        .iter()
+        .map(|s| s.mean - s.std)
+        .fold(1.0, f64::min);
+    let high = study
+        .summary
+        .iter()
+        .map(|s| s.mean + s.std)
+        .fold(0.0, f64::max);
+    let (y0, y1) = (
+        (100.0 * low - 5.0).max(0.0).floor(),
+        (100.0 * high + 5.0).min(100.0).ceil(),
+    );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "test accuracy against labelled fraction",
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d((f_min * 0.8..f_max * 1.2).log_scale(), y0..y1)?;
+        chart
+            .configure_mesh()
+            .x_desc("fraction of training labels (log scale)")
+            .y_desc("test accuracy (%)")
+            .x_label_formatter(&|f| format!("{}%", 100.0 * f))
+            .draw()?;
+        for (i, arm) in study.arms.iter().enumerate() {
+            let color = ARM_COLORS[i % ARM_COLORS.len()].to_rgba();
+            let points: Vec<_> = study.summary.iter().filter(|s| &s.arm == arm).collect();
+            let line = points.iter().map(|s| (s.fraction, 100.0 * s.mean));
+            chart
+                .draw_series(LineSeries::new(line, color.stroke_width(2)))?
+                .label(arm.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|s| Circle::new((s.fraction, 100.0 * s.mean), 4, color.filled())),
+            )?;
+            chart.draw_series(points.iter().map(|s| {
+                let (lo, hi) = (100.0 * (s.mean - s.std), 100.0 * (s.mean + s.std));
+                PathElement::new(vec![(s.fraction, lo), (s.fraction, hi)], color)
+            }))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
 }
 
 /// Write a float32 matrix `[rows, cols]` in NumPy's `.npy` format (version 1.0), atomically.
@@ -55,7 +150,7 @@ pub fn write_npy(path: &Path, values: &[f32], rows: usize, cols: usize) -> Resul
     for v in values {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    crate::core::checkpoint::write_atomic(path, &bytes)
+    write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -318,14 +318,6 @@ pub struct ProbeReport {
     pub seconds: f64,
 }
 
-fn rows(f: &Features, idx: &[usize]) -> Features {
-    let mut values = Vec::with_capacity(idx.len() * f.dim);
-    for &i in idx {
-        values.extend_from_slice(f.row(i));
-    }
-    Features { dim: f.dim, values }
-}
-
 /// Split `data` per class (seeded), then probe with [`linear_probe`] (same [`EvalConfig`]
 /// and seed for all): the checkpoint's encoder (mean and CLS pooling), the same
 /// architecture initialised afresh after `device.seed(seed)`, and bag-of-words; next to
@@ -381,7 +373,7 @@ pub fn text_probe(
 
     let plain = device.clone().without_autodiff();
     let probe = |features: &Features| -> Result<f64> {
-        let (train, test) = (rows(features, &split.train), rows(features, &split.test));
+        let (train, test) = (features.rows(&split.train), features.rows(&split.test));
         linear_probe(
             Labelled {
                 features: &train,

@@ -31,6 +31,10 @@ pub struct PretrainConfig {
     pub optimizer: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    /// The augmentation of fine-tuning and of the supervised baseline in `eval labels`
+    /// (`[finetune_view]`; default: crop scale 0.5-1 and horizontal flip, which suits
+    /// Fashion-MNIST but not digits or letters, where a flip changes the class).
+    pub finetune_view: ViewConfig,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -80,6 +84,7 @@ impl Default for PretrainConfig {
             optimizer: OptimConfig::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
+            finetune_view: ViewConfig::finetune(),
         }
     }
 }
@@ -146,9 +151,8 @@ impl PretrainConfig {
         for (i, v) in self.views.iter().enumerate() {
             v.validate(&format!("views[{i}]"))?;
         }
-        if self.eval.knn_k == 0 || self.eval.knn_temperature <= 0.0 {
-            bail!("eval.knn_k and eval.knn_temperature must be positive");
-        }
+        self.finetune_view.validate("finetune_view")?;
+        self.eval.validate()?;
         Ok(())
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod backbones;
 pub mod batches;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod labels;
 pub mod methods;
 pub mod pretrain;
 pub mod views;

@@ -23,6 +23,8 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
     let mut t = toml::Table::try_from(config).unwrap_or_default();
     t.remove("train");
     t.remove("eval");
+    // Evaluation settings, added after the first checkpoints were written.
+    t.remove("finetune_view");
     t
 }
 

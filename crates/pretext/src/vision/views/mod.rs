@@ -128,6 +128,17 @@ impl ViewConfig {
         }
     }
 
+    /// Supervised training on labels (fine-tuning, the from-scratch baseline): a milder crop
+    /// and a flip, no colour distortion.
+    pub fn finetune() -> Self {
+        ViewConfig {
+            crop_scale: (0.5, 1.0),
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            ..Self::simclr()
+        }
+    }
+
     /// BYOL's two asymmetric views (Grill et al. 2020): blur always on the first, rarely on the
     /// second, which alone is solarised.
     pub fn byol() -> [Self; 2] {

@@ -1,0 +1,468 @@
+//! Label efficiency: accuracy against the share of labels used, for every arm of a study
+//! (kNN and linear probes on frozen features, fine-tuning, supervised training from scratch),
+//! over several seeds, and how many labels pretraining saves.
+//!
+//! A modality describes its arms through [`LabelTask`]; [`run_study`] draws the nested,
+//! stratified subsets once per seed (the same for every arm), runs every arm on them, and
+//! summarises. "Labels saved" reads off the supervised curve (log-interpolated between the
+//! measured fractions) which fraction of labels training from scratch needs to match the
+//! fine-tuned accuracy at each smaller fraction.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::core::loader::mix_seed;
+use crate::core::split::{LabelSubset, label_subsets};
+
+/// `[eval.labels]`: which fractions of the labels, how many seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// Shares of the training labels, each in (0, 1].
+    pub fractions: Vec<f64>,
+    /// Repetitions, each with its own subsets and initialisations.
+    pub seeds: usize,
+    /// Share of each labelled subset held out to choose the fine-tuning epoch.
+    pub validation_fraction: f64,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        LabelsConfig {
+            fractions: vec![0.01, 0.1, 1.0],
+            seeds: 3,
+            validation_fraction: 0.1,
+        }
+    }
+}
+
+impl LabelsConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.fractions.is_empty() {
+            bail!("eval.labels.fractions is empty");
+        }
+        for &f in &self.fractions {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("eval.labels.fractions: {f} is outside (0, 1]");
+            }
+        }
+        if self.seeds == 0 {
+            bail!("eval.labels.seeds must be at least 1");
+        }
+        if !(0.0..0.5).contains(&self.validation_fraction) {
+            bail!(
+                "eval.labels.validation_fraction = {}: must lie in [0, 0.5)",
+                self.validation_fraction
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One arm on one labelled subset.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmOutcome {
+    pub accuracy: f64,
+    /// Arm-specific facts (chosen epoch, steps, ...).
+    pub detail: serde_json::Value,
+}
+
+/// What a modality offers a label-efficiency study.
+pub trait LabelTask {
+    /// Arm names, in the order they are reported.
+    fn arms(&self) -> Vec<String>;
+    /// The pretrained arm and the supervised baseline that "labels saved" compares.
+    fn comparison(&self) -> Option<(String, String)>;
+    /// Labels of the training pool that subsets are drawn from.
+    fn pool_labels(&self) -> &[u32];
+    fn class_names(&self) -> &[String];
+    /// Train (or fit) `arm` on `subset` and score it on the test split.
+    fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome>;
+}
+
+/// One arm, fraction and seed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmRun {
+    pub arm: String,
+    pub fraction: f64,
+    pub seed: u64,
+    /// Labelled rows trained on (the validation part excluded).
+    pub labelled: usize,
+    pub validation: usize,
+    pub accuracy: f64,
+    pub seconds: f64,
+    pub detail: serde_json::Value,
+}
+
+/// Mean and standard deviation over seeds of one arm at one fraction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmSummary {
+    pub arm: String,
+    pub fraction: f64,
+    pub labelled: usize,
+    pub mean: f64,
+    /// Sample standard deviation (0 for a single seed).
+    pub std: f64,
+    pub seeds: usize,
+}
+
+/// How much of the labels the baseline needs to match the pretrained arm at `fraction`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelsSaved {
+    pub fraction: f64,
+    pub pretrained_accuracy: f64,
+    /// The fraction the baseline needs, when it lies inside the measured range.
+    pub baseline_fraction_needed: Option<f64>,
+    /// `baseline_fraction_needed / fraction`.
+    pub factor: Option<f64>,
+    pub statement: String,
+}
+
+/// A whole study, as `labels.json` stores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelStudy {
+    pub arms: Vec<String>,
+    pub fractions: Vec<f64>,
+    pub seeds: Vec<u64>,
+    pub comparison: Option<(String, String)>,
+    pub runs: Vec<ArmRun>,
+    pub summary: Vec<ArmSummary>,
+    pub labels_saved: Vec<LabelsSaved>,
+    pub seconds: f64,
+}
+
+/// Run every arm of `task` on the subsets of every fraction, for `config.seeds` seeds derived
+/// from `seed`; `progress` hears of each finished run.
+pub fn run_study(
+    task: &impl LabelTask,
+    config: &LabelsConfig,
+    seed: u64,
+    progress: impl Fn(&ArmRun),
+) -> Result<LabelStudy> {
+    config.validate()?;
+    let started = Instant::now();
+    let mut fractions = config.fractions.clone();
+    fractions.sort_by(f64::total_cmp);
+    fractions.dedup();
+    let arms = task.arms();
+    let seeds: Vec<u64> = (0..config.seeds as u64)
+        .map(|i| mix_seed(&[seed, i, 0x5EED]))
+        .collect();
+    let mut runs = Vec::new();
+    for &s in &seeds {
+        let subsets = label_subsets(
+            task.pool_labels(),
+            task.class_names(),
+            &fractions,
+            config.validation_fraction,
+            s,
+        )?;
+        for subset in &subsets {
+            for arm in &arms {
+                let t = Instant::now();
+                let outcome = task.run_arm(arm, subset, s).with_context(|| {
+                    format!("arm '{arm}' at {} of the labels", percent(subset.fraction))
+                })?;
+                let run = ArmRun {
+                    arm: arm.clone(),
+                    fraction: subset.fraction,
+                    seed: s,
+                    labelled: subset.train.len(),
+                    validation: subset.validation.len(),
+                    accuracy: outcome.accuracy,
+                    seconds: t.elapsed().as_secs_f64(),
+                    detail: outcome.detail,
+                };
+                progress(&run);
+                runs.push(run);
+            }
+        }
+    }
+    let summary = summarise(&arms, &fractions, &runs);
+    let comparison = task.comparison();
+    let labels_saved = comparison
+        .as_ref()
+        .map(|(pre, base)| labels_saved(&summary, pre, base))
+        .unwrap_or_default();
+    Ok(LabelStudy {
+        arms,
+        fractions,
+        seeds,
+        comparison,
+        runs,
+        summary,
+        labels_saved,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn summarise(arms: &[String], fractions: &[f64], runs: &[ArmRun]) -> Vec<ArmSummary> {
+    let mut out = Vec::new();
+    for arm in arms {
+        for &fraction in fractions {
+            let of: Vec<&ArmRun> = runs
+                .iter()
+                .filter(|r| &r.arm == arm && r.fraction == fraction)
+                .collect();
+            if of.is_empty() {
+                continue;
+            }
+            let n = of.len() as f64;
+            let mean = of.iter().map(|r| r.accuracy).sum::<f64>() / n;
+            let var = if of.len() > 1 {
+                of.iter().map(|r| (r.accuracy - mean).powi(2)).sum::<f64>() / (n - 1.0)
+            } else {
+                0.0
+            };
+            out.push(ArmSummary {
+                arm: arm.clone(),
+                fraction,
+                labelled: (of.iter().map(|r| r.labelled).sum::<usize>() as f64 / n).round()
+                    as usize,
+                mean,
+                std: var.sqrt(),
+                seeds: of.len(),
+            });
+        }
+    }
+    out
+}
+
+fn percent(fraction: f64) -> String {
+    let p = 100.0 * fraction;
+    if p >= 10.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.2}%").replace(".00%", "%")
+    }
+}
+
+/// The fraction at which the `curve` (fraction, accuracy; ascending fractions) first reaches
+/// `target`, interpolating accuracy linearly in log(fraction) between measured points.
+/// `Err(best)` when the curve never reaches it; `Ok(None)` when its first point already does.
+pub fn fraction_reaching(
+    curve: &[(f64, f64)],
+    target: f64,
+) -> std::result::Result<Option<f64>, f64> {
+    let Some(&(_, first)) = curve.first() else {
+        return Err(f64::NAN);
+    };
+    if first >= target {
+        return Ok(None);
+    }
+    for pair in curve.windows(2) {
+        let ((f0, a0), (f1, a1)) = (pair[0], pair[1]);
+        if a0 < target && a1 >= target {
+            let t = (target - a0) / (a1 - a0);
+            return Ok(Some((f0.ln() + t * (f1.ln() - f0.ln())).exp()));
+        }
+    }
+    Err(curve.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max))
+}
+
+fn labels_saved(summary: &[ArmSummary], pretrained: &str, baseline: &str) -> Vec<LabelsSaved> {
+    let curve = |arm: &str| -> Vec<(f64, f64)> {
+        summary
+            .iter()
+            .filter(|s| s.arm == arm)
+            .map(|s| (s.fraction, s.mean))
+            .collect()
+    };
+    let (pre, base) = (curve(pretrained), curve(baseline));
+    let (Some(&(first_fraction, _)), Some(&(last_fraction, _))) = (base.first(), base.last())
+    else {
+        return Vec::new();
+    };
+    pre.iter()
+        .filter(|(f, _)| *f < 1.0)
+        .map(|&(fraction, accuracy)| {
+            let acc = format!("{:.2}%", 100.0 * accuracy);
+            let (needed, statement) = match fraction_reaching(&base, accuracy) {
+                Ok(Some(needed)) => (
+                    Some(needed),
+                    format!(
+                        "{baseline} needs about {} of the labels to match {pretrained} on {} \
+                         ({acc}): {:.1}x the labels",
+                        percent(needed),
+                        percent(fraction),
+                        needed / fraction
+                    ),
+                ),
+                Ok(None) => (
+                    None,
+                    format!(
+                        "{baseline} already reaches {pretrained}'s {acc} (on {}) with the \
+                         smallest measured fraction, {}: no saving shown in the measured range",
+                        percent(fraction),
+                        percent(first_fraction)
+                    ),
+                ),
+                Err(best) => (
+                    None,
+                    format!(
+                        "{baseline} never reaches {pretrained}'s {acc} (on {}) in the measured \
+                         range: its best is {:.2}%, so it would need more than {} of the labels",
+                        percent(fraction),
+                        100.0 * best,
+                        if last_fraction >= 1.0 {
+                            "all".to_string()
+                        } else {
+                            percent(last_fraction)
+                        }
+                    ),
+                ),
+            };
+            LabelsSaved {
+                fraction,
+                pretrained_accuracy: accuracy,
+                baseline_fraction_needed: needed,
+                factor: needed.map(|n| n / fraction),
+                statement,
+            }
+        })
+        .collect()
+}
+
+impl LabelStudy {
+    /// The mean ± std table, one row per arm, one column per fraction.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<14}", "arm");
+        for &f in &self.fractions {
+            let labelled = self
+                .summary
+                .iter()
+                .find(|s| s.fraction == f)
+                .map_or(0, |s| s.labelled);
+            out += &format!(" {:>20}", format!("{} ({labelled})", percent(f)));
+        }
+        out.push('\n');
+        for arm in &self.arms {
+            out += &format!("{arm:<14}");
+            for &f in &self.fractions {
+                let cell = self
+                    .summary
+                    .iter()
+                    .find(|s| &s.arm == arm && s.fraction == f)
+                    .map_or("-".into(), |s| {
+                        format!("{:.2} ± {:.2}%", 100.0 * s.mean, 100.0 * s.std)
+                    });
+                out += &format!(" {cell:>20}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    #[test]
+    fn log_interpolation_reads_the_curve() {
+        let curve = [(0.01, 0.50), (0.1, 0.70), (1.0, 0.90)];
+        // Halfway in accuracy between 1% and 10% is halfway in log: sqrt(0.01 * 0.1).
+        let f = fraction_reaching(&curve, 0.60).unwrap().unwrap();
+        assert!((f - 0.031_622_8).abs() < 1e-6, "{f}");
+        assert_eq!(fraction_reaching(&curve, 0.90).unwrap(), Some(1.0));
+        assert_eq!(fraction_reaching(&curve, 0.40).unwrap(), None);
+        assert_eq!(fraction_reaching(&curve, 0.95).unwrap_err(), 0.90);
+    }
+
+    /// A task whose arms score a fixed function of the labelled count, recording the subsets.
+    struct Fake {
+        labels: Vec<u32>,
+        names: Vec<String>,
+        seen: RefCell<Vec<(String, u64, Vec<usize>)>>,
+    }
+
+    impl LabelTask for Fake {
+        fn arms(&self) -> Vec<String> {
+            vec!["finetune".into(), "scratch".into()]
+        }
+        fn comparison(&self) -> Option<(String, String)> {
+            Some(("finetune".into(), "scratch".into()))
+        }
+        fn pool_labels(&self) -> &[u32] {
+            &self.labels
+        }
+        fn class_names(&self) -> &[String] {
+            &self.names
+        }
+        fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+            self.seen
+                .borrow_mut()
+                .push((arm.into(), seed, subset.train.clone()));
+            let n = subset.train.len() as f64;
+            // Scratch needs ten times the labels for the same accuracy; seeds add noise.
+            let accuracy = match arm {
+                "finetune" => 0.3 + 0.1 * (10.0 * n).log10(),
+                _ => 0.3 + 0.1 * n.log10(),
+            } + (seed % 7) as f64 * 1e-3;
+            Ok(ArmOutcome {
+                accuracy,
+                detail: serde_json::json!({}),
+            })
+        }
+    }
+
+    #[test]
+    fn every_arm_sees_the_same_subsets_and_savings_are_read_off() {
+        let task = Fake {
+            labels: (0..2000).map(|i| (i % 4) as u32).collect(),
+            names: Vec::new(),
+            seen: RefCell::new(Vec::new()),
+        };
+        let config = LabelsConfig {
+            fractions: vec![1.0, 0.01, 0.1],
+            seeds: 2,
+            validation_fraction: 0.1,
+        };
+        let study = run_study(&task, &config, 7, |_| {}).unwrap();
+        assert_eq!(study.fractions, vec![0.01, 0.1, 1.0]);
+        assert_eq!(study.runs.len(), 2 * 3 * 2, "arms x fractions x seeds");
+        let seen = task.seen.borrow();
+        for pair in seen.chunks(2) {
+            assert_eq!(pair[0].1, pair[1].1);
+            assert_eq!(pair[0].2, pair[1].2, "both arms train on the same rows");
+        }
+        assert_ne!(seen[0].2, seen[6].2, "another seed draws other subsets");
+        let s = &study.summary[0];
+        assert_eq!((s.arm.as_str(), s.fraction, s.seeds), ("finetune", 0.01, 2));
+        assert!(s.std > 0.0);
+        // finetune at 1% scores what scratch scores with 10x the rows: the 10% point.
+        assert_eq!(study.labels_saved.len(), 2);
+        let at1 = &study.labels_saved[0];
+        let factor = at1.factor.unwrap();
+        assert!((factor - 10.0).abs() < 1.5, "{at1:?}");
+        let at10 = &study.labels_saved[1];
+        assert!(
+            at10.factor.is_some_and(|f| (f - 10.0).abs() < 1.5),
+            "{at10:?}"
+        );
+        let table = study.table();
+        assert!(
+            table.contains("finetune") && table.contains("10%"),
+            "{table}"
+        );
+        let json = serde_json::to_string(&study).unwrap();
+        let back: LabelStudy = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.runs.len(), study.runs.len());
+    }
+
+    #[test]
+    fn bad_fractions_are_refused_by_name() {
+        for fractions in [vec![], vec![0.0], vec![1.5]] {
+            let config = LabelsConfig {
+                fractions,
+                ..LabelsConfig::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("eval.labels.fractions"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! An image pretraining checkpoint read back for evaluation: its config, the normalisation
+//! statistics and image shape it was trained with, and its backbone on any device.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+
+use super::backbones::Backbone;
+use super::config::PretrainConfig;
+use super::data::ImageSet;
+use super::methods::Method;
+use crate::core::checkpoint::{Checkpoint, NamedTensor, load_module};
+use crate::with_method;
+
+/// A checkpoint's backbone with what is needed to feed it.
+pub struct ImageCheckpoint {
+    pub config: PretrainConfig,
+    /// The pretrained backbone on the device it was opened with (no autodiff).
+    pub backbone: Backbone,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// (channels, height, width) of the training images.
+    pub shape: (usize, usize, usize),
+    /// The run folder.
+    pub dir: PathBuf,
+    tensors: Vec<NamedTensor>,
+}
+
+impl ImageCheckpoint {
+    /// Open `path` (a run folder or its `checkpoint.safetensors`).
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let ckpt = Checkpoint::load(path)?;
+        if ckpt.meta["kind"].as_str() == Some("mlm") {
+            bail!(
+                "{} is a masked-language-model checkpoint; image evaluation needs one written by \
+                 `pretext pretrain` (for text use `eval text-probe` or `eval labels` with a TSV)",
+                path.display()
+            );
+        }
+        let text = ckpt.meta["config"]
+            .as_str()
+            .with_context(|| format!("{}: checkpoint has no config", path.display()))?;
+        let config: PretrainConfig = toml::from_str(text)
+            .with_context(|| format!("{}: checkpoint config is unreadable", path.display()))?;
+        let floats = |key: &str| -> Vec<f32> {
+            ckpt.meta[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_f64())
+                        .map(|v| v as f32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let dim = |key: &str| ckpt.meta[key].as_u64().unwrap_or(0) as usize;
+        let shape = (dim("channels"), dim("height"), dim("width"));
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        let mut opened = ImageCheckpoint {
+            mean: floats("mean"),
+            std: floats("std"),
+            backbone: with_method!(config.method.as_str(), M => {
+                M::init(&config, shape.0, device).backbone().clone()
+            }),
+            config,
+            shape,
+            dir,
+            tensors: ckpt.model,
+        };
+        opened.backbone = opened
+            .backbone_on(device)
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(opened)
+    }
+
+    /// The pretrained backbone built on `device` (an autodiff device for fine-tuning).
+    pub fn backbone_on(&self, device: &Device) -> Result<Backbone> {
+        let config = &self.config;
+        Ok(with_method!(config.method.as_str(), M => {
+            let method = load_module(M::init(config, self.shape.0, device), &self.tensors)?;
+            method.backbone().clone()
+        }))
+    }
+
+    /// The same architecture freshly initialised from `seed`.
+    pub fn random_backbone(&self, seed: u64, device: &Device) -> Backbone {
+        device.seed(seed);
+        with_method!(self.config.method.as_str(), M => {
+            M::init(&self.config, self.shape.0, device).backbone().clone()
+        })
+    }
+
+    pub fn check_compatible(&self, set: &ImageSet) -> Result<()> {
+        if set.channels != self.shape.0 {
+            bail!(
+                "the checkpoint was trained on {}-channel images, the data has {} channels",
+                self.shape.0,
+                set.channels
+            );
+        }
+        Ok(())
+    }
+}
