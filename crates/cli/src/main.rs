@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pretext::core::eval::Protocols;
 
 mod alloc;
+mod report;
 mod summary;
 mod text;
 mod vision;
@@ -128,6 +129,18 @@ enum Command {
         text: String,
         #[arg(long, default_value_t = 5)]
         top_k: usize,
+    },
+    /// Write one self-contained HTML page about a run: training curves, time, label
+    /// efficiency, a 2-D map of test embeddings, nearest neighbours, confusion matrix, config.
+    Report {
+        /// The run folder (or its checkpoint.safetensors).
+        run: PathBuf,
+        /// The dataset to show (image runs); default: the embedded subset.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the page (default RUN/report.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Word2Vec: skip-gram and CBOW word embeddings.
     #[command(subcommand)]
@@ -253,6 +266,9 @@ fn run(cli: Cli) -> Result<()> {
             text,
             top_k,
         } => text::run_fill_mask(&g, checkpoint, text, top_k),
+        Command::Report { run, data, out } => {
+            report::run(&g, &run, data.as_deref(), out.as_deref())
+        }
         Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
     }
 }

@@ -5,10 +5,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::prelude::Device;
-use pretext::core::checkpoint::write_atomic;
 use pretext::core::eval::Protocols;
 use pretext::core::labels::run_study;
-use pretext::core::report::label_curves_svg;
+use pretext::core::run_report::save_label_study;
 use pretext::core::train::{TrainOptions, TrainSummary};
 use pretext::vision::backbones::Backbone;
 use pretext::vision::checkpoint::ImageCheckpoint;
@@ -141,8 +140,6 @@ pub fn labels(
             run.seconds
         );
     })?;
-    let json_path = loaded.dir.join("labels.json");
-    let svg_path = loaded.dir.join("labels.svg");
     let record = json!({
         "command": "eval labels",
         "checkpoint": checkpoint,
@@ -150,13 +147,10 @@ pub fn labels(
         "train_pool": pool.len(),
         "test_images": test.len(),
         "method": loaded.config.method,
-        "study": study,
     });
-    write_atomic(
-        &json_path,
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
-    write_atomic(&svg_path, label_curves_svg(&study)?.as_bytes())?;
+    let (json_path, svg_path) = save_label_study(&loaded.dir, &study, record.clone())?;
+    let mut record = record;
+    record["study"] = serde_json::to_value(&study)?;
     if g.json {
         println!("{record}");
     } else {

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use pretext::core::checkpoint::{Checkpoint, module_tensors};
 use pretext::core::eval::Protocols;
 use pretext::core::labels::{LabelsConfig, run_study};
+use pretext::core::run_report::save_label_study;
 use pretext::core::train::TrainOptions;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
@@ -17,6 +18,7 @@ use pretext::vision::eval::evaluate;
 use pretext::vision::labels::ImageLabels;
 use pretext::vision::methods::{Byol, Method, SimClr};
 use pretext::vision::pretrain::pretrain;
+use pretext::vision::report::image_report;
 
 /// A run folder unique to this test process (a second config with the same name shares it).
 fn out_dir(name: &str) -> PathBuf {
@@ -391,5 +393,36 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
     // Neither the frozen probes nor fine-tuning (which trains its own copy) touch the
     // checkpoint's backbone.
     assert_eq!(flat(&ckpt.backbone), pretrained);
+
+    // The run's report shows every figure, the study's curves among them.
+    save_label_study(&ckpt.dir, &study, serde_json::json!({})).unwrap();
+    let splits = pretext::vision::data::Splits {
+        train: pool,
+        test: Some(test),
+        ..splits
+    };
+    let html = image_report(&ckpt.dir, &splits, &[], &device).unwrap();
+    for id in [
+        "overview",
+        "curves",
+        "time",
+        "labels",
+        "map",
+        "neighbours",
+        "confusion",
+        "config",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "no {id} section"
+        );
+    }
+    assert!(html.contains("data:image/png;base64,"), "no neighbour grid");
+    assert!(
+        html.matches("<svg").count() >= 5,
+        "curves, label plot and map"
+    );
+    assert!(html.contains("test accuracy against labelled fraction"));
+    assert!(!html.contains("Not recorded"), "summary.json was written");
     let _ = std::fs::remove_dir_all(out_dir("labels"));
 }

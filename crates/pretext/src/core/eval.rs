@@ -114,19 +114,19 @@ fn argmax(v: &[f64]) -> usize {
 }
 
 /// Logistic regression on L2-normalised frozen features, trained with AdamW and a cosine
-/// schedule; returns test accuracy.
-pub fn linear_probe(
+/// schedule; returns the predicted class of every test row.
+pub fn linear_probe_predictions(
     train: Labelled,
     test: Labelled,
     classes: usize,
     config: &EvalConfig,
     seed: u64,
     device: &Device,
-) -> Result<f64> {
+) -> Result<Vec<u32>> {
     if train.features.is_empty() || test.features.is_empty() {
         bail!("linear probe needs non-empty train and test features");
     }
-    let (train_labels, test_labels) = (train.labels, test.labels);
+    let train_labels = train.labels;
     let ad = device.clone().autodiff();
     device.seed(seed);
     let (train, test) = (train.features.normalized(), test.features.normalized());
@@ -174,12 +174,32 @@ pub fn linear_probe(
         .convert::<i64>()
         .try_to_vec::<i64>()
         .unwrap_or_default();
-    let correct = pred
-        .iter()
-        .zip(test_labels)
-        .filter(|(p, l)| **p == **l as i64)
-        .count();
-    Ok(correct as f64 / test.len() as f64)
+    Ok(pred.into_iter().map(|p| p as u32).collect())
+}
+
+/// Test accuracy of [`linear_probe_predictions`].
+pub fn linear_probe(
+    train: Labelled,
+    test: Labelled,
+    classes: usize,
+    config: &EvalConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<f64> {
+    let pred = linear_probe_predictions(train, test, classes, config, seed, device)?;
+    let correct = pred.iter().zip(test.labels).filter(|(p, l)| p == l).count();
+    Ok(correct as f64 / pred.len().max(1) as f64)
+}
+
+/// `matrix[true][predicted]` counts.
+pub fn confusion_matrix(predicted: &[u32], labels: &[u32], classes: usize) -> Vec<Vec<usize>> {
+    let mut m = vec![vec![0; classes]; classes];
+    for (&p, &l) in predicted.iter().zip(labels) {
+        if (l as usize) < classes && (p as usize) < classes {
+            m[l as usize][p as usize] += 1;
+        }
+    }
+    m
 }
 
 /// kNN and linear-probe accuracy of one backbone.

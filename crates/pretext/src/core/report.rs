@@ -3,57 +3,100 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use plotters::prelude::*;
 
 use crate::core::checkpoint::write_atomic;
 use crate::core::labels::LabelStudy;
 
+/// The per-step series of a run's `metrics.jsonl`: (step, value) for loss, learning rate
+/// and examples per second.
+#[derive(Debug, Clone, Default)]
+pub struct MetricSeries {
+    pub loss: Vec<(f64, f64)>,
+    pub lr: Vec<(f64, f64)>,
+    pub rate: Vec<(f64, f64)>,
+}
+
+pub fn read_metrics(metrics: &Path) -> Result<MetricSeries> {
+    let text = std::fs::read_to_string(metrics)
+        .with_context(|| format!("cannot read {}", metrics.display()))?;
+    let mut series = MetricSeries::default();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        for (key, out) in [
+            ("loss", &mut series.loss),
+            ("lr", &mut series.lr),
+            ("images_per_sec", &mut series.rate),
+        ] {
+            if let Some(x) = v[key].as_f64().filter(|x| x.is_finite()) {
+                out.push((step, x));
+            }
+        }
+    }
+    Ok(series)
+}
+
 /// Plot `loss` against `step` from a metrics JSON-lines file, as an SVG file (written
 /// atomically; nothing is written when the file has no finite loss).
 pub fn plot_loss(metrics: &Path, out: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(metrics)?;
-    let points: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
-        .filter(|(_, l)| l.is_finite())
-        .collect();
-    if points.is_empty() {
+    let series = read_metrics(metrics)?;
+    if series.loss.is_empty() {
         return Ok(());
     }
-    let svg = loss_svg(&points).map_err(|e| anyhow::anyhow!("cannot draw the loss plot: {e}"))?;
+    let svg = line_svg("training loss", "step", "loss", &series.loss)?;
     write_atomic(out, svg.as_bytes())
 }
 
-fn loss_svg(points: &[(f64, f64)]) -> Result<String, Box<dyn std::error::Error>> {
+/// One line of (x, y) points as an SVG chart.
+pub fn line_svg(title: &str, x_desc: &str, y_desc: &str, points: &[(f64, f64)]) -> Result<String> {
+    draw_line(title, x_desc, y_desc, points)
+        .map_err(|e| anyhow::anyhow!("cannot draw the {title} plot: {e}"))
+}
+
+fn draw_line(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    points: &[(f64, f64)],
+) -> Result<String, Box<dyn std::error::Error>> {
     let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let y_min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let y_max = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let pad = ((y_max - y_min) * 0.05).max(1e-3);
+    let (y_min, y_max) = if y_min.is_finite() {
+        (y_min, y_max)
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = ((y_max - y_min) * 0.05).max(1e-3 * y_max.abs().max(1e-6));
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (800, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("training loss", ("sans-serif", 20))
+            .caption(title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(35)
-            .y_label_area_size(55)
+            .y_label_area_size(70)
             .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
         chart
             .configure_mesh()
-            .x_desc("step")
-            .y_desc("loss")
+            .x_desc(x_desc)
+            .y_desc(y_desc)
             .draw()?;
-        chart.draw_series(LineSeries::new(points.iter().copied(), &BLUE))?;
+        chart.draw_series(LineSeries::new(points.iter().copied(), &ARM_COLORS[0]))?;
         root.present()?;
     }
     Ok(svg)
 }
 
 /// Distinct, readable line colours (matplotlib's tab10).
-const ARM_COLORS: [RGBColor; 6] = [
+pub const ARM_COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),

@@ -14,6 +14,7 @@ pub mod hf;
 pub mod masking;
 pub mod mlm;
 pub mod probe;
+pub mod report;
 pub mod tokenizer;
 pub mod tsv;
 

@@ -1,9 +1,9 @@
 //! Label efficiency on images (`pretext eval labels`): the four arms of a study on an image
 //! checkpoint. kNN and the linear probe read the pretrained backbone's frozen features;
 //! fine-tuning trains that backbone with a linear head end to end (the backbone at
-//! `eval.finetune.encoder_lr_ratio` of the head's rate); the supervised baseline trains the
-//! same architecture from a fresh initialisation with the same head, views, optimizer and
-//! budget, its backbone at the head's full rate.
+//! `eval.finetune.encoder_lr_ratio` of the head's rate, 1 by default); the supervised
+//! baseline trains the same architecture from a fresh initialisation with the same head,
+//! views, optimizer and budget, its backbone always at the head's full rate.
 
 use std::cell::OnceCell;
 
@@ -136,7 +136,7 @@ impl<'a> ImageLabels<'a> {
         };
         let dim = encoder.out_dim();
         // A fresh encoder has nothing to preserve: it learns at the head's rate, so the
-        // baseline is not handicapped by the fine-tuning recipe's slower encoder.
+        // baseline is not handicapped when fine-tuning is set to a slower encoder.
         let settings = FineTuneConfig {
             encoder_lr_ratio: if pretrained {
                 self.config.eval.finetune.encoder_lr_ratio

@@ -11,4 +11,5 @@ pub mod eval;
 pub mod labels;
 pub mod methods;
 pub mod pretrain;
+pub mod report;
 pub mod views;

@@ -16,7 +16,7 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::core::checkpoint::{Checkpoint, load_module, module_tensors};
+use crate::core::checkpoint::{Checkpoint, load_module, module_tensors, write_atomic};
 use crate::core::config::TrainConfig;
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
@@ -296,8 +296,14 @@ where
         checkpoint: ckpt_path,
         resumed_from_step: start_step,
     };
+    // What the run's report shows as its time breakdown.
+    let summary_json = serde_json::to_vec_pretty(&summary)?;
+    write_atomic(&out_dir.join(SUMMARY_FILE), &summary_json)?;
     Ok((model, summary))
 }
+
+/// The last [`TrainSummary`] of a run, in its folder.
+pub const SUMMARY_FILE: &str = "summary.json";
 
 #[cfg(test)]
 mod tests {

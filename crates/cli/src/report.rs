@@ -1,0 +1,48 @@
+//! `pretext report RUN`: one self-contained HTML page about a run.
+
+use std::path::Path;
+
+use anyhow::Result;
+use pretext::core::checkpoint::{Checkpoint, write_atomic};
+use pretext::text::report::mlm_report;
+use pretext::vision::data;
+use pretext::vision::report::image_report;
+use serde_json::json;
+
+use crate::Global;
+
+pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let ckpt = Checkpoint::load(run)?;
+    let dir = if run.is_dir() {
+        run.to_path_buf()
+    } else {
+        run.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let html = if ckpt.meta["kind"].as_str() == Some("mlm") {
+        if data.is_some() || !g.overrides().is_empty() || g.config.is_some() {
+            anyhow::bail!(
+                "the report of a masked-language-model run takes no --data, --config, --set or --seed"
+            );
+        }
+        mlm_report(&dir, &device)?
+    } else {
+        let splits = data::load(data)?;
+        eprintln!("data: {}", splits.description);
+        if g.config.is_some() {
+            anyhow::bail!("report reads the run's own config; change it with --set, not --config");
+        }
+        image_report(&dir, &splits, &g.overrides(), &device)?
+    };
+    let out = out.map_or_else(|| dir.join("report.html"), Path::to_path_buf);
+    write_atomic(&out, html.as_bytes())?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "report", "run": dir, "out": out, "bytes": html.len() })
+        );
+    } else {
+        println!("wrote {} ({} KiB)", out.display(), html.len() / 1024);
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The sections every run's report shares, whatever the modality: where the run came from
+//! (versions, data, seed), its training curves and time breakdown, its label-efficiency
+//! study when `eval labels` has been run, and its config.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::core::checkpoint::write_atomic;
+use crate::core::html::{Page, escape, table};
+use crate::core::labels::LabelStudy;
+use crate::core::report::{label_curves_svg, line_svg, read_metrics};
+use crate::core::train::SUMMARY_FILE;
+
+/// The versions a report names.
+pub fn versions() -> String {
+    format!(
+        "pretext {}, burn {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("PRETEXT_BURN_VERSION")
+    )
+}
+
+/// Where `eval labels` keeps its study in a run folder.
+pub const LABELS_FILE: &str = "labels.json";
+pub const LABELS_PLOT: &str = "labels.svg";
+
+/// Store `study` in `run` (with `context`: what was evaluated on what) as `labels.json`, and
+/// its curves as `labels.svg`; returns both paths.
+pub fn save_label_study(
+    run: &Path,
+    study: &LabelStudy,
+    context: serde_json::Value,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let mut record = context;
+    record["study"] = serde_json::to_value(study)?;
+    let (json, svg) = (run.join(LABELS_FILE), run.join(LABELS_PLOT));
+    write_atomic(&json, serde_json::to_string_pretty(&record)?.as_bytes())?;
+    write_atomic(&svg, label_curves_svg(study)?.as_bytes())?;
+    Ok((json, svg))
+}
+
+/// The run's study, if `eval labels` wrote one into `run`.
+pub fn read_label_study(run: &Path) -> Result<Option<LabelStudy>> {
+    let path = run.join(LABELS_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", path.display()))?;
+    let study = serde_json::from_value(value["study"].clone())
+        .map_err(|e| anyhow::anyhow!("{}: not a label study ({e})", path.display()))?;
+    Ok(Some(study))
+}
+
+/// Overview, curves, time and label sections of the run in `run`.
+pub fn run_sections(page: &mut Page, run: &Path, overview: &[(String, String)]) -> Result<()> {
+    let metrics = run.join("metrics.jsonl");
+    if !metrics.is_file() {
+        bail!(
+            "{}: no metrics.jsonl, so there is nothing to report (is this a run folder written \
+             by `pretext pretrain` or `pretext mlm train`?)",
+            run.display()
+        );
+    }
+    let mut rows: Vec<Vec<String>> = overview
+        .iter()
+        .map(|(k, v)| vec![escape(k), escape(v)])
+        .collect();
+    rows.push(vec![
+        "run folder".into(),
+        escape(&run.display().to_string()),
+    ]);
+    rows.push(vec!["versions".into(), escape(&versions())]);
+    page.section("overview", "Run", table(&["".into(), "".into()], &rows));
+
+    let series = read_metrics(&metrics)?;
+    let mut curves = String::new();
+    for (title, y, points) in [
+        ("training loss", "loss", &series.loss),
+        ("learning rate", "learning rate", &series.lr),
+        ("throughput", "examples per second", &series.rate),
+    ] {
+        if !points.is_empty() {
+            curves += &line_svg(title, "step", y, points)?;
+        }
+    }
+    page.section("curves", "Training curves", curves);
+
+    let summary = run.join(SUMMARY_FILE);
+    let time = match std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    {
+        Some(s) => {
+            let t = &s["time"];
+            let total = t["total"].as_f64().unwrap_or(0.0).max(1e-9);
+            let rows: Vec<Vec<String>> = [
+                "data_wait",
+                "forward",
+                "backward",
+                "optimizer",
+                "checkpoint",
+                "total",
+            ]
+            .iter()
+            .map(|k| {
+                let v = t[*k].as_f64().unwrap_or(0.0);
+                vec![
+                    k.replace('_', " "),
+                    format!("{v:.1} s"),
+                    format!("{:.1}%", 100.0 * v / total),
+                ]
+            })
+            .collect();
+            format!(
+                "<p>{} steps, {:.0} examples/s, loss {:.4} → {:.4}{}</p>{}",
+                s["steps"],
+                s["images_per_sec"].as_f64().unwrap_or(0.0),
+                s["first_loss"].as_f64().unwrap_or(f64::NAN),
+                s["final_loss"].as_f64().unwrap_or(f64::NAN),
+                match s["resumed_from_step"].as_u64() {
+                    Some(n) if n > 0 => format!(" (this attempt resumed at step {n})"),
+                    _ => String::new(),
+                },
+                table(&["part".into(), "time".into(), "share".into()], &rows)
+            )
+        }
+        None => "<p class=\"note\">Not recorded: the run predates summary.json.</p>".into(),
+    };
+    page.section("time", "Where the time went", time);
+
+    let labels = match read_label_study(run)? {
+        Some(study) => {
+            let saved: String = study
+                .labels_saved
+                .iter()
+                .map(|s| format!("<li>{}</li>", escape(&s.statement)))
+                .collect();
+            format!(
+                "{}<pre>{}</pre><ul>{saved}</ul>",
+                label_curves_svg(&study)?,
+                escape(&study.table())
+            )
+        }
+        None => format!(
+            "<p class=\"note\">Not measured yet: run <code>pretext eval labels --checkpoint {}\
+             </code>.</p>",
+            escape(&run.display().to_string())
+        ),
+    };
+    page.section("labels", "Label efficiency", labels);
+    Ok(())
+}
+
+/// The config as the run stored it.
+pub fn config_section(page: &mut Page, config_toml: &str) {
+    page.section(
+        "config",
+        "Config",
+        format!("<pre>{}</pre>", escape(config_toml)),
+    );
+}
