@@ -295,4 +295,13 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn flags_a_protocol_does_not_take_are_named() {
+        let err = refuse_flags("knn", &[&[Some("--fractions"), None], &[Some("--seeds")]])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "eval knn does not take --fractions, --seeds");
+        assert!(refuse_flags("knn", &[&[None, None]]).is_ok());
+    }
 }

@@ -49,11 +49,7 @@ pub fn eval(
     data: Option<&Path>,
     baseline: bool,
 ) -> Result<()> {
-    let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
-    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
-    let mut config = loaded.config.clone();
-    apply_eval_overrides(&mut config, g)?;
+    let (device, splits, loaded, config) = open_for_eval(g, checkpoint, data)?;
     let report = eval_report(&loaded, &config, &splits, protocols, baseline, &device)?;
     if g.json {
         println!(
@@ -110,11 +106,7 @@ pub fn labels(
     fractions: Option<Vec<f64>>,
     seeds: Option<usize>,
 ) -> Result<()> {
-    let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
-    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
-    let mut config = loaded.config.clone();
-    apply_eval_overrides(&mut config, g)?;
+    let (device, splits, loaded, mut config) = open_for_eval(g, checkpoint, data)?;
     if let Some(f) = fractions {
         config.eval.labels.fractions = f;
     }
@@ -126,8 +118,8 @@ pub fn labels(
         .labels
         .validate()
         .context("--fractions / --seeds")?;
-    let test = limited(splits.require_test()?, config.data.test_limit);
-    let pool = limited(&splits.train, config.data.train_limit);
+    let test = splits.require_test()?.limited(config.data.test_limit);
+    let pool = splits.train.limited(config.data.train_limit);
     let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
     let study = run_study(&task, &config.eval.labels, config.seed, |run| {
         eprintln!(
@@ -180,10 +172,19 @@ fn load_config(g: &Global, default_text: Option<&str>) -> Result<PretrainConfig>
     }
 }
 
-/// Eval reads the checkpoint's config; `--set eval.*` and `--seed` still apply.
-fn apply_eval_overrides(config: &mut PretrainConfig, g: &Global) -> Result<()> {
-    *config = PretrainConfig::from_toml(&config.to_toml(), "checkpoint config", &g.overrides())?;
-    Ok(())
+/// The device, data and checkpoint an evaluation reads, and the checkpoint's config with
+/// `--set eval.*` / `data.*_limit` and `--seed` applied.
+fn open_for_eval(
+    g: &Global,
+    checkpoint: &Path,
+    data: Option<&Path>,
+) -> Result<(Device, Splits, ImageCheckpoint, PretrainConfig)> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
+    let config =
+        PretrainConfig::from_toml(&loaded.config.to_toml(), "checkpoint config", &g.overrides())?;
+    Ok((device, splits, loaded, config))
 }
 
 fn pretrain_any(
@@ -200,14 +201,6 @@ fn pretrain_any(
     })
 }
 
-fn limited(set: &ImageSet, limit: usize) -> ImageSet {
-    if limit > 0 {
-        set.take(limit)
-    } else {
-        set.clone()
-    }
-}
-
 fn eval_report(
     loaded: &ImageCheckpoint,
     config: &PretrainConfig,
@@ -216,8 +209,8 @@ fn eval_report(
     baseline: bool,
     device: &Device,
 ) -> Result<serde_json::Value> {
-    let test = limited(splits.require_test()?, config.data.test_limit);
-    let train = limited(&splits.train, config.data.train_limit);
+    let test = splits.require_test()?.limited(config.data.test_limit);
+    let train = splits.train.limited(config.data.train_limit);
     loaded.check_compatible(&train)?;
     let t = Instant::now();
     let score = |b: &Backbone| {

@@ -35,11 +35,7 @@ pub fn pretrain<M: Method>(
     device: &Device,
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)> {
-    let train = if config.data.train_limit > 0 {
-        train.take(config.data.train_limit)
-    } else {
-        train.clone()
-    };
+    let train = train.limited(config.data.train_limit);
     let steps_per_epoch = train.len() / config.batch_size;
     if steps_per_epoch == 0 {
         bail!(

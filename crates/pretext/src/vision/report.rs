@@ -47,8 +47,8 @@ pub fn image_report(
     ];
     run_sections(&mut page, &ckpt.dir, &overview)?;
 
-    let train = limited(&splits.train, config.data.train_limit);
-    let test = limited(splits.require_test()?, config.data.test_limit);
+    let train = splits.train.limited(config.data.train_limit);
+    let test = splits.require_test()?.limited(config.data.test_limit);
     ckpt.check_compatible(&train)?;
     let (train_labels, test_labels) = (train.require_labels()?, test.require_labels()?);
     let ftrain = extract(&ckpt.backbone, &train, &ckpt.mean, &ckpt.std, device);
@@ -102,14 +102,6 @@ pub fn image_report(
     );
     config_section(&mut page, &config.to_toml());
     Ok(page.render())
-}
-
-fn limited(set: &ImageSet, limit: usize) -> ImageSet {
-    if limit > 0 {
-        set.take(limit)
-    } else {
-        set.clone()
-    }
 }
 
 fn class_names(train: &ImageSet, test: &ImageSet) -> Vec<String> {

@@ -59,6 +59,16 @@ impl ImageSet {
             .context("this dataset has no labels; evaluation needs a labelled train and test split")
     }
 
+    /// The first `limit` images, or all of them when `limit` is 0 (the convention of the
+    /// config's `data.train_limit` and `data.test_limit`).
+    pub fn limited(&self, limit: usize) -> ImageSet {
+        if limit > 0 {
+            self.take(limit)
+        } else {
+            self.clone()
+        }
+    }
+
     /// The first `n` images (all of them when `n` is larger).
     pub fn take(&self, n: usize) -> ImageSet {
         let n = n.min(self.len());
