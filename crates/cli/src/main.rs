@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pretext::core::eval::Protocols;
 
 mod alloc;
+mod labels;
 mod report;
 mod summary;
 mod text;
@@ -76,10 +77,10 @@ enum Command {
         /// Skip the random-init baseline.
         #[arg(long)]
         no_baseline: bool,
-        /// text-probe: column of the label (from 0; default 1).
+        /// text-probe and labels on a text checkpoint: column of the label (from 0; default 1).
         #[arg(long)]
         label_column: Option<usize>,
-        /// text-probe: column of the text (from 0; default the last).
+        /// text-probe and labels on a text checkpoint: column of the text (from 0; default the last).
         #[arg(long)]
         text_column: Option<usize>,
         /// labels: fractions of the training labels, e.g. 0.01,0.1,1 (eval.labels.fractions).
@@ -230,8 +231,16 @@ fn run(cli: Cli) -> Result<()> {
                     return text::run_text_probe(&g, &checkpoint, &data, label_column, text_column);
                 }
                 Protocol::Labels => {
-                    refuse_flags("labels", &[&text_flags, &baseline_flag])?;
-                    return vision::labels(&g, &checkpoint, data.as_deref(), fractions, seeds);
+                    refuse_flags("labels", &[&baseline_flag])?;
+                    let flags = labels::LabelFlags {
+                        checkpoint: &checkpoint,
+                        data: data.as_deref(),
+                        label_column,
+                        text_column,
+                        fractions,
+                        seeds,
+                    };
+                    return labels::run(&g, flags);
                 }
                 Protocol::Knn => (true, false),
                 Protocol::Linear => (false, true),

@@ -1,20 +1,17 @@
-//! Image commands: `pretrain`, `eval knn|linear|all|labels`, `embed`, `quickstart`.
+//! Image commands: `pretrain`, `eval knn|linear|all`, `embed`, `quickstart`.
 
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::Device;
 use pretext::core::eval::Protocols;
-use pretext::core::labels::run_study;
-use pretext::core::run_report::save_label_study;
 use pretext::core::train::{TrainOptions, TrainSummary};
 use pretext::vision::backbones::Backbone;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{self, ImageSet, Splits};
 use pretext::vision::eval::{evaluate, extract};
-use pretext::vision::labels::ImageLabels;
 use pretext::vision::pretrain::pretrain as pretrain_method;
 use pretext::with_method;
 use serde_json::json;
@@ -97,72 +94,6 @@ pub fn embed(
     Ok(())
 }
 
-/// `pretext eval labels`: the label-efficiency study of an image checkpoint; writes
-/// `labels.json` and `labels.svg` into the run folder.
-pub fn labels(
-    g: &Global,
-    checkpoint: &Path,
-    data: Option<&Path>,
-    fractions: Option<Vec<f64>>,
-    seeds: Option<usize>,
-) -> Result<()> {
-    let (device, splits, loaded, mut config) = open_for_eval(g, checkpoint, data)?;
-    if let Some(f) = fractions {
-        config.eval.labels.fractions = f;
-    }
-    if let Some(n) = seeds {
-        config.eval.labels.seeds = n;
-    }
-    config
-        .eval
-        .labels
-        .validate()
-        .context("--fractions / --seeds")?;
-    let test = splits.require_test()?.limited(config.data.test_limit);
-    let pool = splits.train.limited(config.data.train_limit);
-    let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
-    let study = run_study(&task, &config.eval.labels, config.seed, |run| {
-        eprintln!(
-            "{:<9} {:>7.2}% of labels ({:>6} rows), seed {:>20}: {:.2}% ({:.0}s)",
-            run.arm,
-            100.0 * run.fraction,
-            run.labelled,
-            run.seed,
-            100.0 * run.accuracy,
-            run.seconds
-        );
-    })?;
-    let record = json!({
-        "command": "eval labels",
-        "checkpoint": checkpoint,
-        "data": splits.description,
-        "train_pool": pool.len(),
-        "test_images": test.len(),
-        "method": loaded.config.method,
-    });
-    let (json_path, svg_path) = save_label_study(&loaded.dir, &study, record.clone())?;
-    let mut record = record;
-    record["study"] = serde_json::to_value(&study)?;
-    if g.json {
-        println!("{record}");
-    } else {
-        println!(
-            "{} ({}): {} labelled training images in the pool, {} test images, {} seed(s)",
-            checkpoint.display(),
-            loaded.config.method,
-            pool.len(),
-            test.len(),
-            study.seeds.len()
-        );
-        print!("{}", study.table());
-        for saved in &study.labels_saved {
-            println!("labels saved: {}", saved.statement);
-        }
-        println!("wrote {} and {}", json_path.display(), svg_path.display());
-    }
-    Ok(())
-}
-
 fn load_config(g: &Global, default_text: Option<&str>) -> Result<PretrainConfig> {
     let sets = g.overrides();
     match (&g.config, default_text) {
@@ -174,7 +105,7 @@ fn load_config(g: &Global, default_text: Option<&str>) -> Result<PretrainConfig>
 
 /// The device, data and checkpoint an evaluation reads, and the checkpoint's config with
 /// `--set eval.*` / `data.*_limit` and `--seed` applied.
-fn open_for_eval(
+pub fn open_for_eval(
     g: &Global,
     checkpoint: &Path,
     data: Option<&Path>,
@@ -182,8 +113,11 @@ fn open_for_eval(
     let device = pretext::core::device::parse(&g.device)?;
     let splits = data::load(data)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
-    let config =
-        PretrainConfig::from_toml(&loaded.config.to_toml(), "checkpoint config", &g.overrides())?;
+    let config = PretrainConfig::from_toml(
+        &loaded.config.to_toml(),
+        "checkpoint config",
+        &g.overrides(),
+    )?;
     Ok((device, splits, loaded, config))
 }
 

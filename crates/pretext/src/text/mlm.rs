@@ -404,31 +404,8 @@ mod tests {
     use super::*;
     use crate::core::checkpoint::Checkpoint;
     use crate::text::checkpoint::{MlmCheckpoint, fill_mask};
-    use crate::text::encoder::SizePreset;
     use crate::text::examples::ExampleMode;
-    use crate::text::test_support::{TempDir, grammar_corpus};
-    use crate::text::tokenizer::Family;
-
-    /// A tiny RoBERTa on line-by-line examples of the test grammar (byte-level BPE training is
-    /// reproducible, so two runs share their tokenizer).
-    fn tiny_config(dir: &TempDir, name: &str, steps: usize) -> MlmConfig {
-        let mut c = MlmConfig {
-            steps,
-            batch_size: 16,
-            ..MlmConfig::default()
-        };
-        c.tokenizer.family = Family::Roberta;
-        c.tokenizer.vocab_size = 600;
-        c.model.size = SizePreset::Tiny;
-        c.data.mode = ExampleMode::LineByLine;
-        c.data.max_len = 32;
-        c.data.holdout_every = 10;
-        c.optimizer.lr = 1e-3;
-        c.optimizer.warmup_steps = 10;
-        c.train.out_dir = dir.path().join(name).display().to_string();
-        c.eval.max_sequences = 0;
-        c
-    }
+    use crate::text::test_support::{TempDir, grammar_corpus, tiny_mlm_config};
 
     fn quiet() -> TrainOptions {
         TrainOptions {
@@ -441,7 +418,7 @@ mod tests {
     fn mlm_job_learns_a_small_grammar_and_fills_masks() {
         let dir = TempDir::new("mlm-job");
         let corpus = dir.write("c.txt", &grammar_corpus(400, 5).join("\n"));
-        let mut config = tiny_config(&dir, "run", 300);
+        let mut config = tiny_mlm_config(&dir, "run", 300);
         config.model.dropout = 0.0;
         config.optimizer.lr = 2e-3;
         let run = train_mlm(&config, &corpus, &Device::flex(), &quiet()).unwrap();
@@ -478,7 +455,7 @@ mod tests {
     fn resumed_mlm_run_matches_uninterrupted_with_dropout_and_accumulation() {
         let dir = TempDir::new("mlm-resume");
         let corpus = dir.write("c.txt", &grammar_corpus(200, 2).join("\n"));
-        let mut whole = tiny_config(&dir, "whole", 8);
+        let mut whole = tiny_mlm_config(&dir, "whole", 8);
         whole.grad_accum = 2;
         whole.train.checkpoint_every = 2;
         let device = Device::flex();
@@ -510,7 +487,7 @@ mod tests {
     fn bad_corpora_get_clear_errors() {
         let dir = TempDir::new("mlm-bad");
         let device = Device::flex();
-        let config = tiny_config(&dir, "run", 5);
+        let config = tiny_mlm_config(&dir, "run", 5);
         let empty = dir.write("empty.txt", "\n  \n");
         let err = train_mlm(&config, &empty, &device, &quiet()).unwrap_err();
         assert!(format!("{err:#}").contains("empty corpus"), "{err:#}");

@@ -11,6 +11,7 @@ pub mod config;
 pub mod encoder;
 pub mod examples;
 pub mod hf;
+pub mod labels;
 pub mod masking;
 pub mod mlm;
 pub mod probe;
@@ -93,5 +94,50 @@ pub(crate) mod test_support {
         (0..n)
             .map(|_| format!("{} and {}.", clause(next()), clause(next())))
             .collect()
+    }
+
+    /// A tiny RoBERTa on line-by-line examples of the test grammar (byte-level BPE training is
+    /// reproducible, so two runs share their tokenizer).
+    pub fn tiny_mlm_config(
+        dir: &TempDir,
+        name: &str,
+        steps: usize,
+    ) -> crate::text::config::MlmConfig {
+        let mut c = crate::text::config::MlmConfig {
+            steps,
+            batch_size: 16,
+            ..crate::text::config::MlmConfig::default()
+        };
+        c.tokenizer.family = crate::text::tokenizer::Family::Roberta;
+        c.tokenizer.vocab_size = 600;
+        c.model.size = crate::text::encoder::SizePreset::Tiny;
+        c.data.mode = crate::text::examples::ExampleMode::LineByLine;
+        c.data.max_len = 32;
+        c.data.holdout_every = 10;
+        c.optimizer.lr = 1e-3;
+        c.optimizer.warmup_steps = 10;
+        c.train.out_dir = dir.path().join(name).display().to_string();
+        c.eval.max_sequences = 0;
+        c
+    }
+
+    /// Texts of two topics (animals, people) that share their verbs, alternating.
+    pub fn two_topics(n: usize) -> (Vec<String>, Vec<u32>) {
+        let animals = ["fox", "dog", "cat", "yak"];
+        let people = ["knight", "queen", "king", "bishop"];
+        let verbs = ["chases", "greets", "helps", "watches"];
+        (0..n)
+            .map(|i| {
+                let class = (i % 2) as u32;
+                let nouns = if class == 0 { animals } else { people };
+                let text = format!(
+                    "the {} {} the {} today",
+                    nouns[i % 4],
+                    verbs[(i / 2) % 4],
+                    nouns[(i / 3) % 4]
+                );
+                (text, class)
+            })
+            .unzip()
     }
 }

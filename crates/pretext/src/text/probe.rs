@@ -50,7 +50,7 @@ impl std::str::FromStr for Pooling {
 /// The windows of one text: its body cut into pieces of `max_len - 2` tokens, each framed by
 /// the start and end tokens. More than `max_windows` (0: no cap) are thinned to that many,
 /// spread evenly from the first to the last.
-fn text_windows(
+pub(crate) fn text_windows(
     tokenizer: &TextTokenizer,
     text: &str,
     max_len: usize,
@@ -80,6 +80,16 @@ fn text_windows(
             .collect(),
         thinned,
     ))
+}
+
+/// The mean of hidden states `[b, len, hidden]` over the real tokens of each row (`mask` is
+/// `[b, len]` row-major, true for real tokens): padding never counts.
+pub fn mean_pool(hidden: Tensor<3>, mask: &[bool], device: &Device) -> Tensor<2> {
+    let [b, len, dim] = hidden.dims();
+    let weights: Vec<f32> = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+    let weights = Tensor::<3>::from_data(TensorData::new(weights, [b, len, 1]), device);
+    let counts = weights.clone().sum_dim(1).reshape([b, 1]);
+    (hidden * weights).sum_dim(1).reshape([b, dim]) / counts
 }
 
 /// Pooled features of every text under each of `poolings`, from one pass of the model, and
@@ -127,21 +137,11 @@ fn pooled_features<S: AsRef<str> + Sync>(
         let rows: Vec<Masked> = chunk.iter().map(|(_, w)| Masked::unmasked(w)).collect();
         let batch = pad_batch(&rows, tokenizer.pad_id(), 0)?;
         let h = model.hidden(batch.input_tensor(&plain), batch.attention_tensor(&plain))?;
-        let (b, len) = (batch.batch_size, batch.seq_len);
+        let b = batch.batch_size;
         for (p, pooling) in poolings.iter().enumerate() {
             let pooled: Tensor<2> = match pooling {
                 Pooling::Cls => h.clone().narrow(1, 0, 1).reshape([b, hidden]),
-                Pooling::Mean => {
-                    let weights: Vec<f32> = batch
-                        .attention_mask
-                        .iter()
-                        .map(|&m| if m { 1.0 } else { 0.0 })
-                        .collect();
-                    let weights =
-                        Tensor::<3>::from_data(TensorData::new(weights, [b, len, 1]), &plain);
-                    let counts = weights.clone().sum_dim(1).reshape([b, 1]);
-                    (h.clone() * weights).sum_dim(1).reshape([b, hidden]) / counts
-                }
+                Pooling::Mean => mean_pool(h.clone(), &batch.attention_mask, &plain),
             };
             let values = pooled
                 .into_data()
@@ -459,7 +459,7 @@ mod tests {
     use super::*;
     use crate::text::config::MlmConfig;
     use crate::text::encoder::EncoderConfig;
-    use crate::text::test_support::{TempDir, grammar_corpus};
+    use crate::text::test_support::{TempDir, grammar_corpus, two_topics};
     use crate::text::tokenizer::Family;
     use crate::text::tsv::read_labelled_tsv;
 
@@ -550,25 +550,6 @@ mod tests {
     }
 
     /// Sentences whose class shows in which nouns they use.
-    fn two_topics(n: usize) -> (Vec<String>, Vec<u32>) {
-        let animals = ["fox", "dog", "cat", "yak"];
-        let people = ["knight", "queen", "king", "bishop"];
-        let verbs = ["chases", "greets", "helps", "watches"];
-        (0..n)
-            .map(|i| {
-                let class = (i % 2) as u32;
-                let nouns = if class == 0 { animals } else { people };
-                let text = format!(
-                    "the {} {} the {} today",
-                    nouns[i % 4],
-                    verbs[(i / 2) % 4],
-                    nouns[(i / 3) % 4]
-                );
-                (text, class)
-            })
-            .unzip()
-    }
-
     fn quick_eval() -> EvalConfig {
         EvalConfig {
             linear_epochs: 20,

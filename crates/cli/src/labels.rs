@@ -1,0 +1,148 @@
+//! `pretext eval labels`: the label-efficiency study of an image checkpoint (on its image data)
+//! or of a masked-language-model checkpoint (on a labelled TSV); writes `labels.json` and
+//! `labels.svg` into the run folder.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use pretext::core::checkpoint::Checkpoint;
+use pretext::core::labels::{ArmRun, LabelStudy, LabelsConfig, run_study};
+use pretext::core::run_report::save_label_study;
+use pretext::text::checkpoint::MlmCheckpoint;
+use pretext::text::labels::TextLabels;
+use pretext::text::probe::ProbeSettings;
+use pretext::text::tsv::read_labelled_tsv;
+use pretext::vision::labels::ImageLabels;
+use serde_json::json;
+
+use crate::Global;
+use crate::vision::open_for_eval;
+
+/// The flags of `eval labels`.
+pub struct LabelFlags<'a> {
+    pub checkpoint: &'a Path,
+    pub data: Option<&'a Path>,
+    pub label_column: Option<usize>,
+    pub text_column: Option<usize>,
+    pub fractions: Option<Vec<f64>>,
+    pub seeds: Option<usize>,
+}
+
+pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
+    let kind = Checkpoint::load(flags.checkpoint)?.meta["kind"]
+        .as_str()
+        .map(str::to_string);
+    if kind.as_deref() == Some("mlm") {
+        return text_study(g, flags);
+    }
+    if flags.label_column.is_some() || flags.text_column.is_some() {
+        bail!(
+            "--label-column and --text-column are for text checkpoints; this one is an image run"
+        );
+    }
+    let (device, splits, loaded, mut config) = open_for_eval(g, flags.checkpoint, flags.data)?;
+    apply_flags(&mut config.eval.labels, flags.fractions, flags.seeds)?;
+    let test = splits.require_test()?.limited(config.data.test_limit);
+    let pool = splits.train.limited(config.data.train_limit);
+    let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
+    let study = run_study(&task, &config.eval.labels, config.seed, progress)?;
+    let record = json!({
+        "command": "eval labels",
+        "checkpoint": flags.checkpoint,
+        "data": splits.description,
+        "pool": pool.len(),
+        "test": test.len(),
+        "method": loaded.config.method,
+    });
+    let headline = format!(
+        "{} ({}): {} labelled training images in the pool, {} test images",
+        flags.checkpoint.display(),
+        loaded.config.method,
+        pool.len(),
+        test.len()
+    );
+    finish(g, &loaded.dir, &study, record, &headline)
+}
+
+fn text_study(g: &Global, flags: LabelFlags) -> Result<()> {
+    let data = flags
+        .data
+        .context("eval labels of a text checkpoint needs --data FILE.tsv (labelled texts)")?;
+    let device = pretext::core::device::parse(&g.device)?;
+    let mut settings: ProbeSettings =
+        pretext::core::config::load_config(g.config.as_deref(), &g.set)?;
+    apply_flags(&mut settings.eval.labels, flags.fractions, flags.seeds)?;
+    settings.eval.validate()?;
+    let ckpt = MlmCheckpoint::load(flags.checkpoint, &device)?;
+    let texts = read_labelled_tsv(data, flags.label_column, flags.text_column)?;
+    let seed = g.seed.unwrap_or(ckpt.config.seed);
+    let task = TextLabels::new(&ckpt, &texts, &settings, seed, &device)?;
+    let study = run_study(&task, &settings.eval.labels, seed, progress)?;
+    let record = json!({
+        "command": "eval labels",
+        "checkpoint": flags.checkpoint,
+        "data": data,
+        "pool": task.pool_size(),
+        "test": task.test_size(),
+        "method": "mlm",
+    });
+    let headline = format!(
+        "{} (mlm, step {}): {}: {} labelled texts in the pool, {} test texts",
+        flags.checkpoint.display(),
+        ckpt.step,
+        data.display(),
+        task.pool_size(),
+        task.test_size()
+    );
+    finish(g, &ckpt.dir, &study, record, &headline)
+}
+
+/// `--fractions` and `--seeds` replace the config's `eval.labels` settings.
+fn apply_flags(
+    labels: &mut LabelsConfig,
+    fractions: Option<Vec<f64>>,
+    seeds: Option<usize>,
+) -> Result<()> {
+    if let Some(f) = fractions {
+        labels.fractions = f;
+    }
+    if let Some(n) = seeds {
+        labels.seeds = n;
+    }
+    labels.validate().context("--fractions / --seeds")
+}
+
+fn progress(run: &ArmRun) {
+    eprintln!(
+        "{:<12} {:>7.2}% of labels ({:>6} rows), seed {:>20}: {:.2}% ({:.0}s)",
+        run.arm,
+        100.0 * run.fraction,
+        run.labelled,
+        run.seed,
+        100.0 * run.accuracy,
+        run.seconds
+    );
+}
+
+fn finish(
+    g: &Global,
+    dir: &Path,
+    study: &LabelStudy,
+    record: serde_json::Value,
+    headline: &str,
+) -> Result<()> {
+    let (json_path, svg_path) = save_label_study(dir, study, record.clone())?;
+    if g.json {
+        let mut record = record;
+        record["study"] = serde_json::to_value(study)?;
+        println!("{record}");
+    } else {
+        println!("{headline}, {} seed(s)", study.seeds.len());
+        print!("{}", study.table());
+        for saved in &study.labels_saved {
+            println!("labels saved: {}", saved.statement);
+        }
+        println!("wrote {} and {}", json_path.display(), svg_path.display());
+    }
+    Ok(())
+}

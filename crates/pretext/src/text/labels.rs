@@ -1,0 +1,330 @@
+//! Label efficiency on text (`pretext eval labels` with a masked-language-model checkpoint and
+//! a labelled TSV): bag-of-words logistic regression, a linear probe on the frozen encoder's
+//! mean-pooled features, the encoder fine-tuned with a linear head, and the same encoder
+//! architecture trained from scratch on the labels.
+//!
+//! The TSV is split per class into a labelled pool and a test part (`test_fraction`);
+//! fine-tuning and scratch read each text's first window of `max_len` tokens.
+
+use std::cell::OnceCell;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use super::checkpoint::MlmCheckpoint;
+use super::encoder::Encoder;
+use super::examples::pad_batch;
+use super::masking::Masked;
+use super::probe::{
+    Pooling, ProbeSettings, bag_of_words_features, encoder_features, mean_pool, text_windows,
+};
+use super::tsv::LabelledTexts;
+use crate::core::eval::{Features, Labelled, linear_probe};
+use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
+use crate::core::labels::{ArmOutcome, LabelTask};
+use crate::core::loader::mix_seed;
+use crate::core::split::{LabelSubset, stratified_split};
+
+pub const BAG_OF_WORDS: &str = "bag_of_words";
+pub const LINEAR: &str = "linear";
+pub const FINETUNE: &str = "finetune";
+pub const SCRATCH: &str = "scratch";
+
+/// Texts and labels of one side of the split, with each text's first window of token ids.
+struct Side {
+    texts: Vec<String>,
+    labels: Vec<u32>,
+    windows: Vec<Vec<u32>>,
+}
+
+/// A study of one MLM checkpoint on labelled texts.
+pub struct TextLabels<'a> {
+    checkpoint: &'a MlmCheckpoint,
+    settings: &'a ProbeSettings,
+    pool: Side,
+    test: Side,
+    class_names: Vec<String>,
+    device: Device,
+    frozen: OnceCell<Result<(Features, Features), String>>,
+    bag: OnceCell<(Features, Features)>,
+}
+
+impl<'a> TextLabels<'a> {
+    /// Split `data` into pool and test (`settings.test_fraction`, per class, seeded).
+    pub fn new(
+        checkpoint: &'a MlmCheckpoint,
+        data: &LabelledTexts,
+        settings: &'a ProbeSettings,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if data.classes.len() < 2 {
+            bail!(
+                "a label study needs at least two classes; the data has {}",
+                data.classes.len()
+            );
+        }
+        let split = stratified_split(&data.labels, settings.test_fraction, seed)?;
+        let tokenizer = &checkpoint.tokenizer;
+        let max_len = settings.max_len.min(checkpoint.encoder.max_sequence_len());
+        let side = |rows: &[usize]| -> Result<Side> {
+            let texts: Vec<String> = rows.iter().map(|&i| data.texts[i].clone()).collect();
+            let windows = texts
+                .iter()
+                .map(|t| Ok(text_windows(tokenizer, t, max_len, 1)?.0.remove(0)))
+                .collect::<Result<_>>()?;
+            Ok(Side {
+                labels: rows.iter().map(|&i| data.labels[i]).collect(),
+                texts,
+                windows,
+            })
+        };
+        Ok(TextLabels {
+            checkpoint,
+            settings,
+            pool: side(&split.train)?,
+            test: side(&split.test)?,
+            class_names: data.classes.clone(),
+            device: device.clone(),
+            frozen: OnceCell::new(),
+            bag: OnceCell::new(),
+        })
+    }
+
+    pub fn pool_size(&self) -> usize {
+        self.pool.texts.len()
+    }
+
+    pub fn test_size(&self) -> usize {
+        self.test.texts.len()
+    }
+
+    fn probe(
+        &self,
+        features: &(Features, Features),
+        subset: &LabelSubset,
+        seed: u64,
+    ) -> Result<f64> {
+        let rows = features.0.rows(&subset.train);
+        let labels: Vec<u32> = subset.train.iter().map(|&i| self.pool.labels[i]).collect();
+        linear_probe(
+            Labelled {
+                features: &rows,
+                labels: &labels,
+            },
+            Labelled {
+                features: &features.1,
+                labels: &self.test.labels,
+            },
+            self.class_names.len(),
+            &self.settings.eval,
+            seed,
+            &self.device,
+        )
+    }
+
+    fn frozen(&self) -> Result<&(Features, Features)> {
+        let computed = self.frozen.get_or_init(|| {
+            let s = self.settings;
+            let features = |texts: &[String]| {
+                encoder_features(
+                    &self.checkpoint.model,
+                    &self.checkpoint.tokenizer,
+                    texts,
+                    s.max_len,
+                    s.max_windows,
+                    Pooling::Mean,
+                    s.batch_size,
+                    &self.device,
+                )
+            };
+            features(&self.pool.texts)
+                .and_then(|p| Ok((p, features(&self.test.texts)?)))
+                .map_err(|e| format!("{e:#}"))
+        });
+        computed.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn train(&self, pretrained: bool, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+        let ad = self.device.clone().autodiff();
+        let encoder: Encoder = if pretrained {
+            MlmCheckpoint::load(&self.checkpoint.dir, &ad)?
+                .model
+                .encoder
+        } else {
+            ad.seed(mix_seed(&[seed, 0x5C2A7C4]));
+            self.checkpoint.encoder.init(&ad)?.encoder
+        };
+        let pad = self.checkpoint.tokenizer.pad_id();
+        let features = |e: &Encoder, idx: &[usize], pass: Pass, device: &Device| {
+            let side = if pass == Pass::Test {
+                &self.test
+            } else {
+                &self.pool
+            };
+            let rows: Vec<Masked> = idx
+                .iter()
+                .map(|&i| Masked::unmasked(&side.windows[i]))
+                .collect();
+            let batch = pad_batch(&rows, pad, 0)?;
+            let hidden = e.forward(batch.input_tensor(device), batch.attention_tensor(device))?;
+            Ok(mean_pool(hidden, &batch.attention_mask, device))
+        };
+        let test_rows: Vec<usize> = (0..self.test.texts.len()).collect();
+        let rows = Rows {
+            train: &subset.train,
+            validation: &subset.validation,
+            pool_labels: &self.pool.labels,
+            test: &test_rows,
+            test_labels: &self.test.labels,
+            classes: self.class_names.len(),
+        };
+        // As for images: the from-scratch encoder always learns at the head's rate.
+        let settings = FineTuneConfig {
+            encoder_lr_ratio: if pretrained {
+                self.settings.eval.finetune.encoder_lr_ratio
+            } else {
+                1.0
+            },
+            ..self.settings.eval.finetune.clone()
+        };
+        let dim = self.checkpoint.encoder.hidden;
+        let (_, trained) = train_classifier(encoder, dim, rows, features, &settings, seed)?;
+        Ok(ArmOutcome {
+            accuracy: trained.test_accuracy,
+            detail: serde_json::to_value(&trained)?,
+        })
+    }
+}
+
+impl LabelTask for TextLabels<'_> {
+    fn arms(&self) -> Vec<String> {
+        [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn comparison(&self) -> Option<(String, String)> {
+        Some((FINETUNE.into(), SCRATCH.into()))
+    }
+
+    fn pool_labels(&self) -> &[u32] {
+        &self.pool.labels
+    }
+
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+        let probe = |features| -> Result<ArmOutcome> {
+            Ok(ArmOutcome {
+                accuracy: self.probe(features, subset, seed)?,
+                detail: serde_json::json!({}),
+            })
+        };
+        match arm {
+            // The vocabulary comes from every pool text (no labels needed), as the encoder's
+            // pretraining saw unlabelled text.
+            BAG_OF_WORDS => probe(self.bag.get_or_init(|| {
+                bag_of_words_features(
+                    &self.pool.texts,
+                    &self.test.texts,
+                    self.settings.bow_max_features,
+                )
+            })),
+            LINEAR => probe(self.frozen()?),
+            FINETUNE => self.train(true, subset, seed),
+            SCRATCH => self.train(false, subset, seed),
+            other => bail!("unknown arm '{other}'"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::labels::{LabelsConfig, run_study};
+    use crate::core::train::TrainOptions;
+    use crate::text::mlm::train_mlm;
+    use crate::text::test_support::{TempDir, grammar_corpus, tiny_mlm_config, two_topics};
+
+    #[test]
+    fn text_study_runs_every_arm_on_the_same_rows() {
+        let dir = TempDir::new("text-labels");
+        let corpus = dir.write("corpus.txt", &grammar_corpus(300, 3).join("\n"));
+        let config = tiny_mlm_config(&dir, "run", 20);
+        let options = TrainOptions {
+            resume: false,
+            quiet: true,
+        };
+        let device = Device::flex();
+        let run = train_mlm(&config, &corpus, &device, &options).unwrap();
+        let ckpt = MlmCheckpoint::load(&run.train.checkpoint, &device).unwrap();
+        let (texts, labels) = two_topics(120);
+        let data = LabelledTexts {
+            texts,
+            labels,
+            classes: vec!["animals".into(), "people".into()],
+        };
+        let mut settings = ProbeSettings {
+            max_len: 16,
+            ..ProbeSettings::default()
+        };
+        settings.eval.linear_epochs = 20;
+        settings.eval.linear_lr = 0.05;
+        settings.eval.linear_batch_size = 32;
+        settings.eval.finetune.min_steps = 20;
+        settings.eval.finetune.epochs = 1;
+        settings.eval.finetune.batch_size = 16;
+        settings.eval.finetune.lr = 3e-3;
+        let task = TextLabels::new(&ckpt, &data, &settings, 1, &device).unwrap();
+        assert_eq!((task.pool_size(), task.test_size()), (96, 24));
+        let study = run_study(
+            &task,
+            &LabelsConfig {
+                fractions: vec![0.5, 1.0],
+                seeds: 1,
+                validation_fraction: 0.1,
+            },
+            2,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(study.runs.len(), 4 * 2);
+        for arm in [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH] {
+            assert!(
+                study.runs.iter().filter(|r| r.arm == arm).count() == 2,
+                "{arm}"
+            );
+        }
+        // The topics are told apart by their nouns: bag-of-words gets them all.
+        let bow = study
+            .runs
+            .iter()
+            .find(|r| r.arm == BAG_OF_WORDS && r.fraction == 1.0)
+            .unwrap();
+        assert!(bow.accuracy > 0.95, "bag of words {}", bow.accuracy);
+        let finetuned = study
+            .runs
+            .iter()
+            .find(|r| r.arm == FINETUNE && r.fraction == 1.0)
+            .unwrap();
+        assert!(
+            finetuned.accuracy > 0.6,
+            "fine-tuned {}",
+            finetuned.accuracy
+        );
+
+        let one_class = LabelledTexts {
+            texts: vec!["a".into(), "b".into()],
+            labels: vec![0, 0],
+            classes: vec!["only".into()],
+        };
+        let err = TextLabels::new(&ckpt, &one_class, &settings, 1, &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("at least two classes"), "{err}");
+    }
+}
