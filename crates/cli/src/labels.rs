@@ -7,12 +7,13 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use pretext::core::checkpoint::Checkpoint;
 use pretext::core::labels::{ArmRun, LabelStudy, LabelsConfig, run_study};
-use pretext::core::run_report::save_label_study;
+use pretext::core::run_report::{LABELS_FILE, save_label_study};
 use pretext::text::checkpoint::MlmCheckpoint;
-use pretext::text::labels::TextLabels;
+use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
-use pretext::text::tsv::read_labelled_tsv;
+use pretext::text::tsv::{LabelledTexts, read_labelled_tsv};
 use pretext::vision::labels::ImageLabels;
+use pretext_word2vec::format::Embeddings;
 use serde_json::json;
 
 use crate::Global;
@@ -20,7 +21,8 @@ use crate::vision::open_for_eval;
 
 /// The flags of `eval labels`.
 pub struct LabelFlags<'a> {
-    pub checkpoint: &'a Path,
+    pub checkpoint: Option<&'a Path>,
+    pub vectors: Option<&'a Path>,
     pub data: Option<&'a Path>,
     pub label_column: Option<usize>,
     pub text_column: Option<usize>,
@@ -29,18 +31,24 @@ pub struct LabelFlags<'a> {
 }
 
 pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
-    let kind = Checkpoint::load(flags.checkpoint)?.meta["kind"]
+    let checkpoint = match (flags.checkpoint, flags.vectors) {
+        (Some(_), Some(_)) => bail!("give --checkpoint or --vectors, not both"),
+        (None, None) => bail!("eval labels needs --checkpoint RUN or --vectors FILE"),
+        (None, Some(vectors)) => return vector_study(g, vectors, &flags),
+        (Some(c), None) => c,
+    };
+    let kind = Checkpoint::load(checkpoint)?.meta["kind"]
         .as_str()
         .map(str::to_string);
     if kind.as_deref() == Some("mlm") {
-        return text_study(g, flags);
+        return text_study(g, checkpoint, flags);
     }
     if flags.label_column.is_some() || flags.text_column.is_some() {
         bail!(
             "--label-column and --text-column are for text checkpoints; this one is an image run"
         );
     }
-    let (device, splits, loaded, mut config) = open_for_eval(g, flags.checkpoint, flags.data)?;
+    let (device, splits, loaded, mut config) = open_for_eval(g, checkpoint, flags.data)?;
     apply_flags(&mut config.eval.labels, flags.fractions, flags.seeds)?;
     let test = splits.require_test()?.limited(config.data.test_limit);
     let pool = splits.train.limited(config.data.train_limit);
@@ -48,7 +56,7 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     let study = run_study(&task, &config.eval.labels, config.seed, progress)?;
     let record = json!({
         "command": "eval labels",
-        "checkpoint": flags.checkpoint,
+        "checkpoint": checkpoint,
         "data": splits.description,
         "pool": pool.len(),
         "test": test.len(),
@@ -56,31 +64,85 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     });
     let headline = format!(
         "{} ({}): {} labelled training images in the pool, {} test images",
-        flags.checkpoint.display(),
+        checkpoint.display(),
         loaded.config.method,
         pool.len(),
         test.len()
     );
-    finish(g, &loaded.dir, &study, record, &headline)
+    finish(g, &loaded.dir.join(LABELS_FILE), &study, record, &headline)
 }
 
-fn text_study(g: &Global, flags: LabelFlags) -> Result<()> {
+/// The labelled TSV and the probe settings (`--config`, `--set`) of a text study.
+fn text_inputs(g: &Global, flags: &LabelFlags) -> Result<(LabelledTexts, ProbeSettings)> {
     let data = flags
         .data
-        .context("eval labels of a text checkpoint needs --data FILE.tsv (labelled texts)")?;
-    let device = pretext::core::device::parse(&g.device)?;
+        .context("eval labels on text needs --data FILE.tsv (labelled texts)")?;
     let mut settings: ProbeSettings =
         pretext::core::config::load_config(g.config.as_deref(), &g.set)?;
-    apply_flags(&mut settings.eval.labels, flags.fractions, flags.seeds)?;
+    apply_flags(
+        &mut settings.eval.labels,
+        flags.fractions.clone(),
+        flags.seeds,
+    )?;
     settings.eval.validate()?;
-    let ckpt = MlmCheckpoint::load(flags.checkpoint, &device)?;
     let texts = read_labelled_tsv(data, flags.label_column, flags.text_column)?;
+    Ok((texts, settings))
+}
+
+fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let (texts, settings) = text_inputs(g, flags)?;
+    let (embeddings, _) =
+        Embeddings::load(vectors).map_err(|e| anyhow::anyhow!("{}: {e}", vectors.display()))?;
+    let seed = g.seed.unwrap_or(0);
+    let task = text_labels::vector_study(
+        &texts,
+        |w| embeddings.get(w),
+        embeddings.dim(),
+        &settings,
+        seed,
+        &device,
+    )?;
+    let study = run_study(&task, &settings.eval.labels, seed, progress)?;
+    let data = flags.data.unwrap_or(Path::new(""));
+    let record = json!({
+        "command": "eval labels",
+        "vectors": vectors,
+        "data": data,
+        "pool": task.pool_labels.len(),
+        "test": task.test_labels.len(),
+        "method": "word vectors",
+    });
+    let headline = format!(
+        "{} ({} words x {}): {}: {} labelled texts in the pool, {} test texts",
+        vectors.display(),
+        embeddings.len(),
+        embeddings.dim(),
+        data.display(),
+        task.pool_labels.len(),
+        task.test_labels.len()
+    );
+    // Vectors have no run folder: the study goes beside the file, named after it.
+    finish(
+        g,
+        &vectors.with_extension("labels.json"),
+        &study,
+        record,
+        &headline,
+    )
+}
+
+fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let (texts, settings) = text_inputs(g, &flags)?;
+    let data = flags.data.unwrap_or(Path::new(""));
+    let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let seed = g.seed.unwrap_or(ckpt.config.seed);
     let task = TextLabels::new(&ckpt, &texts, &settings, seed, &device)?;
     let study = run_study(&task, &settings.eval.labels, seed, progress)?;
     let record = json!({
         "command": "eval labels",
-        "checkpoint": flags.checkpoint,
+        "checkpoint": checkpoint,
         "data": data,
         "pool": task.pool_size(),
         "test": task.test_size(),
@@ -88,13 +150,13 @@ fn text_study(g: &Global, flags: LabelFlags) -> Result<()> {
     });
     let headline = format!(
         "{} (mlm, step {}): {}: {} labelled texts in the pool, {} test texts",
-        flags.checkpoint.display(),
+        checkpoint.display(),
         ckpt.step,
         data.display(),
         task.pool_size(),
         task.test_size()
     );
-    finish(g, &ckpt.dir, &study, record, &headline)
+    finish(g, &ckpt.dir.join(LABELS_FILE), &study, record, &headline)
 }
 
 /// `--fractions` and `--seeds` replace the config's `eval.labels` settings.
@@ -126,12 +188,12 @@ fn progress(run: &ArmRun) {
 
 fn finish(
     g: &Global,
-    dir: &Path,
+    json_path: &Path,
     study: &LabelStudy,
     record: serde_json::Value,
     headline: &str,
 ) -> Result<()> {
-    let (json_path, svg_path) = save_label_study(dir, study, record.clone())?;
+    let (json_path, svg_path) = save_label_study(json_path, study, record.clone())?;
     if g.json {
         let mut record = record;
         record["study"] = serde_json::to_value(study)?;

@@ -70,7 +70,11 @@ enum Command {
     Eval {
         protocol: Protocol,
         #[arg(long)]
-        checkpoint: PathBuf,
+        checkpoint: Option<PathBuf>,
+        /// labels: word vectors (word2vec text or binary) to study instead of a checkpoint,
+        /// on a labelled TSV (--data), against bag-of-words.
+        #[arg(long)]
+        vectors: Option<PathBuf>,
         /// Image dataset folder, or for text-probe a TSV file of labelled texts.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -207,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval {
             protocol,
             checkpoint,
+            vectors,
             data,
             no_baseline,
             label_column,
@@ -222,18 +227,16 @@ fn run(cli: Cli) -> Result<()> {
             let label_flags = [
                 given("--fractions", fractions.is_some()),
                 given("--seeds", seeds.is_some()),
+                given("--vectors", vectors.is_some()),
             ];
             let baseline_flag = [given("--no-baseline", no_baseline)];
+            let required = || checkpoint.clone().context("--checkpoint is required");
             let (knn, linear) = match protocol {
-                Protocol::TextProbe => {
-                    refuse_flags("text-probe", &[&label_flags, &baseline_flag])?;
-                    let data = data.context("text-probe needs --data FILE.tsv")?;
-                    return text::run_text_probe(&g, &checkpoint, &data, label_column, text_column);
-                }
                 Protocol::Labels => {
                     refuse_flags("labels", &[&baseline_flag])?;
                     let flags = labels::LabelFlags {
-                        checkpoint: &checkpoint,
+                        checkpoint: checkpoint.as_deref(),
+                        vectors: vectors.as_deref(),
                         data: data.as_deref(),
                         label_column,
                         text_column,
@@ -242,13 +245,24 @@ fn run(cli: Cli) -> Result<()> {
                     };
                     return labels::run(&g, flags);
                 }
+                Protocol::TextProbe => {
+                    refuse_flags("text-probe", &[&label_flags, &baseline_flag])?;
+                    let data = data.context("text-probe needs --data FILE.tsv")?;
+                    return text::run_text_probe(
+                        &g,
+                        &required()?,
+                        &data,
+                        label_column,
+                        text_column,
+                    );
+                }
                 Protocol::Knn => (true, false),
                 Protocol::Linear => (false, true),
                 Protocol::All => (true, true),
             };
             refuse_flags("knn, linear and all", &[&text_flags, &label_flags])?;
             let protocols = Protocols { knn, linear };
-            vision::eval(&g, protocols, &checkpoint, data.as_deref(), !no_baseline)
+            vision::eval(&g, protocols, &required()?, data.as_deref(), !no_baseline)
         }
         Command::Embed {
             checkpoint,

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use pretext::core::checkpoint::{Checkpoint, module_tensors};
 use pretext::core::eval::Protocols;
 use pretext::core::labels::{LabelsConfig, run_study};
-use pretext::core::run_report::save_label_study;
+use pretext::core::run_report::{LABELS_FILE, save_label_study};
 use pretext::core::train::TrainOptions;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
@@ -395,7 +395,7 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
     assert_eq!(flat(&ckpt.backbone), pretrained);
 
     // The run's report shows every figure, the study's curves among them.
-    save_label_study(&ckpt.dir, &study, serde_json::json!({})).unwrap();
+    save_label_study(&ckpt.dir.join(LABELS_FILE), &study, serde_json::json!({})).unwrap();
     let splits = pretext::vision::data::Splits {
         train: pool,
         test: Some(test),

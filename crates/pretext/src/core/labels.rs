@@ -13,6 +13,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use burn::prelude::Device;
+
+use crate::core::config::EvalConfig;
+use crate::core::eval::{Features, Labelled, linear_probe};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, label_subsets};
 
@@ -80,6 +84,83 @@ pub trait LabelTask {
     fn class_names(&self) -> &[String];
     /// Train (or fit) `arm` on `subset` and score it on the test split.
     fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome>;
+}
+
+/// A linear probe trained on the `subset` rows of `features.0` (the pool) and scored on
+/// `features.1` (the test rows): the frozen-feature arm of any modality.
+#[allow(clippy::too_many_arguments)]
+pub fn probe_subset(
+    features: &(Features, Features),
+    pool_labels: &[u32],
+    test_labels: &[u32],
+    classes: usize,
+    subset: &LabelSubset,
+    eval: &EvalConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<f64> {
+    let rows = features.0.rows(&subset.train);
+    let labels: Vec<u32> = subset.train.iter().map(|&i| pool_labels[i]).collect();
+    let train = Labelled {
+        features: &rows,
+        labels: &labels,
+    };
+    let test = Labelled {
+        features: &features.1,
+        labels: test_labels,
+    };
+    linear_probe(train, test, classes, eval, seed, device)
+}
+
+/// A study whose every arm is a linear probe on precomputed features (word vectors against
+/// bag-of-words, say).
+pub struct FrozenArms {
+    /// Each arm's name with its pool and test features.
+    pub arms: Vec<(String, (Features, Features))>,
+    pub comparison: Option<(String, String)>,
+    pub pool_labels: Vec<u32>,
+    pub test_labels: Vec<u32>,
+    pub class_names: Vec<String>,
+    pub eval: EvalConfig,
+    pub device: Device,
+}
+
+impl LabelTask for FrozenArms {
+    fn arms(&self) -> Vec<String> {
+        self.arms.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn comparison(&self) -> Option<(String, String)> {
+        self.comparison.clone()
+    }
+
+    fn pool_labels(&self) -> &[u32] {
+        &self.pool_labels
+    }
+
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+        let Some((_, features)) = self.arms.iter().find(|(name, _)| name == arm) else {
+            bail!("unknown arm '{arm}'");
+        };
+        let accuracy = probe_subset(
+            features,
+            &self.pool_labels,
+            &self.test_labels,
+            self.class_names.len(),
+            subset,
+            &self.eval,
+            seed,
+            &self.device,
+        )?;
+        Ok(ArmOutcome {
+            accuracy,
+            detail: serde_json::json!({}),
+        })
+    }
 }
 
 /// One arm, fraction and seed.

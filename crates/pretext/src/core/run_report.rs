@@ -23,18 +23,18 @@ pub fn versions() -> String {
 
 /// Where `eval labels` keeps its study in a run folder.
 pub const LABELS_FILE: &str = "labels.json";
-pub const LABELS_PLOT: &str = "labels.svg";
 
-/// Store `study` in `run` (with `context`: what was evaluated on what) as `labels.json`, and
-/// its curves as `labels.svg`; returns both paths.
+/// Store `study` (with `context`: what was evaluated on what) as the JSON file `json`, and its
+/// curves beside it as the same name with `.svg` (a run keeps them as `labels.json` and
+/// `labels.svg`); returns both paths.
 pub fn save_label_study(
-    run: &Path,
+    json: &Path,
     study: &LabelStudy,
     context: serde_json::Value,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let mut record = context;
     record["study"] = serde_json::to_value(study)?;
-    let (json, svg) = (run.join(LABELS_FILE), run.join(LABELS_PLOT));
+    let (json, svg) = (json.to_path_buf(), json.with_extension("svg"));
     write_atomic(&json, serde_json::to_string_pretty(&record)?.as_bytes())?;
     write_atomic(&svg, label_curves_svg(study)?.as_bytes())?;
     Ok((json, svg))

@@ -5,6 +5,7 @@
 //!
 //! The TSV is split per class into a labelled pool and a test part (`test_fraction`);
 //! fine-tuning and scratch read each text's first window of `max_len` tokens.
+//! [`vector_study`] does the same for word vectors: their mean per text against bag-of-words.
 
 use std::cell::OnceCell;
 
@@ -16,12 +17,12 @@ use super::encoder::Encoder;
 use super::examples::pad_batch;
 use super::masking::Masked;
 use super::probe::{
-    Pooling, ProbeSettings, bag_of_words_features, encoder_features, mean_pool, text_windows,
+    Pooling, ProbeSettings, bag_of_words_features, encoder_features, mean_pool, text_windows, words,
 };
 use super::tsv::LabelledTexts;
-use crate::core::eval::{Features, Labelled, linear_probe};
+use crate::core::eval::Features;
 use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
-use crate::core::labels::{ArmOutcome, LabelTask};
+use crate::core::labels::{ArmOutcome, FrozenArms, LabelTask, probe_subset};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, stratified_split};
 
@@ -105,18 +106,12 @@ impl<'a> TextLabels<'a> {
         subset: &LabelSubset,
         seed: u64,
     ) -> Result<f64> {
-        let rows = features.0.rows(&subset.train);
-        let labels: Vec<u32> = subset.train.iter().map(|&i| self.pool.labels[i]).collect();
-        linear_probe(
-            Labelled {
-                features: &rows,
-                labels: &labels,
-            },
-            Labelled {
-                features: &features.1,
-                labels: &self.test.labels,
-            },
+        probe_subset(
+            features,
+            &self.pool.labels,
+            &self.test.labels,
             self.class_names.len(),
+            subset,
             &self.settings.eval,
             seed,
             &self.device,
@@ -241,6 +236,59 @@ impl LabelTask for TextLabels<'_> {
     }
 }
 
+pub const VECTORS: &str = "vectors";
+
+/// The study of word vectors (Word2Vec, fastText) on labelled texts: the mean of each text's
+/// known word vectors against bag-of-words, both through the linear probe. `vector` looks a
+/// lowercased word up; a text without a known word gets the zero vector.
+pub fn vector_study<'v>(
+    data: &LabelledTexts,
+    vector: impl Fn(&str) -> Option<&'v [f32]>,
+    dim: usize,
+    settings: &ProbeSettings,
+    seed: u64,
+    device: &Device,
+) -> Result<FrozenArms> {
+    if data.classes.len() < 2 {
+        bail!(
+            "a label study needs at least two classes; the data has {}",
+            data.classes.len()
+        );
+    }
+    let split = stratified_split(&data.labels, settings.test_fraction, seed)?;
+    let texts =
+        |rows: &[usize]| -> Vec<&str> { rows.iter().map(|&i| data.texts[i].as_str()).collect() };
+    let (pool, test) = (texts(&split.train), texts(&split.test));
+    let pooled = |texts: &[&str]| {
+        let mut values = vec![0f32; texts.len() * dim];
+        for (row, text) in values.chunks_mut(dim).zip(texts) {
+            let mut n = 0usize;
+            for v in words(text).filter_map(|w| vector(&w)) {
+                row.iter_mut().zip(v).for_each(|(r, x)| *r += x);
+                n += 1;
+            }
+            row.iter_mut().for_each(|r| *r /= n.max(1) as f32);
+        }
+        Features { dim, values }
+    };
+    let labels = |rows: &[usize]| -> Vec<u32> { rows.iter().map(|&i| data.labels[i]).collect() };
+    Ok(FrozenArms {
+        arms: vec![
+            (VECTORS.into(), (pooled(&pool), pooled(&test))),
+            (
+                BAG_OF_WORDS.into(),
+                bag_of_words_features(&pool, &test, settings.bow_max_features),
+            ),
+        ],
+        comparison: Some((VECTORS.into(), BAG_OF_WORDS.into())),
+        pool_labels: labels(&split.train),
+        test_labels: labels(&split.test),
+        class_names: data.classes.clone(),
+        eval: settings.eval.clone(),
+        device: device.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +374,52 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("at least two classes"), "{err}");
+    }
+
+    #[test]
+    fn word_vector_study_pools_known_words() {
+        let (texts, labels) = two_topics(100);
+        let data = LabelledTexts {
+            texts,
+            labels,
+            classes: vec!["animals".into(), "people".into()],
+        };
+        // Animals point one way, people the other; every other word is unknown.
+        let (animal, person) = ([1.0f32, 0.0], [0.0f32, 1.0]);
+        let lookup = |w: &str| match w {
+            "fox" | "dog" | "cat" | "yak" => Some(&animal[..]),
+            "knight" | "queen" | "king" | "bishop" => Some(&person[..]),
+            _ => None,
+        };
+        let mut settings = ProbeSettings::default();
+        settings.eval.linear_epochs = 20;
+        settings.eval.linear_lr = 0.05;
+        let task = vector_study(&data, lookup, 2, &settings, 3, &Device::flex()).unwrap();
+        assert_eq!(
+            task.arms(),
+            vec![VECTORS.to_string(), BAG_OF_WORDS.to_string()]
+        );
+        let (pool, test) = &task.arms[0].1;
+        assert_eq!((pool.len(), test.len()), (80, 20));
+        // "the fox chases the yak today": two animal words, mean (1, 0).
+        assert!(
+            pool.values
+                .chunks(2)
+                .all(|r| r == [1.0, 0.0] || r == [0.0, 1.0])
+        );
+        let study = run_study(
+            &task,
+            &LabelsConfig {
+                fractions: vec![0.25, 1.0],
+                seeds: 1,
+                validation_fraction: 0.0,
+            },
+            1,
+            |_| {},
+        )
+        .unwrap();
+        let vectors = study.runs.iter().find(|r| r.arm == VECTORS).unwrap();
+        assert_eq!(vectors.accuracy, 1.0);
+        assert_eq!(study.labels_saved.len(), 1);
     }
 }

@@ -209,7 +209,7 @@ pub fn encoder_features<S: AsRef<str> + Sync>(
 }
 
 /// Lowercased runs of alphanumeric characters.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)

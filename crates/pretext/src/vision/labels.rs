@@ -17,9 +17,9 @@ use super::config::PretrainConfig;
 use super::data::ImageSet;
 use super::eval::extract;
 use super::views::{Pipeline, eval_pipeline};
-use crate::core::eval::{Features, Labelled, knn_accuracy, linear_probe};
+use crate::core::eval::{Features, Labelled, knn_accuracy};
 use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
-use crate::core::labels::{ArmOutcome, LabelTask};
+use crate::core::labels::{ArmOutcome, LabelTask, probe_subset};
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
 
@@ -81,23 +81,37 @@ impl<'a> ImageLabels<'a> {
     }
 
     fn probe(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<f64> {
-        let (pool, test) = self.frozen();
-        let rows = pool.rows(&subset.train);
+        let frozen = self.frozen();
+        let eval = &self.config.eval;
+        if arm == LINEAR {
+            return probe_subset(
+                frozen,
+                self.pool_labels,
+                self.test_labels,
+                self.classes,
+                subset,
+                eval,
+                seed,
+                &self.device,
+            );
+        }
+        let rows = frozen.0.rows(&subset.train);
         let labels: Vec<u32> = subset.train.iter().map(|&i| self.pool_labels[i]).collect();
         let train = Labelled {
             features: &rows,
             labels: &labels,
         };
         let test = Labelled {
-            features: test,
+            features: &frozen.1,
             labels: self.test_labels,
         };
-        let eval = &self.config.eval;
-        Ok(if arm == KNN {
-            knn_accuracy(train, test, self.classes, eval.knn_k, eval.knn_temperature)
-        } else {
-            linear_probe(train, test, self.classes, eval, seed, &self.device)?
-        })
+        Ok(knn_accuracy(
+            train,
+            test,
+            self.classes,
+            eval.knn_k,
+            eval.knn_temperature,
+        ))
     }
 
     fn train(&self, pretrained: bool, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
