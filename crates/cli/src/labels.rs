@@ -122,14 +122,11 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
         task.pool_labels.len(),
         task.test_labels.len()
     );
-    // Vectors have no run folder: the study goes beside the file, named after it.
-    finish(
-        g,
-        &vectors.with_extension("labels.json"),
-        &study,
-        record,
-        &headline,
-    )
+    // Vectors have no run folder: the study goes beside the file, named after it and the data
+    // (vectors.sentiment.labels.json), so studies of one file on several sets all stay.
+    let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+    let out = vectors.with_extension(format!("{stem}.labels.json"));
+    finish(g, &out, &study, record, &headline)
 }
 
 fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {

@@ -68,6 +68,12 @@ pub struct Labelled<'a> {
     pub labels: &'a [u32],
 }
 
+impl<'a> Labelled<'a> {
+    pub fn new(features: &'a Features, labels: &'a [u32]) -> Self {
+        Labelled { features, labels }
+    }
+}
+
 /// Weighted kNN (Wu et al. 2018, as lightly and solo-learn report it): cosine similarity to
 /// every training feature, the `k` nearest vote with weight `exp(sim / temperature)`.
 pub fn knn_accuracy(

@@ -361,13 +361,23 @@ fn labels_saved(summary: &[ArmSummary], pretrained: &str, baseline: &str) -> Vec
         .map(|&(fraction, accuracy)| {
             let acc = format!("{:.2}%", 100.0 * accuracy);
             let (needed, statement) = match fraction_reaching(&base, accuracy) {
-                Ok(Some(needed)) => (
+                Ok(Some(needed)) if needed >= fraction => (
                     Some(needed),
                     format!(
                         "{baseline} needs about {} of the labels to match {pretrained} on {} \
                          ({acc}): {:.1}x the labels",
                         percent(needed),
                         percent(fraction),
+                        needed / fraction
+                    ),
+                ),
+                Ok(Some(needed)) => (
+                    Some(needed),
+                    format!(
+                        "{baseline} matches {pretrained} on {} ({acc}) with only about {} of the \
+                         labels ({:.1}x): no saving",
+                        percent(fraction),
+                        percent(needed),
                         needed / fraction
                     ),
                 ),

@@ -67,14 +67,8 @@ pub fn evaluate(
     let classes = train.num_classes().max(test.num_classes());
     let ftrain = extract(backbone, train, mean, std, device);
     let ftest = extract(backbone, test, mean, std, device);
-    let train = Labelled {
-        features: &ftrain,
-        labels: train_labels,
-    };
-    let test = Labelled {
-        features: &ftest,
-        labels: test_labels,
-    };
+    let train = Labelled::new(&ftrain, train_labels);
+    let test = Labelled::new(&ftest, test_labels);
     let knn = protocols
         .knn
         .then(|| knn_accuracy(train, test, classes, config.knn_k, config.knn_temperature));

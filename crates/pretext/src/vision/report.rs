@@ -85,14 +85,8 @@ pub fn image_report(
     );
 
     let classes = names.len();
-    let train_l = Labelled {
-        features: &ftrain,
-        labels: train_labels,
-    };
-    let test_l = Labelled {
-        features: &ftest,
-        labels: test_labels,
-    };
+    let train_l = Labelled::new(&ftrain, train_labels);
+    let test_l = Labelled::new(&ftest, test_labels);
     let predicted =
         linear_probe_predictions(train_l, test_l, classes, &config.eval, config.seed, device)?;
     page.section(
