@@ -2,7 +2,8 @@
 # check_report.sh REPORT.html [OUT.png]
 # Renders a `pretext report` page in headless Chromium (Debian's `chromium`) and checks that
 # the browser drew it: every figure's section is in the rendered DOM, the inline SVG plots and
-# the PNG grid are there, and the screenshot is not blank. Exit 1 with a reason otherwise.
+# the nearest neighbours (an image grid, or a table of texts) are there, and the screenshot is
+# not blank. Exit 1 with a reason otherwise.
 set -euo pipefail
 html=$(realpath "$1")
 png=${2:-${html%.html}.png}
@@ -22,8 +23,9 @@ if missing:
     sys.exit(f"check_report: the rendered page lacks the sections {missing}")
 if dom.count("<svg") < 4:
     sys.exit(f"check_report: only {dom.count('<svg')} SVG figures rendered (want the curves and the map)")
-if "data:image/png;base64," not in dom:
-    sys.exit("check_report: the nearest-neighbour grid image is missing")
+m = re.search(r'<section id="neighbours">(.*?)</section>', dom, re.S)
+if not m or ("data:image/png;base64," not in m.group(1) and "<table" not in m.group(1)):
+    sys.exit("check_report: the nearest neighbours (image grid or text table) are missing")
 # Decode the screenshot's pixel rows (zlib stream of the IDAT chunks) and require variety:
 # a blank page is one colour.
 raw = open(sys.argv[2], "rb").read()
@@ -43,5 +45,5 @@ distinct = len(set(pixels[i:i + 3] for i in range(0, len(pixels) - 3, 997)))
 if distinct < 20:
     sys.exit(f"check_report: the screenshot looks blank ({distinct} distinct colours sampled)")
 print(f"check_report: ok: {len(need)} sections, {dom.count('<svg')} SVG figures, "
-      f"grid image, screenshot {width}x{height} with {distinct} sampled colours")
+      f"neighbours, screenshot {width}x{height} with {distinct} sampled colours")
 PY

@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use pretext::core::checkpoint::{Checkpoint, write_atomic};
 use pretext::text::report::mlm_report;
+use pretext::text::tsv::read_labelled_tsv;
 use pretext::vision::data;
 use pretext::vision::report::image_report;
 use serde_json::json;
@@ -20,12 +21,14 @@ pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> R
         run.parent().map(Path::to_path_buf).unwrap_or_default()
     };
     let html = if ckpt.meta["kind"].as_str() == Some("mlm") {
-        if data.is_some() || !g.overrides().is_empty() || g.config.is_some() {
+        if !g.overrides().is_empty() || g.config.is_some() {
             anyhow::bail!(
-                "the report of a masked-language-model run takes no --data, --config, --set or --seed"
+                "the report of a masked-language-model run takes no --config, --set or --seed"
             );
         }
-        mlm_report(&dir, &device)?
+        // Labelled texts (a TSV) add the map, nearest texts and confusion matrix.
+        let texts = data.map(|d| read_labelled_tsv(d, None, None)).transpose()?;
+        mlm_report(&dir, texts.as_ref(), &device)?
     } else {
         let splits = data::load(data)?;
         eprintln!("data: {}", splits.description);

@@ -208,6 +208,32 @@ pub fn confusion_matrix(predicted: &[u32], labels: &[u32], classes: usize) -> Ve
     m
 }
 
+/// The first test image of each class, in class order, until `rows` are chosen.
+pub fn first_of_each_class(labels: &[u32], rows: usize) -> Vec<usize> {
+    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut picked: Vec<usize> = (0..classes as u32)
+        .filter_map(|c| labels.iter().position(|&l| l == c))
+        .take(rows)
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+/// The `k` training rows most cosine-similar to `query`, best first.
+pub fn nearest_rows(train: &Features, query: &[f32], k: usize) -> Vec<usize> {
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let q = norm(query);
+    let mut sims: Vec<(f32, usize)> = (0..train.len())
+        .map(|j| {
+            let r = train.row(j);
+            let dot: f32 = r.iter().zip(query).map(|(a, b)| a * b).sum();
+            (dot / (norm(r) * q), j)
+        })
+        .collect();
+    sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    sims.into_iter().take(k).map(|(_, j)| j).collect()
+}
+
 /// kNN and linear-probe accuracy of one backbone.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Scores {

@@ -74,7 +74,7 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:1000px;margin:2em aut
 section{margin:2em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;\
 padding:3px 8px;text-align:right}th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;\
 overflow:auto}svg,img{max-width:100%;height:auto}img{image-rendering:pixelated}\
-.note{color:#666}";
+.note{color:#666}.texts td{text-align:left}";
 
 #[cfg(test)]
 mod tests {

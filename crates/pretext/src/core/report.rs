@@ -95,6 +95,13 @@ fn draw_line(
     Ok(svg)
 }
 
+/// A fraction as a short percentage: 0.3 → "30%", 0.015 → "1.5%".
+fn percent_label(fraction: f64) -> String {
+    let text = format!("{:.2}", 100.0 * fraction);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
+}
+
 /// Distinct, readable line colours (matplotlib's tab10).
 pub const ARM_COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -147,7 +154,7 @@ fn draw_label_curves(study: &LabelStudy) -> Result<String, Box<dyn std::error::E
             .configure_mesh()
             .x_desc("fraction of training labels (log scale)")
             .y_desc("test accuracy (%)")
-            .x_label_formatter(&|f| format!("{}%", 100.0 * f))
+            .x_label_formatter(&|f| percent_label(*f))
             .draw()?;
         for (i, arm) in study.arms.iter().enumerate() {
             let color = ARM_COLORS[i % ARM_COLORS.len()].to_rgba();

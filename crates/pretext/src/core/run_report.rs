@@ -1,14 +1,19 @@
 //! The sections every run's report shares, whatever the modality: where the run came from
 //! (versions, data, seed), its training curves and time breakdown, its label-efficiency
-//! study when `eval labels` has been run, and its config.
+//! study when `eval labels` has been run, and its config; and, given labelled features, a 2-D
+//! map of them and the linear probe's confusion matrix.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use burn::prelude::Device;
 
 use crate::core::checkpoint::write_atomic;
+use crate::core::config::EvalConfig;
+use crate::core::eval::{Features, Labelled, confusion_matrix, linear_probe_predictions};
 use crate::core::html::{Page, escape, table};
 use crate::core::labels::LabelStudy;
+use crate::core::map2d::{map_2d, scatter_svg};
 use crate::core::report::{label_curves_svg, line_svg, read_metrics};
 use crate::core::train::SUMMARY_FILE;
 
@@ -161,4 +166,101 @@ pub fn config_section(page: &mut Page, config_toml: &str) {
         "Config",
         format!("<pre>{}</pre>", escape(config_toml)),
     );
+}
+
+/// The confusion matrix with per-class accuracy (recall) in the last column.
+fn confusion_table(predicted: &[u32], labels: &[u32], names: &[String]) -> String {
+    let m = confusion_matrix(predicted, labels, names.len());
+    let mut header = vec!["true \\ predicted".to_string()];
+    header.extend(names.iter().map(|n| escape(n)));
+    header.push("accuracy".into());
+    let rows: Vec<Vec<String>> = m
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
+            let total: usize = row.iter().sum();
+            let mut cells = vec![escape(&names[c])];
+            cells.extend(row.iter().enumerate().map(|(p, n)| {
+                if p == c {
+                    format!("<b>{n}</b>")
+                } else {
+                    n.to_string()
+                }
+            }));
+            cells.push(format!(
+                "{:.1}%",
+                100.0 * row[c] as f64 / total.max(1) as f64
+            ));
+            cells
+        })
+        .collect();
+    let correct: usize = (0..m.len()).map(|c| m[c][c]).sum();
+    format!(
+        "{}<p>overall: {:.2}% of {} test examples</p>",
+        table(&header, &rows),
+        100.0 * correct as f64 / labels.len().max(1) as f64,
+        labels.len()
+    )
+}
+
+/// Test points in the map at most (t-SNE grows with the square of the count).
+const MAP_POINTS: usize = 2000;
+
+/// Features with one label per row, for the sections that show what features hold.
+#[derive(Clone, Copy)]
+pub struct LabelledFeatures<'a> {
+    pub features: &'a Features,
+    pub labels: &'a [u32],
+}
+
+/// A 2-D map of (the first [`MAP_POINTS`] of) the test features, coloured by class; `what`
+/// names the rows ("images", "texts").
+pub fn map_section(
+    page: &mut Page,
+    test: LabelledFeatures,
+    names: &[String],
+    what: &str,
+) -> Result<()> {
+    let shown: Vec<usize> = (0..test.features.len().min(MAP_POINTS)).collect();
+    let map = map_2d(&test.features.rows(&shown));
+    let labels: Vec<u32> = shown.iter().map(|&i| test.labels[i]).collect();
+    page.section(
+        "map",
+        &format!("Test embeddings ({})", map.method),
+        format!(
+            "{}<p class=\"note\">{} of the {} test {what}, pretrained features, L2-normalised; \
+             {} keeps neighbours together, distances between far clusters mean little.</p>",
+            scatter_svg(&map, &labels, names)?,
+            shown.len(),
+            test.features.len(),
+            map.method
+        ),
+    );
+    Ok(())
+}
+
+/// The linear probe (trained on `train`) on `test`: confusion matrix and per-class accuracy.
+pub fn confusion_section(
+    page: &mut Page,
+    train: LabelledFeatures,
+    test: LabelledFeatures,
+    names: &[String],
+    eval: &EvalConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<()> {
+    let predicted = linear_probe_predictions(
+        Labelled::new(train.features, train.labels),
+        Labelled::new(test.features, test.labels),
+        names.len(),
+        eval,
+        seed,
+        device,
+    )?;
+    page.section(
+        "confusion",
+        "Linear probe: confusion matrix",
+        confusion_table(&predicted, test.labels, names),
+    );
+    Ok(())
 }

@@ -293,28 +293,14 @@ pub fn vector_study<'v>(
 mod tests {
     use super::*;
     use crate::core::labels::{LabelsConfig, run_study};
-    use crate::core::train::TrainOptions;
-    use crate::text::mlm::train_mlm;
-    use crate::text::test_support::{TempDir, grammar_corpus, tiny_mlm_config, two_topics};
+    use crate::text::test_support::{TempDir, tiny_mlm_run, two_topic_texts};
 
     #[test]
     fn text_study_runs_every_arm_on_the_same_rows() {
         let dir = TempDir::new("text-labels");
-        let corpus = dir.write("corpus.txt", &grammar_corpus(300, 3).join("\n"));
-        let config = tiny_mlm_config(&dir, "run", 20);
-        let options = TrainOptions {
-            resume: false,
-            quiet: true,
-        };
         let device = Device::flex();
-        let run = train_mlm(&config, &corpus, &device, &options).unwrap();
-        let ckpt = MlmCheckpoint::load(&run.train.checkpoint, &device).unwrap();
-        let (texts, labels) = two_topics(120);
-        let data = LabelledTexts {
-            texts,
-            labels,
-            classes: vec!["animals".into(), "people".into()],
-        };
+        let ckpt = MlmCheckpoint::load(&tiny_mlm_run(&dir, 20), &device).unwrap();
+        let data = two_topic_texts();
         let mut settings = ProbeSettings {
             max_len: 16,
             ..ProbeSettings::default()
@@ -378,12 +364,7 @@ mod tests {
 
     #[test]
     fn word_vector_study_pools_known_words() {
-        let (texts, labels) = two_topics(100);
-        let data = LabelledTexts {
-            texts,
-            labels,
-            classes: vec!["animals".into(), "people".into()],
-        };
+        let data = two_topic_texts();
         // Animals point one way, people the other; every other word is unknown.
         let (animal, person) = ([1.0f32, 0.0], [0.0f32, 1.0]);
         let lookup = |w: &str| match w {
@@ -400,7 +381,7 @@ mod tests {
             vec![VECTORS.to_string(), BAG_OF_WORDS.to_string()]
         );
         let (pool, test) = &task.arms[0].1;
-        assert_eq!((pool.len(), test.len()), (80, 20));
+        assert_eq!((pool.len(), test.len()), (96, 24));
         // "the fox chases the yak today": two animal words, mean (1, 0).
         assert!(
             pool.values

@@ -140,4 +140,27 @@ pub(crate) mod test_support {
             })
             .unzip()
     }
+
+    /// A tiny MLM trained for `steps` on the test grammar in `dir`; returns its run folder.
+    pub fn tiny_mlm_run(dir: &TempDir, steps: usize) -> PathBuf {
+        let corpus = dir.write("corpus.txt", &grammar_corpus(300, 3).join("\n"));
+        let config = tiny_mlm_config(dir, "run", steps);
+        let options = crate::core::train::TrainOptions {
+            resume: false,
+            quiet: true,
+        };
+        let device = burn::prelude::Device::flex();
+        crate::text::mlm::train_mlm(&config, &corpus, &device, &options).unwrap();
+        dir.path().join("run")
+    }
+
+    /// 120 texts of [`two_topics`] as a labelled set.
+    pub fn two_topic_texts() -> crate::text::tsv::LabelledTexts {
+        let (texts, labels) = two_topics(120);
+        crate::text::tsv::LabelledTexts {
+            texts,
+            labels,
+            classes: vec!["animals".into(), "people".into()],
+        }
+    }
 }

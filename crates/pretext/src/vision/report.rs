@@ -12,13 +12,12 @@ use super::checkpoint::ImageCheckpoint;
 use super::config::PretrainConfig;
 use super::data::{ImageSet, Splits};
 use super::eval::extract;
-use crate::core::eval::{Features, Labelled, confusion_matrix, linear_probe_predictions};
-use crate::core::html::{Page, escape, png_img, table};
-use crate::core::map2d::{map_2d, scatter_svg};
-use crate::core::run_report::{config_section, run_sections};
+use crate::core::eval::{Features, first_of_each_class, nearest_rows};
+use crate::core::html::{Page, png_img};
+use crate::core::run_report::{
+    LabelledFeatures, config_section, confusion_section, map_section, run_sections,
+};
 
-/// Test images in the map at most (t-SNE grows with the square of the count).
-const MAP_POINTS: usize = 2000;
 /// Rows of the nearest-neighbour grid and neighbours per row.
 const GRID_ROWS: usize = 10;
 const NEIGHBOURS: usize = 8;
@@ -55,23 +54,13 @@ pub fn image_report(
     let ftest = extract(&ckpt.backbone, &test, &ckpt.mean, &ckpt.std, device);
     let names = class_names(&train, &test);
 
-    let shown: Vec<usize> = (0..test.len().min(MAP_POINTS)).collect();
-    let map = map_2d(&ftest.rows(&shown));
-    let map_labels: Vec<u32> = shown.iter().map(|&i| test_labels[i]).collect();
-    page.section(
-        "map",
-        &format!("Test embeddings ({})", map.method),
-        format!(
-            "{}<p class=\"note\">{} of the {} test images, pretrained features, L2-normalised; \
-             {} keeps neighbours together, distances between far clusters mean little.</p>",
-            scatter_svg(&map, &map_labels, &names)?,
-            shown.len(),
-            test.len(),
-            map.method
-        ),
-    );
+    let test_set = LabelledFeatures {
+        features: &ftest,
+        labels: test_labels,
+    };
+    map_section(&mut page, test_set, &names, "images")?;
 
-    let queries = grid_queries(test_labels, GRID_ROWS);
+    let queries = first_of_each_class(test_labels, GRID_ROWS);
     let grid = neighbour_grid(&train, &test, &ftrain, &ftest, &queries)?;
     page.section(
         "neighbours",
@@ -84,16 +73,19 @@ pub fn image_report(
         ),
     );
 
-    let classes = names.len();
-    let train_l = Labelled::new(&ftrain, train_labels);
-    let test_l = Labelled::new(&ftest, test_labels);
-    let predicted =
-        linear_probe_predictions(train_l, test_l, classes, &config.eval, config.seed, device)?;
-    page.section(
-        "confusion",
-        "Linear probe: confusion matrix",
-        confusion_table(&predicted, test_labels, &names),
-    );
+    let train_set = LabelledFeatures {
+        features: &ftrain,
+        labels: train_labels,
+    };
+    confusion_section(
+        &mut page,
+        train_set,
+        test_set,
+        &names,
+        &config.eval,
+        config.seed,
+        device,
+    )?;
     config_section(&mut page, &config.to_toml());
     Ok(page.render())
 }
@@ -109,32 +101,6 @@ fn class_names(train: &ImageSet, test: &ImageSet) -> Vec<String> {
                 .unwrap_or_else(|| c.to_string())
         })
         .collect()
-}
-
-/// The first test image of each class, in class order, until `rows` are chosen.
-fn grid_queries(labels: &[u32], rows: usize) -> Vec<usize> {
-    let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    let mut picked: Vec<usize> = (0..classes as u32)
-        .filter_map(|c| labels.iter().position(|&l| l == c))
-        .take(rows)
-        .collect();
-    picked.sort_unstable();
-    picked
-}
-
-/// The `k` training rows most cosine-similar to `query`, best first.
-fn nearest(train: &Features, query: &[f32], k: usize) -> Vec<usize> {
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    let q = norm(query);
-    let mut sims: Vec<(f32, usize)> = (0..train.len())
-        .map(|j| {
-            let r = train.row(j);
-            let dot: f32 = r.iter().zip(query).map(|(a, b)| a * b).sum();
-            (dot / (norm(r) * q), j)
-        })
-        .collect();
-    sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    sims.into_iter().take(k).map(|(_, j)| j).collect()
 }
 
 /// A PNG grid: per row a query test image and its nearest training images, framed by
@@ -182,7 +148,7 @@ fn neighbour_grid(
     for (row, &q) in queries.iter().enumerate() {
         let y0 = row as u32 * cell_h;
         draw(test, q, 0, y0, [150, 150, 150]);
-        for (k, j) in nearest(ftrain, ftest.row(q), NEIGHBOURS)
+        for (k, j) in nearest_rows(ftrain, ftest.row(q), NEIGHBOURS)
             .into_iter()
             .enumerate()
         {
@@ -197,39 +163,4 @@ fn neighbour_grid(
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
-}
-
-/// The confusion matrix with per-class accuracy (recall) in the last column.
-fn confusion_table(predicted: &[u32], labels: &[u32], names: &[String]) -> String {
-    let m = confusion_matrix(predicted, labels, names.len());
-    let mut header = vec!["true \\ predicted".to_string()];
-    header.extend(names.iter().map(|n| escape(n)));
-    header.push("accuracy".into());
-    let rows: Vec<Vec<String>> = m
-        .iter()
-        .enumerate()
-        .map(|(c, row)| {
-            let total: usize = row.iter().sum();
-            let mut cells = vec![escape(&names[c])];
-            cells.extend(row.iter().enumerate().map(|(p, n)| {
-                if p == c {
-                    format!("<b>{n}</b>")
-                } else {
-                    n.to_string()
-                }
-            }));
-            cells.push(format!(
-                "{:.1}%",
-                100.0 * row[c] as f64 / total.max(1) as f64
-            ));
-            cells
-        })
-        .collect();
-    let correct: usize = (0..m.len()).map(|c| m[c][c]).sum();
-    format!(
-        "{}<p>overall: {:.2}% of {} test images</p>",
-        table(&header, &rows),
-        100.0 * correct as f64 / labels.len().max(1) as f64,
-        labels.len()
-    )
 }
