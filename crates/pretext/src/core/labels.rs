@@ -13,10 +13,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use burn::prelude::Device;
+use burn::module::Module;
+use burn::prelude::{Device, Tensor};
 
 use crate::core::config::EvalConfig;
 use crate::core::eval::{Features, Labelled, linear_probe};
+use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, label_subsets};
 
@@ -110,6 +112,45 @@ pub fn probe_subset(
         labels: test_labels,
     };
     linear_probe(train, test, classes, eval, seed, device)
+}
+
+/// A fine-tuned (`pretrained`) or from-scratch arm: [`train_classifier`] with `config`, except
+/// that a fresh encoder always learns at the head's rate (it has nothing to preserve, so the
+/// baseline is not handicapped when fine-tuning is set to a slower encoder).
+pub fn supervised_arm<E, F>(
+    encoder: E,
+    feature_dim: usize,
+    rows: Rows,
+    features: F,
+    config: &FineTuneConfig,
+    pretrained: bool,
+    seed: u64,
+) -> Result<ArmOutcome>
+where
+    E: Module + Clone,
+    F: Fn(&E, &[usize], Pass, &Device) -> Result<Tensor<2>>,
+{
+    let config = FineTuneConfig {
+        encoder_lr_ratio: if pretrained {
+            config.encoder_lr_ratio
+        } else {
+            1.0
+        },
+        ..config.clone()
+    };
+    let (_, trained) = train_classifier(encoder, feature_dim, rows, features, &config, seed)?;
+    Ok(ArmOutcome {
+        accuracy: trained.test_accuracy,
+        detail: serde_json::to_value(&trained)?,
+    })
+}
+
+/// A study needs two classes at least.
+pub fn require_classes(classes: usize) -> Result<()> {
+    if classes < 2 {
+        bail!("a label study needs at least two classes; the data has {classes}");
+    }
+    Ok(())
 }
 
 /// A study whose every arm is a linear probe on precomputed features (word vectors against

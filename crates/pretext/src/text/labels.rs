@@ -21,8 +21,10 @@ use super::probe::{
 };
 use super::tsv::LabelledTexts;
 use crate::core::eval::Features;
-use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
-use crate::core::labels::{ArmOutcome, FrozenArms, LabelTask, probe_subset};
+use crate::core::finetune::{Pass, Rows};
+use crate::core::labels::{
+    ArmOutcome, FrozenArms, LabelTask, probe_subset, require_classes, supervised_arm,
+};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, stratified_split};
 
@@ -59,12 +61,7 @@ impl<'a> TextLabels<'a> {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        if data.classes.len() < 2 {
-            bail!(
-                "a label study needs at least two classes; the data has {}",
-                data.classes.len()
-            );
-        }
+        require_classes(data.classes.len())?;
         let split = stratified_split(&data.labels, settings.test_fraction, seed)?;
         let tokenizer = &checkpoint.tokenizer;
         let max_len = settings.max_len.min(checkpoint.encoder.max_sequence_len());
@@ -174,21 +171,16 @@ impl<'a> TextLabels<'a> {
             test_labels: &self.test.labels,
             classes: self.class_names.len(),
         };
-        // As for images: the from-scratch encoder always learns at the head's rate.
-        let settings = FineTuneConfig {
-            encoder_lr_ratio: if pretrained {
-                self.settings.eval.finetune.encoder_lr_ratio
-            } else {
-                1.0
-            },
-            ..self.settings.eval.finetune.clone()
-        };
         let dim = self.checkpoint.encoder.hidden;
-        let (_, trained) = train_classifier(encoder, dim, rows, features, &settings, seed)?;
-        Ok(ArmOutcome {
-            accuracy: trained.test_accuracy,
-            detail: serde_json::to_value(&trained)?,
-        })
+        supervised_arm(
+            encoder,
+            dim,
+            rows,
+            features,
+            &self.settings.eval.finetune,
+            pretrained,
+            seed,
+        )
     }
 }
 
@@ -249,12 +241,7 @@ pub fn vector_study<'v>(
     seed: u64,
     device: &Device,
 ) -> Result<FrozenArms> {
-    if data.classes.len() < 2 {
-        bail!(
-            "a label study needs at least two classes; the data has {}",
-            data.classes.len()
-        );
-    }
+    require_classes(data.classes.len())?;
     let split = stratified_split(&data.labels, settings.test_fraction, seed)?;
     let texts =
         |rows: &[usize]| -> Vec<&str> { rows.iter().map(|&i| data.texts[i].as_str()).collect() };

@@ -18,8 +18,8 @@ use super::data::ImageSet;
 use super::eval::extract;
 use super::views::{Pipeline, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
-use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
-use crate::core::labels::{ArmOutcome, LabelTask, probe_subset};
+use crate::core::finetune::{Pass, Rows};
+use crate::core::labels::{ArmOutcome, LabelTask, probe_subset, require_classes, supervised_arm};
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
 
@@ -56,9 +56,7 @@ impl<'a> ImageLabels<'a> {
             bail!("train and test images differ in shape");
         }
         let classes = pool.num_classes().max(test.num_classes());
-        if classes < 2 {
-            bail!("a label study needs at least two classes; the data has {classes}");
-        }
+        require_classes(classes)?;
         Ok(ImageLabels {
             checkpoint,
             config,
@@ -149,21 +147,15 @@ impl<'a> ImageLabels<'a> {
             classes: self.classes,
         };
         let dim = encoder.out_dim();
-        // A fresh encoder has nothing to preserve: it learns at the head's rate, so the
-        // baseline is not handicapped when fine-tuning is set to a slower encoder.
-        let settings = FineTuneConfig {
-            encoder_lr_ratio: if pretrained {
-                self.config.eval.finetune.encoder_lr_ratio
-            } else {
-                1.0
-            },
-            ..self.config.eval.finetune.clone()
-        };
-        let (_, trained) = train_classifier(encoder, dim, rows, features, &settings, seed)?;
-        Ok(ArmOutcome {
-            accuracy: trained.test_accuracy,
-            detail: serde_json::to_value(&trained)?,
-        })
+        supervised_arm(
+            encoder,
+            dim,
+            rows,
+            features,
+            &self.config.eval.finetune,
+            pretrained,
+            seed,
+        )
     }
 }
 
