@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use pretext::core::checkpoint::Checkpoint;
-use pretext::core::labels::{ArmRun, LabelStudy, LabelsConfig, run_study};
+use pretext::core::checkpoint::{Checkpoint, content_hash};
+use pretext::core::labels::{ArmRun, LabelStudy, LabelTask, LabelsConfig, StudyJournal, run_study};
 use pretext::core::run_report::{LABELS_FILE, save_label_study};
 use pretext::text::checkpoint::MlmCheckpoint;
 use pretext::text::labels::{self as text_labels, TextLabels};
@@ -53,7 +53,6 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     let test = splits.require_test()?.limited(config.data.test_limit);
     let pool = splits.train.limited(config.data.train_limit);
     let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
-    let study = run_study(&task, &config.eval.labels, config.seed, progress)?;
     let record = json!({
         "command": "eval labels",
         "checkpoint": checkpoint,
@@ -62,6 +61,18 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         "test": test.len(),
         "method": loaded.config.method,
     });
+    let json_path = loaded.dir.join(LABELS_FILE);
+    let mut settings = config.clone();
+    settings.eval.labels = LabelsConfig::default();
+    let key = json!({
+        "checkpoint": content_hash(checkpoint)?,
+        "data": splits.description,
+        "pool": pool.len(),
+        "test": test.len(),
+        "settings": settings,
+    });
+    let labels = &config.eval.labels;
+    let study = journaled_study(&task, labels, config.seed, &json_path, key)?;
     let headline = format!(
         "{} ({}): {} labelled training images in the pool, {} test images",
         checkpoint.display(),
@@ -69,7 +80,7 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         pool.len(),
         test.len()
     );
-    finish(g, &loaded.dir.join(LABELS_FILE), &study, record, &headline)
+    finish(g, &json_path, &study, record, &headline)
 }
 
 /// The labelled TSV and the probe settings (`--config`, `--set`) of a text study.
@@ -103,7 +114,6 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
         seed,
         &device,
     )?;
-    let study = run_study(&task, &settings.eval.labels, seed, progress)?;
     let data = flags.data.unwrap_or(Path::new(""));
     let record = json!({
         "command": "eval labels",
@@ -113,6 +123,12 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
         "test": task.test_labels.len(),
         "method": "word vectors",
     });
+    // Vectors have no run folder: the study goes beside the file, named after it and the data
+    // (vectors.sentiment.labels.json), so studies of one file on several sets all stay.
+    let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+    let out = vectors.with_extension(format!("{stem}.labels.json"));
+    let key = text_key(vectors, data, seed, &settings)?;
+    let study = journaled_study(&task, &settings.eval.labels, seed, &out, key)?;
     let headline = format!(
         "{} ({} words x {}): {}: {} labelled texts in the pool, {} test texts",
         vectors.display(),
@@ -122,10 +138,6 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
         task.pool_labels.len(),
         task.test_labels.len()
     );
-    // Vectors have no run folder: the study goes beside the file, named after it and the data
-    // (vectors.sentiment.labels.json), so studies of one file on several sets all stay.
-    let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
-    let out = vectors.with_extension(format!("{stem}.labels.json"));
     finish(g, &out, &study, record, &headline)
 }
 
@@ -136,7 +148,9 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let seed = g.seed.unwrap_or(ckpt.config.seed);
     let task = TextLabels::new(&ckpt, &texts, &settings, seed, &device)?;
-    let study = run_study(&task, &settings.eval.labels, seed, progress)?;
+    let json_path = ckpt.dir.join(LABELS_FILE);
+    let key = text_key(checkpoint, data, seed, &settings)?;
+    let study = journaled_study(&task, &settings.eval.labels, seed, &json_path, key)?;
     let record = json!({
         "command": "eval labels",
         "checkpoint": checkpoint,
@@ -153,7 +167,41 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
         task.pool_size(),
         task.test_size()
     );
-    finish(g, &ckpt.dir.join(LABELS_FILE), &study, record, &headline)
+    finish(g, &json_path, &study, record, &headline)
+}
+
+/// What a text study's runs depend on besides arm, fraction and seed.
+fn text_key(
+    model: &Path,
+    data: &Path,
+    seed: u64,
+    settings: &ProbeSettings,
+) -> Result<serde_json::Value> {
+    let mut settings = settings.clone();
+    settings.eval.labels = LabelsConfig::default();
+    Ok(json!({
+        "model": content_hash(model)?,
+        "data": content_hash(data)?,
+        "seed": seed,
+        "settings": settings,
+    }))
+}
+
+/// [`run_study`] with its journal beside `json_path` (`labels.runs.jsonl`), so an interrupted
+/// or extended study reruns nothing it has. `key` holds what the runs depend on besides arm,
+/// fraction and seed; the fractions and seed count are left out of it on purpose.
+fn journaled_study(
+    task: &impl LabelTask,
+    labels: &LabelsConfig,
+    seed: u64,
+    json_path: &Path,
+    key: serde_json::Value,
+) -> Result<LabelStudy> {
+    let mut journal = StudyJournal::open(&json_path.with_extension("runs.jsonl"), key)?;
+    if let Some(note) = &journal.note {
+        eprintln!("{note}");
+    }
+    run_study(task, labels, seed, Some(&mut journal), progress)
 }
 
 /// `--fractions` and `--seeds` replace the config's `eval.labels` settings.
@@ -196,7 +244,14 @@ fn finish(
         record["study"] = serde_json::to_value(study)?;
         println!("{record}");
     } else {
-        println!("{headline}, {} seed(s)", study.seeds.len());
+        let reused = match study.reused {
+            0 => String::new(),
+            n => format!(
+                " ({n} of {} runs read back from the journal)",
+                study.runs.len()
+            ),
+        };
+        println!("{headline}, {} seed(s){reused}", study.seeds.len());
         print!("{}", study.table());
         for saved in &study.labels_saved {
             println!("labels saved: {}", saved.statement);

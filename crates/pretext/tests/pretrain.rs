@@ -372,7 +372,7 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
         seeds: 1,
         validation_fraction: 0.1,
     };
-    let study = run_study(&task, &labels, 5, |_| {}).unwrap();
+    let study = run_study(&task, &labels, 5, None, |_| {}).unwrap();
     let arms = ["knn", "linear", "finetune", "scratch"];
     for arm in arms {
         for fraction in [0.25, 1.0] {

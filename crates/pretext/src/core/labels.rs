@@ -7,7 +7,14 @@
 //! summarises. "Labels saved" reads off the supervised curve (log-interpolated between the
 //! measured fractions) which fraction of labels training from scratch needs to match the
 //! fine-tuned accuracy at each smaller fraction.
+//!
+//! A study can take hours on a CPU, so every finished run goes to a [`StudyJournal`]: an
+//! interrupted study picks up where it stopped, and one extended by a fraction or a seed reruns
+//! nothing it already has.
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use burn::module::Module;
 use burn::prelude::{Device, Tensor};
 
+use crate::core::checkpoint::write_atomic;
 use crate::core::config::EvalConfig;
 use crate::core::eval::{Features, Labelled, linear_probe};
 use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
@@ -252,15 +260,125 @@ pub struct LabelStudy {
     pub runs: Vec<ArmRun>,
     pub summary: Vec<ArmSummary>,
     pub labels_saved: Vec<LabelsSaved>,
+    /// Seconds this invocation took (runs read back from the journal cost nothing).
     pub seconds: f64,
+    /// Runs read back from the journal instead of being run again.
+    #[serde(default)]
+    pub reused: usize,
+}
+
+/// The finished runs of one study, a JSON line each after a header line holding the study's
+/// key (what the runs depend on besides arm, fraction and seed: the checkpoint's content, the
+/// data, the evaluation settings). A journal with another key belongs to another study and is
+/// started afresh; a torn last line (a killed process) is dropped.
+pub struct StudyJournal {
+    path: PathBuf,
+    done: HashMap<(String, u64, u64), ArmRun>,
+    file: std::fs::File,
+    /// What opening found, for the user.
+    pub note: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalHeader {
+    journal: String,
+    key: serde_json::Value,
+}
+
+const JOURNAL_KIND: &str = "pretext label study";
+
+fn run_key(arm: &str, fraction: f64, seed: u64) -> (String, u64, u64) {
+    (arm.to_string(), fraction.to_bits(), seed)
+}
+
+impl StudyJournal {
+    pub fn open(path: &Path, key: serde_json::Value) -> Result<StudyJournal> {
+        let header = JournalHeader {
+            journal: JOURNAL_KIND.into(),
+            key,
+        };
+        let mut done = HashMap::new();
+        let mut note = None;
+        let mut kept = vec![serde_json::to_string(&header)?];
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let mut lines = text.lines();
+            let same = lines
+                .next()
+                .and_then(|l| serde_json::from_str::<JournalHeader>(l).ok())
+                .is_some_and(|h| h.journal == JOURNAL_KIND && h.key == header.key);
+            if same {
+                for (i, line) in lines.enumerate() {
+                    match serde_json::from_str::<ArmRun>(line) {
+                        Ok(run) => {
+                            kept.push(line.to_string());
+                            done.insert(run_key(&run.arm, run.fraction, run.seed), run);
+                        }
+                        Err(_) => {
+                            note = Some(format!(
+                                "{}: line {} is torn (an interrupted write); it and what follows \
+                                 are run again",
+                                path.display(),
+                                i + 2
+                            ));
+                            break;
+                        }
+                    }
+                }
+                if note.is_none() && !done.is_empty() {
+                    note = Some(format!(
+                        "{}: {} finished run(s) of this study are reused",
+                        path.display(),
+                        done.len()
+                    ));
+                }
+            } else {
+                note = Some(format!(
+                    "{}: its runs belong to another study (other checkpoint, data or settings); \
+                     starting afresh",
+                    path.display()
+                ));
+            }
+        }
+        let mut text = kept.join("\n");
+        text.push('\n');
+        write_atomic(path, text.as_bytes())?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+        Ok(StudyJournal {
+            path: path.to_path_buf(),
+            done,
+            file,
+            note,
+        })
+    }
+
+    fn get(&self, arm: &str, fraction: f64, seed: u64) -> Option<&ArmRun> {
+        self.done.get(&run_key(arm, fraction, seed))
+    }
+
+    fn record(&mut self, run: &ArmRun) -> Result<()> {
+        let mut line = serde_json::to_string(run)?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .with_context(|| format!("cannot append to {}", self.path.display()))?;
+        self.done
+            .insert(run_key(&run.arm, run.fraction, run.seed), run.clone());
+        Ok(())
+    }
 }
 
 /// Run every arm of `task` on the subsets of every fraction, for `config.seeds` seeds derived
-/// from `seed`; `progress` hears of each finished run.
+/// from `seed`; `progress` hears of each finished run. Runs found in `journal` are taken from
+/// it; new ones are added to it as they finish.
 pub fn run_study(
     task: &impl LabelTask,
     config: &LabelsConfig,
     seed: u64,
+    mut journal: Option<&mut StudyJournal>,
     progress: impl Fn(&ArmRun),
 ) -> Result<LabelStudy> {
     config.validate()?;
@@ -273,6 +391,7 @@ pub fn run_study(
         .map(|i| mix_seed(&[seed, i, 0x5EED]))
         .collect();
     let mut runs = Vec::new();
+    let mut reused = 0;
     for &s in &seeds {
         let subsets = label_subsets(
             task.pool_labels(),
@@ -283,6 +402,14 @@ pub fn run_study(
         )?;
         for subset in &subsets {
             for arm in &arms {
+                if let Some(run) = journal
+                    .as_ref()
+                    .and_then(|j| j.get(arm, subset.fraction, s))
+                {
+                    reused += 1;
+                    runs.push(run.clone());
+                    continue;
+                }
                 let t = Instant::now();
                 let outcome = task.run_arm(arm, subset, s).with_context(|| {
                     format!("arm '{arm}' at {} of the labels", percent(subset.fraction))
@@ -297,6 +424,9 @@ pub fn run_study(
                     seconds: t.elapsed().as_secs_f64(),
                     detail: outcome.detail,
                 };
+                if let Some(j) = journal.as_mut() {
+                    j.record(&run)?;
+                }
                 progress(&run);
                 runs.push(run);
             }
@@ -317,6 +447,7 @@ pub fn run_study(
         summary,
         labels_saved,
         seconds: started.elapsed().as_secs_f64(),
+        reused,
     })
 }
 
@@ -554,7 +685,7 @@ mod tests {
             seeds: 2,
             validation_fraction: 0.1,
         };
-        let study = run_study(&task, &config, 7, |_| {}).unwrap();
+        let study = run_study(&task, &config, 7, None, |_| {}).unwrap();
         assert_eq!(study.fractions, vec![0.01, 0.1, 1.0]);
         assert_eq!(study.runs.len(), 2 * 3 * 2, "arms x fractions x seeds");
         let seen = task.seen.borrow();
@@ -584,6 +715,83 @@ mod tests {
         let json = serde_json::to_string(&study).unwrap();
         let back: LabelStudy = serde_json::from_str(&json).unwrap();
         assert_eq!(back.runs.len(), study.runs.len());
+    }
+
+    #[test]
+    fn a_journal_resumes_and_extends_a_study_without_rerunning_it() {
+        let dir = crate::text::test_support::TempDir::new("journal");
+        let path = dir.path().join("labels.runs.jsonl");
+        let task = || Fake {
+            labels: (0..2000).map(|i| (i % 4) as u32).collect(),
+            names: Vec::new(),
+            seen: RefCell::new(Vec::new()),
+        };
+        let key = serde_json::json!({"checkpoint": "abc"});
+        let config = |fractions: Vec<f64>, seeds| LabelsConfig {
+            fractions,
+            seeds,
+            validation_fraction: 0.1,
+        };
+        let first_task = task();
+        let mut journal = StudyJournal::open(&path, key.clone()).unwrap();
+        assert!(journal.note.is_none());
+        let first = run_study(
+            &first_task,
+            &config(vec![0.01, 0.1], 1),
+            7,
+            Some(&mut journal),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!((first.runs.len(), first.reused), (4, 0));
+        drop(journal);
+
+        // One more fraction and one more seed: only the new runs are run.
+        let second_task = task();
+        let mut journal = StudyJournal::open(&path, key.clone()).unwrap();
+        assert!(
+            journal
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("4 finished run(s)")
+        );
+        let all = config(vec![0.01, 0.1, 1.0], 2);
+        let second = run_study(&second_task, &all, 7, Some(&mut journal), |_| {}).unwrap();
+        assert_eq!((second.runs.len(), second.reused), (12, 4));
+        assert_eq!(second_task.seen.borrow().len(), 8);
+        for old in &first.runs {
+            let again = second
+                .runs
+                .iter()
+                .find(|r| r.arm == old.arm && r.fraction == old.fraction && r.seed == old.seed)
+                .unwrap();
+            assert_eq!(again.accuracy, old.accuracy);
+        }
+        drop(journal);
+
+        // A torn last line is dropped and that run is run again.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.trim_end().rfind('\n').unwrap() + 1;
+        text.truncate(cut + 20);
+        std::fs::write(&path, &text).unwrap();
+        let third_task = task();
+        let mut journal = StudyJournal::open(&path, key).unwrap();
+        assert!(
+            journal.note.as_deref().unwrap().contains("torn"),
+            "{:?}",
+            journal.note
+        );
+        let third = run_study(&third_task, &all, 7, Some(&mut journal), |_| {}).unwrap();
+        assert_eq!((third.reused, third_task.seen.borrow().len()), (11, 1));
+        drop(journal);
+
+        // Another key (say, a retrained checkpoint) starts afresh.
+        let journal = StudyJournal::open(&path, serde_json::json!({"checkpoint": "def"})).unwrap();
+        assert!(journal.note.as_deref().unwrap().contains("another study"));
+        assert!(journal.done.is_empty());
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, 1, "only the new header remains");
     }
 
     #[test]

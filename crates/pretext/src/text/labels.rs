@@ -309,6 +309,7 @@ mod tests {
                 validation_fraction: 0.1,
             },
             2,
+            None,
             |_| {},
         )
         .unwrap();
@@ -383,6 +384,7 @@ mod tests {
                 validation_fraction: 0.0,
             },
             1,
+            None,
             |_| {},
         )
         .unwrap();
