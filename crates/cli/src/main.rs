@@ -54,7 +54,8 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Pretrain a backbone without labels (SimCLR, BYOL).
+    /// Pretrain a backbone without labels (SimCLR, BYOL, MAE, SimMIM, autoencoders, rotation,
+    /// jigsaw).
     Pretrain {
         /// Dataset folder (IDX/MNIST layout, CIFAR batches or image folder); default: embedded Fashion-MNIST subset.
         #[arg(long)]
@@ -114,6 +115,20 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "train")]
         split: Split,
+    },
+    /// Draw what a reconstructing checkpoint (MAE, SimMIM, autoencoders) makes of images: one
+    /// PNG with bands of three rows, originals, masked or corrupted inputs, reconstructions.
+    Reconstruct {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image dataset (its test split when it has one); default: the embedded subset.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Images to show, spread evenly over the split.
+        #[arg(short = 'n', long = "images", default_value_t = 16)]
+        images: usize,
     },
     /// Pretrain SimCLR on the embedded data for a few minutes, then evaluate against random init.
     Quickstart {
@@ -277,6 +292,12 @@ fn run(cli: Cli) -> Result<()> {
             matches!(split, Split::Test),
         ),
         Command::Quickstart { data } => vision::quickstart(&g, data.as_deref()),
+        Command::Reconstruct {
+            checkpoint,
+            data,
+            out,
+            images,
+        } => vision::reconstruct(&g, &checkpoint, data.as_deref(), &out, images),
         Command::Mlm(cmd) => text::run_mlm(&g, cmd),
         Command::Export {
             checkpoint,

@@ -1,4 +1,4 @@
-//! Image commands: `pretrain`, `eval knn|linear|all`, `embed`, `quickstart`.
+//! Image commands: `pretrain`, `eval knn|linear|all`, `embed`, `reconstruct`, `quickstart`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,6 +13,7 @@ use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{self, ImageSet, Splits};
 use pretext::vision::eval::{evaluate, extract};
 use pretext::vision::pretrain::pretrain as pretrain_method;
+use pretext::vision::reconstruct::reconstruction_grid;
 use pretext::with_method;
 use serde_json::json;
 
@@ -89,6 +90,52 @@ pub fn embed(
             f.len(),
             f.dim,
             out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `pretext reconstruct`: the PNG of originals, inputs and reconstructions.
+pub fn reconstruct(
+    g: &Global,
+    checkpoint: &Path,
+    data: Option<&Path>,
+    out: &Path,
+    images: usize,
+) -> Result<()> {
+    if g.config.is_some() || !g.set.is_empty() {
+        anyhow::bail!(
+            "reconstruct reads the checkpoint's own config; it takes no --config or --set"
+        );
+    }
+    if images == 0 || images > 256 {
+        anyhow::bail!("-n {images}: show between 1 and 256 images");
+    }
+    let device = pretext::core::device::parse(&g.device)?;
+    let splits = data::load(data)?;
+    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
+    let set = splits.test.as_ref().unwrap_or(&splits.train);
+    let seed = g.seed.unwrap_or(loaded.config.seed);
+    let png = reconstruction_grid(&loaded, set, images, seed, &device)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: method '{}' does not reconstruct images (mae, simmim, autoencoder and \
+             denoising_autoencoder do)",
+            checkpoint.display(),
+            loaded.config.method
+        )
+    })?;
+    pretext::core::checkpoint::write_atomic(out, &png)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "reconstruct", "checkpoint": checkpoint, "method": loaded.config.method, "images": images.min(set.len()), "out": out })
+        );
+    } else {
+        println!(
+            "wrote {} ({} images of {}; rows: originals, inputs the model saw, reconstructions)",
+            out.display(),
+            images.min(set.len()),
+            splits.description
         );
     }
     Ok(())

@@ -86,7 +86,7 @@ fn has_grad(grads: &GradientsParams, id: ParamId, rank: usize) -> bool {
 fn byol_target_takes_no_gradient_and_online_learns() {
     let config = tiny_config("byol-grad", &["method=byol"]);
     let device = Device::flex().autodiff();
-    let model = Byol::init(&config, 1, &device);
+    let model = Byol::init(&config, (1, 28, 28), &device);
     let views: Vec<Tensor<4>> = (0..2)
         .map(|v| {
             Tensor::<4>::random(
@@ -96,7 +96,7 @@ fn byol_target_takes_no_gradient_and_online_learns() {
             )
         })
         .collect();
-    let loss = model.loss(views);
+    let loss = model.loss(views).unwrap();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let online = ids(&model.online);
     let target = ids(&model.target);
@@ -146,7 +146,7 @@ impl RequiresGrad for pretext::vision::methods::byol::Branch {
 #[test]
 fn byol_run_learns_and_moves_the_target() {
     let config = tiny_config("byol-run", &["method=byol", "epochs=1"]);
-    let before = Byol::init(&config, 1, &Device::flex().autodiff());
+    let before = Byol::init(&config, (1, 28, 28), &Device::flex().autodiff());
     let (after, summary) =
         pretrain::<Byol>(&config, &train_set(), &Device::flex(), &quiet()).unwrap();
     assert_eq!(summary.steps, 8);
@@ -212,7 +212,7 @@ fn simclr_loss_falls_and_features_beat_random_init() {
     };
     let trained = score(model.backbone());
     device.seed(config.seed);
-    let baseline = score(SimClr::init(&config, 1, &device).backbone());
+    let baseline = score(SimClr::init(&config, (1, 28, 28), &device).backbone());
     let (tk, rk) = (trained.knn.unwrap(), baseline.knn.unwrap());
     let (tl, rl) = (trained.linear.unwrap(), baseline.linear.unwrap());
     eprintln!("kNN {tk:.3} vs random {rk:.3}; linear {tl:.3} vs random {rl:.3}");

@@ -2,12 +2,12 @@
 //! [`Features`] matrix with one label per row. Each modality turns its data into features
 //! (image backbones, text encoders) and hands them here.
 
+use crate::core::losses::cross_entropy;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -160,8 +160,7 @@ pub fn linear_probe_predictions(
             }
             let x = Tensor::<2>::from_data(TensorData::new(x, [chunk.len(), dim]), &ad);
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [chunk.len()]), &ad);
-            let logp = log_softmax(model.forward(x), 1);
-            let loss = logp.gather(1, y.reshape([chunk.len(), 1])).mean().neg();
+            let loss = cross_entropy(model.forward(x), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = opt.step(model, grads, cosine_lr(config.linear_lr, step, 0, total));
             step += 1;

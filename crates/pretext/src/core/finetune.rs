@@ -6,12 +6,12 @@
 //! caller turns row indices into encoder features (augmenting when training); after every
 //! epoch the validation rows choose the epoch whose weights score the test rows.
 
+use crate::core::losses::cross_entropy;
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 use crate::core::loader::{epoch_order, mix_seed};
@@ -176,10 +176,7 @@ where
             let y: Vec<i64> = idx.iter().map(|&i| rows.pool_labels[i] as i64).collect();
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [idx.len()]), &device);
             let logits = head.forward(features(&encoder, &idx, Pass::Train { epoch }, &device)?);
-            let loss = log_softmax(logits, 1)
-                .gather(1, y.reshape([idx.len(), 1]))
-                .mean()
-                .neg();
+            let loss = cross_entropy(logits, y);
             let value: f64 = loss.clone().into_scalar::<f64>();
             if !value.is_finite() {
                 bail!(

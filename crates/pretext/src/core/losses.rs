@@ -36,6 +36,38 @@ pub fn normalized_mse(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
     cos.mean().mul_scalar(-2.0).add_scalar(2.0).reshape([1])
 }
 
+/// Mean cross-entropy of `logits` `[n, classes]` against class indices `targets` `[n]`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    log_softmax(logits, 1)
+        .gather(1, targets.reshape([n, 1]))
+        .mean()
+        .neg()
+        .reshape([1])
+}
+
+/// Mean squared error of `pred` against `target` (both `[batch, patches, values]`) over the
+/// patches where `mask` `[batch, patches]` is 1: MAE's loss, which ignores visible patches.
+pub fn masked_mse(pred: Tensor<3>, target: Tensor<3>, mask: Tensor<2>) -> Tensor<1> {
+    let per_patch = (pred - target)
+        .powi_scalar(2)
+        .mean_dim(2)
+        .squeeze_dim::<2>(2);
+    masked_mean(per_patch, mask)
+}
+
+/// Mean absolute error over the patches where `mask` is 1: SimMIM's loss.
+pub fn masked_l1(pred: Tensor<3>, target: Tensor<3>, mask: Tensor<2>) -> Tensor<1> {
+    let per_patch = (pred - target).abs().mean_dim(2).squeeze_dim::<2>(2);
+    masked_mean(per_patch, mask)
+}
+
+/// Mean of `values` `[batch, patches]` weighted by the 0/1 `mask`.
+fn masked_mean(values: Tensor<2>, mask: Tensor<2>) -> Tensor<1> {
+    let count = mask.clone().sum().clamp_min(1.0);
+    ((values * mask).sum() / count).reshape([1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +79,32 @@ mod tests {
 
     fn scalar(x: Tensor<1>) -> f64 {
         x.into_data().try_to_vec::<f32>().unwrap()[0] as f64
+    }
+
+    /// MAE's and SimMIM's losses count only masked patches: a visible patch's target can be
+    /// anything, a masked one's cannot.
+    #[test]
+    fn masked_losses_ignore_visible_patches() {
+        let device = Device::flex();
+        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 3, 2]), &device);
+        let pred = t3(vec![0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
+        let target = t3(vec![1.0, 1.0, 1.0, 3.0, 2.0, 2.0]);
+        // Patch 0 masked (error 1, 1), patch 1 visible, patch 2 masked (error 0, 0).
+        let mask = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.0, 1.0], [1, 3]), &device);
+        let mse = scalar(masked_mse(pred.clone(), target.clone(), mask.clone()));
+        assert!(
+            (mse - 0.5).abs() < 1e-6,
+            "mean over 2 masked patches of (1 + 0): {mse}"
+        );
+        let l1 = scalar(masked_l1(pred.clone(), target.clone(), mask.clone()));
+        assert!((l1 - 0.5).abs() < 1e-6, "{l1}");
+        let visible_changed = t3(vec![1.0, 1.0, 9.0, -9.0, 2.0, 2.0]);
+        assert_eq!(
+            scalar(masked_mse(pred.clone(), visible_changed, mask.clone())),
+            mse
+        );
+        let masked_changed = t3(vec![1.0, 1.0, 1.0, 3.0, 2.0, 5.0]);
+        assert!(scalar(masked_mse(pred, masked_changed, mask)) > mse);
     }
 
     /// NT-Xent for N = 2 computed by hand.

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use super::backbones::Backbone;
 use super::config::PretrainConfig;
 use super::data::ImageSet;
-use super::methods::Method;
+use super::methods::{Method, Reconstruction};
 use crate::core::checkpoint::{Checkpoint, NamedTensor, load_module};
 use crate::with_method;
 
@@ -65,7 +65,7 @@ impl ImageCheckpoint {
             mean: floats("mean"),
             std: floats("std"),
             backbone: with_method!(config.method.as_str(), M => {
-                M::init(&config, shape.0, device).backbone().clone()
+                M::init(&config, shape, device).backbone().clone()
             }),
             config,
             shape,
@@ -82,16 +82,32 @@ impl ImageCheckpoint {
     pub fn backbone_on(&self, device: &Device) -> Result<Backbone> {
         let config = &self.config;
         Ok(with_method!(config.method.as_str(), M => {
-            let method = load_module(M::init(config, self.shape.0, device), &self.tensors)?;
+            let method = load_module(M::init(config, self.shape, device), &self.tensors)?;
             method.backbone().clone()
         }))
+    }
+
+    /// What the checkpoint's method makes of normalised `images` (masked or corrupted with the
+    /// device's random stream, seeded from `seed`); `None` when the method does not reconstruct.
+    pub fn reconstruct(
+        &self,
+        images: Tensor<4>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Option<Reconstruction>> {
+        let config = &self.config;
+        with_method!(config.method.as_str(), M => {
+            let method = load_module(M::init(config, self.shape, device), &self.tensors)?.valid();
+            device.seed(seed);
+            method.reconstruct(images).transpose()
+        })
     }
 
     /// The same architecture freshly initialised from `seed`.
     pub fn random_backbone(&self, seed: u64, device: &Device) -> Backbone {
         device.seed(seed);
         with_method!(self.config.method.as_str(), M => {
-            M::init(&self.config, self.shape.0, device).backbone().clone()
+            M::init(&self.config, self.shape, device).backbone().clone()
         })
     }
 
@@ -103,6 +119,8 @@ impl ImageCheckpoint {
                 set.channels
             );
         }
-        Ok(())
+        self.backbone
+            .check_input(set.height, set.width)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.dir.display()))
     }
 }

@@ -7,6 +7,11 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backbones::BackboneConfig;
+use super::methods::METHODS;
+use super::methods::autoencoder::AutoencoderConfig;
+use super::methods::jigsaw::JigsawConfig;
+use super::methods::mae::MaeConfig;
+use super::methods::simmim::SimMimConfig;
 use super::views::ViewConfig;
 use crate::core::config::{EvalConfig, TrainConfig, load_config, parse_config};
 use crate::core::heads::MlpConfig;
@@ -15,7 +20,8 @@ use crate::core::optim::OptimConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
-    /// `simclr` or `byol`.
+    /// `simclr`, `byol`, `mae`, `simmim`, `autoencoder`, `denoising_autoencoder`, `rotation`
+    /// or `jigsaw`.
     pub method: String,
     pub seed: u64,
     pub epochs: usize,
@@ -28,6 +34,11 @@ pub struct PretrainConfig {
     pub views: Vec<ViewConfig>,
     pub simclr: SimClrConfig,
     pub byol: ByolConfig,
+    pub mae: MaeConfig,
+    pub simmim: SimMimConfig,
+    /// Both autoencoders; the corruption applies to `denoising_autoencoder` only.
+    pub autoencoder: AutoencoderConfig,
+    pub jigsaw: JigsawConfig,
     pub optimizer: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
@@ -81,6 +92,10 @@ impl Default for PretrainConfig {
             views: Vec::new(),
             simclr: SimClrConfig { temperature: 0.5 },
             byol: ByolConfig { tau_base: 0.99 },
+            mae: MaeConfig::default(),
+            simmim: SimMimConfig::default(),
+            autoencoder: AutoencoderConfig::default(),
+            jigsaw: JigsawConfig::default(),
             optimizer: OptimConfig::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
@@ -123,10 +138,19 @@ impl PretrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.method.as_str(), "simclr" | "byol") {
+        if !METHODS.contains(&self.method.as_str()) {
             bail!(
-                "method = \"{}\": expected \"simclr\" or \"byol\"",
-                self.method
+                "method = \"{}\": expected one of {}",
+                self.method,
+                METHODS.map(|m| format!("\"{m}\"")).join(", ")
+            );
+        }
+        if matches!(self.method.as_str(), "mae" | "simmim") && !self.backbone.is_vit() {
+            bail!(
+                "method = \"{}\" masks patches of a ViT: set backbone.arch = \"vit_tiny\" or \
+                 \"vit_small\" (it is \"{}\")",
+                self.method,
+                self.backbone.arch
             );
         }
         if self.batch_size < 2 {
@@ -145,6 +169,10 @@ impl PretrainConfig {
             bail!("byol.tau_base = {}: must lie in [0, 1]", self.byol.tau_base);
         }
         self.backbone.validate()?;
+        self.mae.validate()?;
+        self.simmim.validate()?;
+        self.autoencoder.validate()?;
+        self.jigsaw.validate()?;
         self.projection.validate("projection")?;
         self.prediction.validate("prediction")?;
         self.optimizer.validate()?;

@@ -24,26 +24,40 @@ pub fn extract(
         .valid()
         .to_device(&device.clone().without_autodiff());
     let device = device.clone().without_autodiff();
-    let pipeline = eval_pipeline(mean, std);
-    let (c, h, w) = (set.channels, set.height, set.width);
     let dim = backbone.out_dim();
     let mut values = Vec::with_capacity(set.len() * dim);
     const CHUNK: usize = 500;
     for start in (0..set.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(set.len());
-        let mut buf = vec![0f32; (end - start) * c * h * w];
-        buf.par_chunks_mut(c * h * w)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let img = Image::from_bytes(set.image(start + i), h, w, c);
-                let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-                pipeline.apply(img, &mut rng).write_chw(out);
-            });
-        let x = Tensor::<4>::from_data(TensorData::new(buf, [end - start, c, h, w]), &device);
+        let indices: Vec<usize> = (start..end).collect();
+        let x = normalized_batch(set, &indices, mean, std, &device);
         let f = model.forward(x).into_data().convert::<f32>();
         values.extend(f.try_to_vec::<f32>().unwrap_or_default());
     }
     Features { dim, values }
+}
+
+/// The images at `indices`, normalised with `mean` and `std` and nothing else, as one batch
+/// `[indices, channels, height, width]`.
+pub fn normalized_batch(
+    set: &ImageSet,
+    indices: &[usize],
+    mean: &[f32],
+    std: &[f32],
+    device: &Device,
+) -> Tensor<4> {
+    let pipeline = eval_pipeline(mean, std);
+    let (c, h, w) = (set.channels, set.height, set.width);
+    let mut buf = vec![0f32; indices.len() * c * h * w];
+    buf.par_chunks_mut(c * h * w)
+        .zip(indices.par_iter())
+        .for_each(|(out, &i)| {
+            let img = Image::from_bytes(set.image(i), h, w, c);
+            // The pipeline only normalises: the RNG is never drawn from.
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+            pipeline.apply(img, &mut rng).write_chw(out);
+        });
+    Tensor::from_data(TensorData::new(buf, [indices.len(), c, h, w]), device)
 }
 
 /// Evaluate `backbone` with the chosen protocols on a labelled train/test pair.

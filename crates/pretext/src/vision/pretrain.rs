@@ -25,6 +25,26 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
     t.remove("eval");
     // Evaluation settings, added after the first checkpoints were written.
     t.remove("finetune_view");
+    // Settings of methods and backbones this run does not use cannot change it (and checkpoints
+    // written before those methods existed do not hold them).
+    let tables = [
+        ("mae", &["mae"][..]),
+        ("simmim", &["simmim"]),
+        ("autoencoder", &["autoencoder", "denoising_autoencoder"]),
+        ("jigsaw", &["jigsaw"]),
+    ];
+    for (table, users) in tables {
+        if !users.contains(&config.method.as_str()) {
+            t.remove(table);
+        }
+    }
+    if !config.backbone.is_vit()
+        && let Some(toml::Value::Table(backbone)) = t.get_mut("backbone")
+    {
+        for key in ["patch_size", "dim", "depth", "heads", "position", "pool"] {
+            backbone.remove(key);
+        }
+    }
     t
 }
 
@@ -53,7 +73,15 @@ pub fn pretrain<M: Method>(
 
     device.seed(config.seed);
     let ad = device.clone().autodiff();
-    let model = M::init(config, train.channels, &ad);
+    let image = (train.channels, train.height, train.width);
+    let model = M::init(config, image, &ad);
+    // A ViT with learned positions takes one size only: that of every view.
+    for v in &views {
+        let side = |s: usize| if v.crop_size == 0 { s } else { v.crop_size };
+        model
+            .backbone()
+            .check_input(side(train.height), side(train.width))?;
+    }
     let spec = LoopSpec {
         name: &config.method,
         epochs: config.epochs,
@@ -93,7 +121,7 @@ pub fn pretrain<M: Method>(
     run_loop(
         model,
         source_at,
-        |m: &M, views| Ok(m.loss(views)),
+        |m: &M, views| m.loss(views),
         |m: M, p| m.after_step(p),
         &spec,
         options,

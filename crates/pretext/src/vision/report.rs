@@ -12,6 +12,7 @@ use super::checkpoint::ImageCheckpoint;
 use super::config::PretrainConfig;
 use super::data::{ImageSet, Splits};
 use super::eval::extract;
+use super::reconstruct::reconstruction_grid;
 use crate::core::eval::{Features, first_of_each_class, nearest_rows};
 use crate::core::html::{Page, png_img};
 use crate::core::run_report::{
@@ -72,6 +73,20 @@ pub fn image_report(
             png_img(&grid, "test images and their nearest training images")
         ),
     );
+
+    if let Some(png) = reconstruction_grid(&ckpt, &test, 16, config.seed, device)? {
+        page.section(
+            "reconstructions",
+            "Reconstructions",
+            format!(
+                "{}<p class=\"note\">Rows: test images, the masked or corrupted inputs the model \
+                 saw (masked patches in grey), and its reconstructions (for masked-patch methods \
+                 the visible patches are shown as they were). The same as <code>pretext \
+                 reconstruct</code>.</p>",
+                png_img(&png, "originals, inputs and reconstructions")
+            ),
+        );
+    }
 
     let train_set = LabelledFeatures {
         features: &ftrain,

@@ -1,27 +1,43 @@
-//! Image backbones (image → feature vector): a small CNN for 28x28 inputs and ResNet-18/50,
-//! chosen by the `[backbone]` table.
+//! Image backbones (image → feature vector): a small CNN for 28x28 inputs, ResNet-18/50 and
+//! Vision Transformers, chosen by the `[backbone]` table; and the CNN decoder of autoencoders.
 
+pub mod decoder;
 pub mod resnet;
 pub mod small_cnn;
+pub mod vit;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::core::heads::{Mlp, MlpConfig};
 
+pub use decoder::CnnDecoder;
 pub use resnet::ResNet;
 pub use small_cnn::SmallCnn;
+pub use vit::{Vit, VitShape};
 
 /// Which backbone to build; a `[backbone]` table in a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackboneConfig {
-    /// `small_cnn` (cheap CPU default for 28x28), `resnet18` or `resnet50`.
+    /// `small_cnn` (cheap CPU default for 28x28), `resnet18`, `resnet50`, `vit_tiny` or
+    /// `vit_small`.
     pub arch: String,
     /// ResNet stem: `cifar` (3x3 conv, no pooling: small images) or `imagenet` (7x7/2 + max pool).
     pub stem: String,
     /// Channels of the small CNN's first layer (doubled twice).
     pub width: usize,
+    /// ViT patch side in pixels (4 makes 49 patches of a 28x28 image; 2 suits 8x8). Images whose
+    /// sides are not multiples of it are padded with the mean.
+    pub patch_size: usize,
+    /// ViT width, depth and heads; 0 keeps the preset's (vit_tiny 192/12/3, vit_small 384/12/6).
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// ViT positions: `sincos` (fixed 2-D, any image size) or `learned` (the training size only).
+    pub position: String,
+    /// ViT features: `cls` (the class token) or `mean` (the mean of the patch tokens).
+    pub pool: String,
 }
 
 impl Default for BackboneConfig {
@@ -30,6 +46,12 @@ impl Default for BackboneConfig {
             arch: "small_cnn".into(),
             stem: "cifar".into(),
             width: 32,
+            patch_size: 4,
+            dim: 0,
+            depth: 0,
+            heads: 0,
+            position: "sincos".into(),
+            pool: "cls".into(),
         }
     }
 }
@@ -37,10 +59,37 @@ impl Default for BackboneConfig {
 impl BackboneConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         match self.arch.as_str() {
-            "small_cnn" | "resnet18" | "resnet50" => {}
+            "small_cnn" | "resnet18" | "resnet50" | "vit_tiny" | "vit_small" => {}
             other => anyhow::bail!(
-                "backbone.arch = \"{other}\": expected \"small_cnn\", \"resnet18\" or \"resnet50\""
+                "backbone.arch = \"{other}\": expected \"small_cnn\", \"resnet18\", \"resnet50\", \
+                 \"vit_tiny\" or \"vit_small\""
             ),
+        }
+        if let Some(vit) = self.vit_shape() {
+            if vit.patch == 0 {
+                anyhow::bail!("backbone.patch_size must be positive");
+            }
+            if vit.depth == 0 || vit.heads == 0 || !vit.dim.is_multiple_of(4 * vit.heads) {
+                anyhow::bail!(
+                    "backbone: a ViT needs depth and heads above 0 and dim a multiple of 4 x heads \
+                     (sin-cos positions split it in four); got dim {}, depth {}, heads {}",
+                    vit.dim,
+                    vit.depth,
+                    vit.heads
+                );
+            }
+            if !matches!(self.position.as_str(), "sincos" | "learned") {
+                anyhow::bail!(
+                    "backbone.position = \"{}\": expected \"sincos\" or \"learned\"",
+                    self.position
+                );
+            }
+            if !matches!(self.pool.as_str(), "cls" | "mean") {
+                anyhow::bail!(
+                    "backbone.pool = \"{}\": expected \"cls\" or \"mean\"",
+                    self.pool
+                );
+            }
         }
         match self.stem.as_str() {
             "cifar" | "imagenet" => {}
@@ -54,7 +103,30 @@ impl BackboneConfig {
         Ok(())
     }
 
-    pub fn init(&self, channels: usize, device: &Device) -> Backbone {
+    /// The ViT this config describes, `None` for the CNNs.
+    pub fn vit_shape(&self) -> Option<VitShape> {
+        let (dim, depth, heads) = VitShape::preset(&self.arch)?;
+        let or = |value: usize, preset: usize| if value == 0 { preset } else { value };
+        Some(VitShape {
+            dim: or(self.dim, dim),
+            depth: or(self.depth, depth),
+            heads: or(self.heads, heads),
+            patch: self.patch_size,
+            learned_positions: self.position == "learned",
+            mean_pool: self.pool == "mean",
+        })
+    }
+
+    pub fn is_vit(&self) -> bool {
+        self.vit_shape().is_some()
+    }
+
+    /// The backbone for `(channels, height, width)` images.
+    pub fn init(&self, image: (usize, usize, usize), device: &Device) -> Backbone {
+        let channels = image.0;
+        if let Some(shape) = self.vit_shape() {
+            return Backbone::Vit(Vit::new(&shape, image, device));
+        }
         match self.arch.as_str() {
             "resnet18" => {
                 Backbone::ResNet(ResNet::resnet18(channels, self.stem == "imagenet", device))
@@ -74,6 +146,7 @@ impl BackboneConfig {
 pub enum Backbone {
     SmallCnn(SmallCnn),
     ResNet(ResNet),
+    Vit(Vit),
 }
 
 impl Backbone {
@@ -81,6 +154,7 @@ impl Backbone {
         match self {
             Backbone::SmallCnn(m) => m.forward(images),
             Backbone::ResNet(m) => m.forward(images),
+            Backbone::Vit(m) => m.forward(images),
         }
     }
 
@@ -89,6 +163,23 @@ impl Backbone {
         match self {
             Backbone::SmallCnn(m) => m.out_dim(),
             Backbone::ResNet(m) => m.out_dim(),
+            Backbone::Vit(m) => m.dim(),
+        }
+    }
+
+    /// The ViT, for methods that work on its patches (MAE, SimMIM).
+    pub fn vit(&self) -> anyhow::Result<&Vit> {
+        match self {
+            Backbone::Vit(v) => Ok(v),
+            _ => anyhow::bail!("this method needs a ViT backbone (backbone.arch = \"vit_tiny\")"),
+        }
+    }
+
+    /// Refuse inputs the backbone cannot take (a ViT with learned positions and another size).
+    pub fn check_input(&self, height: usize, width: usize) -> anyhow::Result<()> {
+        match self {
+            Backbone::Vit(v) => v.check_input(height, width),
+            _ => Ok(()),
         }
     }
 }
@@ -97,10 +188,10 @@ impl Backbone {
 pub fn backbone_and_projection(
     backbone: &BackboneConfig,
     projection: &MlpConfig,
-    channels: usize,
+    image: (usize, usize, usize),
     device: &Device,
 ) -> (Backbone, Mlp) {
-    let backbone = backbone.init(channels, device);
+    let backbone = backbone.init(image, device);
     let projection = projection.init(backbone.out_dim(), device);
     (backbone, projection)
 }
@@ -124,14 +215,18 @@ mod tests {
             ("resnet18", "cifar", 3, 32, 512),
             ("resnet18", "imagenet", 1, 40, 512),
             ("resnet50", "cifar", 3, 16, 2048),
+            ("vit_tiny", "cifar", 1, 28, 192),
         ];
         for (arch, stem, channels, side, dim) in cases {
             let cfg = BackboneConfig {
                 arch: arch.into(),
                 stem: stem.into(),
                 width: 32,
+                depth: 1,
+                ..BackboneConfig::default()
             };
-            let model = cfg.init(channels, &device);
+            cfg.validate().unwrap();
+            let model = cfg.init((channels, side, side), &device);
             assert_eq!(model.out_dim(), dim, "{arch}");
             let out = model.forward(Tensor::zeros([2, channels, side, side], &device));
             assert_eq!(out.dims(), [2, dim], "{arch} on {side}x{side}x{channels}");

@@ -3,7 +3,9 @@
 
 use burn::prelude::*;
 
-use super::Method;
+use anyhow::Result;
+
+use super::{ImageShape, Method};
 use crate::core::heads::Mlp;
 use crate::core::losses::normalized_mse;
 use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
@@ -19,9 +21,9 @@ pub struct Branch {
 }
 
 impl Branch {
-    fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
+    fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
         let (backbone, projection) =
-            backbone_and_projection(&config.backbone, &config.projection, channels, device);
+            backbone_and_projection(&config.backbone, &config.projection, image, device);
         Branch {
             backbone,
             projection,
@@ -44,10 +46,10 @@ pub struct Byol {
 }
 
 impl Method for Byol {
-    fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
-        let online = Branch::init(config, channels, device);
+    fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
+        let online = Branch::init(config, image, device);
         let predictor = config.prediction.init(config.projection.output, device);
-        let target = detached_copy(&online, Branch::init(config, channels, device));
+        let target = detached_copy(&online, Branch::init(config, image, device));
         Byol {
             online,
             predictor,
@@ -60,7 +62,7 @@ impl Method for Byol {
         ViewConfig::byol().to_vec()
     }
 
-    fn loss(&self, views: Vec<Tensor<4>>) -> Tensor<1> {
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
         let [n, _, _, _] = views[0].dims();
         let both = Tensor::cat(views, 0);
         let p = self.predictor.forward(self.online.forward(both.clone()));
@@ -68,7 +70,7 @@ impl Method for Byol {
         let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
         let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
         // Symmetric: each view's prediction regresses the other view's target projection.
-        (normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0)
+        Ok((normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0))
     }
 
     fn after_step(self, progress: f64) -> Self {

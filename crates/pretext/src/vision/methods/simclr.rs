@@ -2,7 +2,9 @@
 
 use burn::prelude::*;
 
-use super::Method;
+use anyhow::Result;
+
+use super::{ImageShape, Method};
 use crate::core::heads::Mlp;
 use crate::core::losses::nt_xent;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -18,9 +20,9 @@ pub struct SimClr {
 }
 
 impl Method for SimClr {
-    fn init(config: &PretrainConfig, channels: usize, device: &Device) -> Self {
+    fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
         let (backbone, projection) =
-            backbone_and_projection(&config.backbone, &config.projection, channels, device);
+            backbone_and_projection(&config.backbone, &config.projection, image, device);
         SimClr {
             backbone,
             projection,
@@ -32,7 +34,7 @@ impl Method for SimClr {
         vec![ViewConfig::simclr(), ViewConfig::simclr()]
     }
 
-    fn loss(&self, views: Vec<Tensor<4>>) -> Tensor<1> {
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
         let [n, _, _, _] = views[0].dims();
         // One forward pass over both views: batch-norm statistics cover all 2N images.
         let z = self
@@ -40,7 +42,7 @@ impl Method for SimClr {
             .forward(self.backbone.forward(Tensor::cat(views, 0)));
         let z1 = z.clone().narrow(0, 0, n);
         let z2 = z.narrow(0, n, n);
-        nt_xent(z1, z2, self.temperature)
+        Ok(nt_xent(z1, z2, self.temperature))
     }
 
     fn backbone(&self) -> &Backbone {

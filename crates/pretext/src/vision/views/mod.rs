@@ -139,6 +139,16 @@ impl ViewConfig {
         }
     }
 
+    /// Masked image modelling (MAE, SimMIM): crop and flip only; hiding patches is the task.
+    pub fn masked_modelling() -> Self {
+        ViewConfig {
+            crop_scale: (0.2, 1.0),
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            ..Self::simclr()
+        }
+    }
+
     /// BYOL's two asymmetric views (Grill et al. 2020): blur always on the first, rarely on the
     /// second, which alone is solarised.
     pub fn byol() -> [Self; 2] {

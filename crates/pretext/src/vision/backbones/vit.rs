@@ -1,0 +1,302 @@
+//! A Vision Transformer (Dosovitskiy et al. 2021) sized for small images: non-overlapping
+//! patches embedded linearly, a class token, fixed 2-D sin-cos or learned positions, pre-LayerNorm
+//! blocks (burn's `TransformerEncoder` with `norm_first`), a final LayerNorm.
+//!
+//! The steps are public so masked-image methods can enter between them: MAE encodes only the
+//! visible patches' tokens, SimMIM swaps masked patches' embeddings for a mask token.
+
+use anyhow::{Result, bail};
+use burn::module::Param;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::vision::masking::{pad_to_patches, patch_grid, patchify};
+
+/// timm's LayerNorm epsilon for ViTs.
+const LAYER_NORM_EPS: f64 = 1e-6;
+
+/// The shape of a ViT: `vit_tiny` is 192 wide, 12 deep, 3 heads; `vit_small` 384, 12, 6 (DeiT's
+/// sizes); any field can be overridden from the `[backbone]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitShape {
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub patch: usize,
+    /// Learned positions (fixed to the training grid) instead of fixed 2-D sin-cos.
+    pub learned_positions: bool,
+    /// Features: the mean of the patch tokens instead of the class token.
+    pub mean_pool: bool,
+}
+
+impl VitShape {
+    /// A preset's (dim, depth, heads).
+    pub fn preset(arch: &str) -> Option<(usize, usize, usize)> {
+        match arch {
+            "vit_tiny" => Some((192, 12, 3)),
+            "vit_small" => Some((384, 12, 6)),
+            _ => None,
+        }
+    }
+}
+
+/// Pre-LayerNorm transformer blocks with a GELU MLP four times as wide and no dropout (MAE and
+/// DeiT pretrain without it): the ViT's encoder and MAE's decoder.
+pub fn pre_norm_blocks(
+    dim: usize,
+    depth: usize,
+    heads: usize,
+    device: &Device,
+) -> TransformerEncoder {
+    TransformerEncoderConfig::new(dim, 4 * dim, heads, depth)
+        .with_norm_first(true)
+        .with_dropout(0.0)
+        .with_layer_norm_eps(LAYER_NORM_EPS)
+        .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+        .init(device)
+}
+
+/// The final LayerNorm of a stack of pre-norm blocks.
+pub fn final_norm(dim: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(dim)
+        .with_epsilon(LAYER_NORM_EPS)
+        .init(device)
+}
+
+/// Fixed 2-D sin-cos positions `[1, rows * cols, dim]` (MAE's `get_2d_sincos_pos_embed`): half
+/// of the channels encode the row, half the column, each as sines and cosines of geometrically
+/// spaced frequencies. `dim` must be a multiple of 4.
+pub fn sincos_positions(grid: (usize, usize), dim: usize, device: &Device) -> Tensor<3> {
+    let (rows, cols) = grid;
+    let quarter = dim / 4;
+    let omega: Vec<f64> = (0..quarter)
+        .map(|i| 1.0 / 10_000f64.powf(i as f64 / quarter as f64))
+        .collect();
+    let mut table = Vec::with_capacity(rows * cols * dim);
+    for r in 0..rows {
+        for c in 0..cols {
+            // MAE puts the column (its grid's first axis) first, then the row.
+            for pos in [c as f64, r as f64] {
+                table.extend(omega.iter().map(|w| (pos * w).sin() as f32));
+                table.extend(omega.iter().map(|w| (pos * w).cos() as f32));
+            }
+            table.extend(std::iter::repeat_n(0.0, dim - 4 * quarter));
+        }
+    }
+    Tensor::from_data(TensorData::new(table, [1, rows * cols, dim]), device)
+}
+
+/// The ViT backbone.
+#[derive(Module, Debug)]
+pub struct Vit {
+    /// A `patch x patch` convolution written as a linear map of flattened patches.
+    pub patch_embed: Linear,
+    pub cls_token: Param<Tensor<3>>,
+    /// `[1, 1 + patches, dim]` when positions are learned (class token first).
+    pub positions: Option<Param<Tensor<3>>>,
+    pub blocks: TransformerEncoder,
+    pub norm: LayerNorm,
+    #[module(skip)]
+    patch: usize,
+    #[module(skip)]
+    mean_pool: bool,
+    /// The patch grid of the training images (learned positions fit only it).
+    #[module(skip)]
+    grid: (usize, usize),
+}
+
+impl Vit {
+    /// A ViT for `(channels, height, width)` images.
+    pub fn new(shape: &VitShape, image: (usize, usize, usize), device: &Device) -> Vit {
+        let (channels, height, width) = image;
+        let grid = patch_grid(height, width, shape.patch);
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        Vit {
+            patch_embed: LinearConfig::new(channels * shape.patch * shape.patch, shape.dim)
+                .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+                .init(device),
+            cls_token: normal.init([1, 1, shape.dim], device),
+            positions: shape
+                .learned_positions
+                .then(|| normal.init([1, 1 + grid.0 * grid.1, shape.dim], device)),
+            blocks: pre_norm_blocks(shape.dim, shape.depth, shape.heads, device),
+            norm: final_norm(shape.dim, device),
+            patch: shape.patch,
+            mean_pool: shape.mean_pool,
+            grid,
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.cls_token.dims()[2]
+    }
+
+    pub fn patch_size(&self) -> usize {
+        self.patch
+    }
+
+    /// The patch grid the ViT makes of `height x width` images.
+    pub fn grid_of(&self, height: usize, width: usize) -> (usize, usize) {
+        patch_grid(height, width, self.patch)
+    }
+
+    /// Refuse images whose grid learned positions do not cover.
+    pub fn check_input(&self, height: usize, width: usize) -> Result<()> {
+        let grid = self.grid_of(height, width);
+        if self.positions.is_some() && grid != self.grid {
+            bail!(
+                "this ViT learned positions for a {}x{} grid of {p}x{p} patches; {height}x{width} \
+                 images make a {}x{} grid (use images of the training size, or \
+                 backbone.position = \"sincos\")",
+                self.grid.0,
+                self.grid.1,
+                grid.0,
+                grid.1,
+                p = self.patch
+            );
+        }
+        Ok(())
+    }
+
+    /// Images `[batch, channels, H, W]` → pixel patches `[batch, patches, channels * patch²]`,
+    /// after padding to whole patches.
+    pub fn patches(&self, images: Tensor<4>) -> Tensor<3> {
+        let padded = pad_to_patches(images, self.patch);
+        // Padding made the sides multiples of the patch, so this cannot fail.
+        patchify(padded, self.patch).expect("padded to whole patches")
+    }
+
+    /// Patch embeddings `[batch, patches, dim]`, without positions.
+    pub fn embed(&self, patches: Tensor<3>) -> Tensor<3> {
+        self.patch_embed.forward(patches)
+    }
+
+    /// Positions of the patch tokens `[1, patches, dim]` for a `grid`.
+    pub fn patch_positions(&self, grid: (usize, usize), device: &Device) -> Tensor<3> {
+        match &self.positions {
+            Some(learned) => {
+                assert_eq!(
+                    grid, self.grid,
+                    "learned positions cover only the training grid"
+                );
+                let table = learned.val();
+                let [_, n, dim] = table.dims();
+                table.narrow(1, 1, n - 1).reshape([1, n - 1, dim])
+            }
+            None => sincos_positions(grid, self.dim(), device),
+        }
+    }
+
+    /// The class token (with its position) prepended to `tokens` `[batch, n, dim]` (positions
+    /// already added), through the blocks and the final norm: `[batch, 1 + n, dim]`.
+    pub fn encode(&self, tokens: Tensor<3>) -> Tensor<3> {
+        let [batch, _, dim] = tokens.dims();
+        let mut cls = self.cls_token.val();
+        if let Some(learned) = &self.positions {
+            cls = cls + learned.val().narrow(1, 0, 1);
+        }
+        let x = Tensor::cat(vec![cls.expand([batch, 1, dim]), tokens], 1);
+        self.norm
+            .forward(self.blocks.forward(TransformerEncoderInput::new(x)))
+    }
+
+    /// The feature vector of encoded tokens: the class token, or the mean of the patch tokens.
+    pub fn pool(&self, encoded: Tensor<3>) -> Tensor<2> {
+        let [batch, n, dim] = encoded.dims();
+        if self.mean_pool {
+            encoded
+                .narrow(1, 1, n - 1)
+                .mean_dim(1)
+                .reshape([batch, dim])
+        } else {
+            encoded.narrow(1, 0, 1).reshape([batch, dim])
+        }
+    }
+
+    /// Images → features `[batch, dim]`, every patch visible.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let [_, _, h, w] = images.dims();
+        let device = images.device();
+        let grid = self.grid_of(h, w);
+        let tokens = self.embed(self.patches(images)) + self.patch_positions(grid, &device);
+        self.pool(self.encode(tokens))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(learned: bool, mean_pool: bool) -> VitShape {
+        VitShape {
+            dim: 16,
+            depth: 2,
+            heads: 2,
+            patch: 4,
+            learned_positions: learned,
+            mean_pool,
+        }
+    }
+
+    #[test]
+    fn features_come_from_any_padded_size_and_positions_differ() {
+        let device = Device::flex();
+        let vit = Vit::new(&shape(false, false), (1, 28, 28), &device);
+        assert_eq!(
+            vit.forward(Tensor::zeros([2, 1, 28, 28], &device)).dims(),
+            [2, 16]
+        );
+        // 9x10 pads to 12x12: 9 patches.
+        assert_eq!(
+            vit.patches(Tensor::zeros([1, 1, 9, 10], &device)).dims(),
+            [1, 9, 16]
+        );
+        assert_eq!(
+            vit.forward(Tensor::zeros([3, 1, 9, 10], &device)).dims(),
+            [3, 16]
+        );
+        let mean = Vit::new(&shape(false, true), (3, 8, 8), &device);
+        assert_eq!(
+            mean.forward(Tensor::ones([2, 3, 8, 8], &device)).dims(),
+            [2, 16]
+        );
+
+        let pos = sincos_positions((2, 3), 16, &device)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let rows: Vec<&[f32]> = pos.chunks(16).collect();
+        assert_eq!(rows.len(), 6);
+        for i in 0..6 {
+            for j in 0..i {
+                assert_ne!(rows[i], rows[j], "patches {i} and {j} share a position");
+            }
+        }
+        // Patch (0, 0): sin 0 = 0 and cos 0 = 1 for every frequency.
+        assert_eq!(&rows[0][..4], &[0.0; 4]);
+        assert_eq!(&rows[0][4..8], &[1.0; 4]);
+    }
+
+    #[test]
+    fn learned_positions_refuse_another_grid() {
+        let device = Device::flex();
+        let vit = Vit::new(&shape(true, false), (1, 16, 16), &device);
+        assert!(vit.check_input(16, 16).is_ok());
+        assert!(
+            vit.check_input(13, 16).is_ok(),
+            "13 pads to the same 4x4 grid"
+        );
+        let err = vit.check_input(28, 28).unwrap_err().to_string();
+        assert!(err.contains("4x4 grid") && err.contains("7x7"), "{err}");
+        assert_eq!(
+            vit.forward(Tensor::zeros([2, 1, 16, 16], &device)).dims(),
+            [2, 16]
+        );
+    }
+}
