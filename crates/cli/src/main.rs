@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pretext::core::eval::Protocols;
 
 mod alloc;
+mod data;
 mod labels;
 mod report;
 mod summary;
@@ -162,6 +163,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build data sets from what the machine has (`pretext data letters`).
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Word2Vec: skip-gram and CBOW word embeddings.
     #[command(subcommand)]
     Word2vec(pretext_word2vec::cli::Word2VecCommand),
@@ -313,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report { run, data, out } => {
             report::run(&g, &run, data.as_deref(), out.as_deref())
         }
+        Command::Data(cmd) => data::run(&g, cmd),
         Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
     }
 }

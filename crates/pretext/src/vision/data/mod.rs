@@ -7,6 +7,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod letters;
 
 use std::path::Path;
 
@@ -263,7 +264,19 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
         train,
         test,
     };
-    // IDX files carry no class names; Fashion-MNIST's are known.
+    // IDX files carry no class names: a `classes.txt` beside them (one per line, as `pretext
+    // data letters` writes) gives them; Fashion-MNIST's are known.
+    let names_file = dir.join("classes.txt");
+    if names_file.is_file() {
+        let text = std::fs::read_to_string(&names_file)
+            .with_context(|| format!("cannot read {}", names_file.display()))?;
+        let names: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        return Ok(Some(splits.with_class_names(&names)));
+    }
     let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
     Ok(Some(if fashion {
         splits.with_class_names(&FASHION_CLASSES)

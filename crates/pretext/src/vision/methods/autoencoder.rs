@@ -56,7 +56,7 @@ impl AutoencoderConfig {
 
     /// The corruption the keys describe; errors name the key.
     pub fn corruption(&self) -> Result<Corruption> {
-        if !(self.noise_std > 0.0) {
+        if self.noise_std.is_nan() || self.noise_std <= 0.0 {
             bail!(
                 "autoencoder.noise_std = {}: must be positive",
                 self.noise_std
@@ -192,8 +192,10 @@ mod tests {
     #[test]
     fn only_the_denoising_variant_corrupts_and_the_target_stays_clean() {
         let device = Device::flex();
-        let mut config = PretrainConfig::default();
-        config.method = "autoencoder".into();
+        let mut config = PretrainConfig {
+            method: "autoencoder".into(),
+            ..PretrainConfig::default()
+        };
         config.backbone.width = 4;
         config.autoencoder.decoder_width = 4;
         let plain = Autoencoder::init(&config, (1, 12, 12), &device);

@@ -90,7 +90,8 @@ fn all_permutations(n: usize) -> Vec<Vec<u8>> {
 /// permutation whose smallest distance to those chosen is largest (the first such in
 /// lexicographic order). Cached: methods are rebuilt for every evaluation.
 pub fn permutation_set(tiles: usize, count: usize) -> Arc<Vec<Vec<usize>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(usize, usize), Arc<Vec<Vec<usize>>>>>> = OnceLock::new();
+    type Sets = HashMap<(usize, usize), Arc<Vec<Vec<usize>>>>;
+    static CACHE: OnceLock<Mutex<Sets>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(set) = cache
         .lock()

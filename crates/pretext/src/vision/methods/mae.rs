@@ -211,8 +211,10 @@ mod tests {
     #[test]
     fn the_encoder_sees_only_visible_patches_and_the_decoder_predicts_all() {
         let device = Device::flex();
-        let mut config = PretrainConfig::default();
-        config.method = "mae".into();
+        let mut config = PretrainConfig {
+            method: "mae".into(),
+            ..PretrainConfig::default()
+        };
         config.backbone.arch = "vit_tiny".into();
         (
             config.backbone.dim,
