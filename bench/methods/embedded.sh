@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 for m in $methods; do
   run="$OUT/$m"
   target/release/pretext pretrain --config "configs/${m}_fmnist.toml" --set epochs="$EPOCHS" \
-    --set train.out_dir="\"$run\"" --json > "$run.pretrain.json"
+    --set train.out_dir="\"$run\"" --overwrite --json > "$run.pretrain.json"
   target/release/pretext eval all --checkpoint "$run" --json > "$run.eval.json"
   python3 - "$m" "$run" >> "$OUT/results.jsonl" <<'PY'
 import json, sys

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use pretext::core::checkpoint::{Checkpoint, content_hash};
 use pretext::core::labels::{ArmRun, LabelStudy, LabelTask, LabelsConfig, StudyJournal, run_study};
 use pretext::core::run_report::{LABELS_FILE, save_label_study};
+use pretext::core::train::RunLock;
 use pretext::text::checkpoint::MlmCheckpoint;
 use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
@@ -197,6 +198,9 @@ fn journaled_study(
     json_path: &Path,
     key: serde_json::Value,
 ) -> Result<LabelStudy> {
+    // One study per folder at a time (and none while a run trains there): they share files.
+    let dir = json_path.parent().filter(|p| !p.as_os_str().is_empty());
+    let _lock = RunLock::acquire(dir.unwrap_or(Path::new(".")), "eval labels")?;
     let mut journal = StudyJournal::open(&json_path.with_extension("runs.jsonl"), key)?;
     if let Some(note) = &journal.note {
         eprintln!("{note}");

@@ -62,8 +62,11 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Continue from the checkpoint in the config's train.out_dir.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Start afresh in a train.out_dir that already holds a run (it is replaced).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Score a checkpoint's frozen features (and a random-init backbone beside them): kNN and
     /// linear probes for image backbones; text-probe for MLM encoders (with --data FILE.tsv,
@@ -226,7 +229,11 @@ fn run(cli: Cli) -> Result<()> {
             .context("cannot set --threads")?;
     }
     match cli.command {
-        Command::Pretrain { data, resume } => vision::pretrain(&g, data.as_deref(), resume),
+        Command::Pretrain {
+            data,
+            resume,
+            overwrite,
+        } => vision::pretrain(&g, data.as_deref(), resume, overwrite),
         Command::Eval {
             protocol,
             checkpoint,

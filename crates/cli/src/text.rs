@@ -24,8 +24,11 @@ pub enum MlmCommand {
         #[arg(long)]
         corpus: PathBuf,
         /// Continue from the checkpoint in the config's train.out_dir.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Start afresh in a train.out_dir that already holds a run (it is replaced).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Held-out masked-token accuracy, loss and perplexity of a checkpoint.
     Eval {
@@ -90,10 +93,15 @@ pub fn mlm_config(g: &Global) -> Result<MlmConfig> {
 pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
     match cmd {
-        MlmCommand::Train { corpus, resume } => {
+        MlmCommand::Train {
+            corpus,
+            resume,
+            overwrite,
+        } => {
             let config = mlm_config(g)?;
             let options = TrainOptions {
                 resume,
+                overwrite,
                 quiet: g.json,
             };
             let run = train_mlm(&config, &corpus, &device, &options)?;

@@ -22,12 +22,17 @@ use crate::Global;
 const QUICKSTART_CONFIG: &str = include_str!("../../../configs/quickstart.toml");
 
 /// `pretext pretrain`: pretrain an image method, print its summary.
-pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool) -> Result<()> {
+pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool, overwrite: bool) -> Result<()> {
     let config = load_config(g, None)?;
     let device = pretext::core::device::parse(&g.device)?;
     let splits = data::load(data)?;
     eprintln!("data: {}", splits.description);
-    let summary = pretrain_any(&config, &splits.train, &device, resume, g.json)?;
+    let options = TrainOptions {
+        resume,
+        overwrite,
+        quiet: g.json,
+    };
+    let summary = pretrain_any(&config, &splits.train, &device, &options)?;
     if g.json {
         println!(
             "{}",
@@ -172,12 +177,10 @@ fn pretrain_any(
     config: &PretrainConfig,
     train: &ImageSet,
     device: &Device,
-    resume: bool,
-    quiet: bool,
+    options: &TrainOptions,
 ) -> Result<TrainSummary> {
-    let options = TrainOptions { resume, quiet };
     with_method!(config.method.as_str(), M => {
-        let (_, summary) = pretrain_method::<M>(config, train, device, &options)?;
+        let (_, summary) = pretrain_method::<M>(config, train, device, options)?;
         Ok(summary)
     })
 }
@@ -282,7 +285,20 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
         "pretraining {} for {} epochs (batch {}) ...",
         config.method, config.epochs, config.batch_size
     );
-    let summary = pretrain_any(&config, &splits.train, &device, false, g.json)?;
+    // The quick start is a demonstration: it replaces its previous run, and says so.
+    let previous = pretext::vision::pretrain::checkpoint_path(&config);
+    if previous.is_file() {
+        eprintln!(
+            "replacing the previous quick-start run in {}",
+            config.train.out_dir
+        );
+    }
+    let options = TrainOptions {
+        overwrite: true,
+        quiet: g.json,
+        ..TrainOptions::default()
+    };
+    let summary = pretrain_any(&config, &splits.train, &device, &options)?;
     if !g.json {
         print_summary(&summary);
         eprintln!(

@@ -53,8 +53,8 @@ fn train_set() -> ImageSet {
 
 fn quiet() -> TrainOptions {
     TrainOptions {
-        resume: false,
         quiet: true,
+        ..Default::default()
     }
 }
 
@@ -240,6 +240,7 @@ fn resumed_run_equals_uninterrupted_run_and_same_seed_repeats() {
         &TrainOptions {
             resume: true,
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -425,4 +426,80 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
     assert!(html.contains("test accuracy against labelled fraction"));
     assert!(!html.contains("Not recorded"), "summary.json was written");
     let _ = std::fs::remove_dir_all(out_dir("labels"));
+}
+
+#[test]
+fn a_run_folder_is_never_silently_replaced_resumed_on_other_data_or_shared() {
+    let set = train_set();
+    let device = Device::flex();
+    let config = tiny_config("guarded", &["epochs=1", "data.train_limit=64"]);
+    let (_, first) = pretrain::<SimClr>(&config, &set, &device, &quiet()).unwrap();
+    let written = Checkpoint::load(&first.checkpoint).unwrap();
+
+    // A fresh run into the folder is refused and leaves the checkpoint as it was.
+    let err = pretrain::<SimClr>(&config, &set, &device, &quiet()).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("already holds a run")
+            && text.contains("--resume")
+            && text.contains("--overwrite"),
+        "{text}"
+    );
+    assert!(Checkpoint::load(&first.checkpoint).unwrap().model == written.model);
+
+    // --resume on the finished run says so.
+    let resume = TrainOptions {
+        resume: true,
+        quiet: true,
+        ..Default::default()
+    };
+    let err = format!(
+        "{:#}",
+        pretrain::<SimClr>(&config, &set, &device, &resume).unwrap_err()
+    );
+    assert!(err.contains("finished (2 of 2 steps)"), "{err}");
+
+    // --resume of an unfinished run on other data names both data sets.
+    let part = tiny_config(
+        "guarded-part",
+        &["epochs=2", "data.train_limit=64", "train.max_steps=1"],
+    );
+    pretrain::<SimClr>(&part, &set, &device, &quiet()).unwrap();
+    let rest = tiny_config("guarded-part", &["epochs=2", "data.train_limit=64"]);
+    let mut other = set.clone();
+    other.pixels[0] ^= 0xFF;
+    let err = format!(
+        "{:#}",
+        pretrain::<SimClr>(&rest, &other, &device, &resume).unwrap_err()
+    );
+    assert!(
+        err.contains("trained on other data") && err.matches("xxh3").count() == 2,
+        "{err}"
+    );
+    let (_, resumed) = pretrain::<SimClr>(&rest, &set, &device, &resume).unwrap();
+    assert_eq!(resumed.resumed_from_step, 1);
+
+    // --overwrite replaces it.
+    let overwrite = TrainOptions {
+        overwrite: true,
+        quiet: true,
+        ..Default::default()
+    };
+    let (_, again) = pretrain::<SimClr>(&config, &set, &device, &overwrite).unwrap();
+    assert_eq!(again.resumed_from_step, 0);
+
+    // While another holder has the folder, a run is refused with the holder's PID.
+    let dir = std::path::PathBuf::from(&config.train.out_dir);
+    let lock = pretext::core::train::RunLock::acquire(&dir, "eval labels").unwrap();
+    let err = format!(
+        "{:#}",
+        pretrain::<SimClr>(&config, &set, &device, &overwrite).unwrap_err()
+    );
+    assert!(
+        err.contains("in use by another pretext process") && err.contains("eval labels"),
+        "{err}"
+    );
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&part.train.out_dir);
 }

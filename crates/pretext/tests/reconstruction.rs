@@ -51,8 +51,8 @@ fn config(method: &str, extra: &[&str]) -> PretrainConfig {
 
 fn quiet() -> TrainOptions {
     TrainOptions {
-        resume: false,
         quiet: true,
+        ..Default::default()
     }
 }
 

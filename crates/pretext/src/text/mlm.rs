@@ -18,6 +18,24 @@ use super::tokenizer::{SpecialIds, TextTokenizer};
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, TrainOptions, TrainSummary, run_loop};
 
+/// Example count, token count and an xxh3 hash of every example's ids: what `--resume` checks.
+fn examples_fingerprint(examples: &[Example]) -> serde_json::Value {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut tokens = 0;
+    for e in examples {
+        tokens += e.ids.len();
+        for id in &e.ids {
+            h.update(&id.to_le_bytes());
+        }
+        h.update(b"|");
+    }
+    serde_json::json!({
+        "examples": examples.len(),
+        "tokens": tokens,
+        "xxh3": format!("{:016x}", h.digest()),
+    })
+}
+
 /// The non-empty lines of a corpus, split into training and held-out lines.
 #[derive(Debug, Clone)]
 pub struct Corpus {
@@ -272,6 +290,7 @@ pub fn train_mlm(
             "config": config.to_toml(),
             "encoder": encoder,
         }),
+        data: examples_fingerprint(&examples),
     };
     let mean_tokens =
         examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / examples.len() as f64;
@@ -409,8 +428,8 @@ mod tests {
 
     fn quiet() -> TrainOptions {
         TrainOptions {
-            resume: false,
             quiet: true,
+            ..Default::default()
         }
     }
 
@@ -469,6 +488,7 @@ mod tests {
         let resumed = TrainOptions {
             resume: true,
             quiet: true,
+            ..Default::default()
         };
         let b = train_mlm(&cut, &corpus, &device, &resumed).unwrap();
         assert_eq!(b.train.resumed_from_step, 3);

@@ -146,8 +146,8 @@ pub(crate) mod test_support {
         let corpus = dir.write("corpus.txt", &grammar_corpus(300, 3).join("\n"));
         let config = tiny_mlm_config(dir, "run", steps);
         let options = crate::core::train::TrainOptions {
-            resume: false,
             quiet: true,
+            ..Default::default()
         };
         let device = burn::prelude::Device::flex();
         crate::text::mlm::train_mlm(&config, &corpus, &device, &options).unwrap();

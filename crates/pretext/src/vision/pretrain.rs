@@ -101,6 +101,7 @@ pub fn pretrain<M: Method>(
             "height": train.height,
             "width": train.width,
         }),
+        data: train.fingerprint(),
     };
     let data = Arc::new(train);
     let source_at = |start: usize| {

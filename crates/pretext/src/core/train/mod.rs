@@ -3,10 +3,11 @@
 //! gradient accumulation and the NaN guard. It knows nothing of images or text: a job hands it
 //! a model, a [`BatchSource`] and a loss.
 
+mod lock;
 mod resume;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +21,7 @@ use crate::core::checkpoint::{Checkpoint, load_module, module_tensors, write_ato
 use crate::core::config::TrainConfig;
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
+pub use lock::{LOCK_FILE, RunLock};
 pub use resume::checkpoint_file;
 use resume::{check_resumable, truncate_metrics};
 
@@ -54,6 +56,8 @@ pub struct TrainSummary {
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
     pub resume: bool,
+    /// Start afresh in a folder that already holds a checkpoint (it is replaced).
+    pub overwrite: bool,
     /// Hide the progress bar.
     pub quiet: bool,
 }
@@ -88,6 +92,8 @@ pub struct LoopSpec<'a> {
     pub identity: toml::Table,
     /// Stored in every checkpoint: what evaluation needs to rebuild and feed the model.
     pub meta: serde_json::Value,
+    /// What the run trains on (sizes and a content hash): `--resume` refuses other data.
+    pub data: serde_json::Value,
 }
 
 /// Train `model` on the batches `source_at(start_step)` yields, minimising `loss_of`, calling
@@ -116,11 +122,14 @@ where
     let mut optimizer = Optimizer::new(spec.optimizer.clone());
     let ckpt_path = checkpoint_file(&spec.train.out_dir);
     let out_dir = PathBuf::from(&spec.train.out_dir);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let _lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
     let metrics_path = out_dir.join("metrics.jsonl");
     let identity = toml::to_string(&spec.identity).unwrap_or_default();
 
+    let end_step = match spec.train.max_steps {
+        0 => total_steps,
+        max => max.min(total_steps),
+    };
     let mut start_step = 0usize;
     if options.resume {
         if !ckpt_path.is_file() {
@@ -131,6 +140,14 @@ where
             ckpt.meta["identity"].as_str().unwrap_or_default(),
             &spec.identity,
         )?;
+        check_same_data(&ckpt.meta["data"], &spec.data, &ckpt_path)?;
+        let done = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
+        if done >= end_step {
+            bail!(
+                "--resume: the run in {} is finished ({done} of {end_step} steps); nothing to                  continue. Evaluate it, or start another run in a new train.out_dir",
+                out_dir.display()
+            );
+        }
         model = load_module(model, &ckpt.model)?;
         let opt_steps = ckpt.meta["optimizer_steps"].as_u64().unwrap_or(0);
         optimizer.load_state(
@@ -142,12 +159,18 @@ where
         // Metrics past the checkpoint belong to the interrupted attempt; drop them.
         truncate_metrics(&metrics_path, start_step)?;
     } else {
+        if ckpt_path.is_file() && !options.overwrite {
+            let step = Checkpoint::load(&ckpt_path)
+                .ok()
+                .and_then(|c| c.meta["step"].as_u64())
+                .map_or("unreadable".to_string(), |s| format!("at step {s}"));
+            bail!(
+                "{} already holds a run (checkpoint {step}); continue it with --resume, or replace                  it with --overwrite",
+                out_dir.display()
+            );
+        }
         let _ = std::fs::remove_file(&metrics_path);
     }
-    let end_step = match spec.train.max_steps {
-        0 => total_steps,
-        max => max.min(total_steps),
-    };
 
     let mut source = source_at(start_step);
     let mut metrics = std::fs::OpenOptions::new()
@@ -186,6 +209,7 @@ where
         let mut meta = serde_json::json!({
             "format": "pretext-checkpoint-1",
             "identity": identity,
+            "data": spec.data,
             "step": step,
             "optimizer_steps": optimizer.steps(),
             "epoch": step / steps_per_epoch,
@@ -302,6 +326,19 @@ where
     Ok((model, summary))
 }
 
+/// `--resume` continues on the data the run started on: compare the checkpoint's fingerprint
+/// (absent in checkpoints written before fingerprints existed) with the current data's.
+fn check_same_data(stored: &serde_json::Value, now: &serde_json::Value, ckpt: &Path) -> Result<()> {
+    if stored.is_null() || stored == now {
+        return Ok(());
+    }
+    bail!(
+        "--resume: {} was trained on other data.\n  the run's data: {stored}\n  given now:      {now}\n\
+         Resume with the run's data, or start a new train.out_dir",
+        ckpt.display()
+    );
+}
+
 /// The last [`TrainSummary`] of a run, in its folder.
 pub const SUMMARY_FILE: &str = "summary.json";
 
@@ -371,10 +408,11 @@ mod tests {
             seed: 0,
             identity: toml::Table::new(),
             meta: serde_json::json!({}),
+            data: serde_json::Value::Null,
         };
         let options = TrainOptions {
-            resume: false,
             quiet: true,
+            ..TrainOptions::default()
         };
         let (model, summary) = run_loop(
             model,

@@ -39,6 +39,21 @@ impl ImageSet {
         self.height * self.width * self.channels
     }
 
+    /// Size, shape and an xxh3 hash of the pixels and labels: what `--resume` checks to continue
+    /// on the same data (whatever folder or format it was read from).
+    pub fn fingerprint(&self) -> serde_json::Value {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&self.pixels);
+        for l in self.labels.iter().flatten() {
+            h.update(&l.to_le_bytes());
+        }
+        serde_json::json!({
+            "images": self.len(),
+            "shape": [self.channels, self.height, self.width],
+            "xxh3": format!("{:016x}", h.digest()),
+        })
+    }
+
     pub fn image(&self, index: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[index * n..(index + 1) * n]
