@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use pretext::core::checkpoint::{Checkpoint, content_hash};
+use pretext::core::checkpoint::{Checkpoint, content_hash, remove_stale_temporaries};
 use pretext::core::labels::{ArmRun, LabelStudy, LabelTask, LabelsConfig, StudyJournal, run_study};
 use pretext::core::run_report::{LABELS_FILE, save_label_study};
 use pretext::core::train::RunLock;
@@ -200,7 +200,9 @@ fn journaled_study(
 ) -> Result<LabelStudy> {
     // One study per folder at a time (and none while a run trains there): they share files.
     let dir = json_path.parent().filter(|p| !p.as_os_str().is_empty());
-    let _lock = RunLock::acquire(dir.unwrap_or(Path::new(".")), "eval labels")?;
+    let dir = dir.unwrap_or(Path::new("."));
+    let _lock = RunLock::acquire(dir, "eval labels")?;
+    remove_stale_temporaries(dir);
     let mut journal = StudyJournal::open(&json_path.with_extension("runs.jsonl"), key)?;
     if let Some(note) = &journal.note {
         eprintln!("{note}");

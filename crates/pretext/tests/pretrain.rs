@@ -447,6 +447,11 @@ fn a_run_folder_is_never_silently_replaced_resumed_on_other_data_or_shared() {
     );
     assert!(Checkpoint::load(&first.checkpoint).unwrap().model == written.model);
 
+    // A temporary file left by a killed writer is removed by the next run in the folder.
+    let stale =
+        std::path::Path::new(&config.train.out_dir).join(".checkpoint.safetensors.tmp-99999");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+
     // --resume on the finished run says so.
     let resume = TrainOptions {
         resume: true,
@@ -487,6 +492,7 @@ fn a_run_folder_is_never_silently_replaced_resumed_on_other_data_or_shared() {
     };
     let (_, again) = pretrain::<SimClr>(&config, &set, &device, &overwrite).unwrap();
     assert_eq!(again.resumed_from_step, 0);
+    assert!(!stale.exists(), "the stale temporary file was removed");
 
     // While another holder has the folder, a run is refused with the holder's PID.
     let dir = std::path::PathBuf::from(&config.train.out_dir);

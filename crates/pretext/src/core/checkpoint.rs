@@ -2,7 +2,10 @@
 //! (`optim/<path>#first|second`) and a JSON metadata entry (config, step, data position).
 //!
 //! Files are written to a temporary name in the same folder, synced, then renamed over the old
-//! one, so a crash leaves either the previous checkpoint or the new one, never half of one.
+//! one, so a crash leaves either the previous checkpoint or the new one, never half of one; the
+//! one before is kept as `checkpoint.prev.safetensors`. An xxh3 checksum of every tensor is
+//! stored beside the metadata and verified on load, so flipped bits are an error, not silently
+//! wrong weights.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -127,6 +130,28 @@ pub struct Checkpoint {
 }
 
 const META_KEY: &str = "pretext";
+/// Metadata key of the checksum over every tensor (name, shape, bytes, in name order).
+const CHECKSUM_KEY: &str = "pretext.xxh3";
+
+/// The previous checkpoint kept beside `path` (`checkpoint.prev.safetensors`).
+pub fn previous_checkpoint(path: &Path) -> std::path::PathBuf {
+    path.with_extension("prev.safetensors")
+}
+
+/// xxh3 over (name, shape, bytes) of every tensor, in name order.
+fn tensor_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (name, shape, bytes) in sorted {
+        h.update(name.as_bytes());
+        for d in shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(bytes);
+    }
+    format!("{:016x}", h.digest())
+}
 
 /// Write `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -151,6 +176,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Remove the temporary files a killed writer left in `dir` (`.NAME.tmp-PID`, see
+/// [`write_atomic`]); call it only while holding the folder's lock, so none is in use. Returns
+/// what was removed.
+pub fn remove_stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.') && n.contains(".tmp-"))
+        })
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .collect()
 }
 
 /// The xxh3 hash of a file's bytes as 16 hex digits (for a run folder: of its checkpoint), to
@@ -190,8 +234,19 @@ impl Checkpoint {
             .iter()
             .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-        let meta = HashMap::from([(META_KEY.to_string(), self.meta.to_string())]);
+        let checksum = tensor_checksum(owned.iter().map(|(n, s, b)| (n.as_str(), &s[..], &b[..])));
+        let meta = HashMap::from([
+            (META_KEY.to_string(), self.meta.to_string()),
+            (CHECKSUM_KEY.to_string(), checksum),
+        ]);
         let bytes = safetensors::tensor::serialize(views, Some(meta))?;
+        // The checkpoint being replaced becomes the previous one: a fallback if this one is
+        // ever damaged.
+        if path.is_file() {
+            let prev = previous_checkpoint(path);
+            std::fs::rename(path, &prev)
+                .with_context(|| format!("cannot keep {} as {}", path.display(), prev.display()))?;
+        }
         write_atomic(path, &bytes)
     }
 
@@ -212,6 +267,30 @@ impl Checkpoint {
                 .context("not a pretext checkpoint (no 'pretext' metadata)")?;
             let meta: serde_json::Value = serde_json::from_str(meta_text)?;
             let st = SafeTensors::deserialize(&bytes)?;
+            if let Some(stored) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+                let tensors = st.tensors();
+                let actual = tensor_checksum(
+                    tensors
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+                );
+                if &actual != stored {
+                    let prev = previous_checkpoint(&path);
+                    bail!(
+                        "checksum mismatch (stored {stored}, computed {actual}): the file was \
+                         damaged after it was written. {}",
+                        if prev.is_file() {
+                            format!(
+                                "The previous checkpoint is {}: move it over this one to resume \
+                                 or evaluate from it",
+                                prev.display()
+                            )
+                        } else {
+                            "No previous checkpoint is kept beside it".to_string()
+                        }
+                    );
+                }
+            }
             let mut model = Vec::new();
             let mut optimizer = Vec::new();
             for (name, view) in st.tensors() {
@@ -279,5 +358,53 @@ mod tests {
         assert_eq!(names.len(), 1);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Checkpoint::load(&path).unwrap_err()).contains("c.safetensors"));
+    }
+
+    #[test]
+    fn flipped_bits_are_caught_and_the_previous_checkpoint_is_kept() {
+        let dir = crate::vision::data::tests::tempdir("ckpt-sum");
+        let path = dir.join("checkpoint.safetensors");
+        let save = |step: u64, value: f32| {
+            Checkpoint {
+                model: vec![NamedTensor {
+                    name: "w".into(),
+                    shape: vec![4],
+                    values: vec![value; 4],
+                }],
+                optimizer: Vec::new(),
+                meta: serde_json::json!({ "step": step }),
+            }
+            .save(&path)
+            .unwrap()
+        };
+        save(1, 1.0);
+        assert!(
+            !previous_checkpoint(&path).exists(),
+            "nothing to keep on the first save"
+        );
+        save(2, 2.0);
+        let prev = previous_checkpoint(&path);
+        assert_eq!(prev, dir.join("checkpoint.prev.safetensors"));
+        assert_eq!(Checkpoint::load(&prev).unwrap().meta["step"], 1);
+        assert_eq!(
+            Checkpoint::load(&path).unwrap().model[0].values,
+            vec![2.0; 4]
+        );
+
+        // Flip one bit of the tensor data (after the 8-byte length and the JSON header).
+        let mut bytes = std::fs::read(&path).unwrap();
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        bytes[8 + header + 1] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = format!("{:#}", Checkpoint::load(&path).unwrap_err());
+        assert!(err.contains("checksum mismatch"), "{err}");
+        assert!(
+            err.contains("checkpoint.prev.safetensors"),
+            "names the fallback: {err}"
+        );
+        assert_eq!(
+            Checkpoint::load(&prev).unwrap().model[0].values,
+            vec![1.0; 4]
+        );
     }
 }

@@ -17,7 +17,9 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::core::checkpoint::{Checkpoint, load_module, module_tensors, write_atomic};
+use crate::core::checkpoint::{
+    Checkpoint, load_module, module_tensors, remove_stale_temporaries, write_atomic,
+};
 use crate::core::config::TrainConfig;
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
@@ -123,6 +125,9 @@ where
     let ckpt_path = checkpoint_file(&spec.train.out_dir);
     let out_dir = PathBuf::from(&spec.train.out_dir);
     let _lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
+    for stale in remove_stale_temporaries(&out_dir) {
+        eprintln!("removed {}, left by an interrupted write", stale.display());
+    }
     let metrics_path = out_dir.join("metrics.jsonl");
     let identity = toml::to_string(&spec.identity).unwrap_or_default();
 
