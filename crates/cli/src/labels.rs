@@ -106,6 +106,9 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
     let (texts, settings) = text_inputs(g, flags)?;
     let (embeddings, _) =
         Embeddings::load(vectors).map_err(|e| anyhow::anyhow!("{}: {e}", vectors.display()))?;
+    for w in embeddings.warnings() {
+        eprintln!("warning: {w}");
+    }
     let seed = g.seed.unwrap_or(0);
     let task = text_labels::vector_study(
         &texts,

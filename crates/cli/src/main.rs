@@ -325,7 +325,23 @@ fn run(cli: Cli) -> Result<()> {
             report::run(&g, &run, data.as_deref(), out.as_deref())
         }
         Command::Data(cmd) => data::run(&g, cmd),
-        Command::Word2vec(cmd) => pretext_word2vec::cli::run(cmd, g.json),
+        Command::Word2vec(cmd) => {
+            // Word2Vec's settings are its own flags; nothing may be silently ignored.
+            let unused = [
+                g.config.as_ref().map(|_| "--config"),
+                (!g.set.is_empty()).then_some("--set"),
+                (g.device != "flex").then_some("--device"),
+            ];
+            let unused: Vec<&str> = unused.into_iter().flatten().collect();
+            if !unused.is_empty() {
+                bail!(
+                    "word2vec takes its settings as flags (see `pretext word2vec train --help`) and \
+                     runs on the CPU; it does not use {}",
+                    unused.join(", ")
+                );
+            }
+            pretext_word2vec::cli::run(cmd, g.json)
+        }
     }
 }
 

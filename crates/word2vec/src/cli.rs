@@ -201,6 +201,9 @@ pub fn run(cmd: Word2VecCommand, json: bool) -> Result<()> {
 
 fn load(path: &Path) -> Result<Embeddings> {
     let (emb, _) = Embeddings::load(path)?;
+    for w in emb.warnings() {
+        eprintln!("warning: {w}");
+    }
     if emb.is_empty() {
         bail!("{}: the file contains no vectors", path.display());
     }

@@ -64,6 +64,9 @@ pub struct Embeddings {
     dim: usize,
     data: Vec<f32>,
     index: FxHashMap<String, u32>,
+    /// What the reader found odd but could read (duplicate words, rows past the header's
+    /// count), each naming its line.
+    warnings: Vec<String>,
 }
 
 impl Embeddings {
@@ -87,7 +90,13 @@ impl Embeddings {
             dim,
             data,
             index,
+            warnings: Vec::new(),
         })
+    }
+
+    /// What the reader of this file found odd but could read, each naming its line.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Number of words.
@@ -130,15 +139,33 @@ impl Embeddings {
         self.index_of(word).map(|i| self.vector(i))
     }
 
-    /// Writes the vectors in `format`.
+    /// Writes the vectors in `format`, atomically: to a temporary file beside `path`, synced,
+    /// then renamed over it, so a full disk or a kill never leaves a truncated file in place of
+    /// the previous good one.
     pub fn save(&self, path: &Path, format: Format) -> Result<(), FormatError> {
         let io_err = |source| FormatError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io_err)?);
-        self.write_to(&mut w, format).map_err(io_err)?;
-        w.flush().map_err(io_err)
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let written = (|| -> io::Result<()> {
+            let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            self.write_to(&mut w, format)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io_err)
     }
 
     /// Writes the vectors in `format` to any writer.
@@ -185,6 +212,44 @@ impl Embeddings {
             Format::Binary => read_binary(&mut r, path),
         }
     }
+}
+
+/// Build the vectors of a file, warning (with line numbers) about duplicate words and about
+/// content past the `n` rows the header announced.
+fn finish<R: BufRead>(
+    r: &mut R,
+    path: &Path,
+    words: Vec<String>,
+    dim: usize,
+    data: Vec<f32>,
+) -> Result<Embeddings, FormatError> {
+    let n = words.len();
+    let mut warnings = Vec::new();
+    let mut first: FxHashMap<&str, usize> = FxHashMap::default();
+    for (i, w) in words.iter().enumerate() {
+        if let Some(&j) = first.get(w.as_str()) {
+            warnings.push(format!(
+                "{}: line {}: word '{w}' appears again (first on line {}); the first vector is used",
+                path.display(),
+                i + 2,
+                j + 2
+            ));
+        } else {
+            first.insert(w, i);
+        }
+    }
+    let mut rest = Vec::new();
+    let _ = r.take(1 << 16).read_to_end(&mut rest);
+    if rest.iter().any(|b| !b.is_ascii_whitespace()) {
+        warnings.push(format!(
+            "{}: line {}: the header announces {n} vectors but the file goes on; the rest is ignored",
+            path.display(),
+            n + 2
+        ));
+    }
+    let mut e = Embeddings::new(words, dim, data).map_err(|e| perr(path, 1, e))?;
+    e.warnings = warnings;
+    Ok(e)
 }
 
 fn perr(path: &Path, line: usize, msg: impl Into<String>) -> FormatError {
@@ -274,7 +339,7 @@ fn read_text<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatErr
         }
         words.push(word.to_string());
     }
-    Embeddings::new(words, dim, data).map_err(|e| perr(path, 1, e))
+    finish(r, path, words, dim, data)
 }
 
 fn read_binary<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatError> {
@@ -334,7 +399,24 @@ fn read_binary<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatE
                 Err(e) => return Err(io_err(e)),
             }
         }
-        let w = String::from_utf8_lossy(&word).into_owned();
+        // A word that is not text means the rows are misaligned: the header's dimension does
+        // not match the vectors (reading on would give garbage vectors).
+        let Some(w) = std::str::from_utf8(&word)
+            .ok()
+            .filter(|w| !w.is_empty() && !w.chars().any(char::is_control))
+            .map(str::to_string)
+        else {
+            return Err(perr(
+                path,
+                lineno,
+                format!(
+                    "the word is not text ({} bytes, starting {:02x?}): the rows do not have the \
+                     header's {dim} values each, or the file is not word2vec binary",
+                    word.len(),
+                    &word[..word.len().min(8)]
+                ),
+            ));
+        };
         if got < row.len() {
             return Err(perr(
                 path,
@@ -351,7 +433,7 @@ fn read_binary<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatE
         );
         words.push(w);
     }
-    Embeddings::new(words, dim, data).map_err(|e| perr(path, 1, e))
+    finish(r, path, words, dim, data)
 }
 
 /// Guesses the format of a vectors file: text if its first row parses as a word and `dim`

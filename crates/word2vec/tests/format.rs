@@ -136,3 +136,82 @@ fn errors_name_the_line() {
     assert_eq!(line, 3);
     assert!(msg.contains("short: 5 bytes, expected 8"), "{msg}");
 }
+
+/// A binary row of `w` and `values`, word2vec.c style (newline after the row).
+fn binary_row(w: &str, values: &[f32]) -> Vec<u8> {
+    let mut row = w.as_bytes().to_vec();
+    row.push(b' ');
+    for x in values {
+        row.extend_from_slice(&x.to_le_bytes());
+    }
+    row.push(b'\n');
+    row
+}
+
+#[test]
+fn a_header_that_does_not_match_the_rows_is_an_error_not_garbage() {
+    // Rows of 4 values under a header announcing 2: the third "word" is float bytes.
+    let mut bin = b"3 2\n".to_vec();
+    for w in ["king", "queen", "apple"] {
+        bin.extend(binary_row(w, &[0.25, -1.5, 3.0e7, 1.0e-3]));
+    }
+    let (line, msg) = parse_err(&bin, Format::Binary);
+    assert_eq!(line, 3, "{msg}");
+    assert!(
+        msg.contains("not text") && msg.contains("header's 2 values"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn duplicates_and_rows_past_the_header_are_warned_about_by_line() {
+    let dir = common::tmpdir("warnings");
+    let p = dir.join("dup.txt");
+    std::fs::write(&p, "2 2\ncat 1 2\ncat 3 4\ndog 5 6\n").unwrap();
+    let (e, _) = Embeddings::load(&p).unwrap();
+    assert_eq!(
+        e.get("cat").unwrap(),
+        [1.0, 2.0],
+        "the first vector is used"
+    );
+    let w = e.warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("line 3") && w[0].contains("'cat'") && w[0].contains("line 2"));
+    assert!(
+        w[1].contains("line 4") && w[1].contains("announces 2 vectors"),
+        "{w:?}"
+    );
+
+    let mut bin = b"1 2\n".to_vec();
+    bin.extend(binary_row("a", &[1.0, 2.0]));
+    bin.extend(binary_row("b", &[3.0, 4.0]));
+    let p = dir.join("more.bin");
+    std::fs::write(&p, &bin).unwrap();
+    let (e, _) = Embeddings::load(&p).unwrap();
+    assert_eq!((e.len(), e.warnings().len()), (1, 1));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn saving_replaces_the_file_whole_and_leaves_no_temporary() {
+    let dir = common::tmpdir("atomic");
+    let p = dir.join("v.bin");
+    let small = Embeddings::new(vec!["a".into()], 2, vec![1.0, 2.0]).unwrap();
+    small.save(&p, Format::Binary).unwrap();
+    let big = Embeddings::new(vec!["a".into(), "b".into()], 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    big.save(&p, Format::Binary).unwrap();
+    let (back, _) = Embeddings::load(&p).unwrap();
+    assert_eq!(back.words(), ["a", "b"]);
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("v.bin")]);
+    // A folder that does not exist: an error naming the file, nothing written.
+    let err = big
+        .save(&dir.join("missing/v.bin"), Format::Text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing/v.bin"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
