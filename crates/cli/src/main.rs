@@ -74,6 +74,7 @@ enum Command {
     /// (kNN, linear, fine-tuning and supervised from scratch at each labelled fraction).
     Eval {
         protocol: Protocol,
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// labels: word vectors (word2vec text or binary) to study instead of a checkpoint,
@@ -102,19 +103,24 @@ enum Command {
     /// Write an MLM checkpoint in Hugging Face's format (config.json, model.safetensors,
     /// tokenizer.json), loadable with transformers' from_pretrained.
     Export {
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
         #[arg(long, value_enum, default_value = "hf")]
         format: ExportFormat,
+        /// Where to write the output.
         #[arg(long)]
         out: PathBuf,
     },
     /// Write a checkpoint's features of a split to a .npy file.
     Embed {
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Image dataset folder (IDX, CIFAR batches or an image folder); default: the embedded subset.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Where to write the output.
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "train")]
@@ -123,11 +129,13 @@ enum Command {
     /// Draw what a reconstructing checkpoint (MAE, SimMIM, autoencoders) makes of images: one
     /// PNG with bands of three rows, originals, masked or corrupted inputs, reconstructions.
     Reconstruct {
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
         /// Image dataset (its test split when it has one); default: the embedded subset.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Where to write the output.
         #[arg(long)]
         out: PathBuf,
         /// Images to show, spread evenly over the split.
@@ -136,6 +144,7 @@ enum Command {
     },
     /// Pretrain SimCLR on the embedded data for a few minutes, then evaluate against random init.
     Quickstart {
+        /// Image dataset folder (IDX, CIFAR batches or an image folder); default: the embedded subset.
         #[arg(long)]
         data: Option<PathBuf>,
     },
@@ -147,10 +156,12 @@ enum Command {
     Tokenizer(text::TokenizerCommand),
     /// The most likely tokens at each [MASK] (BERT) or <mask> (RoBERTa) of a text.
     FillMask {
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
         /// Text with one or more mask tokens.
         text: String,
+        /// How many candidates to print per mask.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },

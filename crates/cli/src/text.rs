@@ -21,6 +21,7 @@ pub enum MlmCommand {
     /// Pretrain a BERT or RoBERTa encoder by masked language modelling on a text file (one
     /// paragraph or sentence per line).
     Train {
+        /// Text file, one sentence or paragraph per line.
         #[arg(long)]
         corpus: PathBuf,
         /// Continue from the checkpoint in the config's train.out_dir.
@@ -32,6 +33,7 @@ pub enum MlmCommand {
     },
     /// Held-out masked-token accuracy, loss and perplexity of a checkpoint.
     Eval {
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
         /// The training corpus (its held-out lines are scored) or any text file with --all-lines.
@@ -43,8 +45,10 @@ pub enum MlmCommand {
     },
     /// Write the model's logits for a few sentences as JSON (for checking exports).
     Logits {
+        /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Where to write the output.
         #[arg(long)]
         out: PathBuf,
         #[arg(required = true)]
@@ -66,6 +70,7 @@ pub enum TokenizerCommand {
         /// Keep case (default: lowercase, and strip accents for BERT).
         #[arg(long)]
         cased: bool,
+        /// Where to write the output.
         #[arg(long)]
         out: PathBuf,
     },
@@ -102,7 +107,7 @@ pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
             let options = TrainOptions {
                 resume,
                 overwrite,
-                quiet: g.json,
+                quiet: false,
             };
             let run = train_mlm(&config, &corpus, &device, &options)?;
             if g.json {

@@ -30,7 +30,7 @@ pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool, overwrite: bool) 
     let options = TrainOptions {
         resume,
         overwrite,
-        quiet: g.json,
+        quiet: false,
     };
     let summary = pretrain_any(&config, &splits.train, &device, &options)?;
     if g.json {
@@ -295,7 +295,7 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
     }
     let options = TrainOptions {
         overwrite: true,
-        quiet: g.json,
+        quiet: false,
         ..TrainOptions::default()
     };
     let summary = pretrain_any(&config, &splits.train, &device, &options)?;

@@ -321,6 +321,20 @@ fn nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
             .all(|t| t.values.iter().all(|v| v.is_finite())),
         "the kept checkpoint holds non-finite weights"
     );
+
+    // Before any checkpoint exists, the guard does not claim to keep one.
+    let early = tiny_config(
+        "nan-early",
+        &[
+            "optimizer.kind=\"sgd\"",
+            "optimizer.lr=1e20",
+            "optimizer.warmup_epochs=0",
+        ],
+    );
+    let err = pretrain::<SimClr>(&early, &train_set(), &Device::flex(), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("No checkpoint had been written yet"), "{err}");
 }
 
 #[test]

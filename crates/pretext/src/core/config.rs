@@ -130,8 +130,20 @@ where
     for o in overrides {
         apply_override(&mut doc, &reference, o)?;
     }
-    doc.try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))
+    serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.inner().message().to_string();
+        // Blame the flag when the bad value came from --set, else the file.
+        let from_set = overrides
+            .iter()
+            .rev()
+            .find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+        match from_set {
+            Some(o) => anyhow::anyhow!("--set {o}: {message}"),
+            None if key == "." => anyhow::anyhow!("{origin}: {message}"),
+            None => anyhow::anyhow!("{origin}: {key}: {message}"),
+        }
+    })
 }
 
 /// Read a config file (or the defaults when `path` is `None`) with `--set` overrides.

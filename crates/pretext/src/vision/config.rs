@@ -229,6 +229,28 @@ mod tests {
     }
 
     #[test]
+    fn type_errors_name_the_key_and_where_the_value_came_from() {
+        let err = PretrainConfig::from_toml("epochs = \"ten\"", "run.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("run.toml") && err.contains("epochs") && err.contains("usize"),
+            "{err}"
+        );
+        let err = PretrainConfig::from_toml("[optimizer]\nlr = true", "run.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run.toml: optimizer.lr"), "{err}");
+        let err = PretrainConfig::from_toml("epochs = 3", "run.toml", &["epochs=ten".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--set epochs=ten") && !err.contains("run.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn config_round_trips_through_toml() {
         let cfg = PretrainConfig::default();
         let back = PretrainConfig::from_toml(&cfg.to_toml(), "round trip", &[]).unwrap();

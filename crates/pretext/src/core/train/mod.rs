@@ -205,10 +205,10 @@ where
             .find(|t| t.values.iter().any(|v| !v.is_finite()))
         {
             bail!(
-                "weights became non-finite at step {step} ('{}'); training stopped. The last good \
-                 checkpoint is kept at {} (try a lower optimizer.lr or optimizer.grad_clip)",
+                "weights became non-finite at step {step} ('{}'); training stopped. {} (try a \
+                 lower optimizer.lr or optimizer.grad_clip)",
                 bad.name,
-                ckpt_path.display()
+                kept(&ckpt_path)
             );
         }
         let mut meta = serde_json::json!({
@@ -258,10 +258,10 @@ where
             if !value.is_finite() {
                 bar.abandon();
                 bail!(
-                    "loss became {value} at step {step} (epoch {}); training stopped. The last good \
-                     checkpoint is kept at {} (try a lower optimizer.lr or optimizer.grad_clip)",
+                    "loss became {value} at step {step} (epoch {}); training stopped. {} (try a \
+                     lower optimizer.lr or optimizer.grad_clip)",
                     epoch + 1,
-                    ckpt_path.display()
+                    kept(&ckpt_path)
                 );
             }
             loss_value += value;
@@ -329,6 +329,15 @@ where
     let summary_json = serde_json::to_vec_pretty(&summary)?;
     write_atomic(&out_dir.join(SUMMARY_FILE), &summary_json)?;
     Ok((model, summary))
+}
+
+/// What the NaN guard can say about the checkpoint it leaves in place.
+fn kept(ckpt: &Path) -> String {
+    if ckpt.is_file() {
+        format!("The last good checkpoint is kept at {}", ckpt.display())
+    } else {
+        "No checkpoint had been written yet".to_string()
+    }
 }
 
 /// `--resume` continues on the data the run started on: compare the checkpoint's fingerprint
