@@ -1,8 +1,9 @@
 //! Image folders: `DIR/<class>/*.png|jpg`, or `DIR/train/<class>/...` and `DIR/test/<class>/...`.
 //!
-//! Class names are the sorted subfolder names. Images are decoded in parallel; every image is
-//! resized to the size of the first one so a folder of mixed sizes still forms one batchable set.
-//! Grayscale folders stay one channel; a folder with any colour image becomes RGB.
+//! Class names are the sorted subfolder names. Images are decoded in parallel; a folder of mixed
+//! sizes is resized to its most common size (the test split to the training split's), and the
+//! data description says how many images were resized to what. Grayscale folders stay one
+//! channel; a folder with any colour image becomes RGB.
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +50,8 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(classes)
 }
 
-fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<ImageSet> {
+/// The decoded images of `classes`, and how many had to be resized to the most common size.
+fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<(ImageSet, usize)> {
     let files: Vec<(u32, &PathBuf)> = classes
         .iter()
         .flat_map(|(name, files)| {
@@ -63,10 +65,24 @@ fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<Im
             image::open(f).with_context(|| format!("cannot decode image {}", f.display()))
         })
         .collect::<Result<_>>()?;
-    let Some(first) = decoded.first() else {
+    if decoded.is_empty() {
         bail!("no images");
-    };
-    let (width, height) = (first.width() as usize, first.height() as usize);
+    }
+    // The most common size (the first seen among equally common ones).
+    let mut counts: Vec<((u32, u32), usize)> = Vec::new();
+    for im in &decoded {
+        let size = (im.width(), im.height());
+        match counts.iter_mut().find(|(s, _)| *s == size) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((size, 1)),
+        }
+    }
+    let ((w, h), common) = counts
+        .iter()
+        .copied()
+        .fold(counts[0], |best, c| if c.1 > best.1 { c } else { best });
+    let (width, height) = (w as usize, h as usize);
+    let resized = decoded.len() - common;
     let color = decoded.iter().any(|im| im.color().has_color());
     let channels = if color { 3 } else { 1 };
     let mut pixels = Vec::with_capacity(decoded.len() * width * height * channels);
@@ -86,14 +102,15 @@ fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<Im
             pixels.extend_from_slice(im.to_luma8().as_raw());
         }
     }
-    Ok(ImageSet {
+    let set = ImageSet {
         height,
         width,
         channels,
         pixels,
         labels: Some(files.iter().map(|(l, _)| *l).collect()),
         class_names: names.to_vec(),
-    })
+    };
+    Ok((set, resized))
 }
 
 /// Read an image folder, or `None` when `dir` has no class subfolders with images.
@@ -111,7 +128,8 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
         return Ok(None);
     }
     let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-    let train = decode_set(&train_classes, &names)?;
+    let (train, mut resized) = decode_set(&train_classes, &names)?;
+    let mut total = train.len();
     let test = match test_dir {
         Some(t) => {
             let classes = class_files(&t)?;
@@ -121,20 +139,37 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
                     t.display()
                 );
             }
-            let mut test = decode_set(&classes, &names)?;
+            let (mut test, test_resized) = decode_set(&classes, &names)?;
+            total += test.len();
             if (test.height, test.width, test.channels)
                 != (train.height, train.width, train.channels)
             {
+                // The test split's own common size differs: all of it is resized.
+                resized += test.len();
                 test = conform(test, &train);
+            } else {
+                resized += test_resized;
             }
             Some(test)
         }
         None => None,
     };
+    let note = if resized > 0 {
+        format!(
+            "; {resized} of {total} images resized to {}x{}, the most common size",
+            train.width, train.height
+        )
+    } else {
+        String::new()
+    };
     Ok(Some(Splits {
+        description: format!(
+            "image folder {} ({} classes{note})",
+            dir.display(),
+            names.len()
+        ),
         train,
         test,
-        description: format!("image folder {} ({} classes)", dir.display(), names.len()),
     }))
 }
 
@@ -186,9 +221,28 @@ mod tests {
         let s = load(&dir).unwrap().unwrap();
         assert_eq!(s.train.len(), 6);
         assert_eq!((s.train.height, s.train.width, s.train.channels), (5, 6, 1));
+        assert!(
+            s.description.contains("4 of 6 images resized to 6x5"),
+            "{}",
+            s.description
+        );
         assert_eq!(s.train.class_names, vec!["cat", "dog"]);
         assert_eq!(s.train.labels.as_deref(), Some(&[0, 0, 0, 1, 1, 1][..]));
         assert_eq!(s.train.image(4)[0], 200);
+        // The most common size wins, not the first file's.
+        for class in ["cat", "dog"] {
+            for i in 3..6 {
+                let im = image::GrayImage::from_pixel(8, 8, image::Luma([9]));
+                im.save(dir.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        let s = load(&dir).unwrap().unwrap();
+        assert_eq!((s.train.height, s.train.width), (8, 8));
+        assert!(
+            s.description.contains("6 of 12 images resized to 8x8"),
+            "{}",
+            s.description
+        );
         std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
         let err = format!("{:#}", load(&dir).unwrap_err());
         assert!(err.contains("broken.png"), "{err}");
