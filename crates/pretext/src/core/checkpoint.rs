@@ -240,11 +240,18 @@ impl Checkpoint {
             (CHECKSUM_KEY.to_string(), checksum),
         ]);
         let bytes = safetensors::tensor::serialize(views, Some(meta))?;
-        // The checkpoint being replaced becomes the previous one: a fallback if this one is
-        // ever damaged.
+        // The checkpoint being replaced becomes the previous one, a fallback if this one is ever
+        // damaged. A hard link then two renames: at every instant `path` exists, whole.
         if path.is_file() {
             let prev = previous_checkpoint(path);
-            std::fs::rename(path, &prev)
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let link = path.with_file_name(format!(".{name}.prev.tmp-{}", std::process::id()));
+            let _ = std::fs::remove_file(&link);
+            std::fs::hard_link(path, &link)
+                .and_then(|()| std::fs::rename(&link, &prev))
                 .with_context(|| format!("cannot keep {} as {}", path.display(), prev.display()))?;
         }
         write_atomic(path, &bytes)
