@@ -255,8 +255,17 @@ impl TextTokenizer {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading tokenizer {}", path.display()))?;
-        let inner: Tokenizer = text
-            .parse()
+        // tokenizers 0.22 panics on some malformed files (an unwrap in its decoder parser, found
+        // by tests/fuzz.rs): check the JSON first, and catch what slips through.
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| anyhow!("{}: not valid JSON: {e}", path.display()))?;
+        let inner: Tokenizer = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+            .map_err(|_| {
+                anyhow!(
+                    "{}: not a Hugging Face tokenizer.json (the tokenizers library could not read it)",
+                    path.display()
+                )
+            })?
             .map_err(|e| anyhow!("{}: not a Hugging Face tokenizer.json: {e}", path.display()))?;
         let family = match inner.get_model() {
             ModelWrapper::WordPiece(_) => Family::Bert,
