@@ -523,3 +523,56 @@ fn a_run_folder_is_never_silently_replaced_resumed_on_other_data_or_shared() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&part.train.out_dir);
 }
+
+#[test]
+fn simsiam_barlow_twins_and_vicreg_learn_features_that_beat_chance() {
+    use pretext::vision::methods::{BarlowTwins, SimSiam, VicReg};
+    let set = train_set();
+    let device = Device::flex();
+    let splits = embedded_fashion_mnist().unwrap();
+    let test = splits.test.unwrap().take(300);
+    let check = |summary: &pretext::core::train::TrainSummary,
+                 backbone: &pretext::vision::backbones::Backbone,
+                 name: &str| {
+        assert!(
+            summary.last_epoch_loss < summary.first_loss,
+            "{name}: loss {} -> {}",
+            summary.first_loss,
+            summary.last_epoch_loss
+        );
+        let ckpt = ImageCheckpoint::open(&summary.checkpoint, &device).unwrap();
+        let scores = evaluate(
+            backbone,
+            &set.take(256),
+            &test,
+            &ckpt.mean,
+            &ckpt.std,
+            &ckpt.config.eval,
+            Protocols {
+                knn: true,
+                linear: false,
+            },
+            0,
+            &device,
+        )
+        .unwrap();
+        let knn = scores.knn.unwrap();
+        eprintln!(
+            "{name}: loss {:.4} -> {:.4}, kNN {knn:.3}",
+            summary.first_loss, summary.last_epoch_loss
+        );
+        assert!(knn > 0.2, "{name}: kNN {knn} is near chance (0.1)");
+    };
+    let c = tiny_config("simsiam", &["method=simsiam"]);
+    let (m, s) = pretrain::<SimSiam>(&c, &set, &device, &quiet()).unwrap();
+    check(&s, m.backbone(), "simsiam");
+    let c = tiny_config(
+        "barlowtwins",
+        &["method=barlowtwins", "projection.output=32"],
+    );
+    let (m, s) = pretrain::<BarlowTwins>(&c, &set, &device, &quiet()).unwrap();
+    check(&s, m.backbone(), "barlowtwins");
+    let c = tiny_config("vicreg", &["method=vicreg", "projection.output=32"]);
+    let (m, s) = pretrain::<VicReg>(&c, &set, &device, &quiet()).unwrap();
+    check(&s, m.backbone(), "vicreg");
+}

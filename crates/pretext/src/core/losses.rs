@@ -36,6 +36,85 @@ pub fn normalized_mse(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
     cos.mean().mul_scalar(-2.0).add_scalar(2.0).reshape([1])
 }
 
+/// SimSiam's loss: the negative cosine similarity of `p` and `z`, averaged over the batch
+/// (-1 when aligned). The caller detaches `z` (the stop-gradient).
+pub fn negative_cosine(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
+    (l2_normalize(p) * l2_normalize(z))
+        .sum_dim(1)
+        .mean()
+        .neg()
+        .reshape([1])
+}
+
+/// Columns standardised over the batch (mean 0, unbiased std 1), as lightly's losses do.
+fn standardize(z: Tensor<2>) -> Tensor<2> {
+    let mean = z.clone().mean_dim(0);
+    let std = z.clone().var(0).sqrt().clamp_min(1e-12);
+    (z - mean) / std
+}
+
+/// The `[d, d]` matrix's diagonal as a 0/1 mask, and its complement.
+fn diagonal_masks(d: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let eye = Tensor::<2>::eye(d, device);
+    (eye.clone(), eye.neg().add_scalar(1.0))
+}
+
+/// Barlow Twins (Zbontar et al. 2021): the cross-correlation of the batch-standardised
+/// embeddings `C = z1ᵀ z2 / N` is driven to the identity: `Σ (1 - C_ii)² + λ Σ_{i≠j} C_ij²`.
+pub fn barlow_twins(z1: Tensor<2>, z2: Tensor<2>, lambda: f64) -> Tensor<1> {
+    let [n, d] = z1.dims();
+    let device = z1.device();
+    let c = standardize(z1)
+        .transpose()
+        .matmul(standardize(z2))
+        .div_scalar(n as f64);
+    let (diag, off) = diagonal_masks(d, &device);
+    let on = (c.clone() * diag)
+        .sum_dim(1)
+        .neg()
+        .add_scalar(1.0)
+        .powi_scalar(2)
+        .sum();
+    let off = (c * off).powi_scalar(2).sum().mul_scalar(lambda);
+    (on + off).reshape([1])
+}
+
+/// VICReg (Bardes et al. 2022), with lightly's weights and normalisations:
+/// `λ · MSE(z1, z2) + μ · ½ (v(z1) + v(z2)) + ν · (c(z1) + c(z2))`, where the variance term
+/// `v(z) = mean_j relu(1 - sqrt(var_j(z) + ε))` keeps every dimension spread over the batch and
+/// `c(z)` is the sum of the squared off-diagonal covariances divided by the dimension.
+pub fn vicreg(z1: Tensor<2>, z2: Tensor<2>, lambda: f64, mu: f64, nu: f64) -> Tensor<1> {
+    const EPS: f64 = 1e-4;
+    let [n, d] = z1.dims();
+    let device = z1.device();
+    let invariance = (z1.clone() - z2.clone()).powi_scalar(2).mean();
+    let variance = |z: Tensor<2>| {
+        z.var(0)
+            .add_scalar(EPS)
+            .sqrt()
+            .neg()
+            .add_scalar(1.0)
+            .clamp_min(0.0)
+            .mean()
+    };
+    let (_, off) = diagonal_masks(d, &device);
+    let covariance = |z: Tensor<2>| {
+        let centred = z.clone() - z.mean_dim(0);
+        let cov = centred
+            .clone()
+            .transpose()
+            .matmul(centred)
+            .div_scalar((n - 1) as f64);
+        (cov * off.clone())
+            .powi_scalar(2)
+            .sum()
+            .div_scalar(d as f64)
+    };
+    let var = (variance(z1.clone()) + variance(z2.clone())).mul_scalar(0.5);
+    let cov = covariance(z1) + covariance(z2);
+    (invariance.mul_scalar(lambda) + var.mul_scalar(mu) + cov.mul_scalar(nu)).reshape([1])
+}
+
 /// Mean cross-entropy of `logits` `[n, classes]` against class indices `targets` `[n]`.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [n, _] = logits.dims();
@@ -105,6 +184,43 @@ mod tests {
         );
         let masked_changed = t3(vec![1.0, 1.0, 1.0, 3.0, 2.0, 5.0]);
         assert!(scalar(masked_mse(pred, masked_changed, mask)) > mse);
+    }
+
+    /// Barlow Twins, VICReg and SimSiam's losses against values worked out by hand for N = 2
+    /// or 3 rows of two dimensions.
+    #[test]
+    fn negative_free_losses_match_hand_computation() {
+        // z1 = [[1, 2], [3, 0]], z2 = [[2, 1], [0, 3]]. Each column of two values standardises
+        // to ±a with a = 1/sqrt 2 (unbiased std of a and b is |a - b| / sqrt 2):
+        // z1 → [[-a, a], [a, -a]], z2 → [[a, -a], [-a, a]], so C = z1ᵀ z2 / 2 = [[-½, ½], [½, -½]].
+        // On-diagonal (1 + ½)² twice = 4.5; off-diagonal (½)² twice = 0.5, times λ = 0.5: 0.25.
+        let z1 = t(&[[1.0, 2.0], [3.0, 0.0]]);
+        let z2 = t(&[[2.0, 1.0], [0.0, 3.0]]);
+        let bt = scalar(barlow_twins(z1.clone(), z2.clone(), 0.5));
+        assert!((bt - 4.75).abs() < 1e-4, "Barlow Twins {bt}");
+        // Identical, decorrelated views: C = (N - 1) / N · I with lightly's unbiased std and
+        // 1/N (here N = 4: 0.75 I), so only the diagonal's 2 · (1/4)² = 0.125 remains.
+        let a = t(&[[1.0, 1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]]);
+        let same = scalar(barlow_twins(a.clone(), a, 0.5));
+        assert!((same - 0.125).abs() < 1e-5, "{same}");
+
+        // VICReg on the same pair, λ = μ = ν = 1:
+        // invariance: mean of (1-2)², (2-1)², (3-0)², (0-3)² = (1 + 1 + 9 + 9) / 4 = 5;
+        // variance: every column has var 2 (unbiased, two values 2 apart) → std sqrt(2.0001)
+        // > 1, so the hinge is 0; covariance: z1 centred [[-1, 1], [1, -1]], cov = xᵀx / 1 =
+        // [[2, -2], [-2, 2]], off-diagonal squares 4 + 4 = 8, / d = 4; the same for z2: 8.
+        let v = scalar(vicreg(z1.clone(), z2.clone(), 1.0, 1.0, 1.0));
+        assert!((v - 13.0).abs() < 1e-4, "VICReg {v}");
+        // A collapsed branch pays the variance hinge: all rows equal → std sqrt(1e-4) = 0.01.
+        let flat = t(&[[1.0, 1.0], [1.0, 1.0]]);
+        let v = scalar(vicreg(flat.clone(), flat, 0.0, 1.0, 0.0));
+        assert!((v - 0.99).abs() < 1e-4, "variance hinge {v}");
+
+        // SimSiam: rows (1, 0)·(0.6, 0.8) = 0.6 and (0, 1)·(0, 1) = 1 → -(0.6 + 1) / 2.
+        let p = t(&[[2.0, 0.0], [0.0, 5.0]]);
+        let z = t(&[[3.0, 4.0], [0.0, 1.0]]);
+        let s = scalar(negative_cosine(p, z));
+        assert!((s + 0.8).abs() < 1e-6, "SimSiam {s}");
     }
 
     /// NT-Xent for N = 2 computed by hand.

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::backbones::BackboneConfig;
 use super::methods::METHODS;
 use super::methods::autoencoder::AutoencoderConfig;
+use super::methods::barlow_twins::BarlowTwinsConfig;
 use super::methods::jigsaw::JigsawConfig;
 use super::methods::mae::MaeConfig;
 use super::methods::simmim::SimMimConfig;
+use super::methods::vicreg::VicRegConfig;
 use super::views::ViewConfig;
 use crate::core::config::{EvalConfig, TrainConfig, load_config, parse_config};
 use crate::core::heads::MlpConfig;
@@ -20,8 +22,8 @@ use crate::core::optim::OptimConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
-    /// `simclr`, `byol`, `mae`, `simmim`, `autoencoder`, `denoising_autoencoder`, `rotation`
-    /// or `jigsaw`.
+    /// `simclr`, `byol`, `simsiam`, `barlowtwins`, `vicreg`, `mae`, `simmim`, `autoencoder`,
+    /// `denoising_autoencoder`, `rotation` or `jigsaw`.
     pub method: String,
     pub seed: u64,
     pub epochs: usize,
@@ -34,6 +36,8 @@ pub struct PretrainConfig {
     pub views: Vec<ViewConfig>,
     pub simclr: SimClrConfig,
     pub byol: ByolConfig,
+    pub barlowtwins: BarlowTwinsConfig,
+    pub vicreg: VicRegConfig,
     pub mae: MaeConfig,
     pub simmim: SimMimConfig,
     /// Both autoencoders; the corruption applies to `denoising_autoencoder` only.
@@ -92,6 +96,8 @@ impl Default for PretrainConfig {
             views: Vec::new(),
             simclr: SimClrConfig { temperature: 0.5 },
             byol: ByolConfig { tau_base: 0.99 },
+            barlowtwins: BarlowTwinsConfig::default(),
+            vicreg: VicRegConfig::default(),
             mae: MaeConfig::default(),
             simmim: SimMimConfig::default(),
             autoencoder: AutoencoderConfig::default(),
@@ -164,6 +170,19 @@ impl PretrainConfig {
         }
         if self.simclr.temperature <= 0.0 {
             bail!("simclr.temperature must be positive");
+        }
+        if self.barlowtwins.lambda.is_nan() || self.barlowtwins.lambda < 0.0 {
+            bail!(
+                "barlowtwins.lambda = {}: must be 0 or more",
+                self.barlowtwins.lambda
+            );
+        }
+        let v = &self.vicreg;
+        if [v.lambda, v.mu, v.nu]
+            .iter()
+            .any(|w| w.is_nan() || *w < 0.0)
+        {
+            bail!("vicreg: lambda, mu and nu must be 0 or more");
         }
         if !(0.0..=1.0).contains(&self.byol.tau_base) {
             bail!("byol.tau_base = {}: must lie in [0, 1]", self.byol.tau_base);

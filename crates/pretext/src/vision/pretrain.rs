@@ -28,7 +28,9 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
     // Settings of methods and backbones this run does not use cannot change it (and checkpoints
     // written before those methods existed do not hold them).
     let tables = [
-        ("mae", &["mae"][..]),
+        ("barlowtwins", &["barlowtwins"][..]),
+        ("vicreg", &["vicreg"]),
+        ("mae", &["mae"]),
         ("simmim", &["simmim"]),
         ("autoencoder", &["autoencoder", "denoising_autoencoder"]),
         ("jigsaw", &["jigsaw"]),

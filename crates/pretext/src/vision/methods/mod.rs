@@ -2,18 +2,22 @@
 //! momentum updates, masks, corruptions) behind the [`Method`] trait, which is all the trainer
 //! knows about.
 //!
-//! Three families: joint embeddings of two views (SimCLR, BYOL), masked image modelling (MAE,
+//! Three families: joint embeddings of two views (SimCLR with negatives; BYOL, SimSiam, Barlow
+//! Twins and VICReg without), masked image modelling (MAE,
 //! SimMIM: one view, masked inside `loss`), and pretext tasks that reconstruct or classify one
 //! view (autoencoders, rotation, jigsaw). Room for the methods to come: MoCo keeps its queue as a
 //! buffer refreshed in [`Method::after_step`]; DINO asks for more (multi-crop) views.
 
 pub mod autoencoder;
+pub mod barlow_twins;
 pub mod byol;
 pub mod jigsaw;
 pub mod mae;
 pub mod rotation;
 pub mod simclr;
 pub mod simmim;
+pub mod simsiam;
+pub mod vicreg;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -24,12 +28,15 @@ use crate::vision::config::PretrainConfig;
 use crate::vision::views::ViewConfig;
 
 pub use autoencoder::Autoencoder;
+pub use barlow_twins::BarlowTwins;
 pub use byol::Byol;
 pub use jigsaw::Jigsaw;
 pub use mae::Mae;
 pub use rotation::Rotation;
 pub use simclr::SimClr;
 pub use simmim::SimMim;
+pub use simsiam::SimSiam;
+pub use vicreg::VicReg;
 
 /// (channels, height, width) of the training images.
 pub type ImageShape = (usize, usize, usize);
@@ -116,9 +123,12 @@ pub fn view_configs<M: Method>(config: &PretrainConfig) -> Result<Vec<ViewConfig
 }
 
 /// Every method name a config may give.
-pub const METHODS: [&str; 8] = [
+pub const METHODS: [&str; 11] = [
     "simclr",
     "byol",
+    "simsiam",
+    "barlowtwins",
+    "vicreg",
     "mae",
     "simmim",
     "autoencoder",
@@ -134,6 +144,18 @@ macro_rules! with_method {
         match $name {
             "byol" => {
                 type $M = $crate::vision::methods::Byol;
+                $body
+            }
+            "simsiam" => {
+                type $M = $crate::vision::methods::SimSiam;
+                $body
+            }
+            "barlowtwins" => {
+                type $M = $crate::vision::methods::BarlowTwins;
+                $body
+            }
+            "vicreg" => {
+                type $M = $crate::vision::methods::VicReg;
                 $body
             }
             "mae" => {
