@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method};
+use super::{ImageShape, Method, halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::barlow_twins;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -52,11 +52,8 @@ impl Method for BarlowTwins {
     }
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
-        let [n, _, _, _] = views[0].dims();
-        let z = self
-            .projection
-            .forward(self.backbone.forward(Tensor::cat(views, 0)));
-        let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
+        let z = project_views(&self.backbone, &self.projection, views);
+        let (z1, z2) = halves(z);
         Ok(barlow_twins(z1, z2, self.lambda))
     }
 

@@ -5,7 +5,7 @@ use burn::prelude::*;
 
 use anyhow::Result;
 
-use super::{ImageShape, Method};
+use super::{ImageShape, Method, halves};
 use crate::core::heads::Mlp;
 use crate::core::losses::normalized_mse;
 use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
@@ -63,12 +63,10 @@ impl Method for Byol {
     }
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
-        let [n, _, _, _] = views[0].dims();
         let both = Tensor::cat(views, 0);
         let p = self.predictor.forward(self.online.forward(both.clone()));
         let z = self.target.forward(both).detach();
-        let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
-        let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
+        let ((p1, p2), (z1, z2)) = (halves(p), halves(z));
         // Symmetric: each view's prediction regresses the other view's target projection.
         Ok((normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0))
     }

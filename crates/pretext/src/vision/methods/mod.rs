@@ -23,6 +23,7 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::prelude::*;
 
+use crate::core::heads::Mlp;
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
 use crate::vision::views::ViewConfig;
@@ -103,6 +104,19 @@ pub trait Method: Module + Sized {
 
     /// The encoder whose features are evaluated and exported.
     fn backbone(&self) -> &Backbone;
+}
+
+/// Both views through `backbone` and `projection` in one pass (so batch-norm statistics cover
+/// all 2N images), as the first and second half of the result `[2N, dim]`.
+pub fn project_views(backbone: &Backbone, projection: &Mlp, views: Vec<Tensor<4>>) -> Tensor<2> {
+    projection.forward(backbone.forward(Tensor::cat(views, 0)))
+}
+
+/// The first and second halves of `[2N, dim]` rows: view 1's and view 2's.
+pub fn halves(t: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let [rows, _] = t.dims();
+    let n = rows / 2;
+    (t.clone().narrow(0, 0, n), t.narrow(0, n, n))
 }
 
 /// The views a config asks for: its own `views` list, or the method's presets.

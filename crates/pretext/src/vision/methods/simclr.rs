@@ -4,7 +4,7 @@ use burn::prelude::*;
 
 use anyhow::Result;
 
-use super::{ImageShape, Method};
+use super::{ImageShape, Method, halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::nt_xent;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -35,13 +35,8 @@ impl Method for SimClr {
     }
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
-        let [n, _, _, _] = views[0].dims();
-        // One forward pass over both views: batch-norm statistics cover all 2N images.
-        let z = self
-            .projection
-            .forward(self.backbone.forward(Tensor::cat(views, 0)));
-        let z1 = z.clone().narrow(0, 0, n);
-        let z2 = z.narrow(0, n, n);
+        let z = project_views(&self.backbone, &self.projection, views);
+        let (z1, z2) = halves(z);
         Ok(nt_xent(z1, z2, self.temperature))
     }
 

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use burn::prelude::*;
 
-use super::{ImageShape, Method};
+use super::{ImageShape, Method, halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::negative_cosine;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -35,15 +35,12 @@ impl Method for SimSiam {
     }
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
-        let [n, _, _, _] = views[0].dims();
-        let z = self
-            .projection
-            .forward(self.backbone.forward(Tensor::cat(views, 0)));
+        let z = project_views(&self.backbone, &self.projection, views);
         let p = self.predictor.forward(z.clone());
         // Stop-gradient: the projections are targets, not paths for the gradient.
         let z = z.detach();
-        let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
-        let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
+        let (z1, z2) = halves(z);
+        let (p1, p2) = halves(p);
         Ok((negative_cosine(p1, z2) + negative_cosine(p2, z1)).div_scalar(2.0))
     }
 
