@@ -63,14 +63,20 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         "method": loaded.config.method,
     });
     let json_path = loaded.dir.join(LABELS_FILE);
-    let mut settings = config.clone();
-    settings.eval.labels = LabelsConfig::default();
+    // What the runs depend on: the checkpoint (its hash covers its own config), the data and
+    // the evaluation settings; not the fractions and seed count, nor config tables a newer
+    // pretext adds, which must not orphan a study's journal.
+    let mut eval = config.eval.clone();
+    eval.labels = LabelsConfig::default();
     let key = json!({
         "checkpoint": content_hash(checkpoint)?,
         "data": splits.description,
         "pool": pool.len(),
         "test": test.len(),
-        "settings": settings,
+        "seed": config.seed,
+        "eval": eval,
+        "finetune_view": config.finetune_view,
+        "validation_fraction": config.eval.labels.validation_fraction,
     });
     let labels = &config.eval.labels;
     let study = journaled_study(&task, labels, config.seed, &json_path, key)?;

@@ -332,10 +332,15 @@ impl StudyJournal {
                     ));
                 }
             } else {
+                // Nothing is lost: the other study's runs are moved aside, not overwritten.
+                let aside = path.with_extension("stale.jsonl");
+                std::fs::rename(path, &aside)
+                    .with_context(|| format!("cannot move {} aside", path.display()))?;
                 note = Some(format!(
                     "{}: its runs belong to another study (other checkpoint, data or settings); \
-                     starting afresh",
-                    path.display()
+                     they are kept in {} and this study starts afresh",
+                    path.display(),
+                    aside.display()
                 ));
             }
         }
@@ -792,6 +797,12 @@ mod tests {
         assert!(journal.done.is_empty());
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert_eq!(lines, 1, "only the new header remains");
+        let aside = std::fs::read_to_string(path.with_extension("stale.jsonl")).unwrap();
+        assert_eq!(
+            aside.lines().count(),
+            13,
+            "the other study's runs are kept aside"
+        );
     }
 
     #[test]
