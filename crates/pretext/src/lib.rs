@@ -5,8 +5,10 @@
 //!             checkpoints, resume, NaN guard, gradient accumulation), loader (background
 //!             batches), optim, checkpoint, device, config, heads, losses, momentum,
 //!             eval (kNN, linear probe on any features), report (plots, .npy)
-//! vision/     data (IDX, CIFAR, image folders) → views → backbones → methods (SimCLR, BYOL)
-//!             → pretrain job; eval (image features → core::eval)
+//! vision/     data (IDX, CIFAR, image folders, letters) → views, masking, corruption →
+//!             backbones (CNNs, ViT, CNN decoder) → methods (SimCLR, BYOL, SimSiam, Barlow
+//!             Twins, VICReg, MAE, SimMIM, autoencoders, rotation, jigsaw) → pretrain job;
+//!             eval (image features → core::eval), reconstruct
 //! text/       tokenizer → examples → masking → encoder → mlm job; probe, export/import (HF)
 //! ```
 //!
