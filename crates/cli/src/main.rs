@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pretext::core::eval::Protocols;
 
 mod alloc;
+mod bench;
 mod data;
 mod labels;
 mod report;
@@ -177,6 +178,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Benchmarks (`pretext bench ops`: op-by-op speed against the machine's peak).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Build data sets from what the machine has (`pretext data letters`).
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -336,6 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             report::run(&g, &run, data.as_deref(), out.as_deref())
         }
         Command::Data(cmd) => data::run(&g, cmd),
+        Command::Bench(cmd) => bench::run(&g, cmd),
         Command::Word2vec(cmd) => {
             // Word2Vec's settings are its own flags; nothing may be silently ignored.
             let unused = [

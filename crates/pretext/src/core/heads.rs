@@ -5,6 +5,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::core::kernels::BatchNormForward;
+
 /// `[projection]` / `[prediction]` tables in a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,7 +78,7 @@ impl Mlp {
         for (i, linear) in self.linears.iter().enumerate() {
             x = linear.forward(x);
             if let Some(norm) = self.norms.get(i) {
-                x = norm.forward(x);
+                x = norm.forward_fast(x);
             }
             if i < last {
                 x = self.act.forward(x);

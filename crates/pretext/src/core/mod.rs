@@ -3,6 +3,7 @@
 //! selection; the config machinery; heads, losses and momentum encoders that act on feature
 //! vectors; frozen-feature evaluation; plots and feature files.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -10,6 +11,7 @@ pub mod eval;
 pub mod finetune;
 pub mod heads;
 pub mod html;
+pub mod kernels;
 pub mod labels;
 pub mod loader;
 pub mod losses;

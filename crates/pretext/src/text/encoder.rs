@@ -13,7 +13,9 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
+
+use crate::core::kernels::{gelu, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::masking::IGNORE;

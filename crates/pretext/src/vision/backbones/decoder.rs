@@ -9,6 +9,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::core::kernels::Conv2dForward;
+
 use super::small_cnn::ConvBnRelu;
 
 #[derive(Module, Debug)]
@@ -70,7 +72,7 @@ impl CnnDecoder {
         let x = upsample(self.stage2.forward(x), 2);
         let (height, width) = self.image;
         self.out
-            .forward(x)
+            .forward_fast(x)
             .slice([0..batch, 0..self.out_channels(), 0..height, 0..width])
     }
 

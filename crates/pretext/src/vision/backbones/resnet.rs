@@ -6,6 +6,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::core::kernels::{BatchNormForward, Conv2dForward, MaxPoolForward};
+
 fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([input, output], [kernel, kernel])
         .with_stride([stride, stride])
@@ -41,7 +43,7 @@ impl Shortcut {
 
 fn residual(shortcut: &Option<Shortcut>, x: Tensor<4>, out: Tensor<4>) -> Tensor<4> {
     let identity = match shortcut {
-        Some(s) => s.norm.forward(s.conv.forward(x)),
+        Some(s) => s.norm.forward_fast(s.conv.forward_fast(x)),
         None => x,
     };
     Relu::new().forward(out + identity)
@@ -82,14 +84,14 @@ impl Block {
         let relu = Relu::new();
         match self {
             Block::Basic(b) => {
-                let out = relu.forward(b.bn1.forward(b.conv1.forward(x.clone())));
-                let out = b.bn2.forward(b.conv2.forward(out));
+                let out = relu.forward(b.bn1.forward_fast(b.conv1.forward_fast(x.clone())));
+                let out = b.bn2.forward_fast(b.conv2.forward_fast(out));
                 residual(&b.shortcut, x, out)
             }
             Block::Bottleneck(b) => {
-                let out = relu.forward(b.bn1.forward(b.conv1.forward(x.clone())));
-                let out = relu.forward(b.bn2.forward(b.conv2.forward(out)));
-                let out = b.bn3.forward(b.conv3.forward(out));
+                let out = relu.forward(b.bn1.forward_fast(b.conv1.forward_fast(x.clone())));
+                let out = relu.forward(b.bn2.forward_fast(b.conv2.forward_fast(out)));
+                let out = b.bn3.forward_fast(b.conv3.forward_fast(out));
                 residual(&b.shortcut, x, out)
             }
         }
@@ -181,9 +183,9 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = Relu::new().forward(self.stem_norm.forward(self.stem.forward(x)));
+        let mut x = Relu::new().forward(self.stem_norm.forward_fast(self.stem.forward_fast(x)));
         if let Some(pool) = &self.stem_pool {
-            x = pool.forward(x);
+            x = pool.forward_fast(x);
         }
         for block in &self.blocks {
             x = block.forward(x);

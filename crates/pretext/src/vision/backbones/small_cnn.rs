@@ -5,6 +5,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::core::kernels::{BatchNormForward, Conv2dForward, MaxPoolForward};
+
 /// conv3x3 → BN → ReLU, the unit of the small CNN.
 #[derive(Module, Debug)]
 pub struct ConvBnRelu {
@@ -26,7 +28,8 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.act.forward(self.norm.forward(self.conv.forward(x)))
+        self.act
+            .forward(self.norm.forward_fast(self.conv.forward_fast(x)))
     }
 }
 
@@ -65,5 +68,9 @@ impl SmallCnn {
 /// Pool only while the map is at least 2x2, so tiny inputs still pass.
 fn pool_if_large(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    if h >= 2 && w >= 2 { pool.forward(x) } else { x }
+    if h >= 2 && w >= 2 {
+        pool.forward_fast(x)
+    } else {
+        x
+    }
 }

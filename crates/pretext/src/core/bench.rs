@@ -1,0 +1,400 @@
+//! `pretext bench ops`: each op the training steps spend their time in, forward and forward +
+//! backward, at the shapes of the small CNN (SimCLR quick start: two views of 256 images),
+//! ResNet-18 with the CIFAR stem and BERT-mini, timed on the device and set against the
+//! machine's peak. Convolutions are timed twice: burn's op and pretext's kernel
+//! ([`crate::core::kernels`]). A benchmark, never a test: nothing here asserts a speed.
+
+use std::time::Instant;
+
+use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::{BatchNormConfig, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use serde::Serialize;
+
+use crate::core::kernels::{self, BatchNormForward, MaxPoolForward};
+
+/// One measured op.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpTiming {
+    /// What the shapes belong to: `small_cnn`, `resnet18_cifar` or `bert_mini`.
+    pub model: &'static str,
+    pub op: String,
+    /// `burn` (the backend's op) or `pretext` (core::kernels).
+    pub implementation: &'static str,
+    pub shape: String,
+    /// Median wall time of one call, milliseconds.
+    pub forward_ms: f64,
+    pub forward_backward_ms: f64,
+    /// Useful floating-point operations per call (0 where an op is memory-bound and FLOPs say
+    /// nothing).
+    pub forward_flops: f64,
+    pub forward_backward_flops: f64,
+}
+
+impl OpTiming {
+    pub fn forward_gflops(&self) -> f64 {
+        self.forward_flops / self.forward_ms / 1e6
+    }
+
+    pub fn forward_backward_gflops(&self) -> f64 {
+        self.forward_backward_flops / self.forward_backward_ms / 1e6
+    }
+}
+
+/// The machine's f32 peak: cores x clock x FLOPs per cycle of the widest FMA units found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peak {
+    pub cores: usize,
+    pub ghz: f64,
+    pub flops_per_cycle: usize,
+    pub gflops: f64,
+    pub how: String,
+}
+
+pub fn machine_peak() -> Peak {
+    let cores = rayon::current_num_threads();
+    let ghz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map_or(1.0, |mhz| mhz / 1000.0);
+    // Two FMA pipes per core, each lanes x 2 FLOPs per cycle.
+    let (lanes, isa) = simd_lanes();
+    let flops_per_cycle = 2 * lanes * 2;
+    Peak {
+        cores,
+        ghz,
+        flops_per_cycle,
+        gflops: cores as f64 * ghz * flops_per_cycle as f64,
+        how: format!(
+            "{cores} threads x {ghz:.2} GHz (/proc/cpuinfo) x {flops_per_cycle} f32 FLOPs/cycle \
+             ({isa}: 2 FMA units x {lanes} lanes x 2)"
+        ),
+    }
+}
+
+fn simd_lanes() -> (usize, &'static str) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return (16, "AVX-512");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            return (8, "AVX2+FMA");
+        }
+    }
+    (4, "128-bit SIMD")
+}
+
+/// Median milliseconds of `repeats` calls after one warm-up call.
+fn time_ms(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// A convolution case: `[batch, c_in, side, side]`, `c_out` filters of `k x k`, stride 1 and
+/// "same" padding (the small CNN's and ResNet's 3x3 layers).
+struct ConvCase {
+    model: &'static str,
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    side: usize,
+    k: usize,
+}
+
+const CONV_CASES: &[ConvCase] = &[
+    ConvCase {
+        model: "small_cnn",
+        batch: 512,
+        c_in: 1,
+        c_out: 32,
+        side: 28,
+        k: 3,
+    },
+    ConvCase {
+        model: "small_cnn",
+        batch: 512,
+        c_in: 32,
+        c_out: 64,
+        side: 14,
+        k: 3,
+    },
+    ConvCase {
+        model: "small_cnn",
+        batch: 512,
+        c_in: 64,
+        c_out: 128,
+        side: 7,
+        k: 3,
+    },
+    ConvCase {
+        model: "resnet18_cifar",
+        batch: 64,
+        c_in: 64,
+        c_out: 64,
+        side: 32,
+        k: 3,
+    },
+    ConvCase {
+        model: "resnet18_cifar",
+        batch: 64,
+        c_in: 128,
+        c_out: 128,
+        side: 16,
+        k: 3,
+    },
+    ConvCase {
+        model: "resnet18_cifar",
+        batch: 64,
+        c_in: 256,
+        c_out: 256,
+        side: 8,
+        k: 3,
+    },
+    ConvCase {
+        model: "resnet18_cifar",
+        batch: 64,
+        c_in: 512,
+        c_out: 512,
+        side: 4,
+        k: 3,
+    },
+];
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Times `op` alone (no autodiff) and with its backward pass (inputs tracked, the gradient of
+/// `sum(op(x))` taken).
+fn measure<const D: usize, const E: usize>(
+    repeats: usize,
+    device: &Device,
+    inputs: Vec<Tensor<D>>,
+    op: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
+) -> (f64, f64) {
+    let plain: Vec<Tensor<D>> = inputs.iter().map(|t| t.clone().to_device(device)).collect();
+    let forward = time_ms(repeats, || {
+        let _ = op(plain.clone());
+    });
+    let tracked: Vec<Tensor<D>> = inputs
+        .iter()
+        .map(|t| t.clone().autodiff().require_grad())
+        .collect();
+    let both = time_ms(repeats, || {
+        let _ = op(tracked.clone()).sum().backward();
+    });
+    (forward, both)
+}
+
+/// Every case, in order. `repeats` calls per timing (the median is kept).
+pub fn run_ops(
+    device: &Device,
+    repeats: usize,
+    mut progress: impl FnMut(&OpTiming),
+) -> Vec<OpTiming> {
+    device.seed(0);
+    let mut out = Vec::new();
+    let mut push = |t: OpTiming| {
+        progress(&t);
+        out.push(t);
+    };
+    for case in CONV_CASES {
+        let ConvCase {
+            model,
+            batch,
+            c_in,
+            c_out,
+            side,
+            k,
+        } = *case;
+        let pad = k / 2;
+        let options = ConvOptions::new([1, 1], [pad, pad], [1, 1], 1);
+        let x = random([batch, c_in, side, side], device);
+        let w = random([c_out, c_in, k, k], device);
+        let flops = 2.0 * (batch * c_out * side * side * c_in * k * k) as f64;
+        for implementation in ["burn", "pretext"] {
+            let options = options.clone();
+            let (forward_ms, forward_backward_ms) =
+                measure(repeats, device, vec![x.clone(), w.clone()], move |t| {
+                    let (x, w) = (t[0].clone(), t[1].clone());
+                    if implementation == "burn" {
+                        burn_conv2d(x, w, None, options.clone())
+                    } else {
+                        kernels::conv2d(x, w, None, options.clone())
+                    }
+                });
+            push(OpTiming {
+                model,
+                op: format!("conv2d {k}x{k}"),
+                implementation,
+                shape: format!("{batch}x{c_in}x{side}x{side} -> {c_out}"),
+                forward_ms,
+                forward_backward_ms,
+                forward_flops: flops,
+                // Forward, input gradient and weight gradient: three products of one size.
+                forward_backward_flops: 3.0 * flops,
+            });
+        }
+    }
+    // The small CNN's other ops on its first stage's output.
+    let (n, c, side) = (512, 32, 28);
+    let x = random([n, c, side, side], device);
+    let shape = format!("{n}x{c}x{side}x{side}");
+    let memory_bound =
+        |model: &'static str, op: &str, implementation, shape: &str, (fwd, both)| OpTiming {
+            model,
+            op: op.into(),
+            implementation,
+            shape: shape.into(),
+            forward_ms: fwd,
+            forward_backward_ms: both,
+            forward_flops: 0.0,
+            forward_backward_flops: 0.0,
+        };
+    for implementation in ["burn", "pretext"] {
+        // Training mode needs the autodiff device, so "forward" here records the tape too.
+        let norm = BatchNormConfig::new(c).init(&device.clone().autodiff());
+        let tracked = x.clone().autodiff().require_grad();
+        let apply = |x: Tensor<4>| {
+            if implementation == "burn" {
+                norm.forward(x)
+            } else {
+                norm.forward_fast(x)
+            }
+        };
+        let forward = time_ms(repeats, || {
+            let _ = apply(tracked.clone());
+        });
+        let both = time_ms(repeats, || {
+            let _ = apply(tracked.clone()).sum().backward();
+        });
+        push(memory_bound(
+            "small_cnn",
+            "batch_norm (train)",
+            implementation,
+            &shape,
+            (forward, both),
+        ));
+    }
+    for implementation in ["burn", "pretext"] {
+        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        let timing = measure(repeats, device, vec![x.clone()], |t| {
+            if implementation == "burn" {
+                pool.forward(t[0].clone())
+            } else {
+                pool.forward_fast(t[0].clone())
+            }
+        });
+        push(memory_bound(
+            "small_cnn",
+            "max_pool2d 2x2",
+            implementation,
+            &shape,
+            timing,
+        ));
+    }
+    let relu_timing = measure(repeats, device, vec![x.clone()], |t| relu(t[0].clone()));
+    push(memory_bound(
+        "small_cnn",
+        "relu",
+        "burn",
+        &shape,
+        relu_timing,
+    ));
+    // Projection head: 512 x 128 -> 256.
+    let (rows, inner, cols) = (512, 128, 256);
+    let matmul = |model: &'static str, rows: usize, inner: usize, cols: usize| {
+        let a = random([rows, inner], device);
+        let b = random([inner, cols], device);
+        let (forward_ms, forward_backward_ms) = measure(repeats, device, vec![a, b], |t| {
+            t[0].clone().matmul(t[1].clone())
+        });
+        let flops = 2.0 * (rows * inner * cols) as f64;
+        OpTiming {
+            model,
+            op: "matmul".into(),
+            implementation: "burn",
+            shape: format!("{rows}x{inner} . {inner}x{cols}"),
+            forward_ms,
+            forward_backward_ms,
+            forward_flops: flops,
+            forward_backward_flops: 3.0 * flops,
+        }
+    };
+    push(matmul("small_cnn", rows, inner, cols));
+    // BERT-mini (4 layers, 256 wide, 4 heads, FFN 1024) on 16 sequences of 128 tokens.
+    let tokens = 16 * 128;
+    push(matmul("bert_mini", tokens, 256, 256));
+    push(matmul("bert_mini", tokens, 256, 1024));
+    push(matmul("bert_mini", tokens, 1024, 256));
+    let bert = |op: &str, shape: String, timing: (f64, f64)| {
+        memory_bound("bert_mini", op, "burn", &shape, timing)
+    };
+    let scores = random([16, 4, 128, 128], device);
+    for implementation in ["burn", "pretext"] {
+        let timing = measure(repeats, device, vec![scores.clone()], |t| {
+            if implementation == "burn" {
+                softmax(t[0].clone(), 3)
+            } else {
+                kernels::softmax(t[0].clone(), 3)
+            }
+        });
+        push(memory_bound(
+            "bert_mini",
+            "softmax (attention)",
+            implementation,
+            "16x4x128x128",
+            timing,
+        ));
+    }
+    let hidden = random([16, 128, 256], device);
+    let layer_norm = LayerNormConfig::new(256).init(device);
+    let layer_norm_tracked = LayerNormConfig::new(256).init(&device.clone().autodiff());
+    let ln = {
+        let plain = time_ms(repeats, || {
+            let _ = layer_norm.forward(hidden.clone());
+        });
+        let tracked = hidden.clone().autodiff().require_grad();
+        let both = time_ms(repeats, || {
+            let _ = layer_norm_tracked.forward(tracked.clone()).sum().backward();
+        });
+        (plain, both)
+    };
+    push(bert("layer_norm", "16x128x256".into(), ln));
+    let ffn = random([16, 128, 1024], device);
+    for implementation in ["burn", "pretext"] {
+        let timing = measure(repeats, device, vec![ffn.clone()], |t| {
+            if implementation == "burn" {
+                gelu(t[0].clone())
+            } else {
+                kernels::gelu(t[0].clone())
+            }
+        });
+        push(memory_bound(
+            "bert_mini",
+            "gelu",
+            implementation,
+            "16x128x1024",
+            timing,
+        ));
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! GELU and softmax on `f32` slices, forward and backward, written as straight-line arithmetic
+//! over contiguous runs so the compiler vectorises them.
+//!
+//! Why: burn-flex evaluates GELU's `erf` through `libm` one element at a time (measured 87 ms
+//! forward + backward for BERT-mini's 16x128x1024 FFN activation, PyTorch 6 ms) and builds
+//! softmax and its backward from generic reductions (13 ms against 1.8 ms at 16x4x128x128).
+//!
+//! `exp` is a degree-6 polynomial after range reduction and `erf` is Abramowitz & Stegun
+//! 7.1.26 (absolute error under 1.5e-7); both are tested against the standard library.
+
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough that scheduling costs nothing.
+const TASK: usize = 1 << 14;
+
+/// `eˣ` for `f32`, relative error about 2e-7; exactly 0 below -87.3 (masked attention scores
+/// rely on it), +inf above 88.7.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let underflow = x < -87.3;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n·LN2_HI is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let overflow = x > 88.7;
+    let x = x.clamp(-87.3, 88.7);
+    // Round to nearest by adding and removing 1.5·2²³ (plain adds vectorise; `round` is a
+    // library call on baseline x86-64).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // e^r on |r| <= ln2/2 by its Taylor series to r^6 (Horner).
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n through the exponent bits, in two factors so each stays a normal number for every
+    // n the clamp allows (-126..=128).
+    let n = n as i32;
+    let half = n / 2;
+    let scale = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let y = p * scale(half) * scale(n - half);
+    if underflow {
+        0.0
+    } else if overflow {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// `erf(x)` by Abramowitz & Stegun 7.1.26.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2π)
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// `gelu(x) = x·Φ(x)`, Φ the standard normal distribution function (the exact, erf form).
+pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(TASK)
+        .zip(x.par_chunks(TASK))
+        .for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+            }
+        });
+    y
+}
+
+/// `dx = dy·(Φ(x) + x·φ(x))`.
+pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), dy.len(), "gelu backward: gradient length");
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(TASK)
+        .zip(x.par_chunks(TASK).zip(dy.par_chunks(TASK)))
+        .for_each(|(dx, (x, dy))| {
+            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+                let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+                *d = g * (cdf + x * pdf);
+            }
+        });
+    dx
+}
+
+/// Eight running values folded over `x` (lane `i` sees elements `i, i + 8, ...`): written so
+/// the compiler keeps them in one vector register.
+#[inline(always)]
+fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
+    let mut acc = [init; 8];
+    for chunk in x.chunks(8) {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = f(*a, v);
+        }
+    }
+    acc
+}
+
+/// Softmax over consecutive rows of length `row` (the last dimension).
+pub fn softmax_forward(x: &[f32], row: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    if row == 0 {
+        return y;
+    }
+    let rows_per_task = (TASK / row).max(1);
+    y.par_chunks_mut(rows_per_task * row)
+        .zip(x.par_chunks(rows_per_task * row))
+        .for_each(|(y, x)| {
+            for (y, x) in y.chunks_mut(row).zip(x.chunks(row)) {
+                let max = lanes(x, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+                let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
+                // A row of -inf (every key masked) gives 0/0 = NaN, as burn's softmax does.
+                let shift = if max.is_finite() { max } else { 0.0 };
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = exp(x - shift);
+                }
+                let inv = 1.0 / lanes(y, 0.0, |s, v| s + v).iter().sum::<f32>();
+                y.iter_mut().for_each(|y| *y *= inv);
+            }
+        });
+    y
+}
+
+/// `dx = y ⊙ (dy − Σ dy ⊙ y)` per row, from the forward's output `y`.
+pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
+    assert_eq!(y.len(), dy.len(), "softmax backward: gradient length");
+    let mut dx = vec![0.0f32; y.len()];
+    if row == 0 {
+        return dx;
+    }
+    let rows_per_task = (TASK / row).max(1);
+    dx.par_chunks_mut(rows_per_task * row)
+        .zip(
+            y.par_chunks(rows_per_task * row)
+                .zip(dy.par_chunks(rows_per_task * row)),
+        )
+        .for_each(|(dx, (y, dy))| {
+            for ((dx, y), dy) in dx.chunks_mut(row).zip(y.chunks(row)).zip(dy.chunks(row)) {
+                let mut acc = [0.0f32; 8];
+                for (ys, gs) in y.chunks(8).zip(dy.chunks(8)) {
+                    for ((a, &u), &v) in acc.iter_mut().zip(ys).zip(gs) {
+                        *a += u * v;
+                    }
+                }
+                let dot: f32 = acc.iter().sum();
+                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                    *d = y * (g - dot);
+                }
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> impl Iterator<Item = f32> {
+        (-4000..=4000).map(|i| i as f32 / 400.0)
+    }
+
+    #[test]
+    fn exp_matches_the_standard_library() {
+        for x in (-8730..=8870).map(|i| i as f32 / 100.0) {
+            let (fast, exact) = (exp(x), (x as f64).exp());
+            assert!(
+                ((fast as f64 - exact) / exact).abs() < 5e-7,
+                "exp({x}): {fast} vs {exact}"
+            );
+        }
+        assert_eq!(exp(-87.4), 0.0);
+        assert_eq!(exp(-1e30), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn erf_is_within_its_published_error() {
+        // The standard library has no erf: compare with a high-order series, exact in f64.
+        let series = |x: f64| {
+            let (mut term, mut sum) = (x, x);
+            for n in 1..200 {
+                term *= -x * x / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        };
+        for x in (-300..=300).map(|i| i as f32 / 100.0) {
+            let err = (erf(x) as f64 - series(x as f64)).abs();
+            // 1.5e-7 in exact arithmetic, plus f32 rounding of `1 - poly·exp`.
+            assert!(err < 5e-7, "erf({x}): off by {err}");
+        }
+        assert_eq!(erf(10.0), 1.0);
+        assert_eq!(erf(-10.0), -1.0);
+    }
+
+    #[test]
+    fn gelu_gradient_matches_finite_differences() {
+        let x: Vec<f32> = grid().step_by(37).collect();
+        let dx = gelu_backward(&x, &vec![1.0; x.len()]);
+        for (&x, &d) in x.iter().zip(&dx) {
+            let h = 1e-2f32;
+            let [hi, lo] = [x + h, x - h].map(|v| gelu_forward(&[v])[0] as f64);
+            let fd = (hi - lo) / (2.0 * h as f64);
+            assert!((fd - d as f64).abs() < 2e-3, "gelu'({x}): {fd} vs {d}");
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_the_gradient_matches_finite_differences() {
+        let x: Vec<f32> = grid().step_by(401).collect();
+        let row = 5;
+        let x = &x[..x.len() / row * row];
+        let y = softmax_forward(x, row);
+        for r in y.chunks(row) {
+            assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        let dy: Vec<f32> = (0..x.len()).map(|i| (i as f32 * 0.37).sin()).collect();
+        let dx = softmax_backward(&y, &dy, row);
+        let loss = |x: &[f32]| -> f64 {
+            softmax_forward(x, row)
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| (a * b) as f64)
+                .sum()
+        };
+        for j in 0..x.len() {
+            let h = 1e-2f32;
+            let (mut hi, mut lo) = (x.to_vec(), x.to_vec());
+            hi[j] += h;
+            lo[j] -= h;
+            let fd = (loss(&hi) - loss(&lo)) / (2.0 * h as f64);
+            assert!(
+                (fd - dx[j] as f64).abs() < 1e-3,
+                "dx[{j}]: {fd} vs {}",
+                dx[j]
+            );
+        }
+    }
+}

@@ -1,0 +1,961 @@
+//! Hand-written CPU kernels for the ops where the flex backend's own fall short, each with its
+//! own backward pass, reached through burn's backend extensions (`#[backend_extension]`).
+//!
+//! | kernel | file | used by |
+//! |---|---|---|
+//! | conv2d (forward, input and weight gradients) | `conv2d.rs` | CNN, ResNet, decoder |
+//! | batch norm, training mode | `batch_norm.rs` | CNN, ResNet, projection heads |
+//! | max pool 2-D | `max_pool.rs` | CNN, ResNet's ImageNet stem |
+//! | GELU, softmax (last dimension) | `activation.rs` | the text encoder |
+//!
+//! Callers use the functions and `forward_fast` traits here instead of burn's; on a flex
+//! device with `f32` tensors they run the kernels, elsewhere (wgpu, libtorch, other dtypes,
+//! grouped convolutions, dilated pools) they fall back to burn's op, so every backend still
+//! works, and module parameters and checkpoints are burn's own. `PRETEXT_KERNELS=off` turns
+//! them off. Numerics are tested against burn's reference ops and finite differences (each
+//! file, and this one). Measured in `docs/speed.md` (`pretext bench ops`).
+
+pub mod activation;
+pub mod batch_norm;
+pub mod conv2d;
+pub mod max_pool;
+
+#[cfg(feature = "flex")]
+use burn::backend::Dispatch;
+use burn::nn::BatchNorm;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::ops::ConvOptions;
+
+/// `conv2d(x, weight) + bias`, NCHW: burn's `module::conv2d` with the same arguments and result.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if flex::handles(&x, &weight, &options) {
+        let out = flex::conv2d(x, weight, options);
+        return match bias {
+            Some(bias) => {
+                let channels = bias.dims()[0];
+                out + bias.reshape([1, channels, 1, 1])
+            }
+            None => out,
+        };
+    }
+    burn::tensor::module::conv2d(x, weight, bias, options)
+}
+
+/// [`Conv2d::forward`] through [`conv2d`]: the module keeps its parameters, names and
+/// checkpoint layout; only the op underneath changes.
+pub trait Conv2dForward {
+    fn forward_fast(&self, x: Tensor<4>) -> Tensor<4>;
+}
+
+impl Conv2dForward for Conv2d {
+    fn forward_fast(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, height, width] = x.dims();
+        let padding = padding_pairs(
+            &self.padding,
+            [height, width],
+            self.kernel_size,
+            self.stride,
+        );
+        let options =
+            ConvOptions::new_with_padding(self.stride, padding, self.dilation, self.groups);
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|bias| bias.val()),
+            options,
+        )
+    }
+}
+
+/// [`BatchNorm::forward`] with the kernel in training mode (batch statistics, running
+/// statistics updated exactly as burn does); inference and other devices go through burn.
+pub trait BatchNormForward {
+    fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+}
+
+impl BatchNormForward for BatchNorm {
+    fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "flex")]
+        if x.device().is_autodiff()
+            && self.training.is_enabled()
+            && is_f32(&x)
+            && is_flex(&x.device())
+            && D >= 2
+        {
+            let (out, mean, variance) =
+                flex::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+            let device = out.device();
+            let momentum = self.momentum;
+            let running_mean = self.running_mean.value_sync().to_device(&device);
+            let running_var = self.running_var.value_sync().to_device(&device);
+            self.running_mean.update(
+                (running_mean.mul_scalar(1.0 - momentum) + mean.detach().mul_scalar(momentum))
+                    .detach(),
+            );
+            self.running_var.update(
+                (running_var.mul_scalar(1.0 - momentum) + variance.detach().mul_scalar(momentum))
+                    .detach(),
+            );
+            return out;
+        }
+        self.forward(x)
+    }
+}
+
+/// [`MaxPool2d::forward`] through the kernel (no dilation, floor rounding; otherwise burn's).
+pub trait MaxPoolForward {
+    fn forward_fast(&self, x: Tensor<4>) -> Tensor<4>;
+}
+
+impl MaxPoolForward for MaxPool2d {
+    fn forward_fast(&self, x: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if self.dilation == [1, 1] && !self.ceil_mode && is_f32(&x) && is_flex(&x.device()) {
+            let [_, _, height, width] = x.dims();
+            let padding = padding_pairs(
+                &self.padding,
+                [height, width],
+                self.kernel_size,
+                self.stride,
+            );
+            return flex::max_pool2d(x, self.kernel_size, self.stride, padding);
+        }
+        self.forward(x)
+    }
+}
+
+/// `gelu(x) = x·Φ(x)` (the exact erf form, as burn's `activation::gelu`).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if is_f32(&x) && is_flex(&x.device()) {
+        return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_gelu(
+            x.into_dispatch(),
+        ));
+    }
+    burn::tensor::activation::gelu(x)
+}
+
+/// Softmax along `dim`; the kernel serves the last dimension (attention scores).
+pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if dim + 1 == D && is_f32(&x) && is_flex(&x.device()) {
+        return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_softmax(
+            x.into_dispatch(),
+        ));
+    }
+    burn::tensor::activation::softmax(x, dim)
+}
+
+/// `(begin, end)` padding per spatial dimension, by burn's rule for [`Conv2d`] and
+/// [`MaxPool2d`] (its own helper is private): `Same` pads so the output has `ceil(len /
+/// stride)` positions, the odd pixel at the end.
+fn padding_pairs(
+    padding: &PaddingConfig2d,
+    size: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> [(usize, usize); 2] {
+    let same = |d: usize| {
+        let out = size[d].div_ceil(stride[d]);
+        let needed = if out > 0 {
+            (out - 1) * stride[d] + kernel[d]
+        } else {
+            0
+        };
+        let total = needed.saturating_sub(size[d]);
+        (total / 2, total - total / 2)
+    };
+    match *padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Same => [same(0), same(1)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+    }
+}
+
+/// Whether the kernels serve this device: flex, with or without autodiff, unless the
+/// environment says `PRETEXT_KERNELS=off` (burn's own ops then run everywhere: to compare the
+/// two, or to rule the kernels out when hunting a numerical difference).
+fn is_flex(device: &Device) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("PRETEXT_KERNELS").as_deref() != Ok("off"));
+    enabled && on_flex(device)
+}
+
+fn on_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::DispatchDevice;
+        match device.as_dispatch() {
+            DispatchDevice::Flex(_) => true,
+            DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+fn is_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == DType::F32
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The extension trait, its flex implementation and its autodiff implementation.
+
+    use super::activation;
+    use super::batch_norm::{self, BatchStats, NormShape};
+    use super::conv2d::{self as kernel, ConvGeometry};
+    use super::max_pool::{self, PoolGeometry};
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::{Autodiff, NodeId};
+    use burn::backend::flex::{Flex, FlexTensor};
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
+    use burn::prelude::*;
+    use burn::tensor::TensorData;
+    use burn::tensor::ops::ConvOptions;
+
+    pub(super) fn handles(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> bool {
+        options.groups == 1
+            && super::is_f32(x)
+            && super::is_f32(weight)
+            && super::is_flex(&x.device())
+    }
+
+    pub(super) fn conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+        let out = <Dispatch as KernelOps>::pretext_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            options,
+        );
+        Tensor::from_dispatch(out)
+    }
+
+    pub(super) fn batch_norm_train<const D: usize>(
+        x: Tensor<D>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        epsilon: f64,
+    ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+        let (out, mean, variance) = <Dispatch as KernelOps>::pretext_batch_norm_train(
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            epsilon,
+        );
+        (
+            Tensor::from_dispatch(out),
+            Tensor::from_dispatch(mean),
+            Tensor::from_dispatch(variance),
+        )
+    }
+
+    pub(super) fn max_pool2d(
+        x: Tensor<4>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+    ) -> Tensor<4> {
+        let out =
+            <Dispatch as KernelOps>::pretext_max_pool2d(x.into_dispatch(), kernel, stride, padding);
+        Tensor::from_dispatch(out)
+    }
+
+    /// The kernels as backend operations. Flex runs them; autodiff records them with their
+    /// backward pass.
+    #[backend_extension(Flex, Autodiff)]
+    pub trait KernelOps: Backend {
+        /// Convolution without bias or groups, `f32`, NCHW.
+        fn pretext_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self>;
+
+        /// Batch normalisation with batch statistics: output, per-channel mean and biased
+        /// variance (the last two carry no gradient).
+        fn pretext_batch_norm_train(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+        /// GELU, exact (erf) form.
+        fn pretext_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Softmax over the last dimension.
+        fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Max pooling, `f32`, NCHW, no dilation, floor rounding.
+        fn pretext_max_pool2d(
+            x: FloatTensor<Self>,
+            kernel: [usize; 2],
+            stride: [usize; 2],
+            padding: [(usize, usize); 2],
+        ) -> FloatTensor<Self>;
+    }
+
+    fn norm_shape(x: &FlexTensor) -> NormShape {
+        let dims = x.shape().to_vec();
+        NormShape {
+            batch: dims[0],
+            channels: dims[1],
+            positions: dims[2..].iter().product(),
+        }
+    }
+
+    fn pool_geometry(
+        x: &FlexTensor,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+    ) -> PoolGeometry {
+        let [n, c, height, width] = x.shape().dims();
+        PoolGeometry {
+            planes: n * c,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+        }
+    }
+
+    fn pool_forward(x: &FlexTensor, g: &PoolGeometry, shape: [usize; 2]) -> (FlexTensor, Vec<u32>) {
+        let x = values(x);
+        let (y, arg) = max_pool::forward(slice(&x), g);
+        let [oh, ow] = g.out_size();
+        (tensor(y, [shape[0], shape[1], oh, ow]), arg)
+    }
+
+    fn flat(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, shape))
+    }
+
+    fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> ConvGeometry {
+        let [batch, in_channels, height, width] = x.shape().dims();
+        let [out_channels, weight_in, kh, kw] = weight.shape().dims();
+        assert_eq!(
+            in_channels, weight_in,
+            "conv2d: input channels and weight disagree"
+        );
+        ConvGeometry {
+            batch,
+            in_channels,
+            height,
+            width,
+            out_channels,
+            kernel: [kh, kw],
+            stride: options.stride,
+            padding: options.padding,
+            dilation: options.dilation,
+        }
+    }
+
+    fn values(t: &FlexTensor) -> FlexTensor {
+        t.to_contiguous()
+    }
+
+    fn slice(t: &FlexTensor) -> &[f32] {
+        t.as_slice::<f32>().expect("a contiguous f32 tensor")
+    }
+
+    fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, shape))
+    }
+
+    impl KernelOps for Flex {
+        fn pretext_conv2d(
+            x: FlexTensor,
+            weight: FlexTensor,
+            options: ConvOptions<2>,
+        ) -> FlexTensor {
+            let g = geometry(&x, &weight, &options);
+            let (x, weight) = (values(&x), values(&weight));
+            let y = kernel::forward(slice(&x), slice(&weight), &g);
+            let [oh, ow] = g.out_size();
+            tensor(y, [g.batch, g.out_channels, oh, ow])
+        }
+
+        fn pretext_batch_norm_train(
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            epsilon: f64,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let s = norm_shape(&x);
+            let shape = x.shape().to_vec();
+            let (x, gamma, beta) = (values(&x), values(&gamma), values(&beta));
+            let (y, stats) =
+                batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), epsilon, &s);
+            (
+                flat(y, shape),
+                flat(stats.mean, vec![s.channels]),
+                flat(stats.variance, vec![s.channels]),
+            )
+        }
+
+        fn pretext_gelu(x: FlexTensor) -> FlexTensor {
+            let shape = x.shape().to_vec();
+            flat(activation::gelu_forward(slice(&values(&x))), shape)
+        }
+
+        fn pretext_softmax(x: FlexTensor) -> FlexTensor {
+            let shape = x.shape().to_vec();
+            let row = shape.last().copied().unwrap_or(1);
+            flat(activation::softmax_forward(slice(&values(&x)), row), shape)
+        }
+
+        fn pretext_max_pool2d(
+            x: FlexTensor,
+            kernel: [usize; 2],
+            stride: [usize; 2],
+            padding: [(usize, usize); 2],
+        ) -> FlexTensor {
+            let g = pool_geometry(&x, kernel, stride, padding);
+            let [n, c, _, _] = x.shape().dims();
+            pool_forward(&x, &g, [n, c]).0
+        }
+    }
+
+    #[derive(Debug)]
+    struct BatchNormBackward;
+
+    impl Backward<Flex, 3> for BatchNormBackward {
+        /// The input's checkpoint, γ's values, the batch statistics, ε and the shape.
+        type State = (NodeId, Vec<f32>, BatchStats, f64, NormShape);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            let (x_state, gamma, stats, epsilon, s) = ops.state;
+            let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+            let shape = x.shape().to_vec();
+            let (dx, dgamma, dbeta) =
+                batch_norm::backward(slice(&x), &gamma, &stats, epsilon, slice(&dy), &s);
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, flat(dx, shape));
+            }
+            if let Some(node) = node_gamma {
+                grads.register::<Flex>(node.id, flat(dgamma, vec![s.channels]));
+            }
+            if let Some(node) = node_beta {
+                grads.register::<Flex>(node.id, flat(dbeta, vec![s.channels]));
+            }
+        }
+    }
+
+    /// The backward of a one-input op whose gradient needs one saved tensor (GELU keeps its
+    /// input, softmax its output): `grad(saved, dy) -> dx`.
+    #[derive(Debug)]
+    struct SavedTensorBackward {
+        grad: fn(&FlexTensor, &FlexTensor) -> Vec<f32>,
+    }
+
+    impl Backward<Flex, 1> for SavedTensorBackward {
+        type State = FlexTensor;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            if let Some(node) = node_x {
+                let shape = ops.state.shape().to_vec();
+                grads.register::<Flex>(node.id, flat((self.grad)(&ops.state, &dy), shape));
+            }
+        }
+    }
+
+    /// `op(x)` on the autodiff device, saving `x` (or, with `save_output`, the result) for
+    /// `grad`.
+    fn saved_tensor_op<C: CheckpointStrategy>(
+        x: FloatTensor<Autodiff<Flex, C>>,
+        op: fn(FlexTensor) -> FlexTensor,
+        save_output: bool,
+        grad: fn(&FlexTensor, &FlexTensor) -> Vec<f32>,
+    ) -> FloatTensor<Autodiff<Flex, C>> {
+        let prep = SavedTensorBackward { grad }
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let input = values(&x.into_primitive());
+        let y = op(input.clone());
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let saved = if save_output { y.clone() } else { input };
+                prep.finish(saved, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn gelu_grad(x: &FlexTensor, dy: &FlexTensor) -> Vec<f32> {
+        activation::gelu_backward(slice(x), slice(dy))
+    }
+
+    fn softmax_grad(y: &FlexTensor, dy: &FlexTensor) -> Vec<f32> {
+        let row = y.shape().to_vec().last().copied().unwrap_or(1);
+        activation::softmax_backward(slice(y), slice(dy), row)
+    }
+
+    #[derive(Debug)]
+    struct MaxPoolBackward;
+
+    impl Backward<Flex, 1> for MaxPoolBackward {
+        /// Where each maximum came from, the geometry and the input's shape.
+        type State = (Vec<u32>, PoolGeometry, [usize; 4]);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            let (arg, g, shape) = ops.state;
+            if let Some(node) = node_x {
+                let dx = max_pool::backward(slice(&dy), &arg, &g);
+                grads.register::<Flex>(node.id, tensor(dx, shape));
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct Conv2dBackward;
+
+    impl Backward<Flex, 2> for Conv2dBackward {
+        type State = (NodeId, NodeId, ConvOptions<2>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_weight] = ops.parents;
+            let dy = grads.consume::<Flex>(&ops.node);
+            let (x_state, weight_state, options) = ops.state;
+            let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
+            let weight = checkpointer.retrieve_node_output::<FlexTensor>(weight_state);
+            let g = geometry(&x, &weight, &options);
+            let (x_values, weight_values, dy) = (values(&x), values(&weight), values(&dy));
+            let (dx, dw) = kernel::backward(
+                slice(&x_values),
+                slice(&weight_values),
+                slice(&dy),
+                &g,
+                node_x.is_some(),
+                node_weight.is_some(),
+            );
+            if let (Some(node), Some(dx)) = (node_x, dx) {
+                let shape = [g.batch, g.in_channels, g.height, g.width];
+                grads.register::<Flex>(node.id, tensor(dx, shape));
+            }
+            if let (Some(node), Some(dw)) = (node_weight, dw) {
+                let shape = [g.out_channels, g.in_channels, g.kernel[0], g.kernel[1]];
+                grads.register::<Flex>(node.id, tensor(dw, shape));
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> KernelOps for Autodiff<Flex, C> {
+        fn pretext_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self> {
+            match Conv2dBackward
+                .prepare::<C>([x.node(), weight.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let x_state = prep.checkpoint(&x);
+                    let weight_state = prep.checkpoint(&weight);
+                    let out = Flex::pretext_conv2d(
+                        x.into_primitive(),
+                        weight.into_primitive(),
+                        options.clone(),
+                    );
+                    prep.finish((x_state, weight_state, options), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Flex::pretext_conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    options,
+                )),
+            }
+        }
+
+        fn pretext_batch_norm_train(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            let prep = BatchNormBackward
+                .prepare::<C>([x.node(), gamma.node(), beta.node()])
+                .compute_bound()
+                .stateful();
+            let gamma_values = values(gamma.primitive());
+            let (out, mean, variance) = Flex::pretext_batch_norm_train(
+                x.primitive().clone(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            );
+            let out = match prep {
+                OpsKind::Tracked(mut prep) => {
+                    let x_state = prep.checkpoint(&x);
+                    let stats = BatchStats {
+                        mean: slice(&mean).to_vec(),
+                        variance: slice(&variance).to_vec(),
+                    };
+                    let s = norm_shape(x.primitive());
+                    let state = (x_state, slice(&gamma_values).to_vec(), stats, epsilon, s);
+                    prep.finish(state, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            (
+                out,
+                FloatTensor::<Self>::new(mean),
+                FloatTensor::<Self>::new(variance),
+            )
+        }
+
+        fn pretext_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            saved_tensor_op::<C>(x, Flex::pretext_gelu, false, gelu_grad)
+        }
+
+        fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            saved_tensor_op::<C>(x, Flex::pretext_softmax, true, softmax_grad)
+        }
+
+        fn pretext_max_pool2d(
+            x: FloatTensor<Self>,
+            kernel: [usize; 2],
+            stride: [usize; 2],
+            padding: [(usize, usize); 2],
+        ) -> FloatTensor<Self> {
+            let prep = MaxPoolBackward
+                .prepare::<C>([x.node()])
+                .compute_bound()
+                .stateful();
+            let x = x.into_primitive();
+            let g = pool_geometry(&x, kernel, stride, padding);
+            let shape: [usize; 4] = x.shape().dims();
+            let (y, arg) = pool_forward(&x, &g, [shape[0], shape[1]]);
+            match prep {
+                OpsKind::Tracked(prep) => prep.finish((arg, g, shape), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn options(g: &conv2d::ConvGeometry) -> ConvOptions<2> {
+        ConvOptions::new_with_padding(g.stride, g.padding, g.dilation, 1)
+    }
+
+    fn close(a: Tensor<4>, b: Tensor<4>, what: &str) {
+        let (a, b) = (
+            a.into_data().try_to_vec::<f32>().unwrap(),
+            b.into_data().try_to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{what}: {x} vs {y}"
+            );
+        }
+    }
+
+    /// Output, input gradient and weight gradient equal those of burn's own conv2d (through its
+    /// autodiff), with bias, on shapes with odd sizes, strides, padding, dilation and batch 1.
+    #[test]
+    fn matches_burns_conv2d_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        for g in conv2d::tests::geometries() {
+            let x = Tensor::<4>::random(
+                [g.batch, g.in_channels, g.height, g.width],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let w = Tensor::<4>::random(
+                [g.out_channels, g.in_channels, g.kernel[0], g.kernel[1]],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let b = Tensor::<1>::random([g.out_channels], Distribution::Normal(0.0, 1.0), &device);
+            let [oh, ow] = g.out_size();
+            let r = Tensor::<4>::random(
+                [g.batch, g.out_channels, oh, ow],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let run = |fast: bool| {
+                let (x, w, b) = (
+                    x.clone().detach().require_grad(),
+                    w.clone().detach().require_grad(),
+                    b.clone().detach().require_grad(),
+                );
+                let y = if fast {
+                    super::conv2d(x.clone(), w.clone(), Some(b.clone()), options(&g))
+                } else {
+                    burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options(&g))
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let dx = x.grad(&grads).unwrap();
+                let dw = w.grad(&grads).unwrap();
+                let db = b.grad(&grads).unwrap();
+                (y.inner(), dx, dw, db)
+            };
+            let (y, dx, dw, db) = run(true);
+            let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+            close(y, y_ref, &format!("{g:?} output"));
+            close(dx, dx_ref, &format!("{g:?} input gradient"));
+            close(dw, dw_ref, &format!("{g:?} weight gradient"));
+            close(
+                db.unsqueeze(),
+                db_ref.unsqueeze(),
+                &format!("{g:?} bias gradient"),
+            );
+        }
+    }
+
+    /// A frozen weight gets no gradient and an input that is not tracked gets none either.
+    #[test]
+    fn gradients_reach_only_tracked_inputs() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::ones([2, 3, 5, 5], &device);
+        let w = Tensor::<4>::ones([4, 3, 3, 3], &device).require_grad();
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let grads = super::conv2d(x.clone(), w.clone(), None, options)
+            .sum()
+            .backward();
+        assert!(x.grad(&grads).is_none());
+        let dw = w
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        // Each weight sees every input pixel its tap reaches: 2 images x (4 or 5)² positions.
+        assert_eq!(
+            dw[4],
+            2.0 * 25.0,
+            "the centre tap sees all 25 positions of both images"
+        );
+        assert_eq!(dw[0], 2.0 * 16.0, "a corner tap sees 4x4 positions");
+    }
+
+    /// The module wrapper pads as burn's `Conv2d::forward` does, also for `Same` padding that
+    /// comes out asymmetric (even kernel, stride 2, odd size).
+    #[test]
+    fn module_forward_equals_burns() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex();
+        device.seed(3);
+        for (kernel, stride, padding) in [
+            (3, 1, PaddingConfig2d::Same),
+            (4, 2, PaddingConfig2d::Same),
+            (3, 2, PaddingConfig2d::Valid),
+            (3, 1, PaddingConfig2d::Explicit(0, 1, 2, 1)),
+        ] {
+            let conv = Conv2dConfig::new([3, 5], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(padding.clone())
+                .init(&device);
+            let x = Tensor::<4>::random([2, 3, 9, 8], Distribution::Normal(0.0, 1.0), &device);
+            close(
+                conv.forward_fast(x.clone()),
+                conv.forward(x),
+                &format!("kernel {kernel} stride {stride} {padding:?}"),
+            );
+        }
+    }
+
+    /// Training-mode batch norm: output, the three gradients and the updated running
+    /// statistics equal burn's, on 4-D and 2-D inputs.
+    #[test]
+    fn batch_norm_matches_burns() {
+        use burn::nn::BatchNormConfig;
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        for shape in [vec![3, 4, 5, 7], vec![1, 2, 3, 3], vec![6, 5]] {
+            let norm = BatchNormConfig::new(shape[1]).init(&device);
+            let reference = norm.clone();
+            let x = Tensor::<4>::random(
+                [
+                    shape[0],
+                    shape[1],
+                    *shape.get(2).unwrap_or(&1),
+                    *shape.get(3).unwrap_or(&1),
+                ],
+                Distribution::Normal(0.5, 2.0),
+                &device,
+            );
+            let r = Tensor::<4>::random(x.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let run = |norm: &BatchNorm, fast: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if shape.len() == 2 {
+                    let x2: Tensor<2> = x.clone().reshape([shape[0], shape[1]]);
+                    let y2 = if fast {
+                        norm.forward_fast(x2)
+                    } else {
+                        norm.forward(x2)
+                    };
+                    y2.reshape(x.dims())
+                } else if fast {
+                    norm.forward_fast(x.clone())
+                } else {
+                    norm.forward(x.clone())
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let dx = x.grad(&grads).unwrap();
+                let dg = norm.gamma.val().grad(&grads).unwrap();
+                let db = norm.beta.val().grad(&grads).unwrap();
+                (y.inner(), dx, dg, db)
+            };
+            let (y, dx, dg, db) = run(&norm, true);
+            let (y_ref, dx_ref, dg_ref, db_ref) = run(&reference, false);
+            let what = format!("{shape:?}");
+            close(y, y_ref, &format!("{what} output"));
+            close(dx, dx_ref, &format!("{what} input gradient"));
+            close(
+                dg.unsqueeze(),
+                dg_ref.unsqueeze(),
+                &format!("{what} gamma gradient"),
+            );
+            close(
+                db.unsqueeze(),
+                db_ref.unsqueeze(),
+                &format!("{what} beta gradient"),
+            );
+            let stat = |t: Tensor<1>| t.unsqueeze::<4>();
+            close(
+                stat(norm.running_mean.value()),
+                stat(reference.running_mean.value()),
+                &format!("{what} running mean"),
+            );
+            close(
+                stat(norm.running_var.value()),
+                stat(reference.running_var.value()),
+                &format!("{what} running variance"),
+            );
+        }
+    }
+
+    /// Max pooling: output and input gradient equal burn's, with odd sizes, overlapping windows,
+    /// padding and batch 1.
+    #[test]
+    fn max_pool_matches_burns() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        for (shape, kernel, stride, padding) in [
+            ([2, 3, 8, 8], 2, 2, PaddingConfig2d::Valid),
+            ([1, 2, 7, 9], 2, 2, PaddingConfig2d::Valid),
+            ([2, 2, 9, 8], 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            ([1, 1, 5, 6], 3, 1, PaddingConfig2d::Same),
+        ] {
+            let pool = MaxPool2dConfig::new([kernel, kernel])
+                .with_strides([stride, stride])
+                .with_padding(padding.clone())
+                .init();
+            let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |fast: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if fast {
+                    pool.forward_fast(x.clone())
+                } else {
+                    pool.forward(x.clone())
+                };
+                let r = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &device);
+                let r = Tensor::<4>::from_data(r.into_data(), &device);
+                (y, x, r)
+            };
+            let (y, x_fast, r) = run(true);
+            let (y_ref, x_ref, _) = run(false);
+            let dx = x_fast
+                .grad(&(y.clone() * r.clone()).sum().backward())
+                .unwrap();
+            let dx_ref = x_ref.grad(&(y_ref.clone() * r).sum().backward()).unwrap();
+            let what = format!("{shape:?} kernel {kernel} stride {stride} {padding:?}");
+            close(y.inner(), y_ref.inner(), &format!("{what} output"));
+            close(dx, dx_ref, &format!("{what} input gradient"));
+        }
+    }
+
+    /// GELU and softmax: outputs and input gradients equal burn's ops (softmax also with rows
+    /// of masked, very negative scores).
+    #[test]
+    fn gelu_and_softmax_match_burns() {
+        let device = Device::flex().autodiff();
+        device.seed(13);
+        let x = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 3.0), &device);
+        let masked = x.clone().slice_fill([0..2, 0..3, 0..5, 5..7], -1e4);
+        for (name, input) in [("random", x), ("masked", masked)] {
+            let r = Tensor::<4>::random(input.dims(), Distribution::Normal(0.0, 1.0), &device);
+            for op in ["gelu", "softmax"] {
+                let run = |fast: bool| {
+                    let x = input.clone().detach().require_grad();
+                    let y = match (op, fast) {
+                        ("gelu", true) => super::gelu(x.clone()),
+                        ("gelu", false) => burn::tensor::activation::gelu(x.clone()),
+                        (_, true) => super::softmax(x.clone(), 3),
+                        (_, false) => burn::tensor::activation::softmax(x.clone(), 3),
+                    };
+                    let dx = x.grad(&(y.clone() * r.clone()).sum().backward()).unwrap();
+                    (y.inner(), dx)
+                };
+                let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+                close(y, y_ref, &format!("{op} {name} output"));
+                close(dx, dx_ref, &format!("{op} {name} gradient"));
+            }
+        }
+    }
+
+    #[test]
+    fn flex_devices_are_recognised() {
+        assert!(on_flex(&Device::flex()));
+        assert!(on_flex(&Device::flex().autodiff()));
+    }
+}
