@@ -110,8 +110,7 @@ fn text_inputs(g: &Global, flags: &LabelFlags) -> Result<(LabelledTexts, ProbeSe
 fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
     let (texts, settings) = text_inputs(g, flags)?;
-    let (embeddings, _) =
-        Embeddings::load(vectors).map_err(|e| anyhow::anyhow!("{}: {e}", vectors.display()))?;
+    let (embeddings, _) = Embeddings::load(vectors)?;
     for w in embeddings.warnings() {
         eprintln!("warning: {w}");
     }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use pretext::core::checkpoint::{Checkpoint, write_atomic};
 use pretext::text::report::mlm_report;
 use pretext::text::tsv::read_labelled_tsv;
+use pretext::vision::checkpoint::checkpoint_config;
 use pretext::vision::data;
 use pretext::vision::report::image_report;
 use serde_json::json;
@@ -30,7 +31,8 @@ pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> R
         let texts = data.map(|d| read_labelled_tsv(d, None, None)).transpose()?;
         mlm_report(&dir, texts.as_ref(), &device)?
     } else {
-        let splits = data::load(data)?;
+        let size = checkpoint_config(&ckpt, run)?.data.resize_to()?;
+        let splits = data::load(data, size)?;
         eprintln!("data: {}", splits.description);
         if g.config.is_some() {
             anyhow::bail!("report reads the run's own config; change it with --set, not --config");

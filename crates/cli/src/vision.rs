@@ -25,7 +25,7 @@ const QUICKSTART_CONFIG: &str = include_str!("../../../configs/quickstart.toml")
 pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool, overwrite: bool) -> Result<()> {
     let config = load_config(g, None)?;
     let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
+    let splits = data::load(data, config.data.resize_to()?)?;
     eprintln!("data: {}", splits.description);
     let options = TrainOptions {
         resume,
@@ -74,8 +74,8 @@ pub fn embed(
     test_split: bool,
 ) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
+    let splits = data::load(data, loaded.config.data.resize_to()?)?;
     let set = if test_split {
         splits.require_test()?
     } else {
@@ -117,8 +117,8 @@ pub fn reconstruct(
         anyhow::bail!("-n {images}: show between 1 and 256 images");
     }
     let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
+    let splits = data::load(data, loaded.config.data.resize_to()?)?;
     let set = splits.test.as_ref().unwrap_or(&splits.train);
     let seed = g.seed.unwrap_or(loaded.config.seed);
     let png = reconstruction_grid(&loaded, set, images, seed, &device)?.ok_or_else(|| {
@@ -163,13 +163,13 @@ pub fn open_for_eval(
     data: Option<&Path>,
 ) -> Result<(Device, Splits, ImageCheckpoint, PretrainConfig)> {
     let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
     let config = PretrainConfig::from_toml(
         &loaded.config.to_toml(),
         "checkpoint config",
         &g.overrides(),
     )?;
+    let splits = data::load(data, config.data.resize_to()?)?;
     Ok((device, splits, loaded, config))
 }
 
@@ -279,7 +279,7 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
     let started = Instant::now();
     let config = load_config(g, Some(QUICKSTART_CONFIG))?;
     let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data)?;
+    let splits = data::load(data, config.data.resize_to()?)?;
     eprintln!("data: {}", splits.description);
     eprintln!(
         "pretraining {} for {} epochs (batch {}) ...",

@@ -75,6 +75,29 @@ fn mlm(corpus: &Path, out: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// A small word2vec corpus in `work`.
+fn word2vec_corpus(work: &Path) -> PathBuf {
+    std::fs::create_dir_all(work).unwrap();
+    let corpus = work.join("corpus.txt");
+    let words: Vec<String> = (0..400).map(|i| format!("w{}", (i * 7919) % 97)).collect();
+    std::fs::write(&corpus, words.join(" ").repeat(50)).unwrap();
+    corpus
+}
+
+/// One word2vec epoch on `corpus`, vectors of `dim` written to `out` as text.
+fn word2vec(corpus: &Path, out: &Path, dim: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["word2vec", "train", "--corpus"])
+        .arg(corpus)
+        .arg("--out")
+        .arg(out)
+        .args(["--format", "text", "--dim", dim, "--min-count", "1"])
+        .args(["--epochs", "1", "--threads", "1", "--no-progress"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
 /// Run `make` (with `--resume` while a checkpoint exists; afresh when the kill came before the
 /// first one) until the run is finished.
 fn run_to_end(out: &Path, make: &dyn Fn(&[&str]) -> Command) {
@@ -166,32 +189,9 @@ fn kill_9_during_mlm_training_then_resume_gives_the_uninterrupted_weights() {
 #[test]
 fn a_word2vec_run_killed_while_writing_leaves_the_previous_vectors_whole() {
     let work = dir("w2v");
-    std::fs::create_dir_all(&work).unwrap();
-    let corpus = work.join("corpus.txt");
-    let words: Vec<String> = (0..400).map(|i| format!("w{}", (i * 7919) % 97)).collect();
-    std::fs::write(&corpus, words.join(" ").repeat(50)).unwrap();
+    let corpus = word2vec_corpus(&work);
     let out = work.join("vectors.txt");
-    let train = |dim: &str| {
-        let mut c = Command::new(BIN);
-        c.args(["word2vec", "train", "--corpus"])
-            .arg(&corpus)
-            .arg("--out")
-            .arg(&out)
-            .args([
-                "--format",
-                "text",
-                "--dim",
-                dim,
-                "--min-count",
-                "1",
-                "--epochs",
-                "1",
-            ])
-            .args(["--threads", "1", "--no-progress"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    };
+    let train = |dim: &str| word2vec(&corpus, &out, dim);
     let first = train("8").output().unwrap();
     assert!(
         first.status.success(),
@@ -242,4 +242,190 @@ fn a_second_run_on_a_folder_in_use_is_refused() {
     let status = first.wait().unwrap();
     assert!(status.success(), "the first run was disturbed");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A small tmpfs mounted for one test and unmounted when dropped, even after a failed assertion.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mount `size` (e.g. "4m") at a fresh folder, or `None` where mounting is not allowed
+    /// (not root, or a container without the capability).
+    fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+        let at = dir(name);
+        std::fs::create_dir_all(&at).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            Some(Tmpfs(at))
+        } else {
+            let _ = std::fs::remove_dir(&at);
+            None
+        }
+    }
+
+    /// Fill all but `leave` bytes with a file that `free` removes again.
+    fn fill(&self, leave: u64) {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut filler = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while filler.write_all(&block).is_ok() {}
+        // The last partial page too.
+        while filler.write_all(&[0]).is_ok() {}
+        let len = filler.metadata().unwrap().len();
+        filler.set_len(len.saturating_sub(leave)).unwrap();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+
+    fn remount(&self, mode: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {mode} failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Every file in `dir` with its bytes, temporaries included (so a leftover one is caught).
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.ends_with(".pretext.lock"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A command that must fail cleanly: non-zero exit, no panic, a message containing `expect`.
+fn fails_cleanly(mut command: Command, expect: &str, what: &str) {
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{what}: succeeded on a full or read-only disk"
+    );
+    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    assert!(
+        stderr.contains(expect),
+        "{what}: no '{expect}' in: {stderr}"
+    );
+    eprintln!("{what}: {}", stderr.lines().last().unwrap_or_default());
+}
+
+#[test]
+fn a_full_disk_or_a_read_only_folder_fails_cleanly_and_loses_nothing() {
+    let Some(disk) = Tmpfs::mount("tmpfs", "4m") else {
+        eprintln!(
+            "skipped: mounting a tmpfs is not allowed here (needs root); the full-disk and \
+             read-only cases did not run"
+        );
+        return;
+    };
+    // A run stopped half-way (train.max_steps), its report, and a vectors file, all on the
+    // small disk; the reference is the same run uninterrupted, elsewhere.
+    let run = disk.0.join("run");
+    let reference = dir("disk-reference");
+    let half: &[&str] = &["--set", "train.max_steps=8"];
+    assert!(pretrain(&reference, 2, &[]).status().unwrap().success());
+    assert!(pretrain(&run, 2, half).status().unwrap().success());
+    let report = |run: &Path| {
+        let mut c = Command::new(BIN);
+        c.arg("report")
+            .arg(run)
+            .args(["--set", "data.test_limit=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    assert!(report(&run).status().unwrap().success());
+    let corpus = word2vec_corpus(&dir("disk-corpus"));
+    let vectors = disk.0.join("vectors.txt");
+    assert!(word2vec(&corpus, &vectors, "8").status().unwrap().success());
+    let run_before = snapshot(&run);
+    let vectors_before = std::fs::read(&vectors).unwrap();
+
+    // Full disk: each command fails naming the problem, and every earlier output is whole. A
+    // resumed run's metrics past its checkpoint are dropped on the next resume; everything
+    // else must be byte for byte as before.
+    let without_metrics = |s: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        s.into_iter()
+            .filter(|(n, _)| n != "metrics.jsonl")
+            .collect()
+    };
+    let full = "No space left on device";
+    // Room for a step's metrics but not for a checkpoint: the write of the next one fails.
+    disk.fill(40 << 10);
+    fails_cleanly(
+        pretrain(&run, 2, &["--resume"]),
+        "cannot write",
+        "pretrain --resume, the disk filling up",
+    );
+    assert_eq!(
+        without_metrics(snapshot(&run)),
+        without_metrics(run_before.clone()),
+        "the run folder changed when a checkpoint could not be written"
+    );
+    disk.free();
+    disk.fill(0);
+    fails_cleanly(pretrain(&run, 2, &["--resume"]), full, "pretrain --resume");
+    assert_eq!(
+        without_metrics(snapshot(&run)),
+        without_metrics(run_before.clone()),
+        "the run folder changed on a full disk"
+    );
+    fails_cleanly(report(&run), full, "report");
+    fails_cleanly(word2vec(&corpus, &vectors, "64"), full, "word2vec train");
+    assert_eq!(std::fs::read(&vectors).unwrap(), vectors_before);
+    assert_eq!(
+        without_metrics(snapshot(&run)),
+        without_metrics(run_before.clone())
+    );
+
+    // Read-only: refused before anything is touched.
+    disk.free();
+    disk.remount("ro");
+    fails_cleanly(
+        pretrain(&run, 2, &["--resume"]),
+        &run.display().to_string(),
+        "pretrain --resume on a read-only folder",
+    );
+    fails_cleanly(report(&run), "Read-only file system", "report (read-only)");
+    fails_cleanly(
+        word2vec(&corpus, &vectors, "64"),
+        "Read-only file system",
+        "word2vec train (read-only)",
+    );
+    assert_eq!(std::fs::read(&vectors).unwrap(), vectors_before);
+
+    // With space again, the interrupted run resumes to the uninterrupted run's weights.
+    disk.remount("rw");
+    assert!(pretrain(&run, 2, &["--resume"]).status().unwrap().success());
+    let (got, want) = (
+        Checkpoint::load(&run).unwrap(),
+        Checkpoint::load(&reference).unwrap(),
+    );
+    assert!(got.model == want.model && got.optimizer == want.optimizer);
+    let _ = std::fs::remove_dir_all(&reference);
+    let _ = std::fs::remove_dir_all(corpus.parent().unwrap());
 }

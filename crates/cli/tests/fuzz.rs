@@ -2,7 +2,14 @@
 //! flipped, truncated, bytes inserted, header fields overwritten with huge numbers) and read
 //! back. Each case must end in a clean error or a valid result: never a panic, a hang or an
 //! allocation of the size a forged header asks for (that would abort the test process).
+//!
+//! The interesting cases are kept in `tests/fuzz_corpus/READER/`: for every reader, one damaged
+//! file per distinct error (messages compared with their numbers left out), beside a `.expect`
+//! file holding the message it must still give ("ok" when it reads). They replay on every run,
+//! whatever the mutation code becomes. `PRETEXT_FUZZ_BLESS=1 cargo test --release -p
+//! pretext-cli --test fuzz` rewrites them after a deliberate change of a message.
 
+use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
@@ -59,6 +66,84 @@ fn mutate(valid: &[u8], rng: &mut Rng) -> Vec<u8> {
     b
 }
 
+/// A reader under test: a valid file, where a damaged copy goes (other files of its data set
+/// stay valid beside it), and the reader, returning its error message.
+struct Target {
+    name: String,
+    valid: Vec<u8>,
+    file: PathBuf,
+    /// Prefix of the paths in messages, replaced by `$DIR` in the kept expectations.
+    dir: PathBuf,
+    read: Reader,
+}
+
+/// Reads a file, returning the error message.
+type Reader = Box<dyn Fn(&Path) -> Result<(), String>>;
+
+impl Target {
+    fn new<T, E: std::fmt::Display>(
+        name: &str,
+        valid: Vec<u8>,
+        file: PathBuf,
+        dir: &Path,
+        read: impl Fn(&Path) -> Result<T, E> + 'static,
+    ) -> Target {
+        Target {
+            name: name.to_string(),
+            valid,
+            file,
+            dir: dir.to_path_buf(),
+            read: Box::new(move |p| read(p).map(|_| ()).map_err(|e| format!("{e:#}"))),
+        }
+    }
+
+    /// Write `case` where the damaged file goes and read it: "ok", or the error message with
+    /// the scratch folder's path as `$DIR`; a panic fails the test.
+    fn outcome(&self, case: &[u8], what: &str) -> String {
+        std::fs::write(&self.file, case).unwrap();
+        match catch_unwind(AssertUnwindSafe(|| (self.read)(&self.file))) {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => e.replace(&self.dir.display().to_string(), "$DIR"),
+            Err(_) => panic!("{}: {what} panicked ({} bytes)", self.name, case.len()),
+        }
+    }
+
+    /// `tests/fuzz_corpus/<name as a file name>`.
+    fn corpus_dir(&self) -> PathBuf {
+        let slug: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fuzz_corpus")
+            .join(slug.trim_matches('_'))
+    }
+}
+
+/// Kept cases per reader: the first of each kind of outcome, up to this many.
+const KEEP: usize = 8;
+
+/// The start of a message with its numbers left out: cases that differ only in a count, an
+/// offset or the garbage a message quotes are the same kind of damage.
+fn kind_of(outcome: &str) -> String {
+    outcome
+        .split(' ')
+        .map(|w| if w.starts_with("$DIR") { "$DIR" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .take(96)
+        .collect()
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pretext-fuzz-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -66,49 +151,98 @@ fn tempdir(name: &str) -> PathBuf {
     d
 }
 
-/// Damage `valid` `CASES` times, write each case to `file` and call `read`; count the outcomes.
-/// A panic fails the test with the seed that caused it.
-fn fuzz(name: &str, valid: &[u8], file: &Path, read: impl Fn(&Path) -> bool) {
-    let (mut ok, mut refused) = (0, 0);
-    for seed in 1..=CASES {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let case = mutate(valid, &mut rng);
-        std::fs::write(file, &case).unwrap();
-        match catch_unwind(AssertUnwindSafe(|| read(file))) {
-            Ok(true) => ok += 1,
-            Ok(false) => refused += 1,
-            Err(_) => panic!("{name}: case {seed} panicked ({} bytes)", case.len()),
+/// Damage each target's valid file `CASES` times and read every case; count the outcomes. With
+/// `PRETEXT_FUZZ_BLESS` set, keep the first case of each kind of outcome as the target's corpus.
+fn fuzz(targets: &[Target]) {
+    let bless = std::env::var_os("PRETEXT_FUZZ_BLESS").is_some();
+    for t in targets {
+        let (mut ok, mut refused) = (0, 0);
+        let mut kinds = BTreeSet::new();
+        if bless {
+            let _ = std::fs::remove_dir_all(t.corpus_dir());
+            std::fs::create_dir_all(t.corpus_dir()).unwrap();
         }
+        for seed in 1..=CASES {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let case = mutate(&t.valid, &mut rng);
+            let outcome = t.outcome(&case, &format!("case {seed}"));
+            if outcome == "ok" {
+                ok += 1;
+            } else {
+                refused += 1;
+            }
+            if kinds.insert(kind_of(&outcome)) && bless && kinds.len() <= KEEP {
+                let kept = t.corpus_dir().join(format!("case{seed:03}"));
+                std::fs::write(kept.with_extension("bin"), &case).unwrap();
+                std::fs::write(kept.with_extension("expect"), &outcome).unwrap();
+            }
+        }
+        eprintln!(
+            "{}: {CASES} damaged cases, {refused} refused with an error, {ok} read ({} kinds of \
+             outcome)",
+            t.name,
+            kinds.len()
+        );
     }
-    eprintln!("{name}: {CASES} damaged cases, {refused} refused with an error, {ok} read");
 }
 
-#[test]
-fn idx_files_never_panic() {
+/// Replay each target's kept corpus: every case must still end exactly as recorded.
+fn replay(targets: &[Target]) {
+    for t in targets {
+        let mut cases = 0;
+        let dir = t.corpus_dir();
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: no corpus at {} ({e})", t.name, dir.display()));
+        let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for bin in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        {
+            let want = std::fs::read_to_string(bin.with_extension("expect")).unwrap();
+            let case = std::fs::read(bin).unwrap();
+            let got = t.outcome(&case, &bin.display().to_string());
+            assert_eq!(
+                got,
+                want,
+                "{}: {} no longer ends as recorded (PRETEXT_FUZZ_BLESS=1 rewrites the corpus \
+                 after a deliberate change)",
+                t.name,
+                bin.display()
+            );
+            cases += 1;
+        }
+        assert!(cases > 0, "{}: empty corpus in {}", t.name, dir.display());
+        eprintln!("{}: {cases} kept cases replayed", t.name);
+    }
+}
+
+fn idx_targets() -> Vec<Target> {
     let valid = idx::encode_idx(&idx::IdxArray {
         dims: vec![3, 4, 5],
         data: (0..60).collect(),
     });
     let dir = tempdir("idx");
-    fuzz("IDX", &valid, &dir.join("x.idx"), |p| {
-        idx::read_idx(p).is_ok()
-    });
-    // Through the dataset loader, with a label file beside it.
+    // Through the dataset loader too, with a label file beside it.
     let labels = idx::encode_idx(&idx::IdxArray {
         dims: vec![3],
         data: vec![0, 1, 2],
     });
     std::fs::write(dir.join("train-labels-idx1-ubyte"), &labels).unwrap();
-    fuzz(
-        "IDX dataset",
-        &valid,
-        &dir.join("train-images-idx3-ubyte"),
-        |_| load_dir(&dir).is_ok(),
-    );
+    let set = dir.clone();
+    vec![
+        Target::new("IDX", valid.clone(), dir.join("x.idx"), &dir, idx::read_idx),
+        Target::new(
+            "IDX dataset",
+            valid,
+            dir.join("train-images-idx3-ubyte"),
+            &dir,
+            move |_| load_dir(&set, None),
+        ),
+    ]
 }
 
-#[test]
-fn cifar_batches_never_panic() {
+fn cifar_targets() -> Vec<Target> {
     let dir = tempdir("cifar");
     let record: Vec<u8> = (0..3073).map(|i| (i % 251) as u8).collect();
     for name in [
@@ -120,41 +254,48 @@ fn cifar_batches_never_panic() {
     ] {
         std::fs::write(dir.join(format!("{name}.bin")), record.repeat(2)).unwrap();
     }
-    fuzz(
+    let set = dir.clone();
+    vec![Target::new(
         "CIFAR",
-        &record.repeat(2),
-        &dir.join("data_batch_1.bin"),
-        |_| load_dir(&dir).is_ok(),
-    );
+        record.repeat(2),
+        dir.join("data_batch_1.bin"),
+        &dir,
+        move |_| load_dir(&set, None),
+    )]
 }
 
-#[test]
-fn png_and_jpeg_folders_never_panic() {
-    let dir = tempdir("images");
+fn image_targets() -> Vec<Target> {
     let img = image::GrayImage::from_fn(8, 6, |x, y| image::Luma([(x * 30 + y * 7) as u8]));
-    for (class, ext) in [("a", "png"), ("b", "jpg")] {
-        std::fs::create_dir_all(dir.join(class)).unwrap();
-        img.save(dir.join(class).join(format!("ok.{ext}"))).unwrap();
-    }
-    for ext in ["png", "jpg"] {
-        let mut valid = Vec::new();
-        let format = if ext == "png" {
-            image::ImageFormat::Png
-        } else {
-            image::ImageFormat::Jpeg
-        };
-        img.write_to(&mut std::io::Cursor::new(&mut valid), format)
-            .unwrap();
-        let file = dir.join("a").join(format!("damaged.{ext}"));
-        fuzz(&format!("{ext} folder"), &valid, &file, |_| {
-            load_dir(&dir).is_ok()
-        });
-        let _ = std::fs::remove_file(&file);
-    }
+    ["png", "jpg"]
+        .into_iter()
+        .map(|ext| {
+            // One folder per format, so one target's damaged file never sits beside the other's.
+            let dir = tempdir(&format!("images-{ext}"));
+            for (class, ext) in [("a", "png"), ("b", "jpg")] {
+                std::fs::create_dir_all(dir.join(class)).unwrap();
+                img.save(dir.join(class).join(format!("ok.{ext}"))).unwrap();
+            }
+            let mut valid = Vec::new();
+            let format = if ext == "png" {
+                image::ImageFormat::Png
+            } else {
+                image::ImageFormat::Jpeg
+            };
+            img.write_to(&mut std::io::Cursor::new(&mut valid), format)
+                .unwrap();
+            let set = dir.clone();
+            Target::new(
+                &format!("{ext} folder"),
+                valid,
+                dir.join("a").join(format!("damaged.{ext}")),
+                &dir,
+                move |_| load_dir(&set, None),
+            )
+        })
+        .collect()
 }
 
-#[test]
-fn word_vectors_never_panic() {
+fn word_vector_targets() -> Vec<Target> {
     let dir = tempdir("w2v");
     let e = Embeddings::new(
         vec!["cat".into(), "dog".into(), "yak".into()],
@@ -162,34 +303,28 @@ fn word_vectors_never_panic() {
         (0..12).map(|i| i as f32 * 0.5).collect(),
     )
     .unwrap();
-    for (format, name) in [
+    [
         (Format::Text, "word2vec text"),
         (Format::Binary, "word2vec binary"),
-    ] {
+    ]
+    .into_iter()
+    .map(|(format, name)| {
         let mut valid = Vec::new();
         e.write_to(&mut valid, format).unwrap();
-        fuzz(name, &valid, &dir.join("v"), |p| {
-            Embeddings::load(p).is_ok()
-        });
-    }
+        Target::new(name, valid, dir.join(format!("v.{name}")), &dir, |p| {
+            Embeddings::load(p).map(|_| ())
+        })
+    })
+    .collect()
 }
 
-#[test]
-fn configs_tsvs_and_checkpoints_never_panic() {
+fn config_tsv_checkpoint_targets() -> Vec<Target> {
     let dir = tempdir("misc");
     let config =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mae_fmnist.toml"))
             .unwrap();
-    fuzz("TOML config", &config, &dir.join("c.toml"), |p| {
-        PretrainConfig::load(Some(p), &[]).is_ok()
-    });
-
     let tsv =
         b"id\tlabel\ttext\n1\tpos\tgood film\n2\tneg\tbad film\n3\tpos\tfine acting\n".to_vec();
-    fuzz("TSV", &tsv, &dir.join("t.tsv"), |p| {
-        read_labelled_tsv(p, None, None).is_ok()
-    });
-
     let ckpt = Checkpoint {
         model: vec![NamedTensor {
             name: "w".into(),
@@ -202,27 +337,77 @@ fn configs_tsvs_and_checkpoints_never_panic() {
     let path = dir.join("checkpoint.safetensors");
     ckpt.save(&path).unwrap();
     let valid = std::fs::read(&path).unwrap();
-    fuzz("checkpoint", &valid, &path, |p| Checkpoint::load(p).is_ok());
+    vec![
+        Target::new("TOML config", config, dir.join("c.toml"), &dir, |p| {
+            PretrainConfig::load(Some(p), &[]).map(|_| ())
+        }),
+        Target::new("TSV", tsv, dir.join("t.tsv"), &dir, |p| {
+            read_labelled_tsv(p, None, None).map(|_| ())
+        }),
+        Target::new("checkpoint", valid, path, &dir, |p| {
+            Checkpoint::load(p).map(|_| ())
+        }),
+    ]
 }
 
-#[test]
-fn tokenizer_files_never_panic() {
+fn tokenizer_targets() -> Vec<Target> {
     let dir = tempdir("tokenizer");
     let corpus = dir.join("corpus.txt");
     let lines: Vec<String> = (0..300)
         .map(|i| format!("the quick fox {} jumps over dog {}", i % 17, i % 5))
         .collect();
     std::fs::write(&corpus, lines.join("\n")).unwrap();
-    for family in [Family::Bert, Family::Roberta] {
-        let tok = TextTokenizer::train(family, std::slice::from_ref(&corpus), 120, true).unwrap();
-        let path = dir.join("tokenizer.json");
-        tok.save(&path).unwrap();
-        let valid = std::fs::read(&path).unwrap();
-        fuzz(
-            &format!("tokenizer.json ({family:?})"),
-            &valid,
-            &path,
-            |p| TextTokenizer::load(p).is_ok(),
-        );
-    }
+    [Family::Bert, Family::Roberta]
+        .into_iter()
+        .map(|family| {
+            let tok =
+                TextTokenizer::train(family, std::slice::from_ref(&corpus), 120, true).unwrap();
+            let path = dir.join(format!("{family:?}.json"));
+            tok.save(&path).unwrap();
+            let valid = std::fs::read(&path).unwrap();
+            Target::new(
+                &format!("tokenizer.json ({family:?})"),
+                valid,
+                path,
+                &dir,
+                |p| TextTokenizer::load(p).map(|_| ()),
+            )
+        })
+        .collect()
+}
+
+/// Every reader, fuzzed then replayed. One test per group, so they run in parallel.
+fn check(targets: Vec<Target>) {
+    fuzz(&targets);
+    replay(&targets);
+}
+
+#[test]
+fn idx_files_never_panic() {
+    check(idx_targets());
+}
+
+#[test]
+fn cifar_batches_never_panic() {
+    check(cifar_targets());
+}
+
+#[test]
+fn png_and_jpeg_folders_never_panic() {
+    check(image_targets());
+}
+
+#[test]
+fn word_vectors_never_panic() {
+    check(word_vector_targets());
+}
+
+#[test]
+fn configs_tsvs_and_checkpoints_never_panic() {
+    check(config_tsv_checkpoint_targets());
+}
+
+#[test]
+fn tokenizer_files_never_panic() {
+    check(tokenizer_targets());
 }

@@ -495,6 +495,16 @@ fn a_run_folder_is_never_silently_replaced_resumed_on_other_data_or_shared() {
         err.contains("trained on other data") && err.matches("xxh3").count() == 2,
         "{err}"
     );
+    // ... and with another config, names each differing key once, with both values.
+    let changed = tiny_config("guarded-part", &["epochs=3", "data.train_limit=64"]);
+    let err = format!(
+        "{:#}",
+        pretrain::<SimClr>(&changed, &set, &device, &resume).unwrap_err()
+    );
+    assert!(
+        err.contains("epochs: checkpoint 2, now 3") && err.matches("epochs").count() == 1,
+        "{err}"
+    );
     let (_, resumed) = pretrain::<SimClr>(&rest, &set, &device, &resume).unwrap();
     assert_eq!(resumed.resumed_from_step, 1);
 

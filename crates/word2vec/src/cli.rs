@@ -284,7 +284,7 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
         FormatArg::Text => Format::Text,
     };
     emb.save(&a.out, format)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+        .context("cannot write the word vectors")?;
     let t_save = t1.elapsed().as_secs_f64();
     let total = t0.elapsed().as_secs_f64();
     if json {

@@ -37,8 +37,8 @@ impl Format {
 /// Errors reading or writing vectors.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    /// I/O failure.
-    #[error("{path}: {source}")]
+    /// I/O failure (the cause is the error's source, so a chain prints it once).
+    #[error("{path}")]
     Io {
         /// File.
         path: PathBuf,

@@ -155,6 +155,16 @@ fn tensor_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a 
 
 /// Write `bytes` to `path` atomically (temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_atomically(path, bytes, || Ok(()))
+}
+
+/// [`write_atomic`], calling `before_rename` once the new bytes are safely on disk and just
+/// before they replace `path`; on a full disk nothing has been touched by then.
+fn replace_atomically(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -165,17 +175,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
+    let written = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
+        f.sync_all()
+    })()
+    .with_context(|| format!("cannot write {}", path.display()));
+    let result = written.and_then(|()| before_rename()).and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else if let Ok(d) = std::fs::File::open(dir) {
+        // The rename itself survives a power cut only once the folder is synced.
+        let _ = d.sync_all();
     }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    result
 }
 
 /// Remove the temporary files a killed writer left in `dir` (`.NAME.tmp-PID`, see
@@ -241,8 +256,12 @@ impl Checkpoint {
         ]);
         let bytes = safetensors::tensor::serialize(views, Some(meta))?;
         // The checkpoint being replaced becomes the previous one, a fallback if this one is ever
-        // damaged. A hard link then two renames: at every instant `path` exists, whole.
-        if path.is_file() {
+        // damaged: once the new bytes are on disk (so a full disk leaves both as they were), a
+        // hard link then two renames, so at every instant `path` exists, whole.
+        replace_atomically(path, &bytes, || {
+            if !path.is_file() {
+                return Ok(());
+            }
             let prev = previous_checkpoint(path);
             let name = path
                 .file_name()
@@ -252,9 +271,8 @@ impl Checkpoint {
             let _ = std::fs::remove_file(&link);
             std::fs::hard_link(path, &link)
                 .and_then(|()| std::fs::rename(&link, &prev))
-                .with_context(|| format!("cannot keep {} as {}", path.display(), prev.display()))?;
-        }
-        write_atomic(path, &bytes)
+                .with_context(|| format!("cannot keep {} as {}", path.display(), prev.display()))
+        })
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {

@@ -14,7 +14,7 @@ use super::config::MlmConfig;
 use super::encoder::MlmModel;
 use super::examples::{Batch, Example, corpus_examples, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
-use super::tokenizer::{SpecialIds, TextTokenizer};
+use super::tokenizer::{SpecialIds, TextTokenizer, read_text};
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, TrainOptions, TrainSummary, run_loop};
 
@@ -43,20 +43,10 @@ pub struct Corpus {
     pub heldout: Vec<String>,
 }
 
-/// Read `path` as UTF-8 text (invalid bytes are replaced and counted on stderr); every
+/// Read `path` as UTF-8 text (see [`read_text`]: binary files are refused); every
 /// `holdout_every`-th non-empty line is held out.
 pub fn read_corpus(path: &Path, holdout_every: usize, max_lines: usize) -> Result<Corpus> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read corpus {}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    // Only a lossy decode can have replaced anything; count the replacements only then.
-    if let std::borrow::Cow::Owned(decoded) = &text {
-        let replaced = decoded.matches('\u{FFFD}').count();
-        eprintln!(
-            "warning: {}: {replaced} invalid UTF-8 sequences replaced",
-            path.display()
-        );
-    }
+    let text = read_text(path)?;
     let mut corpus = Corpus {
         train: Vec::new(),
         heldout: Vec::new(),
@@ -203,9 +193,7 @@ fn tokenizer_for(
         );
     }
     // Written beside the checkpoint so every later command finds the two together.
-    let tmp = out_dir.join("tokenizer.json.tmp");
-    tokenizer.save(&tmp)?;
-    std::fs::rename(&tmp, &saved).with_context(|| format!("cannot write {}", saved.display()))?;
+    tokenizer.save(&saved)?;
     Ok(tokenizer)
 }
 

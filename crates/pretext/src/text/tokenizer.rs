@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::core::checkpoint::write_atomic;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -128,21 +129,13 @@ impl TextTokenizer {
         if files.is_empty() {
             bail!("tokenizer training needs at least one text file");
         }
-        let mut names = Vec::with_capacity(files.len());
-        let mut total_bytes = 0;
-        for file in files {
-            let meta = std::fs::metadata(file)
-                .with_context(|| format!("tokenizer training file {}", file.display()))?;
-            total_bytes += meta.len();
-            let name = file.to_str().ok_or_else(|| {
-                anyhow!(
-                    "tokenizer training file {}: path is not UTF-8",
-                    file.display()
-                )
-            })?;
-            names.push(name.to_string());
-        }
-        if total_bytes == 0 {
+        // Read (and decode) here rather than through the library's file reader, which stops
+        // at the first invalid UTF-8 byte with a message naming no file.
+        let texts = files
+            .iter()
+            .map(|f| read_text(f))
+            .collect::<Result<Vec<String>>>()?;
+        if texts.iter().all(|t| t.trim().is_empty()) {
             bail!("tokenizer training files are all empty: {files:?}");
         }
         let specials: Vec<AddedToken> = family
@@ -199,7 +192,7 @@ impl TextTokenizer {
             }
         };
         inner
-            .train_from_files(&mut trainer, names)
+            .train(&mut trainer, texts.iter().flat_map(|t| t.lines()))
             .map_err(tk_err(format!(
                 "training a {} tokenizer on {files:?}",
                 family.name()
@@ -245,9 +238,11 @@ impl TextTokenizer {
 
     /// Write `tokenizer.json` (Hugging Face's format).
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
-            .map_err(tk_err(format!("writing tokenizer {}", path.display())))
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(tk_err(format!("writing tokenizer {}", path.display())))?;
+        write_atomic(path, json.as_bytes())
     }
 
     /// Read a `tokenizer.json`. The family follows from the model (WordPiece → BERT, BPE →
@@ -374,6 +369,43 @@ fn resolve_special(inner: &Tokenizer, family: Family, source: &str) -> Result<Sp
     })
 }
 
+/// A text file as UTF-8: a file with a NUL byte is refused as binary (naming the line), and
+/// invalid UTF-8 sequences are replaced by U+FFFD with a warning naming how many and the first
+/// line.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let line_of = |offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        bail!(
+            "{} is not a text file: a NUL byte at line {} (byte {nul}); give UTF-8 text, one \
+             document or sentence per line",
+            path.display(),
+            line_of(nul)
+        );
+    }
+    match String::from_utf8(bytes.clone()) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let first = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            // Once per file and process: the MLM job reads its corpus twice (examples, then
+            // the tokenizer), and one warning is enough.
+            static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+            let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+            if !warned.iter().any(|p| p == path) {
+                warned.push(path.to_path_buf());
+                eprintln!(
+                    "warning: {}: {} invalid UTF-8 sequences replaced, the first at line {}",
+                    path.display(),
+                    text.matches('\u{FFFD}').count(),
+                    line_of(first)
+                );
+            }
+            Ok(text)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,5 +519,36 @@ mod tests {
         let empty = dir.write("empty.txt", "");
         assert!(TextTokenizer::train(Family::Roberta, &[empty], 100, true).is_err());
         assert!(TextTokenizer::train(Family::Bert, &[], 100, true).is_err());
+    }
+
+    #[test]
+    fn a_binary_file_is_refused_by_line_and_stray_bytes_are_replaced() {
+        let dir = TempDir::new("tok-train-bytes");
+        let binary = dir.path().join("model.bin");
+        std::fs::write(&binary, b"the fox\nthe dog\n\x7fELF\x00\x01\x02").unwrap();
+        for family in [Family::Bert, Family::Roberta] {
+            let err = format!(
+                "{:#}",
+                TextTokenizer::train(family, std::slice::from_ref(&binary), 100, true).unwrap_err()
+            );
+            assert!(
+                err.contains("model.bin is not a text file") && err.contains("line 3"),
+                "{err}"
+            );
+        }
+        // Latin-1 bytes in otherwise good text: the library's own file reader stopped there
+        // ("stream did not contain valid UTF-8"); decoded with replacements, it trains.
+        let latin1 = dir.path().join("latin1.txt");
+        let mut bytes = b"the caf\xe9 is open\n".to_vec();
+        for line in grammar_corpus(50, 1) {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        std::fs::write(&latin1, &bytes).unwrap();
+        assert_eq!(read_text(&latin1).unwrap().matches('\u{FFFD}').count(), 1);
+        for family in [Family::Bert, Family::Roberta] {
+            let tok = TextTokenizer::train(family, std::slice::from_ref(&latin1), 120, true);
+            assert!(tok.is_ok(), "{family:?}: {:#}", tok.err().unwrap());
+        }
     }
 }

@@ -27,6 +27,15 @@ pub struct ImageCheckpoint {
     tensors: Vec<NamedTensor>,
 }
 
+/// The pretraining config stored in an image checkpoint read from `path`.
+pub fn checkpoint_config(ckpt: &Checkpoint, path: &Path) -> Result<PretrainConfig> {
+    let text = ckpt.meta["config"]
+        .as_str()
+        .with_context(|| format!("{}: checkpoint has no config", path.display()))?;
+    toml::from_str(text)
+        .with_context(|| format!("{}: checkpoint config is unreadable", path.display()))
+}
+
 impl ImageCheckpoint {
     /// Open `path` (a run folder or its `checkpoint.safetensors`).
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
@@ -38,11 +47,7 @@ impl ImageCheckpoint {
                 path.display()
             );
         }
-        let text = ckpt.meta["config"]
-            .as_str()
-            .with_context(|| format!("{}: checkpoint has no config", path.display()))?;
-        let config: PretrainConfig = toml::from_str(text)
-            .with_context(|| format!("{}: checkpoint config is unreadable", path.display()))?;
+        let config = checkpoint_config(&ckpt, path)?;
         let floats = |key: &str| -> Vec<f32> {
             ckpt.meta[key]
                 .as_array()

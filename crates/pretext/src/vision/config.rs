@@ -59,6 +59,24 @@ pub struct DataConfig {
     pub train_limit: usize,
     /// Use only the first N test images for evaluation (0: all).
     pub test_limit: usize,
+    /// `[height, width]` every image is resized to (empty: as stored; an image folder of mixed
+    /// sizes then takes its most common size). Evaluation resizes the same way.
+    pub image_size: Vec<usize>,
+}
+
+impl DataConfig {
+    /// The `image_size` key as (height, width), checked.
+    pub fn resize_to(&self) -> Result<Option<(usize, usize)>> {
+        match self.image_size[..] {
+            [] => Ok(None),
+            [h, w] if h > 0 && w > 0 && h * w <= 4096 * 4096 => Ok(Some((h, w))),
+            _ => bail!(
+                "data.image_size = {:?}: expected [height, width] of positive sizes, or [] to \
+                 keep the stored size",
+                self.image_size
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,10 +99,7 @@ impl Default for PretrainConfig {
             seed: 0,
             epochs: 10,
             batch_size: 256,
-            data: DataConfig {
-                train_limit: 0,
-                test_limit: 0,
-            },
+            data: DataConfig::default(),
             backbone: BackboneConfig::default(),
             projection: MlpConfig::default(),
             prediction: MlpConfig {
@@ -168,6 +183,7 @@ impl PretrainConfig {
         if self.epochs == 0 {
             bail!("epochs must be at least 1");
         }
+        self.data.resize_to()?;
         if self.simclr.temperature <= 0.0 {
             bail!("simclr.temperature must be positive");
         }
@@ -225,6 +241,22 @@ mod tests {
             err.contains("optimizer.lrr") && err.contains("'lrr'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn image_size_is_height_then_width_and_checked() {
+        let parse = |v: &str| PretrainConfig::from_toml("", "c", &[format!("data.image_size={v}")]);
+        let cfg = parse("[32, 48]").unwrap();
+        assert_eq!(cfg.data.resize_to().unwrap(), Some((32, 48)));
+        assert_eq!(
+            PretrainConfig::default().data.resize_to().unwrap(),
+            None,
+            "default: as stored"
+        );
+        for bad in ["[32]", "[0, 8]", "[8, 8, 8]"] {
+            let err = format!("{:#}", parse(bad).and_then(|c| c.validate()).unwrap_err());
+            assert!(err.contains("data.image_size"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -46,9 +46,12 @@ impl RunLock {
             }
         }
         // Tell a second process who holds it (written after locking, so never by two at once).
-        file.set_len(0)?;
-        write!(file, "pid {}: {what}", std::process::id())?;
-        file.sync_data()?;
+        let note = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            write!(file, "pid {}: {what}", std::process::id())?;
+            file.sync_data()
+        };
+        note(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(RunLock { _file: file })
     }
 }

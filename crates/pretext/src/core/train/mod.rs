@@ -149,7 +149,8 @@ where
         let done = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
         if done >= end_step {
             bail!(
-                "--resume: the run in {} is finished ({done} of {end_step} steps); nothing to                  continue. Evaluate it, or start another run in a new train.out_dir",
+                "--resume: the run in {} is finished ({done} of {end_step} steps); nothing to \
+                 continue. Evaluate it, or start another run in a new train.out_dir",
                 out_dir.display()
             );
         }
@@ -170,7 +171,8 @@ where
                 .and_then(|c| c.meta["step"].as_u64())
                 .map_or("unreadable".to_string(), |s| format!("at step {s}"));
             bail!(
-                "{} already holds a run (checkpoint {step}); continue it with --resume, or replace                  it with --overwrite",
+                "{} already holds a run (checkpoint {step}); continue it with --resume, or replace \
+                 it with --overwrite",
                 out_dir.display()
             );
         }

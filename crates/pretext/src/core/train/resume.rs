@@ -15,14 +15,26 @@ pub(super) fn check_resumable(stored: &str, identity: &toml::Table) -> Result<()
     let stored: toml::Table = stored
         .parse()
         .context("checkpoint holds an unreadable run identity")?;
-    let differing: Vec<&String> = stored
-        .keys()
-        .chain(identity.keys())
+    let mut keys: Vec<&String> = stored.keys().chain(identity.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let shown = |v: Option<&toml::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+    let differing: Vec<String> = keys
+        .into_iter()
         .filter(|k| stored.get(*k) != identity.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: checkpoint {}, now {}",
+                shown(stored.get(k)),
+                shown(identity.get(k))
+            )
+        })
         .collect();
     if !differing.is_empty() {
         bail!(
-            "cannot resume: the config differs from the checkpoint's in {differing:?} (start a new out_dir or use the same config)"
+            "cannot resume: the config differs from the checkpoint's ({}); start a new out_dir \
+             or use the same config",
+            differing.join("; ")
         );
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! Image folders: `DIR/<class>/*.png|jpg`, or `DIR/train/<class>/...` and `DIR/test/<class>/...`.
 //!
 //! Class names are the sorted subfolder names. Images are decoded in parallel; a folder of mixed
-//! sizes is resized to its most common size (the test split to the training split's), and the
-//! data description says how many images were resized to what. Grayscale folders stay one
+//! sizes is resized to `data.image_size` when set, else to its most common size (the test split
+//! to the training split's), and the data description says how many images were resized to
+//! what. Grayscale folders stay one
 //! channel; a folder with any colour image becomes RGB.
 
 use std::path::{Path, PathBuf};
@@ -50,8 +51,13 @@ fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(classes)
 }
 
-/// The decoded images of `classes`, and how many had to be resized to the most common size.
-fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<(ImageSet, usize)> {
+/// The decoded images of `classes` at `target` (height, width) or else the most common size,
+/// and how many had to be resized.
+fn decode_set(
+    classes: &[(String, Vec<PathBuf>)],
+    names: &[String],
+    target: Option<(usize, usize)>,
+) -> Result<(ImageSet, usize)> {
     let files: Vec<(u32, &PathBuf)> = classes
         .iter()
         .flat_map(|(name, files)| {
@@ -77,12 +83,15 @@ fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<(I
             None => counts.push((size, 1)),
         }
     }
-    let ((w, h), common) = counts
+    let ((w, h), _) = counts
         .iter()
         .copied()
         .fold(counts[0], |best, c| if c.1 > best.1 { c } else { best });
-    let (width, height) = (w as usize, h as usize);
-    let resized = decoded.len() - common;
+    let (height, width) = target.unwrap_or((h as usize, w as usize));
+    let resized = decoded
+        .iter()
+        .filter(|im| (im.height() as usize, im.width() as usize) != (height, width))
+        .count();
     let color = decoded.iter().any(|im| im.color().has_color());
     let channels = if color { 3 } else { 1 };
     let mut pixels = Vec::with_capacity(decoded.len() * width * height * channels);
@@ -113,8 +122,9 @@ fn decode_set(classes: &[(String, Vec<PathBuf>)], names: &[String]) -> Result<(I
     Ok((set, resized))
 }
 
-/// Read an image folder, or `None` when `dir` has no class subfolders with images.
-pub fn load(dir: &Path) -> Result<Option<Splits>> {
+/// Read an image folder at `target` (height, width; `None`: the most common size), or `None`
+/// when `dir` has no class subfolders with images.
+pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>> {
     let (train_dir, test_dir) = if dir.join("train").is_dir() {
         (
             dir.join("train"),
@@ -128,7 +138,7 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
         return Ok(None);
     }
     let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-    let (train, mut resized) = decode_set(&train_classes, &names)?;
+    let (train, mut resized) = decode_set(&train_classes, &names, target)?;
     let mut total = train.len();
     let test = match test_dir {
         Some(t) => {
@@ -139,24 +149,26 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
                     t.display()
                 );
             }
-            let (mut test, test_resized) = decode_set(&classes, &names)?;
+            let (mut test, test_resized) =
+                decode_set(&classes, &names, Some((train.height, train.width)))?;
             total += test.len();
-            if (test.height, test.width, test.channels)
-                != (train.height, train.width, train.channels)
-            {
-                // The test split's own common size differs: all of it is resized.
-                resized += test.len();
-                test = conform(test, &train);
-            } else {
-                resized += test_resized;
+            resized += test_resized;
+            if test.channels != train.channels {
+                // A grey test split of a colour training split (or the reverse).
+                test = conform(test, train.height, train.width, train.channels);
             }
             Some(test)
         }
         None => None,
     };
     let note = if resized > 0 {
+        let why = if target.is_some() {
+            "data.image_size"
+        } else {
+            "the most common size; set data.image_size to choose"
+        };
         format!(
-            "; {resized} of {total} images resized to {}x{}, the most common size",
+            "; {resized} of {total} images resized to {}x{} ({why})",
             train.width, train.height
         )
     } else {
@@ -173,9 +185,9 @@ pub fn load(dir: &Path) -> Result<Option<Splits>> {
     }))
 }
 
-/// Resize and recolour `set` to the geometry of `like`.
-fn conform(set: ImageSet, like: &ImageSet) -> ImageSet {
-    let mut pixels = Vec::with_capacity(set.len() * like.image_len());
+/// `set` resized to `height` x `width` and recoloured to `channels`.
+pub(super) fn conform(set: ImageSet, height: usize, width: usize, channels: usize) -> ImageSet {
+    let mut pixels = Vec::with_capacity(set.len() * height * width * channels);
     for i in 0..set.len() {
         let raw = set.image(i).to_vec();
         let im: image::DynamicImage = if set.channels == 3 {
@@ -184,21 +196,25 @@ fn conform(set: ImageSet, like: &ImageSet) -> ImageSet {
             image::GrayImage::from_raw(set.width as u32, set.height as u32, raw).map(Into::into)
         }
         .unwrap_or_default();
-        let im = im.resize_exact(
-            like.width as u32,
-            like.height as u32,
-            image::imageops::FilterType::Triangle,
-        );
-        if like.channels == 3 {
+        let im = if (set.height, set.width) == (height, width) {
+            im
+        } else {
+            im.resize_exact(
+                width as u32,
+                height as u32,
+                image::imageops::FilterType::Triangle,
+            )
+        };
+        if channels == 3 {
             pixels.extend_from_slice(im.to_rgb8().as_raw());
         } else {
             pixels.extend_from_slice(im.to_luma8().as_raw());
         }
     }
     ImageSet {
-        height: like.height,
-        width: like.width,
-        channels: like.channels,
+        height,
+        width,
+        channels,
         pixels,
         ..set
     }
@@ -218,7 +234,7 @@ mod tests {
                 im.save(dir.join(class).join(format!("{i}.png"))).unwrap();
             }
         }
-        let s = load(&dir).unwrap().unwrap();
+        let s = load(&dir, None).unwrap().unwrap();
         assert_eq!(s.train.len(), 6);
         assert_eq!((s.train.height, s.train.width, s.train.channels), (5, 6, 1));
         assert!(
@@ -236,15 +252,25 @@ mod tests {
                 im.save(dir.join(class).join(format!("{i}.png"))).unwrap();
             }
         }
-        let s = load(&dir).unwrap().unwrap();
+        let s = load(&dir, None).unwrap().unwrap();
         assert_eq!((s.train.height, s.train.width), (8, 8));
         assert!(
             s.description.contains("6 of 12 images resized to 8x8"),
             "{}",
             s.description
         );
+        // data.image_size chooses the size instead.
+        let s = load(&dir, Some((4, 6))).unwrap().unwrap();
+        assert_eq!((s.train.height, s.train.width, s.train.len()), (4, 6, 12));
+        assert_eq!(s.train.pixels.len(), 12 * 4 * 6);
+        assert!(
+            s.description
+                .contains("12 of 12 images resized to 6x4 (data.image_size)"),
+            "{}",
+            s.description
+        );
         std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
-        let err = format!("{:#}", load(&dir).unwrap_err());
+        let err = format!("{:#}", load(&dir, None).unwrap_err());
         assert!(err.contains("broken.png"), "{err}");
     }
 }

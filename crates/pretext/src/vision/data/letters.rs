@@ -360,7 +360,7 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("pretext-letters-{}", std::process::id()));
         letters.write(&dir, 28).unwrap();
-        let splits = super::super::load_dir(&dir).unwrap();
+        let splits = super::super::load_dir(&dir, None).unwrap();
         assert_eq!(splits.train.len(), letters.train.1.len());
         assert_eq!(splits.train.class_names[25], "Z");
         let _ = std::fs::remove_dir_all(&dir);

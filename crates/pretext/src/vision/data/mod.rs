@@ -163,6 +163,28 @@ impl Splits {
         self
     }
 
+    /// Both splits at `size` (height, width), said in the description; as they are when
+    /// `None` or already that size.
+    fn resized(mut self, size: Option<(usize, usize)>) -> Splits {
+        let Some((height, width)) = size else {
+            return self;
+        };
+        let (h0, w0) = (self.train.height, self.train.width);
+        if (h0, w0) == (height, width) {
+            return self;
+        }
+        let channels = self.train.channels;
+        self.train = folder::conform(self.train, height, width, channels);
+        self.test = self
+            .test
+            .map(|t| folder::conform(t, height, width, channels));
+        self.description = format!(
+            "{}; resized from {w0}x{h0} to {width}x{height} (data.image_size)",
+            self.description
+        );
+        self
+    }
+
     pub fn require_test(&self) -> Result<&ImageSet> {
         self.test
             .as_ref()
@@ -300,8 +322,9 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
     }))
 }
 
-/// Inspect `dir` and read whichever supported layout it holds.
-pub fn load_dir(dir: &Path) -> Result<Splits> {
+/// Inspect `dir` and read whichever supported layout it holds, at `size` (height, width) when
+/// given (`data.image_size`).
+pub fn load_dir(dir: &Path, size: Option<(usize, usize)>) -> Result<Splits> {
     if !dir.is_dir() {
         bail!("--data {}: not a directory", dir.display());
     }
@@ -309,7 +332,7 @@ pub fn load_dir(dir: &Path) -> Result<Splits> {
         s
     } else if let Some(s) = cifar::load(dir)? {
         s
-    } else if let Some(s) = folder::load(dir)? {
+    } else if let Some(s) = folder::load(dir, size)? {
         s
     } else {
         bail!(
@@ -322,14 +345,14 @@ pub fn load_dir(dir: &Path) -> Result<Splits> {
     if splits.train.is_empty() {
         bail!("{}: the dataset is empty", splits.description);
     }
-    Ok(splits)
+    Ok(splits.resized(size))
 }
 
-/// `None` means the embedded default.
-pub fn load(data: Option<&Path>) -> Result<Splits> {
+/// `None` means the embedded default; `size` as in [`load_dir`].
+pub fn load(data: Option<&Path>, size: Option<(usize, usize)>) -> Result<Splits> {
     match data {
-        None => embedded_fashion_mnist(),
-        Some(dir) => load_dir(dir),
+        None => Ok(embedded_fashion_mnist()?.resized(size)),
+        Some(dir) => load_dir(dir, size),
     }
 }
 
@@ -370,7 +393,7 @@ pub(crate) mod tests {
             idx::encode_idx(&images),
         )
         .unwrap();
-        let err = format!("{:#}", load_dir(&dir).unwrap_err());
+        let err = format!("{:#}", load_dir(&dir, None).unwrap_err());
         assert!(
             err.contains("train-labels-idx1-ubyte[.gz] is missing"),
             "{err}"
@@ -380,7 +403,7 @@ pub(crate) mod tests {
             idx::encode_idx(&labels),
         )
         .unwrap();
-        let err = format!("{:#}", load_dir(&dir).unwrap_err());
+        let err = format!("{:#}", load_dir(&dir, None).unwrap_err());
         assert!(err.contains("4 images but 3 labels"), "{err}");
         let labels = idx::IdxArray {
             dims: vec![4],
@@ -391,15 +414,15 @@ pub(crate) mod tests {
             idx::encode_idx(&labels),
         )
         .unwrap();
-        let s = load_dir(&dir).unwrap();
+        let s = load_dir(&dir, None).unwrap();
         assert_eq!(s.train.len(), 4);
         assert!(s.test.is_none());
         std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), b"\x1f\x8bjunk").unwrap();
         std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
-        let err = format!("{:#}", load_dir(&dir).unwrap_err());
+        let err = format!("{:#}", load_dir(&dir, None).unwrap_err());
         assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
         let empty = tempdir("empty-dir");
-        assert!(format!("{:#}", load_dir(&empty).unwrap_err()).contains("found no dataset"));
+        assert!(format!("{:#}", load_dir(&empty, None).unwrap_err()).contains("found no dataset"));
     }
 
     pub(crate) fn tempdir(name: &str) -> std::path::PathBuf {
