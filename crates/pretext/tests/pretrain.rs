@@ -16,7 +16,7 @@ use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{ImageSet, embedded_fashion_mnist};
 use pretext::vision::eval::evaluate;
 use pretext::vision::labels::ImageLabels;
-use pretext::vision::methods::{Byol, Method, SimClr};
+use pretext::vision::methods::{Byol, Method, MocoV2, MocoV3, Nnclr, SimClr};
 use pretext::vision::pretrain::pretrain;
 use pretext::vision::report::image_report;
 
@@ -96,7 +96,7 @@ fn byol_target_takes_no_gradient_and_online_learns() {
             )
         })
         .collect();
-    let loss = model.loss(views).unwrap();
+    let loss = model.loss(views).unwrap().loss;
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let online = ids(&model.online);
     let target = ids(&model.target);
@@ -127,7 +127,7 @@ trait RequiresGrad {
     fn projection_requires_grad(&self) -> bool;
 }
 
-impl RequiresGrad for pretext::vision::methods::byol::Branch {
+impl RequiresGrad for pretext::vision::methods::Branch {
     fn projection_requires_grad(&self) -> bool {
         let mut found = Vec::new();
         struct Check<'a>(&'a mut Vec<bool>);
@@ -151,8 +151,7 @@ fn byol_run_learns_and_moves_the_target() {
         pretrain::<Byol>(&config, &train_set(), &Device::flex(), &quiet()).unwrap();
     assert_eq!(summary.steps, 8);
     assert!(summary.final_loss.is_finite());
-    let changed = |a: &pretext::vision::methods::byol::Branch,
-                   b: &pretext::vision::methods::byol::Branch| {
+    let changed = |a: &pretext::vision::methods::Branch, b: &pretext::vision::methods::Branch| {
         module_tensors(a)
             .iter()
             .zip(module_tensors(b))
@@ -585,4 +584,190 @@ fn simsiam_barlow_twins_and_vicreg_learn_features_that_beat_chance() {
     let c = tiny_config("vicreg", &["method=vicreg", "projection.output=32"]);
     let (m, s) = pretrain::<VicReg>(&c, &set, &device, &quiet()).unwrap();
     check(&s, m.backbone(), "vicreg");
+}
+
+/// Two random views of 8 images on the autodiff device.
+fn random_views(device: &Device) -> Vec<Tensor<4>> {
+    (0..2)
+        .map(|v| {
+            Tensor::<4>::random(
+                [8, 1, 28, 28],
+                burn::tensor::Distribution::Normal(v as f64, 1.0),
+                device,
+            )
+        })
+        .collect()
+}
+
+/// How many of `params` received a gradient.
+fn with_grad(grads: &GradientsParams, params: &[(ParamId, usize)]) -> usize {
+    params
+        .iter()
+        .filter(|(id, r)| has_grad(grads, *id, *r))
+        .count()
+}
+
+#[test]
+fn moco_and_nnclr_keep_gradients_off_their_key_encoders_and_queues() {
+    let device = Device::flex().autodiff();
+    let image = (1, 28, 28);
+
+    let c = tiny_config("mocov2-grad", &["method=mocov2", "mocov2.queue_size=64"]);
+    let moco = MocoV2::init(&c, image, &device);
+    let step = moco.loss(random_views(&device)).unwrap();
+    let grads = GradientsParams::from_grads(step.loss.backward(), &moco);
+    assert!(
+        with_grad(&grads, &ids(&moco.query)) >= 10,
+        "the query learns"
+    );
+    assert_eq!(with_grad(&grads, &ids(&moco.key)), 0, "stop-gradient: key");
+    assert_eq!(
+        with_grad(&grads, &ids(&moco.queue)),
+        0,
+        "the queue is a buffer"
+    );
+    // After the step the keys enter the queue, newest first, and the key encoder moves.
+    let keys = step.carry.unwrap();
+    let key_before = module_tensors(&moco.key);
+    let moco = moco.after_step(0.1, vec![keys.clone()]);
+    let front = moco.queue.rows().narrow(0, 0, 8);
+    let unit_keys = pretext::core::losses::l2_normalize(keys);
+    let gap = (front - unit_keys).abs().max().into_scalar::<f32>();
+    assert!(
+        gap < 1e-6,
+        "the queue's front is not the step's keys: {gap}"
+    );
+    assert!(
+        module_tensors(&moco.key) != key_before,
+        "EMA moved the key encoder"
+    );
+
+    let c = tiny_config("mocov3-grad", &["method=mocov3"]);
+    let moco = MocoV3::init(&c, image, &device);
+    let loss = moco.loss(random_views(&device)).unwrap().loss;
+    let grads = GradientsParams::from_grads(loss.backward(), &moco);
+    assert!(with_grad(&grads, &ids(&moco.query)) >= 10);
+    assert!(with_grad(&grads, &ids(&moco.predictor)) >= 2);
+    assert_eq!(with_grad(&grads, &ids(&moco.key)), 0, "stop-gradient: key");
+
+    let c = tiny_config("nnclr-grad", &["method=nnclr", "nnclr.support_size=64"]);
+    let nnclr = Nnclr::init(&c, image, &device);
+    let loss = nnclr.loss(random_views(&device)).unwrap().loss;
+    let grads = GradientsParams::from_grads(loss.backward(), &nnclr);
+    assert!(with_grad(&grads, &ids(&nnclr.backbone)) >= 5);
+    assert!(with_grad(&grads, &ids(&nnclr.predictor)) >= 2);
+    assert_eq!(with_grad(&grads, &ids(&nnclr.support)), 0, "support set");
+}
+
+#[test]
+fn moco_v2_resumes_with_its_queue_to_the_uninterrupted_weights() {
+    let set = train_set();
+    let device = Device::flex();
+    let extra = ["method=mocov2", "mocov2.queue_size=96"];
+    let full = tiny_config("mocov2-full", &extra);
+    let (_, a) = pretrain::<MocoV2>(&full, &set, &device, &quiet()).unwrap();
+    let part = tiny_config(
+        "mocov2-part",
+        &[&extra[..], &["train.max_steps=5"]].concat(),
+    );
+    pretrain::<MocoV2>(&part, &set, &device, &quiet()).unwrap();
+    let rest = tiny_config("mocov2-part", &extra);
+    let resume = TrainOptions {
+        resume: true,
+        quiet: true,
+        ..Default::default()
+    };
+    let (_, b) = pretrain::<MocoV2>(&rest, &set, &device, &resume).unwrap();
+    assert_eq!((b.resumed_from_step, b.steps), (5, a.steps));
+    let (ca, cb) = (
+        Checkpoint::load(&a.checkpoint).unwrap(),
+        Checkpoint::load(&b.checkpoint).unwrap(),
+    );
+    assert!(
+        ca.model.iter().any(|t| t.name.starts_with("queue")),
+        "the checkpoint holds the queue"
+    );
+    assert_eq!(first_difference(&ca.model, &cb.model), None);
+    assert!(ca.optimizer == cb.optimizer);
+}
+
+#[test]
+fn moco_v2_v3_and_nnclr_learn_features_that_beat_chance() {
+    let set = train_set();
+    let device = Device::flex();
+    let test = embedded_fashion_mnist().unwrap().test.unwrap().take(300);
+    // `chance`: the loss of guessing the positive among the candidates. MoCo v2's loss first
+    // rises, as the random rows the queue starts with give way to real (harder) keys, so it
+    // is held below chance instead of below its first value.
+    let check = |summary: &pretext::core::train::TrainSummary,
+                 backbone: &pretext::vision::backbones::Backbone,
+                 name: &str,
+                 chance: Option<f64>| {
+        let bound = chance.unwrap_or(summary.first_loss);
+        assert!(
+            summary.last_epoch_loss < bound,
+            "{name}: loss {} -> {}, not below {bound}",
+            summary.first_loss,
+            summary.last_epoch_loss
+        );
+        let ckpt = ImageCheckpoint::open(&summary.checkpoint, &device).unwrap();
+        let knn = evaluate(
+            backbone,
+            &set.take(256),
+            &test,
+            &ckpt.mean,
+            &ckpt.std,
+            &ckpt.config.eval,
+            Protocols {
+                knn: true,
+                linear: false,
+            },
+            0,
+            &device,
+        )
+        .unwrap()
+        .knn
+        .unwrap();
+        eprintln!(
+            "{name}: loss {:.4} -> {:.4}, kNN {knn:.3}",
+            summary.first_loss, summary.last_epoch_loss
+        );
+        assert!(knn > 0.2, "{name}: kNN {knn} is near chance (0.1)");
+        // The collapse monitor logged every step.
+        let metrics =
+            std::fs::read_to_string(summary.checkpoint.with_file_name("metrics.jsonl")).unwrap();
+        assert!(
+            metrics.lines().all(|l| l.contains("embedding_std")),
+            "{name}: no embedding_std in metrics.jsonl"
+        );
+    };
+    let c = tiny_config("mocov2", &["method=mocov2", "mocov2.queue_size=128"]);
+    let (m, s) = pretrain::<MocoV2>(&c, &set, &device, &quiet()).unwrap();
+    check(&s, m.backbone(), "mocov2", Some((129f64).ln()));
+    let c = tiny_config("mocov3", &["method=mocov3"]);
+    let (m, s) = pretrain::<MocoV3>(&c, &set, &device, &quiet()).unwrap();
+    check(&s, m.backbone(), "mocov3", None);
+    // With online kNN: 64 training images held out and scored at each epoch end.
+    let c = tiny_config(
+        "nnclr",
+        &[
+            "method=nnclr",
+            "nnclr.support_size=128",
+            "train.online_knn=64",
+        ],
+    );
+    let (m, s) = pretrain::<Nnclr>(&c, &set, &device, &quiet()).unwrap();
+    check(&s, m.backbone(), "nnclr", None);
+    assert_eq!(
+        s.steps,
+        2 * (256 - 64) / 32,
+        "the held-out images are not trained on"
+    );
+    let metrics = std::fs::read_to_string(s.checkpoint.with_file_name("metrics.jsonl")).unwrap();
+    let online: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["online_knn"].as_f64())
+        .collect();
+    assert_eq!(online.len(), 2, "one score per epoch: {metrics}");
+    assert!(online.iter().all(|&k| k > 0.2), "online kNN {online:?}");
 }

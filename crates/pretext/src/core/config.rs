@@ -24,6 +24,10 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Stop after this many steps in total (0: run all epochs). For tests and interruption drills.
     pub max_steps: usize,
+    /// Image pretraining: hold out this many labelled training images (never trained on) and
+    /// log a kNN score of their features at every epoch end, against as many training images
+    /// (0: off). Labels are read for this score only.
+    pub online_knn: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +52,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             prefetch: 4,
             max_steps: 0,
+            online_knn: 0,
         }
     }
 }

@@ -29,6 +29,31 @@ pub fn nt_xent(z1: Tensor<2>, z2: Tensor<2>, temperature: f64) -> Tensor<1> {
     picked.mean().neg().reshape([1])
 }
 
+/// InfoNCE against a bank of negatives (MoCo): each query `q[i]` is classified among its key
+/// `k[i]` (the positive) and every row of `negatives` by cosine similarity / `temperature`.
+/// `q` and `k` are normalised here; the bank's rows are unit vectors already.
+pub fn info_nce(q: Tensor<2>, k: Tensor<2>, negatives: Tensor<2>, temperature: f64) -> Tensor<1> {
+    let [n, _] = q.dims();
+    let device = q.device();
+    let (q, k) = (l2_normalize(q), l2_normalize(k));
+    let positive = (q.clone() * k).sum_dim(1);
+    let negative = q.matmul(negatives.transpose());
+    let logits = Tensor::cat(vec![positive, negative], 1).div_scalar(temperature);
+    cross_entropy(logits, Tensor::<1, Int>::zeros([n], &device))
+}
+
+/// Cross-view InfoNCE with in-batch negatives, one direction: row `a[i]` is classified among
+/// all rows of `b` by cosine similarity / `temperature`, `b[i]` being the positive (MoCo v3's
+/// contrastive loss; NNCLR's, with `a` the nearest neighbours).
+pub fn cross_view_info_nce(a: Tensor<2>, b: Tensor<2>, temperature: f64) -> Tensor<1> {
+    let [n, _] = a.dims();
+    let device = a.device();
+    let logits = l2_normalize(a)
+        .matmul(l2_normalize(b).transpose())
+        .div_scalar(temperature);
+    cross_entropy(logits, Tensor::<1, Int>::arange(0..n as i64, &device))
+}
+
 /// BYOL's regression loss: `2 - 2 cos(p, z)`, averaged over the batch. The caller decides what
 /// is detached (the target branch in BYOL).
 pub fn normalized_mse(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
@@ -46,11 +71,18 @@ pub fn negative_cosine(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
         .reshape([1])
 }
 
-/// Columns standardised over the batch (mean 0, unbiased std 1), as lightly's losses do.
+/// Columns standardised over the batch as a batch norm without affine weights does (mean 0,
+/// biased variance plus 1e-5 under the root): the paper's code and lightly 1.6's loss.
 fn standardize(z: Tensor<2>) -> Tensor<2> {
+    let [n, _] = z.dims();
     let mean = z.clone().mean_dim(0);
-    let std = z.clone().var(0).sqrt().clamp_min(1e-12);
-    (z - mean) / std
+    let centred = z - mean;
+    let var = centred
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(0)
+        .div_scalar(n as f64);
+    centred / var.add_scalar(1e-5).sqrt()
 }
 
 /// The `[d, d]` matrix's diagonal as a 0/1 mask, and its complement.
@@ -190,19 +222,19 @@ mod tests {
     /// or 3 rows of two dimensions.
     #[test]
     fn negative_free_losses_match_hand_computation() {
-        // z1 = [[1, 2], [3, 0]], z2 = [[2, 1], [0, 3]]. Each column of two values standardises
-        // to ±a with a = 1/sqrt 2 (unbiased std of a and b is |a - b| / sqrt 2):
-        // z1 → [[-a, a], [a, -a]], z2 → [[a, -a], [-a, a]], so C = z1ᵀ z2 / 2 = [[-½, ½], [½, -½]].
-        // On-diagonal (1 + ½)² twice = 4.5; off-diagonal (½)² twice = 0.5, times λ = 0.5: 0.25.
+        // z1 = [[1, 2], [3, 0]], z2 = [[2, 1], [0, 3]]. Each column of two values 2 apart has
+        // biased variance 1, so it standardises to ±1 (the 1e-5 under the root moves the 5th
+        // digit): z1 → [[-1, 1], [1, -1]], z2 → [[1, -1], [-1, 1]], C = z1ᵀ z2 / 2 =
+        // [[-1, 1], [1, -1]]. On-diagonal (1 + 1)² twice = 8; off-diagonal 1² twice = 2, times
+        // λ = 0.5: 1.
         let z1 = t(&[[1.0, 2.0], [3.0, 0.0]]);
         let z2 = t(&[[2.0, 1.0], [0.0, 3.0]]);
         let bt = scalar(barlow_twins(z1.clone(), z2.clone(), 0.5));
-        assert!((bt - 4.75).abs() < 1e-4, "Barlow Twins {bt}");
-        // Identical, decorrelated views: C = (N - 1) / N · I with lightly's unbiased std and
-        // 1/N (here N = 4: 0.75 I), so only the diagonal's 2 · (1/4)² = 0.125 remains.
+        assert!((bt - 9.0).abs() < 1e-3, "Barlow Twins {bt}");
+        // Identical, decorrelated views: C = I, nothing to pay.
         let a = t(&[[1.0, 1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]]);
         let same = scalar(barlow_twins(a.clone(), a, 0.5));
-        assert!((same - 0.125).abs() < 1e-5, "{same}");
+        assert!(same.abs() < 1e-6, "{same}");
 
         // VICReg on the same pair, λ = μ = ν = 1:
         // invariance: mean of (1-2)², (2-1)², (3-0)², (0-3)² = (1 + 1 + 9 + 9) / 4 = 5;

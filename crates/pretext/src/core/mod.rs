@@ -18,6 +18,7 @@ pub mod losses;
 pub mod map2d;
 pub mod momentum;
 pub mod optim;
+pub mod queue;
 pub mod report;
 pub mod run_report;
 pub mod split;

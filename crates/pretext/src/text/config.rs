@@ -174,6 +174,12 @@ impl MlmConfig {
         if self.batch_size == 0 || self.grad_accum == 0 {
             bail!("batch_size and grad_accum must be at least 1");
         }
+        if self.train.online_knn > 0 {
+            bail!(
+                "train.online_knn scores image features; a masked language model has none (set \
+                 it to 0)"
+            );
+        }
         if self.epochs == 0 && self.steps == 0 {
             bail!("set epochs or steps to at least 1");
         }

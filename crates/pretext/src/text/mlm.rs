@@ -16,7 +16,7 @@ use super::examples::{Batch, Example, corpus_examples, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
 use super::tokenizer::{SpecialIds, TextTokenizer, read_text};
 use crate::core::loader::{Loader, Schedule};
-use crate::core::train::{BatchSource, LoopSpec, TrainOptions, TrainSummary, run_loop};
+use crate::core::train::{BatchSource, LoopSpec, Step, TrainOptions, TrainSummary, run_loop};
 
 /// Example count, token count and an xxh3 hash of every example's ids: what `--resume` checks.
 fn examples_fingerprint(examples: &[Example]) -> serde_json::Value {
@@ -320,8 +320,10 @@ pub fn train_mlm(
                 batch.attention_tensor(&ad),
                 &batch.labels,
             )
+            .map(Step::from)
         },
-        |m, _| m,
+        |m, _, _: Vec<()>| m,
+        |_| Ok(vec![]),
         &spec,
         options,
     )?;

@@ -12,6 +12,9 @@ use super::methods::autoencoder::AutoencoderConfig;
 use super::methods::barlow_twins::BarlowTwinsConfig;
 use super::methods::jigsaw::JigsawConfig;
 use super::methods::mae::MaeConfig;
+use super::methods::mocov2::MocoV2Config;
+use super::methods::mocov3::MocoV3Config;
+use super::methods::nnclr::NnclrConfig;
 use super::methods::simmim::SimMimConfig;
 use super::methods::vicreg::VicRegConfig;
 use super::views::ViewConfig;
@@ -22,8 +25,8 @@ use crate::core::optim::OptimConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
-    /// `simclr`, `byol`, `simsiam`, `barlowtwins`, `vicreg`, `mae`, `simmim`, `autoencoder`,
-    /// `denoising_autoencoder`, `rotation` or `jigsaw`.
+    /// `simclr`, `mocov2`, `mocov3`, `nnclr`, `byol`, `simsiam`, `barlowtwins`, `vicreg`,
+    /// `mae`, `simmim`, `autoencoder`, `denoising_autoencoder`, `rotation` or `jigsaw`.
     pub method: String,
     pub seed: u64,
     pub epochs: usize,
@@ -35,6 +38,9 @@ pub struct PretrainConfig {
     /// Per-view augmentation; empty means the method's preset.
     pub views: Vec<ViewConfig>,
     pub simclr: SimClrConfig,
+    pub mocov2: MocoV2Config,
+    pub mocov3: MocoV3Config,
+    pub nnclr: NnclrConfig,
     pub byol: ByolConfig,
     pub barlowtwins: BarlowTwinsConfig,
     pub vicreg: VicRegConfig,
@@ -110,6 +116,9 @@ impl Default for PretrainConfig {
             },
             views: Vec::new(),
             simclr: SimClrConfig { temperature: 0.5 },
+            mocov2: MocoV2Config::default(),
+            mocov3: MocoV3Config::default(),
+            nnclr: NnclrConfig::default(),
             byol: ByolConfig { tau_base: 0.99 },
             barlowtwins: BarlowTwinsConfig::default(),
             vicreg: VicRegConfig::default(),
@@ -184,6 +193,9 @@ impl PretrainConfig {
             bail!("epochs must be at least 1");
         }
         self.data.resize_to()?;
+        self.mocov2.validate()?;
+        self.mocov3.validate()?;
+        self.nnclr.validate()?;
         if self.simclr.temperature <= 0.0 {
             bail!("simclr.temperature must be positive");
         }

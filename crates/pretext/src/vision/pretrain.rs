@@ -4,13 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::batches::{ViewBatches, view_loader};
 use super::config::PretrainConfig;
 use super::data::ImageSet;
+use super::eval::evaluate;
 use super::methods::{Method, view_configs};
+use crate::core::eval::Protocols;
 use crate::core::loader::Schedule;
 use crate::core::train::{LoopSpec, TrainOptions, TrainSummary, checkpoint_file, run_loop};
 
@@ -28,7 +30,10 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
     // Settings of methods and backbones this run does not use cannot change it (and checkpoints
     // written before those methods existed do not hold them).
     let tables = [
-        ("barlowtwins", &["barlowtwins"][..]),
+        ("mocov2", &["mocov2"][..]),
+        ("mocov3", &["mocov3"]),
+        ("nnclr", &["nnclr"]),
+        ("barlowtwins", &["barlowtwins"]),
         ("vicreg", &["vicreg"]),
         ("mae", &["mae"]),
         ("simmim", &["simmim"]),
@@ -39,6 +44,12 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
         if !users.contains(&config.method.as_str()) {
             t.remove(table);
         }
+    }
+    // Added later; unset, it leaves earlier runs resumable.
+    if config.data.image_size.is_empty()
+        && let Some(toml::Value::Table(data)) = t.get_mut("data")
+    {
+        data.remove("image_size");
     }
     if !config.backbone.is_vit()
         && let Some(toml::Value::Table(backbone)) = t.get_mut("backbone")
@@ -57,7 +68,7 @@ pub fn pretrain<M: Method>(
     device: &Device,
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)> {
-    let train = train.limited(config.data.train_limit);
+    let (train, online) = hold_out(train.limited(config.data.train_limit), config)?;
     let steps_per_epoch = train.len() / config.batch_size;
     if steps_per_epoch == 0 {
         bail!(
@@ -121,12 +132,72 @@ pub fn pretrain<M: Method>(
             device: ad.clone(),
         }
     };
+    let online_knn = |m: &M| -> Result<Vec<(&'static str, f64)>> {
+        let Some((bank, queries)) = &online else {
+            return Ok(Vec::new());
+        };
+        let knn = Protocols {
+            knn: true,
+            linear: false,
+        };
+        let scores = evaluate(
+            m.backbone(),
+            bank,
+            queries,
+            &mean,
+            &std,
+            &config.eval,
+            knn,
+            config.seed,
+            &ad,
+        )?;
+        Ok(vec![("online_knn", scores.knn.unwrap_or(f64::NAN))])
+    };
     run_loop(
         model,
         source_at,
         |m: &M, views| m.loss(views),
-        |m: M, p| m.after_step(p),
+        |m: M, p, kept: Vec<Option<Tensor<2>>>| {
+            m.after_step(p, kept.into_iter().flatten().collect())
+        },
+        online_knn,
         &spec,
         options,
     )
+}
+
+/// `train.online_knn = n`: `n` training images spread over the set (class-sorted folders
+/// included) are held out of training as kNN queries, scored against `n` others spread over
+/// what remains, which keep training. Returns the training images and (bank, queries).
+fn hold_out(
+    train: ImageSet,
+    config: &PretrainConfig,
+) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
+    let n = config.train.online_knn;
+    if n == 0 {
+        return Ok((train, None));
+    }
+    train
+        .require_labels()
+        .context("train.online_knn scores labelled images")?;
+    if 2 * n + config.batch_size > train.len() {
+        bail!(
+            "train.online_knn = {n}: twice that plus a batch ({}) is more than the {} training \
+             images",
+            config.batch_size,
+            train.len()
+        );
+    }
+    let spread = |len: usize, k: usize| -> Vec<usize> {
+        (0..k).map(|i| ((2 * i + 1) * len) / (2 * k)).collect()
+    };
+    let held = spread(train.len(), n);
+    let rest: Vec<usize> = (0..train.len())
+        .filter(|i| held.binary_search(i).is_err())
+        .collect();
+    let bank: Vec<usize> = spread(rest.len(), n).into_iter().map(|i| rest[i]).collect();
+    Ok((
+        train.select(&rest),
+        Some((train.select(&bank), train.select(&held))),
+    ))
 }

@@ -72,6 +72,54 @@ pub trait BatchSource {
     fn waited(&self) -> Duration;
 }
 
+/// What one batch gives the loop: the loss to minimise, what to watch, and what the model
+/// keeps for after the optimizer step.
+pub struct Step<C = ()> {
+    pub loss: Tensor<1>,
+    /// Embeddings `[batch, dim]` watched for collapse ([`collapse_std`]), where a method has
+    /// them.
+    pub embeddings: Option<Tensor<2>>,
+    /// Handed to `after_step` once the optimizer has stepped (MoCo's keys for its queue).
+    pub carry: C,
+}
+
+impl<C: Default> From<Tensor<1>> for Step<C> {
+    fn from(loss: Tensor<1>) -> Self {
+        Step {
+            loss,
+            embeddings: None,
+            carry: C::default(),
+        }
+    }
+}
+
+impl<C> Step<C> {
+    /// Watch `embeddings` for collapse.
+    pub fn watching(self, embeddings: Tensor<2>) -> Self {
+        Step {
+            embeddings: Some(embeddings),
+            ..self
+        }
+    }
+}
+
+/// The collapse monitor: the standard deviation over the batch of the L2-normalised
+/// embeddings, averaged over dimensions, times sqrt(dim). Embeddings spread over the sphere
+/// give about 1; a collapse to one point gives 0 (lightly's `std_of_l2_normalized`, scaled so
+/// that one threshold suits every width).
+pub fn collapse_std(embeddings: Tensor<2>) -> f64 {
+    let [rows, dim] = embeddings.dims();
+    if rows < 2 {
+        return f64::NAN;
+    }
+    let z = crate::core::losses::l2_normalize(embeddings.detach());
+    let std = z.var(0).sqrt().mean().into_scalar::<f64>();
+    std * (dim as f64).sqrt()
+}
+
+/// Below this [`collapse_std`] over an epoch, the run warns that its embeddings collapsed.
+pub const COLLAPSED: f64 = 0.1;
+
 /// What [`run_loop`] needs to know about a run besides the model and its data.
 pub struct LoopSpec<'a> {
     /// Shown in summaries ("simclr", "mlm", ...).
@@ -100,14 +148,16 @@ pub struct LoopSpec<'a> {
 
 /// Train `model` on the batches `source_at(start_step)` yields, minimising `loss_of`, calling
 /// `after_step` (EMA targets, queues) after each optimizer step with the fraction of training
-/// done. With `spec.grad_accum` > 1 each step sums the gradients of that many batches, each
+/// done and what each batch of the step carried, and `at_epoch_end` at the end of each epoch for
+/// scores to log (online kNN). With `spec.grad_accum` > 1 each step sums the gradients of that many batches, each
 /// loss scaled by 1/grad_accum (as Hugging Face's Trainer does). Resumes from
 /// `spec.train.out_dir` when asked.
-pub fn run_loop<M, S>(
+pub fn run_loop<M, S, C>(
     mut model: M,
     source_at: impl FnOnce(usize) -> S,
-    loss_of: impl Fn(&M, S::Batch) -> Result<Tensor<1>>,
-    after_step: impl Fn(M, f64) -> M,
+    loss_of: impl Fn(&M, S::Batch) -> Result<Step<C>>,
+    after_step: impl Fn(M, f64, Vec<C>) -> M,
+    at_epoch_end: impl Fn(&M) -> Result<Vec<(&'static str, f64)>>,
     spec: &LoopSpec,
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)>
@@ -237,11 +287,15 @@ where
     let mut losses: Vec<f64> = Vec::new();
     let mut epoch_losses: Vec<f64> = Vec::new();
     let mut step = start_step;
+    let mut epoch_collapse: Vec<f64> = Vec::new();
+    let mut warned_collapse = false;
     let loop_started = Instant::now();
     'steps: while step < end_step {
         let mut accumulated = GradientsAccumulator::<M>::new();
         let mut loss_value = 0.0;
         let mut epoch = 0;
+        let mut carried = Vec::with_capacity(accum);
+        let mut collapse = Vec::new();
         for micro in 0..accum {
             let Some((batch, batch_epoch)) = source.next_batch() else {
                 break 'steps;
@@ -250,8 +304,13 @@ where
             epoch = batch_epoch;
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
             let t0 = Instant::now();
-            let mut loss = loss_of(&model, batch)
+            let out = loss_of(&model, batch)
                 .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
+            let mut loss = out.loss;
+            carried.push(out.carry);
+            if let Some(e) = out.embeddings {
+                collapse.push(collapse_std(e));
+            }
             if accum > 1 {
                 loss = loss.div_scalar(accum as f64);
             }
@@ -274,7 +333,7 @@ where
         let t2 = Instant::now();
         let lr = spec.optimizer.lr_at(step, warmup_steps, total_steps);
         model = optimizer.step(model, accumulated.grads(), lr);
-        model = after_step(model, (step + 1) as f64 / total_steps as f64);
+        model = after_step(model, (step + 1) as f64 / total_steps as f64, carried);
         time.optimizer += t2.elapsed().as_secs_f64();
 
         losses.push(loss_value);
@@ -283,12 +342,24 @@ where
         let elapsed = loop_started.elapsed().as_secs_f64();
         let rate =
             (step - start_step) as f64 * (spec.batch_size * accum) as f64 / elapsed.max(1e-9);
-        writeln!(
-            metrics,
-            "{}",
-            serde_json::json!({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "images_per_sec": rate})
-        )?;
-        bar.set_message(format!("loss {loss_value:.4} lr {lr:.2e} {rate:.0}/s"));
+        let mut record = serde_json::json!({"step": step, "epoch": epoch + 1, "loss": loss_value, "lr": lr, "images_per_sec": rate});
+        let mut message = format!("loss {loss_value:.4} lr {lr:.2e} {rate:.0}/s");
+        if !collapse.is_empty() {
+            let std = collapse.iter().sum::<f64>() / collapse.len() as f64;
+            record["embedding_std"] = serde_json::json!(std);
+            message.push_str(&format!(" std {std:.2}"));
+            epoch_collapse.push(std);
+        }
+        let epoch_end_now = step.is_multiple_of(steps_per_epoch) || step == end_step;
+        if epoch_end_now {
+            let scores = at_epoch_end(&model).context("the end-of-epoch evaluation")?;
+            for (name, value) in scores {
+                record[name] = serde_json::json!(value);
+                bar.suspend(|| eprintln!("epoch {}: {name} {:.2}%", epoch + 1, 100.0 * value));
+            }
+        }
+        writeln!(metrics, "{record}")?;
+        bar.set_message(message);
         bar.inc(1);
 
         let epoch_end = step.is_multiple_of(steps_per_epoch);
@@ -298,6 +369,22 @@ where
             let tc = Instant::now();
             save(&model, &optimizer, step)?;
             time.checkpoint += tc.elapsed().as_secs_f64();
+        }
+        if epoch_end_now && !epoch_collapse.is_empty() {
+            let mean = epoch_collapse.iter().sum::<f64>() / epoch_collapse.len() as f64;
+            if mean < COLLAPSED && !warned_collapse {
+                bar.suspend(|| {
+                    eprintln!(
+                        "warning: the embeddings collapsed in epoch {}: their spread \
+                         (embedding_std in metrics.jsonl) is {mean:.3}, healthy is near 1 and \
+                         collapsed near 0; try a lower optimizer.lr, a larger batch or other \
+                         views",
+                        epoch + 1
+                    )
+                });
+                warned_collapse = true;
+            }
+            epoch_collapse.clear();
         }
         if epoch_end && step < end_step {
             epoch_losses.clear();
@@ -433,8 +520,19 @@ mod tests {
         let (model, summary) = run_loop(
             model,
             |_| Fixed(batches.into_iter()),
-            |m: &Linear, (x, y)| Ok((m.forward(x) - y).powf_scalar(2.0).mean().reshape([1])),
-            |m, _| m,
+            |m: &Linear, (x, y)| {
+                Ok(Step {
+                    loss: (m.forward(x) - y).powf_scalar(2.0).mean().reshape([1]),
+                    embeddings: None,
+                    carry: 1usize,
+                })
+            },
+            // Every batch of a step hands its carry to the step's end.
+            |m, _, carried: Vec<usize>| {
+                assert_eq!(carried.iter().sum::<usize>(), accum);
+                m
+            },
+            |_| Ok(vec![]),
             &spec,
             &options,
         )
@@ -447,6 +545,29 @@ mod tests {
             .map(|b| b.val().into_data().try_to_vec::<f32>().unwrap());
         values.extend(bias.unwrap_or_default());
         values
+    }
+
+    #[test]
+    fn collapse_std_is_near_one_when_spread_and_zero_when_collapsed() {
+        let device = Device::flex();
+        device.seed(5);
+        let spread = Tensor::<2>::random(
+            [512, 64],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let healthy = collapse_std(spread);
+        assert!((healthy - 1.0).abs() < 0.05, "{healthy}");
+        // One point plus a whisper of noise: collapsed.
+        let point = Tensor::<2>::ones([512, 64], &device)
+            + Tensor::<2>::random(
+                [512, 64],
+                burn::tensor::Distribution::Normal(0.0, 1e-3),
+                &device,
+            );
+        let collapsed = collapse_std(point);
+        assert!(collapsed < 0.01, "{collapsed}");
+        assert!(collapsed < COLLAPSED && healthy > COLLAPSED);
     }
 
     #[test]

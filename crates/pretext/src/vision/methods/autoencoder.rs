@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, Reconstruction};
+use super::{ImageShape, Method, MethodStep, Reconstruction};
 use crate::vision::backbones::{Backbone, CnnDecoder};
 use crate::vision::config::PretrainConfig;
 use crate::vision::corruption::Corruption;
@@ -145,10 +145,10 @@ impl Method for Autoencoder {
         vec![ViewConfig::finetune()]
     }
 
-    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let clean = views.remove(0);
         let (_, output) = self.forward(clean.clone());
-        Ok((output - clean).powi_scalar(2).mean())
+        Ok((output - clean).powi_scalar(2).mean().into())
     }
 
     fn reconstruct(&self, images: Tensor<4>) -> Option<Result<Reconstruction>> {
@@ -217,6 +217,7 @@ mod tests {
             denoising
                 .loss(vec![images])
                 .unwrap()
+                .loss
                 .into_scalar::<f32>()
                 .is_finite()
         );

@@ -5,35 +5,13 @@ use burn::prelude::*;
 
 use anyhow::Result;
 
-use super::{ImageShape, Method, halves};
+use super::{Branch, ImageShape, Method, MethodStep, Step, halves};
 use crate::core::heads::Mlp;
 use crate::core::losses::normalized_mse;
 use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
-use crate::vision::backbones::{Backbone, backbone_and_projection};
+use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
 use crate::vision::views::ViewConfig;
-
-/// Encoder and projection: the part shared in shape by the online and target networks.
-#[derive(Module, Debug)]
-pub struct Branch {
-    pub backbone: Backbone,
-    pub projection: Mlp,
-}
-
-impl Branch {
-    fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
-        let (backbone, projection) =
-            backbone_and_projection(&config.backbone, &config.projection, image, device);
-        Branch {
-            backbone,
-            projection,
-        }
-    }
-
-    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.projection.forward(self.backbone.forward(x))
-    }
-}
 
 #[derive(Module, Debug)]
 pub struct Byol {
@@ -62,16 +40,17 @@ impl Method for Byol {
         ViewConfig::byol().to_vec()
     }
 
-    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let both = Tensor::cat(views, 0);
         let p = self.predictor.forward(self.online.forward(both.clone()));
         let z = self.target.forward(both).detach();
-        let ((p1, p2), (z1, z2)) = (halves(p), halves(z));
+        let ((p1, p2), (z1, z2)) = (halves(p.clone()), halves(z));
         // Symmetric: each view's prediction regresses the other view's target projection.
-        Ok((normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0))
+        let loss = (normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0);
+        Ok(Step::from(loss).watching(p))
     }
 
-    fn after_step(self, progress: f64) -> Self {
+    fn after_step(self, progress: f64, _kept: Vec<Tensor<2>>) -> Self {
         let tau = cosine_tau(self.tau_base, progress);
         let target = ema_update(self.target, &self.online, tau);
         Byol { target, ..self }

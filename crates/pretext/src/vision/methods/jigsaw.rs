@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method};
+use super::{ImageShape, Method, MethodStep};
 use crate::core::heads::{Mlp, MlpConfig};
 use crate::core::losses::cross_entropy;
 use crate::vision::backbones::Backbone;
@@ -179,7 +179,7 @@ impl Method for Jigsaw {
         vec![ViewConfig::finetune()]
     }
 
-    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let images = views.remove(0);
         let [b, _, _, _] = images.dims();
         let device = images.device();
@@ -205,7 +205,7 @@ impl Method for Jigsaw {
         let order = Tensor::<2, Int>::from_data(TensorData::new(order, [b, n]), &device);
         let puzzle = gather_tokens(features.reshape([b, n, dim]), order).reshape([b, n * dim]);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &device);
-        Ok(cross_entropy(self.head.forward(puzzle), labels))
+        Ok(cross_entropy(self.head.forward(puzzle), labels).into())
     }
 
     fn backbone(&self) -> &Backbone {

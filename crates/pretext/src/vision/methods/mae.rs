@@ -11,7 +11,7 @@ use burn::nn::{Initializer, LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, Reconstruction};
+use super::{ImageShape, Method, MethodStep, Reconstruction};
 use crate::core::losses::masked_mse;
 use crate::vision::backbones::vit::{final_norm, pre_norm_blocks, sincos_positions};
 use crate::vision::backbones::{Backbone, Vit};
@@ -172,14 +172,14 @@ impl Method for Mae {
         vec![ViewConfig::masked_modelling()]
     }
 
-    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let pass = self.forward(views.remove(0))?;
         let target = if self.config.norm_pix_loss {
             normalize_patches(pass.patches).0
         } else {
             pass.patches
         };
-        Ok(masked_mse(pass.pred, target, pass.mask.mask))
+        Ok(masked_mse(pass.pred, target, pass.mask.mask).into())
     }
 
     fn reconstruct(&self, images: Tensor<4>) -> Option<Result<Reconstruction>> {
@@ -238,7 +238,11 @@ mod tests {
             "class token + 12 of 49 patches"
         );
         assert_eq!(mae.decode(latent, &mask, (7, 7)).dims(), [3, 49, 16]);
-        let loss = mae.loss(vec![images.clone()]).unwrap().into_scalar::<f32>();
+        let loss = mae
+            .loss(vec![images.clone()])
+            .unwrap()
+            .loss
+            .into_scalar::<f32>();
         assert!(loss.is_finite() && loss > 0.0);
         let shown = mae.reconstruct(images).unwrap().unwrap();
         assert_eq!(shown.input.dims(), [3, 1, 28, 28]);

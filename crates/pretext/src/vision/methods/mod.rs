@@ -2,17 +2,21 @@
 //! momentum updates, masks, corruptions) behind the [`Method`] trait, which is all the trainer
 //! knows about.
 //!
-//! Three families: joint embeddings of two views (SimCLR with negatives; BYOL, SimSiam, Barlow
-//! Twins and VICReg without), masked image modelling (MAE,
-//! SimMIM: one view, masked inside `loss`), and pretext tasks that reconstruct or classify one
-//! view (autoencoders, rotation, jigsaw). Room for the methods to come: MoCo keeps its queue as a
-//! buffer refreshed in [`Method::after_step`]; DINO asks for more (multi-crop) views.
+//! Three families: joint embeddings of two views (SimCLR, MoCo v2 and v3, NNCLR with negatives;
+//! BYOL, SimSiam, Barlow Twins and VICReg without), masked image modelling (MAE, SimMIM: one
+//! view, masked inside `loss`), and pretext tasks that reconstruct or classify one view
+//! (autoencoders, rotation, jigsaw). Methods with a queue (MoCo v2, NNCLR) carry their detached
+//! embeddings out of `loss` and push them in [`Method::after_step`]; DINO will ask for more
+//! (multi-crop) views.
 
 pub mod autoencoder;
 pub mod barlow_twins;
 pub mod byol;
 pub mod jigsaw;
 pub mod mae;
+pub mod mocov2;
+pub mod mocov3;
+pub mod nnclr;
 pub mod rotation;
 pub mod simclr;
 pub mod simmim;
@@ -24,6 +28,7 @@ use burn::module::Module;
 use burn::prelude::*;
 
 use crate::core::heads::Mlp;
+pub use crate::core::train::Step;
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
 use crate::vision::views::ViewConfig;
@@ -33,6 +38,9 @@ pub use barlow_twins::BarlowTwins;
 pub use byol::Byol;
 pub use jigsaw::Jigsaw;
 pub use mae::Mae;
+pub use mocov2::MocoV2;
+pub use mocov3::MocoV3;
+pub use nnclr::Nnclr;
 pub use rotation::Rotation;
 pub use simclr::SimClr;
 pub use simmim::SimMim;
@@ -80,6 +88,10 @@ impl Reconstruction {
     }
 }
 
+/// What a method's loss gives the trainer: the loss, the embeddings the collapse monitor
+/// watches, and keys kept for after the step (MoCo's queue, NNCLR's support set).
+pub type MethodStep = Step<Option<Tensor<2>>>;
+
 pub trait Method: Module + Sized {
     /// Build the method's modules for `image`-shaped inputs.
     fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self;
@@ -87,8 +99,10 @@ pub trait Method: Module + Sized {
     /// The augmentation recipe of each view, in the order `loss` receives them.
     fn view_presets() -> Vec<ViewConfig>;
 
-    /// The loss of one batch; `views[v]` is `[batch, channels, height, width]`.
-    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>>;
+    /// The loss of one batch; `views[v]` is `[batch, channels, height, width]`. Methods with
+    /// embeddings hand them to the collapse monitor ([`Step::watching`]); methods with a queue
+    /// carry their detached keys to [`Method::after_step`].
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep>;
 
     /// Masked or corrupted inputs and their reconstructions, for methods that reconstruct
     /// (`None` for the others). Draws masks and noise from the device's random stream.
@@ -97,13 +111,40 @@ pub trait Method: Module + Sized {
     }
 
     /// Work after each optimizer step (EMA targets, queues); `progress` is the fraction of
-    /// training done.
-    fn after_step(self, _progress: f64) -> Self {
+    /// training done, `kept` what the step's batches carried.
+    fn after_step(self, _progress: f64, _kept: Vec<Tensor<2>>) -> Self {
         self
     }
 
     /// The encoder whose features are evaluated and exported.
     fn backbone(&self) -> &Backbone;
+}
+
+/// Encoder and projection: the part shared in shape by an online network and its momentum
+/// copy (BYOL's target, MoCo's key encoder).
+#[derive(Module, Debug)]
+pub struct Branch {
+    pub backbone: Backbone,
+    pub projection: Mlp,
+}
+
+impl Branch {
+    pub fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
+        let (backbone, projection) = crate::vision::backbones::backbone_and_projection(
+            &config.backbone,
+            &config.projection,
+            image,
+            device,
+        );
+        Branch {
+            backbone,
+            projection,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.projection.forward(self.backbone.forward(x))
+    }
 }
 
 /// Both views through `backbone` and `projection` in one pass (so batch-norm statistics cover
@@ -137,8 +178,11 @@ pub fn view_configs<M: Method>(config: &PretrainConfig) -> Result<Vec<ViewConfig
 }
 
 /// Every method name a config may give.
-pub const METHODS: [&str; 11] = [
+pub const METHODS: [&str; 14] = [
     "simclr",
+    "mocov2",
+    "mocov3",
+    "nnclr",
     "byol",
     "simsiam",
     "barlowtwins",
@@ -156,6 +200,18 @@ pub const METHODS: [&str; 11] = [
 macro_rules! with_method {
     ($name:expr, $M:ident => $body:expr) => {
         match $name {
+            "mocov2" => {
+                type $M = $crate::vision::methods::MocoV2;
+                $body
+            }
+            "mocov3" => {
+                type $M = $crate::vision::methods::MocoV3;
+                $body
+            }
+            "nnclr" => {
+                type $M = $crate::vision::methods::Nnclr;
+                $body
+            }
             "byol" => {
                 type $M = $crate::vision::methods::Byol;
                 $body

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use super::{ImageShape, Method};
+use super::{ImageShape, Method, MethodStep};
 use crate::core::losses::cross_entropy;
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
@@ -42,7 +42,7 @@ impl Method for Rotation {
         vec![ViewConfig::finetune()]
     }
 
-    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let images = views.remove(0);
         let [b, _, h, w] = images.dims();
         if h != w {
@@ -52,10 +52,7 @@ impl Method for Rotation {
         let all = Tensor::cat((0..4).map(|q| rotate(images.clone(), q)).collect(), 0);
         let labels: Vec<i64> = (0..4).flat_map(|q| std::iter::repeat_n(q, b)).collect();
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [4 * b]), &device);
-        Ok(cross_entropy(
-            self.head.forward(self.encoder.forward(all)),
-            labels,
-        ))
+        Ok(cross_entropy(self.head.forward(self.encoder.forward(all)), labels).into())
     }
 
     fn backbone(&self) -> &Backbone {

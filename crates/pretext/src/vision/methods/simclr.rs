@@ -4,7 +4,7 @@ use burn::prelude::*;
 
 use anyhow::Result;
 
-use super::{ImageShape, Method, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::nt_xent;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -34,10 +34,10 @@ impl Method for SimClr {
         vec![ViewConfig::simclr(), ViewConfig::simclr()]
     }
 
-    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
-        let (z1, z2) = halves(z);
-        Ok(nt_xent(z1, z2, self.temperature))
+        let (z1, z2) = halves(z.clone());
+        Ok(Step::from(nt_xent(z1, z2, self.temperature)).watching(z))
     }
 
     fn backbone(&self) -> &Backbone {

@@ -8,7 +8,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, Reconstruction};
+use super::{ImageShape, Method, MethodStep, Reconstruction};
 use crate::core::losses::masked_l1;
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
@@ -93,9 +93,9 @@ impl Method for SimMim {
         vec![ViewConfig::masked_modelling()]
     }
 
-    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let (pred, patches, mask) = self.forward(views.remove(0))?;
-        Ok(masked_l1(pred, patches, mask.mask))
+        Ok(masked_l1(pred, patches, mask.mask).into())
     }
 
     fn reconstruct(&self, images: Tensor<4>) -> Option<Result<Reconstruction>> {

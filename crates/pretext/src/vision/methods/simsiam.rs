@@ -5,7 +5,7 @@
 use anyhow::Result;
 use burn::prelude::*;
 
-use super::{ImageShape, Method, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::negative_cosine;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -34,14 +34,15 @@ impl Method for SimSiam {
         vec![ViewConfig::simclr(), ViewConfig::simclr()]
     }
 
-    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
         let p = self.predictor.forward(z.clone());
         // Stop-gradient: the projections are targets, not paths for the gradient.
         let z = z.detach();
-        let (z1, z2) = halves(z);
+        let (z1, z2) = halves(z.clone());
         let (p1, p2) = halves(p);
-        Ok((negative_cosine(p1, z2) + negative_cosine(p2, z1)).div_scalar(2.0))
+        let loss = (negative_cosine(p1, z2) + negative_cosine(p2, z1)).div_scalar(2.0);
+        Ok(Step::from(loss).watching(z))
     }
 
     fn backbone(&self) -> &Backbone {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::vicreg;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -60,11 +60,11 @@ impl Method for VicReg {
         ViewConfig::byol().to_vec()
     }
 
-    fn loss(&self, views: Vec<Tensor<4>>) -> Result<Tensor<1>> {
+    fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
-        let (z1, z2) = halves(z);
+        let (z1, z2) = halves(z.clone());
         let (lambda, mu, nu) = self.weights;
-        Ok(vicreg(z1, z2, lambda, mu, nu))
+        Ok(Step::from(vicreg(z1, z2, lambda, mu, nu)).watching(z))
     }
 
     fn backbone(&self) -> &Backbone {
