@@ -101,8 +101,10 @@ enum Command {
         #[arg(long)]
         seeds: Option<usize>,
     },
-    /// Write an MLM checkpoint in Hugging Face's format (config.json, model.safetensors,
-    /// tokenizer.json), loadable with transformers' from_pretrained.
+    /// Write a checkpoint for another framework: an MLM run in Hugging Face's format
+    /// (config.json, model.safetensors, tokenizer.json, for transformers' from_pretrained), or a
+    /// ResNet backbone as a torchvision state dict (safetensors; the model to build is in its
+    /// metadata).
     Export {
         /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
@@ -200,7 +202,10 @@ enum Protocol {
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum ExportFormat {
+    /// Hugging Face transformers (masked-language-model runs).
     Hf,
+    /// torchvision's resnet18() / resnet50() (image runs with a ResNet backbone).
+    Torchvision,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -330,6 +335,11 @@ fn run(cli: Cli) -> Result<()> {
             format: ExportFormat::Hf,
             out,
         } => text::run_export(&g, &checkpoint, &out),
+        Command::Export {
+            checkpoint,
+            format: ExportFormat::Torchvision,
+            out,
+        } => vision::export_torchvision(&g, &checkpoint, &out),
         Command::Tokenizer(cmd) => text::run_tokenizer(&g, cmd),
         Command::FillMask {
             checkpoint,

@@ -100,6 +100,35 @@ pub fn embed(
     Ok(())
 }
 
+/// `pretext export --format torchvision`: a ResNet backbone as a torchvision state dict.
+pub fn export_torchvision(g: &Global, checkpoint: &Path, out: &Path) -> Result<()> {
+    if g.config.is_some() || !g.overrides().is_empty() {
+        anyhow::bail!(
+            "export writes the checkpoint as it is; it takes no --config, --set or --seed"
+        );
+    }
+    let device = pretext::core::device::parse(&g.device)?;
+    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
+    let summary = pretext::vision::export::export_torchvision(&loaded, out)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "export", "out": out, "summary": summary })
+        );
+    } else {
+        println!(
+            "wrote {} ({} tensors) to {}; in PyTorch: {}; model.load_state_dict(\
+             safetensors.torch.load_file(\"{}\"))",
+            summary.arch,
+            summary.tensors,
+            out.display(),
+            summary.model,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// `pretext reconstruct`: the PNG of originals, inputs and reconstructions.
 pub fn reconstruct(
     g: &Global,

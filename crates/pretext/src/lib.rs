@@ -4,11 +4,12 @@
 //! core/       knows no modality: train/ (the one training loop: progress, metrics,
 //!             checkpoints, resume, NaN guard, gradient accumulation), loader (background
 //!             batches), optim, checkpoint, device, config, heads, losses, momentum,
-//!             eval (kNN, linear probe on any features), report (plots, .npy), kernels
+//!             queue (memory bank), eval (kNN, linear probe on any features), report (plots, .npy), kernels
 //!             (pretext's own CPU ops with their backward passes), bench (op timings)
 //! vision/     data (IDX, CIFAR, image folders, letters) → views, masking, corruption →
-//!             backbones (CNNs, ViT, CNN decoder) → methods (SimCLR, BYOL, SimSiam, Barlow
-//!             Twins, VICReg, MAE, SimMIM, autoencoders, rotation, jigsaw) → pretrain job;
+//!             backbones (CNNs, ViT, CNN decoder) → methods (SimCLR, MoCo v2/v3, NNCLR, BYOL,
+//!             SimSiam, Barlow Twins, VICReg, MAE, SimMIM, autoencoders, rotation, jigsaw)
+//!             → pretrain job;
 //!             eval (image features → core::eval), reconstruct
 //! text/       tokenizer → examples → masking → encoder → mlm job; probe, export/import (HF)
 //! ```

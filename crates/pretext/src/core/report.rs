@@ -16,6 +16,10 @@ pub struct MetricSeries {
     pub loss: Vec<(f64, f64)>,
     pub lr: Vec<(f64, f64)>,
     pub rate: Vec<(f64, f64)>,
+    /// The collapse monitor, where the method has embeddings.
+    pub embedding_std: Vec<(f64, f64)>,
+    /// `train.online_knn`'s score at each epoch end.
+    pub online_knn: Vec<(f64, f64)>,
 }
 
 pub fn read_metrics(metrics: &Path) -> Result<MetricSeries> {
@@ -33,6 +37,8 @@ pub fn read_metrics(metrics: &Path) -> Result<MetricSeries> {
             ("loss", &mut series.loss),
             ("lr", &mut series.lr),
             ("images_per_sec", &mut series.rate),
+            ("embedding_std", &mut series.embedding_std),
+            ("online_knn", &mut series.online_knn),
         ] {
             if let Some(x) = v[key].as_f64().filter(|x| x.is_finite()) {
                 out.push((step, x));
@@ -206,6 +212,24 @@ pub fn write_npy(path: &Path, values: &[f32], rows: usize, cols: usize) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_series_keep_the_monitor_and_online_knn_and_skip_torn_lines() {
+        let dir = crate::vision::data::tests::tempdir("metrics");
+        let p = dir.join("metrics.jsonl");
+        std::fs::write(
+            &p,
+            "{\"step\":1,\"loss\":2.0,\"lr\":0.1,\"images_per_sec\":5,\"embedding_std\":0.8}\n\
+             {\"step\":2,\"loss\":1.5,\"lr\":0.2,\"embedding_std\":0.7,\"online_knn\":0.6}\n\
+             {\"step\":3,\"loss\":1.",
+        )
+        .unwrap();
+        let s = read_metrics(&p).unwrap();
+        assert_eq!(s.loss, vec![(1.0, 2.0), (2.0, 1.5)]);
+        assert_eq!(s.embedding_std, vec![(1.0, 0.8), (2.0, 0.7)]);
+        assert_eq!(s.online_knn, vec![(2.0, 0.6)]);
+        assert_eq!(s.rate.len(), 1);
+    }
 
     #[test]
     fn npy_header_is_aligned_and_data_follows() {

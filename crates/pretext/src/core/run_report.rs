@@ -86,6 +86,16 @@ pub fn run_sections(page: &mut Page, run: &Path, overview: &[(String, String)]) 
         ("training loss", "loss", &series.loss),
         ("learning rate", "learning rate", &series.lr),
         ("throughput", "examples per second", &series.rate),
+        (
+            "embedding spread (collapse monitor: near 1 healthy, near 0 collapsed)",
+            "std of unit embeddings x sqrt(dim)",
+            &series.embedding_std,
+        ),
+        (
+            "online kNN on held-out images",
+            "accuracy",
+            &series.online_knn,
+        ),
     ] {
         if !points.is_empty() {
             curves += &line_svg(title, "step", y, points)?;

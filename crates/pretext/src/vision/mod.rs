@@ -2,7 +2,7 @@
 //! by [`batches`]) → backbones ([`backbones`]) → SSL methods ([`methods`], with the patch masks
 //! of [`masking`] and the corruptions of [`corruption`]) → the pretraining job ([`pretrain`]);
 //! [`eval`] scores a checkpoint's frozen features, [`reconstruct`] draws what a reconstructing
-//! method makes of images.
+//! method makes of images, [`export`] hands ResNet weights to torchvision.
 
 pub mod backbones;
 pub mod batches;
@@ -11,6 +11,7 @@ pub mod config;
 pub mod corruption;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod labels;
 pub mod masking;
 pub mod methods;

@@ -6,6 +6,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::core::checkpoint::{NamedTensor, module_tensors};
 use crate::core::kernels::{BatchNormForward, Conv2dForward, MaxPoolForward};
 
 fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Conv2d {
@@ -23,6 +24,38 @@ fn conv(input: usize, output: usize, kernel: usize, stride: usize, device: &Devi
 
 fn bn(channels: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(channels).init(device)
+}
+
+/// A tensor's name in torchvision's ResNet: see [`ResNet::torchvision_tensors`]; `stages[i]` is
+/// block `i`'s (stage from 1, index in the stage).
+fn torchvision_name(name: &str, stages: &[(usize, usize)]) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let (prefix, rest) = match parts.as_slice() {
+        ["stem", rest @ ..] => ("conv1".to_string(), rest),
+        ["stem_norm", rest @ ..] => ("bn1".to_string(), rest),
+        ["blocks", i, _variant, rest @ ..] => {
+            let (stage, j) = i
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| stages.get(i).copied())
+                .unwrap_or_default();
+            (format!("layer{stage}.{j}"), rest)
+        }
+        _ => return name.to_string(),
+    };
+    let rest: Vec<&str> = rest
+        .iter()
+        .map(|p| match *p {
+            // Only the shortcut has modules named plainly `conv` and `norm`.
+            "shortcut" => "downsample",
+            "conv" => "0",
+            "norm" => "1",
+            "gamma" => "weight",
+            "beta" => "bias",
+            other => other,
+        })
+        .collect();
+    format!("{prefix}.{}", rest.join("."))
 }
 
 /// 1x1 projection of the shortcut when the shape changes.
@@ -104,6 +137,9 @@ pub struct ResNet {
     stem_norm: BatchNorm,
     stem_pool: Option<MaxPool2d>,
     blocks: Vec<Block>,
+    /// Blocks per stage ([2, 2, 2, 2]: ResNet-18), for torchvision's `layerS.J` names.
+    #[module(skip)]
+    layers: [usize; 4],
 }
 
 impl ResNet {
@@ -163,7 +199,28 @@ impl ResNet {
             stem_norm: bn(64, device),
             stem_pool,
             blocks,
+            layers,
         }
+    }
+
+    /// The tensors under the state-dict names of torchvision's `resnet18()` / `resnet50()`:
+    /// `conv1`, `bn1`, `layerS.J.conv1`, ..., `layerS.J.downsample.0` (the shortcut's conv) and
+    /// `.1` (its batch norm), batch norm's scale and shift as `weight` and `bias`. The two
+    /// architectures agree layer for layer (the stride sits on ResNet-50's 3x3 conv in both).
+    pub fn torchvision_tensors(&self) -> Vec<NamedTensor> {
+        let stages: Vec<(usize, usize)> = self
+            .layers
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &n)| (0..n).map(move |j| (s + 1, j)))
+            .collect();
+        module_tensors(self)
+            .into_iter()
+            .map(|t| NamedTensor {
+                name: torchvision_name(&t.name, &stages),
+                ..t
+            })
+            .collect()
     }
 
     pub fn resnet18(channels: usize, imagenet_stem: bool, device: &Device) -> Self {
