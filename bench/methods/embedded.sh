@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/embedded}
 EPOCHS=${EPOCHS:-5}
-methods=${*:-"simclr mocov2 mocov3 nnclr byol simsiam barlowtwins vicreg autoencoder denoising_autoencoder rotation jigsaw mae simmim"}
+methods=${*:-"simclr mocov2 mocov3 nnclr byol simsiam barlowtwins vicreg dino swav autoencoder denoising_autoencoder rotation jigsaw mae simmim"}
 cargo build --release -q -p pretext-cli
 mkdir -p "$OUT"
 for m in $methods; do

@@ -1,19 +1,24 @@
 //! `pretext eval labels`: the label-efficiency study of an image checkpoint (on its image data)
 //! or of a masked-language-model checkpoint (on a labelled TSV); writes `labels.json` and
-//! `labels.svg` into the run folder.
+//! `labels.svg` into an image run's folder, `labels.<data>.json` and `.svg` into a text run's
+//! (one study per labelled file).
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use pretext::core::checkpoint::{Checkpoint, content_hash, remove_stale_temporaries};
-use pretext::core::labels::{ArmRun, LabelStudy, LabelTask, LabelsConfig, StudyJournal, run_study};
-use pretext::core::run_report::{LABELS_FILE, save_label_study};
+use pretext::core::labels::{
+    ArmRun, LabelStudy, LabelTask, LabelsConfig, StudyJournal, differing_fields, read_journal,
+    run_study,
+};
+use pretext::core::run_report::{LABELS_FILE, save_label_study, text_labels_file};
 use pretext::core::train::RunLock;
 use pretext::text::checkpoint::MlmCheckpoint;
 use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
 use pretext::text::tsv::{LabelledTexts, read_labelled_tsv};
-use pretext::vision::labels::ImageLabels;
+use pretext::vision::checkpoint::ImageCheckpoint;
+use pretext::vision::labels::{ImageLabels, SCRATCH};
 use pretext_word2vec::format::Embeddings;
 use serde_json::json;
 
@@ -29,12 +34,23 @@ pub struct LabelFlags<'a> {
     pub text_column: Option<usize>,
     pub fractions: Option<Vec<f64>>,
     pub seeds: Option<usize>,
+    /// Take the supervised-from-scratch runs from this other image run's study.
+    pub baseline_from: Option<&'a Path>,
+}
+
+/// Finished runs another study lends this one (`--baseline-from`), and the journal they are in.
+struct Borrowed {
+    runs: Vec<ArmRun>,
+    from: std::path::PathBuf,
 }
 
 pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     let checkpoint = match (flags.checkpoint, flags.vectors) {
         (Some(_), Some(_)) => bail!("give --checkpoint or --vectors, not both"),
         (None, None) => bail!("eval labels needs --checkpoint RUN or --vectors FILE"),
+        (None, Some(_)) if flags.baseline_from.is_some() => {
+            bail!("--baseline-from is for image checkpoints, not --vectors")
+        }
         (None, Some(vectors)) => return vector_study(g, vectors, &flags),
         (Some(c), None) => c,
     };
@@ -42,6 +58,9 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         .as_str()
         .map(str::to_string);
     if kind.as_deref() == Some("mlm") {
+        if flags.baseline_from.is_some() {
+            bail!("--baseline-from is for image checkpoints; this one is a text run");
+        }
         return text_study(g, checkpoint, flags);
     }
     if flags.label_column.is_some() || flags.text_column.is_some() {
@@ -78,8 +97,12 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         "finetune_view": config.finetune_view,
         "validation_fraction": config.eval.labels.validation_fraction,
     });
+    let borrowed = match flags.baseline_from {
+        Some(other) => Some(borrowed_baseline(&device, other, &loaded, &key)?),
+        None => None,
+    };
     let labels = &config.eval.labels;
-    let study = journaled_study(&task, labels, config.seed, &json_path, key)?;
+    let study = journaled_study(&task, labels, config.seed, &json_path, key, borrowed)?;
     let headline = format!(
         "{} ({}): {} labelled training images in the pool, {} test images",
         checkpoint.display(),
@@ -88,6 +111,51 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         test.len()
     );
     finish(g, &json_path, &study, record, &headline)
+}
+
+/// The supervised-from-scratch runs of another image study (`--baseline-from RUN`). That arm
+/// never reads the checkpoint's weights: its runs depend on the architecture, the image shape
+/// and normalisation, and what the study's key holds besides the checkpoint (data, pool, seed,
+/// views, settings). Where all of those agree, rerunning it would give the same numbers, bit
+/// for bit, so they are taken instead; where one differs, the message names it.
+fn borrowed_baseline(
+    device: &burn::prelude::Device,
+    other: &Path,
+    here: &ImageCheckpoint,
+    key: &serde_json::Value,
+) -> Result<Borrowed> {
+    let there = ImageCheckpoint::open(other, device)
+        .with_context(|| format!("--baseline-from {}", other.display()))?;
+    let from = there.dir.join(LABELS_FILE).with_extension("runs.jsonl");
+    let (their_key, runs) = read_journal(&from)?;
+    let baseline_key = |key: &serde_json::Value, ckpt: &ImageCheckpoint| -> Result<_> {
+        let mut key = key.clone();
+        if let Some(fields) = key.as_object_mut() {
+            fields.remove("checkpoint");
+            fields.insert(
+                "backbone".into(),
+                serde_json::to_value(&ckpt.config.backbone)?,
+            );
+            fields.insert("image".into(), json!(ckpt.shape));
+            fields.insert("mean".into(), json!(ckpt.mean));
+            fields.insert("std".into(), json!(ckpt.std));
+        }
+        Ok(key)
+    };
+    let differing = differing_fields(
+        &baseline_key(key, here)?,
+        &baseline_key(&their_key, &there)?,
+    );
+    if !differing.is_empty() {
+        bail!(
+            "--baseline-from {}: its supervised runs would not be this study's ({}); run this \
+             study without the flag",
+            other.display(),
+            differing.join("; ")
+        );
+    }
+    let runs = runs.into_iter().filter(|r| r.arm == SCRATCH).collect();
+    Ok(Borrowed { runs, from })
 }
 
 /// The labelled TSV and the probe settings (`--config`, `--set`) of a text study.
@@ -137,7 +205,7 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
     let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
     let out = vectors.with_extension(format!("{stem}.labels.json"));
     let key = text_key(vectors, data, seed, &settings)?;
-    let study = journaled_study(&task, &settings.eval.labels, seed, &out, key)?;
+    let study = journaled_study(&task, &settings.eval.labels, seed, &out, key, None)?;
     let headline = format!(
         "{} ({} words x {}): {}: {} labelled texts in the pool, {} test texts",
         vectors.display(),
@@ -157,9 +225,9 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let seed = g.seed.unwrap_or(ckpt.config.seed);
     let task = TextLabels::new(&ckpt, &texts, &settings, seed, &device)?;
-    let json_path = ckpt.dir.join(LABELS_FILE);
+    let json_path = text_labels_file(&ckpt.dir, data);
     let key = text_key(checkpoint, data, seed, &settings)?;
-    let study = journaled_study(&task, &settings.eval.labels, seed, &json_path, key)?;
+    let study = journaled_study(&task, &settings.eval.labels, seed, &json_path, key, None)?;
     let record = json!({
         "command": "eval labels",
         "checkpoint": checkpoint,
@@ -205,6 +273,7 @@ fn journaled_study(
     seed: u64,
     json_path: &Path,
     key: serde_json::Value,
+    borrowed: Option<Borrowed>,
 ) -> Result<LabelStudy> {
     // One study per folder at a time (and none while a run trains there): they share files.
     let dir = json_path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -214,6 +283,14 @@ fn journaled_study(
     let mut journal = StudyJournal::open(&json_path.with_extension("runs.jsonl"), key)?;
     if let Some(note) = &journal.note {
         eprintln!("{note}");
+    }
+    if let Some(Borrowed { runs, from }) = borrowed {
+        let offered = runs.len();
+        let taken = journal.import(runs, &from)?;
+        eprintln!(
+            "{}: took {taken} supervised-from-scratch run(s) ({offered} there, the rest already here)",
+            from.display()
+        );
     }
     run_study(task, labels, seed, Some(&mut journal), progress)
 }

@@ -100,11 +100,15 @@ enum Command {
         /// labels: repetitions with their own subsets and initialisations (eval.labels.seeds).
         #[arg(long)]
         seeds: Option<usize>,
+        /// labels: take the supervised-from-scratch runs from another image run's study of the
+        /// same architecture, data and settings instead of training them again.
+        #[arg(long)]
+        baseline_from: Option<PathBuf>,
     },
     /// Write a checkpoint for another framework: an MLM run in Hugging Face's format
-    /// (config.json, model.safetensors, tokenizer.json, for transformers' from_pretrained), or a
-    /// ResNet backbone as a torchvision state dict (safetensors; the model to build is in its
-    /// metadata).
+    /// (config.json, model.safetensors, tokenizer.json, for transformers' from_pretrained), a
+    /// ResNet backbone as a torchvision state dict or a ViT as a timm one (safetensors; the
+    /// model to build is in its metadata).
     Export {
         /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
@@ -206,6 +210,8 @@ enum ExportFormat {
     Hf,
     /// torchvision's resnet18() / resnet50() (image runs with a ResNet backbone).
     Torchvision,
+    /// timm's VisionTransformer (image runs with a ViT backbone).
+    Timm,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -264,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             text_column,
             fractions,
             seeds,
+            baseline_from,
         } => {
             let given = |flag: &'static str, set: bool| set.then_some(flag);
             let text_flags = [
@@ -274,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
                 given("--fractions", fractions.is_some()),
                 given("--seeds", seeds.is_some()),
                 given("--vectors", vectors.is_some()),
+                given("--baseline-from", baseline_from.is_some()),
             ];
             let baseline_flag = [given("--no-baseline", no_baseline)];
             let required = || checkpoint.clone().context("--checkpoint is required");
@@ -288,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                         text_column,
                         fractions,
                         seeds,
+                        baseline_from: baseline_from.as_deref(),
                     };
                     return labels::run(&g, flags);
                 }
@@ -339,7 +348,12 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             format: ExportFormat::Torchvision,
             out,
-        } => vision::export_torchvision(&g, &checkpoint, &out),
+        } => vision::export_for_pytorch(&g, &checkpoint, &out, "torchvision"),
+        Command::Export {
+            checkpoint,
+            format: ExportFormat::Timm,
+            out,
+        } => vision::export_for_pytorch(&g, &checkpoint, &out, "timm"),
         Command::Tokenizer(cmd) => text::run_tokenizer(&g, cmd),
         Command::FillMask {
             checkpoint,

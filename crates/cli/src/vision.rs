@@ -100,8 +100,9 @@ pub fn embed(
     Ok(())
 }
 
-/// `pretext export --format torchvision`: a ResNet backbone as a torchvision state dict.
-pub fn export_torchvision(g: &Global, checkpoint: &Path, out: &Path) -> Result<()> {
+/// `pretext export --format torchvision | timm`: a ResNet backbone as a torchvision state dict,
+/// a ViT as a timm one.
+pub fn export_for_pytorch(g: &Global, checkpoint: &Path, out: &Path, format: &str) -> Result<()> {
     if g.config.is_some() || !g.overrides().is_empty() {
         anyhow::bail!(
             "export writes the checkpoint as it is; it takes no --config, --set or --seed"
@@ -109,7 +110,10 @@ pub fn export_torchvision(g: &Global, checkpoint: &Path, out: &Path) -> Result<(
     }
     let device = pretext::core::device::parse(&g.device)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
-    let summary = pretext::vision::export::export_torchvision(&loaded, out)?;
+    let summary = match format {
+        "timm" => pretext::vision::export::export_timm(&loaded, out)?,
+        _ => pretext::vision::export::export_torchvision(&loaded, out)?,
+    };
     if g.json {
         println!(
             "{}",

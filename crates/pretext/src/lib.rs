@@ -8,7 +8,8 @@
 //!             (pretext's own CPU ops with their backward passes), bench (op timings)
 //! vision/     data (IDX, CIFAR, image folders, letters) → views, masking, corruption →
 //!             backbones (CNNs, ViT, CNN decoder) → methods (SimCLR, MoCo v2/v3, NNCLR, BYOL,
-//!             SimSiam, Barlow Twins, VICReg, MAE, SimMIM, autoencoders, rotation, jigsaw)
+//!             SimSiam, Barlow Twins, VICReg, DINO, SwAV, MAE, SimMIM, autoencoders,
+//!             rotation, jigsaw)
 //!             → pretrain job;
 //!             eval (image features → core::eval), reconstruct
 //! text/       tokenizer → examples → masking → encoder → mlm job; probe, export/import (HF)

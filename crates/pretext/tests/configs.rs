@@ -32,3 +32,38 @@ fn shipped_configs_are_valid() {
         dir.display()
     );
 }
+
+/// A `views` entry changes only the keys it sets: turning the flip off keeps BYOL's blur and
+/// solarisation and DINO's local crops; one entry applies to every view.
+#[test]
+fn view_entries_change_only_their_keys_of_the_method_presets() {
+    use pretext::vision::methods::{Byol, Dino, view_configs};
+    let config = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        PretrainConfig::from_toml("", "test", &sets).unwrap()
+    };
+    let byol = view_configs::<Byol>(&config(&["method=byol", "views=[{flip_p=0.0}]"])).unwrap();
+    assert_eq!(byol.len(), 2);
+    assert!(byol.iter().all(|v| v.flip_p == 0.0));
+    assert_eq!((byol[0].blur_p, byol[0].solarize_p), (1.0, 0.0));
+    assert_eq!((byol[1].blur_p, byol[1].solarize_p), (0.1, 0.2));
+    let per_view = config(&["method=byol", "views=[{flip_p=0.0},{blur_p=0.5}]"]);
+    let byol = view_configs::<Byol>(&per_view).unwrap();
+    assert_eq!((byol[0].flip_p, byol[0].blur_p), (0.0, 1.0));
+    assert_eq!((byol[1].flip_p, byol[1].blur_p), (0.5, 0.5));
+
+    let dino = view_configs::<Dino>(&config(&["method=dino", "views=[{flip_p=0.0}]"])).unwrap();
+    assert_eq!(dino.len(), 8, "2 global + 6 local views");
+    assert!(dino.iter().all(|v| v.flip_p == 0.0));
+    assert_eq!(dino[0].crop_size, 0);
+    assert_eq!((dino[2].crop_size, dino[2].crop_scale), (12, (0.05, 0.4)));
+
+    let three = config(&["method=byol", "views=[{},{},{}]"]);
+    let err = format!("{:#}", view_configs::<Byol>(&three).unwrap_err());
+    assert!(
+        err.contains("takes 2 views") && err.contains("lists 3"),
+        "{err}"
+    );
+    let bad = PretrainConfig::from_toml("", "t", &["views=[{crop_scale=[0.5,0.2]}]".into()]);
+    assert!(format!("{:#}", bad.unwrap_err()).contains("views[0].crop_scale"));
+}

@@ -5,9 +5,11 @@
 
 use burn::prelude::*;
 use pretext::core::losses::{
-    barlow_twins, cross_view_info_nce, info_nce, negative_cosine, nt_xent, vicreg,
+    barlow_twins, cross_view_info_nce, dino, info_nce, negative_cosine, nt_xent, sinkhorn, swav,
+    vicreg,
 };
 use pretext::core::queue::EmbeddingQueue;
+use pretext::vision::methods::dino::Center;
 use serde_json::Value;
 
 fn fixture() -> Value {
@@ -75,4 +77,82 @@ fn nearest_neighbours_match_lightlys_support_set() {
     let want = matrix(&f["nearest"], &device);
     let gap = (ours - want).abs().max().into_scalar::<f32>();
     assert!(gap < 1e-6, "nearest rows differ by {gap}");
+}
+
+fn views(v: &Value, device: &Device) -> Vec<Tensor<2>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| matrix(m, device))
+        .collect()
+}
+
+fn close(ours: f64, want: f64, what: &str) {
+    assert!(
+        (ours - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "{what}: pretext {ours}, lightly {want}"
+    );
+}
+
+#[test]
+fn dino_loss_and_centre_match_lightlys_dino_loss() {
+    let device = Device::flex();
+    let f = &fixture()["dino"];
+    let (teacher, student) = (views(&f["teacher"], &device), views(&f["student"], &device));
+    let center = matrix(&f["center"], &device);
+    let cases = f["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let num = |k: &str| case[k].as_f64().unwrap();
+        let (tt, ts) = (num("teacher_temperature"), num("student_temperature"));
+        let ours = dino(&teacher, &student, center.clone(), tt, ts).into_scalar::<f64>();
+        close(ours, num("value"), &format!("dino at {tt} / {ts}"));
+        // lightly moves the centre towards the mean of all teacher outputs after the loss.
+        let batch_mean = Tensor::cat(teacher.clone(), 0).mean_dim(0);
+        let after = Center::new(center.clone())
+            .update(vec![batch_mean], 0.9)
+            .values();
+        let gap = (after - matrix(&case["center_after"], &device))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(gap < 1e-6, "centre differs by {gap}");
+    }
+}
+
+#[test]
+fn sinkhorn_and_swav_loss_match_lightlys_swav_loss() {
+    let device = Device::flex();
+    let f = &fixture()["swav"];
+    let (high, low, queue) = (
+        views(&f["high"], &device),
+        views(&f["low"], &device),
+        views(&f["queue"], &device),
+    );
+    let codes = sinkhorn(high[0].clone(), 3, 0.05);
+    let gap = (codes.clone() - matrix(&f["sinkhorn"], &device))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(gap < 1e-5, "sinkhorn codes differ by {gap}");
+    let cases = f["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let num = |k: &str| case[k].as_f64().unwrap();
+        let queued = case["queue"].as_bool().unwrap().then_some(&queue[..]);
+        let ours = swav(
+            &high,
+            &low,
+            queued,
+            num("temperature"),
+            num("iterations") as usize,
+            num("epsilon"),
+        )
+        .into_scalar::<f64>();
+        close(
+            ours,
+            num("value"),
+            &format!("swav (queue: {})", queued.is_some()),
+        );
+    }
 }

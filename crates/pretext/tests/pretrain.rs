@@ -16,7 +16,7 @@ use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{ImageSet, embedded_fashion_mnist};
 use pretext::vision::eval::evaluate;
 use pretext::vision::labels::ImageLabels;
-use pretext::vision::methods::{Byol, Method, MocoV2, MocoV3, Nnclr, SimClr};
+use pretext::vision::methods::{Byol, Dino, Method, MocoV2, MocoV3, Nnclr, SimClr, Swav};
 use pretext::vision::pretrain::pretrain;
 use pretext::vision::report::image_report;
 
@@ -441,6 +441,52 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
     let _ = std::fs::remove_dir_all(out_dir("labels"));
 }
 
+/// What `eval labels --baseline-from` relies on: the supervised-from-scratch arm does not depend
+/// on the method or the weights of the checkpoint it is run beside, only on its architecture.
+#[test]
+fn the_supervised_baseline_is_the_same_beside_any_method_of_one_architecture() {
+    let finetune = [
+        "epochs=1",
+        "eval.finetune.epochs=1",
+        "eval.finetune.min_steps=20",
+        "eval.finetune.batch_size=32",
+    ];
+    let splits = embedded_fashion_mnist().unwrap();
+    let (pool, test) = (splits.train.take(300), splits.test.unwrap().take(100));
+    let device = Device::flex();
+    let labels = LabelsConfig {
+        fractions: vec![0.5],
+        seeds: 1,
+        validation_fraction: 0.1,
+    };
+    let config = tiny_config("baseline-simclr", &finetune);
+    let (_, simclr) = pretrain::<SimClr>(&config, &splits.train, &device, &quiet()).unwrap();
+    let simclr = ImageCheckpoint::open(&simclr.checkpoint, &device).unwrap();
+    let byol_config = tiny_config(
+        "baseline-byol",
+        &[&finetune[..], &["method=\"byol\""]].concat(),
+    );
+    let (_, byol) = pretrain::<Byol>(&byol_config, &splits.train, &device, &quiet()).unwrap();
+    let byol = ImageCheckpoint::open(&byol.checkpoint, &device).unwrap();
+    let study = |ckpt: &ImageCheckpoint, config: &PretrainConfig| {
+        let task = ImageLabels::new(ckpt, config, &pool, &test, &device).unwrap();
+        run_study(&task, &labels, 5, None, |_| {}).unwrap()
+    };
+    let (a, b) = (study(&simclr, &config), study(&byol, &byol_config));
+    let accuracy = |s: &pretext::core::labels::LabelStudy, arm: &str| {
+        s.runs.iter().find(|r| r.arm == arm).unwrap().accuracy
+    };
+    assert_eq!(accuracy(&a, "scratch"), accuracy(&b, "scratch"));
+    // ... while the arms that read the checkpoint see two different backbones.
+    assert_ne!(
+        module_tensors(&simclr.backbone)[0].values,
+        module_tensors(&byol.backbone)[0].values
+    );
+    for dir in ["baseline-simclr", "baseline-byol"] {
+        let _ = std::fs::remove_dir_all(out_dir(dir));
+    }
+}
+
 #[test]
 fn a_run_folder_is_never_silently_replaced_resumed_on_other_data_or_shared() {
     let set = train_set();
@@ -661,34 +707,46 @@ fn moco_and_nnclr_keep_gradients_off_their_key_encoders_and_queues() {
 
 #[test]
 fn moco_v2_resumes_with_its_queue_to_the_uninterrupted_weights() {
-    let set = train_set();
-    let device = Device::flex();
-    let extra = ["method=mocov2", "mocov2.queue_size=96"];
-    let full = tiny_config("mocov2-full", &extra);
-    let (_, a) = pretrain::<MocoV2>(&full, &set, &device, &quiet()).unwrap();
-    let part = tiny_config(
-        "mocov2-part",
-        &[&extra[..], &["train.max_steps=5"]].concat(),
+    resumes_to_the_uninterrupted_run::<MocoV2>(
+        "mocov2",
+        &["method=mocov2", "mocov2.queue_size=96"],
+        "queue",
     );
-    pretrain::<MocoV2>(&part, &set, &device, &quiet()).unwrap();
-    let rest = tiny_config("mocov2-part", &extra);
+}
+
+/// Train `M` with `extra` settings to the end, and again stopped after 5 steps and resumed: the
+/// two end on the same weights, buffers (whose names start with `buffer`, which the checkpoint
+/// must hold) and optimizer state. Returns the uninterrupted run.
+fn resumes_to_the_uninterrupted_run<M: Method>(
+    name: &str,
+    extra: &[&str],
+    buffer: &str,
+) -> (M, pretext::core::train::TrainSummary) {
+    let (set, device) = (train_set(), Device::flex());
+    let full = tiny_config(&format!("{name}-full"), extra);
+    let (model, a) = pretrain::<M>(&full, &set, &device, &quiet()).unwrap();
+    let part = format!("{name}-part");
+    let stop = [extra, &["train.max_steps=5"]].concat();
+    pretrain::<M>(&tiny_config(&part, &stop), &set, &device, &quiet()).unwrap();
     let resume = TrainOptions {
         resume: true,
         quiet: true,
         ..Default::default()
     };
-    let (_, b) = pretrain::<MocoV2>(&rest, &set, &device, &resume).unwrap();
+    let (_, b) = pretrain::<M>(&tiny_config(&part, extra), &set, &device, &resume).unwrap();
     assert_eq!((b.resumed_from_step, b.steps), (5, a.steps));
     let (ca, cb) = (
         Checkpoint::load(&a.checkpoint).unwrap(),
         Checkpoint::load(&b.checkpoint).unwrap(),
     );
     assert!(
-        ca.model.iter().any(|t| t.name.starts_with("queue")),
-        "the checkpoint holds the queue"
+        ca.model.iter().any(|t| t.name.starts_with(buffer)),
+        "{name}: the checkpoint holds no {buffer}"
     );
-    assert_eq!(first_difference(&ca.model, &cb.model), None);
-    assert!(ca.optimizer == cb.optimizer);
+    assert_eq!(first_difference(&ca.model, &cb.model), None, "{name}");
+    assert!(ca.optimizer == cb.optimizer, "{name}: optimizer state");
+    let _ = std::fs::remove_dir_all(out_dir(&part));
+    (model, a)
 }
 
 #[test]
@@ -770,4 +828,174 @@ fn moco_v2_v3_and_nnclr_learn_features_that_beat_chance() {
         .collect();
     assert_eq!(online.len(), 2, "one score per epoch: {metrics}");
     assert!(online.iter().all(|&k| k > 0.2), "online kNN {online:?}");
+}
+
+/// Small DINO and SwAV settings: two local views of 12 pixels besides the two global ones.
+const MULTI_CROP: [&str; 5] = [
+    "multi_crop.local_views=2",
+    "dino.hidden=32",
+    "dino.bottleneck=16",
+    "dino.prototypes=64",
+    "swav.prototypes=32",
+];
+
+/// Two global views of 28 pixels and two local ones of 12, 8 images each.
+fn multi_crop_views(device: &Device) -> Vec<Tensor<4>> {
+    [28, 28, 12, 12]
+        .iter()
+        .enumerate()
+        .map(|(v, &side)| {
+            Tensor::<4>::random(
+                [8, 1, side, side],
+                burn::tensor::Distribution::Normal(v as f64 * 0.1, 1.0),
+                device,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dino_and_swav_freeze_their_prototypes_first_and_keep_gradients_off_teacher_and_buffers() {
+    let device = Device::flex().autodiff();
+    let image = (1, 28, 28);
+    let c = tiny_config("dino-grad", &[&MULTI_CROP[..], &["method=dino"]].concat());
+    assert_eq!(c.epochs, 2);
+    let model = Dino::init(&c, image, &device);
+    let prototypes = ids(&model.student.head).split_off(ids(&model.student.head).len() - 1);
+    let step = |progress: f64| {
+        let out = model.loss_at(multi_crop_views(&device), progress).unwrap();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        (grads, out.carry)
+    };
+    // Half an epoch in: the head's last layer (the prototypes) is still frozen.
+    let (grads, _) = step(0.25);
+    assert!(
+        with_grad(&grads, &ids(&model.student.backbone)) >= 5,
+        "the student learns"
+    );
+    assert_eq!(with_grad(&grads, &prototypes), 0, "frozen last layer");
+    assert_eq!(
+        with_grad(&grads, &ids(&model.teacher)),
+        0,
+        "stop-gradient: teacher"
+    );
+    assert_eq!(
+        with_grad(&grads, &ids(&model.center)),
+        0,
+        "the centre is a buffer"
+    );
+    // From the second epoch on it learns too.
+    let (grads, carry) = step(0.75);
+    assert_eq!(
+        with_grad(&grads, &prototypes),
+        1,
+        "the last layer learns after epoch 1"
+    );
+    // After the step the centre moves a tenth of the way to the teacher's batch mean.
+    let mean = carry.unwrap();
+    let teacher_before = module_tensors(&model.teacher);
+    let model = model.after_step(0.75, vec![mean.clone()]);
+    let gap = (model.center.values() - mean.mul_scalar(0.1))
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(gap < 1e-6, "centre off by {gap}");
+    assert!(
+        module_tensors(&model.teacher) != teacher_before,
+        "EMA moved the teacher"
+    );
+
+    let c = tiny_config(
+        "swav-grad",
+        &[&MULTI_CROP[..], &["method=swav", "swav.queue_size=32"]].concat(),
+    );
+    let model = Swav::init(&c, image, &device);
+    let step = |progress: f64| {
+        let out = model.loss_at(multi_crop_views(&device), progress).unwrap();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        (grads, out.carry)
+    };
+    let (grads, _) = step(0.25);
+    assert!(with_grad(&grads, &ids(&model.backbone)) >= 5);
+    assert_eq!(
+        with_grad(&grads, &ids(&model.prototypes)),
+        0,
+        "frozen prototypes"
+    );
+    let (grads, carry) = step(0.75);
+    assert_eq!(with_grad(&grads, &ids(&model.prototypes)), 1);
+    assert_eq!(
+        with_grad(&grads, &ids(&model.queues)),
+        0,
+        "the queues are buffers"
+    );
+    // Each global view's embeddings enter its own queue, newest first.
+    let kept = carry.unwrap();
+    let model = model.after_step(0.75, vec![kept.clone()]);
+    for (v, queue) in model.queues.iter().enumerate() {
+        let front = queue.rows().narrow(0, 0, 8);
+        let gap = (front - kept.clone().narrow(0, 8 * v, 8))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(gap < 1e-5, "queue {v}: front off by {gap}");
+    }
+}
+
+#[test]
+fn dino_and_swav_learn_from_multi_crop_views_and_dino_resumes_with_its_centre() {
+    let set = train_set();
+    let device = Device::flex();
+    let test = embedded_fashion_mnist().unwrap().test.unwrap().take(300);
+    let knn = |backbone: &pretext::vision::backbones::Backbone, run: &std::path::Path| {
+        let ckpt = ImageCheckpoint::open(run, &device).unwrap();
+        let knn = Protocols {
+            knn: true,
+            linear: false,
+        };
+        evaluate(
+            backbone,
+            &set.take(256),
+            &test,
+            &ckpt.mean,
+            &ckpt.std,
+            &ckpt.config.eval,
+            knn,
+            0,
+            &device,
+        )
+        .unwrap()
+        .knn
+        .unwrap()
+    };
+    let dino = [&MULTI_CROP[..], &["method=dino"]].concat();
+    let (m, a) = resumes_to_the_uninterrupted_run::<Dino>("dino", &dino, "center");
+    let score = knn(m.backbone(), &a.checkpoint);
+    eprintln!(
+        "dino: loss {:.4} -> {:.4}, kNN {score:.3}",
+        a.first_loss, a.last_epoch_loss
+    );
+    // DINO's loss need not fall at first: the teacher starts as a copy of the student (a low
+    // cross-entropy) and sharpens. Below ln K the student predicts the teacher better than a
+    // uniform guess; the kNN score shows the features are not collapsed.
+    assert!(
+        a.last_epoch_loss < (64f64).ln(),
+        "dino: loss {} is not below ln 64",
+        a.last_epoch_loss
+    );
+    assert!(score > 0.2, "dino: kNN {score} is near chance (0.1)");
+
+    let swav = [&MULTI_CROP[..], &["method=swav"]].concat();
+    let c = tiny_config("swav", &swav);
+    let (m, s) = pretrain::<Swav>(&c, &set, &device, &quiet()).unwrap();
+    let score = knn(m.backbone(), &s.checkpoint);
+    eprintln!(
+        "swav: loss {:.4} -> {:.4}, kNN {score:.3}",
+        s.first_loss, s.last_epoch_loss
+    );
+    assert!(s.last_epoch_loss < s.first_loss, "swav: loss did not fall");
+    assert!(score > 0.2, "swav: kNN {score} is near chance (0.1)");
+    for dir in ["dino-full", "swav"] {
+        let _ = std::fs::remove_dir_all(out_dir(dir));
+    }
 }

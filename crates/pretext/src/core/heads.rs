@@ -87,3 +87,85 @@ impl Mlp {
         x
     }
 }
+
+/// Unit prototype vectors scored against unit embeddings (SwAV's prototypes, the last layer of
+/// DINO's head): a bias-free linear layer whose weight columns are normalised in the forward
+/// pass (weight normalisation with the gain fixed at 1, as DINO's `norm_last_layer`). lightly's
+/// SwAV renormalises its prototypes in place before each step instead: the same scores, and a
+/// gradient that here has no radial part.
+#[derive(Module, Debug)]
+pub struct Prototypes {
+    /// `[dim, prototypes]`.
+    weight: burn::module::Param<Tensor<2>>,
+}
+
+impl Prototypes {
+    pub fn new(dim: usize, prototypes: usize, device: &Device) -> Self {
+        let scale = (1.0 / dim as f64).sqrt();
+        let weight = Tensor::<2>::random(
+            [dim, prototypes],
+            burn::tensor::Distribution::Uniform(-scale, scale),
+            device,
+        );
+        Prototypes {
+            weight: burn::module::Param::from_tensor(weight),
+        }
+    }
+
+    /// Scores `[batch, prototypes]` of the rows of `z` (unit rows), each the cosine with a
+    /// prototype. `frozen` stops the gradient at the prototypes (DINO's last layer and SwAV's
+    /// prototypes stay fixed during the first epoch, which stabilises the start).
+    pub fn scores(&self, z: Tensor<2>, frozen: bool) -> Tensor<2> {
+        let w = self.weight.val();
+        let w = if frozen { w.detach() } else { w };
+        let norm = w.clone().powi_scalar(2).sum_dim(0).sqrt().clamp_min(1e-12);
+        z.matmul(w / norm)
+    }
+}
+
+/// DINO's projection head: a GELU MLP (no batch norm) to a bottleneck, L2 normalisation, then
+/// weight-normalised prototypes.
+#[derive(Module, Debug)]
+pub struct DinoHead {
+    linears: Vec<Linear>,
+    prototypes: Prototypes,
+}
+
+impl DinoHead {
+    /// `layers` linear layers (3 in the paper) from `input` through `hidden` to `bottleneck`.
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        bottleneck: usize,
+        prototypes: usize,
+        layers: usize,
+        device: &Device,
+    ) -> Self {
+        let layers = layers.max(1);
+        let linears = (0..layers)
+            .map(|i| {
+                let from = if i == 0 { input } else { hidden };
+                let to = if i + 1 == layers { bottleneck } else { hidden };
+                LinearConfig::new(from, to).init(device)
+            })
+            .collect();
+        DinoHead {
+            linears,
+            prototypes: Prototypes::new(bottleneck, prototypes, device),
+        }
+    }
+
+    /// Logits `[batch, prototypes]`; `freeze_last` stops the gradient at the prototypes.
+    pub fn forward(&self, x: Tensor<2>, freeze_last: bool) -> Tensor<2> {
+        let last = self.linears.len() - 1;
+        let mut x = x;
+        for (i, linear) in self.linears.iter().enumerate() {
+            x = linear.forward(x);
+            if i < last {
+                x = crate::core::kernels::gelu(x);
+            }
+        }
+        self.prototypes
+            .scores(crate::core::losses::l2_normalize(x), freeze_last)
+    }
+}

@@ -10,7 +10,9 @@
 //!
 //! A study can take hours on a CPU, so every finished run goes to a [`StudyJournal`]: an
 //! interrupted study picks up where it stopped, and one extended by a fraction or a seed reruns
-//! nothing it already has.
+//! nothing it already has. The supervised baseline does not read the checkpoint, so a study of
+//! a second checkpoint of the same architecture can take that arm's runs from the first study's
+//! journal ([`StudyJournal::import`]) instead of training them again.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -359,6 +361,24 @@ impl StudyJournal {
         })
     }
 
+    /// Record another study's finished runs (read by [`read_journal`]) as this study's, unless
+    /// this one already has them, each marked with where it came from (`detail.from`); the
+    /// caller has checked that they would come out the same here. Returns how many were taken.
+    pub fn import(&mut self, runs: Vec<ArmRun>, from: &Path) -> Result<usize> {
+        let mut taken = 0;
+        for mut run in runs {
+            if self.get(&run.arm, run.fraction, run.seed).is_some() {
+                continue;
+            }
+            if let serde_json::Value::Object(detail) = &mut run.detail {
+                detail.insert("from".into(), from.display().to_string().into());
+            }
+            self.record(&run)?;
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
     fn get(&self, arm: &str, fraction: f64, seed: u64) -> Option<&ArmRun> {
         self.done.get(&run_key(arm, fraction, seed))
     }
@@ -374,6 +394,45 @@ impl StudyJournal {
             .insert(run_key(&run.arm, run.fraction, run.seed), run.clone());
         Ok(())
     }
+}
+
+/// The key and the finished runs of the study journal at `path`, for
+/// [`StudyJournal::import`]; a torn last line is left out.
+pub fn read_journal(path: &Path) -> Result<(serde_json::Value, Vec<ArmRun>)> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read {}: no label study there (run `pretext eval labels` on that run first)",
+            path.display()
+        )
+    })?;
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .and_then(|l| serde_json::from_str::<JournalHeader>(l).ok())
+        .filter(|h| h.journal == JOURNAL_KIND)
+        .with_context(|| format!("{}: not a label study journal", path.display()))?;
+    let runs = lines
+        .map_while(|l| serde_json::from_str::<ArmRun>(l).ok())
+        .collect();
+    Ok((header.key, runs))
+}
+
+/// The top-level fields in which two JSON objects differ, each with both values
+/// (`field: here A, there B`), for messages that say why two studies cannot share runs.
+pub fn differing_fields(here: &serde_json::Value, there: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        here.as_object().unwrap_or(&empty),
+        there.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let shown = |v: Option<&serde_json::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: here {}, there {}", shown(a.get(k)), shown(b.get(k))))
+        .collect()
 }
 
 /// Run every arm of `task` on the subsets of every fraction, for `config.seeds` seeds derived
@@ -803,6 +862,62 @@ mod tests {
             13,
             "the other study's runs are kept aside"
         );
+    }
+
+    #[test]
+    fn a_study_takes_another_studys_runs_of_one_arm_and_runs_only_the_rest() {
+        let dir = crate::text::test_support::TempDir::new("borrow");
+        let (first, second) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        let task = || Fake {
+            labels: (0..2000).map(|i| (i % 4) as u32).collect(),
+            names: Vec::new(),
+            seen: RefCell::new(Vec::new()),
+        };
+        let config = LabelsConfig {
+            fractions: vec![0.1, 1.0],
+            seeds: 2,
+            validation_fraction: 0.1,
+        };
+        let mut journal =
+            StudyJournal::open(&first, serde_json::json!({"checkpoint": "a"})).unwrap();
+        let lender = run_study(&task(), &config, 7, Some(&mut journal), |_| {}).unwrap();
+        drop(journal);
+
+        let (key, runs) = read_journal(&first).unwrap();
+        assert_eq!(key["checkpoint"], "a");
+        assert_eq!(runs.len(), 8);
+        let scratch: Vec<ArmRun> = runs.into_iter().filter(|r| r.arm == "scratch").collect();
+        let mut journal =
+            StudyJournal::open(&second, serde_json::json!({"checkpoint": "b"})).unwrap();
+        assert_eq!(journal.import(scratch.clone(), &first).unwrap(), 4);
+        assert_eq!(journal.import(scratch, &first).unwrap(), 0, "taken once");
+        let borrower_task = task();
+        let borrower = run_study(&borrower_task, &config, 7, Some(&mut journal), |_| {}).unwrap();
+        let seen = borrower_task.seen.borrow();
+        assert_eq!(seen.len(), 4);
+        assert!(
+            seen.iter().all(|(arm, ..)| arm == "finetune"),
+            "scratch is not rerun"
+        );
+        assert_eq!(borrower.reused, 4);
+        for (a, b) in lender.runs.iter().zip(&borrower.runs) {
+            assert_eq!((&a.arm, a.fraction, a.seed), (&b.arm, b.fraction, b.seed));
+            assert_eq!(a.accuracy, b.accuracy);
+        }
+        let marked = borrower.runs.iter().find(|r| r.arm == "scratch").unwrap();
+        assert_eq!(marked.detail["from"], first.display().to_string());
+        drop(journal);
+        // The borrowed runs are this study's own from now on: reopening keeps them.
+        let (_, kept) = read_journal(&second).unwrap();
+        assert_eq!(kept.len(), 8);
+
+        let here = serde_json::json!({"data": "x", "pool": 10, "seed": 0});
+        let there = serde_json::json!({"data": "x", "pool": 12});
+        assert_eq!(
+            differing_fields(&here, &there),
+            vec!["pool: here 10, there 12", "seed: here 0, there (absent)"]
+        );
+        assert!(read_journal(&dir.path().join("none.jsonl")).is_err());
     }
 
     #[test]

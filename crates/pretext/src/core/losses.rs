@@ -1,7 +1,7 @@
 //! SSL losses, shared by the methods.
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 
 /// Rows scaled to unit L2 norm.
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
@@ -155,6 +155,115 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         .mean()
         .neg()
         .reshape([1])
+}
+
+/// DINO's loss (Caron et al. 2021): the cross-entropy between the teacher's sharpened, centred
+/// distribution over prototypes for each global view and the student's for every other view.
+/// `teacher[t]` and `student[s]` are `[batch, prototypes]` logits; the student's first views are
+/// the same crops as the teacher's, so pairs with `t == s` are left out. The teacher's side is
+/// detached. Averaged over pairs and images, as the authors' code and lightly do.
+pub fn dino(
+    teacher: &[Tensor<2>],
+    student: &[Tensor<2>],
+    center: Tensor<2>,
+    teacher_temperature: f64,
+    student_temperature: f64,
+) -> Tensor<1> {
+    let [batch, _] = teacher[0].dims();
+    let targets: Vec<Tensor<2>> = teacher
+        .iter()
+        .map(|t| {
+            softmax(
+                (t.clone().detach() - center.clone()).div_scalar(teacher_temperature),
+                1,
+            )
+        })
+        .collect();
+    let mut total: Option<Tensor<1>> = None;
+    let mut pairs = 0;
+    for (s, logits) in student.iter().enumerate() {
+        let log_p = log_softmax(logits.clone().div_scalar(student_temperature), 1);
+        for (t, target) in targets.iter().enumerate() {
+            if t == s {
+                continue;
+            }
+            let term = (target.clone() * log_p.clone()).sum().neg().reshape([1]);
+            total = Some(total.map_or(term.clone(), |sum| sum + term));
+            pairs += 1;
+        }
+    }
+    let device = teacher[0].device();
+    total
+        .unwrap_or_else(|| Tensor::zeros([1], &device))
+        .div_scalar((pairs.max(1) * batch) as f64)
+}
+
+/// Sinkhorn-Knopp (SwAV): soft assignments of the rows of `scores` `[batch, prototypes]` to
+/// prototypes such that every prototype gets an equal share of the batch, from
+/// `exp(scores / epsilon)` by `iterations` alternating normalisations. Rows sum to 1. No
+/// gradient flows through it.
+pub fn sinkhorn(scores: Tensor<2>, iterations: usize, epsilon: f64) -> Tensor<2> {
+    let [batch, prototypes] = scores.dims();
+    // The max is subtracted before exp for range only: it cancels in the first normalisation.
+    let scores = scores.detach().div_scalar(epsilon);
+    let q = (scores.clone() - scores.max().unsqueeze::<2>()).exp();
+    let mut q = q.clone() / q.sum().unsqueeze::<2>();
+    for _ in 0..iterations {
+        // Each prototype's column sums to 1/K over the batch, then each image's row to 1/B.
+        q = q.clone() / q.sum_dim(0).mul_scalar(prototypes as f64);
+        q = q.clone() / q.sum_dim(1).mul_scalar(batch as f64);
+    }
+    q.mul_scalar(batch as f64)
+}
+
+/// SwAV's swapped prediction (Caron et al. 2020): for each global view, its Sinkhorn codes
+/// (computed with `queue[i]`'s stored scores appended when a queue is given, for a batch too
+/// small to spread over the prototypes) are predicted from every other view's scores by a
+/// softmax at `temperature`. `global` and `local` are `[batch, prototypes]` scores of
+/// L2-normalised embeddings against unit prototypes. Averaged as lightly's `SwaVLoss` does.
+pub fn swav(
+    global: &[Tensor<2>],
+    local: &[Tensor<2>],
+    queue: Option<&[Tensor<2>]>,
+    temperature: f64,
+    iterations: usize,
+    epsilon: f64,
+) -> Tensor<1> {
+    let crops = global.len() + local.len();
+    let subloss = |scores: &Tensor<2>, codes: &Tensor<2>| {
+        let log_p = log_softmax(scores.clone().div_scalar(temperature), 1);
+        (codes.clone() * log_p).sum_dim(1).mean().neg().reshape([1])
+    };
+    let mut total: Option<Tensor<1>> = None;
+    for (i, scores) in global.iter().enumerate() {
+        let [batch, _] = scores.dims();
+        let codes = match queue.and_then(|q| q.get(i)) {
+            Some(stored) => {
+                let all = Tensor::cat(vec![scores.clone(), stored.clone()], 0);
+                sinkhorn(all, iterations, epsilon).narrow(0, 0, batch)
+            }
+            None => sinkhorn(scores.clone(), iterations, epsilon),
+        };
+        let others = global
+            .iter()
+            .enumerate()
+            .filter(|(v, _)| *v != i)
+            .map(|(_, s)| s)
+            .chain(local);
+        let mut sum: Option<Tensor<1>> = None;
+        for other in others {
+            let term = subloss(other, &codes);
+            sum = Some(sum.map_or(term.clone(), |s| s + term));
+        }
+        let device = scores.device();
+        let view_loss = sum
+            .unwrap_or_else(|| Tensor::zeros([1], &device))
+            .div_scalar((crops.max(2) - 1) as f64);
+        total = Some(total.map_or(view_loss.clone(), |t| t + view_loss));
+    }
+    total
+        .expect("swav needs at least one global view")
+        .div_scalar(global.len() as f64)
 }
 
 /// Mean squared error of `pred` against `target` (both `[batch, patches, values]`) over the

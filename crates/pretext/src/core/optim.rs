@@ -125,6 +125,10 @@ pub fn cosine_lr(peak: f64, step: usize, warmup_steps: usize, total_steps: usize
 struct Slot {
     first: Tensor<1>,
     second: Option<Tensor<1>>,
+    /// Updates this parameter has had: AdamW's bias correction counts them per parameter, as
+    /// PyTorch does, so a parameter that starts learning late (DINO's and SwAV's prototypes,
+    /// frozen for the first epoch) gets corrected first steps, not steps about 3x too large.
+    updates: u64,
 }
 
 /// The optimizer, its per-path state, and its step count.
@@ -216,10 +220,12 @@ impl Optimizer {
         let slot = self.slots.entry(path.to_string()).or_insert_with(|| Slot {
             first: g.zeros_like(),
             second: (c.kind == "adamw").then(|| g.zeros_like()),
+            updates: 0,
         });
+        slot.updates += 1;
         match c.kind.as_str() {
             "adamw" => {
-                let t = self.steps as i32 + 1;
+                let t = slot.updates.min(i32::MAX as u64) as i32;
                 let m =
                     slot.first.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
                 let v = slot
@@ -301,6 +307,8 @@ impl Optimizer {
             if let Some(s) = &slot.second {
                 out.push((format!("{path}#second"), to_vec(s)));
             }
+            // Exact in f32 up to 2^24 updates.
+            out.push((format!("{path}#updates"), vec![slot.updates as f32]));
         }
         out
     }
@@ -323,15 +331,23 @@ impl Optimizer {
             let slot = self.slots.entry(path.to_string()).or_insert_with(|| Slot {
                 first: t.zeros_like(),
                 second: None,
+                // Checkpoints from before per-parameter counts: every parameter was updated at
+                // every step.
+                updates: steps,
             });
             match which {
                 "first" => slot.first = t,
                 "second" => slot.second = Some(t),
+                "updates" => slot.updates = values_first(&t) as u64,
                 other => bail!("optimizer state entry '{name}': unknown part '{other}'"),
             }
         }
         Ok(())
     }
+}
+
+fn values_first(t: &Tensor<1>) -> f32 {
+    to_vec(t).first().copied().unwrap_or(0.0)
 }
 
 fn to_vec(t: &Tensor<1>) -> Vec<f32> {
@@ -474,6 +490,47 @@ mod tests {
                 "Adam's first step is lr * sign(g)"
             );
         }
+    }
+
+    #[test]
+    fn adamw_corrects_a_late_starting_parameters_first_steps_and_checkpoints_the_count() {
+        let device = Device::flex().autodiff();
+        let model: Linear = LinearConfig::new(2, 1).init(&device);
+        let mut opt = Optimizer::new(OptimConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        });
+        // Three steps in which only the bias learns (the weight frozen, as DINO's prototypes).
+        let mut model = model;
+        for _ in 0..3 {
+            let mut grads = grads_of(&model, &device);
+            grads.remove::<2>(model.weight.id);
+            model = opt.step(model.clone(), grads, 0.01);
+        }
+        let w0 = weights(&model);
+        let model = opt.step(model.clone(), grads_of(&model, &device), 0.01);
+        for (a, b) in weights(&model).iter().zip(&w0) {
+            assert!(
+                (a - (b - 0.01)).abs() < 1e-5,
+                "its first update is lr * sign(g), not ~3.2x (global step count): {b} -> {a}"
+            );
+        }
+        // The per-parameter counts survive a checkpoint: a restored optimizer takes the same step.
+        let mut restored = Optimizer::new(opt.config.clone());
+        restored
+            .load_state(
+                opt.steps(),
+                opt.state_tensors(),
+                &device.clone().without_autodiff(),
+            )
+            .unwrap();
+        let a = opt.step(model.clone(), grads_of(&model, &device), 0.01);
+        let b = restored.step(model.clone(), grads_of(&model, &device), 0.01);
+        assert_eq!(weights(&a), weights(&b));
+        assert_eq!(
+            a.bias.as_ref().map(|p| p.val().into_data()),
+            b.bias.as_ref().map(|p| p.val().into_data())
+        );
     }
 
     #[test]

@@ -45,18 +45,42 @@ pub fn save_label_study(
     Ok((json, svg))
 }
 
-/// The run's study, if `eval labels` wrote one into `run`.
-pub fn read_label_study(run: &Path) -> Result<Option<LabelStudy>> {
-    let path = run.join(LABELS_FILE);
-    if !path.is_file() {
-        return Ok(None);
+/// The studies `eval labels` wrote into `run`, each with the data it was on: `labels.json` (an
+/// image run's, on its own data) and `labels.<data>.json` (a text run's, one per labelled TSV).
+pub fn read_label_studies(run: &Path) -> Result<Vec<(String, LabelStudy)>> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(run)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with("labels.")
+                            && n.ends_with(".json")
+                            && !n.ends_with(".runs.json")
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    let mut studies = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", path.display()))?;
+        let study = serde_json::from_value(value["study"].clone())
+            .map_err(|e| anyhow::anyhow!("{}: not a label study ({e})", path.display()))?;
+        let data = value["data"].as_str().unwrap_or_default().to_string();
+        studies.push((data, study));
     }
-    let text = std::fs::read_to_string(&path)?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", path.display()))?;
-    let study = serde_json::from_value(value["study"].clone())
-        .map_err(|e| anyhow::anyhow!("{}: not a label study ({e})", path.display()))?;
-    Ok(Some(study))
+    Ok(studies)
+}
+
+/// Where a text run keeps its study on the labelled file `data`: `labels.<file stem>.json`, so
+/// studies on several data sets all stay.
+pub fn text_labels_file(run: &Path, data: &Path) -> std::path::PathBuf {
+    let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
+    run.join(format!("labels.{stem}.json"))
 }
 
 /// Overview, curves, time and label sections of the run in `run`.
@@ -146,25 +170,30 @@ pub fn run_sections(page: &mut Page, run: &Path, overview: &[(String, String)]) 
     };
     page.section("time", "Where the time went", time);
 
-    let labels = match read_label_study(run)? {
-        Some(study) => {
-            let saved: String = study
-                .labels_saved
-                .iter()
-                .map(|s| format!("<li>{}</li>", escape(&s.statement)))
-                .collect();
-            format!(
-                "{}<pre>{}</pre><ul>{saved}</ul>",
-                label_curves_svg(&study)?,
-                escape(&study.table())
-            )
+    let studies = read_label_studies(run)?;
+    let mut labels = String::new();
+    for (data, study) in &studies {
+        let saved: String = study
+            .labels_saved
+            .iter()
+            .map(|s| format!("<li>{}</li>", escape(&s.statement)))
+            .collect();
+        if studies.len() > 1 {
+            labels += &format!("<h3>{}</h3>", escape(data));
         }
-        None => format!(
+        labels += &format!(
+            "{}<pre>{}</pre><ul>{saved}</ul>",
+            label_curves_svg(study)?,
+            escape(&study.table())
+        );
+    }
+    if studies.is_empty() {
+        labels = format!(
             "<p class=\"note\">Not measured yet: run <code>pretext eval labels --checkpoint {}\
              </code>.</p>",
             escape(&run.display().to_string())
-        ),
-    };
+        );
+    }
     page.section("labels", "Label efficiency", labels);
     Ok(())
 }

@@ -313,7 +313,7 @@ pub fn train_mlm(
     let (model, summary) = run_loop(
         model,
         source_at,
-        |m: &MlmModel, batch: Result<Batch>| {
+        |m: &MlmModel, batch: Result<Batch>, _| {
             let batch = batch?;
             m.loss(
                 batch.input_tensor(&ad),

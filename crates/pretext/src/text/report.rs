@@ -158,4 +158,41 @@ mod tests {
         // 24 test texts are too few for t-SNE's perplexity: the map says it is PCA.
         assert!(full.contains("Test embeddings (PCA)"));
     }
+
+    #[test]
+    fn a_text_run_keeps_one_label_study_per_data_set_and_reports_each() {
+        use crate::core::labels::{ArmSummary, LabelStudy};
+        use crate::core::run_report::{save_label_study, text_labels_file};
+        let dir = TempDir::new("text-studies");
+        let device = Device::flex();
+        let run_dir = tiny_mlm_run(&dir, 5);
+        let study = |accuracy: f64| LabelStudy {
+            arms: vec!["finetune".into()],
+            fractions: vec![1.0],
+            seeds: vec![0],
+            comparison: None,
+            runs: Vec::new(),
+            summary: vec![ArmSummary {
+                arm: "finetune".into(),
+                fraction: 1.0,
+                labelled: 10,
+                mean: accuracy,
+                std: 0.0,
+                seeds: 1,
+            }],
+            labels_saved: Vec::new(),
+            seconds: 0.0,
+            reused: 0,
+        };
+        for (data, accuracy) in [("dir/sentiment.tsv", 0.61), ("dir/genres.tsv", 0.37)] {
+            let path = text_labels_file(&run_dir, Path::new(data));
+            save_label_study(&path, &study(accuracy), serde_json::json!({ "data": data })).unwrap();
+        }
+        assert!(run_dir.join("labels.sentiment.json").is_file());
+        assert!(run_dir.join("labels.genres.svg").is_file());
+        let html = mlm_report(&run_dir, None, &device).unwrap();
+        for shown in ["dir/sentiment.tsv", "dir/genres.tsv", "61.00", "37.00"] {
+            assert!(html.contains(shown), "the report lacks {shown}");
+        }
+    }
 }

@@ -110,10 +110,11 @@ impl ImageCheckpoint {
 
     /// The same architecture freshly initialised from `seed`.
     pub fn random_backbone(&self, seed: u64, device: &Device) -> Backbone {
+        // Every method's `init` builds its backbone first, from the backbone config alone, so
+        // this is the backbone any method's run with this seed starts from, and a label study's
+        // supervised baseline depends on the architecture, not the method (`--baseline-from`).
         device.seed(seed);
-        with_method!(self.config.method.as_str(), M => {
-            M::init(&self.config, self.shape, device).backbone().clone()
-        })
+        self.config.backbone.init(self.shape, device)
     }
 
     pub fn check_compatible(&self, set: &ImageSet) -> Result<()> {

@@ -10,14 +10,16 @@ use super::backbones::BackboneConfig;
 use super::methods::METHODS;
 use super::methods::autoencoder::AutoencoderConfig;
 use super::methods::barlow_twins::BarlowTwinsConfig;
+use super::methods::dino::DinoConfig;
 use super::methods::jigsaw::JigsawConfig;
 use super::methods::mae::MaeConfig;
 use super::methods::mocov2::MocoV2Config;
 use super::methods::mocov3::MocoV3Config;
 use super::methods::nnclr::NnclrConfig;
 use super::methods::simmim::SimMimConfig;
+use super::methods::swav::SwavConfig;
 use super::methods::vicreg::VicRegConfig;
-use super::views::ViewConfig;
+use super::views::{MultiCropConfig, ViewConfig, ViewOverride};
 use crate::core::config::{EvalConfig, TrainConfig, load_config, parse_config};
 use crate::core::heads::MlpConfig;
 use crate::core::optim::OptimConfig;
@@ -26,7 +28,7 @@ use crate::core::optim::OptimConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct PretrainConfig {
     /// `simclr`, `mocov2`, `mocov3`, `nnclr`, `byol`, `simsiam`, `barlowtwins`, `vicreg`,
-    /// `mae`, `simmim`, `autoencoder`, `denoising_autoencoder`, `rotation` or `jigsaw`.
+    /// `dino`, `swav`, `mae`, `simmim`, `autoencoder`, `denoising_autoencoder`, `rotation` or `jigsaw`.
     pub method: String,
     pub seed: u64,
     pub epochs: usize,
@@ -35,8 +37,11 @@ pub struct PretrainConfig {
     pub backbone: BackboneConfig,
     pub projection: MlpConfig,
     pub prediction: MlpConfig,
-    /// Per-view augmentation; empty means the method's preset.
-    pub views: Vec<ViewConfig>,
+    /// Changes to the method's preset views: one entry for every view, or one per view; the
+    /// keys an entry leaves out keep the preset's values. Empty: the presets as they are.
+    pub views: Vec<ViewOverride>,
+    /// The local views of DINO and SwAV.
+    pub multi_crop: MultiCropConfig,
     pub simclr: SimClrConfig,
     pub mocov2: MocoV2Config,
     pub mocov3: MocoV3Config,
@@ -44,6 +49,8 @@ pub struct PretrainConfig {
     pub byol: ByolConfig,
     pub barlowtwins: BarlowTwinsConfig,
     pub vicreg: VicRegConfig,
+    pub dino: DinoConfig,
+    pub swav: SwavConfig,
     pub mae: MaeConfig,
     pub simmim: SimMimConfig,
     /// Both autoencoders; the corruption applies to `denoising_autoencoder` only.
@@ -115,6 +122,7 @@ impl Default for PretrainConfig {
                 last_norm: false,
             },
             views: Vec::new(),
+            multi_crop: MultiCropConfig::default(),
             simclr: SimClrConfig { temperature: 0.5 },
             mocov2: MocoV2Config::default(),
             mocov3: MocoV3Config::default(),
@@ -122,6 +130,8 @@ impl Default for PretrainConfig {
             byol: ByolConfig { tau_base: 0.99 },
             barlowtwins: BarlowTwinsConfig::default(),
             vicreg: VicRegConfig::default(),
+            dino: DinoConfig::default(),
+            swav: SwavConfig::default(),
             mae: MaeConfig::default(),
             simmim: SimMimConfig::default(),
             autoencoder: AutoencoderConfig::default(),
@@ -196,6 +206,9 @@ impl PretrainConfig {
         self.mocov2.validate()?;
         self.mocov3.validate()?;
         self.nnclr.validate()?;
+        self.dino.validate()?;
+        self.swav.validate()?;
+        self.multi_crop.validate()?;
         if self.simclr.temperature <= 0.0 {
             bail!("simclr.temperature must be positive");
         }
@@ -224,7 +237,8 @@ impl PretrainConfig {
         self.prediction.validate("prediction")?;
         self.optimizer.validate()?;
         for (i, v) in self.views.iter().enumerate() {
-            v.validate(&format!("views[{i}]"))?;
+            v.apply(&ViewConfig::default())
+                .validate(&format!("views[{i}]"))?;
         }
         self.finetune_view.validate("finetune_view")?;
         self.eval.validate()?;

@@ -1,8 +1,12 @@
-//! `pretext export --format torchvision`: a ResNet backbone as a safetensors state dict that
-//! torchvision's `resnet18()` / `resnet50()` load with `load_state_dict` once their classifier is
-//! replaced by `Identity` (and, for a CIFAR stem or grey images, their first conv and pooling
-//! swapped as the file's metadata says). `bench/export/check_torchvision.sh` checks that
-//! PyTorch then computes pretext's features.
+//! Backbones for PyTorch, as safetensors state dicts whose metadata holds the Python that builds
+//! the model to load them into (and the normalisation the images need):
+//! - `--format torchvision`: a ResNet that torchvision's `resnet18()` / `resnet50()` load with
+//!   `load_state_dict` once their classifier is replaced by `Identity` (and, for a CIFAR stem or
+//!   grey images, their first conv and pooling swapped as the metadata says);
+//! - `--format timm`: a ViT that timm's `VisionTransformer` of the same size loads (no head).
+//!
+//! `bench/export/check_torchvision.sh` and `check_timm.sh` check that PyTorch then computes
+//! pretext's features.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,12 +15,13 @@ use anyhow::{Result, bail};
 use safetensors::tensor::{Dtype, TensorView};
 
 use super::backbones::Backbone;
+use super::backbones::vit::timm_tensors;
 use super::checkpoint::ImageCheckpoint;
-use crate::core::checkpoint::write_atomic;
+use crate::core::checkpoint::{NamedTensor, write_atomic};
 
 /// What an export wrote.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct TorchvisionExport {
+pub struct Export {
     pub arch: String,
     /// Entries of the state dict (weights, batch-norm statistics and counters).
     pub tensors: usize,
@@ -25,7 +30,7 @@ pub struct TorchvisionExport {
 }
 
 /// Write `ckpt`'s ResNet backbone to `out` under torchvision's names.
-pub fn export_torchvision(ckpt: &ImageCheckpoint, out: &Path) -> Result<TorchvisionExport> {
+pub fn export_torchvision(ckpt: &ImageCheckpoint, out: &Path) -> Result<Export> {
     let Backbone::ResNet(resnet) = &ckpt.backbone else {
         bail!(
             "{}: backbone.arch = \"{}\"; the torchvision export covers resnet18 and resnet50",
@@ -53,6 +58,64 @@ pub fn export_torchvision(ckpt: &ImageCheckpoint, out: &Path) -> Result<Torchvis
     let model = lines.join("; ");
 
     let tensors = resnet.torchvision_tensors();
+    // torchvision's batch norms also count the batches they saw; 0 changes nothing at
+    // inference and lets a strict load_state_dict succeed.
+    let counters = tensors
+        .iter()
+        .filter_map(|t| t.name.strip_suffix(".running_var"))
+        .map(|prefix| format!("{prefix}.num_batches_tracked"))
+        .collect();
+    write_state_dict(ckpt, out, "torchvision", arch, model, tensors, counters)
+}
+
+/// Write `ckpt`'s ViT backbone to `out` under timm's names.
+pub fn export_timm(ckpt: &ImageCheckpoint, out: &Path) -> Result<Export> {
+    let (Backbone::Vit(vit), Some(shape)) = (&ckpt.backbone, ckpt.config.backbone.vit_shape())
+    else {
+        bail!(
+            "{}: backbone.arch = \"{}\"; the timm export covers the ViTs (vit_tiny, vit_small)",
+            ckpt.dir.display(),
+            ckpt.config.backbone.arch
+        );
+    };
+    let (channels, height, width) = ckpt.shape;
+    let pool = if shape.mean_pool { "avg" } else { "token" };
+    // pretext pads images to whole patches at the bottom and right, as timm's dynamic padding.
+    let padded = !(height.is_multiple_of(shape.patch) && width.is_multiple_of(shape.patch));
+    let model = format!(
+        "model = timm.models.vision_transformer.VisionTransformer(img_size=({height}, {width}), \
+         patch_size={}, in_chans={channels}, num_classes=0, embed_dim={}, depth={}, \
+         num_heads={}, mlp_ratio=4.0, qkv_bias=True, class_token=True, global_pool=\"{pool}\", \
+         fc_norm=False, dynamic_img_pad={})",
+        shape.patch,
+        shape.dim,
+        shape.depth,
+        shape.heads,
+        if padded { "True" } else { "False" }
+    );
+    let arch = ckpt.config.backbone.arch.clone();
+    write_state_dict(
+        ckpt,
+        out,
+        "timm",
+        arch,
+        model,
+        timm_tensors(vit)?,
+        Vec::new(),
+    )
+}
+
+/// `tensors` (f32) and `zero_counters` (i64 scalars of 0) as a safetensors file at `out`, with
+/// the format, the model code and the checkpoint's normalisation in its metadata.
+fn write_state_dict(
+    ckpt: &ImageCheckpoint,
+    out: &Path,
+    format: &str,
+    arch: String,
+    model: String,
+    tensors: Vec<NamedTensor>,
+    zero_counters: Vec<String>,
+) -> Result<Export> {
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|t| {
@@ -60,25 +123,18 @@ pub fn export_torchvision(ckpt: &ImageCheckpoint, out: &Path) -> Result<Torchvis
             (t.name.clone(), Dtype::F32, t.shape.clone(), bytes)
         })
         .collect();
-    // torchvision's batch norms also count the batches they saw; 0 changes nothing at
-    // inference and lets a strict load_state_dict succeed.
-    for t in &tensors {
-        if let Some(prefix) = t.name.strip_suffix(".running_var") {
-            owned.push((
-                format!("{prefix}.num_batches_tracked"),
-                Dtype::I64,
-                vec![],
-                0i64.to_le_bytes().to_vec(),
-            ));
-        }
-    }
+    owned.extend(
+        zero_counters
+            .into_iter()
+            .map(|name| (name, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())),
+    );
     owned.sort_by(|a, b| a.0.cmp(&b.0));
     let views = owned
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta = HashMap::from([
-        ("format".to_string(), "torchvision".to_string()),
+        ("format".to_string(), format.to_string()),
         ("arch".to_string(), arch.clone()),
         ("model".to_string(), model.clone()),
         ("mean".to_string(), serde_json::to_string(&ckpt.mean)?),
@@ -86,7 +142,7 @@ pub fn export_torchvision(ckpt: &ImageCheckpoint, out: &Path) -> Result<Torchvis
     ]);
     let bytes = safetensors::tensor::serialize(views, Some(meta))?;
     write_atomic(out, &bytes)?;
-    Ok(TorchvisionExport {
+    Ok(Export {
         arch,
         tensors: owned.len(),
         model,
@@ -105,6 +161,54 @@ mod tests {
             "../../tests/fixtures/torchvision_resnet_keys.json"
         ))
         .unwrap()
+    }
+
+    /// The names and shapes timm 1.0 gives a 2-block ViT of width 192 on 28x28 grey images
+    /// with patch 4, written by bench/export/check_timm.sh.
+    #[test]
+    fn vit_tensors_carry_timms_names_and_shapes() {
+        use super::super::backbones::vit::{Vit, VitShape, timm_tensors};
+        let want: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/timm_vit_keys.json")).unwrap();
+        let mut theirs: Vec<(String, Vec<usize>)> = want
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let shape = v.as_array().unwrap().iter();
+                (
+                    k.clone(),
+                    shape.map(|d| d.as_u64().unwrap() as usize).collect(),
+                )
+            })
+            .collect();
+        theirs.sort();
+        for learned_positions in [false, true] {
+            let shape = VitShape {
+                dim: 192,
+                depth: 2,
+                heads: 3,
+                patch: 4,
+                learned_positions,
+                mean_pool: false,
+            };
+            let vit = Vit::new(&shape, (1, 28, 28), &Device::flex());
+            let mut ours: Vec<(String, Vec<usize>)> = timm_tensors(&vit)
+                .unwrap()
+                .into_iter()
+                .map(|t| {
+                    assert_eq!(
+                        t.values.len(),
+                        t.shape.iter().product::<usize>(),
+                        "{}",
+                        t.name
+                    );
+                    (t.name, t.shape)
+                })
+                .collect();
+            ours.sort();
+            assert_eq!(ours, theirs, "learned positions: {learned_positions}");
+        }
     }
 
     #[test]

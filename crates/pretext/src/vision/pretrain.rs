@@ -35,6 +35,9 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
         ("nnclr", &["nnclr"]),
         ("barlowtwins", &["barlowtwins"]),
         ("vicreg", &["vicreg"]),
+        ("dino", &["dino"]),
+        ("swav", &["swav"]),
+        ("multi_crop", &["dino", "swav"]),
         ("mae", &["mae"]),
         ("simmim", &["simmim"]),
         ("autoencoder", &["autoencoder", "denoising_autoencoder"]),
@@ -156,7 +159,7 @@ pub fn pretrain<M: Method>(
     run_loop(
         model,
         source_at,
-        |m: &M, views| m.loss(views),
+        |m: &M, views, progress| m.loss_at(views, progress),
         |m: M, p, kept: Vec<Option<Tensor<2>>>| {
             m.after_step(p, kept.into_iter().flatten().collect())
         },

@@ -155,7 +155,7 @@ pub struct LoopSpec<'a> {
 pub fn run_loop<M, S, C>(
     mut model: M,
     source_at: impl FnOnce(usize) -> S,
-    loss_of: impl Fn(&M, S::Batch) -> Result<Step<C>>,
+    loss_of: impl Fn(&M, S::Batch, f64) -> Result<Step<C>>,
     after_step: impl Fn(M, f64, Vec<C>) -> M,
     at_epoch_end: impl Fn(&M) -> Result<Vec<(&'static str, f64)>>,
     spec: &LoopSpec,
@@ -304,7 +304,7 @@ where
             epoch = batch_epoch;
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
             let t0 = Instant::now();
-            let out = loss_of(&model, batch)
+            let out = loss_of(&model, batch, step as f64 / total_steps as f64)
                 .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
             let mut loss = out.loss;
             carried.push(out.carry);
@@ -520,7 +520,7 @@ mod tests {
         let (model, summary) = run_loop(
             model,
             |_| Fixed(batches.into_iter()),
-            |m: &Linear, (x, y)| {
+            |m: &Linear, (x, y), _| {
                 Ok(Step {
                     loss: (m.forward(x) - y).powf_scalar(2.0).mean().reshape([1]),
                     embeddings: None,

@@ -5,7 +5,7 @@
 //! The steps are public so masked-image methods can enter between them: MAE encodes only the
 //! visible patches' tokens, SimMIM swaps masked patches' embeddings for a mask token.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::Param;
 use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
@@ -227,6 +227,119 @@ impl Vit {
         let tokens = self.embed(self.patches(images)) + self.patch_positions(grid, &device);
         self.pool(self.encode(tokens))
     }
+}
+
+/// The ViT's tensors under the names and layouts of timm's `VisionTransformer` (`cls_token`,
+/// `pos_embed`, `patch_embed.proj`, `blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1,
+/// mlp.fc2}`, `norm`): linear weights transposed to PyTorch's `[out, in]`, the query, key and
+/// value projections stacked into one `qkv`, the patch embedding as a `patch x patch`
+/// convolution, and sin-cos positions written out (the class token's position 0, as MAE's).
+/// burn's pre-norm block normalises with `norm_2` before attention and `norm_1` before the MLP.
+pub fn timm_tensors(vit: &Vit) -> Result<Vec<crate::core::checkpoint::NamedTensor>> {
+    use crate::core::checkpoint::{NamedTensor, module_tensors};
+    let ours: std::collections::HashMap<String, NamedTensor> = module_tensors(vit)
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    let get = |name: &str| {
+        ours.get(name)
+            .cloned()
+            .with_context(|| format!("the ViT has no tensor '{name}'"))
+    };
+    let renamed = |t: NamedTensor, name: &str| NamedTensor {
+        name: name.to_string(),
+        ..t
+    };
+    // A burn `[in, out]` weight as PyTorch's `[out, in]`.
+    let transposed = |t: NamedTensor, name: &str| {
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let mut values = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                values[c * rows + r] = t.values[r * cols + c];
+            }
+        }
+        NamedTensor {
+            name: name.to_string(),
+            shape: vec![cols, rows],
+            values,
+        }
+    };
+    let dim = vit.dim();
+    let mut out = vec![renamed(get("cls_token")?, "cls_token")];
+    let positions = match &vit.positions {
+        Some(_) => get("positions")?.values,
+        None => {
+            let table = sincos_positions(vit.grid, dim, &Device::flex());
+            let mut values = vec![0f32; dim];
+            values.extend(
+                table
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("sin-cos positions: {e:?}"))?,
+            );
+            values
+        }
+    };
+    let tokens = positions.len() / dim;
+    out.push(NamedTensor {
+        name: "pos_embed".into(),
+        shape: vec![1, tokens, dim],
+        values: positions,
+    });
+    let embed = transposed(get("patch_embed.weight")?, "patch_embed.proj.weight");
+    let channels = embed.shape[1] / (vit.patch * vit.patch);
+    out.push(NamedTensor {
+        shape: vec![dim, channels, vit.patch, vit.patch],
+        ..embed
+    });
+    out.push(renamed(get("patch_embed.bias")?, "patch_embed.proj.bias"));
+    for i in 0..vit.blocks.layers.len() {
+        let ours = |part: &str| format!("blocks.layers.{i}.{part}");
+        let theirs = |part: &str| format!("blocks.{i}.{part}");
+        for (norm, timm) in [("norm_2", "norm1"), ("norm_1", "norm2")] {
+            out.push(renamed(
+                get(&ours(&format!("{norm}.gamma")))?,
+                &theirs(&format!("{timm}.weight")),
+            ));
+            out.push(renamed(
+                get(&ours(&format!("{norm}.beta")))?,
+                &theirs(&format!("{timm}.bias")),
+            ));
+        }
+        let (mut qkv_weight, mut qkv_bias) = (Vec::new(), Vec::new());
+        for part in ["query", "key", "value"] {
+            qkv_weight.extend(transposed(get(&ours(&format!("mha.{part}.weight")))?, "").values);
+            qkv_bias.extend(get(&ours(&format!("mha.{part}.bias")))?.values);
+        }
+        out.push(NamedTensor {
+            name: theirs("attn.qkv.weight"),
+            shape: vec![3 * dim, dim],
+            values: qkv_weight,
+        });
+        out.push(NamedTensor {
+            name: theirs("attn.qkv.bias"),
+            shape: vec![3 * dim],
+            values: qkv_bias,
+        });
+        for (linear, timm) in [
+            ("mha.output", "attn.proj"),
+            ("pwff.linear_inner", "mlp.fc1"),
+            ("pwff.linear_outer", "mlp.fc2"),
+        ] {
+            out.push(transposed(
+                get(&ours(&format!("{linear}.weight")))?,
+                &theirs(&format!("{timm}.weight")),
+            ));
+            out.push(renamed(
+                get(&ours(&format!("{linear}.bias")))?,
+                &theirs(&format!("{timm}.bias")),
+            ));
+        }
+    }
+    out.push(renamed(get("norm.gamma")?, "norm.weight"));
+    out.push(renamed(get("norm.beta")?, "norm.bias"));
+    Ok(out)
 }
 
 #[cfg(test)]

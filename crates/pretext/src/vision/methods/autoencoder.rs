@@ -141,7 +141,7 @@ impl Method for Autoencoder {
     }
 
     /// A mild crop and a flip: the image itself is the target.
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::finetune()]
     }
 

@@ -47,7 +47,7 @@ impl Method for BarlowTwins {
     }
 
     /// BYOL's asymmetric views, as the paper uses.
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         ViewConfig::byol().to_vec()
     }
 

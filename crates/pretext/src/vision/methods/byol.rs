@@ -36,7 +36,7 @@ impl Method for Byol {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         ViewConfig::byol().to_vec()
     }
 

@@ -175,7 +175,7 @@ impl Method for Jigsaw {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::finetune()]
     }
 

@@ -168,7 +168,7 @@ impl Method for Mae {
     }
 
     /// MAE's augmentation is a crop and a flip only: the masking is the hard part.
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::masked_modelling()]
     }
 

@@ -86,7 +86,7 @@ impl Method for MocoV2 {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::simclr(), ViewConfig::simclr()]
     }
 

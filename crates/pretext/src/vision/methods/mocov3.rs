@@ -79,7 +79,7 @@ impl Method for MocoV3 {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         ViewConfig::byol().to_vec()
     }
 

@@ -6,12 +6,13 @@
 //! BYOL, SimSiam, Barlow Twins and VICReg without), masked image modelling (MAE, SimMIM: one
 //! view, masked inside `loss`), and pretext tasks that reconstruct or classify one view
 //! (autoencoders, rotation, jigsaw). Methods with a queue (MoCo v2, NNCLR) carry their detached
-//! embeddings out of `loss` and push them in [`Method::after_step`]; DINO will ask for more
-//! (multi-crop) views.
+//! embeddings out of `loss` and push them in [`Method::after_step`]. DINO and SwAV take
+//! multi-crop views: two global views and several small local ones ([`per_view`]).
 
 pub mod autoencoder;
 pub mod barlow_twins;
 pub mod byol;
+pub mod dino;
 pub mod jigsaw;
 pub mod mae;
 pub mod mocov2;
@@ -21,6 +22,7 @@ pub mod rotation;
 pub mod simclr;
 pub mod simmim;
 pub mod simsiam;
+pub mod swav;
 pub mod vicreg;
 
 use anyhow::{Result, bail};
@@ -36,6 +38,7 @@ use crate::vision::views::ViewConfig;
 pub use autoencoder::Autoencoder;
 pub use barlow_twins::BarlowTwins;
 pub use byol::Byol;
+pub use dino::Dino;
 pub use jigsaw::Jigsaw;
 pub use mae::Mae;
 pub use mocov2::MocoV2;
@@ -45,6 +48,7 @@ pub use rotation::Rotation;
 pub use simclr::SimClr;
 pub use simmim::SimMim;
 pub use simsiam::SimSiam;
+pub use swav::Swav;
 pub use vicreg::VicReg;
 
 /// (channels, height, width) of the training images.
@@ -96,13 +100,21 @@ pub trait Method: Module + Sized {
     /// Build the method's modules for `image`-shaped inputs.
     fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self;
 
-    /// The augmentation recipe of each view, in the order `loss` receives them.
-    fn view_presets() -> Vec<ViewConfig>;
+    /// The augmentation recipe of each view, in the order `loss` receives them (multi-crop
+    /// methods read how many local views `config` asks for).
+    fn view_presets(config: &PretrainConfig) -> Vec<ViewConfig>;
 
     /// The loss of one batch; `views[v]` is `[batch, channels, height, width]`. Methods with
     /// embeddings hand them to the collapse monitor ([`Step::watching`]); methods with a queue
     /// carry their detached keys to [`Method::after_step`].
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep>;
+
+    /// The loss at `progress`, the fraction of training done before this step: what the
+    /// trainer calls. Methods with a schedule inside the loss (DINO's teacher temperature, a
+    /// head frozen for the first epoch) override it; the others are [`Method::loss`].
+    fn loss_at(&self, views: Vec<Tensor<4>>, _progress: f64) -> Result<MethodStep> {
+        self.loss(views)
+    }
 
     /// Masked or corrupted inputs and their reconstructions, for methods that reconstruct
     /// (`None` for the others). Draws masks and noise from the device's random stream.
@@ -153,6 +165,26 @@ pub fn project_views(backbone: &Backbone, projection: &Mlp, views: Vec<Tensor<4>
     projection.forward(backbone.forward(Tensor::cat(views, 0)))
 }
 
+/// Each view through `net`, consecutive views of one size in one pass (multi-crop views differ
+/// in size; the global views share a pass and its batch-norm statistics, as do the local ones),
+/// back as one `[batch, dim]` output per view, in order.
+pub fn per_view(views: Vec<Tensor<4>>, net: impl Fn(Tensor<4>) -> Tensor<2>) -> Vec<Tensor<2>> {
+    let mut groups: Vec<Vec<Tensor<4>>> = Vec::new();
+    for view in views {
+        match groups.last_mut() {
+            Some(group) if group[0].dims()[1..] == view.dims()[1..] => group.push(view),
+            _ => groups.push(vec![view]),
+        }
+    }
+    let mut outputs = Vec::new();
+    for group in groups {
+        let (count, batch) = (group.len(), group[0].dims()[0]);
+        let y = net(Tensor::cat(group, 0));
+        outputs.extend((0..count).map(|i| y.clone().narrow(0, i * batch, batch)));
+    }
+    outputs
+}
+
 /// The first and second halves of `[2N, dim]` rows: view 1's and view 2's.
 pub fn halves(t: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let [rows, _] = t.dims();
@@ -160,25 +192,33 @@ pub fn halves(t: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     (t.clone().narrow(0, 0, n), t.narrow(0, n, n))
 }
 
-/// The views a config asks for: its own `views` list, or the method's presets.
+/// The views a config asks for: the method's presets, changed by the config's `views` list
+/// (one entry for every view, or one per view).
 pub fn view_configs<M: Method>(config: &PretrainConfig) -> Result<Vec<ViewConfig>> {
-    let presets = M::view_presets();
-    if config.views.is_empty() {
-        return Ok(presets);
-    }
-    if config.views.len() != presets.len() {
-        bail!(
-            "views: method '{}' takes {} views, the config lists {}",
+    let presets = M::view_presets(config);
+    let views: Vec<ViewConfig> = match config.views.len() {
+        0 => return Ok(presets),
+        1 => presets.iter().map(|p| config.views[0].apply(p)).collect(),
+        n if n == presets.len() => presets
+            .iter()
+            .zip(&config.views)
+            .map(|(p, v)| v.apply(p))
+            .collect(),
+        n => bail!(
+            "views: method '{}' takes {} views, the config lists {n} (list one entry to change \
+             every view, or one per view)",
             config.method,
-            presets.len(),
-            config.views.len()
-        );
+            presets.len()
+        ),
+    };
+    for (i, v) in views.iter().enumerate() {
+        v.validate(&format!("views[{i}]"))?;
     }
-    Ok(config.views.clone())
+    Ok(views)
 }
 
 /// Every method name a config may give.
-pub const METHODS: [&str; 14] = [
+pub const METHODS: [&str; 16] = [
     "simclr",
     "mocov2",
     "mocov3",
@@ -186,6 +226,8 @@ pub const METHODS: [&str; 14] = [
     "byol",
     "simsiam",
     "barlowtwins",
+    "dino",
+    "swav",
     "vicreg",
     "mae",
     "simmim",
@@ -218,6 +260,14 @@ macro_rules! with_method {
             }
             "simsiam" => {
                 type $M = $crate::vision::methods::SimSiam;
+                $body
+            }
+            "dino" => {
+                type $M = $crate::vision::methods::Dino;
+                $body
+            }
+            "swav" => {
+                type $M = $crate::vision::methods::Swav;
                 $body
             }
             "barlowtwins" => {

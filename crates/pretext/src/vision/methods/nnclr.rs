@@ -78,7 +78,7 @@ impl Method for Nnclr {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         ViewConfig::byol().to_vec()
     }
 

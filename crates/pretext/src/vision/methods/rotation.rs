@@ -38,7 +38,7 @@ impl Method for Rotation {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::finetune()]
     }
 

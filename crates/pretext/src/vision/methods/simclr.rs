@@ -30,7 +30,7 @@ impl Method for SimClr {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::simclr(), ViewConfig::simclr()]
     }
 

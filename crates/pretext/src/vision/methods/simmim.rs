@@ -89,7 +89,7 @@ impl Method for SimMim {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         vec![ViewConfig::masked_modelling()]
     }
 

@@ -56,7 +56,7 @@ impl Method for VicReg {
         }
     }
 
-    fn view_presets() -> Vec<ViewConfig> {
+    fn view_presets(_config: &PretrainConfig) -> Vec<ViewConfig> {
         ViewConfig::byol().to_vec()
     }
 

@@ -171,6 +171,19 @@ impl ViewConfig {
         ]
     }
 
+    /// Multi-crop (SwAV, DINO): the `globals` at the image's size, then `[multi_crop]`'s
+    /// `local_views` copies of `local` cut to `local_size` pixels, which see small parts of the
+    /// image cheaply and must agree with the global views.
+    pub fn multi_crop(globals: Vec<Self>, local: &Self, crop: &MultiCropConfig) -> Vec<Self> {
+        let local = ViewConfig {
+            crop_size: crop.local_size,
+            ..local.clone()
+        };
+        let mut views = globals;
+        views.extend(std::iter::repeat_n(local, crop.local_views));
+        views
+    }
+
     /// The pipeline for images of `input` size, ending in normalisation with the dataset's stats.
     pub fn build(&self, input: (usize, usize), mean: &[f32], std: &[f32]) -> Pipeline {
         let size = if self.crop_size == 0 {
@@ -240,6 +253,115 @@ impl ViewConfig {
         }
         if !(self.blur_sigma.0 > 0.0 && self.blur_sigma.0 <= self.blur_sigma.1) {
             anyhow::bail!("{name}.blur_sigma: need 0 < min <= max");
+        }
+        Ok(())
+    }
+}
+
+/// One entry of a config's `views` list: the keys it sets replace those of the method's preset
+/// for that view, the others keep the preset's values, so `views = [{ flip_p = 0.0 }]` turns
+/// the flip off and leaves BYOL's blur and solarisation (or DINO's local crops) as they were. A
+/// list of one entry applies to every view; otherwise it has one entry per view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_scale: Option<(f32, f32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_ratio: Option<(f32, f32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flip_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brightness: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hue: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grayscale_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blur_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blur_sigma: Option<(f32, f32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solarize_p: Option<f32>,
+}
+
+impl ViewOverride {
+    /// `preset` with this entry's keys in place of its own.
+    pub fn apply(&self, preset: &ViewConfig) -> ViewConfig {
+        ViewConfig {
+            crop_size: self.crop_size.unwrap_or(preset.crop_size),
+            crop_scale: self.crop_scale.unwrap_or(preset.crop_scale),
+            crop_ratio: self.crop_ratio.unwrap_or(preset.crop_ratio),
+            flip_p: self.flip_p.unwrap_or(preset.flip_p),
+            jitter_p: self.jitter_p.unwrap_or(preset.jitter_p),
+            brightness: self.brightness.unwrap_or(preset.brightness),
+            contrast: self.contrast.unwrap_or(preset.contrast),
+            saturation: self.saturation.unwrap_or(preset.saturation),
+            hue: self.hue.unwrap_or(preset.hue),
+            grayscale_p: self.grayscale_p.unwrap_or(preset.grayscale_p),
+            blur_p: self.blur_p.unwrap_or(preset.blur_p),
+            blur_sigma: self.blur_sigma.unwrap_or(preset.blur_sigma),
+            solarize_p: self.solarize_p.unwrap_or(preset.solarize_p),
+        }
+    }
+}
+
+impl From<ViewConfig> for ViewOverride {
+    /// Every key set: the view exactly as given.
+    fn from(v: ViewConfig) -> Self {
+        ViewOverride {
+            crop_size: Some(v.crop_size),
+            crop_scale: Some(v.crop_scale),
+            crop_ratio: Some(v.crop_ratio),
+            flip_p: Some(v.flip_p),
+            jitter_p: Some(v.jitter_p),
+            brightness: Some(v.brightness),
+            contrast: Some(v.contrast),
+            saturation: Some(v.saturation),
+            hue: Some(v.hue),
+            grayscale_p: Some(v.grayscale_p),
+            blur_p: Some(v.blur_p),
+            blur_sigma: Some(v.blur_sigma),
+            solarize_p: Some(v.solarize_p),
+        }
+    }
+}
+
+/// `[multi_crop]`: how many small local views DINO and SwAV add to their two global views, and
+/// their size. The crop scales of both kinds are the method's presets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiCropConfig {
+    pub local_views: usize,
+    /// Side of a local view in pixels (the papers: 96 of 224; 12 of Fashion-MNIST's 28).
+    pub local_size: usize,
+}
+
+impl Default for MultiCropConfig {
+    fn default() -> Self {
+        MultiCropConfig {
+            local_views: 6,
+            local_size: 12,
+        }
+    }
+}
+
+impl MultiCropConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.local_views > 0 && self.local_size < 2 {
+            anyhow::bail!(
+                "multi_crop.local_size = {}: local views need at least 2 pixels (or set \
+                 multi_crop.local_views = 0)",
+                self.local_size
+            );
         }
         Ok(())
     }
