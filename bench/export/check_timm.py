@@ -8,16 +8,15 @@ against. Run by bench/export/check_timm.sh; never in CI.
     python check_timm.py EXPORT.safetensors FEATURES.npy IDX_IMAGES.gz
 """
 
-import gzip
 import json
 import pathlib
 import sys
 
-import numpy as np
 import timm
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from compare_features import compare  # noqa: E402
 
 root = pathlib.Path(__file__).resolve().parents[2]
 reference = timm.models.vision_transformer.VisionTransformer(
@@ -29,27 +28,7 @@ fixture = root / "crates/pretext/tests/fixtures/timm_vit_keys.json"
 fixture.write_text("{\n" + ",\n".join(f'  "{k}": {json.dumps(v)}' for k, v in sorted(keys.items())) + "\n}\n")
 
 export, features, images = sys.argv[1:4]
-with safe_open(export, "pt") as f:
-    meta = f.metadata()
-mean, std = json.loads(meta["mean"]), json.loads(meta["std"])
-scope = {"timm": timm, "torch": torch}
-exec(meta["model"], scope)
-model = scope["model"]
-model.load_state_dict(load_file(export), strict=True)
-model.eval()
-
-want = np.load(features)
-with gzip.open(images, "rb") as f:
-    raw = f.read()
-n, h, w = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
-pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 1, h, w)
-rows = want.shape[0]
-x = torch.from_numpy(pixels[:rows].astype(np.float32) / 255.0)
-x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-with torch.no_grad():
-    got = torch.cat([model(x[i : i + 250]) for i in range(0, rows, 250)]).numpy()
-gap = float(np.abs(got - want).max())
-scale = float(np.abs(want).max())
+gap, scale, meta, (rows, _) = compare(export, features, images, {"timm": timm, "torch": torch})
 print(json.dumps({"model": meta["model"], "images": rows, "max_abs_diff": gap, "max_abs_feature": scale,
                   "timm_version": timm.__version__, "torch_version": torch.__version__}))
 if not gap < 1e-4:

@@ -69,24 +69,19 @@ import lightly
 from lightly.models import utils
 from lightly.models.modules import MAEDecoder, MaskedVisionTransformerTorchvision
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import simclr_lightly  # noqa: E402  (the IDX reader shared by the lightly benches)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VIT_PRESETS = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6)}
 
 
 def read_idx(path):
-    raw = open(path, "rb").read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    rank = raw[3]
-    dims = struct.unpack(">" + "I" * rank, raw[4 : 4 + 4 * rank])
-    return np.frombuffer(raw[4 + 4 * rank :], dtype=np.uint8).reshape(dims).copy()
+    """simclr_lightly's reader, copied out of the file's buffer (torch wants writable arrays)."""
+    return simclr_lightly.read_idx(path).copy()
 
 
-def find(d, stem):
-    for name in (stem + ".gz", stem):
-        if os.path.exists(os.path.join(d, name)):
-            return os.path.join(d, name)
-    raise FileNotFoundError(os.path.join(d, stem))
+find = simclr_lightly.find
 
 
 def round_half_up(x):

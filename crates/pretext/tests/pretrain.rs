@@ -584,8 +584,6 @@ fn simsiam_barlow_twins_and_vicreg_learn_features_that_beat_chance() {
     use pretext::vision::methods::{BarlowTwins, SimSiam, VicReg};
     let set = train_set();
     let device = Device::flex();
-    let splits = embedded_fashion_mnist().unwrap();
-    let test = splits.test.unwrap().take(300);
     let check = |summary: &pretext::core::train::TrainSummary,
                  backbone: &pretext::vision::backbones::Backbone,
                  name: &str| {
@@ -595,23 +593,7 @@ fn simsiam_barlow_twins_and_vicreg_learn_features_that_beat_chance() {
             summary.first_loss,
             summary.last_epoch_loss
         );
-        let ckpt = ImageCheckpoint::open(&summary.checkpoint, &device).unwrap();
-        let scores = evaluate(
-            backbone,
-            &set.take(256),
-            &test,
-            &ckpt.mean,
-            &ckpt.std,
-            &ckpt.config.eval,
-            Protocols {
-                knn: true,
-                linear: false,
-            },
-            0,
-            &device,
-        )
-        .unwrap();
-        let knn = scores.knn.unwrap();
+        let knn = knn_of(backbone, &summary.checkpoint);
         eprintln!(
             "{name}: loss {:.4} -> {:.4}, kNN {knn:.3}",
             summary.first_loss, summary.last_epoch_loss
@@ -753,7 +735,6 @@ fn resumes_to_the_uninterrupted_run<M: Method>(
 fn moco_v2_v3_and_nnclr_learn_features_that_beat_chance() {
     let set = train_set();
     let device = Device::flex();
-    let test = embedded_fashion_mnist().unwrap().test.unwrap().take(300);
     // `chance`: the loss of guessing the positive among the candidates. MoCo v2's loss first
     // rises, as the random rows the queue starts with give way to real (harder) keys, so it
     // is held below chance instead of below its first value.
@@ -768,24 +749,7 @@ fn moco_v2_v3_and_nnclr_learn_features_that_beat_chance() {
             summary.first_loss,
             summary.last_epoch_loss
         );
-        let ckpt = ImageCheckpoint::open(&summary.checkpoint, &device).unwrap();
-        let knn = evaluate(
-            backbone,
-            &set.take(256),
-            &test,
-            &ckpt.mean,
-            &ckpt.std,
-            &ckpt.config.eval,
-            Protocols {
-                knn: true,
-                linear: false,
-            },
-            0,
-            &device,
-        )
-        .unwrap()
-        .knn
-        .unwrap();
+        let knn = knn_of(backbone, &summary.checkpoint);
         eprintln!(
             "{name}: loss {:.4} -> {:.4}, kNN {knn:.3}",
             summary.first_loss, summary.last_epoch_loss
@@ -828,6 +792,33 @@ fn moco_v2_v3_and_nnclr_learn_features_that_beat_chance() {
         .collect();
     assert_eq!(online.len(), 2, "one score per epoch: {metrics}");
     assert!(online.iter().all(|&k| k > 0.2), "online kNN {online:?}");
+}
+
+/// The kNN accuracy of `backbone`, from the run whose checkpoint is `run`: 256 training images as
+/// the bank, 300 test images as queries, with the run's normalisation and settings.
+fn knn_of(backbone: &pretext::vision::backbones::Backbone, run: &std::path::Path) -> f64 {
+    let device = Device::flex();
+    let ckpt = ImageCheckpoint::open(run, &device).unwrap();
+    let test = embedded_fashion_mnist().unwrap().test.unwrap().take(300);
+    let knn = Protocols {
+        knn: true,
+        linear: false,
+    };
+    let bank = train_set().take(256);
+    evaluate(
+        backbone,
+        &bank,
+        &test,
+        &ckpt.mean,
+        &ckpt.std,
+        &ckpt.config.eval,
+        knn,
+        0,
+        &device,
+    )
+    .unwrap()
+    .knn
+    .unwrap()
 }
 
 /// Small DINO and SwAV settings: two local views of 12 pixels besides the two global ones.
@@ -944,33 +935,10 @@ fn dino_and_swav_freeze_their_prototypes_first_and_keep_gradients_off_teacher_an
 
 #[test]
 fn dino_and_swav_learn_from_multi_crop_views_and_dino_resumes_with_its_centre() {
-    let set = train_set();
-    let device = Device::flex();
-    let test = embedded_fashion_mnist().unwrap().test.unwrap().take(300);
-    let knn = |backbone: &pretext::vision::backbones::Backbone, run: &std::path::Path| {
-        let ckpt = ImageCheckpoint::open(run, &device).unwrap();
-        let knn = Protocols {
-            knn: true,
-            linear: false,
-        };
-        evaluate(
-            backbone,
-            &set.take(256),
-            &test,
-            &ckpt.mean,
-            &ckpt.std,
-            &ckpt.config.eval,
-            knn,
-            0,
-            &device,
-        )
-        .unwrap()
-        .knn
-        .unwrap()
-    };
+    let (set, device) = (train_set(), Device::flex());
     let dino = [&MULTI_CROP[..], &["method=dino"]].concat();
     let (m, a) = resumes_to_the_uninterrupted_run::<Dino>("dino", &dino, "center");
-    let score = knn(m.backbone(), &a.checkpoint);
+    let score = knn_of(m.backbone(), &a.checkpoint);
     eprintln!(
         "dino: loss {:.4} -> {:.4}, kNN {score:.3}",
         a.first_loss, a.last_epoch_loss
@@ -988,7 +956,7 @@ fn dino_and_swav_learn_from_multi_crop_views_and_dino_resumes_with_its_centre() 
     let swav = [&MULTI_CROP[..], &["method=swav"]].concat();
     let c = tiny_config("swav", &swav);
     let (m, s) = pretrain::<Swav>(&c, &set, &device, &quiet()).unwrap();
-    let score = knn(m.backbone(), &s.checkpoint);
+    let score = knn_of(m.backbone(), &s.checkpoint);
     eprintln!(
         "swav: loss {:.4} -> {:.4}, kNN {score:.3}",
         s.first_loss, s.last_epoch_loss

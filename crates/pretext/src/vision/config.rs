@@ -193,6 +193,19 @@ impl PretrainConfig {
                 self.backbone.arch
             );
         }
+        if matches!(self.method.as_str(), "dino" | "swav")
+            && self.multi_crop.local_views > 0
+            && self.backbone.position == "learned"
+            && self.backbone.is_vit()
+        {
+            bail!(
+                "method = \"{}\" with local views of {} pixels: a ViT's learned positions fit \
+                 only the training grid; set backbone.position = \"sincos\" (or \
+                 multi_crop.local_views = 0)",
+                self.method,
+                self.multi_crop.local_size
+            );
+        }
         if self.batch_size < 2 {
             bail!(
                 "batch_size = {}: contrastive and batch-norm methods need at least 2",
@@ -282,6 +295,35 @@ mod tests {
         for bad in ["[32]", "[0, 8]", "[8, 8, 8]"] {
             let err = format!("{:#}", parse(bad).and_then(|c| c.validate()).unwrap_err());
             assert!(err.contains("data.image_size"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn multi_crop_refuses_learned_vit_positions() {
+        let sets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let err = PretrainConfig::from_toml(
+            "",
+            "c",
+            &sets(&[
+                "method=dino",
+                "backbone.arch=vit_tiny",
+                "backbone.position=learned",
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("backbone.position = \"sincos\""),
+            "{err:#}"
+        );
+        for ok in [
+            &["method=dino", "backbone.arch=vit_tiny"][..],
+            &[
+                "method=simclr",
+                "backbone.arch=vit_tiny",
+                "backbone.position=learned",
+            ],
+        ] {
+            PretrainConfig::from_toml("", "c", &sets(ok)).unwrap();
         }
     }
 
