@@ -8,6 +8,7 @@
 //! [`vector_study`] does the same for word vectors: their mean per text against bag-of-words.
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -229,10 +230,17 @@ impl LabelTask for TextLabels<'_> {
 }
 
 pub const VECTORS: &str = "vectors";
+pub const VECTORS_SIF: &str = "vectors_sif";
+
+/// SIF's smoothing constant (Arora et al. 2017): a word of probability p weighs a / (a + p),
+/// so "the" (p about 0.06) counts about 1/60 as much as a rare word.
+const SIF_A: f64 = 1e-3;
 
 /// The study of word vectors (Word2Vec, fastText) on labelled texts: the mean of each text's
-/// known word vectors against bag-of-words, both through the linear probe. `vector` looks a
-/// lowercased word up; a text without a known word gets the zero vector.
+/// known word vectors, and their SIF-weighted mean, against bag-of-words, all through the
+/// linear probe. `vector` looks a lowercased word up; a text without a known word gets the
+/// zero vector. SIF's word probabilities are counted on the pool's texts (no labels needed),
+/// as bag-of-words takes its vocabulary from them.
 pub fn vector_study<'v>(
     data: &LabelledTexts,
     vector: impl Fn(&str) -> Option<&'v [f32]>,
@@ -246,22 +254,22 @@ pub fn vector_study<'v>(
     let texts =
         |rows: &[usize]| -> Vec<&str> { rows.iter().map(|&i| data.texts[i].as_str()).collect() };
     let (pool, test) = (texts(&split.train), texts(&split.test));
-    let pooled = |texts: &[&str]| {
-        let mut values = vec![0f32; texts.len() * dim];
-        for (row, text) in values.chunks_mut(dim).zip(texts) {
-            let mut n = 0usize;
-            for v in words(text).filter_map(|w| vector(&w)) {
-                row.iter_mut().zip(v).for_each(|(r, x)| *r += x);
-                n += 1;
-            }
-            row.iter_mut().for_each(|r| *r /= n.max(1) as f32);
-        }
-        Features { dim, values }
+    let sif = sif_weights(&pool);
+    let plain = |_: &str| 1.0;
+    let pooled = |texts: &[&str], weight: &dyn Fn(&str) -> f64| {
+        weighted_mean_vectors(texts, &vector, dim, weight)
     };
     let labels = |rows: &[usize]| -> Vec<u32> { rows.iter().map(|&i| data.labels[i]).collect() };
     Ok(FrozenArms {
         arms: vec![
-            (VECTORS.into(), (pooled(&pool), pooled(&test))),
+            (
+                VECTORS.into(),
+                (pooled(&pool, &plain), pooled(&test, &plain)),
+            ),
+            (
+                VECTORS_SIF.into(),
+                (pooled(&pool, &sif), pooled(&test, &sif)),
+            ),
             (
                 BAG_OF_WORDS.into(),
                 bag_of_words_features(&pool, &test, settings.bow_max_features),
@@ -274,6 +282,37 @@ pub fn vector_study<'v>(
         eval: settings.eval.clone(),
         device: device.clone(),
     })
+}
+
+/// SIF weights a / (a + p(w)), with p(w) the word's share of the words of `texts` (an unseen
+/// word has p = 0 and weight 1).
+fn sif_weights(texts: &[&str]) -> impl Fn(&str) -> f64 + use<> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for w in texts.iter().flat_map(|t| words(t)) {
+        *counts.entry(w).or_default() += 1;
+    }
+    let total = counts.values().sum::<usize>().max(1) as f64;
+    move |w: &str| SIF_A / (SIF_A + counts.get(w).map_or(0.0, |&c| c as f64 / total))
+}
+
+/// Each text's `weight`-weighted mean of its known word vectors (zero without one).
+fn weighted_mean_vectors<'v>(
+    texts: &[&str],
+    vector: &impl Fn(&str) -> Option<&'v [f32]>,
+    dim: usize,
+    weight: &dyn Fn(&str) -> f64,
+) -> Features {
+    let mut values = vec![0f32; texts.len() * dim];
+    for (row, text) in values.chunks_mut(dim).zip(texts) {
+        let mut mass = 0f64;
+        for (w, v) in words(text).filter_map(|w| vector(&w).map(|v| (weight(&w), v))) {
+            row.iter_mut().zip(v).for_each(|(r, x)| *r += w as f32 * x);
+            mass += w;
+        }
+        let mass = if mass > 0.0 { mass as f32 } else { 1.0 };
+        row.iter_mut().for_each(|r| *r /= mass);
+    }
+    Features { dim, values }
 }
 
 #[cfg(test)]
@@ -364,10 +403,7 @@ mod tests {
         settings.eval.linear_epochs = 20;
         settings.eval.linear_lr = 0.05;
         let task = vector_study(&data, lookup, 2, &settings, 3, &Device::flex()).unwrap();
-        assert_eq!(
-            task.arms(),
-            vec![VECTORS.to_string(), BAG_OF_WORDS.to_string()]
-        );
+        assert_eq!(task.arms(), [VECTORS, VECTORS_SIF, BAG_OF_WORDS]);
         let (pool, test) = &task.arms[0].1;
         assert_eq!((pool.len(), test.len()), (96, 24));
         // "the fox chases the yak today": two animal words, mean (1, 0).
@@ -390,6 +426,39 @@ mod tests {
         .unwrap();
         let vectors = study.runs.iter().find(|r| r.arm == VECTORS).unwrap();
         assert_eq!(vectors.accuracy, 1.0);
+        // Within a topic every known word points the same way, so weighting changes nothing.
+        let weighted = &task.arms[1].1.0.values;
+        assert!(
+            weighted
+                .iter()
+                .zip(&pool.values)
+                .all(|(w, p)| (w - p).abs() < 1e-6)
+        );
         assert_eq!(study.labels_saved.len(), 1);
+    }
+
+    #[test]
+    fn sif_weighs_frequent_words_down() {
+        let texts = ["the cat", "the the dog"];
+        let (the, cat) = ([1.0f32, 0.0], [0.0f32, 1.0]);
+        let lookup = |w: &str| match w {
+            "the" => Some(&the[..]),
+            "cat" => Some(&cat[..]),
+            _ => None,
+        };
+        // p(the) = 3/5, p(cat) = 1/5: weights 1e-3/0.601 and 1e-3/0.201.
+        let (w_the, w_cat) = (1e-3 / 0.601, 1e-3 / 0.201);
+        let sif = sif_weights(&texts);
+        assert!((sif("the") - w_the).abs() < 1e-12 && (sif("cat") - w_cat).abs() < 1e-12);
+        assert_eq!(sif("unseen"), 1.0);
+        let weighted = weighted_mean_vectors(&texts, &lookup, 2, &sif);
+        let expected = [w_the / (w_the + w_cat), w_cat / (w_the + w_cat)];
+        for (got, want) in weighted.values[..2].iter().zip(expected) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // "the the dog": only "the" is known, so its direction whatever the weight.
+        assert_eq!(&weighted.values[2..], &[1.0, 0.0]);
+        let plain = weighted_mean_vectors(&texts, &lookup, 2, &|_| 1.0);
+        assert_eq!(&plain.values[..2], &[0.5, 0.5]);
     }
 }
