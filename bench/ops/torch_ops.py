@@ -72,6 +72,9 @@ row("bert_mini", "softmax (attention)", "16x4x128x128",
     measure(lambda t: torch.softmax(t, 3), torch.randn(16, 4, 128, 128)))
 ln = torch.nn.LayerNorm(256)
 row("bert_mini", "layer_norm", "16x128x256", measure(ln, torch.randn(16, 128, 256)))
+# Dropout in training mode on attention probabilities (p = 0.1), as BERT's attention applies it.
+row("bert_mini", "dropout (attention)", "16x4x128x128",
+    measure(lambda t: F.dropout(t, 0.1, training=True), torch.randn(16, 4, 128, 128)))
 row("bert_mini", "gelu", "16x128x1024", measure(F.gelu, torch.randn(16, 128, 1024)))
 
 print(json.dumps({"torch_version": torch.__version__, "threads": args.threads, "ops": rows}))

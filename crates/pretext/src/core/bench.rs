@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use burn::nn::pool::MaxPool2dConfig;
-use burn::nn::{BatchNormConfig, LayerNormConfig};
+use burn::nn::{BatchNormConfig, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{gelu, relu, softmax};
@@ -15,7 +15,7 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use serde::Serialize;
 
-use crate::core::kernels::{self, BatchNormForward, MaxPoolForward};
+use crate::core::kernels::{self, BatchNormForward, DropoutForward, MaxPoolForward};
 
 /// One measured op.
 #[derive(Debug, Clone, Serialize)]
@@ -345,9 +345,6 @@ pub fn run_ops(
     push(matmul("bert_mini", tokens, 256, 256));
     push(matmul("bert_mini", tokens, 256, 1024));
     push(matmul("bert_mini", tokens, 1024, 256));
-    let bert = |op: &str, shape: String, timing: (f64, f64)| {
-        memory_bound("bert_mini", op, "burn", &shape, timing)
-    };
     let scores = random([16, 4, 128, 128], device);
     for implementation in ["burn", "pretext"] {
         let timing = measure(repeats, device, vec![scores.clone()], |t| {
@@ -366,19 +363,50 @@ pub fn run_ops(
         ));
     }
     let hidden = random([16, 128, 256], device);
-    let layer_norm = LayerNormConfig::new(256).init(device);
-    let layer_norm_tracked = LayerNormConfig::new(256).init(&device.clone().autodiff());
-    let ln = {
-        let plain = time_ms(repeats, || {
-            let _ = layer_norm.forward(hidden.clone());
+    for implementation in ["burn", "pretext"] {
+        let timing = measure(repeats, device, vec![hidden.clone()], |t| {
+            let device = t[0].device();
+            let (gamma, beta) = (Tensor::ones([256], &device), Tensor::zeros([256], &device));
+            if implementation == "burn" {
+                burn::tensor::module::layer_norm(t[0].clone(), gamma, Some(beta), 1e-12)
+            } else {
+                kernels::layer_norm(t[0].clone(), gamma, beta, 1e-12)
+            }
         });
-        let tracked = hidden.clone().autodiff().require_grad();
+        push(memory_bound(
+            "bert_mini",
+            "layer_norm",
+            implementation,
+            "16x128x256",
+            timing,
+        ));
+    }
+    // Dropout only acts on an autodiff device, so both timings run there: the forward alone,
+    // then forward + backward (attention probabilities, p = 0.1).
+    let dropout = DropoutConfig::new(0.1).init();
+    let probs = scores.clone().autodiff().require_grad();
+    for implementation in ["burn", "pretext"] {
+        let apply = |x: Tensor<4>| {
+            if implementation == "burn" {
+                dropout.forward(x)
+            } else {
+                dropout.forward_fast(x)
+            }
+        };
+        let forward = time_ms(repeats, || {
+            let _ = apply(probs.clone());
+        });
         let both = time_ms(repeats, || {
-            let _ = layer_norm_tracked.forward(tracked.clone()).sum().backward();
+            let _ = apply(probs.clone()).sum().backward();
         });
-        (plain, both)
-    };
-    push(bert("layer_norm", "16x128x256".into(), ln));
+        push(memory_bound(
+            "bert_mini",
+            "dropout (attention)",
+            implementation,
+            "16x4x128x128",
+            (forward, both),
+        ));
+    }
     let ffn = random([16, 128, 1024], device);
     for implementation in ["burn", "pretext"] {
         let timing = measure(repeats, device, vec![ffn.clone()], |t| {

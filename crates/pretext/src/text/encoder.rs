@@ -9,13 +9,12 @@
 use anyhow::{Result, bail};
 use burn::module::Param;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-    Linear, LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::core::kernels::{gelu, softmax};
+use crate::core::kernels::{DropoutForward, FastLayerNorm, gelu, softmax};
 use serde::{Deserialize, Serialize};
 
 use super::masking::IGNORE;
@@ -176,11 +175,7 @@ impl EncoderConfig {
                 .with_initializer(init.clone())
                 .init(device)
         };
-        let norm = || {
-            LayerNormConfig::new(self.hidden)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
+        let norm = || FastLayerNorm::new(self.hidden, self.layer_norm_eps, device);
         let dropout = || DropoutConfig::new(self.dropout).init();
         let embeddings = Embeddings {
             word_embeddings: embedding(self.vocab_size),
@@ -230,7 +225,7 @@ pub struct Embeddings {
     pub word_embeddings: Embedding,
     pub position_embeddings: Embedding,
     pub token_type_embeddings: Embedding,
-    pub layer_norm: LayerNorm,
+    pub layer_norm: FastLayerNorm,
     dropout: Dropout,
     #[module(skip)]
     position_offset: usize,
@@ -252,7 +247,7 @@ impl Embeddings {
         let shared =
             self.position_embeddings.forward(positions) + self.token_type_embeddings.forward(types);
         let x = words + shared.expand([batch, len, hidden]);
-        self.dropout.forward(self.layer_norm.forward(x))
+        self.dropout.forward_fast(self.layer_norm.forward(x))
     }
 }
 
@@ -264,7 +259,7 @@ pub struct SelfAttention {
     pub key: Linear,
     pub value: Linear,
     pub output_dense: Linear,
-    pub output_norm: LayerNorm,
+    pub output_norm: FastLayerNorm,
     dropout: Dropout,
     #[module(skip)]
     heads: usize,
@@ -295,12 +290,14 @@ impl SelfAttention {
             }
             None => scores,
         };
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = self.dropout.forward_fast(softmax(scores, 3));
         let context = probs
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, len, hidden]);
-        let out = self.dropout.forward(self.output_dense.forward(context));
+        let out = self
+            .dropout
+            .forward_fast(self.output_dense.forward(context));
         self.output_norm.forward(out + x)
     }
 }
@@ -312,7 +309,7 @@ pub struct EncoderLayer {
     pub attention: SelfAttention,
     pub intermediate: Linear,
     pub output: Linear,
-    pub output_norm: LayerNorm,
+    pub output_norm: FastLayerNorm,
     dropout: Dropout,
 }
 
@@ -320,7 +317,7 @@ impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let a = self.attention.forward(x, key_pad);
         let h = gelu(self.intermediate.forward(a.clone()));
-        let h = self.dropout.forward(self.output.forward(h));
+        let h = self.dropout.forward_fast(self.output.forward(h));
         self.output_norm.forward(h + a)
     }
 }
@@ -378,7 +375,7 @@ impl Encoder {
 #[derive(Module, Debug)]
 pub struct MlmHead {
     pub dense: Linear,
-    pub layer_norm: LayerNorm,
+    pub layer_norm: FastLayerNorm,
     pub bias: Param<Tensor<1>>,
 }
 

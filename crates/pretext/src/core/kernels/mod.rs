@@ -7,6 +7,8 @@
 //! | batch norm, training mode | `batch_norm.rs` | CNN, ResNet, projection heads |
 //! | max pool 2-D | `max_pool.rs` | CNN, ResNet's ImageNet stem |
 //! | GELU, softmax (last dimension) | `activation.rs` | the text encoder |
+//! | layer norm (forward and the three gradients) | `layer_norm.rs` | the text encoder |
+//! | dropout from a counter-based generator | `dropout.rs` | the text encoder |
 //!
 //! Callers use the functions and `forward_fast` traits here instead of burn's; on a flex
 //! device with `f32` tensors they run the kernels, elsewhere (wgpu, libtorch, other dtypes,
@@ -18,17 +20,20 @@
 pub mod activation;
 pub mod batch_norm;
 pub mod conv2d;
+pub mod dropout;
+pub mod layer_norm;
 pub mod max_pool;
 
 #[cfg(feature = "flex")]
 use burn::backend::Dispatch;
-use burn::nn::BatchNorm;
+use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+use burn::nn::{BatchNorm, Dropout};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Distribution};
 
 /// `conv2d(x, weight) + bias`, NCHW: burn's `module::conv2d` with the same arguments and result.
 pub fn conv2d(
@@ -156,6 +161,93 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     burn::tensor::activation::softmax(x, dim)
 }
 
+/// Layer normalisation over the last dimension, with burn's `LayerNorm` parameters (`gamma`,
+/// `beta`: the same names, so checkpoints and exports read it as one) and an epsilon the kernel
+/// can read (burn keeps its own private).
+#[derive(Module, Debug)]
+pub struct FastLayerNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    #[module(skip)]
+    pub epsilon: f64,
+}
+
+impl FastLayerNorm {
+    /// γ = 1, β = 0, as burn's `LayerNormConfig::init`.
+    pub fn new(width: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: Param::from_tensor(Tensor::ones([width], device)),
+            beta: Param::from_tensor(Tensor::zeros([width], device)),
+            epsilon,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
+    }
+}
+
+/// `γ (x − μ) / sqrt(σ² + ε) + β` over the last dimension, as burn's `module::layer_norm`; the
+/// kernel runs on autodiff devices, burn's op elsewhere.
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    // Only where a backward may follow: without autodiff, burn-flex's own fused forward is
+    // faster than the kernel's (which also keeps the rows' statistics).
+    #[cfg(feature = "flex")]
+    if x.device().is_autodiff() && is_f32(&x) && is_f32(&gamma) && is_flex(&x.device()) {
+        return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_layer_norm(
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            epsilon,
+        ));
+    }
+    burn::tensor::module::layer_norm(x, gamma, Some(beta), epsilon)
+}
+
+/// [`Dropout::forward`] with the counter-based mask of `dropout.rs`: active under the same
+/// conditions as burn's (training flag on, an autodiff device, a probability above 0), with
+/// masks drawn from other random numbers.
+pub trait DropoutForward {
+    fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+}
+
+impl DropoutForward for Dropout {
+    fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "flex")]
+        if self.training.is_enabled()
+            && x.device().is_autodiff()
+            && self.prob > 0.0
+            && is_f32(&x)
+            && is_flex(&x.device())
+        {
+            let key = dropout_key(&x.device());
+            return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_dropout(
+                x.into_dispatch(),
+                key,
+                self.prob,
+            ));
+        }
+        self.forward(x)
+    }
+}
+
+/// 64 random bits from the device's stream (which the training loop seeds per micro-batch):
+/// three uniform draws of 24 bits each, folded together.
+fn dropout_key(device: &Device) -> u64 {
+    let draws = Tensor::<1>::random([3], Distribution::Default, device)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    draws.iter().fold(0u64, |key, &u| {
+        key.rotate_left(24) ^ (u as f64 * (1u64 << 24) as f64) as u64
+    })
+}
+
 /// `(begin, end)` padding per spatial dimension, by burn's rule for [`Conv2d`] and
 /// [`MaxPool2d`] (its own helper is private): `Same` pads so the output has `ceil(len /
 /// stride)` positions, the odd pixel at the end.
@@ -220,6 +312,8 @@ mod flex {
     use super::activation;
     use super::batch_norm::{self, BatchStats, NormShape};
     use super::conv2d::{self as kernel, ConvGeometry};
+    use super::dropout;
+    use super::layer_norm::{self, RowStats};
     use super::max_pool::{self, PoolGeometry};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -304,6 +398,17 @@ mod flex {
 
         /// Softmax over the last dimension.
         fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Layer normalisation over the last dimension.
+        fn pretext_layer_norm(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> FloatTensor<Self>;
+
+        /// Dropout with the mask that `key` draws (`dropout.rs`).
+        fn pretext_dropout(x: FloatTensor<Self>, key: u64, prob: f64) -> FloatTensor<Self>;
 
         /// Max pooling, `f32`, NCHW, no dilation, floor rounding.
         fn pretext_max_pool2d(
@@ -434,6 +539,90 @@ mod flex {
             let g = pool_geometry(&x, kernel, stride, padding);
             let [n, c, _, _] = x.shape().dims();
             pool_forward(&x, &g, [n, c]).0
+        }
+
+        fn pretext_layer_norm(
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            epsilon: f64,
+        ) -> FlexTensor {
+            layer_norm_forward(&x, &gamma, &beta, epsilon).0
+        }
+
+        fn pretext_dropout(x: FlexTensor, key: u64, prob: f64) -> FlexTensor {
+            let shape = x.shape().to_vec();
+            flat(dropout::apply(slice(&values(&x)), key, prob), shape)
+        }
+    }
+
+    fn layer_norm_forward(
+        x: &FlexTensor,
+        gamma: &FlexTensor,
+        beta: &FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, RowStats) {
+        let shape = x.shape().to_vec();
+        let width = shape.last().copied().unwrap_or(1);
+        let (x, gamma, beta) = (values(x), values(gamma), values(beta));
+        let (y, stats) =
+            layer_norm::forward(slice(&x), slice(&gamma), Some(slice(&beta)), epsilon, width);
+        (flat(y, shape), stats)
+    }
+
+    #[derive(Debug)]
+    struct LayerNormBackward;
+
+    impl Backward<Flex, 3> for LayerNormBackward {
+        /// The input's checkpoint, γ's values and the rows' statistics.
+        type State = (NodeId, Vec<f32>, RowStats);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            let (x_state, gamma, stats) = ops.state;
+            let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+            let shape = x.shape().to_vec();
+            let width = gamma.len();
+            let (dx, dgamma, dbeta) =
+                layer_norm::backward(slice(&x), &gamma, &stats, slice(&dy), width);
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, flat(dx, shape));
+            }
+            if let Some(node) = node_gamma {
+                grads.register::<Flex>(node.id, flat(dgamma, vec![width]));
+            }
+            if let Some(node) = node_beta {
+                grads.register::<Flex>(node.id, flat(dbeta, vec![width]));
+            }
+        }
+    }
+
+    /// Dropout's backward: the same mask, recomputed from the key, on the gradient.
+    #[derive(Debug)]
+    struct DropoutBackward;
+
+    impl Backward<Flex, 1> for DropoutBackward {
+        type State = (u64, f64);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            let (key, prob) = ops.state;
+            if let Some(node) = node_x {
+                let shape = dy.shape().to_vec();
+                grads.register::<Flex>(node.id, flat(dropout::apply(slice(&dy), key, prob), shape));
+            }
         }
     }
 
@@ -659,6 +848,40 @@ mod flex {
 
         fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
             saved_tensor_op::<C>(x, Flex::pretext_softmax, true, softmax_grad)
+        }
+
+        fn pretext_layer_norm(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> FloatTensor<Self> {
+            let prep = LayerNormBackward
+                .prepare::<C>([x.node(), gamma.node(), beta.node()])
+                .compute_bound()
+                .stateful();
+            let (out, stats) =
+                layer_norm_forward(x.primitive(), gamma.primitive(), beta.primitive(), epsilon);
+            match prep {
+                OpsKind::Tracked(mut prep) => {
+                    let x_state = prep.checkpoint(&x);
+                    let gamma = slice(&values(gamma.primitive())).to_vec();
+                    prep.finish((x_state, gamma, stats), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
+        }
+
+        fn pretext_dropout(x: FloatTensor<Self>, key: u64, prob: f64) -> FloatTensor<Self> {
+            let prep = DropoutBackward
+                .prepare::<C>([x.node()])
+                .compute_bound()
+                .stateful();
+            let y = Flex::pretext_dropout(x.into_primitive(), key, prob);
+            match prep {
+                OpsKind::Tracked(prep) => prep.finish((key, prob), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
         }
 
         fn pretext_max_pool2d(
@@ -951,6 +1174,119 @@ mod tests {
                 close(dx, dx_ref, &format!("{op} {name} gradient"));
             }
         }
+    }
+
+    /// Layer norm: output and the gradients of the input, γ and β equal those of burn's
+    /// `LayerNorm` (through its autodiff), with non-trivial γ and β, on rows of odd width.
+    #[test]
+    fn layer_norm_matches_burns() {
+        use burn::nn::LayerNormConfig;
+        let device = Device::flex().autodiff();
+        device.seed(17);
+        for (shape, epsilon) in [([2, 5, 37], 1e-12), ([1, 3, 8], 1e-5), ([4, 1, 256], 1e-6)] {
+            let width = shape[2];
+            let gamma = Tensor::<1>::random([width], Distribution::Normal(1.0, 0.5), &device);
+            let beta = Tensor::<1>::random([width], Distribution::Normal(0.0, 0.5), &device);
+            let fast = FastLayerNorm {
+                gamma: Param::from_tensor(gamma.clone()),
+                beta: Param::from_tensor(beta.clone()),
+                epsilon,
+            };
+            let mut reference = LayerNormConfig::new(width)
+                .with_epsilon(epsilon)
+                .init(&device);
+            reference.gamma = Param::from_tensor(gamma);
+            reference.beta = Some(Param::from_tensor(beta));
+            let x = Tensor::<3>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+            let r = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let run = |is_fast: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if is_fast {
+                    fast.forward(x.clone())
+                } else {
+                    reference.forward(x.clone())
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let dx = x.grad(&grads).unwrap();
+                let (dg, db) = if is_fast {
+                    (fast.gamma.val().grad(&grads), fast.beta.val().grad(&grads))
+                } else {
+                    (
+                        reference.gamma.val().grad(&grads),
+                        reference.beta.as_ref().unwrap().val().grad(&grads),
+                    )
+                };
+                (y.inner(), dx, dg.unwrap(), db.unwrap())
+            };
+            let (y, dx, dg, db) = run(true);
+            let (y_ref, dx_ref, dg_ref, db_ref) = run(false);
+            let what = format!("{shape:?} eps {epsilon}");
+            close(y.unsqueeze(), y_ref.unsqueeze(), &format!("{what} output"));
+            close(
+                dx.unsqueeze(),
+                dx_ref.unsqueeze(),
+                &format!("{what} input gradient"),
+            );
+            close(
+                dg.unsqueeze(),
+                dg_ref.unsqueeze(),
+                &format!("{what} gamma gradient"),
+            );
+            close(
+                db.unsqueeze(),
+                db_ref.unsqueeze(),
+                &format!("{what} beta gradient"),
+            );
+        }
+    }
+
+    /// Dropout: the input gradient is the mask times 1/(1 − p) that the output shows, the same
+    /// device seed draws the same mask and another seed another, and without autodiff or with
+    /// the training flag off the input passes through as with burn's.
+    #[test]
+    fn dropout_gradient_is_its_mask_and_the_device_seed_repeats_it() {
+        use burn::nn::DropoutConfig;
+        let device = Device::flex().autodiff();
+        let dropout = DropoutConfig::new(0.3).init();
+        let x = Tensor::<2>::random([64, 50], Distribution::Uniform(1.0, 2.0), &device);
+        let masked = |seed: u64| {
+            device.seed(seed);
+            let x = x.clone().detach().require_grad();
+            let y = dropout.forward_fast(x.clone());
+            let dx = x.grad(&y.clone().sum().backward()).unwrap();
+            (
+                y.inner().into_data().try_to_vec::<f32>().unwrap(),
+                dx.into_data().try_to_vec::<f32>().unwrap(),
+            )
+        };
+        let (y, dx) = masked(3);
+        let xs = x.clone().inner().into_data().try_to_vec::<f32>().unwrap();
+        let scale = 1.0 / 0.7;
+        let mut dropped = 0;
+        for ((&y, &d), &x) in y.iter().zip(&dx).zip(&xs) {
+            if y == 0.0 {
+                dropped += 1;
+                assert_eq!(d, 0.0, "a dropped element passes no gradient");
+            } else {
+                assert!((d - scale).abs() < 1e-5 && (y - x * scale).abs() < 1e-5);
+            }
+        }
+        let share = dropped as f64 / y.len() as f64;
+        assert!((share - 0.3).abs() < 0.05, "dropped {share}");
+        assert_eq!(masked(3).0, y, "same seed, same mask");
+        assert_ne!(masked(4).0, y, "another seed, another mask");
+        let plain = Tensor::<2>::ones([4, 4], &Device::flex());
+        assert_eq!(
+            dropout.forward_fast(plain.clone()).into_data(),
+            plain.into_data()
+        );
+        let mut frozen = dropout.clone();
+        frozen.training = Param::from_bool(false);
+        let tracked = Tensor::<2>::ones([4, 4], &device);
+        assert_eq!(
+            frozen.forward_fast(tracked.clone()).into_data(),
+            tracked.into_data()
+        );
     }
 
     #[test]
