@@ -929,6 +929,19 @@ mod tests {
         }
     }
 
+    /// A normalisation's output and its input, γ and β gradients against the reference's.
+    fn close_norm(what: &str, fast: [Tensor<4>; 4], reference: [Tensor<4>; 4]) {
+        let names = [
+            "output",
+            "input gradient",
+            "gamma gradient",
+            "beta gradient",
+        ];
+        for ((a, b), name) in fast.into_iter().zip(reference).zip(names) {
+            close(a, b, &format!("{what} {name}"));
+        }
+    }
+
     /// Output, input gradient and weight gradient equal those of burn's own conv2d (through its
     /// autodiff), with bias, on shapes with odd sizes, strides, padding, dilation and batch 1.
     #[test]
@@ -1080,17 +1093,10 @@ mod tests {
             let (y, dx, dg, db) = run(&norm, true);
             let (y_ref, dx_ref, dg_ref, db_ref) = run(&reference, false);
             let what = format!("{shape:?}");
-            close(y, y_ref, &format!("{what} output"));
-            close(dx, dx_ref, &format!("{what} input gradient"));
-            close(
-                dg.unsqueeze(),
-                dg_ref.unsqueeze(),
-                &format!("{what} gamma gradient"),
-            );
-            close(
-                db.unsqueeze(),
-                db_ref.unsqueeze(),
-                &format!("{what} beta gradient"),
+            close_norm(
+                &what,
+                [y, dx, dg.unsqueeze(), db.unsqueeze()],
+                [y_ref, dx_ref, dg_ref.unsqueeze(), db_ref.unsqueeze()],
             );
             let stat = |t: Tensor<1>| t.unsqueeze::<4>();
             close(
@@ -1220,22 +1226,20 @@ mod tests {
             };
             let (y, dx, dg, db) = run(true);
             let (y_ref, dx_ref, dg_ref, db_ref) = run(false);
-            let what = format!("{shape:?} eps {epsilon}");
-            close(y.unsqueeze(), y_ref.unsqueeze(), &format!("{what} output"));
-            close(
-                dx.unsqueeze(),
-                dx_ref.unsqueeze(),
-                &format!("{what} input gradient"),
-            );
-            close(
-                dg.unsqueeze(),
-                dg_ref.unsqueeze(),
-                &format!("{what} gamma gradient"),
-            );
-            close(
-                db.unsqueeze(),
-                db_ref.unsqueeze(),
-                &format!("{what} beta gradient"),
+            close_norm(
+                &format!("{shape:?} eps {epsilon}"),
+                [
+                    y.unsqueeze(),
+                    dx.unsqueeze(),
+                    dg.unsqueeze(),
+                    db.unsqueeze(),
+                ],
+                [
+                    y_ref.unsqueeze(),
+                    dx_ref.unsqueeze(),
+                    dg_ref.unsqueeze(),
+                    db_ref.unsqueeze(),
+                ],
             );
         }
     }
