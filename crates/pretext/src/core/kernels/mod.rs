@@ -583,7 +583,6 @@ mod flex {
             grads: &mut Gradients,
             checkpointer: &mut Checkpointer,
         ) {
-            let [node_x, node_gamma, node_beta] = ops.parents;
             let dy = values(&grads.consume::<Flex>(&ops.node));
             let (x_state, gamma, stats) = ops.state;
             let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
@@ -591,15 +590,29 @@ mod flex {
             let width = gamma.len();
             let (dx, dgamma, dbeta) =
                 layer_norm::backward(slice(&x), &gamma, &stats, slice(&dy), width);
-            if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, flat(dx, shape));
-            }
-            if let Some(node) = node_gamma {
-                grads.register::<Flex>(node.id, flat(dgamma, vec![width]));
-            }
-            if let Some(node) = node_beta {
-                grads.register::<Flex>(node.id, flat(dbeta, vec![width]));
-            }
+            let parents = ops.parents.map(|node| node.map(|node| node.id));
+            register_norm_gradients(grads, parents, (dx, shape), dgamma, dbeta);
+        }
+    }
+
+    /// Registers a normalisation's gradients with the parents that take one: the input's
+    /// (in its shape) and the per-feature γ's and β's.
+    fn register_norm_gradients(
+        grads: &mut Gradients,
+        [x_id, gamma_id, beta_id]: [Option<NodeId>; 3],
+        (dx, shape): (Vec<f32>, Vec<usize>),
+        dgamma: Vec<f32>,
+        dbeta: Vec<f32>,
+    ) {
+        let width = dgamma.len();
+        if let Some(id) = x_id {
+            grads.register::<Flex>(id, flat(dx, shape));
+        }
+        if let Some(id) = gamma_id {
+            grads.register::<Flex>(id, flat(dgamma, vec![width]));
+        }
+        if let Some(id) = beta_id {
+            grads.register::<Flex>(id, flat(dbeta, vec![width]));
         }
     }
 
@@ -639,22 +652,14 @@ mod flex {
             grads: &mut Gradients,
             checkpointer: &mut Checkpointer,
         ) {
-            let [node_x, node_gamma, node_beta] = ops.parents;
             let dy = values(&grads.consume::<Flex>(&ops.node));
             let (x_state, gamma, stats, epsilon, s) = ops.state;
             let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
             let shape = x.shape().to_vec();
             let (dx, dgamma, dbeta) =
                 batch_norm::backward(slice(&x), &gamma, &stats, epsilon, slice(&dy), &s);
-            if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, flat(dx, shape));
-            }
-            if let Some(node) = node_gamma {
-                grads.register::<Flex>(node.id, flat(dgamma, vec![s.channels]));
-            }
-            if let Some(node) = node_beta {
-                grads.register::<Flex>(node.id, flat(dbeta, vec![s.channels]));
-            }
+            let parents = ops.parents.map(|node| node.map(|node| node.id));
+            register_norm_gradients(grads, parents, (dx, shape), dgamma, dbeta);
         }
     }
 
