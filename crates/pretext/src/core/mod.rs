@@ -1,7 +1,7 @@
 //! The shared core: everything that knows no modality. The training loop ([`train`]) and the
 //! background batch producer ([`loader`]); optimizers and schedules; checkpoints; device
 //! selection; the config machinery; heads, losses and momentum encoders that act on feature
-//! vectors; frozen-feature evaluation; plots and feature files.
+//! vectors; the transformer blocks ViTs share; frozen-feature evaluation; plots and feature files.
 
 pub mod bench;
 pub mod checkpoint;
@@ -23,3 +23,4 @@ pub mod report;
 pub mod run_report;
 pub mod split;
 pub mod train;
+pub mod transformer;

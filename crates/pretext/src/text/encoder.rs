@@ -14,7 +14,8 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::core::kernels::{DropoutForward, FastLayerNorm, gelu, softmax};
+use crate::core::kernels::{DropoutForward, FastLayerNorm, LinearForward, gelu};
+use crate::core::transformer::attend;
 use serde::{Deserialize, Serialize};
 
 use super::masking::IGNORE;
@@ -69,10 +70,6 @@ pub struct EncoderConfig {
 
 /// Standard deviation of BERT's normal initialisation of weights and embeddings.
 const INIT_STD: f64 = 0.02;
-
-/// Score given to padded keys before the softmax: its exponential is exactly 0 in f32, so
-/// padding has no influence at all on real tokens.
-const MASKED_SCORE: f32 = -1e9;
 
 impl EncoderConfig {
     /// A preset size with the family's conventions: BERT 512 positions, 2 token types,
@@ -269,35 +266,17 @@ impl SelfAttention {
     /// `key_pad` is true at padded positions, which no query may attend to (`None`: the batch
     /// has no padding, as with packed blocks, and the masking is skipped).
     fn forward(&self, x: Tensor<3>, key_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let [batch, len, hidden] = x.dims();
-        let head_dim = hidden / self.heads;
-        let split = |t: Tensor<3>| {
-            t.reshape([batch, len, self.heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt());
-        let scores = match key_pad {
-            Some(pad) => {
-                let mask = pad
-                    .reshape([batch, 1, 1, len])
-                    .expand([batch, self.heads, len, len]);
-                scores.mask_fill(mask, MASKED_SCORE)
-            }
-            None => scores,
-        };
-        let probs = self.dropout.forward_fast(softmax(scores, 3));
-        let context = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, len, hidden]);
+        let context = attend(
+            self.query.forward_fast(x.clone()),
+            self.key.forward_fast(x.clone()),
+            self.value.forward_fast(x.clone()),
+            self.heads,
+            key_pad,
+            &self.dropout,
+        );
         let out = self
             .dropout
-            .forward_fast(self.output_dense.forward(context));
+            .forward_fast(self.output_dense.forward_fast(context));
         self.output_norm.forward(out + x)
     }
 }
@@ -316,8 +295,8 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let a = self.attention.forward(x, key_pad);
-        let h = gelu(self.intermediate.forward(a.clone()));
-        let h = self.dropout.forward_fast(self.output.forward(h));
+        let h = gelu(self.intermediate.forward_fast(a.clone()));
+        let h = self.dropout.forward_fast(self.output.forward_fast(h));
         self.output_norm.forward(h + a)
     }
 }
@@ -397,7 +376,7 @@ impl MlmModel {
 
     /// Vocabulary logits `[rows, vocab]` of hidden states `[rows, hidden]`.
     pub fn head_logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let h = gelu(self.head.dense.forward(hidden));
+        let h = gelu(self.head.dense.forward_fast(hidden));
         let h = self.head.layer_norm.forward(h);
         // Tied decoder: the word embeddings, read in place, so a single parameter is trained.
         let words = self.encoder.embeddings.word_embeddings.weight.val();

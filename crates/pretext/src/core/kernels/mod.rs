@@ -6,9 +6,10 @@
 //! | conv2d (forward, input and weight gradients) | `conv2d.rs` | CNN, ResNet, decoder |
 //! | batch norm, training mode | `batch_norm.rs` | CNN, ResNet, projection heads |
 //! | max pool 2-D | `max_pool.rs` | CNN, ResNet's ImageNet stem |
-//! | GELU, softmax (last dimension) | `activation.rs` | the text encoder |
-//! | layer norm (forward and the three gradients) | `layer_norm.rs` | the text encoder |
+//! | GELU, softmax (last dimension) | `activation.rs` | transformers (text, ViT, MAE) |
+//! | layer norm (forward and the three gradients) | `layer_norm.rs` | transformers (text, ViT, MAE) |
 //! | dropout from a counter-based generator | `dropout.rs` | the text encoder |
+//! | fully connected layer (forward and the three gradients) | `linear.rs` | transformers (text, ViT, MAE) |
 //!
 //! Callers use the functions and `forward_fast` traits here instead of burn's; on a flex
 //! device with `f32` tensors they run the kernels, elsewhere (wgpu, libtorch, other dtypes,
@@ -22,6 +23,8 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod dropout;
 pub mod layer_norm;
+pub mod linear;
+pub mod matmul;
 pub mod max_pool;
 
 #[cfg(feature = "flex")]
@@ -30,7 +33,7 @@ use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{BatchNorm, Dropout};
+use burn::nn::{BatchNorm, Dropout, Linear};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Distribution};
@@ -209,6 +212,29 @@ pub fn layer_norm<const D: usize>(
     burn::tensor::module::layer_norm(x, gamma, Some(beta), epsilon)
 }
 
+/// [`Linear::forward`] through the kernel of `linear.rs` (for layers with a bias, on flex,
+/// `f32`); the module keeps its parameters, names and checkpoint layout.
+pub trait LinearForward {
+    fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+}
+
+impl LinearForward for Linear {
+    fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "flex")]
+        if let Some(bias) = &self.bias
+            && is_f32(&x)
+            && is_flex(&x.device())
+        {
+            return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_linear(
+                x.into_dispatch(),
+                self.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+            ));
+        }
+        self.forward(x)
+    }
+}
+
 /// [`Dropout::forward`] with the counter-based mask of `dropout.rs`: active under the same
 /// conditions as burn's (training flag on, an autodiff device, a probability above 0), with
 /// masks drawn from other random numbers.
@@ -314,6 +340,7 @@ mod flex {
     use super::conv2d::{self as kernel, ConvGeometry};
     use super::dropout;
     use super::layer_norm::{self, RowStats};
+    use super::linear::{self, LinearShape};
     use super::max_pool::{self, PoolGeometry};
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -407,6 +434,13 @@ mod flex {
             epsilon: f64,
         ) -> FloatTensor<Self>;
 
+        /// A fully connected layer on the last dimension, `x · weight + bias`.
+        fn pretext_linear(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+        ) -> FloatTensor<Self>;
+
         /// Dropout with the mask that `key` draws (`dropout.rs`).
         fn pretext_dropout(x: FloatTensor<Self>, key: u64, prob: f64) -> FloatTensor<Self>;
 
@@ -488,7 +522,33 @@ mod flex {
         FlexTensor::from_data(TensorData::new(data, shape))
     }
 
+    fn linear_shape(x: &FlexTensor, weight: &FlexTensor) -> LinearShape {
+        let dims = x.shape().to_vec();
+        let [input, output] = weight.shape().dims();
+        assert_eq!(
+            dims.last(),
+            Some(&input),
+            "linear: input features and weight disagree"
+        );
+        LinearShape {
+            rows: dims[..dims.len() - 1].iter().product(),
+            input,
+            output,
+        }
+    }
+
     impl KernelOps for Flex {
+        fn pretext_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+            let s = linear_shape(&x, &weight);
+            let mut shape = x.shape().to_vec();
+            let (x, weight, bias) = (values(&x), values(&weight), values(&bias));
+            let y = linear::forward(slice(&x), slice(&weight), slice(&bias), s);
+            if let Some(last) = shape.last_mut() {
+                *last = s.output;
+            }
+            flat(y, shape)
+        }
+
         fn pretext_conv2d(
             x: FlexTensor,
             weight: FlexTensor,
@@ -744,6 +804,39 @@ mod flex {
     }
 
     #[derive(Debug)]
+    struct LinearBackward;
+
+    impl Backward<Flex, 3> for LinearBackward {
+        /// The checkpoints of the input and the weight.
+        type State = (NodeId, NodeId);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x, node_weight, node_bias] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            let (x_state, weight_state) = ops.state;
+            let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+            let weight = values(&checkpointer.retrieve_node_output::<FlexTensor>(weight_state));
+            let s = linear_shape(&x, &weight);
+            let want = [node_x.is_some(), node_weight.is_some(), node_bias.is_some()];
+            let (dx, dw, db) = linear::backward(slice(&x), slice(&weight), slice(&dy), s, want);
+            if let (Some(node), Some(dx)) = (node_x, dx) {
+                grads.register::<Flex>(node.id, flat(dx, x.shape().to_vec()));
+            }
+            if let (Some(node), Some(dw)) = (node_weight, dw) {
+                grads.register::<Flex>(node.id, flat(dw, vec![s.input, s.output]));
+            }
+            if let (Some(node), Some(db)) = (node_bias, db) {
+                grads.register::<Flex>(node.id, flat(db, vec![s.output]));
+            }
+        }
+    }
+
+    #[derive(Debug)]
     struct Conv2dBackward;
 
     impl Backward<Flex, 2> for Conv2dBackward {
@@ -874,6 +967,34 @@ mod flex {
                     prep.finish((x_state, gamma, stats), out)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(out),
+            }
+        }
+
+        fn pretext_linear(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            match LinearBackward
+                .prepare::<C>([x.node(), weight.node(), bias.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let x_state = prep.checkpoint(&x);
+                    let weight_state = prep.checkpoint(&weight);
+                    let out = Flex::pretext_linear(
+                        x.into_primitive(),
+                        weight.into_primitive(),
+                        bias.into_primitive(),
+                    );
+                    prep.finish((x_state, weight_state), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Flex::pretext_linear(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                )),
             }
         }
 
@@ -1247,6 +1368,69 @@ mod tests {
                 ],
             );
         }
+    }
+
+    /// Linear: output and the gradients of the input, weight and bias equal those of burn's
+    /// `Linear` (through its autodiff) on 3-D inputs; a transposed (non-contiguous) input and
+    /// a layer off the autodiff device give burn's output too.
+    #[test]
+    fn linear_matches_burns() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        device.seed(23);
+        let layer = LinearConfig::new(37, 11).init(&device);
+        for shape in [[1, 5, 37], [3, 7, 37], [1, 1, 37]] {
+            let x = Tensor::<3>::random(shape, Distribution::Normal(0.5, 2.0), &device);
+            let r = Tensor::<3>::random(
+                [shape[0], shape[1], 11],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let run = |is_fast: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if is_fast {
+                    layer.forward_fast(x.clone())
+                } else {
+                    layer.forward(x.clone())
+                };
+                let grads = (y.clone() * r.clone()).sum().backward();
+                let dx = x.grad(&grads).unwrap();
+                let dw = layer.weight.val().grad(&grads).unwrap();
+                let db = layer.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                (y.inner(), dx, dw, db)
+            };
+            let (y, dx, dw, db) = run(true);
+            let (y_ref, dx_ref, dw_ref, db_ref) = run(false);
+            let what = format!("{shape:?}");
+            close(y.unsqueeze(), y_ref.unsqueeze(), &format!("{what} output"));
+            close(
+                dx.unsqueeze(),
+                dx_ref.unsqueeze(),
+                &format!("{what} input gradient"),
+            );
+            close(
+                dw.unsqueeze(),
+                dw_ref.unsqueeze(),
+                &format!("{what} weight gradient"),
+            );
+            close(
+                db.unsqueeze(),
+                db_ref.unsqueeze(),
+                &format!("{what} bias gradient"),
+            );
+        }
+        let x = Tensor::<2>::random([37, 6], Distribution::Normal(0.0, 1.0), &device).transpose();
+        close(
+            layer.forward_fast(x.clone()).inner().unsqueeze(),
+            layer.forward(x.clone()).inner().unsqueeze(),
+            "transposed input",
+        );
+        let plain = layer.valid();
+        close(
+            plain.forward_fast(x.clone().inner()).unsqueeze(),
+            plain.forward(x.inner()).unsqueeze(),
+            "no autodiff",
+        );
     }
 
     /// Dropout: the input gradient is the mask times 1/(1 − p) that the output shows, the same

@@ -1,17 +1,17 @@
 //! A Vision Transformer (Dosovitskiy et al. 2021) sized for small images: non-overlapping
 //! patches embedded linearly, a class token, fixed 2-D sin-cos or learned positions, pre-LayerNorm
-//! blocks (burn's `TransformerEncoder` with `norm_first`), a final LayerNorm.
+//! blocks ([`PreNormBlocks`], burn's pre-norm layout on pretext's kernels), a final LayerNorm.
 //!
 //! The steps are public so masked-image methods can enter between them: MAE encodes only the
 //! visible patches' tokens, SimMIM swaps masked patches' embeddings for a mask token.
 
 use anyhow::{Context, Result, bail};
 use burn::module::Param;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
-use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+
+use crate::core::kernels::{FastLayerNorm, LinearForward};
+use crate::core::transformer::PreNormBlocks;
 
 use crate::vision::masking::{pad_to_patches, patch_grid, patchify};
 
@@ -45,25 +45,13 @@ impl VitShape {
 
 /// Pre-LayerNorm transformer blocks with a GELU MLP four times as wide and no dropout (MAE and
 /// DeiT pretrain without it): the ViT's encoder and MAE's decoder.
-pub fn pre_norm_blocks(
-    dim: usize,
-    depth: usize,
-    heads: usize,
-    device: &Device,
-) -> TransformerEncoder {
-    TransformerEncoderConfig::new(dim, 4 * dim, heads, depth)
-        .with_norm_first(true)
-        .with_dropout(0.0)
-        .with_layer_norm_eps(LAYER_NORM_EPS)
-        .with_initializer(Initializer::XavierUniform { gain: 1.0 })
-        .init(device)
+pub fn pre_norm_blocks(dim: usize, depth: usize, heads: usize, device: &Device) -> PreNormBlocks {
+    PreNormBlocks::new(dim, depth, heads, LAYER_NORM_EPS, device)
 }
 
 /// The final LayerNorm of a stack of pre-norm blocks.
-pub fn final_norm(dim: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(dim)
-        .with_epsilon(LAYER_NORM_EPS)
-        .init(device)
+pub fn final_norm(dim: usize, device: &Device) -> FastLayerNorm {
+    FastLayerNorm::new(dim, LAYER_NORM_EPS, device)
 }
 
 /// Fixed 2-D sin-cos positions `[1, rows * cols, dim]` (MAE's `get_2d_sincos_pos_embed`): half
@@ -97,8 +85,8 @@ pub struct Vit {
     pub cls_token: Param<Tensor<3>>,
     /// `[1, 1 + patches, dim]` when positions are learned (class token first).
     pub positions: Option<Param<Tensor<3>>>,
-    pub blocks: TransformerEncoder,
-    pub norm: LayerNorm,
+    pub blocks: PreNormBlocks,
+    pub norm: FastLayerNorm,
     #[module(skip)]
     patch: usize,
     #[module(skip)]
@@ -174,7 +162,7 @@ impl Vit {
 
     /// Patch embeddings `[batch, patches, dim]`, without positions.
     pub fn embed(&self, patches: Tensor<3>) -> Tensor<3> {
-        self.patch_embed.forward(patches)
+        self.patch_embed.forward_fast(patches)
     }
 
     /// Positions of the patch tokens `[1, patches, dim]` for a `grid`.
@@ -202,8 +190,7 @@ impl Vit {
             cls = cls + learned.val().narrow(1, 0, 1);
         }
         let x = Tensor::cat(vec![cls.expand([batch, 1, dim]), tokens], 1);
-        self.norm
-            .forward(self.blocks.forward(TransformerEncoderInput::new(x)))
+        self.norm.forward(self.blocks.forward(x))
     }
 
     /// The feature vector of encoded tokens: the class token, or the mean of the patch tokens.

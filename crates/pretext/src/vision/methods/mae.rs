@@ -6,13 +6,14 @@
 
 use anyhow::Result;
 use burn::module::Param;
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderInput};
-use burn::nn::{Initializer, LayerNorm, Linear, LinearConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageShape, Method, MethodStep, Reconstruction};
+use crate::core::kernels::{FastLayerNorm, LinearForward};
 use crate::core::losses::masked_mse;
+use crate::core::transformer::PreNormBlocks;
 use crate::vision::backbones::vit::{final_norm, pre_norm_blocks, sincos_positions};
 use crate::vision::backbones::{Backbone, Vit};
 use crate::vision::config::PretrainConfig;
@@ -71,8 +72,8 @@ pub struct Mae {
     encoder: Backbone,
     decoder_embed: Linear,
     mask_token: Param<Tensor<3>>,
-    decoder: TransformerEncoder,
-    decoder_norm: LayerNorm,
+    decoder: PreNormBlocks,
+    decoder_norm: FastLayerNorm,
     /// Pixels of one patch per decoded token.
     decoder_pred: Linear,
     #[module(skip)]
@@ -121,7 +122,7 @@ impl Mae {
     /// Decoder: the visible tokens back in place among mask tokens, the decoder's own positions,
     /// pixels predicted for every patch `[batch, patches, channels * patch²]`.
     fn decode(&self, latent: Tensor<3>, mask: &PatchMask, grid: (usize, usize)) -> Tensor<3> {
-        let x = self.decoder_embed.forward(latent);
+        let x = self.decoder_embed.forward_fast(latent);
         let [b, n, dim] = x.dims();
         let l = grid.0 * grid.1;
         let cls = x.clone().narrow(1, 0, 1);
@@ -129,16 +130,10 @@ impl Mae {
         let masked = self.mask_token.val().expand([b, l - mask.visible(), dim]);
         let in_place = gather_tokens(Tensor::cat(vec![visible, masked], 1), mask.restore.clone())
             + sincos_positions(grid, dim, &cls.device());
-        let decoded =
-            self.decoder_norm
-                .forward(
-                    self.decoder
-                        .forward(TransformerEncoderInput::new(Tensor::cat(
-                            vec![cls, in_place],
-                            1,
-                        ))),
-                );
-        self.decoder_pred.forward(decoded.narrow(1, 1, l))
+        let decoded = self
+            .decoder_norm
+            .forward(self.decoder.forward(Tensor::cat(vec![cls, in_place], 1)));
+        self.decoder_pred.forward_fast(decoded.narrow(1, 1, l))
     }
 }
 

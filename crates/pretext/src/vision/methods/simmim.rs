@@ -9,6 +9,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageShape, Method, MethodStep, Reconstruction};
+use crate::core::kernels::LinearForward;
 use crate::core::losses::masked_l1;
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
@@ -67,7 +68,7 @@ impl SimMim {
         let tokens = vit.embed(patches.clone()) * hidden.clone().neg().add_scalar(1.0)
             + self.mask_token.val() * hidden;
         let encoded = vit.encode(tokens + vit.patch_positions(grid, &device));
-        let pred = self.head.forward(encoded.narrow(1, 1, l));
+        let pred = self.head.forward_fast(encoded.narrow(1, 1, l));
         Ok((pred, patches, mask))
     }
 }

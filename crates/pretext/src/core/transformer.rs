@@ -1,0 +1,234 @@
+//! Transformer parts every modality shares: multi-head scaled dot-product attention on the
+//! kernels' softmax, and the pre-LayerNorm block of Vision Transformers (the ViT's encoder and
+//! MAE's decoder). The text encoder keeps its own post-norm layer (BERT's layout and Hugging
+//! Face's names) but attends through [`attend`].
+//!
+//! The pre-norm block mirrors burn's `TransformerEncoderLayer` with `norm_first` parameter for
+//! parameter (`mha.{query,key,value,output}`, `pwff.{linear_inner,linear_outer}`, `norm_1`,
+//! `norm_2`), so checkpoints written when the ViT used burn's module read unchanged; it exists
+//! because burn's module runs its layer norms, softmax and GELU as chains of small tensor ops,
+//! which the fused kernels of [`crate::core::kernels`] replace.
+
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::core::kernels::{DropoutForward, FastLayerNorm, LinearForward, gelu, softmax};
+
+/// Score given to padded keys before the softmax: its exponential is exactly 0 in f32, so
+/// padding has no influence at all on real tokens.
+const MASKED_SCORE: f32 = -1e9;
+
+/// Multi-head attention of projected queries, keys and values `[batch, len, dim]` split into
+/// `heads`: `softmax(q kᵀ / √d) v`, heads joined back to `[batch, len, dim]`. `key_pad` is true
+/// at padded positions, which no query may attend to (`None`: no padding, no masking);
+/// `dropout` acts on the attention probabilities.
+pub fn attend(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    key_pad: Option<Tensor<2, Bool>>,
+    dropout: &Dropout,
+) -> Tensor<3> {
+    let [batch, len, dim] = q.dims();
+    let head_dim = dim / heads;
+    let split = |t: Tensor<3>| t.reshape([batch, len, heads, head_dim]).swap_dims(1, 2);
+    let scores = split(q)
+        .matmul(split(k).swap_dims(2, 3))
+        .div_scalar((head_dim as f64).sqrt());
+    let scores = match key_pad {
+        Some(pad) => {
+            let mask = pad
+                .reshape([batch, 1, 1, len])
+                .expand([batch, heads, len, len]);
+            scores.mask_fill(mask, MASKED_SCORE)
+        }
+        None => scores,
+    };
+    let probs = dropout.forward_fast(softmax(scores, 3));
+    probs
+        .matmul(split(v))
+        .swap_dims(1, 2)
+        .reshape([batch, len, dim])
+}
+
+/// Self-attention with its four projections (burn's `MultiHeadAttention` names).
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub output: Linear,
+    #[module(skip)]
+    heads: usize,
+}
+
+impl SelfAttention {
+    fn forward(&self, x: Tensor<3>, no_dropout: &Dropout) -> Tensor<3> {
+        let context = attend(
+            self.query.forward_fast(x.clone()),
+            self.key.forward_fast(x.clone()),
+            self.value.forward_fast(x),
+            self.heads,
+            None,
+            no_dropout,
+        );
+        self.output.forward_fast(context)
+    }
+}
+
+/// The GELU MLP four times as wide as the block (burn's `PositionWiseFeedForward` names).
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    pub linear_inner: Linear,
+    pub linear_outer: Linear,
+}
+
+/// One pre-norm block: `x + attn(norm_2(x))`, then `x + mlp(norm_1(x))` (burn names the norm
+/// before attention `norm_2`).
+#[derive(Module, Debug)]
+pub struct PreNormBlock {
+    pub mha: SelfAttention,
+    pub pwff: FeedForward,
+    pub norm_1: FastLayerNorm,
+    pub norm_2: FastLayerNorm,
+}
+
+/// A stack of pre-norm blocks without dropout (MAE and DeiT pretrain without it).
+#[derive(Module, Debug)]
+pub struct PreNormBlocks {
+    pub layers: Vec<PreNormBlock>,
+    /// Probability 0: attention takes a dropout module, these blocks use none.
+    no_dropout: Dropout,
+}
+
+impl PreNormBlocks {
+    /// `depth` blocks `dim` wide with `heads` heads; Xavier-uniform linear layers (weights and
+    /// biases, as burn's `TransformerEncoderConfig` with that initializer), γ = 1, β = 0.
+    pub fn new(dim: usize, depth: usize, heads: usize, epsilon: f64, device: &Device) -> Self {
+        let linear = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+                .init(device)
+        };
+        let layers = (0..depth)
+            .map(|_| PreNormBlock {
+                mha: SelfAttention {
+                    query: linear(dim, dim),
+                    key: linear(dim, dim),
+                    value: linear(dim, dim),
+                    output: linear(dim, dim),
+                    heads,
+                },
+                pwff: FeedForward {
+                    linear_inner: linear(dim, 4 * dim),
+                    linear_outer: linear(4 * dim, dim),
+                },
+                norm_1: FastLayerNorm::new(dim, epsilon, device),
+                norm_2: FastLayerNorm::new(dim, epsilon, device),
+            })
+            .collect();
+        PreNormBlocks {
+            layers,
+            no_dropout: DropoutConfig::new(0.0).init(),
+        }
+    }
+
+    /// Tokens `[batch, len, dim]` through every block.
+    pub fn forward(&self, mut x: Tensor<3>) -> Tensor<3> {
+        for block in &self.layers {
+            let attended = block
+                .mha
+                .forward(block.norm_2.forward(x.clone()), &self.no_dropout);
+            x = x + attended;
+            let mlp = &block.pwff;
+            let h = gelu(
+                mlp.linear_inner
+                    .forward_fast(block.norm_1.forward(x.clone())),
+            );
+            x = x + mlp.linear_outer.forward_fast(h);
+        }
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+    use burn::tensor::Distribution;
+
+    fn close<const D: usize>(a: Tensor<D>, b: Tensor<D>, what: &str) {
+        let (a, b) = (
+            a.into_data().try_to_vec::<f32>().unwrap(),
+            b.into_data().try_to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The blocks compute what burn's pre-norm `TransformerEncoder` computes with the same
+    /// parameters, forward and backward: the kernels replace burn's ops, not the maths.
+    #[test]
+    fn blocks_match_burns_pre_norm_encoder() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let (dim, depth, heads, eps) = (12, 2, 3, 1e-6);
+        let burns = TransformerEncoderConfig::new(dim, 4 * dim, heads, depth)
+            .with_norm_first(true)
+            .with_dropout(0.0)
+            .with_layer_norm_eps(eps)
+            .with_initializer(Initializer::Normal {
+                mean: 0.0,
+                std: 0.3,
+            })
+            .init(&device);
+        // burn's parameters copied into ours by name: the two share every name and shape.
+        let theirs = crate::core::checkpoint::module_tensors(&burns);
+        let ours = PreNormBlocks::new(dim, depth, heads, eps, &device);
+        let ours = crate::core::checkpoint::load_module(ours, &theirs).unwrap();
+        assert_eq!(
+            crate::core::checkpoint::module_tensors(&ours).len(),
+            theirs.len()
+        );
+
+        let x = Tensor::<3>::random([2, 5, dim], Distribution::Normal(0.0, 1.0), &device);
+        // A weighted sum makes the upstream gradient non-uniform.
+        let weights = Tensor::<3>::random([2, 5, dim], Distribution::Normal(0.0, 1.0), &device);
+        let fast_x = x.clone().detach().require_grad();
+        let fast = ours.forward(fast_x.clone());
+        let fast_grads = (fast.clone() * weights.clone()).sum().backward();
+        let ref_x = x.detach().require_grad();
+        let reference = burns.forward(TransformerEncoderInput::new(ref_x.clone()));
+        let ref_grads = (reference.clone() * weights).sum().backward();
+
+        close(fast, reference, "output");
+        close(
+            fast_x.grad(&fast_grads).unwrap(),
+            ref_x.grad(&ref_grads).unwrap(),
+            "input gradient",
+        );
+        for (i, (a, b)) in ours.layers.iter().zip(&burns.layers).enumerate() {
+            close(
+                a.norm_2.gamma.grad(&fast_grads).unwrap(),
+                b.norm_2.gamma.grad(&ref_grads).unwrap(),
+                &format!("block {i} attention-norm gamma gradient"),
+            );
+            close(
+                a.mha.query.weight.grad(&fast_grads).unwrap(),
+                b.mha.query.weight.grad(&ref_grads).unwrap(),
+                &format!("block {i} query weight gradient"),
+            );
+            close(
+                a.pwff.linear_inner.weight.grad(&fast_grads).unwrap(),
+                b.pwff.linear_inner.weight.grad(&ref_grads).unwrap(),
+                &format!("block {i} MLP weight gradient"),
+            );
+        }
+    }
+}
