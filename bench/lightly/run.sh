@@ -21,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "torch==2.9.0" torchvision lightly numpy
 fi
-(cd "$ROOT" && cargo build --release -q -p pretext-cli)
+[ -n "${PRETEXT_BIN:-}" ] || (cd "$ROOT" && cargo build --release -q -p pretext-cli)
 PRETEXT=${PRETEXT_BIN:-$ROOT/target/release/pretext}
 
 echo "[bench] pretext: SimCLR, $EPOCHS epochs on $DATA" >&2

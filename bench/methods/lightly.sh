@@ -10,21 +10,25 @@
 #
 #   bench/methods/lightly.sh [METHOD ...]      (default: all ten)
 #
-# Environment: EPOCHS (5), SEEDS (1: seeds 0 .. SEEDS-1, as --seed for both tools), THREADS (2,
-# for both tools), OUT (runs/lightly_methods), DATA (a folder in the MNIST layout for both tools;
-# default: pretext's embedded subset and its copy data/fashion-mnist-subset), VENV
-# (bench/lightly/.venv), PRETEXT_BIN (target/release/pretext), LIGHTLY_VIEWS (matched | lightly,
-# methods_lightly.py --views). One JSON line per tool, method and seed is appended to
-# $OUT/lightly_methods.jsonl; at the end one markdown table of this invocation's lines (mean ±
-# std over seeds when SEEDS > 1). Wall: pretext's summary time.total (the whole training run,
-# its checkpoint writes included), lightly's train_seconds (the training loop); images/s of both
-# count the training loop only.
+# Environment: EPOCHS (5), SEEDS (1) and FIRST_SEED (0): seeds FIRST_SEED .. FIRST_SEED+SEEDS-1,
+# as --seed for both tools; THREADS (2, for both tools), OUT (runs/lightly_methods), DATA (a
+# folder in the MNIST layout for both tools; default: pretext's embedded subset and its copy
+# data/fashion-mnist-subset), VENV (bench/lightly/.venv), PRETEXT_BIN (a built binary: then
+# nothing is built; default target/release/pretext), LIGHTLY_VIEWS (matched | lightly,
+# methods_lightly.py --views), ALL_RUNS (0; 1: the table covers every line of the JSONL file,
+# the latest per method, tool and seed, so seeds added by a later invocation join earlier ones).
+# One JSON line per tool, method and seed is appended to $OUT/lightly_methods.jsonl; at the end
+# one markdown table (mean ± std over seeds when there are several). Wall: pretext's summary
+# time.total (the whole training run, its checkpoint writes included), lightly's train_seconds
+# (the training loop); images/s of both count the training loop only.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 OUT=${OUT:-runs/lightly_methods}
 EPOCHS=${EPOCHS:-5}
 SEEDS=${SEEDS:-1}
+FIRST_SEED=${FIRST_SEED:-0}
+ALL_RUNS=${ALL_RUNS:-0}
 THREADS=${THREADS:-2}
 VENV=${VENV:-$ROOT/bench/lightly/.venv}
 LIGHTLY_VIEWS=${LIGHTLY_VIEWS:-matched}
@@ -48,7 +52,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   exit 1
 fi
 
-cargo build --release -q -p pretext-cli
+[ -n "${PRETEXT_BIN:-}" ] || cargo build --release -q -p pretext-cli
 PRETEXT=${PRETEXT_BIN:-$ROOT/target/release/pretext}
 mkdir -p "$OUT"
 RUN_ID=$(date +%Y%m%d-%H%M%S)-$$
@@ -57,7 +61,7 @@ for m in $methods; do
   config="configs/${m}_fmnist.toml"
   [ -f "$config" ] || { echo "lightly.sh: no $config" >&2; exit 1; }
   batch=$(sed -n 's/^batch_size *= *\([0-9]*\).*/\1/p' "$config")
-  for s in $(seq 0 $((SEEDS - 1))); do
+  for s in $(seq "$FIRST_SEED" $((FIRST_SEED + SEEDS - 1))); do
     run="$OUT/$m-seed$s"
     echo "[bench] pretext $m, seed $s, $EPOCHS epochs" >&2
     "$PRETEXT" pretrain --config "$config" ${pretext_data[@]+"${pretext_data[@]}"} --seed "$s" \
@@ -89,10 +93,12 @@ PY
   done
 done
 
-python3 - "$OUT/lightly_methods.jsonl" "$RUN_ID" "$EPOCHS" "$THREADS" <<'PY'
+python3 - "$OUT/lightly_methods.jsonl" "$RUN_ID" "$EPOCHS" "$THREADS" "$ALL_RUNS" "$methods" <<'PY'
 import json, statistics, sys
-path, run_id, epochs, threads = sys.argv[1:5]
-rows = [r for r in map(json.loads, open(path)) if r["run"] == run_id]
+path, run_id, epochs, threads, all_runs, wanted = sys.argv[1:7]
+rows = [r for r in map(json.loads, open(path)) if r["run"] == run_id or all_runs == "1"]
+if all_runs == "1":  # the latest line of each method, tool and seed, for the methods asked for
+    rows = list({(r["method"], r["tool"], r["seed"]): r for r in rows if r["method"] in wanted.split()}.values())
 methods = list(dict.fromkeys(r["method"] for r in rows))
 versions = next((f"lightly {r['lightly_version']} / torch {r['torch_version']}" for r in rows if r["tool"] == "lightly"), "lightly")
 

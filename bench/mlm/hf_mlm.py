@@ -15,6 +15,7 @@ import math
 import time
 
 import torch
+import transformers
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -161,6 +162,7 @@ def main():
             {
                 "tool": "transformers",
                 "torch": torch.__version__,
+                "transformers": transformers.__version__,
                 "threads": a.threads,
                 "examples": len(train),
                 "tokenize_secs": tokenize_secs,

@@ -26,7 +26,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "torch==2.9.0" "transformers==5.24.0"
 fi
-(cd "$ROOT" && cargo build --release -q -p pretext-cli)
+[ -n "${PRETEXT_BIN:-}" ] || (cd "$ROOT" && cargo build --release -q -p pretext-cli)
 PRETEXT=${PRETEXT_BIN:-$ROOT/target/release/pretext}
 
 echo "[bench] tokenizer: WordPiece, 8000 ids, on $CORPUS" >&2
@@ -54,7 +54,7 @@ t = pt["train"]["time"]
 pt_total = t["data_wait"] + t["forward"] + t["backward"] + t["optimizer"]
 hf_total = sum(hf["time"].values())
 share = lambda x, tot: f"{100 * x / tot:.0f}%"
-print(f"| | pretext | transformers {hf['torch'].split('+')[0]} / torch |")
+print(f"| | pretext | transformers {hf.get('transformers', '?')} / torch {hf['torch'].split('+')[0]} |")
 print("|---|---|---|")
 print(f"| training tokens/s | {pt['tokens_per_sec']:.0f} | {hf['tokens_per_sec']:.0f} |")
 print(f"| sequences/s | {pt['sequences_per_sec']:.2f} | {hf['sequences_per_sec']:.2f} |")

@@ -15,8 +15,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "torch==2.9.0" numpy
 fi
-(cd "$ROOT" && cargo build --release -q -p pretext-cli)
-"$ROOT/target/release/pretext" bench ops --repeats "$REPEATS" --threads "$THREADS" --json > "$OUT/pretext.json"
+[ -n "${PRETEXT_BIN:-}" ] || (cd "$ROOT" && cargo build --release -q -p pretext-cli)
+"${PRETEXT_BIN:-$ROOT/target/release/pretext}" bench ops --repeats "$REPEATS" --threads "$THREADS" --json > "$OUT/pretext.json"
 OMP_NUM_THREADS=$THREADS "$VENV/bin/python" "$ROOT/bench/ops/torch_ops.py" --repeats "$REPEATS" \
   --threads "$THREADS" > "$OUT/torch.json"
 python3 - "$OUT" <<'PY'

@@ -96,6 +96,16 @@ fn byol_target_takes_no_gradient_and_online_learns() {
             )
         })
         .collect();
+    // The target's forward is never taped: its parameters and the images take no gradient, so
+    // every op on the way is untracked (burn's autodiff keeps no backward step and no saved
+    // activation for it), and its output needs no detach to be cut off. Were any target
+    // parameter left trainable, its output would be tracked, as the online branch's is.
+    let both = || Tensor::cat(views.clone(), 0);
+    assert!(
+        !model.target.forward(both()).is_tracked(),
+        "the target's forward was recorded on the autodiff tape"
+    );
+    assert!(model.online.forward(both()).is_tracked());
     let loss = model.loss(views).unwrap().loss;
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let online = ids(&model.online);
