@@ -697,6 +697,49 @@ fn moco_and_nnclr_keep_gradients_off_their_key_encoders_and_queues() {
     assert_eq!(with_grad(&grads, &ids(&nnclr.support)), 0, "support set");
 }
 
+/// MoCo v3 on the ViT, as its paper trains it: the key encoder (a ViT too) takes no gradient,
+/// and a short run lowers the loss and learns features that beat chance.
+#[test]
+fn moco_v3_trains_a_vit_with_its_key_encoder_off_the_gradient() {
+    let vit = [
+        "method=mocov3",
+        "backbone.arch=vit_tiny",
+        "backbone.dim=32",
+        "backbone.depth=1",
+        "backbone.heads=2",
+    ];
+    let device = Device::flex().autodiff();
+    let c = tiny_config("mocov3-vit-grad", &vit);
+    let moco = MocoV3::init(&c, (1, 28, 28), &device);
+    let loss = moco.loss(random_views(&device)).unwrap().loss;
+    let grads = GradientsParams::from_grads(loss.backward(), &moco);
+    assert!(
+        with_grad(&grads, &ids(&moco.query)) >= 10,
+        "the query ViT learns"
+    );
+    assert_eq!(
+        with_grad(&grads, &ids(&moco.key)),
+        0,
+        "stop-gradient: key ViT"
+    );
+
+    let c = tiny_config("mocov3-vit", &vit);
+    let (m, s) = pretrain::<MocoV3>(&c, &train_set(), &Device::flex(), &quiet()).unwrap();
+    assert!(
+        s.last_epoch_loss < s.first_loss,
+        "loss {} -> {}",
+        s.first_loss,
+        s.last_epoch_loss
+    );
+    let knn = knn_of(m.backbone(), &s.checkpoint);
+    eprintln!(
+        "mocov3 vit: loss {:.4} -> {:.4}, kNN {knn:.3}",
+        s.first_loss, s.last_epoch_loss
+    );
+    assert!(knn > 0.2, "mocov3 vit: kNN {knn} is near chance (0.1)");
+    let _ = std::fs::remove_dir_all(out_dir("mocov3-vit"));
+}
+
 #[test]
 fn moco_v2_resumes_with_its_queue_to_the_uninterrupted_weights() {
     resumes_to_the_uninterrupted_run::<MocoV2>(
