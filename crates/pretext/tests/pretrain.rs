@@ -11,6 +11,7 @@ use pretext::core::eval::Protocols;
 use pretext::core::labels::{LabelsConfig, run_study};
 use pretext::core::run_report::{LABELS_FILE, save_label_study};
 use pretext::core::train::TrainOptions;
+use pretext::vision::backbones::Backbone;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
 use pretext::vision::data::{ImageSet, embedded_fashion_mnist};
@@ -697,22 +698,30 @@ fn moco_and_nnclr_keep_gradients_off_their_key_encoders_and_queues() {
     assert_eq!(with_grad(&grads, &ids(&nnclr.support)), 0, "support set");
 }
 
+/// MoCo v3 on a one-block ViT.
+const MOCOV3_TINY_VIT: [&str; 5] = [
+    "method=mocov3",
+    "backbone.arch=vit_tiny",
+    "backbone.dim=32",
+    "backbone.depth=1",
+    "backbone.heads=2",
+];
+
+/// A fresh MoCo v3 built from `settings` and the gradients of one loss on random views.
+fn moco_v3_gradients(name: &str, settings: &[&str]) -> (MocoV3, GradientsParams) {
+    let device = Device::flex().autodiff();
+    let moco = MocoV3::init(&tiny_config(name, settings), (1, 28, 28), &device);
+    let loss = moco.loss(random_views(&device)).unwrap().loss;
+    let grads = GradientsParams::from_grads(loss.backward(), &moco);
+    (moco, grads)
+}
+
 /// MoCo v3 on the ViT, as its paper trains it: the key encoder (a ViT too) takes no gradient,
 /// and a short run lowers the loss and learns features that beat chance.
 #[test]
 fn moco_v3_trains_a_vit_with_its_key_encoder_off_the_gradient() {
-    let vit = [
-        "method=mocov3",
-        "backbone.arch=vit_tiny",
-        "backbone.dim=32",
-        "backbone.depth=1",
-        "backbone.heads=2",
-    ];
-    let device = Device::flex().autodiff();
-    let c = tiny_config("mocov3-vit-grad", &vit);
-    let moco = MocoV3::init(&c, (1, 28, 28), &device);
-    let loss = moco.loss(random_views(&device)).unwrap().loss;
-    let grads = GradientsParams::from_grads(loss.backward(), &moco);
+    let vit = MOCOV3_TINY_VIT;
+    let (moco, grads) = moco_v3_gradients("mocov3-vit-grad", &vit);
     assert!(
         with_grad(&grads, &ids(&moco.query)) >= 10,
         "the query ViT learns"
@@ -738,6 +747,72 @@ fn moco_v3_trains_a_vit_with_its_key_encoder_off_the_gradient() {
     );
     assert!(knn > 0.2, "mocov3 vit: kNN {knn} is near chance (0.1)");
     let _ = std::fs::remove_dir_all(out_dir("mocov3-vit"));
+}
+
+/// The patch projection of `backbone` (a ViT) as a flat vector.
+fn patch_embed_weights(backbone: &Backbone) -> Vec<f32> {
+    let Backbone::Vit(vit) = backbone else {
+        panic!("not a ViT")
+    };
+    vit.patch_embed
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn moco_v3_frozen_patch_projection_takes_no_gradient_and_stays_put() {
+    let mut vit = MOCOV3_TINY_VIT.to_vec();
+    vit.push("mocov3.freeze_patch_embed=true");
+    let (moco, grads) = moco_v3_gradients("mocov3-frozen-grad", &vit);
+    let Backbone::Vit(query_vit) = &moco.query.backbone else {
+        panic!("not a ViT")
+    };
+    assert_eq!(
+        with_grad(&grads, &ids(&query_vit.patch_embed)),
+        0,
+        "frozen patch projection"
+    );
+    assert!(
+        with_grad(&grads, &ids(&query_vit.blocks)) >= 10,
+        "the rest of the query ViT learns"
+    );
+
+    // Trained, the query's projection still equals the key's (both at their shared random
+    // start), while the blocks behind it have moved away from the lagging key's.
+    let c = tiny_config("mocov3-frozen", &vit);
+    let (m, _) = pretrain::<MocoV3>(&c, &train_set(), &Device::flex(), &quiet()).unwrap();
+    let (q, k) = (&m.query.backbone, &m.key.backbone);
+    let patch_gap = max_abs_diff(&patch_embed_weights(q), &patch_embed_weights(k));
+    assert!(
+        patch_gap < 1e-6,
+        "the frozen projection moved by {patch_gap}"
+    );
+    let tensors = |b: &Backbone| module_tensors(b);
+    let moved = tensors(q)
+        .iter()
+        .zip(tensors(k).iter())
+        .map(|(a, b)| max_abs_diff(&a.values, &b.values))
+        .fold(0.0, f32::max);
+    assert!(moved > 1e-4, "the query ViT did not train (gap {moved})");
+    // On a CNN the setting would do nothing: refused, naming it.
+    let sets = [
+        "method=mocov3".into(),
+        "mocov3.freeze_patch_embed=true".into(),
+    ];
+    let err = PretrainConfig::from_toml("", "cnn", &sets).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("mocov3.freeze_patch_embed"), "{err}");
+    let _ = std::fs::remove_dir_all(out_dir("mocov3-frozen"));
 }
 
 #[test]

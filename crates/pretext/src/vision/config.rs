@@ -206,6 +206,13 @@ impl PretrainConfig {
                 self.multi_crop.local_size
             );
         }
+        if self.mocov3.freeze_patch_embed && !self.backbone.is_vit() {
+            bail!(
+                "mocov3.freeze_patch_embed = true freezes a ViT's patch projection: backbone.arch \
+                 is \"{}\" (set a vit_* arch or drop the setting)",
+                self.backbone.arch
+            );
+        }
         if self.batch_size < 2 {
             bail!(
                 "batch_size = {}: contrastive and batch-norm methods need at least 2",

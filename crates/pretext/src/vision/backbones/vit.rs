@@ -206,6 +206,14 @@ impl Vit {
         }
     }
 
+    /// This ViT with its patch projection out of the gradient (it keeps its current values).
+    pub fn with_frozen_patch_embed(self) -> Vit {
+        Vit {
+            patch_embed: self.patch_embed.no_grad(),
+            ..self
+        }
+    }
+
     /// Images → features `[batch, dim]`, every patch visible.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let [_, _, h, w] = images.dims();

@@ -8,6 +8,10 @@
 //! ctr(q, k) = CE(q·kᵀ / t, diagonal) · 2t
 //! f_k = m f_k + (1 - m) f_q, m rising to 1 along a cosine
 //! ```
+//!
+//! With a ViT, `mocov3.freeze_patch_embed` keeps the patch projection at its random
+//! initialisation, the paper's fix for the loss spikes of long ViT runs (§4.2; `--stop-grad-conv1`
+//! in its code).
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -28,6 +32,8 @@ pub struct MocoV3Config {
     pub temperature: f64,
     /// Starting EMA rate of the key encoder, raised to 1 along a cosine.
     pub momentum_base: f64,
+    /// Keep a ViT's patch projection at its random initialisation (ViT backbones only).
+    pub freeze_patch_embed: bool,
 }
 
 impl Default for MocoV3Config {
@@ -35,6 +41,7 @@ impl Default for MocoV3Config {
         MocoV3Config {
             temperature: 0.2,
             momentum_base: 0.99,
+            freeze_patch_embed: false,
         }
     }
 }
@@ -67,9 +74,16 @@ pub struct MocoV3 {
 
 impl Method for MocoV3 {
     fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
-        let query = Branch::init(config, image, device);
+        let mut query = Branch::init(config, image, device);
         let predictor = config.prediction.init(config.projection.output, device);
         let key = detached_copy(&query, Branch::init(config, image, device));
+        if config.mocov3.freeze_patch_embed {
+            // The key's copy is frozen already; the EMA of two equal projections leaves both.
+            query.backbone = match query.backbone {
+                Backbone::Vit(vit) => Backbone::Vit(vit.with_frozen_patch_embed()),
+                cnn => cnn, // refused by PretrainConfig::validate
+            };
+        }
         MocoV3 {
             query,
             predictor,
