@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
+use pretext::vision::data::digit_sheet::{SheetSettings, read_sheet};
 use pretext::vision::data::letters::{LetterSettings, build, find_fonts};
 use serde_json::json;
 
@@ -32,7 +33,27 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0.2)]
         test_fonts: f64,
     },
+    /// Handwritten digits cut from a sheet image, as OpenCV's samples ship them (Debian's
+    /// opencv-doc: 5,000 digits of 20x20, each class a band of rows), in the MNIST layout with a
+    /// stratified train and test split.
+    Digits {
+        /// The sheet (PNG or JPEG).
+        #[arg(long, default_value = DIGIT_SHEET)]
+        from: PathBuf,
+        /// Output folder (IDX files, classes.txt).
+        #[arg(long)]
+        out: PathBuf,
+        /// Side of one digit's cell in pixels.
+        #[arg(long, default_value_t = 20)]
+        cell: usize,
+        /// Share of each class held out for the test split.
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+    },
 }
+
+/// Where Debian's opencv-doc puts OpenCV's sheet of handwritten digits.
+const DIGIT_SHEET: &str = "/usr/share/doc/opencv-doc/examples/data/digits.png";
 
 pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
     if g.config.is_some() || !g.set.is_empty() || g.device != "flex" {
@@ -86,6 +107,46 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
                     letters.train_fonts.len(),
                     letters.test_fonts.len(),
                     letters.skipped.len()
+                );
+            }
+            Ok(())
+        }
+        DataCommand::Digits {
+            from,
+            out,
+            cell,
+            test_fraction,
+        } => {
+            if !from.exists() {
+                bail!(
+                    "{} does not exist (`apt-get install opencv-doc` puts OpenCV's digit sheet \
+                     there; or give --from)",
+                    from.display()
+                );
+            }
+            let settings = SheetSettings {
+                cell,
+                classes: 10,
+                test_fraction,
+                seed: g.seed.unwrap_or(0),
+            };
+            let digits = read_sheet(&from, &settings)?;
+            digits.write(&out)?;
+            let (train, test) = (digits.train.1.len(), digits.test.1.len());
+            if g.json {
+                println!(
+                    "{}",
+                    json!({
+                        "command": "data digits", "out": out, "train_images": train,
+                        "test_images": test, "side": cell,
+                    })
+                );
+            } else {
+                println!(
+                    "wrote {}: {train} train and {test} test images of {cell}x{cell}, 10 classes \
+                     (0-9), from {}",
+                    out.display(),
+                    from.display()
                 );
             }
             Ok(())

@@ -18,7 +18,7 @@ use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
 use pretext::text::tsv::{LabelledTexts, read_labelled_tsv};
 use pretext::vision::checkpoint::ImageCheckpoint;
-use pretext::vision::labels::{ImageLabels, SCRATCH};
+use pretext::vision::labels::{FIXMATCH_SCRATCH, ImageLabels, SCRATCH};
 use pretext_word2vec::format::Embeddings;
 use serde_json::json;
 
@@ -34,7 +34,8 @@ pub struct LabelFlags<'a> {
     pub text_column: Option<usize>,
     pub fractions: Option<Vec<f64>>,
     pub seeds: Option<usize>,
-    /// Take the supervised-from-scratch runs from this other image run's study.
+    pub arms: Option<Vec<String>>,
+    /// Take the from-scratch runs from this other image run's study.
     pub baseline_from: Option<&'a Path>,
 }
 
@@ -69,7 +70,7 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         );
     }
     let (device, splits, loaded, mut config) = open_for_eval(g, checkpoint, flags.data)?;
-    apply_flags(&mut config.eval.labels, flags.fractions, flags.seeds)?;
+    apply_flags(&mut config.eval.labels, &flags)?;
     let test = splits.require_test()?.limited(config.data.test_limit);
     let pool = splits.train.limited(config.data.train_limit);
     let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
@@ -95,6 +96,7 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         "seed": config.seed,
         "eval": eval,
         "finetune_view": config.finetune_view,
+        "strong_view": config.strong_view,
         "validation_fraction": config.eval.labels.validation_fraction,
     });
     let borrowed = match flags.baseline_from {
@@ -113,8 +115,8 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     finish(g, &json_path, &study, record, &headline)
 }
 
-/// The supervised-from-scratch runs of another image study (`--baseline-from RUN`). That arm
-/// never reads the checkpoint's weights: its runs depend on the architecture, the image shape
+/// The from-scratch runs (supervised and FixMatch) of another image study (`--baseline-from
+/// RUN`). Those arms never read the checkpoint's weights: its runs depend on the architecture, the image shape
 /// and normalisation, and what the study's key holds besides the checkpoint (data, pool, seed,
 /// views, settings). Where all of those agree, rerunning it would give the same numbers, bit
 /// for bit, so they are taken instead; where one differs, the message names it.
@@ -154,7 +156,10 @@ fn borrowed_baseline(
             differing.join("; ")
         );
     }
-    let runs = runs.into_iter().filter(|r| r.arm == SCRATCH).collect();
+    let runs = runs
+        .into_iter()
+        .filter(|r| r.arm == SCRATCH || r.arm == FIXMATCH_SCRATCH)
+        .collect();
     Ok(Borrowed { runs, from })
 }
 
@@ -165,11 +170,7 @@ fn text_inputs(g: &Global, flags: &LabelFlags) -> Result<(LabelledTexts, ProbeSe
         .context("eval labels on text needs --data FILE.tsv (labelled texts)")?;
     let mut settings: ProbeSettings =
         pretext::core::config::load_config(g.config.as_deref(), &g.set)?;
-    apply_flags(
-        &mut settings.eval.labels,
-        flags.fractions.clone(),
-        flags.seeds,
-    )?;
+    apply_flags(&mut settings.eval.labels, flags)?;
     settings.eval.validate()?;
     let texts = read_labelled_tsv(data, flags.label_column, flags.text_column)?;
     Ok((texts, settings))
@@ -288,24 +289,23 @@ fn journaled_study(
         let offered = runs.len();
         let taken = journal.import(runs, &from)?;
         eprintln!(
-            "{}: took {taken} supervised-from-scratch run(s) ({offered} there, the rest already here)",
+            "{}: took {taken} from-scratch run(s) ({offered} there, the rest already here)",
             from.display()
         );
     }
     run_study(task, labels, seed, Some(&mut journal), progress)
 }
 
-/// `--fractions` and `--seeds` replace the config's `eval.labels` settings.
-fn apply_flags(
-    labels: &mut LabelsConfig,
-    fractions: Option<Vec<f64>>,
-    seeds: Option<usize>,
-) -> Result<()> {
-    if let Some(f) = fractions {
-        labels.fractions = f;
+/// `--fractions`, `--seeds` and `--arms` replace the config's `eval.labels` settings.
+fn apply_flags(labels: &mut LabelsConfig, flags: &LabelFlags) -> Result<()> {
+    if let Some(f) = &flags.fractions {
+        labels.fractions = f.clone();
     }
-    if let Some(n) = seeds {
+    if let Some(n) = flags.seeds {
         labels.seeds = n;
+    }
+    if let Some(arms) = &flags.arms {
+        labels.arms = arms.clone();
     }
     labels.validate().context("--fractions / --seeds")
 }

@@ -100,7 +100,12 @@ enum Command {
         /// labels: repetitions with their own subsets and initialisations (eval.labels.seeds).
         #[arg(long)]
         seeds: Option<usize>,
-        /// labels: take the supervised-from-scratch runs from another image run's study of the
+        /// labels: which arms to run, e.g. finetune,scratch,fixmatch (eval.labels.arms; default
+        /// every arm: knn, linear, finetune, scratch, distill, fixmatch, fixmatch_scratch for
+        /// images).
+        #[arg(long, value_delimiter = ',')]
+        arms: Option<Vec<String>>,
+        /// labels: take the from-scratch runs from another image run's study of the
         /// same architecture, data and settings instead of training them again.
         #[arg(long)]
         baseline_from: Option<PathBuf>,
@@ -270,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             text_column,
             fractions,
             seeds,
+            arms,
             baseline_from,
         } => {
             let given = |flag: &'static str, set: bool| set.then_some(flag);
@@ -280,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             let label_flags = [
                 given("--fractions", fractions.is_some()),
                 given("--seeds", seeds.is_some()),
+                given("--arms", arms.is_some()),
                 given("--vectors", vectors.is_some()),
                 given("--baseline-from", baseline_from.is_some()),
             ];
@@ -296,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
                         text_column,
                         fractions,
                         seeds,
+                        arms,
                         baseline_from: baseline_from.as_deref(),
                     };
                     return labels::run(&g, flags);

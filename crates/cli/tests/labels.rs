@@ -84,12 +84,27 @@ fn a_study_takes_another_studys_supervised_runs_and_refuses_when_a_setting_diffe
     let from = simclr.to_str().unwrap();
     let (ok, borrower, err) = study(&byol, &["--baseline-from", from]);
     assert!(ok, "{err}");
-    assert!(
-        err.contains("took 1 supervised-from-scratch run(s)"),
-        "{err}"
-    );
+    assert!(err.contains("took 2 from-scratch run(s)"), "{err}");
     let taken = scratch(&borrower);
     assert_eq!(taken["accuracy"], lent["accuracy"]);
+    let runs = |s: &serde_json::Value| s["study"]["runs"].as_array().unwrap().clone();
+    let arms: Vec<String> = runs(&borrower)
+        .iter()
+        .map(|r| r["arm"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        arms,
+        [
+            "knn",
+            "linear",
+            "finetune",
+            "scratch",
+            "distill",
+            "fixmatch",
+            "fixmatch_scratch"
+        ],
+        "every arm, in order"
+    );
     assert!(taken["detail"]["from"].as_str().unwrap().contains("simclr"));
     // The arms that read the checkpoint ran on BYOL's weights.
     let finetune = |s: &serde_json::Value| {

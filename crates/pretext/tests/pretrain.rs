@@ -8,7 +8,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use pretext::core::checkpoint::{Checkpoint, module_tensors};
 use pretext::core::eval::Protocols;
-use pretext::core::labels::{LabelsConfig, run_study};
+use pretext::core::labels::{LabelsConfig, StudyJournal, run_study};
 use pretext::core::run_report::{LABELS_FILE, save_label_study};
 use pretext::core::train::TrainOptions;
 use pretext::vision::backbones::Backbone;
@@ -392,29 +392,79 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
     let pool = splits.train.take(400);
     let test = splits.test.unwrap().take(200);
     let task = ImageLabels::new(&ckpt, &config, &pool, &test, &device).unwrap();
+    // FixMatch from scratch starts where the supervised baseline does; the other arms from
+    // the checkpoint.
+    for (arm, from_checkpoint) in [
+        ("fixmatch_scratch", false),
+        ("scratch", false),
+        ("fixmatch", true),
+        ("distill", true),
+    ] {
+        let start = flat(&task.starting_backbone(arm, 9).unwrap());
+        assert_eq!(start == pretrained, from_checkpoint, "{arm}");
+    }
+    assert_eq!(
+        flat(&task.starting_backbone("fixmatch_scratch", 9).unwrap()),
+        flat(&task.starting_backbone("scratch", 9).unwrap())
+    );
     let labels = LabelsConfig {
         fractions: vec![1.0, 0.25],
         seeds: 1,
         validation_fraction: 0.1,
+        arms: Vec::new(),
     };
-    let study = run_study(&task, &labels, 5, None, |_| {}).unwrap();
-    let arms = ["knn", "linear", "finetune", "scratch"];
+    let journal_path = out_dir("labels-journal.jsonl");
+    let _ = std::fs::remove_file(&journal_path);
+    let mut journal = StudyJournal::open(&journal_path, serde_json::json!({"test": 1})).unwrap();
+    let study = run_study(&task, &labels, 5, Some(&mut journal), |_| {}).unwrap();
+    drop(journal);
+    let arms = [
+        "knn",
+        "linear",
+        "finetune",
+        "scratch",
+        "distill",
+        "fixmatch",
+        "fixmatch_scratch",
+    ];
     for arm in arms {
+        // The semi-supervised arms have no unlabelled images to use at 100%.
+        let semi = ["distill", "fixmatch", "fixmatch_scratch"].contains(&arm);
         for fraction in [0.25, 1.0] {
             let run = study
                 .runs
                 .iter()
-                .find(|r| r.arm == arm && r.fraction == fraction)
-                .unwrap_or_else(|| panic!("no run of {arm} at {fraction}"));
+                .find(|r| r.arm == arm && r.fraction == fraction);
+            if semi && fraction == 1.0 {
+                assert!(run.is_none(), "{arm} ran at 100%");
+                continue;
+            }
+            let run = run.unwrap_or_else(|| panic!("no run of {arm} at {fraction}"));
             assert!(run.accuracy > 0.15, "{arm} at {fraction}: {}", run.accuracy);
         }
     }
-    assert_eq!(study.runs.len(), 8);
+    assert_eq!(study.runs.len(), 11);
+    let fixmatch = study.runs.iter().find(|r| r.arm == "fixmatch").unwrap();
+    assert!(
+        fixmatch.detail["pseudo_label_rate"].as_f64().is_some(),
+        "{:?}",
+        fixmatch.detail
+    );
     let quarter = study.runs.iter().find(|r| r.fraction == 0.25).unwrap();
     assert!((95..=105).contains(&(quarter.labelled + quarter.validation)));
     let json = serde_json::to_value(&study).unwrap();
-    assert_eq!(json["summary"].as_array().unwrap().len(), 8);
+    assert_eq!(json["summary"].as_array().unwrap().len(), 11);
     assert_eq!(json["labels_saved"].as_array().unwrap().len(), 1);
+    // Every arm resumes from the journal: the same study again runs nothing.
+    let mut journal = StudyJournal::open(&journal_path, serde_json::json!({"test": 1})).unwrap();
+    let again = run_study(&task, &labels, 5, Some(&mut journal), |_| {
+        panic!("reran a run")
+    })
+    .unwrap();
+    assert_eq!(again.reused, 11);
+    for (a, b) in study.runs.iter().zip(&again.runs) {
+        assert_eq!((&a.arm, a.accuracy), (&b.arm, b.accuracy));
+    }
     // Neither the frozen probes nor fine-tuning (which trains its own copy) touch the
     // checkpoint's backbone.
     assert_eq!(flat(&ckpt.backbone), pretrained);
@@ -469,6 +519,7 @@ fn the_supervised_baseline_is_the_same_beside_any_method_of_one_architecture() {
         fractions: vec![0.5],
         seeds: 1,
         validation_fraction: 0.1,
+        arms: vec!["scratch".into()],
     };
     let config = tiny_config("baseline-simclr", &finetune);
     let (_, simclr) = pretrain::<SimClr>(&config, &splits.train, &device, &quiet()).unwrap();

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::core::finetune::FineTuneConfig;
-use crate::core::labels::LabelsConfig;
+use crate::core::finetune::{FineTuneConfig, FixMatchConfig};
+use crate::core::labels::{DistillConfig, LabelsConfig};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,10 +39,17 @@ pub struct EvalConfig {
     pub linear_lr: f64,
     pub linear_batch_size: usize,
     pub linear_weight_decay: f64,
+    /// Optimizer steps of the linear probe at the least: the epochs are raised to reach it, so
+    /// a probe on a 1% subset is not stopped after a few dozen steps. 0: `linear_epochs` alone.
+    pub linear_min_steps: usize,
     /// `[eval.labels]`: the label-efficiency study (`pretext eval labels`).
     pub labels: LabelsConfig,
     /// `[eval.finetune]`: fine-tuning and the supervised baseline of that study.
     pub finetune: FineTuneConfig,
+    /// `[eval.fixmatch]`: the FixMatch arms of that study.
+    pub fixmatch: FixMatchConfig,
+    /// `[eval.distill]`: its distillation arm.
+    pub distill: DistillConfig,
 }
 
 impl Default for TrainConfig {
@@ -63,6 +70,8 @@ impl EvalConfig {
             bail!("eval.knn_k and eval.knn_temperature must be positive");
         }
         self.labels.validate()?;
+        self.fixmatch.validate("eval.fixmatch")?;
+        self.distill.validate()?;
         self.finetune.validate("eval.finetune")
     }
 }
@@ -76,8 +85,11 @@ impl Default for EvalConfig {
             linear_lr: 0.01,
             linear_batch_size: 256,
             linear_weight_decay: 1e-5,
+            linear_min_steps: 0,
             labels: LabelsConfig::default(),
             finetune: FineTuneConfig::default(),
+            fixmatch: FixMatchConfig::default(),
+            distill: DistillConfig::default(),
         }
     }
 }

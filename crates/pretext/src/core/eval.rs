@@ -147,9 +147,12 @@ pub fn linear_probe_predictions(
     });
     let batch = config.linear_batch_size.min(train.len()).max(1);
     let steps_per_epoch = train.len().div_ceil(batch);
-    let total = steps_per_epoch * config.linear_epochs;
+    let epochs = config
+        .linear_epochs
+        .max(config.linear_min_steps.div_ceil(steps_per_epoch));
+    let total = steps_per_epoch * epochs;
     let mut step = 0;
-    for epoch in 0..config.linear_epochs {
+    for epoch in 0..epochs {
         let order = epoch_order(train.len(), seed ^ 0x11AE, epoch);
         for chunk in order.chunks(batch) {
             let mut x = Vec::with_capacity(chunk.len() * dim);

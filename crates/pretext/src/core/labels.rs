@@ -28,7 +28,7 @@ use burn::prelude::{Device, Tensor};
 use crate::core::checkpoint::write_atomic;
 use crate::core::config::EvalConfig;
 use crate::core::eval::{Features, Labelled, linear_probe};
-use crate::core::finetune::{FineTuneConfig, Pass, Rows, train_classifier};
+use crate::core::finetune::{Classifier, Pass, Plan, train_classifier};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, label_subsets};
 
@@ -42,6 +42,8 @@ pub struct LabelsConfig {
     pub seeds: usize,
     /// Share of each labelled subset held out to choose the fine-tuning epoch.
     pub validation_fraction: f64,
+    /// Arms to run, by name; empty runs every arm the checkpoint offers.
+    pub arms: Vec<String>,
 }
 
 impl Default for LabelsConfig {
@@ -50,6 +52,90 @@ impl Default for LabelsConfig {
             fractions: vec![0.01, 0.1, 1.0],
             seeds: 3,
             validation_fraction: 0.1,
+            arms: Vec::new(),
+        }
+    }
+}
+
+/// `[eval.distill]`: the distillation arm (SimCLRv2's third stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// Passes of the student over the unlabelled pool (raised to reach
+    /// `eval.finetune.min_steps`).
+    pub epochs: usize,
+    /// Temperature of the teacher's soft labels (1: its probabilities as they are).
+    pub temperature: f64,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig {
+            epochs: 2,
+            temperature: 1.0,
+        }
+    }
+}
+
+impl DistillConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            bail!("eval.distill.epochs must be at least 1");
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "eval.distill.temperature = {}: must be positive",
+                self.temperature
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Which arms "labels saved" compares: at each fraction, the best of the `pretrained` arms
+/// against the curve of the best `baseline` arm (those that never see pretrained weights).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ComparisonRepr")]
+pub struct Comparison {
+    pub pretrained: Vec<String>,
+    pub baseline: Vec<String>,
+}
+
+impl Comparison {
+    pub fn new(pretrained: &[&str], baseline: &[&str]) -> Comparison {
+        let names = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        Comparison {
+            pretrained: names(pretrained),
+            baseline: names(baseline),
+        }
+    }
+}
+
+/// Studies written before the best-of comparison stored one pair of arms.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ComparisonRepr {
+    Pair(String, String),
+    Sets {
+        pretrained: Vec<String>,
+        baseline: Vec<String>,
+    },
+}
+
+impl From<ComparisonRepr> for Comparison {
+    fn from(r: ComparisonRepr) -> Comparison {
+        match r {
+            ComparisonRepr::Pair(p, b) => Comparison {
+                pretrained: vec![p],
+                baseline: vec![b],
+            },
+            ComparisonRepr::Sets {
+                pretrained,
+                baseline,
+            } => Comparison {
+                pretrained,
+                baseline,
+            },
         }
     }
 }
@@ -89,8 +175,13 @@ pub struct ArmOutcome {
 pub trait LabelTask {
     /// Arm names, in the order they are reported.
     fn arms(&self) -> Vec<String>;
-    /// The pretrained arm and the supervised baseline that "labels saved" compares.
-    fn comparison(&self) -> Option<(String, String)>;
+    /// The pretrained arms and the supervised baselines that "labels saved" compares.
+    fn comparison(&self) -> Option<Comparison>;
+    /// Whether `arm` has nothing to run at `fraction` (a semi-supervised arm when every
+    /// image is labelled).
+    fn skips(&self, _arm: &str, _fraction: f64) -> bool {
+        false
+    }
     /// Labels of the training pool that subsets are drawn from.
     fn pool_labels(&self) -> &[u32];
     fn class_names(&self) -> &[String];
@@ -124,35 +215,20 @@ pub fn probe_subset(
     linear_probe(train, test, classes, eval, seed, device)
 }
 
-/// A fine-tuned (`pretrained`) or from-scratch arm: [`train_classifier`] with `config`, except
-/// that a fresh encoder always learns at the head's rate (it has nothing to preserve, so the
-/// baseline is not handicapped when fine-tuning is set to a slower encoder).
-pub fn supervised_arm<E, F>(
-    encoder: E,
-    feature_dim: usize,
-    rows: Rows,
-    features: F,
-    config: &FineTuneConfig,
-    pretrained: bool,
-    seed: u64,
-) -> Result<ArmOutcome>
+/// One supervised or semi-supervised arm: [`train_classifier`] as `plan` says, with what it
+/// reached as the arm's outcome. The caller gives a fresh encoder the settings of
+/// [`FineTuneConfig::from_scratch`](crate::core::finetune::FineTuneConfig::from_scratch).
+pub fn supervised_arm<E, F>(encoder: E, plan: Plan<F>) -> Result<(Classifier<E>, ArmOutcome)>
 where
     E: Module + Clone,
     F: Fn(&E, &[usize], Pass, &Device) -> Result<Tensor<2>>,
 {
-    let config = FineTuneConfig {
-        encoder_lr_ratio: if pretrained {
-            config.encoder_lr_ratio
-        } else {
-            1.0
-        },
-        ..config.clone()
-    };
-    let (_, trained) = train_classifier(encoder, feature_dim, rows, features, &config, seed)?;
-    Ok(ArmOutcome {
+    let (model, trained) = train_classifier(encoder, plan)?;
+    let outcome = ArmOutcome {
         accuracy: trained.test_accuracy,
         detail: serde_json::to_value(&trained)?,
-    })
+    };
+    Ok((model, outcome))
 }
 
 /// A study needs two classes at least.
@@ -168,7 +244,7 @@ pub fn require_classes(classes: usize) -> Result<()> {
 pub struct FrozenArms {
     /// Each arm's name with its pool and test features.
     pub arms: Vec<(String, (Features, Features))>,
-    pub comparison: Option<(String, String)>,
+    pub comparison: Option<Comparison>,
     pub pool_labels: Vec<u32>,
     pub test_labels: Vec<u32>,
     pub class_names: Vec<String>,
@@ -181,7 +257,7 @@ impl LabelTask for FrozenArms {
         self.arms.iter().map(|(name, _)| name.clone()).collect()
     }
 
-    fn comparison(&self) -> Option<(String, String)> {
+    fn comparison(&self) -> Option<Comparison> {
         self.comparison.clone()
     }
 
@@ -244,7 +320,13 @@ pub struct ArmSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelsSaved {
     pub fraction: f64,
+    /// The best pretrained arm at this fraction, and its mean accuracy.
+    #[serde(default)]
+    pub pretrained_arm: String,
     pub pretrained_accuracy: f64,
+    /// The best baseline arm at each measured fraction (the curve read off).
+    #[serde(default)]
+    pub baseline_arms: Vec<(f64, String)>,
     /// The fraction the baseline needs, when it lies inside the measured range.
     pub baseline_fraction_needed: Option<f64>,
     /// `baseline_fraction_needed / fraction`.
@@ -258,7 +340,7 @@ pub struct LabelStudy {
     pub arms: Vec<String>,
     pub fractions: Vec<f64>,
     pub seeds: Vec<u64>,
-    pub comparison: Option<(String, String)>,
+    pub comparison: Option<Comparison>,
     pub runs: Vec<ArmRun>,
     pub summary: Vec<ArmSummary>,
     pub labels_saved: Vec<LabelsSaved>,
@@ -450,7 +532,23 @@ pub fn run_study(
     let mut fractions = config.fractions.clone();
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
-    let arms = task.arms();
+    let offered = task.arms();
+    let arms: Vec<String> = if config.arms.is_empty() {
+        offered
+    } else {
+        for arm in &config.arms {
+            if !offered.contains(arm) {
+                bail!(
+                    "eval.labels.arms: unknown arm '{arm}'; this checkpoint offers {}",
+                    offered.join(", ")
+                );
+            }
+        }
+        offered
+            .into_iter()
+            .filter(|a| config.arms.contains(a))
+            .collect()
+    };
     let seeds: Vec<u64> = (0..config.seeds as u64)
         .map(|i| mix_seed(&[seed, i, 0x5EED]))
         .collect();
@@ -466,6 +564,9 @@ pub fn run_study(
         )?;
         for subset in &subsets {
             for arm in &arms {
+                if task.skips(arm, subset.fraction) {
+                    continue;
+                }
                 if let Some(run) = journal
                     .as_ref()
                     .and_then(|j| j.get(arm, subset.fraction, s))
@@ -500,7 +601,7 @@ pub fn run_study(
     let comparison = task.comparison();
     let labels_saved = comparison
         .as_ref()
-        .map(|(pre, base)| labels_saved(&summary, pre, base))
+        .map(|c| labels_saved(&summary, c))
         .unwrap_or_default();
     Ok(LabelStudy {
         arms,
@@ -579,24 +680,50 @@ pub fn fraction_reaching(
     Err(curve.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max))
 }
 
-fn labels_saved(summary: &[ArmSummary], pretrained: &str, baseline: &str) -> Vec<LabelsSaved> {
-    let curve = |arm: &str| -> Vec<(f64, f64)> {
-        summary
-            .iter()
-            .filter(|s| s.arm == arm)
-            .map(|s| (s.fraction, s.mean))
-            .collect()
-    };
-    let (pre, base) = (curve(pretrained), curve(baseline));
-    let (Some(&(first_fraction, _)), Some(&(last_fraction, _))) = (base.first(), base.last())
+/// At each fraction, the best mean among `arms` and which arm it was.
+fn best_curve(summary: &[ArmSummary], arms: &[String]) -> Vec<(f64, f64, String)> {
+    let mut curve: Vec<(f64, f64, String)> = Vec::new();
+    for s in summary.iter().filter(|s| arms.contains(&s.arm)) {
+        match curve.iter_mut().find(|c| c.0 == s.fraction) {
+            Some(c) if s.mean > c.1 => *c = (s.fraction, s.mean, s.arm.clone()),
+            Some(_) => {}
+            None => curve.push((s.fraction, s.mean, s.arm.clone())),
+        }
+    }
+    curve.sort_by(|a, b| a.0.total_cmp(&b.0));
+    curve
+}
+
+/// "Labels saved": at each fraction below 1, the best pretrained arm's accuracy read off the
+/// best baseline's curve (log-interpolated), and the statement that says it with both names.
+fn labels_saved(summary: &[ArmSummary], comparison: &Comparison) -> Vec<LabelsSaved> {
+    let pre = best_curve(summary, &comparison.pretrained);
+    let base = best_curve(summary, &comparison.baseline);
+    let (Some((first_fraction, ..)), Some((last_fraction, ..))) = (base.first(), base.last())
     else {
         return Vec::new();
     };
+    let (first_fraction, last_fraction) = (*first_fraction, *last_fraction);
+    let points: Vec<(f64, f64)> = base.iter().map(|(f, a, _)| (*f, *a)).collect();
+    let baseline_arms: Vec<(f64, String)> =
+        base.iter().map(|(f, _, arm)| (*f, arm.clone())).collect();
+    let mut names: Vec<&str> = base.iter().map(|(_, _, a)| a.as_str()).collect();
+    names.dedup();
+    let baseline = if names.len() == 1 {
+        names[0].to_string()
+    } else {
+        let each: Vec<String> = base
+            .iter()
+            .map(|(f, _, a)| format!("{a} at {}", percent(*f)))
+            .collect();
+        format!("the best baseline ({})", each.join(", "))
+    };
     pre.iter()
-        .filter(|(f, _)| *f < 1.0)
-        .map(|&(fraction, accuracy)| {
+        .filter(|(f, ..)| *f < 1.0)
+        .map(|(fraction, accuracy, pretrained)| {
+            let (fraction, accuracy) = (*fraction, *accuracy);
             let acc = format!("{:.2}%", 100.0 * accuracy);
-            let (needed, statement) = match fraction_reaching(&base, accuracy) {
+            let (needed, statement) = match fraction_reaching(&points, accuracy) {
                 Ok(Some(needed)) if needed >= fraction => (
                     Some(needed),
                     format!(
@@ -643,7 +770,9 @@ fn labels_saved(summary: &[ArmSummary], pretrained: &str, baseline: &str) -> Vec
             };
             LabelsSaved {
                 fraction,
+                pretrained_arm: pretrained.clone(),
                 pretrained_accuracy: accuracy,
+                baseline_arms: baseline_arms.clone(),
                 baseline_fraction_needed: needed,
                 factor: needed.map(|n| n / fraction),
                 statement,
@@ -711,8 +840,8 @@ mod tests {
         fn arms(&self) -> Vec<String> {
             vec!["finetune".into(), "scratch".into()]
         }
-        fn comparison(&self) -> Option<(String, String)> {
-            Some(("finetune".into(), "scratch".into()))
+        fn comparison(&self) -> Option<Comparison> {
+            Some(Comparison::new(&["finetune"], &["scratch"]))
         }
         fn pool_labels(&self) -> &[u32] {
             &self.labels
@@ -748,6 +877,7 @@ mod tests {
             fractions: vec![1.0, 0.01, 0.1],
             seeds: 2,
             validation_fraction: 0.1,
+            arms: Vec::new(),
         };
         let study = run_study(&task, &config, 7, None, |_| {}).unwrap();
         assert_eq!(study.fractions, vec![0.01, 0.1, 1.0]);
@@ -795,6 +925,7 @@ mod tests {
             fractions,
             seeds,
             validation_fraction: 0.1,
+            arms: Vec::new(),
         };
         let first_task = task();
         let mut journal = StudyJournal::open(&path, key.clone()).unwrap();
@@ -877,6 +1008,7 @@ mod tests {
             fractions: vec![0.1, 1.0],
             seeds: 2,
             validation_fraction: 0.1,
+            arms: Vec::new(),
         };
         let mut journal =
             StudyJournal::open(&first, serde_json::json!({"checkpoint": "a"})).unwrap();
@@ -918,6 +1050,63 @@ mod tests {
             vec!["pool: here 10, there 12", "seed: here 0, there (absent)"]
         );
         assert!(read_journal(&dir.path().join("none.jsonl")).is_err());
+    }
+
+    #[test]
+    fn labels_saved_compares_the_best_arm_of_each_side_and_names_them() {
+        let row = |arm: &str, fraction: f64, mean: f64| ArmSummary {
+            arm: arm.into(),
+            fraction,
+            labelled: 0,
+            mean,
+            std: 0.0,
+            seeds: 1,
+        };
+        let summary = vec![
+            row("finetune", 0.01, 0.60),
+            row("fixmatch", 0.01, 0.72),
+            row("finetune", 0.1, 0.80),
+            row("fixmatch", 0.1, 0.78),
+            row("scratch", 0.01, 0.50),
+            row("scratch", 0.1, 0.70),
+            row("scratch", 1.0, 0.90),
+            row("fixmatch_scratch", 0.01, 0.55),
+            row("fixmatch_scratch", 0.1, 0.66),
+        ];
+        let comparison =
+            Comparison::new(&["finetune", "fixmatch"], &["scratch", "fixmatch_scratch"]);
+        let saved = labels_saved(&summary, &comparison);
+        assert_eq!(saved.len(), 2);
+        assert_eq!(saved[0].pretrained_arm, "fixmatch");
+        assert_eq!(saved[1].pretrained_arm, "finetune");
+        assert_eq!(
+            saved[0].baseline_arms,
+            vec![
+                (0.01, "fixmatch_scratch".to_string()),
+                (0.1, "scratch".to_string()),
+                (1.0, "scratch".to_string())
+            ]
+        );
+        // 72% is above the best baseline's 70% at 10%, so it is read between 10% (70%) and
+        // 100% (90%), a tenth of the way in accuracy and so in log(fraction).
+        let needed = saved[0].baseline_fraction_needed.unwrap();
+        assert!((needed - 0.1 * 10f64.powf(0.1)).abs() < 1e-9, "{needed}");
+        assert!(
+            saved[0].statement.contains("fixmatch on 1%"),
+            "{}",
+            saved[0].statement
+        );
+        assert!(
+            saved[0].statement.contains("fixmatch_scratch at 1%"),
+            "{}",
+            saved[0].statement
+        );
+        // Studies written before stored one pair.
+        let old: Comparison = serde_json::from_str(r#"["finetune", "scratch"]"#).unwrap();
+        assert_eq!(old, Comparison::new(&["finetune"], &["scratch"]));
+        let new: Comparison =
+            serde_json::from_str(&serde_json::to_string(&comparison).unwrap()).unwrap();
+        assert_eq!(new, comparison);
     }
 
     #[test]

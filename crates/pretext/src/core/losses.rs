@@ -157,6 +157,19 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         .reshape([1])
 }
 
+/// Cross-entropy against soft targets, summed over classes and averaged over the batch:
+/// `-(1/n) Σ_i Σ_c targets[i, c] · log_softmax(logits)[i, c]`. A row of zeros contributes
+/// nothing but still counts in `n`, which is how FixMatch averages its masked unlabelled loss
+/// (over every unlabelled image, confident or not); soft rows give distillation's loss.
+pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    (log_softmax(logits, 1) * targets)
+        .sum()
+        .div_scalar(n.max(1) as f64)
+        .neg()
+        .reshape([1])
+}
+
 /// DINO's loss (Caron et al. 2021): the cross-entropy between the teacher's sharpened, centred
 /// distribution over prototypes for each global view and the student's for every other view.
 /// `teacher[t]` and `student[s]` are `[batch, prototypes]` logits; the student's first views are

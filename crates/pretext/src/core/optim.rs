@@ -156,6 +156,8 @@ struct Update<'a> {
     grads: GradientsParams,
     lr: f64,
     grad_scale: f64,
+    /// Multiplies `lr` per parameter path (layer-wise learning-rate decay); `None`: 1.
+    lr_scale: Option<&'a dyn Fn(&str) -> f64>,
     stack: Vec<String>,
 }
 
@@ -171,7 +173,8 @@ impl ModuleMapper for Update<'_> {
             return param;
         };
         let path = self.stack.join(".");
-        let (lr, scale) = (self.lr, self.grad_scale);
+        let lr = self.lr * self.lr_scale.map_or(1.0, |f| f(&path));
+        let scale = self.grad_scale;
         let opt = &mut *self.opt;
         param.map(|value| {
             let require_grad = value.is_require_grad();
@@ -282,6 +285,18 @@ impl Optimizer {
 
     /// Apply one update to every parameter of `model` that has a gradient in `grads`.
     pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, lr: f64) -> M {
+        self.step_scaled(model, grads, lr, None)
+    }
+
+    /// [`Optimizer::step`] with each parameter's learning rate multiplied by `lr_scale` of its
+    /// module path (`stage2.conv.weight`), as layer-wise decay needs.
+    pub fn step_scaled<M: Module>(
+        &mut self,
+        model: M,
+        grads: GradientsParams,
+        lr: f64,
+        lr_scale: Option<&dyn Fn(&str) -> f64>,
+    ) -> M {
         let grad_scale = if self.config.grad_clip > 0.0 {
             let norm = global_norm(&model, &grads);
             (self.config.grad_clip / (norm + 1e-6)).min(1.0)
@@ -293,6 +308,7 @@ impl Optimizer {
             grads,
             lr,
             grad_scale,
+            lr_scale,
             stack: Vec::new(),
         });
         self.steps += 1;

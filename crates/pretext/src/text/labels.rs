@@ -22,9 +22,9 @@ use super::probe::{
 };
 use super::tsv::LabelledTexts;
 use crate::core::eval::Features;
-use crate::core::finetune::{Pass, Rows};
+use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
 use crate::core::labels::{
-    ArmOutcome, FrozenArms, LabelTask, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, FrozenArms, LabelTask, probe_subset, require_classes, supervised_arm,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, stratified_split};
@@ -172,16 +172,22 @@ impl<'a> TextLabels<'a> {
             test_labels: &self.test.labels,
             classes: self.class_names.len(),
         };
-        let dim = self.checkpoint.encoder.hidden;
-        supervised_arm(
-            encoder,
-            dim,
+        let finetune = &self.settings.eval.finetune;
+        let config = if pretrained {
+            finetune.clone()
+        } else {
+            finetune.from_scratch()
+        };
+        let plan = Plan {
+            feature_dim: self.checkpoint.encoder.hidden,
             rows,
             features,
-            &self.settings.eval.finetune,
-            pretrained,
+            config: &config,
+            unlabelled: Unlabelled::None,
+            lr_scale: None,
             seed,
-        )
+        };
+        Ok(supervised_arm(encoder, plan)?.1)
     }
 }
 
@@ -192,8 +198,12 @@ impl LabelTask for TextLabels<'_> {
             .to_vec()
     }
 
-    fn comparison(&self) -> Option<(String, String)> {
-        Some((FINETUNE.into(), SCRATCH.into()))
+    fn comparison(&self) -> Option<Comparison> {
+        // Counting words needs no pretraining either: it is a baseline beside scratch.
+        Some(Comparison::new(
+            &[LINEAR, FINETUNE],
+            &[SCRATCH, BAG_OF_WORDS],
+        ))
     }
 
     fn pool_labels(&self) -> &[u32] {
@@ -275,7 +285,7 @@ pub fn vector_study<'v>(
                 bag_of_words_features(&pool, &test, settings.bow_max_features),
             ),
         ],
-        comparison: Some((VECTORS.into(), BAG_OF_WORDS.into())),
+        comparison: Some(Comparison::new(&[VECTORS, VECTORS_SIF], &[BAG_OF_WORDS])),
         pool_labels: labels(&split.train),
         test_labels: labels(&split.test),
         class_names: data.classes.clone(),
@@ -346,6 +356,7 @@ mod tests {
                 fractions: vec![0.5, 1.0],
                 seeds: 1,
                 validation_fraction: 0.1,
+                arms: Vec::new(),
             },
             2,
             None,
@@ -418,6 +429,7 @@ mod tests {
                 fractions: vec![0.25, 1.0],
                 seeds: 1,
                 validation_fraction: 0.0,
+                arms: Vec::new(),
             },
             1,
             None,

@@ -63,6 +63,11 @@ pub struct PretrainConfig {
     /// (`[finetune_view]`; default: crop scale 0.5-1 and horizontal flip, which suits
     /// Fashion-MNIST but not digits or letters, where a flip changes the class).
     pub finetune_view: ViewConfig,
+    /// FixMatch's strong augmentation in `eval labels` (`[strong_view]`; its weak one is
+    /// `finetune_view`): a wider crop, colour jitter, grayscale, blur and solarisation on top
+    /// of the weak view's flip, the parts of RandAugment the views module has. It never flips
+    /// more often than `finetune_view`, so a flip turned off there stays off.
+    pub strong_view: ViewConfig,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -140,6 +145,7 @@ impl Default for PretrainConfig {
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
             finetune_view: ViewConfig::finetune(),
+            strong_view: ViewConfig::strong(),
         }
     }
 }
@@ -261,6 +267,7 @@ impl PretrainConfig {
                 .validate(&format!("views[{i}]"))?;
         }
         self.finetune_view.validate("finetune_view")?;
+        self.strong_view.validate("strong_view")?;
         self.eval.validate()?;
         Ok(())
     }

@@ -1,11 +1,17 @@
-//! Label efficiency on images (`pretext eval labels`): the four arms of a study on an image
+//! Label efficiency on images (`pretext eval labels`): the arms of a study on an image
 //! checkpoint. kNN and the linear probe read the pretrained backbone's frozen features;
-//! fine-tuning trains that backbone with a linear head end to end (the backbone at
-//! `eval.finetune.encoder_lr_ratio` of the head's rate, 1 by default); the supervised
-//! baseline trains the same architecture from a fresh initialisation with the same head,
-//! views, optimizer and budget, its backbone always at the head's full rate.
+//! fine-tuning trains that backbone with a linear head end to end (`[eval.finetune]`: encoder
+//! rate, layer-wise decay, a probe stage first, batch-norm statistics); the supervised baseline
+//! trains the same architecture from a fresh initialisation with the same head, views,
+//! optimizer and budget. Two semi-supervised arms also use the unlabelled rest of the pool:
+//! `distill`, a student initialised from the checkpoint that learns the fine-tuned model's soft
+//! labels on every unlabelled image, and `fixmatch`, the pretrained backbone trained on the
+//! labels plus confident pseudo-labels of weak views teaching strong views; `fixmatch_scratch`
+//! is the same from fresh weights, so the table shows what pretraining adds to it.
 
 use std::cell::OnceCell;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -16,10 +22,12 @@ use super::checkpoint::ImageCheckpoint;
 use super::config::PretrainConfig;
 use super::data::ImageSet;
 use super::eval::extract;
-use super::views::{Pipeline, eval_pipeline};
+use super::views::{Pipeline, ViewConfig, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
-use crate::core::finetune::{Pass, Rows};
-use crate::core::labels::{ArmOutcome, LabelTask, probe_subset, require_classes, supervised_arm};
+use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled, soft_labels};
+use crate::core::labels::{
+    ArmOutcome, Comparison, LabelTask, probe_subset, require_classes, supervised_arm,
+};
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
 
@@ -27,6 +35,12 @@ pub const KNN: &str = "knn";
 pub const LINEAR: &str = "linear";
 pub const FINETUNE: &str = "finetune";
 pub const SCRATCH: &str = "scratch";
+pub const DISTILL: &str = "distill";
+pub const FIXMATCH: &str = "fixmatch";
+pub const FIXMATCH_SCRATCH: &str = "fixmatch_scratch";
+
+/// Arms that learn from the unlabelled pool: nothing to run when every image is labelled.
+const SEMI_SUPERVISED: [&str; 3] = [DISTILL, FIXMATCH, FIXMATCH_SCRATCH];
 
 /// A study of one image checkpoint on a labelled train pool and test split.
 pub struct ImageLabels<'a> {
@@ -41,6 +55,41 @@ pub struct ImageLabels<'a> {
     device: Device,
     /// Pretrained features of the pool and the test split, computed on first use.
     frozen: OnceCell<(Features, Features)>,
+    /// Fine-tuned models kept for the distillation arm, by (fraction, seed).
+    teachers: RefCell<HashMap<(u64, u64), Classifier<Backbone>>>,
+}
+
+/// The images a run's feature function reads, and how each pass presents them.
+struct ImageViews<'a> {
+    pool: &'a ImageSet,
+    test: &'a ImageSet,
+    weak: Pipeline,
+    strong: Pipeline,
+    plain: Pipeline,
+    seed: u64,
+}
+
+impl ImageViews<'_> {
+    fn features(
+        &self,
+        e: &Backbone,
+        idx: &[usize],
+        pass: Pass,
+        device: &Device,
+    ) -> Result<Tensor<2>> {
+        let (set, pipeline, seed, epoch): (&ImageSet, &Pipeline, u64, usize) = match pass {
+            Pass::Train { epoch } => (self.pool, &self.weak, self.seed, epoch),
+            // Its own stream, so a strong view's crop is not drawn from the weak view's numbers.
+            Pass::Strong { epoch } => {
+                (self.pool, &self.strong, mix_seed(&[self.seed, 0x57]), epoch)
+            }
+            Pass::Plain => (self.pool, &self.plain, self.seed, 0),
+            Pass::Test => (self.test, &self.plain, self.seed, 0),
+        };
+        let (mut views, shapes) = make_views(set, std::slice::from_ref(pipeline), idx, seed, epoch);
+        let x = Tensor::<4>::from_data(TensorData::new(views.remove(0), shapes[0]), device);
+        Ok(e.forward(x))
+    }
 }
 
 impl<'a> ImageLabels<'a> {
@@ -67,6 +116,7 @@ impl<'a> ImageLabels<'a> {
             classes,
             device: device.clone(),
             frozen: OnceCell::new(),
+            teachers: RefCell::new(HashMap::new()),
         })
     }
 
@@ -112,60 +162,148 @@ impl<'a> ImageLabels<'a> {
         ))
     }
 
-    fn train(&self, pretrained: bool, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+    /// The backbone an arm starts from: the checkpoint's, or (for `scratch` and
+    /// `fixmatch_scratch`) the same architecture freshly initialised from the run's seed.
+    pub fn starting_backbone(&self, arm: &str, seed: u64) -> Result<Backbone> {
         let ad = self.device.clone().autodiff();
-        let encoder: Backbone = if pretrained {
+        Ok(if pretrained(arm) {
             self.checkpoint.backbone_on(&ad)?
         } else {
             self.checkpoint
                 .random_backbone(mix_seed(&[seed, 0x5C2A7C4]), &ad)
-        };
-        let ckpt = self.checkpoint;
-        let (h, w) = (self.pool.height, self.pool.width);
-        let augment = self
-            .config
-            .finetune_view
-            .build((h, w), &ckpt.mean, &ckpt.std);
-        let plain = eval_pipeline(&ckpt.mean, &ckpt.std);
-        let features = |e: &Backbone, idx: &[usize], pass: Pass, device: &Device| {
-            let (set, pipeline, epoch): (&ImageSet, &Pipeline, usize) = match pass {
-                Pass::Train { epoch } => (self.pool, &augment, epoch),
-                Pass::Validation => (self.pool, &plain, 0),
-                Pass::Test => (self.test, &plain, 0),
-            };
-            let (mut views, shapes) =
-                make_views(set, std::slice::from_ref(pipeline), idx, seed, epoch);
-            let x = Tensor::<4>::from_data(TensorData::new(views.remove(0), shapes[0]), device);
-            Ok(e.forward(x))
-        };
-        let rows = Rows {
-            train: &subset.train,
-            validation: &subset.validation,
-            pool_labels: self.pool_labels,
-            test: &(0..self.test.len()).collect::<Vec<_>>(),
-            test_labels: self.test_labels,
-            classes: self.classes,
-        };
-        let dim = encoder.out_dim();
-        supervised_arm(
-            encoder,
-            dim,
-            rows,
-            features,
-            &self.config.eval.finetune,
-            pretrained,
-            seed,
-        )
+        })
     }
+
+    /// `[strong_view]`, never flipping more often than `[finetune_view]`: a flip turned off
+    /// there because it changes the class (digits, letters) stays off in the strong view.
+    fn strong_view(&self) -> ViewConfig {
+        let mut strong = self.config.strong_view.clone();
+        strong.flip_p = strong.flip_p.min(self.config.finetune_view.flip_p);
+        strong
+    }
+
+    fn views(&self, seed: u64) -> ImageViews<'_> {
+        let ckpt = self.checkpoint;
+        let size = (self.pool.height, self.pool.width);
+        ImageViews {
+            pool: self.pool,
+            test: self.test,
+            weak: self.config.finetune_view.build(size, &ckpt.mean, &ckpt.std),
+            strong: self.strong_view().build(size, &ckpt.mean, &ckpt.std),
+            plain: eval_pipeline(&ckpt.mean, &ckpt.std),
+            seed,
+        }
+    }
+
+    /// Train `arm` (fine-tuning, scratch, distillation or FixMatch) on `subset`; returns the
+    /// model too, which the distillation arm takes as its teacher.
+    fn train(
+        &self,
+        arm: &str,
+        subset: &LabelSubset,
+        seed: u64,
+    ) -> Result<(Classifier<Backbone>, ArmOutcome)> {
+        let encoder = self.starting_backbone(arm, seed)?;
+        let eval = &self.config.eval;
+        let mut config = if pretrained(arm) {
+            eval.finetune.clone()
+        } else {
+            eval.finetune.from_scratch()
+        };
+        let views = self.views(seed);
+        let features = |e: &Backbone, idx: &[usize], pass: Pass, device: &Device| {
+            views.features(e, idx, pass, device)
+        };
+        // The unlabelled pool: every training image but the validation ones, which stay
+        // unseen so that they choose the epoch honestly.
+        let unlabelled: Vec<usize> = (0..self.pool.len())
+            .filter(|i| subset.validation.binary_search(i).is_err())
+            .collect();
+        let teacher;
+        let unlabelled = match arm {
+            FIXMATCH | FIXMATCH_SCRATCH => Unlabelled::FixMatch {
+                rows: &unlabelled,
+                config: &eval.fixmatch,
+            },
+            DISTILL => {
+                let model = self.teacher(subset, seed)?;
+                teacher = soft_labels(
+                    &model,
+                    &unlabelled,
+                    features,
+                    eval.distill.temperature,
+                    &self.device,
+                )?;
+                config.epochs = eval.distill.epochs;
+                Unlabelled::Distill {
+                    rows: &unlabelled,
+                    teacher: &teacher,
+                }
+            }
+            _ => Unlabelled::None,
+        };
+        let layers = &self.checkpoint.backbone;
+        let decay = config.layer_decay;
+        let layer_decay = |path: &str| layers.layer_decay(path, decay);
+        let test: Vec<usize> = (0..self.test.len()).collect();
+        let plan = Plan {
+            feature_dim: encoder.out_dim(),
+            rows: Rows {
+                train: &subset.train,
+                validation: &subset.validation,
+                pool_labels: self.pool_labels,
+                test: &test,
+                test_labels: self.test_labels,
+                classes: self.classes,
+            },
+            features,
+            config: &config,
+            unlabelled,
+            lr_scale: (decay != 1.0).then_some(&layer_decay as &dyn Fn(&str) -> f64),
+            seed,
+        };
+        supervised_arm(encoder, plan)
+    }
+
+    /// The fine-tuned model of `subset` and `seed`: the one the `finetune` arm just trained, or
+    /// (when that run was read back from the journal) the same run again.
+    fn teacher(&self, subset: &LabelSubset, seed: u64) -> Result<Classifier<Backbone>> {
+        let key = (subset.fraction.to_bits(), seed);
+        if let Some(model) = self.teachers.borrow_mut().remove(&key) {
+            return Ok(model);
+        }
+        Ok(self.train(FINETUNE, subset, seed)?.0)
+    }
+}
+
+fn pretrained(arm: &str) -> bool {
+    arm != SCRATCH && arm != FIXMATCH_SCRATCH
 }
 
 impl LabelTask for ImageLabels<'_> {
     fn arms(&self) -> Vec<String> {
-        [KNN, LINEAR, FINETUNE, SCRATCH].map(String::from).to_vec()
+        [
+            KNN,
+            LINEAR,
+            FINETUNE,
+            SCRATCH,
+            DISTILL,
+            FIXMATCH,
+            FIXMATCH_SCRATCH,
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
-    fn comparison(&self) -> Option<(String, String)> {
-        Some((FINETUNE.into(), SCRATCH.into()))
+    fn comparison(&self) -> Option<Comparison> {
+        Some(Comparison::new(
+            &[KNN, LINEAR, FINETUNE, DISTILL, FIXMATCH],
+            &[SCRATCH, FIXMATCH_SCRATCH],
+        ))
+    }
+
+    fn skips(&self, arm: &str, fraction: f64) -> bool {
+        fraction >= 1.0 && SEMI_SUPERVISED.contains(&arm)
     }
 
     fn pool_labels(&self) -> &[u32] {
@@ -182,8 +320,19 @@ impl LabelTask for ImageLabels<'_> {
                 accuracy: self.probe(arm, subset, seed)?,
                 detail: serde_json::json!({}),
             }),
-            FINETUNE => self.train(true, subset, seed),
-            SCRATCH => self.train(false, subset, seed),
+            FINETUNE => {
+                let (model, outcome) = self.train(arm, subset, seed)?;
+                // Kept for the distillation arm of the same subset, which runs next.
+                let arms = &self.config.eval.labels.arms;
+                if !self.skips(DISTILL, subset.fraction)
+                    && (arms.is_empty() || arms.iter().any(|a| a == DISTILL))
+                {
+                    let key = (subset.fraction.to_bits(), seed);
+                    self.teachers.borrow_mut().insert(key, model);
+                }
+                Ok(outcome)
+            }
+            SCRATCH | DISTILL | FIXMATCH | FIXMATCH_SCRATCH => Ok(self.train(arm, subset, seed)?.1),
             other => bail!("unknown arm '{other}'"),
         }
     }

@@ -27,6 +27,7 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
     t.remove("eval");
     // Evaluation settings, added after the first checkpoints were written.
     t.remove("finetune_view");
+    t.remove("strong_view");
     // Settings of methods and backbones this run does not use cannot change it (and checkpoints
     // written before those methods existed do not hold them).
     let tables = [

@@ -167,6 +167,45 @@ impl Backbone {
         }
     }
 
+    /// How many layers deep the parameter at `path` (an optimizer path such as
+    /// `SmallCnn.stage2.conv.weight` or `Vit.blocks.layers.3.mlp...`) sits, from 0 at the input,
+    /// and the depth of the last layer: what layer-wise learning-rate decay scales by. Stages of
+    /// the small CNN, residual blocks of a ResNet (the stem at 0), transformer blocks of a ViT
+    /// (patch projection, class token and positions at 0, the final norm last).
+    pub fn layer_of(&self, path: &str) -> (usize, usize) {
+        let index_after = |name: &str| {
+            let mut parts = path.split('.');
+            parts.find(|p| *p == name)?;
+            parts.find_map(|p| p.parse::<usize>().ok())
+        };
+        match self {
+            Backbone::SmallCnn(_) => {
+                let stage = ["stage1", "stage2", "stage3"]
+                    .iter()
+                    .position(|s| path.split('.').any(|p| p == *s));
+                (stage.map_or(3, |s| s + 1), 3)
+            }
+            Backbone::ResNet(m) => {
+                let blocks = m.block_count();
+                (index_after("blocks").map_or(0, |b| b + 1), blocks)
+            }
+            Backbone::Vit(v) => {
+                let depth = v.blocks.layers.len();
+                match index_after("layers") {
+                    Some(b) => (b + 1, depth + 1),
+                    None if path.split('.').any(|p| p == "norm") => (depth + 1, depth + 1),
+                    None => (0, depth + 1),
+                }
+            }
+        }
+    }
+
+    /// Layer-wise learning-rate decay: `decay^(last - layer)` for the parameter at `path`.
+    pub fn layer_decay(&self, path: &str, decay: f64) -> f64 {
+        let (layer, last) = self.layer_of(path);
+        decay.powi(last.saturating_sub(layer) as i32)
+    }
+
     /// The ViT, for methods that work on its patches (MAE, SimMIM).
     pub fn vit(&self) -> anyhow::Result<&Vit> {
         match self {
@@ -230,6 +269,59 @@ mod tests {
             assert_eq!(model.out_dim(), dim, "{arch}");
             let out = model.forward(Tensor::zeros([2, channels, side, side], &device));
             assert_eq!(out.dims(), [2, dim], "{arch} on {side}x{side}x{channels}");
+        }
+    }
+
+    #[test]
+    fn layer_depths_count_from_the_input() {
+        let device = Device::flex();
+        let cnn = BackboneConfig::default().init((1, 28, 28), &device);
+        assert_eq!(cnn.layer_of("SmallCnn.stage1.conv.weight"), (1, 3));
+        assert_eq!(cnn.layer_of("SmallCnn.stage3.norm.gamma"), (3, 3));
+        assert!((cnn.layer_decay("SmallCnn.stage1.conv.weight", 0.5) - 0.25).abs() < 1e-12);
+        let vit = BackboneConfig {
+            arch: "vit_tiny".into(),
+            depth: 2,
+            ..BackboneConfig::default()
+        }
+        .init((1, 28, 28), &device);
+        assert_eq!(vit.layer_of("Vit.patch_embed.weight"), (0, 3));
+        assert_eq!(vit.layer_of("Vit.blocks.layers.1.mlp.fc1.weight"), (2, 3));
+        assert_eq!(vit.layer_of("Vit.norm.gamma"), (3, 3));
+        let resnet = BackboneConfig {
+            arch: "resnet18".into(),
+            ..BackboneConfig::default()
+        }
+        .init((1, 28, 28), &device);
+        assert_eq!(resnet.layer_of("ResNet.stem.weight"), (0, 8));
+        assert_eq!(resnet.layer_of("ResNet.blocks.7.conv2.weight"), (8, 8));
+        // The paths the optimizer really sees reach every layer.
+        for (model, expected) in [(cnn, 1..=3), (vit, 0..=3), (resnet, 0..=8)] {
+            let mut paths = ParamPaths::default();
+            model.visit(&mut paths);
+            let mut layers: Vec<usize> = paths.found.iter().map(|p| model.layer_of(p).0).collect();
+            layers.sort_unstable();
+            layers.dedup();
+            assert_eq!(layers, expected.collect::<Vec<_>>(), "{:?}", paths.found);
+        }
+    }
+
+    /// The module path of every float parameter, as the optimizer builds it.
+    #[derive(Default)]
+    struct ParamPaths {
+        stack: Vec<String>,
+        found: Vec<String>,
+    }
+
+    impl burn::module::ModuleVisitor for ParamPaths {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, _: &burn::module::Param<Tensor<D>>) {
+            self.found.push(self.stack.join("."));
         }
     }
 }

@@ -143,6 +143,11 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// Residual blocks, all stages together.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
     fn build(
         channels: usize,
         imagenet_stem: bool,

@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use flate2::read::GzDecoder;
 
+use crate::core::checkpoint::write_atomic;
+
 /// An unsigned-byte IDX array: its dimensions and its bytes in row-major order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdxArray {
@@ -19,6 +21,47 @@ pub struct IdxArray {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const TYPE_U8: u8 = 0x08;
+
+/// Write a labelled image set in the MNIST layout into `dir`: gzipped
+/// `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz` and their `t10k-` test
+/// counterparts from (pixels, labels) of `height x width` grey images, and `classes.txt` (one
+/// name per line, which the IDX reader takes as class names). Each file is written atomically.
+pub fn write_mnist_layout(
+    dir: &Path,
+    (height, width): (usize, usize),
+    train: &(Vec<u8>, Vec<u8>),
+    test: &(Vec<u8>, Vec<u8>),
+    classes: &[String],
+) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let gz = |bytes: Vec<u8>| -> Result<Vec<u8>> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&bytes)?;
+        Ok(enc.finish()?)
+    };
+    for (prefix, (pixels, labels)) in [("train", train), ("t10k", test)] {
+        let n = labels.len();
+        let images = IdxArray {
+            dims: vec![n, height, width],
+            data: pixels.clone(),
+        };
+        let label_array = IdxArray {
+            dims: vec![n],
+            data: labels.clone(),
+        };
+        write_atomic(
+            &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            &gz(encode_idx(&images))?,
+        )?;
+        write_atomic(
+            &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+            &gz(encode_idx(&label_array))?,
+        )?;
+    }
+    let names: String = classes.iter().map(|c| format!("{c}\n")).collect();
+    write_atomic(&dir.join("classes.txt"), names.as_bytes())
+}
 
 /// Read an IDX file (raw or gzipped); every error names the file.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {

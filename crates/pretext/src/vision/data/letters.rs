@@ -7,7 +7,6 @@
 //! fits digits in 20x20 of 28x28) and centred; every font gives `per_font` samples per letter, the
 //! first as is, the others smaller by up to a quarter and shifted by up to two pixels.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ab_glyph::{Font, FontVec, PxScale};
@@ -15,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::idx::{IdxArray, encode_idx};
+use super::idx::write_mnist_layout;
 use crate::core::checkpoint::write_atomic;
 use crate::core::loader::{epoch_order, mix_seed};
 
@@ -262,33 +261,8 @@ impl Letters {
     /// Write the MNIST layout (gzipped IDX files), `classes.txt` (A to Z, one per line, which
     /// the IDX reader uses as class names) and `fonts.txt` (which font went to which split).
     pub fn write(&self, dir: &Path, size: usize) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let gz = |bytes: Vec<u8>| -> Result<Vec<u8>> {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            enc.write_all(&bytes)?;
-            Ok(enc.finish()?)
-        };
-        for (prefix, (pixels, labels)) in [("train", &self.train), ("t10k", &self.test)] {
-            let n = labels.len();
-            let images = IdxArray {
-                dims: vec![n, size, size],
-                data: pixels.clone(),
-            };
-            let label_array = IdxArray {
-                dims: vec![n],
-                data: labels.clone(),
-            };
-            write_atomic(
-                &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
-                &gz(encode_idx(&images))?,
-            )?;
-            write_atomic(
-                &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
-                &gz(encode_idx(&label_array))?,
-            )?;
-        }
-        let classes: String = LETTERS.iter().map(|c| format!("{c}\n")).collect();
-        write_atomic(&dir.join("classes.txt"), classes.as_bytes())?;
+        let classes: Vec<String> = LETTERS.iter().map(|c| c.to_string()).collect();
+        write_mnist_layout(dir, (size, size), &self.train, &self.test, &classes)?;
         let mut fonts = String::new();
         for (split, list) in [("train", &self.train_fonts), ("test", &self.test_fonts)] {
             for f in list {

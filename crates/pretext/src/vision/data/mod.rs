@@ -5,6 +5,7 @@
 //! reader it chose.
 
 pub mod cifar;
+pub mod digit_sheet;
 pub mod folder;
 pub mod idx;
 pub mod letters;

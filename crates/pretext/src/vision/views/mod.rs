@@ -139,6 +139,20 @@ impl ViewConfig {
         }
     }
 
+    /// FixMatch's strong view: the fine-tuning view's flip, a wider crop, and the colour,
+    /// blur and solarisation distortions of SimCLR and BYOL at high rates (Sohn et al. 2020
+    /// draw RandAugment operations; these are the ones the views module has).
+    pub fn strong() -> Self {
+        ViewConfig {
+            crop_scale: (0.3, 1.0),
+            jitter_p: 0.8,
+            grayscale_p: 0.2,
+            blur_p: 0.5,
+            solarize_p: 0.2,
+            ..Self::finetune()
+        }
+    }
+
     /// Masked image modelling (MAE, SimMIM): crop and flip only; hiding patches is the task.
     pub fn masked_modelling() -> Self {
         ViewConfig {
