@@ -3,7 +3,8 @@
 # one checkpoint with each protocol of [eval.finetune] (encoder learning rate, LP-FT's probe
 # stage, frozen batch-norm statistics, layer-wise decay), plus the linear probe's step floor,
 # at 1% and 10% of the labels over SEEDS seeds. Each protocol runs on its own copy of the
-# checkpoint (a study's journal is keyed by its settings). Prints one table with the mean
+# checkpoint (a study's journal is keyed by its settings). The epoch-choice protocols run the
+# supervised arm too, since the choice applies to both. Prints one table with the mean
 # validation accuracy (what a user can choose by) next to the test accuracy.
 #   bench/labels/finetune_protocol.sh RUN DATA [--set key=value ...]   (the sets apply to all)
 #   PROTOCOLS="default lp300" SEEDS=1 bench/labels/finetune_protocol.sh runs/vicreg_digits DIR/images/digits
@@ -24,9 +25,12 @@ declare -A SET=(
   [bn_frozen]="--set eval.finetune.batch_norm=\"frozen\""
   [lp300_bn_frozen]="--set eval.finetune.probe_steps=300 --set eval.finetune.batch_norm=\"frozen\""
   [decay_0.5]="--set eval.finetune.layer_decay=0.5"
+  [proj1]="--set eval.finetune.projection_layers=1"
+  [choose_last]="--set eval.finetune.choose_epoch=\"last\""
+  [choose_loss]="--set eval.finetune.choose_epoch=\"loss\""
   [linear_1000]="--set eval.linear_min_steps=1000"
 )
-ORDER=(${PROTOCOLS:-default ratio_0.1 lp300 lp300_ratio_0.1 bn_frozen lp300_bn_frozen decay_0.5 linear_1000})
+ORDER=(${PROTOCOLS:-default ratio_0.1 lp300 lp300_ratio_0.1 bn_frozen lp300_bn_frozen decay_0.5 proj1 choose_last choose_loss linear_1000})
 mkdir -p "$OUT"
 for name in "${ORDER[@]}"; do
   dir="$OUT/$name"
@@ -34,7 +38,7 @@ for name in "${ORDER[@]}"; do
   cp "$RUN/checkpoint.safetensors" "$dir/"
   arms=finetune
   [[ $name == linear_* ]] && arms=linear
-  [[ $name == default ]] && arms=linear,finetune,scratch
+  [[ $name == default || $name == choose_* ]] && arms=linear,finetune,scratch
   # shellcheck disable=SC2086
   target/release/pretext eval labels --checkpoint "$dir" --data "$DATA" --fractions "$FRACTIONS" \
     --seeds "$SEEDS" --arms "$arms" ${SET[$name]} "$@" --json > "$dir/labels.out.json"

@@ -400,12 +400,17 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
         ("fixmatch", true),
         ("distill", true),
     ] {
-        let start = flat(&task.starting_backbone(arm, 9).unwrap());
+        let start = flat(&task.starting_encoder(arm, 9).unwrap().backbone);
         assert_eq!(start == pretrained, from_checkpoint, "{arm}");
     }
     assert_eq!(
-        flat(&task.starting_backbone("fixmatch_scratch", 9).unwrap()),
-        flat(&task.starting_backbone("scratch", 9).unwrap())
+        flat(
+            &task
+                .starting_encoder("fixmatch_scratch", 9)
+                .unwrap()
+                .backbone
+        ),
+        flat(&task.starting_encoder("scratch", 9).unwrap().backbone)
     );
     let labels = LabelsConfig {
         fractions: vec![1.0, 0.25],

@@ -41,6 +41,9 @@ pub struct EvalConfig {
     pub linear_weight_decay: f64,
     /// Optimizer steps of the linear probe at the least: the epochs are raised to reach it, so
     /// a probe on a 1% subset is not stopped after a few dozen steps. 0: `linear_epochs` alone.
+    /// 1000 by default: on the digit sheet (docs/labels.md) it lifted the probe with 1% of the
+    /// labels from 61.5% to 77.5% and with 10% from 77.9% to 90.6%; probes on whole data sets
+    /// of 9,000 images or more already run longer and are unchanged.
     pub linear_min_steps: usize,
     /// `[eval.labels]`: the label-efficiency study (`pretext eval labels`).
     pub labels: LabelsConfig,
@@ -85,7 +88,7 @@ impl Default for EvalConfig {
             linear_lr: 0.01,
             linear_batch_size: 256,
             linear_weight_decay: 1e-5,
-            linear_min_steps: 0,
+            linear_min_steps: 1000,
             labels: LabelsConfig::default(),
             finetune: FineTuneConfig::default(),
             fixmatch: FixMatchConfig::default(),

@@ -45,12 +45,22 @@ pub struct FineTuneConfig {
     /// general features) move least. 1 turns it off.
     pub layer_decay: f64,
     /// LP-FT: optimizer steps of a linear probe on the frozen pretrained encoder before
-    /// fine-tuning starts from that head. 0 turns it off.
+    /// fine-tuning starts from that head. 0 turns it off. 300 by default (docs/labels.md: on
+    /// the digit sheet it gained a point with 1% of the labels; a lower encoder rate lost 3-10).
     pub probe_steps: usize,
     /// A pretrained encoder's batch norm while fine-tuning: `batch` (batch statistics, the
     /// running statistics re-estimated on the labelled data) or `frozen` (the pretraining
     /// statistics kept throughout; scale and shift still learn).
     pub batch_norm: String,
+    /// Image checkpoints: fine-tune through this many layers of the pretrained projection head
+    /// on top of the backbone (SimCLRv2 found its first layer helps with few labels); 0 or 1.
+    pub projection_layers: usize,
+    /// Which epoch's weights are scored: `last` (the end of the cosine schedule), `accuracy`
+    /// (the best validation accuracy, ties to the later epoch) or `loss` (the lowest validation
+    /// cross-entropy). Without validation rows, the last. `last` by default: choosing among
+    /// 100 epochs by 40 validation images picked early epochs now and then (the digit sheet at
+    /// 10%: 90.3 ± 5.4% by accuracy, 93.4 ± 0.6% at the last epoch).
+    pub choose_epoch: String,
     pub weight_decay: f64,
 }
 
@@ -63,8 +73,10 @@ impl Default for FineTuneConfig {
             lr: 1e-3,
             encoder_lr_ratio: 1.0,
             layer_decay: 1.0,
-            probe_steps: 0,
+            probe_steps: 300,
             batch_norm: "batch".into(),
+            projection_layers: 0,
+            choose_epoch: "last".into(),
             weight_decay: 1e-4,
         }
     }
@@ -90,6 +102,19 @@ impl FineTuneConfig {
                 self.layer_decay
             );
         }
+        if self.projection_layers > 1 {
+            bail!(
+                "{name}.projection_layers = {}: 0 (the backbone) or 1 (through the projection \
+                 head's first layer)",
+                self.projection_layers
+            );
+        }
+        if !matches!(self.choose_epoch.as_str(), "last" | "accuracy" | "loss") {
+            bail!(
+                "{name}.choose_epoch = \"{}\": expected \"last\", \"accuracy\" or \"loss\"",
+                self.choose_epoch
+            );
+        }
         if !matches!(self.batch_norm.as_str(), "batch" | "frozen") {
             bail!(
                 "{name}.batch_norm = \"{}\": expected \"batch\" or \"frozen\"",
@@ -100,13 +125,15 @@ impl FineTuneConfig {
     }
 
     /// The settings for an encoder that starts from fresh weights: it learns at the head's
-    /// rate, every layer alike, without a probe stage, with batch statistics.
+    /// rate, every layer alike, without a probe stage, with batch statistics, and is the plain
+    /// backbone (the supervised network a user would otherwise train).
     pub fn from_scratch(&self) -> FineTuneConfig {
         FineTuneConfig {
             encoder_lr_ratio: 1.0,
             layer_decay: 1.0,
             probe_steps: 0,
             batch_norm: "batch".into(),
+            projection_layers: 0,
             ..self.clone()
         }
     }
@@ -398,8 +425,13 @@ where
     } else {
         encoder
     };
-    if config.probe_steps > 0 {
-        head = fit_head(&encoder, head, &plan, config.probe_steps, &device)?;
+    // A distilled student learns no labels, so it has no probe to start from.
+    let probe_steps = match plan.unlabelled {
+        Unlabelled::Distill { .. } => 0,
+        _ => config.probe_steps,
+    };
+    if probe_steps > 0 {
+        head = fit_head(&encoder, head, &plan, probe_steps, &device)?;
     }
     let mut encoder_opt = Optimizer::new(adamw(config.weight_decay));
     let mut head_opt = Optimizer::new(adamw(config.weight_decay));
@@ -413,16 +445,20 @@ where
     let warmup = total / 20;
     let features = &plan.features;
 
-    let accuracy = |encoder: &E, head: &Linear, idx: &[usize], pass: Pass| -> Result<f64> {
+    // Accuracy and mean cross-entropy of `idx` under `pass`.
+    let score = |encoder: &E, head: &Linear, idx: &[usize], pass: Pass| -> Result<(f64, f64)> {
         let (encoder, head) = (encoder.valid(), head.valid());
         let labels = if pass == Pass::Test {
             rows.test_labels
         } else {
             rows.pool_labels
         };
-        let mut correct = 0usize;
+        let (mut correct, mut loss) = (0usize, 0f64);
         for chunk in idx.chunks(256) {
             let logits = head.forward(features(&encoder, chunk, pass, &plain)?);
+            let y: Vec<i64> = chunk.iter().map(|&i| labels[i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [chunk.len()]), &plain);
+            loss += cross_entropy(logits.clone(), y).into_scalar::<f64>() * chunk.len() as f64;
             let pred = logits.argmax(1).into_data().convert::<i64>();
             let pred = pred.try_to_vec::<i64>().unwrap_or_default();
             correct += pred
@@ -431,7 +467,8 @@ where
                 .filter(|(p, i)| **p == labels[**i] as i64)
                 .count();
         }
-        Ok(correct as f64 / idx.len().max(1) as f64)
+        let n = idx.len().max(1) as f64;
+        Ok((correct as f64 / n, loss / n))
     };
     let to_tensor = |values: Vec<f32>, n: usize| {
         Tensor::<2>::from_data(TensorData::new(values, [n, rows.classes]), &device)
@@ -440,7 +477,7 @@ where
     // FixMatch cycles through the unlabelled rows at its own pace.
     let mut unlabelled_batches = Cycle::new(mix_seed(&[seed, 0x0C7C1E]));
     let (mut masked, mut confident, mut right) = (0usize, 0usize, 0usize);
-    let mut best: Option<(f64, usize, E, Linear)> = None;
+    let mut best: Option<(f64, f64, usize, E, Linear)> = None;
     let mut step = 0;
     for epoch in 0..epochs {
         let order = epoch_order(driving.len(), mix_seed(&[seed, 0xF1E7]), epoch);
@@ -513,18 +550,26 @@ where
             step += 1;
         }
         if !rows.validation.is_empty() {
-            let score = accuracy(&encoder, &head, rows.validation, Pass::Plain)?;
+            let (accuracy, loss) = score(&encoder, &head, rows.validation, Pass::Plain)?;
             // Ties keep the later epoch: more training at the same validation score.
-            if best.as_ref().is_none_or(|b| score >= b.0) {
-                best = Some((score, epoch, encoder.clone(), head.clone()));
+            let better = match best.as_ref() {
+                None => true,
+                Some(b) => match config.choose_epoch.as_str() {
+                    "accuracy" => accuracy >= b.0,
+                    "loss" => loss <= b.1,
+                    _ => true,
+                },
+            };
+            if better {
+                best = Some((accuracy, loss, epoch, encoder.clone(), head.clone()));
             }
         }
     }
     let (validation_accuracy, chosen, encoder, head) = match best {
-        Some((score, epoch, e, h)) => (Some(score), epoch, e, h),
+        Some((accuracy, _, epoch, e, h)) => (Some(accuracy), epoch, e, h),
         None => (None, epochs - 1, encoder, head),
     };
-    let test_accuracy = accuracy(&encoder, &head, rows.test, Pass::Test)?;
+    let test_accuracy = score(&encoder, &head, rows.test, Pass::Test)?.0;
     let fixmatch = matches!(plan.unlabelled, Unlabelled::FixMatch { .. });
     Ok((
         Classifier { encoder, head },
@@ -534,7 +579,7 @@ where
             chosen_epoch: chosen + 1,
             epochs,
             steps: step,
-            probe_steps: config.probe_steps,
+            probe_steps,
             pseudo_label_rate: fixmatch.then(|| confident as f64 / masked.max(1) as f64),
             pseudo_label_accuracy: (fixmatch && confident > 0)
                 .then(|| right as f64 / confident as f64),
@@ -900,15 +945,16 @@ mod tests {
             classes: 3,
         };
         let seen = RefCell::new(Vec::<(Pass, Vec<usize>)>::new());
-        // A strong view shows another class's point: pseudo-labels taken from it would be
-        // wrong nearly every time, from the weak view nearly never.
+        // A strong view shows nothing (the origin): pseudo-labels read off it would be one
+        // class for every image, right a third of the time; off the weak views nearly always.
         let features = |e: &Linear, idx: &[usize], pass: Pass, device: &Device| {
             seen.borrow_mut().push((pass, idx.to_vec()));
-            let shown: Vec<usize> = match pass {
-                Pass::Strong { .. } => idx.iter().map(|&i| (i + 1) % 240).collect(),
-                _ => idx.to_vec(),
+            let x = points(&x, idx, device);
+            let x = match pass {
+                Pass::Strong { .. } => x.zeros_like(),
+                _ => x,
             };
-            Ok(e.forward(points(&x, &shown, device)))
+            Ok(e.forward(x))
         };
         let device = Device::flex().autodiff();
         device.seed(7);
@@ -940,9 +986,7 @@ mod tests {
             "threshold 0 takes all"
         );
         let right = trained.pseudo_label_accuracy.unwrap();
-        // Strong views show another class's point: pseudo-labels read off them would be right
-        // almost never once the model learns; off the weak views most are right.
-        assert!(right > 0.6, "pseudo-labels come from weak views: {right}");
+        assert!(right > 0.8, "pseudo-labels come from weak views: {right}");
         let seen = seen.into_inner();
         let strong: Vec<&Vec<usize>> = seen
             .iter()

@@ -86,6 +86,38 @@ impl Mlp {
         }
         x
     }
+
+    /// The first hidden layer (linear, batch norm, ReLU), for fine-tuning through it as
+    /// SimCLRv2 does; `None` for a head of one layer, which has no hidden layer.
+    pub fn first_hidden(&self) -> Option<HiddenLayer> {
+        if self.linears.len() < 2 {
+            return None;
+        }
+        Some(HiddenLayer {
+            linear: self.linears[0].clone(),
+            norm: self.norms.first()?.clone(),
+            act: Relu::new(),
+        })
+    }
+}
+
+/// One hidden layer of an MLP head: linear → batch norm → ReLU.
+#[derive(Module, Debug)]
+pub struct HiddenLayer {
+    linear: Linear,
+    norm: BatchNorm,
+    act: Relu,
+}
+
+impl HiddenLayer {
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.act
+            .forward(self.norm.forward_fast(self.linear.forward(x)))
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.linear.weight.shape().dims::<2>()[1]
+    }
 }
 
 /// Unit prototype vectors scored against unit embeddings (SwAV's prototypes, the last layer of

@@ -63,6 +63,12 @@ impl<'a> TextLabels<'a> {
         device: &Device,
     ) -> Result<Self> {
         require_classes(data.classes.len())?;
+        if settings.eval.finetune.projection_layers != 0 {
+            anyhow::bail!(
+                "eval.finetune.projection_layers is for image checkpoints: a masked language \
+                 model has no projection head"
+            );
+        }
         let split = stratified_split(&data.labels, settings.test_fraction, seed)?;
         let tokenizer = &checkpoint.tokenizer;
         let max_len = settings.max_len.min(checkpoint.encoder.max_sequence_len());

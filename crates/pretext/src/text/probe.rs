@@ -290,6 +290,8 @@ impl Default for ProbeSettings {
             eval: EvalConfig {
                 linear_epochs: 300,
                 linear_batch_size: 32,
+                // The epochs set the text budget; the images' step floor is not applied.
+                linear_min_steps: 0,
                 finetune: text_finetune(),
                 ..EvalConfig::default()
             },
@@ -308,6 +310,10 @@ fn text_finetune() -> FineTuneConfig {
         batch_size: 32,
         lr: 1e-4,
         weight_decay: 0.01,
+        // BERT's recipe as the text studies were measured with; the images' newer defaults
+        // (a probe stage, the last epoch) have not been measured on text.
+        probe_steps: 0,
+        choose_epoch: "accuracy".into(),
         ..FineTuneConfig::default()
     }
 }

@@ -11,6 +11,7 @@ use super::config::PretrainConfig;
 use super::data::ImageSet;
 use super::methods::{Method, Reconstruction};
 use crate::core::checkpoint::{Checkpoint, NamedTensor, load_module};
+use crate::core::heads::HiddenLayer;
 use crate::with_method;
 
 /// A checkpoint's backbone with what is needed to feed it.
@@ -90,6 +91,23 @@ impl ImageCheckpoint {
             let method = load_module(M::init(config, self.shape, device), &self.tensors)?;
             method.backbone().clone()
         }))
+    }
+
+    /// The first hidden layer of the checkpoint's projection head on `device` (SimCLRv2
+    /// fine-tunes through it); an error naming the method when it has none.
+    pub fn projection_layer_on(&self, device: &Device) -> Result<HiddenLayer> {
+        let config = &self.config;
+        let layer = with_method!(config.method.as_str(), M => {
+            let method = load_module(M::init(config, self.shape, device), &self.tensors)?;
+            method.projection().and_then(|p| p.first_hidden())
+        });
+        layer.with_context(|| {
+            format!(
+                "eval.finetune.projection_layers = 1: a {} checkpoint has no projection head \
+                 with a hidden layer to fine-tune through",
+                config.method
+            )
+        })
     }
 
     /// What the checkpoint's method makes of normalised `images` (masked or corrupted with the

@@ -25,6 +25,7 @@ use super::eval::extract;
 use super::views::{Pipeline, ViewConfig, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
 use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled, soft_labels};
+use crate::core::heads::HiddenLayer;
 use crate::core::labels::{
     ArmOutcome, Comparison, LabelTask, probe_subset, require_classes, supervised_arm,
 };
@@ -56,7 +57,39 @@ pub struct ImageLabels<'a> {
     /// Pretrained features of the pool and the test split, computed on first use.
     frozen: OnceCell<(Features, Features)>,
     /// Fine-tuned models kept for the distillation arm, by (fraction, seed).
-    teachers: RefCell<HashMap<(u64, u64), Classifier<Backbone>>>,
+    teachers: RefCell<HashMap<(u64, u64), Classifier<TunedEncoder>>>,
+}
+
+/// What fine-tuning trains under the linear head: the backbone, and (with
+/// `eval.finetune.projection_layers = 1`) the pretrained projection head's first layer on top.
+#[derive(Module, Debug)]
+pub struct TunedEncoder {
+    pub backbone: Backbone,
+    pub projection_layer: Option<HiddenLayer>,
+}
+
+impl TunedEncoder {
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let features = self.backbone.forward(x);
+        match &self.projection_layer {
+            Some(layer) => layer.forward(features),
+            None => features,
+        }
+    }
+
+    fn out_dim(&self) -> usize {
+        self.projection_layer
+            .as_ref()
+            .map_or(self.backbone.out_dim(), HiddenLayer::out_dim)
+    }
+
+    /// Layer-wise decay: the backbone's layers by depth, the projection layer as the last.
+    fn layer_decay(&self, path: &str, decay: f64) -> f64 {
+        match path.strip_prefix("backbone.") {
+            Some(inner) => self.backbone.layer_decay(inner, decay),
+            None => 1.0,
+        }
+    }
 }
 
 /// The images a run's feature function reads, and how each pass presents them.
@@ -72,7 +105,7 @@ struct ImageViews<'a> {
 impl ImageViews<'_> {
     fn features(
         &self,
-        e: &Backbone,
+        e: &TunedEncoder,
         idx: &[usize],
         pass: Pass,
         device: &Device,
@@ -162,15 +195,26 @@ impl<'a> ImageLabels<'a> {
         ))
     }
 
-    /// The backbone an arm starts from: the checkpoint's, or (for `scratch` and
-    /// `fixmatch_scratch`) the same architecture freshly initialised from the run's seed.
-    pub fn starting_backbone(&self, arm: &str, seed: u64) -> Result<Backbone> {
+    /// The encoder an arm starts from: the checkpoint's backbone (and projection layer, when
+    /// asked for), or (for `scratch` and `fixmatch_scratch`) the same backbone architecture
+    /// freshly initialised from the run's seed.
+    pub fn starting_encoder(&self, arm: &str, seed: u64) -> Result<TunedEncoder> {
         let ad = self.device.clone().autodiff();
-        Ok(if pretrained(arm) {
-            self.checkpoint.backbone_on(&ad)?
-        } else {
-            self.checkpoint
-                .random_backbone(mix_seed(&[seed, 0x5C2A7C4]), &ad)
+        if !pretrained(arm) {
+            return Ok(TunedEncoder {
+                backbone: self
+                    .checkpoint
+                    .random_backbone(mix_seed(&[seed, 0x5C2A7C4]), &ad),
+                projection_layer: None,
+            });
+        }
+        let projection_layer = match self.config.eval.finetune.projection_layers {
+            0 => None,
+            _ => Some(self.checkpoint.projection_layer_on(&ad)?),
+        };
+        Ok(TunedEncoder {
+            backbone: self.checkpoint.backbone_on(&ad)?,
+            projection_layer,
         })
     }
 
@@ -202,8 +246,8 @@ impl<'a> ImageLabels<'a> {
         arm: &str,
         subset: &LabelSubset,
         seed: u64,
-    ) -> Result<(Classifier<Backbone>, ArmOutcome)> {
-        let encoder = self.starting_backbone(arm, seed)?;
+    ) -> Result<(Classifier<TunedEncoder>, ArmOutcome)> {
+        let encoder = self.starting_encoder(arm, seed)?;
         let eval = &self.config.eval;
         let mut config = if pretrained(arm) {
             eval.finetune.clone()
@@ -211,7 +255,7 @@ impl<'a> ImageLabels<'a> {
             eval.finetune.from_scratch()
         };
         let views = self.views(seed);
-        let features = |e: &Backbone, idx: &[usize], pass: Pass, device: &Device| {
+        let features = |e: &TunedEncoder, idx: &[usize], pass: Pass, device: &Device| {
             views.features(e, idx, pass, device)
         };
         // The unlabelled pool: every training image but the validation ones, which stay
@@ -242,9 +286,9 @@ impl<'a> ImageLabels<'a> {
             }
             _ => Unlabelled::None,
         };
-        let layers = &self.checkpoint.backbone;
         let decay = config.layer_decay;
-        let layer_decay = |path: &str| layers.layer_decay(path, decay);
+        let shape = encoder.clone();
+        let layer_decay = |path: &str| shape.layer_decay(path, decay);
         let test: Vec<usize> = (0..self.test.len()).collect();
         let plan = Plan {
             feature_dim: encoder.out_dim(),
@@ -267,7 +311,7 @@ impl<'a> ImageLabels<'a> {
 
     /// The fine-tuned model of `subset` and `seed`: the one the `finetune` arm just trained, or
     /// (when that run was read back from the journal) the same run again.
-    fn teacher(&self, subset: &LabelSubset, seed: u64) -> Result<Classifier<Backbone>> {
+    fn teacher(&self, subset: &LabelSubset, seed: u64) -> Result<Classifier<TunedEncoder>> {
         let key = (subset.fraction.to_bits(), seed);
         if let Some(model) = self.teachers.borrow_mut().remove(&key) {
             return Ok(model);

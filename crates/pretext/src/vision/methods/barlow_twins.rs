@@ -60,4 +60,8 @@ impl Method for BarlowTwins {
     fn backbone(&self) -> &Backbone {
         &self.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.projection)
+    }
 }

@@ -59,4 +59,8 @@ impl Method for Byol {
     fn backbone(&self) -> &Backbone {
         &self.online.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.online.projection)
+    }
 }

@@ -12,6 +12,8 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
+
+use crate::core::heads::Mlp;
 use serde::{Deserialize, Serialize};
 
 use super::{Branch, ImageShape, Method, MethodStep, Step};
@@ -112,5 +114,9 @@ impl Method for MocoV2 {
 
     fn backbone(&self) -> &Backbone {
         &self.query.backbone
+    }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.query.projection)
     }
 }

@@ -119,4 +119,8 @@ impl Method for MocoV3 {
     fn backbone(&self) -> &Backbone {
         &self.query.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.query.projection)
+    }
 }

@@ -130,6 +130,12 @@ pub trait Method: Module + Sized {
 
     /// The encoder whose features are evaluated and exported.
     fn backbone(&self) -> &Backbone;
+
+    /// The projection head on top of the backbone, for methods that have one (fine-tuning
+    /// from its first layer, as SimCLRv2 does).
+    fn projection(&self) -> Option<&Mlp> {
+        None
+    }
 }
 
 /// Encoder and projection: the part shared in shape by an online network and its momentum

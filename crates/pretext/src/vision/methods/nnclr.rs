@@ -107,4 +107,8 @@ impl Method for Nnclr {
     fn backbone(&self) -> &Backbone {
         &self.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.projection)
+    }
 }

@@ -43,4 +43,8 @@ impl Method for SimClr {
     fn backbone(&self) -> &Backbone {
         &self.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.projection)
+    }
 }

@@ -48,4 +48,8 @@ impl Method for SimSiam {
     fn backbone(&self) -> &Backbone {
         &self.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.projection)
+    }
 }

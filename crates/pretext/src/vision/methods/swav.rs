@@ -191,4 +191,8 @@ impl Method for Swav {
     fn backbone(&self) -> &Backbone {
         &self.backbone
     }
+
+    fn projection(&self) -> Option<&Mlp> {
+        Some(&self.projection)
+    }
 }
