@@ -678,6 +678,23 @@ mod tests {
         (x, y)
     }
 
+    /// The rows of a study on the circle: the pool and the test set are the same points.
+    fn circle_rows<'a>(
+        y: &'a [u32],
+        train: &'a [usize],
+        validation: &'a [usize],
+        test: &'a [usize],
+    ) -> Rows<'a> {
+        Rows {
+            train,
+            validation,
+            pool_labels: y,
+            test,
+            test_labels: y,
+            classes: 3,
+        }
+    }
+
     fn points(x: &[f32], idx: &[usize], device: &Device) -> Tensor<2> {
         let v: Vec<f32> = idx.iter().flat_map(|&i| [x[2 * i], x[2 * i + 1]]).collect();
         Tensor::from_data(TensorData::new(v, [idx.len(), 2]), device)
@@ -704,14 +721,7 @@ mod tests {
         let train: Vec<usize> = (0..60).collect();
         let validation: Vec<usize> = (60..75).collect();
         let test: Vec<usize> = (75..90).collect();
-        let rows = Rows {
-            train: &train,
-            validation: &validation,
-            pool_labels: &y,
-            test: &test,
-            test_labels: &y,
-            classes: 3,
-        };
+        let rows = circle_rows(&y, &train, &validation, &test);
         let features = |e: &Linear, idx: &[usize], _: Pass, device: &Device| {
             Ok(e.forward(points(&x, idx, device)))
         };
@@ -817,14 +827,7 @@ mod tests {
         let (x, y) = circle(90);
         let train: Vec<usize> = (0..60).collect();
         let test: Vec<usize> = (60..90).collect();
-        let rows = Rows {
-            train: &train,
-            validation: &[],
-            pool_labels: &y,
-            test: &test,
-            test_labels: &y,
-            classes: 3,
-        };
+        let rows = circle_rows(&y, &train, &[], &test);
         let device = Device::flex().autodiff();
         device.seed(3);
         let encoder = Normed {
@@ -936,14 +939,7 @@ mod tests {
         let train: Vec<usize> = (0..9).collect();
         let pool: Vec<usize> = (0..240).collect();
         let test: Vec<usize> = (240..300).collect();
-        let rows = Rows {
-            train: &train,
-            validation: &[],
-            pool_labels: &y,
-            test: &test,
-            test_labels: &y,
-            classes: 3,
-        };
+        let rows = circle_rows(&y, &train, &[], &test);
         let seen = RefCell::new(Vec::<(Pass, Vec<usize>)>::new());
         // A strong view shows nothing (the origin): pseudo-labels read off it would be one
         // class for every image, right a third of the time; off the weak views nearly always.
@@ -1013,14 +1009,7 @@ mod tests {
         let validation: Vec<usize> = (9..15).collect();
         let pool: Vec<usize> = (15..240).collect();
         let test: Vec<usize> = (240..300).collect();
-        let rows = Rows {
-            train: &train,
-            validation: &validation,
-            pool_labels: &y,
-            test: &test,
-            test_labels: &y,
-            classes: 3,
-        };
+        let rows = circle_rows(&y, &train, &validation, &test);
         let seen = RefCell::new(Vec::<(Pass, Vec<usize>)>::new());
         let features = |e: &Linear, idx: &[usize], pass: Pass, device: &Device| {
             seen.borrow_mut().push((pass, idx.to_vec()));
