@@ -83,16 +83,17 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
         "method": loaded.config.method,
     });
     let json_path = loaded.dir.join(LABELS_FILE);
-    // What the runs depend on: the checkpoint (its hash covers its own config), the data and
-    // the evaluation settings; not the fractions and seed count, nor config tables a newer
+    // What the runs depend on: the checkpoint (its hash covers its own config), the data's
+    // contents (a hash of every pixel and label, so a changed file is another study) and the
+    // evaluation settings; not the fractions and seed count, nor config tables a newer
     // pretext adds, which must not orphan a study's journal.
     let mut eval = config.eval.clone();
     eval.labels = LabelsConfig::default();
     let key = json!({
         "checkpoint": content_hash(checkpoint)?,
         "data": splits.description,
-        "pool": pool.len(),
-        "test": test.len(),
+        "pool": pool.fingerprint(),
+        "test": test.fingerprint(),
         "seed": config.seed,
         "eval": eval,
         "finetune_view": config.finetune_view,
@@ -205,7 +206,7 @@ fn vector_study(g: &Global, vectors: &Path, flags: &LabelFlags) -> Result<()> {
     // (vectors.sentiment.labels.json), so studies of one file on several sets all stay.
     let stem = data.file_stem().and_then(|s| s.to_str()).unwrap_or("data");
     let out = vectors.with_extension(format!("{stem}.labels.json"));
-    let key = text_key(vectors, data, seed, &settings)?;
+    let key = text_key(vectors, data, flags, seed, &settings)?;
     let study = journaled_study(&task, &settings.eval.labels, seed, &out, key, None)?;
     let headline = format!(
         "{} ({} words x {}): {}: {} labelled texts in the pool, {} test texts",
@@ -227,7 +228,7 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     let seed = g.seed.unwrap_or(ckpt.config.seed);
     let task = TextLabels::new(&ckpt, &texts, &settings, seed, &device)?;
     let json_path = text_labels_file(&ckpt.dir, data);
-    let key = text_key(checkpoint, data, seed, &settings)?;
+    let key = text_key(checkpoint, data, &flags, seed, &settings)?;
     let study = journaled_study(&task, &settings.eval.labels, seed, &json_path, key, None)?;
     let record = json!({
         "command": "eval labels",
@@ -248,10 +249,12 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     finish(g, &json_path, &study, record, &headline)
 }
 
-/// What a text study's runs depend on besides arm, fraction and seed.
+/// What a text study's runs depend on besides arm, fraction and seed: the model, the TSV's
+/// contents and which of its columns are the label and the text, and the settings.
 fn text_key(
     model: &Path,
     data: &Path,
+    flags: &LabelFlags,
     seed: u64,
     settings: &ProbeSettings,
 ) -> Result<serde_json::Value> {
@@ -260,6 +263,8 @@ fn text_key(
     Ok(json!({
         "model": content_hash(model)?,
         "data": content_hash(data)?,
+        "label_column": flags.label_column,
+        "text_column": flags.text_column,
         "seed": seed,
         "settings": settings,
     }))

@@ -10,10 +10,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pretext::core::eval::Protocols;
 
+use crate::outputs::{Input, refuse_output_over_inputs};
+
 mod alloc;
 mod bench;
 mod data;
 mod labels;
+mod outputs;
 mod report;
 mod summary;
 mod text;
@@ -332,36 +335,41 @@ fn run(cli: Cli) -> Result<()> {
             data,
             out,
             split,
-        } => vision::embed(
-            &g,
-            &checkpoint,
-            data.as_deref(),
-            &out,
-            matches!(split, Split::Test),
-        ),
+        } => {
+            refuse_output_over_run_and_data("--out", &out, &checkpoint, data.as_deref())?;
+            vision::embed(
+                &g,
+                &checkpoint,
+                data.as_deref(),
+                &out,
+                matches!(split, Split::Test),
+            )
+        }
         Command::Quickstart { data } => vision::quickstart(&g, data.as_deref()),
         Command::Reconstruct {
             checkpoint,
             data,
             out,
             images,
-        } => vision::reconstruct(&g, &checkpoint, data.as_deref(), &out, images),
+        } => {
+            refuse_output_over_run_and_data("--out", &out, &checkpoint, data.as_deref())?;
+            vision::reconstruct(&g, &checkpoint, data.as_deref(), &out, images)
+        }
         Command::Mlm(cmd) => text::run_mlm(&g, cmd),
         Command::Export {
             checkpoint,
-            format: ExportFormat::Hf,
+            format,
             out,
-        } => text::run_export(&g, &checkpoint, &out),
-        Command::Export {
-            checkpoint,
-            format: ExportFormat::Torchvision,
-            out,
-        } => vision::export_for_pytorch(&g, &checkpoint, &out, "torchvision"),
-        Command::Export {
-            checkpoint,
-            format: ExportFormat::Timm,
-            out,
-        } => vision::export_for_pytorch(&g, &checkpoint, &out, "timm"),
+        } => {
+            refuse_output_over_run_and_data("--out", &out, &checkpoint, None)?;
+            match format {
+                ExportFormat::Hf => text::run_export(&g, &checkpoint, &out),
+                ExportFormat::Torchvision => {
+                    vision::export_for_pytorch(&g, &checkpoint, &out, "torchvision")
+                }
+                ExportFormat::Timm => vision::export_for_pytorch(&g, &checkpoint, &out, "timm"),
+            }
+        }
         Command::Tokenizer(cmd) => text::run_tokenizer(&g, cmd),
         Command::FillMask {
             checkpoint,
@@ -369,6 +377,9 @@ fn run(cli: Cli) -> Result<()> {
             top_k,
         } => text::run_fill_mask(&g, checkpoint, text, top_k),
         Command::Report { run, data, out } => {
+            if let Some(out) = &out {
+                refuse_output_over_run_and_data("--out", out, &run, data.as_deref())?;
+            }
             report::run(&g, &run, data.as_deref(), out.as_deref())
         }
         Command::Data(cmd) => data::run(&g, cmd),
@@ -388,9 +399,27 @@ fn run(cli: Cli) -> Result<()> {
                     unused.join(", ")
                 );
             }
+            if let pretext_word2vec::cli::Word2VecCommand::Train(args) = &cmd {
+                let corpus = Input::Path("--corpus", &args.corpus);
+                refuse_output_over_inputs("--out", &args.out, &[corpus])?;
+            }
             pretext_word2vec::cli::run(cmd, g.json)
         }
     }
+}
+
+/// The output rule for a command that reads a run (`--checkpoint`) and maybe `--data`.
+fn refuse_output_over_run_and_data(
+    flag: &str,
+    out: &std::path::Path,
+    run: &std::path::Path,
+    data: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut inputs = vec![Input::Run(run), Input::Path("--checkpoint", run)];
+    if let Some(data) = data {
+        inputs.push(Input::Path("--data", data));
+    }
+    refuse_output_over_inputs(flag, out, &inputs)
 }
 
 /// No flag is silently ignored: name the ones `protocol` does not take.

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::outputs::{Input, refuse_output_over_inputs};
+
 use anyhow::{Result, bail};
 use clap::{Subcommand, ValueEnum};
 use pretext::core::train::TrainOptions;
@@ -147,6 +149,7 @@ pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
             out,
             sentences,
         } => {
+            crate::refuse_output_over_run_and_data("--out", &out, &checkpoint, None)?;
             let ckpt = MlmCheckpoint::load(&checkpoint, &device)?;
             let logits = ckpt.sentence_logits(&sentences, &device)?;
             pretext::core::checkpoint::write_atomic(&out, &serde_json::to_vec(&logits)?)?;
@@ -193,12 +196,14 @@ pub fn run_tokenizer(g: &Global, cmd: TokenizerCommand) -> Result<()> {
             cased,
             out,
         } => {
-            let tokenizer = TextTokenizer::train(family.into(), &corpus, vocab_size, !cased)?;
             let out = if out.is_dir() {
                 out.join("tokenizer.json")
             } else {
                 out
             };
+            let inputs: Vec<Input> = corpus.iter().map(|c| Input::Path("--corpus", c)).collect();
+            refuse_output_over_inputs("--out", &out, &inputs)?;
+            let tokenizer = TextTokenizer::train(family.into(), &corpus, vocab_size, !cased)?;
             tokenizer.save(&out)?;
             if g.json {
                 println!(

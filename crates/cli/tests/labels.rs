@@ -135,3 +135,103 @@ fn a_study_takes_another_studys_supervised_runs_and_refuses_when_a_setting_diffe
     assert!(!ok && err.contains("--baseline-from"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A grey 28x28 set in the MNIST layout: 300 training and 100 test images of ten classes,
+/// pixels from a fixed pseudo-random stream.
+fn write_idx_set(dir: &Path, train_labels: Vec<u8>) {
+    let mut state = 0x9E37_79B9u32;
+    let mut pixels = |n: usize| -> Vec<u8> {
+        (0..n * 28 * 28)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state >> 24) as u8
+            })
+            .collect()
+    };
+    let train = (pixels(train_labels.len()), train_labels);
+    let test = (pixels(100), (0..100).map(|i| (i % 10) as u8).collect());
+    let classes: Vec<String> = (0..10).map(|c| c.to_string()).collect();
+    pretext::vision::data::idx::write_mnist_layout(dir, (28, 28), &train, &test, &classes).unwrap();
+}
+
+#[test]
+fn a_study_on_data_whose_contents_changed_reuses_none_of_its_runs() {
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("pretext-labels-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (run_dir, data) = (root.join("run"), root.join("data"));
+    pretrain(&run_dir, "simclr");
+    let mut labels: Vec<u8> = (0..300).map(|i| (i % 10) as u8).collect();
+    write_idx_set(&data, labels.clone());
+    let args = ["--data", data.to_str().unwrap(), "--arms", "knn,linear"];
+    let (ok, _, err) = study(&run_dir, &args);
+    assert!(ok, "{err}");
+    let (ok, _, err) = study(&run_dir, &args);
+    assert!(
+        ok && err.contains("2 finished run(s) of this study are reused"),
+        "{err}"
+    );
+    // One label byte changed: same folder, same sizes, same description; another study.
+    labels[7] = (labels[7] + 1) % 10;
+    write_idx_set(&data, labels);
+    let (ok, _, err) = study(&run_dir, &args);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("belong to another study") && !err.contains("are reused"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_text_study_with_other_columns_reuses_none_of_its_runs() {
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("pretext-labels-columns-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    // Column 1 says animal or person, column 0 says odd or even row: two labellings of the
+    // same texts.
+    let words = [
+        ("fox", "animal"),
+        ("yak", "animal"),
+        ("king", "person"),
+        ("queen", "person"),
+    ];
+    let mut tsv = String::new();
+    for i in 0..80 {
+        let (word, topic) = words[i % 4];
+        let parity = if i % 2 == 0 { "even" } else { "odd" };
+        tsv.push_str(&format!("{parity}\t{topic}\tthe {word} walks\n"));
+    }
+    let data = root.join("texts.tsv");
+    std::fs::write(&data, tsv).unwrap();
+    let vectors = root.join("vectors.txt");
+    std::fs::write(&vectors, "4 2\nfox 1 0\nyak 1 0\nking 0 1\nqueen 0 1\n").unwrap();
+    let study = |extra: &[&str]| {
+        let mut args = vec!["eval", "labels", "--vectors", vectors.to_str().unwrap()];
+        args.extend([
+            "--data",
+            data.to_str().unwrap(),
+            "--fractions",
+            "1",
+            "--seeds",
+            "1",
+        ]);
+        args.extend(["--json"]);
+        args.extend(extra);
+        run(&args)
+    };
+    let (ok, _, err) = study(&[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = study(&[]);
+    assert!(ok && err.contains("are reused"), "{err}");
+    let (ok, _, err) = study(&["--label-column", "0", "--text-column", "2"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("belong to another study") && !err.contains("are reused"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

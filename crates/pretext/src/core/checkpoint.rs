@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -151,6 +151,23 @@ fn tensor_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a 
         h.update(bytes);
     }
     format!("{:016x}", h.digest())
+}
+
+/// `path` if nothing is there, else the first free `stem-2.ext`, `stem-3.ext`, ...: where a
+/// file that must be kept goes without replacing one kept before it.
+pub fn unused_path(path: &Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (2..)
+        .map(|n| path.with_file_name(format!("{stem}-{n}{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Write `bytes` to `path` atomically (temporary file, fsync, rename).

@@ -14,6 +14,7 @@
 //! a second checkpoint of the same architecture can take that arm's runs from the first study's
 //! journal ([`StudyJournal::import`]) instead of training them again.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use burn::module::Module;
 use burn::prelude::{Device, Tensor};
 
-use crate::core::checkpoint::write_atomic;
+use crate::core::checkpoint::{unused_path, write_atomic};
 use crate::core::config::EvalConfig;
 use crate::core::eval::{Features, Labelled, linear_probe};
 use crate::core::finetune::{Classifier, Pass, Plan, train_classifier};
@@ -231,6 +232,66 @@ where
     Ok((model, outcome))
 }
 
+/// The distillation arm's name, the same for every modality that offers it.
+pub const DISTILL: &str = "distill";
+
+/// Every pool row outside `subset`'s validation part: what the semi-supervised arms learn
+/// from. The validation rows stay unseen, so that they choose the epoch honestly.
+pub fn unlabelled_rows(pool_len: usize, subset: &LabelSubset) -> Vec<usize> {
+    (0..pool_len)
+        .filter(|i| subset.validation.binary_search(i).is_err())
+        .collect()
+}
+
+/// The distillation arm's teachers: the model a study's `finetune` arm trained on a subset,
+/// kept by (fraction, seed) until that subset's `distill` arm, which runs right after it,
+/// takes it. A teacher whose fine-tuning run was read back from the journal is trained again.
+pub struct Teachers<M> {
+    kept: RefCell<HashMap<(u64, u64), M>>,
+}
+
+impl<M> Default for Teachers<M> {
+    fn default() -> Self {
+        Teachers {
+            kept: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+impl<M> Teachers<M> {
+    /// Keep `model` if the study will distil from it: `arms` (its `eval.labels.arms`, empty
+    /// for every arm) includes `distill`, and `task` runs that arm at this fraction.
+    pub fn keep(
+        &self,
+        task: &impl LabelTask,
+        arms: &[String],
+        subset: &LabelSubset,
+        seed: u64,
+        model: M,
+    ) {
+        let wanted = arms.is_empty() || arms.iter().any(|a| a == DISTILL);
+        if wanted && !task.skips(DISTILL, subset.fraction) {
+            let key = (subset.fraction.to_bits(), seed);
+            self.kept.borrow_mut().insert(key, model);
+        }
+    }
+
+    /// The kept teacher of `subset` and `seed`, or the one `train` makes.
+    pub fn take_or_train(
+        &self,
+        subset: &LabelSubset,
+        seed: u64,
+        train: impl FnOnce() -> Result<M>,
+    ) -> Result<M> {
+        let key = (subset.fraction.to_bits(), seed);
+        let kept = self.kept.borrow_mut().remove(&key);
+        match kept {
+            Some(model) => Ok(model),
+            None => train(),
+        }
+    }
+}
+
 /// A study needs two classes at least.
 pub fn require_classes(classes: usize) -> Result<()> {
     if classes < 2 {
@@ -416,8 +477,9 @@ impl StudyJournal {
                     ));
                 }
             } else {
-                // Nothing is lost: the other study's runs are moved aside, not overwritten.
-                let aside = path.with_extension("stale.jsonl");
+                // Nothing is lost: the other study's runs are moved aside, beside (never over)
+                // those of any earlier study kept there.
+                let aside = unused_path(&path.with_extension("stale.jsonl"));
                 std::fs::rename(path, &aside)
                     .with_context(|| format!("cannot move {} aside", path.display()))?;
                 note = Some(format!(
@@ -993,6 +1055,16 @@ mod tests {
             13,
             "the other study's runs are kept aside"
         );
+        // A third study keeps the second's header beside the first study's runs.
+        let journal = StudyJournal::open(&path, serde_json::json!({"checkpoint": "ghi"})).unwrap();
+        assert!(journal.note.as_deref().unwrap().contains("stale-2.jsonl"));
+        let first_kept = std::fs::read_to_string(path.with_extension("stale.jsonl")).unwrap();
+        assert_eq!(
+            first_kept, aside,
+            "the first study's runs are not overwritten"
+        );
+        let second_kept = std::fs::read_to_string(path.with_extension("stale-2.jsonl")).unwrap();
+        assert!(second_kept.contains("def"), "{second_kept}");
     }
 
     #[test]

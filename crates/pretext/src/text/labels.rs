@@ -1,7 +1,9 @@
 //! Label efficiency on text (`pretext eval labels` with a masked-language-model checkpoint and
 //! a labelled TSV): bag-of-words logistic regression, a linear probe on the frozen encoder's
-//! mean-pooled features, the encoder fine-tuned with a linear head, and the same encoder
-//! architecture trained from scratch on the labels.
+//! mean-pooled features, the encoder fine-tuned with a linear head, the same encoder
+//! architecture trained from scratch on the labels, and a student initialised from the
+//! checkpoint that learns the fine-tuned model's soft labels on every unlabelled pool text
+//! (`distill`, SimCLRv2's third stage).
 //!
 //! The TSV is split per class into a labelled pool and a test part (`test_fraction`);
 //! fine-tuning and scratch read each text's first window of `max_len` tokens.
@@ -22,9 +24,11 @@ use super::probe::{
 };
 use super::tsv::LabelledTexts;
 use crate::core::eval::Features;
-use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
+use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled, soft_labels};
+pub use crate::core::labels::DISTILL;
 use crate::core::labels::{
-    ArmOutcome, Comparison, FrozenArms, LabelTask, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, FrozenArms, LabelTask, Teachers, probe_subset, require_classes,
+    supervised_arm, unlabelled_rows,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, stratified_split};
@@ -51,6 +55,8 @@ pub struct TextLabels<'a> {
     device: Device,
     frozen: OnceCell<Result<(Features, Features), String>>,
     bag: OnceCell<(Features, Features)>,
+    /// Fine-tuned models kept for the distillation arm.
+    teachers: Teachers<Classifier<Encoder>>,
 }
 
 impl<'a> TextLabels<'a> {
@@ -93,6 +99,7 @@ impl<'a> TextLabels<'a> {
             device: device.clone(),
             frozen: OnceCell::new(),
             bag: OnceCell::new(),
+            teachers: Teachers::default(),
         })
     }
 
@@ -144,8 +151,16 @@ impl<'a> TextLabels<'a> {
         computed.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    fn train(&self, pretrained: bool, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+    /// Train `arm` (fine-tuning, scratch or distillation) on `subset`; returns the model too,
+    /// which the distillation arm takes as its teacher.
+    fn train(
+        &self,
+        arm: &str,
+        subset: &LabelSubset,
+        seed: u64,
+    ) -> Result<(Classifier<Encoder>, ArmOutcome)> {
         let ad = self.device.clone().autodiff();
+        let pretrained = arm != SCRATCH;
         let encoder: Encoder = if pretrained {
             MlmCheckpoint::load(&self.checkpoint.dir, &ad)?
                 .model
@@ -169,37 +184,57 @@ impl<'a> TextLabels<'a> {
             let hidden = e.forward(batch.input_tensor(device), batch.attention_tensor(device))?;
             Ok(mean_pool(hidden, &batch.attention_mask, device))
         };
-        let test_rows: Vec<usize> = (0..self.test.texts.len()).collect();
-        let rows = Rows {
-            train: &subset.train,
-            validation: &subset.validation,
-            pool_labels: &self.pool.labels,
-            test: &test_rows,
-            test_labels: &self.test.labels,
-            classes: self.class_names.len(),
-        };
-        let finetune = &self.settings.eval.finetune;
-        let config = if pretrained {
-            finetune.clone()
+        let eval = &self.settings.eval;
+        let mut config = if pretrained {
+            eval.finetune.clone()
         } else {
-            finetune.from_scratch()
+            eval.finetune.from_scratch()
         };
+        let unlabelled = unlabelled_rows(self.pool.texts.len(), subset);
+        let teacher;
+        let unlabelled = if arm == DISTILL {
+            let model = self
+                .teachers
+                .take_or_train(subset, seed, || Ok(self.train(FINETUNE, subset, seed)?.0))?;
+            teacher = soft_labels(
+                &model,
+                &unlabelled,
+                features,
+                eval.distill.temperature,
+                &self.device,
+            )?;
+            config.epochs = eval.distill.epochs;
+            Unlabelled::Distill {
+                rows: &unlabelled,
+                teacher: &teacher,
+            }
+        } else {
+            Unlabelled::None
+        };
+        let test_rows: Vec<usize> = (0..self.test.texts.len()).collect();
         let plan = Plan {
             feature_dim: self.checkpoint.encoder.hidden,
-            rows,
+            rows: Rows {
+                train: &subset.train,
+                validation: &subset.validation,
+                pool_labels: &self.pool.labels,
+                test: &test_rows,
+                test_labels: &self.test.labels,
+                classes: self.class_names.len(),
+            },
             features,
             config: &config,
-            unlabelled: Unlabelled::None,
+            unlabelled,
             lr_scale: None,
             seed,
         };
-        Ok(supervised_arm(encoder, plan)?.1)
+        supervised_arm(encoder, plan)
     }
 }
 
 impl LabelTask for TextLabels<'_> {
     fn arms(&self) -> Vec<String> {
-        [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH]
+        [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH, DISTILL]
             .map(String::from)
             .to_vec()
     }
@@ -207,9 +242,14 @@ impl LabelTask for TextLabels<'_> {
     fn comparison(&self) -> Option<Comparison> {
         // Counting words needs no pretraining either: it is a baseline beside scratch.
         Some(Comparison::new(
-            &[LINEAR, FINETUNE],
+            &[LINEAR, FINETUNE, DISTILL],
             &[SCRATCH, BAG_OF_WORDS],
         ))
+    }
+
+    fn skips(&self, arm: &str, fraction: f64) -> bool {
+        // With every text labelled there is nothing left to distil on.
+        arm == DISTILL && fraction >= 1.0
     }
 
     fn pool_labels(&self) -> &[u32] {
@@ -238,8 +278,13 @@ impl LabelTask for TextLabels<'_> {
                 )
             })),
             LINEAR => probe(self.frozen()?),
-            FINETUNE => self.train(true, subset, seed),
-            SCRATCH => self.train(false, subset, seed),
+            FINETUNE => {
+                let (model, outcome) = self.train(arm, subset, seed)?;
+                let arms = &self.settings.eval.labels.arms;
+                self.teachers.keep(self, arms, subset, seed, model);
+                Ok(outcome)
+            }
+            SCRATCH | DISTILL => Ok(self.train(arm, subset, seed)?.1),
             other => bail!("unknown arm '{other}'"),
         }
     }
@@ -336,6 +381,7 @@ mod tests {
     use super::*;
     use crate::core::labels::{LabelsConfig, run_study};
     use crate::text::test_support::{TempDir, tiny_mlm_run, two_topic_texts};
+    use serde_json::json;
 
     #[test]
     fn text_study_runs_every_arm_on_the_same_rows() {
@@ -369,13 +415,26 @@ mod tests {
             |_| {},
         )
         .unwrap();
-        assert_eq!(study.runs.len(), 4 * 2);
+        // Distillation has nothing unlabelled to learn from at 100%.
+        assert_eq!(study.runs.len(), 4 * 2 + 1);
         for arm in [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH] {
             assert!(
                 study.runs.iter().filter(|r| r.arm == arm).count() == 2,
                 "{arm}"
             );
         }
+        let distilled = study.runs.iter().find(|r| r.arm == DISTILL).unwrap();
+        assert_eq!(distilled.fraction, 0.5);
+        // The student's passes run over the 96 pool texts less the few validation ones (never
+        // the test texts): 6 steps of 16, raised from 2 passes to 4 to reach min_steps = 20.
+        // Over the 48 labelled texts a pass would be 3 steps, and 21 steps in all.
+        let detail = &distilled.detail;
+        assert_eq!(
+            (&detail["epochs"], &detail["steps"]),
+            (&json!(4), &json!(24)),
+            "{detail}"
+        );
+        assert!(distilled.accuracy > 0.6, "student {}", distilled.accuracy);
         // The topics are told apart by their nouns: bag-of-words gets them all.
         let bow = study
             .runs

@@ -10,8 +10,6 @@
 //! is the same from fresh weights, so the table shows what pretraining adds to it.
 
 use std::cell::OnceCell;
-use std::cell::RefCell;
-use std::collections::HashMap;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -26,8 +24,10 @@ use super::views::{Pipeline, ViewConfig, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
 use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled, soft_labels};
 use crate::core::heads::HiddenLayer;
+pub use crate::core::labels::DISTILL;
 use crate::core::labels::{
-    ArmOutcome, Comparison, LabelTask, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, LabelTask, Teachers, probe_subset, require_classes, supervised_arm,
+    unlabelled_rows,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
@@ -36,7 +36,6 @@ pub const KNN: &str = "knn";
 pub const LINEAR: &str = "linear";
 pub const FINETUNE: &str = "finetune";
 pub const SCRATCH: &str = "scratch";
-pub const DISTILL: &str = "distill";
 pub const FIXMATCH: &str = "fixmatch";
 pub const FIXMATCH_SCRATCH: &str = "fixmatch_scratch";
 
@@ -56,8 +55,8 @@ pub struct ImageLabels<'a> {
     device: Device,
     /// Pretrained features of the pool and the test split, computed on first use.
     frozen: OnceCell<(Features, Features)>,
-    /// Fine-tuned models kept for the distillation arm, by (fraction, seed).
-    teachers: RefCell<HashMap<(u64, u64), Classifier<TunedEncoder>>>,
+    /// Fine-tuned models kept for the distillation arm.
+    teachers: Teachers<Classifier<TunedEncoder>>,
 }
 
 /// What fine-tuning trains under the linear head: the backbone, and (with
@@ -149,7 +148,7 @@ impl<'a> ImageLabels<'a> {
             classes,
             device: device.clone(),
             frozen: OnceCell::new(),
-            teachers: RefCell::new(HashMap::new()),
+            teachers: Teachers::default(),
         })
     }
 
@@ -258,11 +257,7 @@ impl<'a> ImageLabels<'a> {
         let features = |e: &TunedEncoder, idx: &[usize], pass: Pass, device: &Device| {
             views.features(e, idx, pass, device)
         };
-        // The unlabelled pool: every training image but the validation ones, which stay
-        // unseen so that they choose the epoch honestly.
-        let unlabelled: Vec<usize> = (0..self.pool.len())
-            .filter(|i| subset.validation.binary_search(i).is_err())
-            .collect();
+        let unlabelled = unlabelled_rows(self.pool.len(), subset);
         let teacher;
         let unlabelled = match arm {
             FIXMATCH | FIXMATCH_SCRATCH => Unlabelled::FixMatch {
@@ -270,7 +265,9 @@ impl<'a> ImageLabels<'a> {
                 config: &eval.fixmatch,
             },
             DISTILL => {
-                let model = self.teacher(subset, seed)?;
+                let model = self
+                    .teachers
+                    .take_or_train(subset, seed, || Ok(self.train(FINETUNE, subset, seed)?.0))?;
                 teacher = soft_labels(
                     &model,
                     &unlabelled,
@@ -307,16 +304,6 @@ impl<'a> ImageLabels<'a> {
             seed,
         };
         supervised_arm(encoder, plan)
-    }
-
-    /// The fine-tuned model of `subset` and `seed`: the one the `finetune` arm just trained, or
-    /// (when that run was read back from the journal) the same run again.
-    fn teacher(&self, subset: &LabelSubset, seed: u64) -> Result<Classifier<TunedEncoder>> {
-        let key = (subset.fraction.to_bits(), seed);
-        if let Some(model) = self.teachers.borrow_mut().remove(&key) {
-            return Ok(model);
-        }
-        Ok(self.train(FINETUNE, subset, seed)?.0)
     }
 }
 
@@ -366,14 +353,8 @@ impl LabelTask for ImageLabels<'_> {
             }),
             FINETUNE => {
                 let (model, outcome) = self.train(arm, subset, seed)?;
-                // Kept for the distillation arm of the same subset, which runs next.
                 let arms = &self.config.eval.labels.arms;
-                if !self.skips(DISTILL, subset.fraction)
-                    && (arms.is_empty() || arms.iter().any(|a| a == DISTILL))
-                {
-                    let key = (subset.fraction.to_bits(), seed);
-                    self.teachers.borrow_mut().insert(key, model);
-                }
+                self.teachers.keep(self, arms, subset, seed, model);
                 Ok(outcome)
             }
             SCRATCH | DISTILL | FIXMATCH | FIXMATCH_SCRATCH => Ok(self.train(arm, subset, seed)?.1),
