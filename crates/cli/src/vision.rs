@@ -60,7 +60,7 @@ pub fn eval(
             json!({ "command": "eval", "checkpoint": checkpoint, "data": splits.description, "results": report })
         );
     } else {
-        print_scores(&report, &loaded.config);
+        print_scores(&report);
     }
     Ok(())
 }
@@ -73,16 +73,16 @@ pub fn embed(
     out: &Path,
     test_split: bool,
 ) -> Result<()> {
-    let device = pretext::core::device::parse(&g.device)?;
-    let loaded = ImageCheckpoint::open(checkpoint, &device)?;
-    let splits = data::load(data, loaded.config.data.resize_to()?)?;
+    // `--config`/`--set` apply as for `eval`: data.image_size, data.train_limit and
+    // data.test_limit choose the images; a key the checkpoint's config lacks is refused.
+    let (device, splits, loaded, config) = open_for_eval(g, checkpoint, data)?;
     let set = if test_split {
-        splits.require_test()?
+        splits.require_test()?.limited(config.data.test_limit)
     } else {
-        &splits.train
+        splits.train.limited(config.data.train_limit)
     };
-    loaded.check_compatible(set)?;
-    let f = extract(&loaded.backbone, set, &loaded.mean, &loaded.std, &device);
+    loaded.check_compatible(&set)?;
+    let f = extract(&loaded.backbone, &set, &loaded.mean, &loaded.std, &device);
     pretext::core::report::write_npy(out, &f.values, f.len(), f.dim)?;
     if g.json {
         println!(
@@ -265,7 +265,9 @@ fn pct(v: &serde_json::Value) -> String {
         .map_or("-".into(), |x| format!("{:.2}%", 100.0 * x))
 }
 
-fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
+/// The table of an [`eval_report`], every figure read from the report itself (the k it used,
+/// the method it scored), so the text can never disagree with the JSON.
+fn print_scores(report: &serde_json::Value) {
     println!(
         "evaluated on {} train / {} test images",
         report["train_images"], report["test_images"]
@@ -273,7 +275,7 @@ fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
     println!(
         "{:<22} {:>12} {:>14}",
         "backbone",
-        format!("kNN (k={})", config.eval.knn_k),
+        format!("kNN (k={})", report["knn_k"]),
         "linear probe"
     );
     let row = |name: &str, s: &serde_json::Value| {
@@ -285,7 +287,7 @@ fn print_scores(report: &serde_json::Value, config: &PretrainConfig) {
         );
     };
     row(
-        &format!("pretrained ({})", config.method),
+        &format!("pretrained ({})", report["method"].as_str().unwrap_or("?")),
         &report["pretrained"],
     );
     if !report["random_init"].is_null() {
@@ -351,7 +353,7 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
             json!({ "command": "quickstart", "data": splits.description, "pretrain": summary, "results": report, "wall_seconds": wall })
         );
     } else {
-        print_scores(&report, &config);
+        print_scores(&report);
         println!("wall time: {wall:.0}s");
     }
     Ok(())

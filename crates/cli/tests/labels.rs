@@ -1,45 +1,11 @@
-//! `eval labels --baseline-from` on the real binary: a study of a BYOL checkpoint takes the
+//! `eval labels` on the real binary. `--baseline-from`: a study of a BYOL checkpoint takes the
 //! supervised-from-scratch runs of a SimCLR study of the same architecture, data and settings
 //! instead of training them again, and refuses, naming the setting, when one differs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pretext");
-
-fn run(args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
-    (
-        out.status.success(),
-        json,
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn pretrain(out: &Path, method: &str) {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
-    let dir = format!("train.out_dir=\"{}\"", out.display());
-    let method = format!("method=\"{method}\"");
-    let mut args = vec!["pretrain", "--config", config.to_str().unwrap(), "--json"];
-    for set in [
-        method.as_str(),
-        "epochs=1",
-        "data.train_limit=256",
-        "batch_size=32",
-        "backbone.width=8",
-        "projection.hidden=32",
-        "projection.output=16",
-        "prediction.hidden=32",
-        "prediction.output=16",
-        dir.as_str(),
-    ] {
-        args.extend(["--set", set]);
-    }
-    let (ok, _, err) = run(&args);
-    assert!(ok, "pretrain {method}: {err}");
-}
+mod common;
+use common::{pretrain, run};
 
 /// `eval labels` on `run` at half of 300 labelled images, one seed, tiny budgets.
 fn study(run_dir: &Path, extra: &[&str]) -> (bool, serde_json::Value, String) {

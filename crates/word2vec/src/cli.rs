@@ -278,6 +278,15 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
         progress: !a.no_progress && !json,
     };
     let (emb, report) = train::train(&a.corpus, &vocab, &cfg)?;
+    if let Some(row) = emb.first_non_finite() {
+        bail!(
+            "training diverged: the vector of '{}' (and maybe others) holds NaN or infinity; \
+             nothing was written and {} is unchanged (try a lower --alpha than {})",
+            emb.words()[row],
+            a.out.display(),
+            a.alpha
+        );
+    }
     let t1 = Instant::now();
     let format = match a.format {
         FormatArg::Bin => Format::Binary,

@@ -55,6 +55,39 @@ impl ScanStats {
     }
 }
 
+/// Where the first NUL byte of a file is, as (1-based line, byte offset), streaming it: a
+/// text corpus has none, while UTF-16 text and binary files are full of them.
+pub fn first_nul(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut offset, mut line) = (0u64, 1u64);
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        if let Some(at) = chunk.iter().position(|&b| b == 0) {
+            line += chunk[..at].iter().filter(|&&b| b == b'\n').count() as u64;
+            return Ok(Some((line, offset + at as u64)));
+        }
+        line += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        offset += n as u64;
+    }
+}
+
+/// The refusal of a corpus that is not text, the same for every command that reads one.
+pub fn not_text_message(path: &Path, line: u64, byte: u64) -> String {
+    format!(
+        "{} is not a text file: a NUL byte at line {line} (byte {byte}); give UTF-8 text, one \
+         document or sentence per line (UTF-16 files are full of NUL bytes: convert them with \
+         `iconv -f UTF-16 -t UTF-8`)",
+        path.display()
+    )
+}
+
 /// `n` contiguous byte ranges covering `0..len` (some may be empty).
 pub fn split_ranges(len: u64, n: usize) -> Vec<(u64, u64)> {
     let n = n.max(1) as u64;

@@ -119,6 +119,12 @@ impl Embeddings {
         &self.words
     }
 
+    /// The first word (by row) whose vector holds NaN or an infinity: what a diverged
+    /// training run leaves, and no similarity or probe can use.
+    pub fn first_non_finite(&self) -> Option<usize> {
+        (0..self.len()).find(|&i| self.vector(i).iter().any(|v| !v.is_finite()))
+    }
+
     /// All values, row-major.
     pub fn data(&self) -> &[f32] {
         &self.data
@@ -248,6 +254,14 @@ fn finish<R: BufRead>(
         ));
     }
     let mut e = Embeddings::new(words, dim, data).map_err(|e| perr(path, 1, e))?;
+    if let Some(row) = e.first_non_finite() {
+        let msg = format!(
+            "the vector of '{}' holds NaN or infinity (vectors of a training run that \
+             diverged; train again with a lower --alpha)",
+            e.words[row]
+        );
+        return Err(perr(path, row + 2, msg));
+    }
     e.warnings = warnings;
     Ok(e)
 }

@@ -46,6 +46,9 @@ pub enum VocabError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A NUL byte: UTF-16 or binary, not a text corpus.
+    #[error("{0}")]
+    NotText(String),
     /// No token at all.
     #[error("corpus {path} is empty: it contains no words")]
     Empty {
@@ -128,6 +131,15 @@ impl Vocab {
                     *total.entry(w).or_insert(0) += c;
                 }
             }
+        }
+        // Every whitespace-free run of bytes is a word, so a NUL byte shows as a word holding
+        // one: then find the first, for the message.
+        if total.keys().any(|w| w.contains('\0'))
+            && let Some((line, byte)) = corpus::first_nul(path).map_err(io_err)?
+        {
+            return Err(VocabError::NotText(corpus::not_text_message(
+                path, line, byte,
+            )));
         }
         if scan.tokens == 0 {
             return Err(VocabError::Empty {

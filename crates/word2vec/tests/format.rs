@@ -215,3 +215,23 @@ fn saving_replaces_the_file_whole_and_leaves_no_temporary() {
     assert!(err.contains("missing/v.bin"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn vectors_holding_nan_or_infinity_are_refused_naming_the_word() {
+    let dir = common::tmpdir("nonfinite");
+    for bad in [f32::NAN, f32::INFINITY] {
+        let e =
+            Embeddings::new(vec!["ok".into(), "bad".into()], 2, vec![1.0, 2.0, 0.5, bad]).unwrap();
+        assert_eq!(e.first_non_finite(), Some(1));
+        for format in [Format::Binary, Format::Text] {
+            let p = dir.join(format!("v.{}", format.name()));
+            e.save(&p, format).unwrap();
+            let err = Embeddings::load(&p).unwrap_err().to_string();
+            assert!(
+                err.contains("line 3") && err.contains("'bad'") && err.contains("NaN"),
+                "{format:?}: {err}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

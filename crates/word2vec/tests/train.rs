@@ -154,6 +154,20 @@ fn bad_corpora() {
     )
     .unwrap();
     assert_eq!(emb.len(), 3);
+    // UTF-16 (little-endian, with its byte-order mark) is refused, naming the line.
+    let utf16 = dir.join("utf16.txt");
+    let mut bytes = vec![0xFF, 0xFE];
+    for unit in "the cat\nthe dog\n".repeat(10).encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    std::fs::write(&utf16, &bytes).unwrap();
+    let err = Vocab::from_file(&utf16, &VocabConfig::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, VocabError::NotText(_)), "{msg}");
+    assert!(
+        msg.contains("NUL byte at line 1 (byte 3)") && msg.contains("utf16.txt"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -345,6 +345,15 @@ impl Checkpoint {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 if let Some(n) = name.strip_prefix("model/") {
+                    // Training never saves such weights; a file holding them was written
+                    // elsewhere or by a run that diverged, and every output read from it
+                    // would be NaN.
+                    if values.iter().any(|v| !v.is_finite()) {
+                        bail!(
+                            "weight '{n}' holds NaN or infinity: a diverged model, which no \
+                             evaluation can use"
+                        );
+                    }
                     model.push(NamedTensor {
                         name: n.to_string(),
                         shape: view.shape().to_vec(),
@@ -400,6 +409,16 @@ mod tests {
         assert_eq!(names.len(), 1);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Checkpoint::load(&path).unwrap_err()).contains("c.safetensors"));
+        // Weights that diverged are refused by every reader, naming the tensor.
+        let mut diverged = ckpt.clone();
+        diverged.model[0].values[1] = f32::NAN;
+        diverged.save(&path).unwrap();
+        let err = format!("{:#}", Checkpoint::load(&path).unwrap_err());
+        let name = &diverged.model[0].name;
+        assert!(
+            err.contains(&format!("'{name}'")) && err.contains("NaN"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -181,6 +181,8 @@ pub fn fill_mask(
         .mask;
         let hint = if text.contains(other) {
             format!(" ({other} is the other family's mask token)")
+        } else if text.to_lowercase().contains(&mask_token.to_lowercase()) {
+            format!(" (the mask token is case-sensitive: write {mask_token})")
         } else {
             String::new()
         };
@@ -210,6 +212,12 @@ pub fn fill_mask(
         .convert::<f32>()
         .try_to_vec::<f32>()
         .map_err(|e| anyhow!("reading probabilities: {e:?}"))?;
+    if probs.iter().any(|p| !p.is_finite()) {
+        bail!(
+            "the model's probabilities are not finite: its weights overflow (a training run that \
+             diverged); train it again with a lower optimizer.lr"
+        );
+    }
     Ok(probs
         .chunks(vocab)
         .map(|row| {

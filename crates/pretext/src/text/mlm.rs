@@ -15,6 +15,7 @@ use super::encoder::MlmModel;
 use super::examples::{Batch, Example, corpus_examples, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
 use super::tokenizer::{SpecialIds, TextTokenizer, read_text};
+use crate::core::checkpoint::{previous_checkpoint, unused_path};
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, Step, TrainOptions, TrainSummary, run_loop};
 
@@ -340,6 +341,9 @@ pub fn train_mlm(
             &device.clone().without_autodiff(),
         )?)
     };
+    if let Some(s) = scores.as_ref().filter(|s| !s.loss.is_finite()) {
+        bail!("{}", set_aside_diverged(&summary.checkpoint, s.loss)?);
+    }
     let sequences_per_sec = summary.images_per_sec;
     Ok(MlmRun {
         tokens_per_sec: sequences_per_sec * mean_tokens,
@@ -351,6 +355,27 @@ pub fn train_mlm(
         out_dir,
         train: summary,
     })
+}
+
+/// A run whose held-out loss is not finite trained finite weights that overflow on text it
+/// has not seen: its checkpoint is moved aside (so that no reader takes it for a trained model)
+/// and the previous one, where there is one, takes its place. Returns what to tell the user.
+fn set_aside_diverged(checkpoint: &Path, loss: f64) -> Result<String> {
+    let aside = unused_path(&checkpoint.with_extension("diverged.safetensors"));
+    std::fs::rename(checkpoint, &aside)
+        .with_context(|| format!("cannot move {} aside", checkpoint.display()))?;
+    let previous = previous_checkpoint(checkpoint);
+    let restored = previous.is_file() && std::fs::rename(&previous, checkpoint).is_ok();
+    Ok(format!(
+        "the held-out loss is {loss} after training: the weights overflow on unseen text (try a \
+         lower optimizer.lr or optimizer.grad_clip). They are kept in {}; {}",
+        aside.display(),
+        if restored {
+            format!("{} is the previous checkpoint again", checkpoint.display())
+        } else {
+            "there was no earlier checkpoint to keep".to_string()
+        }
+    ))
 }
 
 /// Masked-token loss, perplexity and top-1 accuracy of `model` on `examples`, each masked once
@@ -458,6 +483,32 @@ mod tests {
         assert_eq!(top[0][0].token.trim_start_matches('Ġ'), "dog", "{top:?}");
         let err = fill_mask(&ckpt, "the lazy fox [MASK]", 3, &Device::flex()).unwrap_err();
         assert!(err.to_string().contains("<mask>"), "{err}");
+        let err = fill_mask(&ckpt, "the lazy fox <MASK>", 3, &Device::flex()).unwrap_err();
+        assert!(err.to_string().contains("case-sensitive"), "{err}");
+    }
+
+    #[test]
+    fn a_diverged_checkpoint_is_set_aside_and_the_previous_one_restored() {
+        let dir = TempDir::new("mlm-diverged");
+        let ckpt = dir.path().join("checkpoint.safetensors");
+        let prev = previous_checkpoint(&ckpt);
+        std::fs::write(&ckpt, b"step 20").unwrap();
+        std::fs::write(&prev, b"step 10").unwrap();
+        let said = set_aside_diverged(&ckpt, f64::NAN).unwrap();
+        assert!(
+            said.contains("NaN") && said.contains("previous checkpoint"),
+            "{said}"
+        );
+        assert_eq!(std::fs::read(&ckpt).unwrap(), b"step 10");
+        let aside = dir.path().join("checkpoint.diverged.safetensors");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"step 20");
+        assert!(!prev.exists());
+        // Again, with nothing earlier: the checkpoint goes, beside (not over) the first.
+        let said = set_aside_diverged(&ckpt, f64::INFINITY).unwrap();
+        assert!(said.contains("no earlier checkpoint"), "{said}");
+        assert!(!ckpt.exists());
+        let second = dir.path().join("checkpoint.diverged-2.safetensors");
+        assert_eq!(std::fs::read(second).unwrap(), b"step 10");
     }
 
     #[test]

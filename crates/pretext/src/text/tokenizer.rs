@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::checkpoint::write_atomic;
 use anyhow::{Context, Result, anyhow, bail};
+use pretext_word2vec::corpus::not_text_message;
 use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
@@ -376,12 +377,8 @@ pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let line_of = |offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {
-        bail!(
-            "{} is not a text file: a NUL byte at line {} (byte {nul}); give UTF-8 text, one \
-             document or sentence per line",
-            path.display(),
-            line_of(nul)
-        );
+        let line = line_of(nul) as u64;
+        bail!("{}", not_text_message(path, line, nul as u64));
     }
     match String::from_utf8(bytes.clone()) {
         Ok(text) => Ok(text),

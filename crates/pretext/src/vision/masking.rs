@@ -67,6 +67,33 @@ pub fn masked_count(patches: usize, ratio: f64) -> usize {
     ((ratio * patches as f64).round() as usize).min(patches.saturating_sub(1))
 }
 
+/// A masked model's patch grid on `height x width` views: at least two patches, and
+/// `ratio` hiding at least one (it always leaves one visible).
+pub fn check_patch_masking(
+    method: &str,
+    patch: usize,
+    ratio: f64,
+    height: usize,
+    width: usize,
+) -> Result<()> {
+    let patches = (height / patch.max(1)) * (width / patch.max(1));
+    if patches < 2 {
+        bail!(
+            "backbone.patch_size = {patch} leaves {patches} patch(es) in {height}x{width} \
+             views: {method} hides some patches and predicts them from the rest, so it needs two \
+             at least (a smaller backbone.patch_size)"
+        );
+    }
+    if masked_count(patches, ratio) == 0 {
+        bail!(
+            "{method}.mask_ratio = {ratio} hides none of the {patches} patches of \
+             {height}x{width} views (patch {patch}): nothing would be predicted (a larger \
+             {method}.mask_ratio or a smaller backbone.patch_size)"
+        );
+    }
+    Ok(())
+}
+
 /// One random mask per image of a batch.
 #[derive(Debug, Clone)]
 pub struct PatchMask {
@@ -134,6 +161,26 @@ mod tests {
 
     fn ints<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
         t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
+    }
+
+    #[test]
+    fn a_mask_that_hides_nothing_or_a_single_patch_is_refused() {
+        // 28x28 at patch 7: 16 patches, 0.6 hides 10.
+        assert!(check_patch_masking("simmim", 7, 0.6, 28, 28).is_ok());
+        let err = check_patch_masking("mae", 28, 0.75, 28, 28)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backbone.patch_size = 28") && err.contains("1 patch"),
+            "{err}"
+        );
+        assert!(check_patch_masking("mae", 32, 0.75, 28, 28).is_err());
+        // 4 patches: 0.1 rounds to none hidden.
+        let err = check_patch_masking("simmim", 14, 0.1, 28, 28)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("simmim.mask_ratio = 0.1 hides none"), "{err}");
+        assert!(check_patch_masking("simmim", 14, 0.2, 28, 28).is_ok());
     }
 
     #[test]

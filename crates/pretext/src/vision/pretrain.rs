@@ -12,6 +12,7 @@ use super::config::PretrainConfig;
 use super::data::ImageSet;
 use super::eval::evaluate;
 use super::methods::{Method, view_configs};
+use super::views::ViewConfig;
 use crate::core::eval::Protocols;
 use crate::core::loader::Schedule;
 use crate::core::train::{LoopSpec, TrainOptions, TrainSummary, checkpoint_file, run_loop};
@@ -91,13 +92,16 @@ pub fn pretrain<M: Method>(
     device.seed(config.seed);
     let ad = device.clone().autodiff();
     let image = (train.channels, train.height, train.width);
+    let side = |v: &ViewConfig, s: usize| if v.crop_size == 0 { s } else { v.crop_size };
+    for v in &views {
+        M::check_shape(config, side(v, train.height), side(v, train.width))?;
+    }
     let model = M::init(config, image, &ad);
     // A ViT with learned positions takes one size only: that of every view.
     for v in &views {
-        let side = |s: usize| if v.crop_size == 0 { s } else { v.crop_size };
         model
             .backbone()
-            .check_input(side(train.height), side(train.width))?;
+            .check_input(side(v, train.height), side(v, train.width))?;
     }
     let spec = LoopSpec {
         name: &config.method,

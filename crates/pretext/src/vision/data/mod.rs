@@ -10,7 +10,7 @@ pub mod folder;
 pub mod idx;
 pub mod letters;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -279,48 +279,99 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
     let Some(train_images) = find_idx(dir, "train-images-idx3-ubyte") else {
         return Ok(None);
     };
-    let load = |images: &Path, labels_stem: &str| -> Result<ImageSet> {
+    let load = |images: &Path, labels_stem: &str| -> Result<(ImageSet, PathBuf)> {
         let labels = find_idx(dir, labels_stem).with_context(|| {
             format!(
                 "{} exists but {labels_stem}[.gz] is missing",
                 images.display()
             )
         })?;
-        idx_pair(
+        let set = idx_pair(
             idx::read_idx(images)?,
             idx::read_idx(&labels)?,
             &format!("{} + {}", images.display(), labels.display()),
-        )
+        )?;
+        Ok((set, labels))
     };
-    let train = load(&train_images, "train-labels-idx1-ubyte")?;
+    let (train, train_labels) = load(&train_images, "train-labels-idx1-ubyte")?;
     let test = match find_idx(dir, "t10k-images-idx3-ubyte") {
         Some(p) => Some(load(&p, "t10k-labels-idx1-ubyte")?),
         None => None,
     };
-    let splits = Splits {
-        description: format!("IDX files (MNIST layout) in {}", dir.display()),
-        train,
-        test,
-    };
     // IDX files carry no class names: a `classes.txt` beside them (one per line, as `pretext
     // data letters` writes) gives them; Fashion-MNIST's are known.
     let names_file = dir.join("classes.txt");
-    if names_file.is_file() {
+    let names: Option<Vec<String>> = if names_file.is_file() {
         let text = std::fs::read_to_string(&names_file)
             .with_context(|| format!("cannot read {}", names_file.display()))?;
-        let names: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        return Ok(Some(splits.with_class_names(&names)));
-    }
-    let fashion = dir.to_string_lossy().to_lowercase().contains("fashion");
-    Ok(Some(if fashion {
-        splits.with_class_names(&FASHION_CLASSES)
+        Some(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    } else if dir.to_string_lossy().to_lowercase().contains("fashion") {
+        Some(FASHION_CLASSES.map(String::from).to_vec())
     } else {
-        splits
+        None
+    };
+    let mut all_labels: Vec<u32> = train.labels.clone().unwrap_or_default();
+    if let Some((t, _)) = &test {
+        all_labels.extend(t.labels.iter().flatten());
+    }
+    let classes = names.as_ref().map(Vec::len);
+    check_label_range(train.labels.as_deref(), &all_labels, classes, &train_labels)?;
+    if let Some((t, file)) = &test {
+        check_label_range(t.labels.as_deref(), &all_labels, classes, file)?;
+    }
+    let splits = Splits {
+        description: format!("IDX files (MNIST layout) in {}", dir.display()),
+        train,
+        test: test.map(|(set, _)| set),
+    };
+    Ok(Some(match &names {
+        Some(names) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            splits.with_class_names(&names)
+        }
+        None => splits,
     }))
+}
+
+/// A label outside the classes is a corrupt byte, not a class. With class names (`classes`),
+/// every label must name one; without, a label at or past twice the number of distinct labels
+/// in use (`all`: both splits) cannot be one of them.
+fn check_label_range(
+    labels: Option<&[u32]>,
+    all: &[u32],
+    classes: Option<usize>,
+    file: &Path,
+) -> Result<()> {
+    let Some(labels) = labels else {
+        return Ok(());
+    };
+    let (limit, why) = match classes {
+        Some(n) => (n, format!("there are {n} class names")),
+        None => {
+            let distinct = all.iter().collect::<std::collections::HashSet<_>>().len();
+            (
+                2 * distinct,
+                format!(
+                    "the labels take {distinct} distinct values (a classes.txt beside the files \
+                     names the classes)"
+                ),
+            )
+        }
+    };
+    if let Some(i) = labels.iter().position(|&l| l as usize >= limit) {
+        bail!(
+            "{}: label {} at index {i} is outside the classes ({why}); a corrupt file?",
+            file.display(),
+            labels[i]
+        );
+    }
+    Ok(())
 }
 
 /// Inspect `dir` and read whichever supported layout it holds, at `size` (height, width) when
@@ -422,6 +473,31 @@ pub(crate) mod tests {
         std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode_idx(&labels)).unwrap();
         let err = format!("{:#}", load_dir(&dir, None).unwrap_err());
         assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");
+        // A label past the classes: with class names, any; without, one far past the rest.
+        let corrupt = |labels: Vec<u8>| {
+            let array = idx::IdxArray {
+                dims: vec![4],
+                data: labels,
+            };
+            std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode_idx(&array)).unwrap();
+            load_dir(&dir, None).err().map(|e| format!("{e:#}"))
+        };
+        std::fs::write(dir.join("t10k-images-idx3-ubyte.gz"), b"").unwrap();
+        std::fs::remove_file(dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+        std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode_idx(&images)).unwrap();
+        assert_eq!(corrupt(vec![3, 2, 1, 0]), None);
+        let err = corrupt(vec![3, 2, 200, 0]).unwrap();
+        assert!(
+            err.contains("t10k-labels-idx1-ubyte: label 200 at index 2"),
+            "{err}"
+        );
+        std::fs::write(dir.join("classes.txt"), "a\nb\nc\nd\n").unwrap();
+        assert_eq!(corrupt(vec![3, 2, 1, 0]), None);
+        let err = corrupt(vec![0, 4, 1, 0]).unwrap();
+        assert!(
+            err.contains("label 4 at index 1") && err.contains("4 class names"),
+            "{err}"
+        );
         let empty = tempdir("empty-dir");
         assert!(format!("{:#}", load_dir(&empty, None).unwrap_err()).contains("found no dataset"));
     }

@@ -17,7 +17,9 @@ use crate::core::transformer::PreNormBlocks;
 use crate::vision::backbones::vit::{final_norm, pre_norm_blocks, sincos_positions};
 use crate::vision::backbones::{Backbone, Vit};
 use crate::vision::config::PretrainConfig;
-use crate::vision::masking::{PatchMask, gather_tokens, normalize_patches, random_masking};
+use crate::vision::masking::{
+    PatchMask, check_patch_masking, gather_tokens, normalize_patches, random_masking,
+};
 use crate::vision::views::ViewConfig;
 
 /// `[mae]`: the paper's defaults, with a decoder sized for small images.
@@ -138,6 +140,11 @@ impl Mae {
 }
 
 impl Method for Mae {
+    fn check_shape(config: &PretrainConfig, height: usize, width: usize) -> Result<()> {
+        let patch = config.backbone.patch_size;
+        check_patch_masking("mae", patch, config.mae.mask_ratio, height, width)
+    }
+
     fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
         let c = &config.mae;
         let encoder = config.backbone.init(image, device);

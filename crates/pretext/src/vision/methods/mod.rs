@@ -100,6 +100,13 @@ pub trait Method: Module + Sized {
     /// Build the method's modules for `image`-shaped inputs.
     fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self;
 
+    /// What the method needs of its `height x width` views beyond the backbone's own limits
+    /// (a masked model needs patches to hide and to show), checked before [`Method::init`] so
+    /// that a config that cannot work gets an error, not a panic or a loss of zero.
+    fn check_shape(_config: &PretrainConfig, _height: usize, _width: usize) -> Result<()> {
+        Ok(())
+    }
+
     /// The augmentation recipe of each view, in the order `loss` receives them (multi-crop
     /// methods read how many local views `config` asks for).
     fn view_presets(config: &PretrainConfig) -> Vec<ViewConfig>;

@@ -13,7 +13,7 @@ use crate::core::kernels::LinearForward;
 use crate::core::losses::masked_l1;
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
-use crate::vision::masking::{PatchMask, random_masking};
+use crate::vision::masking::{PatchMask, check_patch_masking, random_masking};
 use crate::vision::views::ViewConfig;
 
 /// `[simmim]`.
@@ -74,6 +74,11 @@ impl SimMim {
 }
 
 impl Method for SimMim {
+    fn check_shape(config: &PretrainConfig, height: usize, width: usize) -> Result<()> {
+        let patch = config.backbone.patch_size;
+        check_patch_masking("simmim", patch, config.simmim.mask_ratio, height, width)
+    }
+
     fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
         let encoder = config.backbone.init(image, device);
         let patch = config.backbone.patch_size;

@@ -1,0 +1,87 @@
+//! Settings on the real binary: what `--set` changes is applied (or refused) by every command
+//! that reads a checkpoint, and what is printed is what was used; configs that cannot work
+//! are refused before any work, naming the key.
+
+use std::path::PathBuf;
+
+mod common;
+use common::{pretrain, run};
+
+fn root(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pretext-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn eval_prints_the_k_it_used_and_embed_applies_set() {
+    let root = root("settings");
+    let run_dir = root.join("run");
+    pretrain(&run_dir, "simclr");
+    let ckpt = run_dir.to_str().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["eval", "knn", "--checkpoint", ckpt, "--no-baseline"])
+        .args(["--set", "eval.knn_k=5", "--set", "data.train_limit=200"])
+        .args(["--set", "data.test_limit=50"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("kNN (k=5)"), "{stdout}");
+
+    let npy = root.join("features.npy");
+    let embed = |set: &str| {
+        run(&[
+            "embed",
+            "--checkpoint",
+            ckpt,
+            "--out",
+            npy.to_str().unwrap(),
+            "--set",
+            set,
+            "--json",
+        ])
+    };
+    let (ok, json, err) = embed("data.train_limit=30");
+    assert!(ok, "{err}");
+    assert_eq!(json["rows"], 30, "{json}");
+    let (ok, _, err) = embed("data.no_such_key=1");
+    assert!(!ok && err.contains("no_such_key"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn masked_models_refuse_a_patch_grid_with_nothing_to_hide() {
+    let root = root("masking");
+    for (method, config) in [("mae", "mae_fmnist.toml"), ("simmim", "simmim_fmnist.toml")] {
+        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs")
+            .join(config);
+        let out = format!("train.out_dir=\"{}\"", root.join(method).display());
+        let (ok, _, err) = run(&[
+            "pretrain",
+            "--config",
+            config.to_str().unwrap(),
+            "--set",
+            "backbone.patch_size=28",
+            "--set",
+            "data.train_limit=64",
+            "--set",
+            "batch_size=32",
+            "--set",
+            &out,
+        ]);
+        assert!(!ok, "{method}");
+        assert!(
+            err.contains("backbone.patch_size = 28") && err.contains(method),
+            "{err}"
+        );
+        assert!(!root.join(method).join("checkpoint.safetensors").exists());
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
