@@ -153,6 +153,69 @@ fn tensor_checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a 
     format!("{:016x}", h.digest())
 }
 
+/// safetensors bytes of `views` with `meta`, the same bytes for the same tensors and metadata
+/// in every run: safetensors writes the metadata map in its (randomised) hash order, so the
+/// header is rewritten with every object's keys sorted. Same content, same length, so the
+/// offsets and padding stay as they were; readers do not depend on key order.
+pub fn serialize_stable<V: safetensors::View>(
+    views: Vec<(String, V)>,
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut bytes = safetensors::tensor::serialize(views, Some(meta))?;
+    let Some(len) = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
+    else {
+        return Ok(bytes);
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return Ok(bytes);
+    };
+    let text = String::from_utf8_lossy(header);
+    let trimmed = text.trim_end_matches(' ');
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) else {
+        return Ok(bytes);
+    };
+    let mut canonical = String::with_capacity(trimmed.len());
+    write_sorted_json(&value, &mut canonical);
+    if canonical.len() == trimmed.len() {
+        bytes[8..8 + canonical.len()].copy_from_slice(canonical.as_bytes());
+    }
+    Ok(bytes)
+}
+
+/// Compact JSON with every object's keys in sorted order.
+fn write_sorted_json(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::from(key.as_str()).to_string());
+                out.push(':');
+                write_sorted_json(&map[key], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 /// `path` if nothing is there, else the first free `stem-2.ext`, `stem-3.ext`, ...: where a
 /// file that must be kept goes without replacing one kept before it.
 pub fn unused_path(path: &Path) -> PathBuf {
@@ -271,7 +334,7 @@ impl Checkpoint {
             (META_KEY.to_string(), self.meta.to_string()),
             (CHECKSUM_KEY.to_string(), checksum),
         ]);
-        let bytes = safetensors::tensor::serialize(views, Some(meta))?;
+        let bytes = serialize_stable(views, meta)?;
         // The checkpoint being replaced becomes the previous one, a fallback if this one is ever
         // damaged: once the new bytes are on disk (so a full disk leaves both as they were), a
         // hard link then two renames, so at every instant `path` exists, whole.
@@ -409,6 +472,20 @@ mod tests {
         assert_eq!(names.len(), 1);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Checkpoint::load(&path).unwrap_err()).contains("c.safetensors"));
+        // The same tensors and metadata give the same bytes, whatever the hash order of the
+        // metadata map (two keys: a coin flip per save without sorting).
+        let bytes = |c: &Checkpoint| {
+            c.save(&path).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let first = bytes(&ckpt);
+        for _ in 0..12 {
+            assert!(
+                bytes(&ckpt) == first,
+                "checkpoint bytes differ between saves"
+            );
+        }
+        assert_eq!(Checkpoint::load(&path).unwrap().meta["step"], 7);
         // Weights that diverged are refused by every reader, naming the tensor.
         let mut diverged = ckpt.clone();
         diverged.model[0].values[1] = f32::NAN;

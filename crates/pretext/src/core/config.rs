@@ -166,6 +166,34 @@ where
     })
 }
 
+/// A config's validation error, blamed on where the bad value came from: the `--set` flag
+/// whose key the message names (the last such flag), else the file (`origin`).
+pub fn blame_invalid(err: anyhow::Error, origin: &str, overrides: &[String]) -> anyhow::Error {
+    let message = format!("{err:#}");
+    let named = overrides.iter().rev().find(|o| {
+        o.split_once('=')
+            .is_some_and(|(key, _)| names_key(&message, key.trim()))
+    });
+    match named {
+        Some(o) => anyhow::anyhow!("--set {o}: invalid config: {message}"),
+        None => anyhow::anyhow!("{origin}: invalid config: {message}"),
+    }
+}
+
+/// Whether `message` names `key` as a whole key: `epochs` in "epochs must be..." but not in
+/// "eval.distill.epochs must be...".
+fn names_key(message: &str, key: &str) -> bool {
+    !key.is_empty()
+        && message.match_indices(key).any(|(i, _)| {
+            let before = message[..i].chars().next_back();
+            let after = message[i + key.len()..].chars().next();
+            let joined = |c: Option<char>, dot: bool| {
+                c.is_some_and(|c| c.is_alphanumeric() || c == '_' || (dot && c == '.'))
+            };
+            !joined(before, true) && !joined(after, false)
+        })
+}
+
 /// Read a config file (or the defaults when `path` is `None`) with `--set` overrides.
 pub fn load_config<T>(path: Option<&Path>, overrides: &[String]) -> Result<T>
 where

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{EncoderConfig, SizePreset};
@@ -162,7 +162,7 @@ impl MlmConfig {
         let config: MlmConfig = crate::core::config::load_config(path, overrides)?;
         config
             .validate()
-            .with_context(|| format!("{origin}: invalid config"))?;
+            .map_err(|e| crate::core::config::blame_invalid(e, &origin, overrides))?;
         Ok(config)
     }
 

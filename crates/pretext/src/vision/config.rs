@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backbones::BackboneConfig;
@@ -20,7 +20,7 @@ use super::methods::simmim::SimMimConfig;
 use super::methods::swav::SwavConfig;
 use super::methods::vicreg::VicRegConfig;
 use super::views::{MultiCropConfig, ViewConfig, ViewOverride};
-use crate::core::config::{EvalConfig, TrainConfig, load_config, parse_config};
+use crate::core::config::{EvalConfig, TrainConfig, blame_invalid, load_config, parse_config};
 use crate::core::heads::MlpConfig;
 use crate::core::optim::OptimConfig;
 
@@ -167,7 +167,7 @@ impl PretrainConfig {
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let cfg: PretrainConfig = parse_config(text, origin, overrides)?;
         cfg.validate()
-            .with_context(|| format!("{origin}: invalid config"))?;
+            .map_err(|e| blame_invalid(e, origin, overrides))?;
         Ok(cfg)
     }
 
@@ -175,7 +175,7 @@ impl PretrainConfig {
         let origin = path.map_or("default config".into(), |p| p.display().to_string());
         let cfg: PretrainConfig = load_config(path, overrides)?;
         cfg.validate()
-            .with_context(|| format!("{origin}: invalid config"))?;
+            .map_err(|e| blame_invalid(e, &origin, overrides))?;
         Ok(cfg)
     }
 
@@ -294,6 +294,32 @@ mod tests {
             err.contains("optimizer.lrr") && err.contains("'lrr'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn range_errors_blame_the_flag_that_gave_the_value_else_the_file() {
+        let err = |text: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            format!(
+                "{:#}",
+                PretrainConfig::from_toml(text, "my.toml", &sets).unwrap_err()
+            )
+        };
+        let e = err("", &["seed=3", "epochs=0"]);
+        assert!(
+            e.starts_with("--set epochs=0: invalid config: epochs"),
+            "{e}"
+        );
+        let e = err("epochs = 0", &["seed=3"]);
+        assert!(e.starts_with("my.toml: invalid config: epochs"), "{e}");
+        // A key that only ends like the flag's is not blamed on it.
+        let e = err("[eval.distill]\nepochs = 0", &["epochs=2"]);
+        assert!(
+            e.starts_with("my.toml: invalid config: eval.distill.epochs"),
+            "{e}"
+        );
+        let e = err("", &["eval.distill.epochs=0"]);
+        assert!(e.starts_with("--set eval.distill.epochs=0:"), "{e}");
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn write_state_dict(
         ("mean".to_string(), serde_json::to_string(&ckpt.mean)?),
         ("std".to_string(), serde_json::to_string(&ckpt.std)?),
     ]);
-    let bytes = safetensors::tensor::serialize(views, Some(meta))?;
+    let bytes = crate::core::checkpoint::serialize_stable(views, meta)?;
     write_atomic(out, &bytes)?;
     Ok(Export {
         arch,

@@ -148,7 +148,7 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     // transformers refuses a safetensors file whose metadata lacks a known "format".
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let weights = safetensors::tensor::serialize(views, Some(meta))?;
+    let weights = crate::core::checkpoint::serialize_stable(views, meta)?;
 
     let config = HfConfig::new(enc, &ckpt.tokenizer);
     let tmp = out.join(format!(".{TOKENIZER_FILE}.export-{}", std::process::id()));

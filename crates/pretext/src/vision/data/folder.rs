@@ -135,7 +135,7 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
     };
     let train_classes = class_files(&train_dir)?;
     if train_classes.is_empty() {
-        return Ok(None);
+        return unlabelled(dir, target);
     }
     let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
     let (train, mut resized) = decode_set(&train_classes, &names, target)?;
@@ -182,6 +182,35 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
         ),
         train,
         test,
+    }))
+}
+
+/// A flat folder of images without class subfolders: a training split without labels, for
+/// pretraining (evaluation asks for labels and says so); `None` when it holds no image either.
+fn unlabelled(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>> {
+    let files: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| is_image(p))
+        .collect();
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let (mut train, resized) = decode_set(&[(String::new(), files)], &[], target)?;
+    train.labels = None;
+    let note = if resized > 0 {
+        format!(", {resized} resized to {}x{}", train.width, train.height)
+    } else {
+        String::new()
+    };
+    Ok(Some(Splits {
+        description: format!(
+            "image folder {} ({} images without class subfolders{note}: unlabelled, for \
+             pretraining)",
+            dir.display(),
+            train.len()
+        ),
+        train,
+        test: None,
     }))
 }
 
@@ -272,5 +301,23 @@ mod tests {
         std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
         let err = format!("{:#}", load(&dir, None).unwrap_err());
         assert!(err.contains("broken.png"), "{err}");
+    }
+
+    #[test]
+    fn a_flat_folder_is_an_unlabelled_set_to_pretrain_on() {
+        let dir = crate::vision::data::tests::tempdir("flat-folder");
+        assert!(load(&dir, None).unwrap().is_none(), "no images at all");
+        for i in 0..4u8 {
+            let im = image::GrayImage::from_pixel(5, 5, image::Luma([i * 40]));
+            im.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+        let s = load(&dir, None).unwrap().unwrap();
+        assert_eq!((s.train.len(), s.train.labels.as_ref()), (4, None));
+        assert!(s.test.is_none());
+        assert!(s.description.contains("unlabelled"), "{}", s.description);
+        assert_eq!(s.train.image(3)[0], 120);
+        let err = s.train.require_labels().unwrap_err().to_string();
+        assert!(err.contains("no labels"), "{err}");
     }
 }

@@ -219,12 +219,12 @@ pub fn embedded_fashion_mnist() -> Result<Splits> {
         include_bytes!("../../../../../data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
     let train = idx_pair(
         idx::parse_idx(TRAIN_IMAGES)?,
-        idx::parse_idx(TRAIN_LABELS)?,
+        Some(idx::parse_idx(TRAIN_LABELS)?),
         "embedded train",
     )?;
     let test = idx_pair(
         idx::parse_idx(TEST_IMAGES)?,
-        idx::parse_idx(TEST_LABELS)?,
+        Some(idx::parse_idx(TEST_LABELS)?),
         "embedded test",
     )?;
     let splits = Splits {
@@ -235,8 +235,9 @@ pub fn embedded_fashion_mnist() -> Result<Splits> {
     Ok(splits.with_class_names(&FASHION_CLASSES))
 }
 
-/// Combine an image array `[n, h, w]` or `[n, h, w, c]` with a label array `[n]`.
-fn idx_pair(images: idx::IdxArray, labels: idx::IdxArray, what: &str) -> Result<ImageSet> {
+/// Combine an image array `[n, h, w]` or `[n, h, w, c]` with a label array `[n]` (none:
+/// unlabelled images, for pretraining).
+fn idx_pair(images: idx::IdxArray, labels: Option<idx::IdxArray>, what: &str) -> Result<ImageSet> {
     let (n, height, width, channels) = match images.dims[..] {
         [n, h, w] => (n, h, w, 1),
         [n, h, w, c] if c == 1 || c == 3 => (n, h, w, c),
@@ -245,14 +246,16 @@ fn idx_pair(images: idx::IdxArray, labels: idx::IdxArray, what: &str) -> Result<
             images.dims
         ),
     };
-    if labels.dims.len() != 1 {
-        bail!(
-            "{what}: label array has dimensions {:?}; expected [n]",
-            labels.dims
-        );
-    }
-    if labels.dims[0] != n {
-        bail!("{what}: {n} images but {} labels", labels.dims[0]);
+    if let Some(labels) = &labels {
+        if labels.dims.len() != 1 {
+            bail!(
+                "{what}: label array has dimensions {:?}; expected [n]",
+                labels.dims
+            );
+        }
+        if labels.dims[0] != n {
+            bail!("{what}: {n} images but {} labels", labels.dims[0]);
+        }
     }
     if n == 0 {
         bail!("{what}: the file holds no images");
@@ -262,7 +265,7 @@ fn idx_pair(images: idx::IdxArray, labels: idx::IdxArray, what: &str) -> Result<
         width,
         channels,
         pixels: images.data,
-        labels: Some(labels.data.iter().map(|&l| l as u32).collect()),
+        labels: labels.map(|l| l.data.iter().map(|&l| l as u32).collect()),
         class_names: Vec::new(),
     })
 }
@@ -279,7 +282,7 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
     let Some(train_images) = find_idx(dir, "train-images-idx3-ubyte") else {
         return Ok(None);
     };
-    let load = |images: &Path, labels_stem: &str| -> Result<(ImageSet, PathBuf)> {
+    let labelled = |images: &Path, labels_stem: &str| -> Result<(ImageSet, PathBuf)> {
         let labels = find_idx(dir, labels_stem).with_context(|| {
             format!(
                 "{} exists but {labels_stem}[.gz] is missing",
@@ -288,15 +291,26 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
         })?;
         let set = idx_pair(
             idx::read_idx(images)?,
-            idx::read_idx(&labels)?,
+            Some(idx::read_idx(&labels)?),
             &format!("{} + {}", images.display(), labels.display()),
         )?;
         Ok((set, labels))
     };
-    let (train, train_labels) = load(&train_images, "train-labels-idx1-ubyte")?;
+    // Training images without labels are a set to pretrain on; evaluation asks for labels.
+    let train_labels = find_idx(dir, "train-labels-idx1-ubyte");
     let test = match find_idx(dir, "t10k-images-idx3-ubyte") {
-        Some(p) => Some(load(&p, "t10k-labels-idx1-ubyte")?),
+        Some(p) => Some(labelled(&p, "t10k-labels-idx1-ubyte")?),
         None => None,
+    };
+    let (train, train_labels) = match train_labels {
+        Some(_) => {
+            let (set, file) = labelled(&train_images, "train-labels-idx1-ubyte")?;
+            (set, Some(file))
+        }
+        None => {
+            let what = train_images.display().to_string();
+            (idx_pair(idx::read_idx(&train_images)?, None, &what)?, None)
+        }
     };
     // IDX files carry no class names: a `classes.txt` beside them (one per line, as `pretext
     // data letters` writes) gives them; Fashion-MNIST's are known.
@@ -321,12 +335,19 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
         all_labels.extend(t.labels.iter().flatten());
     }
     let classes = names.as_ref().map(Vec::len);
-    check_label_range(train.labels.as_deref(), &all_labels, classes, &train_labels)?;
+    if let Some(file) = &train_labels {
+        check_label_range(train.labels.as_deref(), &all_labels, classes, file)?;
+    }
     if let Some((t, file)) = &test {
         check_label_range(t.labels.as_deref(), &all_labels, classes, file)?;
     }
+    let unlabelled = if train_labels.is_none() {
+        " (no train-labels-idx1-ubyte: unlabelled, for pretraining)"
+    } else {
+        ""
+    };
     let splits = Splits {
-        description: format!("IDX files (MNIST layout) in {}", dir.display()),
+        description: format!("IDX files (MNIST layout) in {}{unlabelled}", dir.display()),
         train,
         test: test.map(|(set, _)| set),
     };
@@ -445,11 +466,12 @@ pub(crate) mod tests {
             idx::encode_idx(&images),
         )
         .unwrap();
-        let err = format!("{:#}", load_dir(&dir, None).unwrap_err());
-        assert!(
-            err.contains("train-labels-idx1-ubyte[.gz] is missing"),
-            "{err}"
-        );
+        // Without labels the images are read for pretraining, and evaluation says why not.
+        let unlabelled = load_dir(&dir, None).unwrap();
+        assert!(unlabelled.description.contains("unlabelled"));
+        assert_eq!((unlabelled.train.len(), unlabelled.train.labels.as_ref()), (4, None));
+        let err = unlabelled.train.require_labels().unwrap_err().to_string();
+        assert!(err.contains("no labels"), "{err}");
         std::fs::write(
             dir.join("train-labels-idx1-ubyte"),
             idx::encode_idx(&labels),
