@@ -174,6 +174,9 @@ fn text_inputs(g: &Global, flags: &LabelFlags) -> Result<(LabelledTexts, ProbeSe
     apply_flags(&mut settings.eval.labels, flags)?;
     settings.eval.validate()?;
     let texts = read_labelled_tsv(data, flags.label_column, flags.text_column)?;
+    for w in &texts.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok((texts, settings))
 }
 

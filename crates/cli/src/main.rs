@@ -378,6 +378,13 @@ fn run(cli: Cli) -> Result<()> {
         } => text::run_fill_mask(&g, checkpoint, text, top_k),
         Command::Report { run, data, out } => {
             if let Some(out) = &out {
+                if out.is_dir() {
+                    bail!(
+                        "--out {}: a folder; give the page's file name (e.g. {}/report.html)",
+                        out.display(),
+                        out.display()
+                    );
+                }
                 refuse_output_over_run_and_data("--out", out, &run, data.as_deref())?;
             }
             report::run(&g, &run, data.as_deref(), out.as_deref())

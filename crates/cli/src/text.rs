@@ -278,6 +278,9 @@ pub fn run_text_probe(
     let settings: ProbeSettings = pretext::core::config::load_config(g.config.as_deref(), &g.set)?;
     let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let texts = read_labelled_tsv(data, label_column, text_column)?;
+    for w in &texts.warnings {
+        eprintln!("warning: {w}");
+    }
     let seed = g.seed.unwrap_or(ckpt.config.seed);
     let report = text_probe(&ckpt, &texts, &settings, seed, &device)?;
     if g.json {

@@ -149,6 +149,15 @@ pub fn reconstruct(
     if images == 0 || images > 256 {
         anyhow::bail!("-n {images}: show between 1 and 256 images");
     }
+    let png = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !png {
+        anyhow::bail!(
+            "--out {}: reconstruct writes a PNG image; give the file a .png name",
+            out.display()
+        );
+    }
     let device = pretext::core::device::parse(&g.device)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
     let splits = data::load(data, loaded.config.data.resize_to()?)?;

@@ -85,3 +85,44 @@ fn masked_models_refuse_a_patch_grid_with_nothing_to_hide() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn flags_that_cannot_work_are_refused_before_any_work() {
+    let root = root("before-work");
+    // The corpus does not exist: the flag is checked first.
+    let missing = root.join("no-corpus.txt");
+    let out = root.join("v.txt");
+    let (ok, _, err) = run(&[
+        "word2vec",
+        "train",
+        "--corpus",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dim",
+        "0",
+    ]);
+    assert!(!ok && err.contains("dim must be at least 1"), "{err}");
+    // A page written into a folder, a PNG under a JPEG name: refused before any run is read.
+    let none = root.join("no-run");
+    let (ok, _, err) = run(&[
+        "report",
+        none.to_str().unwrap(),
+        "--out",
+        root.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("a folder; give the page's file name"),
+        "{err}"
+    );
+    let jpg = root.join("grid.jpg");
+    let (ok, _, err) = run(&[
+        "reconstruct",
+        "--checkpoint",
+        none.to_str().unwrap(),
+        "--out",
+        jpg.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("writes a PNG"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

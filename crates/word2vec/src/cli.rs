@@ -233,6 +233,23 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
         lowercase: a.lowercase,
         threads,
     };
+    let cfg = TrainConfig {
+        arch: if a.cbow { Arch::Cbow } else { Arch::SkipGram },
+        dim: a.dim,
+        window: a.window,
+        negative: a.negative,
+        hs: a.hs,
+        sample: a.sample,
+        alpha: a.alpha,
+        min_alpha: a.min_alpha,
+        epochs: a.epochs,
+        threads,
+        seed: a.seed,
+        cbow_mean: !a.cbow_sum,
+        progress: !a.no_progress && !json,
+    };
+    // Flags first: a bad one should not wait for the vocabulary scan of a large corpus.
+    cfg.validate()?;
     let vocab = Vocab::from_file(&a.corpus, &vcfg)?;
     let t_vocab = t0.elapsed().as_secs_f64();
     let scan = vocab.scan;
@@ -262,21 +279,6 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
             t_vocab
         );
     }
-    let cfg = TrainConfig {
-        arch: if a.cbow { Arch::Cbow } else { Arch::SkipGram },
-        dim: a.dim,
-        window: a.window,
-        negative: a.negative,
-        hs: a.hs,
-        sample: a.sample,
-        alpha: a.alpha,
-        min_alpha: a.min_alpha,
-        epochs: a.epochs,
-        threads,
-        seed: a.seed,
-        cbow_mean: !a.cbow_sum,
-        progress: !a.no_progress && !json,
-    };
     let (emb, report) = train::train(&a.corpus, &vocab, &cfg)?;
     if let Some(row) = emb.first_non_finite() {
         bail!(

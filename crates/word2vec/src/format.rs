@@ -285,11 +285,17 @@ fn read_header<R: BufRead>(r: &mut R, path: &Path) -> Result<(usize, usize), For
         })?;
     let text = String::from_utf8_lossy(&line);
     let bad = || {
-        let shown: String = text.trim_end().chars().take(60).collect();
+        let binary = std::str::from_utf8(&line).is_err()
+            || line.iter().any(|&b| b < 0x20 && !b"\t\r\n".contains(&b));
+        let found = if binary {
+            format!("{}, not a word2vec file", describe_binary(&line))
+        } else {
+            format!("'{}'", text.trim_end().chars().take(60).collect::<String>())
+        };
         perr(
             path,
             1,
-            format!("header must be '<number of words> <dimension>', found '{shown}'"),
+            format!("header must be '<number of words> <dimension>', found {found}"),
         )
     };
     if !line.ends_with(b"\n") {
@@ -306,6 +312,21 @@ fn read_header<R: BufRead>(r: &mut R, path: &Path) -> Result<(usize, usize), For
         return Err(perr(path, 1, "dimension is 0"));
     }
     Ok((n, d))
+}
+
+/// What a file that opens with `bytes` (not text) seems to be, for an error message.
+fn describe_binary(bytes: &[u8]) -> &'static str {
+    if bytes.len() > 8 && bytes[8] == b'{' {
+        "a safetensors file (a checkpoint?)"
+    } else if bytes.starts_with(b"\x93NUMPY") {
+        "a NumPy .npy array"
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
+        "gzip-compressed data (decompress it first)"
+    } else if bytes.starts_with(b"PK") {
+        "a zip archive"
+    } else {
+        "binary data"
+    }
 }
 
 fn read_text<R: BufRead>(r: &mut R, path: &Path) -> Result<Embeddings, FormatError> {

@@ -505,37 +505,47 @@ struct Progress {
 
 const SYNC_WORDS: u64 = 10_000;
 
+impl TrainConfig {
+    /// Every setting in range: checked before any work (the vocabulary scan of a large corpus
+    /// takes a while, and a bad flag should not wait for it).
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let cfg = self;
+        if cfg.dim == 0 {
+            return Err(TrainError::Config("dim must be at least 1".into()));
+        }
+        if cfg.window == 0 {
+            return Err(TrainError::Config("window must be at least 1".into()));
+        }
+        if cfg.negative == 0 && !cfg.hs {
+            return Err(TrainError::Config(
+                "nothing to train: use negative sampling (negative > 0) and/or hierarchical softmax"
+                    .into(),
+            ));
+        }
+        if cfg.epochs == 0 {
+            return Err(TrainError::Config("epochs must be at least 1".into()));
+        }
+        if cfg.alpha.is_nan()
+            || cfg.alpha <= 0.0
+            || cfg.min_alpha < 0.0
+            || !cfg.sample.is_finite()
+            || cfg.sample < 0.0
+        {
+            return Err(TrainError::Config(
+                "alpha must be > 0, min_alpha and sample >= 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Trains word vectors on the corpus file `path` (tokenised as when `vocab` was built).
 pub fn train(
     path: &Path,
     vocab: &Vocab,
     cfg: &TrainConfig,
 ) -> Result<(Embeddings, TrainReport), TrainError> {
-    if cfg.dim == 0 {
-        return Err(TrainError::Config("dim must be at least 1".into()));
-    }
-    if cfg.window == 0 {
-        return Err(TrainError::Config("window must be at least 1".into()));
-    }
-    if cfg.negative == 0 && !cfg.hs {
-        return Err(TrainError::Config(
-            "nothing to train: use negative sampling (negative > 0) and/or hierarchical softmax"
-                .into(),
-        ));
-    }
-    if cfg.epochs == 0 {
-        return Err(TrainError::Config("epochs must be at least 1".into()));
-    }
-    if cfg.alpha.is_nan()
-        || cfg.alpha <= 0.0
-        || cfg.min_alpha < 0.0
-        || !cfg.sample.is_finite()
-        || cfg.sample < 0.0
-    {
-        return Err(TrainError::Config(
-            "alpha must be > 0, min_alpha and sample >= 0".into(),
-        ));
-    }
+    cfg.validate()?;
     let io_err = |source| TrainError::Io {
         path: path.to_path_buf(),
         source,

@@ -235,3 +235,24 @@ fn vectors_holding_nan_or_infinity_are_refused_naming_the_word() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_file_that_is_not_text_is_described_not_printed() {
+    let dir = common::tmpdir("notvectors");
+    let mut checkpoint = 7u64.to_le_bytes().to_vec();
+    checkpoint.extend_from_slice(b"{\"a\":1}\x00\x01\x02 tensors");
+    let p = dir.join("checkpoint.safetensors");
+    std::fs::write(&p, &checkpoint).unwrap();
+    let err = Embeddings::load(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("a safetensors file") && !err.contains('\u{7}'),
+        "{err}"
+    );
+    std::fs::write(&p, [0x1f, 0x8b, 8, 0, 0xff, b'\n']).unwrap();
+    let err = Embeddings::load(&p).unwrap_err().to_string();
+    assert!(err.contains("gzip"), "{err}");
+    std::fs::write(&p, "words and more words\n").unwrap();
+    let err = Embeddings::load(&p).unwrap_err().to_string();
+    assert!(err.contains("found 'words and more words'"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -20,17 +20,22 @@ pub struct MetricSeries {
     pub embedding_std: Vec<(f64, f64)>,
     /// `train.online_knn`'s score at each epoch end.
     pub online_knn: Vec<(f64, f64)>,
+    /// Non-blank lines that are not a JSON record with a step (torn by a crash, edited by
+    /// hand), by line number; JSON has no NaN, so a line holding one is among them.
+    pub unreadable: Vec<usize>,
 }
 
 pub fn read_metrics(metrics: &Path) -> Result<MetricSeries> {
     let text = std::fs::read_to_string(metrics)
         .with_context(|| format!("cannot read {}", metrics.display()))?;
     let mut series = MetricSeries::default();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
             continue;
-        };
-        let Some(step) = v["step"].as_f64() else {
+        }
+        let parsed = serde_json::from_str::<serde_json::Value>(line).ok();
+        let Some((v, step)) = parsed.and_then(|v| v["step"].as_f64().map(|s| (v, s))) else {
+            series.unreadable.push(i + 1);
             continue;
         };
         for (key, out) in [
@@ -221,11 +226,18 @@ mod tests {
             &p,
             "{\"step\":1,\"loss\":2.0,\"lr\":0.1,\"images_per_sec\":5,\"embedding_std\":0.8}\n\
              {\"step\":2,\"loss\":1.5,\"lr\":0.2,\"embedding_std\":0.7,\"online_knn\":0.6}\n\
-             {\"step\":3,\"loss\":1.",
+             \n\
+             {\"step\":3,\"loss\":NaN}\n\
+             {\"step\":4,\"loss\":1.",
         )
         .unwrap();
         let s = read_metrics(&p).unwrap();
         assert_eq!(s.loss, vec![(1.0, 2.0), (2.0, 1.5)]);
+        assert_eq!(
+            s.unreadable,
+            vec![4, 5],
+            "the NaN line and the torn one; not the blank"
+        );
         assert_eq!(s.embedding_std, vec![(1.0, 0.8), (2.0, 0.7)]);
         assert_eq!(s.online_knn, vec![(2.0, 0.6)]);
         assert_eq!(s.rate.len(), 1);

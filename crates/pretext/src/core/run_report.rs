@@ -125,6 +125,17 @@ pub fn run_sections(page: &mut Page, run: &Path, overview: &[(String, String)]) 
             curves += &line_svg(title, "step", y, points)?;
         }
     }
+    if series.loss.is_empty() {
+        curves += "<p class=\"note\">metrics.jsonl holds no training step yet.</p>";
+    }
+    if let Some(first) = series.unreadable.first() {
+        curves += &format!(
+            "<p class=\"note\">{} line(s) of metrics.jsonl could not be read (torn by an \
+             interrupted write or edited; the first is line {first}) and are left out of the \
+             curves.</p>",
+            series.unreadable.len()
+        );
+    }
     page.section("curves", "Training curves", curves);
 
     let summary = run.join(SUMMARY_FILE);

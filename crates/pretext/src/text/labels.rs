@@ -457,6 +457,7 @@ mod tests {
             texts: vec!["a".into(), "b".into()],
             labels: vec![0, 0],
             classes: vec!["only".into()],
+            warnings: Vec::new(),
         };
         let err = TextLabels::new(&ckpt, &one_class, &settings, 1, &device)
             .err()

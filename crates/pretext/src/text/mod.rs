@@ -161,6 +161,7 @@ pub(crate) mod test_support {
             texts,
             labels,
             classes: vec!["animals".into(), "people".into()],
+            warnings: Vec::new(),
         }
     }
 }

@@ -12,6 +12,9 @@ pub struct LabelledTexts {
     pub texts: Vec<String>,
     pub labels: Vec<u32>,
     pub classes: Vec<String>,
+    /// What looks wrong but can be read (a class with a single text, often a header row read
+    /// as data), each naming the file and line.
+    pub warnings: Vec<String>,
 }
 
 impl LabelledTexts {
@@ -46,6 +49,7 @@ pub fn read_labelled_tsv(
     let label_col = label_column.unwrap_or(1);
     let name = path.display();
     let mut rows: Vec<(String, String)> = Vec::new();
+    let mut line_of_row: Vec<usize> = Vec::new();
     let mut first = true;
     for (i, line) in content.lines().enumerate() {
         let line_no = i + 1;
@@ -82,6 +86,7 @@ pub fn read_labelled_tsv(
             bail!("{name}:{line_no}: empty text (column {text_col})");
         }
         rows.push((label.to_string(), text.to_string()));
+        line_of_row.push(line_no);
     }
     if rows.is_empty() {
         bail!("{name}: no labelled rows");
@@ -100,12 +105,29 @@ pub fn read_labelled_tsv(
         .enumerate()
         .map(|(i, c)| (c.as_str(), i as u32))
         .collect();
-    let labels = rows.iter().map(|(l, _)| ids[l.as_str()]).collect();
+    let labels: Vec<u32> = rows.iter().map(|(l, _)| ids[l.as_str()]).collect();
+    let mut members = vec![0usize; classes.len()];
+    labels.iter().for_each(|&l| members[l as usize] += 1);
+    let warnings = labels
+        .iter()
+        .zip(&line_of_row)
+        .filter(|(l, _)| members[**l as usize] == 1)
+        .map(|(&l, line)| {
+            format!(
+                "{name}:{line}: class \"{}\" has this one text only; a header row read as data? \
+                 (a first row is skipped as a header when its label field is one of {}; with \
+                 --label-column on another column, remove the header)",
+                classes[l as usize],
+                HEADER_LABELS.join(", ")
+            )
+        })
+        .collect();
     let texts = rows.into_iter().map(|(_, t)| t).collect();
     Ok(LabelledTexts {
         texts,
         labels,
         classes,
+        warnings,
     })
 }
 
@@ -143,6 +165,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!((data.texts[0].as_str(), data.labels[0]), ("hello", 1));
+        // A header kept as data when --label-column moves off its label field: a class of one.
+        let data = read_labelled_tsv(
+            &dir.write(
+                "moved.tsv",
+                "id	label	text
+a	x	one
+b	y	two
+c	x	three
+d	y	four
+",
+            ),
+            Some(1),
+            Some(0),
+        )
+        .unwrap();
+        assert!(data.warnings.is_empty(), "{:?}", data.warnings);
+        let data = read_labelled_tsv(
+            &dir.write(
+                "moved.tsv",
+                "id	label	text
+a	x	one
+b	y	two
+a	x	three
+b	y	four
+",
+            ),
+            Some(0),
+            Some(2),
+        )
+        .unwrap();
+        assert_eq!(data.warnings.len(), 1, "{:?}", data.warnings);
+        assert!(
+            data.warnings[0].contains("moved.tsv:1: class \"id\"")
+                && data.warnings[0].contains("header"),
+            "{:?}",
+            data.warnings
+        );
 
         let err = |name: &str, text: &str| read(&dir, name, text).unwrap_err().to_string();
         let e = err("few.tsv", "a\tpos\tok\nb\tneg\tok\njust-one-column\n");

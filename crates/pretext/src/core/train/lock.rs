@@ -21,6 +21,13 @@ impl RunLock {
     /// Lock `dir` (created if missing) for `what` (shown to a second process), or refuse with
     /// the holder's PID and what it is doing.
     pub fn acquire(dir: &Path, what: &str) -> Result<RunLock> {
+        if dir.exists() && !dir.is_dir() {
+            bail!(
+                "{} is a file, not a folder: a run needs a folder of its own (choose another \
+                 path)",
+                dir.display()
+            );
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -78,6 +85,11 @@ mod tests {
         let again = RunLock::acquire(&dir, "eval labels");
         assert!(again.is_ok(), "released on drop");
         drop(again);
+        // A file where the folder should be is named as such, not "File exists".
+        let file = dir.join("not-a-folder");
+        std::fs::write(&file, "x").unwrap();
+        let err = RunLock::acquire(&file, "pretrain").unwrap_err().to_string();
+        assert!(err.contains("is a file, not a folder"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

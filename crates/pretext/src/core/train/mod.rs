@@ -172,6 +172,11 @@ where
     let accum = spec.grad_accum.max(1);
     let warmup_steps = spec.optimizer.warmup_steps_for(steps_per_epoch);
     let mut optimizer = Optimizer::new(spec.optimizer.clone());
+    if spec.train.out_dir.trim().is_empty() {
+        bail!(
+            "train.out_dir is empty: name the run's folder (e.g. --set train.out_dir='\"runs/my_run\"')"
+        );
+    }
     let ckpt_path = checkpoint_file(&spec.train.out_dir);
     let out_dir = PathBuf::from(&spec.train.out_dir);
     let _lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;

@@ -32,23 +32,27 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Class folders under `dir` holding at least one image, with their files.
-fn class_files(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
-    let mut classes = Vec::new();
+/// Class folders under `dir` holding at least one image, with their files; and the names of
+/// the subfolders without any, which are skipped (and said so).
+type ClassFiles = (Vec<(String, Vec<PathBuf>)>, Vec<String>);
+fn class_files(dir: &Path) -> Result<ClassFiles> {
+    let (mut classes, mut empty) = (Vec::new(), Vec::new());
     for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
         let files: Vec<PathBuf> = sorted_entries(&sub)?
             .into_iter()
             .filter(|p| is_image(p))
             .collect();
-        if !files.is_empty() {
-            let name = sub
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        let name = sub
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if files.is_empty() {
+            empty.push(name);
+        } else {
             classes.push((name, files));
         }
     }
-    Ok(classes)
+    Ok((classes, empty))
 }
 
 /// The decoded images of `classes` at `target` (height, width) or else the most common size,
@@ -133,7 +137,7 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
     } else {
         (dir.to_path_buf(), None)
     };
-    let train_classes = class_files(&train_dir)?;
+    let (train_classes, empty) = class_files(&train_dir)?;
     if train_classes.is_empty() {
         return unlabelled(dir, target);
     }
@@ -142,12 +146,14 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
     let mut total = train.len();
     let test = match test_dir {
         Some(t) => {
-            let classes = class_files(&t)?;
+            let (classes, _) = class_files(&t)?;
             if let Some((unknown, _)) = classes.iter().find(|(n, _)| !names.contains(n)) {
-                bail!(
-                    "{}: class folder '{unknown}' does not exist in the train split",
-                    t.display()
-                );
+                let why = if empty.contains(unknown) {
+                    "holds no images (png, jpg, jpeg) in the train split"
+                } else {
+                    "does not exist in the train split"
+                };
+                bail!("{}: class folder '{unknown}' {why}", t.display());
             }
             let (mut test, test_resized) =
                 decode_set(&classes, &names, Some((train.height, train.width)))?;
@@ -173,6 +179,15 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
         )
     } else {
         String::new()
+    };
+    let note = if empty.is_empty() {
+        note
+    } else {
+        format!(
+            "{note}; skipped {} folder(s) without images: {}",
+            empty.len(),
+            empty.join(", ")
+        )
     };
     Ok(Some(Splits {
         description: format!(
@@ -298,6 +313,17 @@ mod tests {
             "{}",
             s.description
         );
+        // An empty class folder is skipped and said so; a test split with that class says why.
+        std::fs::create_dir_all(dir.join("eel")).unwrap();
+        let s = load(&dir, None).unwrap().unwrap();
+        assert_eq!(s.train.class_names, vec!["cat", "dog"]);
+        assert!(
+            s.description
+                .contains("skipped 1 folder(s) without images: eel"),
+            "{}",
+            s.description
+        );
+        std::fs::remove_dir(dir.join("eel")).unwrap();
         std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
         let err = format!("{:#}", load(&dir, None).unwrap_err());
         assert!(err.contains("broken.png"), "{err}");

@@ -398,8 +398,16 @@ fn check_label_range(
 /// Inspect `dir` and read whichever supported layout it holds, at `size` (height, width) when
 /// given (`data.image_size`).
 pub fn load_dir(dir: &Path, size: Option<(usize, usize)>) -> Result<Splits> {
-    if !dir.is_dir() {
-        bail!("--data {}: not a directory", dir.display());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("--data {}: a file, not a folder of images", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("--data {}: no such folder", dir.display())
+        }
+        Err(e) => bail!("--data {}: {e}", dir.display()),
+    }
+    if let Err(e) = std::fs::read_dir(dir) {
+        bail!("--data {}: cannot list it: {e}", dir.display());
     }
     let splits = if let Some(s) = load_mnist_layout(dir)? {
         s
@@ -469,7 +477,10 @@ pub(crate) mod tests {
         // Without labels the images are read for pretraining, and evaluation says why not.
         let unlabelled = load_dir(&dir, None).unwrap();
         assert!(unlabelled.description.contains("unlabelled"));
-        assert_eq!((unlabelled.train.len(), unlabelled.train.labels.as_ref()), (4, None));
+        assert_eq!(
+            (unlabelled.train.len(), unlabelled.train.labels.as_ref()),
+            (4, None)
+        );
         let err = unlabelled.train.require_labels().unwrap_err().to_string();
         assert!(err.contains("no labels"), "{err}");
         std::fs::write(
@@ -520,6 +531,13 @@ pub(crate) mod tests {
             err.contains("label 4 at index 1") && err.contains("4 class names"),
             "{err}"
         );
+        let missing = format!("{:#}", load_dir(&dir.join("nope"), None).unwrap_err());
+        assert!(missing.contains("no such folder"), "{missing}");
+        let file = format!(
+            "{:#}",
+            load_dir(&dir.join("classes.txt"), None).unwrap_err()
+        );
+        assert!(file.contains("a file, not a folder"), "{file}");
         let empty = tempdir("empty-dir");
         assert!(format!("{:#}", load_dir(&empty, None).unwrap_err()).contains("found no dataset"));
     }
