@@ -124,5 +124,25 @@ fn flags_that_cannot_work_are_refused_before_any_work() {
         jpg.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("writes a PNG"), "{err}");
+    // A warm-up longer than the run would never reach the learning rate.
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
+    let out = format!("train.out_dir=\"{}\"", root.join("warm").display());
+    let (ok, _, err) = run(&[
+        "pretrain",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "epochs=1",
+        "--set",
+        "optimizer.warmup_epochs=2.0",
+        "--set",
+        "data.train_limit=256",
+        "--set",
+        &out,
+    ]);
+    assert!(
+        !ok && err.contains("warm-up") && err.contains("longer than the run"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

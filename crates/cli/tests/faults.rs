@@ -220,6 +220,45 @@ fn a_word2vec_run_killed_while_writing_leaves_the_previous_vectors_whole() {
 }
 
 #[test]
+fn ctrl_c_saves_the_step_and_says_how_to_resume() {
+    let out = dir("sigint");
+    // No periodic checkpoints: what resume reads is the interrupt's own save.
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--set", "train.checkpoint_every=0"];
+        args.extend(extra);
+        pretrain(&out, 20, &args)
+    };
+    let child = run(&[]).spawn().unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let started = Instant::now();
+    let steps = || {
+        std::fs::read_to_string(&metrics)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    while steps() < 3 {
+        assert!(started.elapsed().as_secs() < 300, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let stopped = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success(), "{err}");
+    assert!(
+        err.contains("interrupted at step") && err.contains("--resume continues from here"),
+        "{err}"
+    );
+    let resumed = run(&["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn a_second_run_on_a_folder_in_use_is_refused() {
     let out = dir("concurrent");
     let mut first = pretrain(&out, 6, &[]).spawn().unwrap();

@@ -254,6 +254,7 @@ fn replace_atomically(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_orphaned_temporaries(dir, &name);
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let written = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -271,6 +272,34 @@ fn replace_atomically(
         let _ = d.sync_all();
     }
     result
+}
+
+/// Remove the temporary files of `name` that writers killed before their rename left in `dir`
+/// (`.NAME.tmp-PID` of a process that no longer runs), so that a file written outside a run
+/// folder's lock (an export, a report) does not gather them. Only where `/proc` tells which
+/// processes run.
+fn remove_orphaned_temporaries(dir: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let pid = file
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !proc.join(pid.to_string()).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Remove the temporary files a killed writer left in `dir` (`.NAME.tmp-PID`, see
@@ -472,6 +501,15 @@ mod tests {
         assert_eq!(names.len(), 1);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(format!("{:#}", Checkpoint::load(&path).unwrap_err()).contains("c.safetensors"));
+        // A killed writer's temporary file goes at the next write of that file; a running
+        // process's stays.
+        let orphan = dir.join(format!(".c.safetensors.tmp-{}", u32::MAX - 1));
+        let live = dir.join(".c.safetensors.tmp-1");
+        std::fs::write(&orphan, b"half").unwrap();
+        std::fs::write(&live, b"in use").unwrap();
+        ckpt.save(&path).unwrap();
+        assert!(!orphan.exists() && live.exists());
+        std::fs::remove_file(&live).unwrap();
         // The same tensors and metadata give the same bytes, whatever the hash order of the
         // metadata map (two keys: a coin flip per save without sorting).
         let bytes = |c: &Checkpoint| {

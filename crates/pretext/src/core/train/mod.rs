@@ -8,6 +8,7 @@ mod resume;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -170,7 +171,17 @@ where
     let steps_per_epoch = spec.steps_per_epoch.max(1);
     let total_steps = spec.total_steps.max(1);
     let accum = spec.grad_accum.max(1);
+    watch_interrupts();
     let warmup_steps = spec.optimizer.warmup_steps_for(steps_per_epoch);
+    if warmup_steps > total_steps {
+        bail!(
+            "the learning-rate warm-up ({warmup_steps} steps: optimizer.warmup_epochs = {}, \
+             warmup_steps = {}) is longer than the run ({total_steps} steps): the rate would \
+             never reach optimizer.lr; shorten the warm-up or train longer",
+            spec.optimizer.warmup_epochs,
+            spec.optimizer.warmup_steps
+        );
+    }
     let mut optimizer = Optimizer::new(spec.optimizer.clone());
     if spec.train.out_dir.trim().is_empty() {
         bail!(
@@ -375,6 +386,18 @@ where
             save(&model, &optimizer, step)?;
             time.checkpoint += tc.elapsed().as_secs_f64();
         }
+        if INTERRUPTED.load(Ordering::SeqCst) && step < end_step {
+            if !(epoch_end || periodic) {
+                save(&model, &optimizer, step)?;
+            }
+            bar.abandon();
+            bail!(
+                "interrupted at step {step} of {end_step} (epoch {}): {} holds it; the same \
+                 command with --resume continues from here",
+                epoch + 1,
+                ckpt_path.display()
+            );
+        }
         if epoch_end_now && !epoch_collapse.is_empty() {
             let mean = epoch_collapse.iter().sum::<f64>() / epoch_collapse.len() as f64;
             if mean < COLLAPSED && !warned_collapse {
@@ -426,6 +449,26 @@ where
 }
 
 /// What the NaN guard can say about the checkpoint it leaves in place.
+/// Set by the first Ctrl-C: the loop finishes its step, saves it and stops with a word on how
+/// to resume (a run killed without one loses everything since its last checkpoint).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn watch_interrupts() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Another handler already installed (an embedding program's) keeps its own behaviour.
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted again: stopping now, without saving this step");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: finishing this step and saving it (Ctrl-C again to stop at once)"
+            );
+        });
+    });
+}
+
 fn kept(ckpt: &Path) -> String {
     if ckpt.is_file() {
         format!("The last good checkpoint is kept at {}", ckpt.display())
