@@ -98,7 +98,7 @@ enum Command {
         #[arg(long)]
         text_column: Option<usize>,
         /// labels: fractions of the training labels, e.g. 0.01,0.1,1 (eval.labels.fractions).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         fractions: Option<Vec<f64>>,
         /// labels: repetitions with their own subsets and initialisations (eval.labels.seeds).
         #[arg(long)]
@@ -450,6 +450,17 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_negative_fraction_reaches_the_range_check() {
+        // Read as a value (then refused as outside (0, 1]), not as an unknown flag "-1".
+        let cli =
+            Cli::try_parse_from(["pretext", "eval", "labels", "--fractions", "-1,0.5"]).unwrap();
+        match cli.command {
+            Command::Eval { fractions, .. } => assert_eq!(fractions, Some(vec![-1.0, 0.5])),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -227,6 +227,14 @@ pub fn train_mlm(
         &origin,
     )?;
     let heldout = if corpus.heldout.is_empty() {
+        if !options.quiet && config.data.holdout_every > 0 {
+            eprintln!(
+                "note: no held-out score: {origin} has {} line(s) and every {}th is held out \
+                 (data.holdout_every), so none is",
+                corpus.train.len(),
+                config.data.holdout_every
+            );
+        }
         Vec::new()
     } else {
         corpus_examples(

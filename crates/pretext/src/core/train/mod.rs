@@ -173,13 +173,13 @@ where
     let accum = spec.grad_accum.max(1);
     watch_interrupts();
     let warmup_steps = spec.optimizer.warmup_steps_for(steps_per_epoch);
-    if warmup_steps > total_steps {
-        bail!(
-            "the learning-rate warm-up ({warmup_steps} steps: optimizer.warmup_epochs = {}, \
-             warmup_steps = {}) is longer than the run ({total_steps} steps): the rate would \
-             never reach optimizer.lr; shorten the warm-up or train longer",
-            spec.optimizer.warmup_epochs,
-            spec.optimizer.warmup_steps
+    if warmup_steps > total_steps && !options.quiet {
+        // A warning, not a refusal: a short trial run with the default warm-up is legitimate.
+        eprintln!(
+            "warning: the learning-rate warm-up ({warmup_steps} steps: optimizer.warmup_epochs \
+             = {}, warmup_steps = {}) is longer than the run ({total_steps} steps): the rate \
+             never reaches optimizer.lr = {}",
+            spec.optimizer.warmup_epochs, spec.optimizer.warmup_steps, spec.optimizer.lr
         );
     }
     let mut optimizer = Optimizer::new(spec.optimizer.clone());

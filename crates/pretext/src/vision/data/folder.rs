@@ -55,13 +55,13 @@ fn class_files(dir: &Path) -> Result<ClassFiles> {
     Ok((classes, empty))
 }
 
-/// The decoded images of `classes` at `target` (height, width) or else the most common size,
-/// and how many had to be resized.
+/// The decoded images of `classes` at `target` (height, width) or else the most common size;
+/// how many had to be resized, and how many grey ones became RGB beside colour ones.
 fn decode_set(
     classes: &[(String, Vec<PathBuf>)],
     names: &[String],
     target: Option<(usize, usize)>,
-) -> Result<(ImageSet, usize)> {
+) -> Result<(ImageSet, usize, usize)> {
     let files: Vec<(u32, &PathBuf)> = classes
         .iter()
         .flat_map(|(name, files)| {
@@ -98,6 +98,11 @@ fn decode_set(
         .count();
     let color = decoded.iter().any(|im| im.color().has_color());
     let channels = if color { 3 } else { 1 };
+    let greys = if color {
+        decoded.iter().filter(|im| !im.color().has_color()).count()
+    } else {
+        0
+    };
     let mut pixels = Vec::with_capacity(decoded.len() * width * height * channels);
     for im in &decoded {
         let im = if im.width() as usize != width || im.height() as usize != height {
@@ -123,7 +128,7 @@ fn decode_set(
         labels: Some(files.iter().map(|(l, _)| *l).collect()),
         class_names: names.to_vec(),
     };
-    Ok((set, resized))
+    Ok((set, resized, greys))
 }
 
 /// Read an image folder at `target` (height, width; `None`: the most common size), or `None`
@@ -142,7 +147,7 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
         return unlabelled(dir, target);
     }
     let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-    let (train, mut resized) = decode_set(&train_classes, &names, target)?;
+    let (train, mut resized, greys) = decode_set(&train_classes, &names, target)?;
     let mut total = train.len();
     let test = match test_dir {
         Some(t) => {
@@ -155,7 +160,7 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
                 };
                 bail!("{}: class folder '{unknown}' {why}", t.display());
             }
-            let (mut test, test_resized) =
+            let (mut test, test_resized, _) =
                 decode_set(&classes, &names, Some((train.height, train.width)))?;
             total += test.len();
             resized += test_resized;
@@ -179,6 +184,11 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
         )
     } else {
         String::new()
+    };
+    let note = if greys > 0 {
+        format!("{note}; {greys} grey images read as RGB beside the colour ones")
+    } else {
+        note
     };
     let note = if empty.is_empty() {
         note
@@ -210,7 +220,7 @@ fn unlabelled(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Split
     if files.is_empty() {
         return Ok(None);
     }
-    let (mut train, resized) = decode_set(&[(String::new(), files)], &[], target)?;
+    let (mut train, resized, _) = decode_set(&[(String::new(), files)], &[], target)?;
     train.labels = None;
     let note = if resized > 0 {
         format!(", {resized} resized to {}x{}", train.width, train.height)
@@ -324,6 +334,17 @@ mod tests {
             s.description
         );
         std::fs::remove_dir(dir.join("eel")).unwrap();
+        // One colour image makes the set RGB, and the description says the rest were grey.
+        let red = image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]));
+        red.save(dir.join("cat").join("red.png")).unwrap();
+        let s = load(&dir, None).unwrap().unwrap();
+        assert_eq!(s.train.channels, 3);
+        assert!(
+            s.description.contains("12 grey images read as RGB"),
+            "{}",
+            s.description
+        );
+        std::fs::remove_file(dir.join("cat").join("red.png")).unwrap();
         std::fs::write(dir.join("dog").join("broken.png"), b"not a png").unwrap();
         let err = format!("{:#}", load(&dir, None).unwrap_err());
         assert!(err.contains("broken.png"), "{err}");
