@@ -29,7 +29,7 @@ use burn::prelude::{Device, Tensor};
 use crate::core::checkpoint::{unused_path, write_atomic};
 use crate::core::config::EvalConfig;
 use crate::core::eval::{Features, Labelled, linear_probe};
-use crate::core::finetune::{Classifier, Pass, Plan, train_classifier};
+use crate::core::finetune::{Classifier, Pass, Plan, soft_labels, train_classifier};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, label_subsets};
 
@@ -277,7 +277,7 @@ impl<M> Teachers<M> {
     }
 
     /// The kept teacher of `subset` and `seed`, or the one `train` makes.
-    pub fn take_or_train(
+    fn take_or_train(
         &self,
         subset: &LabelSubset,
         seed: u64,
@@ -289,6 +289,29 @@ impl<M> Teachers<M> {
             Some(model) => Ok(model),
             None => train(),
         }
+    }
+}
+
+impl<E: Module + Clone> Teachers<Classifier<E>> {
+    /// The distillation arm's targets: the class probabilities at `config.temperature` of the
+    /// teacher of `subset` and `seed` (kept, or made by `train`) on the pool `rows`, which
+    /// `features` presents as plain views.
+    #[allow(clippy::too_many_arguments)]
+    pub fn soft_labels<F>(
+        &self,
+        subset: &LabelSubset,
+        seed: u64,
+        train: impl FnOnce() -> Result<Classifier<E>>,
+        rows: &[usize],
+        features: F,
+        config: &DistillConfig,
+        device: &Device,
+    ) -> Result<Vec<f32>>
+    where
+        F: Fn(&E, &[usize], Pass, &Device) -> Result<Tensor<2>>,
+    {
+        let teacher = self.take_or_train(subset, seed, train)?;
+        soft_labels(&teacher, rows, features, config.temperature, device)
     }
 }
 

@@ -24,7 +24,7 @@ use super::probe::{
 };
 use super::tsv::LabelledTexts;
 use crate::core::eval::Features;
-use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled, soft_labels};
+use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled};
 pub use crate::core::labels::DISTILL;
 use crate::core::labels::{
     ArmOutcome, Comparison, FrozenArms, LabelTask, Teachers, probe_subset, require_classes,
@@ -193,14 +193,13 @@ impl<'a> TextLabels<'a> {
         let unlabelled = unlabelled_rows(self.pool.texts.len(), subset);
         let teacher;
         let unlabelled = if arm == DISTILL {
-            let model = self
-                .teachers
-                .take_or_train(subset, seed, || Ok(self.train(FINETUNE, subset, seed)?.0))?;
-            teacher = soft_labels(
-                &model,
+            teacher = self.teachers.soft_labels(
+                subset,
+                seed,
+                || Ok(self.train(FINETUNE, subset, seed)?.0),
                 &unlabelled,
                 features,
-                eval.distill.temperature,
+                &eval.distill,
                 &self.device,
             )?;
             config.epochs = eval.distill.epochs;

@@ -166,35 +166,13 @@ mod tests {
         .unwrap();
         assert_eq!((data.texts[0].as_str(), data.labels[0]), ("hello", 1));
         // A header kept as data when --label-column moves off its label field: a class of one.
-        let data = read_labelled_tsv(
-            &dir.write(
-                "moved.tsv",
-                "id	label	text
-a	x	one
-b	y	two
-c	x	three
-d	y	four
-",
-            ),
-            Some(1),
-            Some(0),
-        )
-        .unwrap();
+        let moved = |label: usize, text: usize| {
+            let rows = "id\tlabel\ttext\na\tx\tone\nb\ty\ttwo\na\tx\tthree\nb\ty\tfour\n";
+            read_labelled_tsv(&dir.write("moved.tsv", rows), Some(label), Some(text)).unwrap()
+        };
+        let data = moved(1, 2);
         assert!(data.warnings.is_empty(), "{:?}", data.warnings);
-        let data = read_labelled_tsv(
-            &dir.write(
-                "moved.tsv",
-                "id	label	text
-a	x	one
-b	y	two
-a	x	three
-b	y	four
-",
-            ),
-            Some(0),
-            Some(2),
-        )
-        .unwrap();
+        let data = moved(0, 2);
         assert_eq!(data.warnings.len(), 1, "{:?}", data.warnings);
         assert!(
             data.warnings[0].contains("moved.tsv:1: class \"id\"")

@@ -22,7 +22,7 @@ use super::data::ImageSet;
 use super::eval::extract;
 use super::views::{Pipeline, ViewConfig, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
-use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled, soft_labels};
+use crate::core::finetune::{Classifier, Pass, Plan, Rows, Unlabelled};
 use crate::core::heads::HiddenLayer;
 pub use crate::core::labels::DISTILL;
 use crate::core::labels::{
@@ -265,14 +265,13 @@ impl<'a> ImageLabels<'a> {
                 config: &eval.fixmatch,
             },
             DISTILL => {
-                let model = self
-                    .teachers
-                    .take_or_train(subset, seed, || Ok(self.train(FINETUNE, subset, seed)?.0))?;
-                teacher = soft_labels(
-                    &model,
+                teacher = self.teachers.soft_labels(
+                    subset,
+                    seed,
+                    || Ok(self.train(FINETUNE, subset, seed)?.0),
                     &unlabelled,
                     features,
-                    eval.distill.temperature,
+                    &eval.distill,
                     &self.device,
                 )?;
                 config.epochs = eval.distill.epochs;
