@@ -424,7 +424,7 @@ fn refuse_output_over_run_and_data(
 ) -> Result<()> {
     let mut inputs = vec![Input::Run(run), Input::Path("--checkpoint", run)];
     if let Some(data) = data {
-        inputs.push(Input::Path("--data", data));
+        inputs.push(Input::Data("--data", data));
     }
     refuse_output_over_inputs(flag, out, &inputs)
 }

@@ -14,6 +14,9 @@ pub enum Input<'a> {
     /// A run folder (or its checkpoint file): its checkpoints and journals are its record and
     /// are never an output, nor is the folder itself.
     Run(&'a Path),
+    /// A data set given by `flag`: a file, or a folder whose every file may be read (images,
+    /// IDX files, shards), so nothing is written anywhere inside it.
+    Data(&'a str, &'a Path),
 }
 
 /// `out` with its folder resolved (the file itself need not exist yet).
@@ -50,6 +53,20 @@ pub fn refuse_output_over_inputs(flag: &str, out: &Path, inputs: &[Input]) -> Re
                          it: choose another path",
                         out.display(),
                         path.display()
+                    );
+                }
+            }
+            Input::Data(input_flag, data) => {
+                let Ok(data) = data.canonicalize() else {
+                    continue;
+                };
+                if target.starts_with(&data) {
+                    bail!(
+                        "{flag} {} is {} {input_flag} data set ({}); a data set is never an \
+                         output: choose a path outside it",
+                        out.display(),
+                        if target == data { "the" } else { "inside the" },
+                        data.display()
                     );
                 }
             }
@@ -122,6 +139,16 @@ mod tests {
                 None
             );
         }
+        // Nothing inside a data folder, at any depth; beside it is fine.
+        let data = root.join("images");
+        std::fs::create_dir_all(data.join("cat")).unwrap();
+        let inputs = [Input::Data("--data", &data)];
+        for inside in [data.join("train-images-idx3-ubyte"), data.join("cat/x.npy")] {
+            let err = refused(&inside, &inputs).unwrap();
+            assert!(err.contains("inside the --data data set"), "{err}");
+        }
+        assert!(refused(&data, &inputs).is_some());
+        assert_eq!(refused(&root.join("images.npy"), &inputs), None);
         assert_eq!(
             refused(
                 &root.join("vectors.bin"),

@@ -76,7 +76,8 @@ pub fn check_patch_masking(
     height: usize,
     width: usize,
 ) -> Result<()> {
-    let patches = (height / patch.max(1)) * (width / patch.max(1));
+    let (rows, cols) = patch_grid(height, width, patch.max(1));
+    let patches = rows * cols;
     if patches < 2 {
         bail!(
             "backbone.patch_size = {patch} leaves {patches} patch(es) in {height}x{width} \
@@ -181,6 +182,9 @@ mod tests {
             .to_string();
         assert!(err.contains("simmim.mask_ratio = 0.1 hides none"), "{err}");
         assert!(check_patch_masking("simmim", 14, 0.2, 28, 28).is_ok());
+        // The ViT pads to whole patches, so a patch that does not divide the view counts its
+        // padded grid: 20 on 28x28 is 2x2.
+        assert!(check_patch_masking("mae", 20, 0.75, 28, 28).is_ok());
     }
 
     #[test]

@@ -298,7 +298,13 @@ fn load_mnist_layout(dir: &Path) -> Result<Option<Splits>> {
     };
     // Training images without labels are a set to pretrain on; evaluation asks for labels.
     let train_labels = find_idx(dir, "train-labels-idx1-ubyte");
+    // A test split is read unlabelled too when neither split has labels; labels for only
+    // one of the two are a layout error.
     let test = match find_idx(dir, "t10k-images-idx3-ubyte") {
+        Some(p) if train_labels.is_none() && find_idx(dir, "t10k-labels-idx1-ubyte").is_none() => {
+            let what = p.display().to_string();
+            Some((idx_pair(idx::read_idx(&p)?, None, &what)?, p))
+        }
         Some(p) => Some(labelled(&p, "t10k-labels-idx1-ubyte")?),
         None => None,
     };
@@ -483,6 +489,13 @@ pub(crate) mod tests {
         );
         let err = unlabelled.train.require_labels().unwrap_err().to_string();
         assert!(err.contains("no labels"), "{err}");
+        // A test split without labels beside it is unlabelled too, not a missing file.
+        let t10k = dir.join("t10k-images-idx3-ubyte");
+        std::fs::write(&t10k, idx::encode_idx(&images)).unwrap();
+        let both = load_dir(&dir, None).unwrap();
+        let test = both.test.as_ref().unwrap();
+        assert_eq!((test.len(), test.labels.as_ref()), (4, None));
+        std::fs::remove_file(&t10k).unwrap();
         std::fs::write(
             dir.join("train-labels-idx1-ubyte"),
             idx::encode_idx(&labels),
