@@ -243,6 +243,7 @@ probe unclear "grey and RGB mixed named" ok "grey|gray" -- "$BIN" pretrain --con
 probe unclear "flat unlabelled folder pretrains" ok "unlabel|no label" -- "$BIN" pretrain --config small.toml --data flat --set train.out_dir='"flat_run"' --set batch_size=8
 probe unclear "IDX without labels pretrains" ok "unlabel|no label" -- "$BIN" pretrain --config small.toml --data idx_nolabels --set train.out_dir='"nolab"'
 probe unclear "evaluation on unlabelled data asks for labels" fail "label" -- "$BIN" eval knn --checkpoint run --data idx_nolabels
+probe unclear "evaluation at another image size noted" ok "pretrained on 28x28" -- "$BIN" eval knn --checkpoint run --data idx --no-baseline --set data.image_size=[20,20]
 probe unclear "flag a protocol does not take" fail "fractions" -- "$BIN" eval knn --checkpoint run --data idx --fractions 0.1
 probe unclear "checkpoints byte-stable" ok "same" -- bash -c "'$BIN' export --checkpoint mlm --out hf1 >/dev/null && '$BIN' export --checkpoint mlm --out hf2 >/dev/null && cmp hf1/model.safetensors hf2/model.safetensors && echo same"
 probe unclear "two runs on one folder" fail "PID|in use|lock" -- bash -c "'$BIN' pretrain --config small.toml --data idx --set train.out_dir='\"busy\"' --set epochs=500 >/dev/null 2>&1 & sleep 3; '$BIN' pretrain --config small.toml --data idx --set train.out_dir='\"busy\"' --overwrite; rc=\$?; kill %1; wait; exit \$rc"

@@ -15,7 +15,7 @@ fn root(name: &str) -> PathBuf {
 }
 
 #[test]
-fn eval_prints_the_k_it_used_and_embed_applies_set() {
+fn eval_prints_the_k_it_used_embed_applies_set_and_other_sizes_are_noted() {
     let root = root("settings");
     let run_dir = root.join("run");
     pretrain(&run_dir, "simclr");
@@ -52,6 +52,45 @@ fn eval_prints_the_k_it_used_and_embed_applies_set() {
     assert_eq!(json["rows"], 30, "{json}");
     let (ok, _, err) = embed("data.no_such_key=1");
     assert!(!ok && err.contains("no_such_key"), "{err}");
+
+    // Images of another size than pretraining's: evaluated as they are, and said so, with the
+    // setting that resizes them as in training (which silences the note).
+    let small = root.join("16x16");
+    std::fs::create_dir_all(&small).unwrap();
+    for (split, n) in [("train", 40u32), ("t10k", 20)] {
+        let mut images = [0u8, 0, 8, 3].to_vec();
+        for v in [n, 16, 16] {
+            images.extend(v.to_be_bytes());
+        }
+        images.extend((0..n * 256).map(|i| (i * 7 % 251) as u8));
+        let mut labels = [0u8, 0, 8, 1].to_vec();
+        labels.extend(n.to_be_bytes());
+        labels.extend((0..n).map(|i| (i % 2) as u8));
+        std::fs::write(small.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(small.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
+    }
+    let knn = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "knn",
+            "--checkpoint",
+            ckpt,
+            "--no-baseline",
+            "--data",
+        ];
+        args.push(small.to_str().unwrap());
+        args.extend(extra);
+        run(&args)
+    };
+    let (ok, _, err) = knn(&[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("was pretrained on 28x28 images; these are 16x16")
+            && err.contains("data.image_size=[28,28]"),
+        "{err}"
+    );
+    let (ok, _, err) = knn(&["--set", "data.image_size=[28,28]"]);
+    assert!(ok && !err.contains("was pretrained on"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

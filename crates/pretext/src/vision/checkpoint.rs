@@ -145,6 +145,26 @@ impl ImageCheckpoint {
         }
         self.backbone
             .check_input(set.height, set.width)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.dir.display()))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.dir.display()))?;
+        if let Some(note) = self.size_note(set) {
+            eprintln!("note: {note}");
+        }
+        Ok(())
+    }
+
+    /// Images of another size than pretraining's are fed as they are (the backbones pool over
+    /// any size), which changes what the features see: say so, and how to match training.
+    pub fn size_note(&self, set: &ImageSet) -> Option<String> {
+        let (_, height, width) = self.shape;
+        if (set.height, set.width) == (height, width) {
+            return None;
+        }
+        Some(format!(
+            "{} was pretrained on {height}x{width} images; these are {}x{} and are evaluated at \
+             that size (--set data.image_size=[{height},{width}] resizes them as in training)",
+            self.dir.display(),
+            set.height,
+            set.width
+        ))
     }
 }
