@@ -160,11 +160,12 @@ impl ImageCheckpoint {
             return None;
         }
         Some(format!(
-            "{} was pretrained on {height}x{width} images; these are {}x{} and are evaluated at \
-             that size (--set data.image_size=[{height},{width}] resizes them as in training)",
+            "{} was pretrained on {width}x{height} images; these are {}x{} (width x height) \
+             and are evaluated at that size (--set data.image_size=[{height},{width}], height \
+             first, resizes them as in training)",
             self.dir.display(),
-            set.height,
-            set.width
+            set.width,
+            set.height
         ))
     }
 }

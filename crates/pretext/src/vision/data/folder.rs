@@ -11,48 +11,23 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
+use super::index::{FolderIndex, IndexedFile, default_cache_dir};
 use super::{ImageSet, Splits};
 
-fn is_image(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg")
-    )
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// Class folders under `dir` holding at least one image, with their files; and the names of
-/// the subfolders without any, which are skipped (and said so).
-type ClassFiles = (Vec<(String, Vec<PathBuf>)>, Vec<String>);
+/// Class folders under `dir` holding at least one image, with their files; the names of the
+/// subfolders without any, which are skipped (and said so); and the images directly in `dir`.
+type ClassFiles = (Vec<(String, Vec<PathBuf>)>, Vec<String>, Vec<PathBuf>);
 fn class_files(dir: &Path) -> Result<ClassFiles> {
-    let (mut classes, mut empty) = (Vec::new(), Vec::new());
-    for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
-        let files: Vec<PathBuf> = sorted_entries(&sub)?
-            .into_iter()
-            .filter(|p| is_image(p))
-            .collect();
-        let name = sub
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if files.is_empty() {
-            empty.push(name);
-        } else {
-            classes.push((name, files));
-        }
-    }
-    Ok((classes, empty))
+    let (index, _) = FolderIndex::open(dir, default_cache_dir().as_deref())?;
+    let paths = |folder: &Path, files: &[IndexedFile]| -> Vec<PathBuf> {
+        files.iter().map(|f| folder.join(&f.name)).collect()
+    };
+    let classes = index
+        .classes
+        .iter()
+        .map(|c| (c.name.clone(), paths(&dir.join(&c.name), &c.files)))
+        .collect();
+    Ok((classes, index.empty, paths(dir, &index.loose)))
 }
 
 /// The decoded images of `classes` at `target` (height, width) or else the most common size;
@@ -142,16 +117,16 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
     } else {
         (dir.to_path_buf(), None)
     };
-    let (train_classes, empty) = class_files(&train_dir)?;
+    let (train_classes, empty, loose) = class_files(&train_dir)?;
     if train_classes.is_empty() {
-        return unlabelled(dir, target);
+        return unlabelled(dir, loose, target);
     }
     let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
     let (train, mut resized, greys) = decode_set(&train_classes, &names, target)?;
     let mut total = train.len();
     let test = match test_dir {
         Some(t) => {
-            let (classes, _) = class_files(&t)?;
+            let (classes, _, _) = class_files(&t)?;
             if let Some((unknown, _)) = classes.iter().find(|(n, _)| !names.contains(n)) {
                 let why = if empty.contains(unknown) {
                     "holds no images (png, jpg, jpeg) in the train split"
@@ -212,11 +187,11 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
 
 /// A flat folder of images without class subfolders: a training split without labels, for
 /// pretraining (evaluation asks for labels and says so); `None` when it holds no image either.
-fn unlabelled(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>> {
-    let files: Vec<PathBuf> = sorted_entries(dir)?
-        .into_iter()
-        .filter(|p| is_image(p))
-        .collect();
+fn unlabelled(
+    dir: &Path,
+    files: Vec<PathBuf>,
+    target: Option<(usize, usize)>,
+) -> Result<Option<Splits>> {
     if files.is_empty() {
         return Ok(None);
     }

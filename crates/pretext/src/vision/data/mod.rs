@@ -8,6 +8,7 @@ pub mod cifar;
 pub mod digit_sheet;
 pub mod folder;
 pub mod idx;
+pub mod index;
 pub mod letters;
 
 use std::path::{Path, PathBuf};
