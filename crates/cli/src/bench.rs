@@ -1,8 +1,18 @@
-//! `pretext bench ops`: op-by-op timings against the machine's peak (core::bench).
+//! `pretext bench ops`: op-by-op timings against the machine's peak (core::bench);
+//! `pretext bench loader`: the image loader alone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use pretext::core::bench::{OpTiming, machine_peak, run_ops};
+use pretext::core::loader::Schedule;
+use pretext::vision::batches::view_loader;
+use pretext::vision::data;
+use pretext::vision::methods::view_configs;
+use pretext::with_method;
 use serde_json::json;
 
 use crate::Global;
@@ -17,13 +27,28 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         repeats: usize,
     },
+    /// The image loader alone: decoding and the augmented views of the config's method
+    /// (SimCLR's two by default) at data.image_size, on data.workers threads, no model; in
+    /// images per second, after one warm-up batch.
+    Loader {
+        /// The images (default: the embedded Fashion-MNIST subset); an image folder is
+        /// streamed from disk as pretraining streams it.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Batches of batch_size images to time.
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+    },
 }
 
 pub fn run(g: &Global, cmd: BenchCommand) -> Result<()> {
+    let repeats = match cmd {
+        BenchCommand::Ops { repeats } => repeats,
+        BenchCommand::Loader { data, batches } => return loader(g, data, batches),
+    };
     if g.config.is_some() || !g.set.is_empty() || g.seed.is_some() {
-        bail!("pretext bench takes no --config, --set or --seed: its shapes are fixed");
+        bail!("pretext bench ops takes no --config, --set or --seed: its shapes are fixed");
     }
-    let BenchCommand::Ops { repeats } = cmd;
     if repeats == 0 {
         bail!("--repeats must be at least 1");
     }
@@ -79,6 +104,77 @@ pub fn run(g: &Global, cmd: BenchCommand) -> Result<()> {
             "{}",
             json!({ "command": "bench ops", "device": g.device, "repeats": repeats,
                     "peak": peak, "ops": timings })
+        );
+    }
+    Ok(())
+}
+
+/// `pretext bench loader`.
+fn loader(g: &Global, data: Option<PathBuf>, batches: usize) -> Result<()> {
+    if batches == 0 {
+        bail!("--batches must be at least 1");
+    }
+    let config =
+        pretext::vision::config::PretrainConfig::load(g.config.as_deref(), &g.overrides())?;
+    let started = Instant::now();
+    let (source, description) = data::open_train(data.as_deref(), config.data.resize_to()?)?;
+    let (mean, std) = source.channel_stats(config.data.on_error)?;
+    let views = with_method!(config.method.as_str(), M => view_configs::<M>(&config))?;
+    let pipelines: Vec<_> = views
+        .iter()
+        .map(|v| v.build(source.size(), &mean, &std))
+        .collect();
+    let opened = started.elapsed().as_secs_f64();
+    let batch_size = config.batch_size;
+    let steps_per_epoch = source.len() / batch_size;
+    if steps_per_epoch == 0 {
+        bail!(
+            "batch_size = {batch_size} is larger than the {} images",
+            source.len()
+        );
+    }
+    let schedule = Schedule {
+        batch_size,
+        steps_per_epoch,
+        epochs: (batches + 1).div_ceil(steps_per_epoch),
+        start_epoch: 0,
+        start_step: 0,
+        prefetch: config.train.prefetch,
+        seed: config.seed,
+    };
+    let mut loader = view_loader(source, Arc::new(pipelines), schedule, &config.data);
+    let mut skipped = 0;
+    let mut timed = Instant::now();
+    for b in 0..=batches {
+        let Some(batch) = loader.next_batch() else {
+            break;
+        };
+        skipped += batch?.skipped.len();
+        if b == 0 {
+            timed = Instant::now();
+        }
+    }
+    let seconds = timed.elapsed().as_secs_f64();
+    let images_per_sec = (batches * batch_size) as f64 / seconds;
+    let workers = match config.data.workers {
+        0 => format!("the shared pool ({} threads)", rayon::current_num_threads()),
+        n => format!("{n} threads"),
+    };
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "bench loader", "data": description, "views": views.len(),
+                    "batch_size": batch_size, "batches": batches, "workers": config.data.workers,
+                    "images_per_sec": images_per_sec, "seconds": seconds,
+                    "open_seconds": opened, "skipped": skipped })
+        );
+    } else {
+        println!("data: {description}");
+        println!(
+            "{} views of {batches} batches of {batch_size} on {workers}: {images_per_sec:.0} \
+             images/s ({seconds:.1} s; opening and statistics {opened:.1} s; {skipped} \
+             unreadable images skipped)",
+            views.len()
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Image commands: `pretrain`, `eval knn|linear|all`, `embed`, `reconstruct`, `quickstart`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -10,9 +11,9 @@ use pretext::core::train::{TrainOptions, TrainSummary};
 use pretext::vision::backbones::Backbone;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
-use pretext::vision::data::{self, ImageSet, Splits};
+use pretext::vision::data::{self, ImageSource, Splits};
 use pretext::vision::eval::{evaluate, extract};
-use pretext::vision::pretrain::pretrain as pretrain_method;
+use pretext::vision::pretrain::pretrain_on as pretrain_method;
 use pretext::vision::reconstruct::reconstruction_grid;
 use pretext::with_method;
 use serde_json::json;
@@ -25,18 +26,18 @@ const QUICKSTART_CONFIG: &str = include_str!("../../../configs/quickstart.toml")
 pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool, overwrite: bool) -> Result<()> {
     let config = load_config(g, None)?;
     let device = pretext::core::device::parse(&g.device)?;
-    let splits = data::load(data, config.data.resize_to()?)?;
-    eprintln!("data: {}", splits.description);
+    let (train, description) = data::open_train(data, config.data.resize_to()?)?;
+    eprintln!("data: {description}");
     let options = TrainOptions {
         resume,
         overwrite,
         quiet: false,
     };
-    let summary = pretrain_any(&config, &splits.train, &device, &options)?;
+    let summary = pretrain_any(&config, train, &device, &options)?;
     if g.json {
         println!(
             "{}",
-            json!({ "command": "pretrain", "data": splits.description, "summary": summary })
+            json!({ "command": "pretrain", "data": description, "summary": summary })
         );
     } else {
         print_summary(&summary);
@@ -217,12 +218,12 @@ pub fn open_for_eval(
 
 fn pretrain_any(
     config: &PretrainConfig,
-    train: &ImageSet,
+    train: Arc<dyn ImageSource>,
     device: &Device,
     options: &TrainOptions,
 ) -> Result<TrainSummary> {
     with_method!(config.method.as_str(), M => {
-        let (_, summary) = pretrain_method::<M>(config, train, device, options)?;
+        let (_, summary) = pretrain_method::<M>(config, train.clone(), device, options)?;
         Ok(summary)
     })
 }
@@ -342,7 +343,7 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
         quiet: false,
         ..TrainOptions::default()
     };
-    let summary = pretrain_any(&config, &splits.train, &device, &options)?;
+    let summary = pretrain_any(&config, Arc::new(splits.train.clone()), &device, &options)?;
     if !g.json {
         print_summary(&summary);
         eprintln!(

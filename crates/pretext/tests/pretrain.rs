@@ -1151,3 +1151,68 @@ fn dino_and_swav_learn_from_multi_crop_views_and_dino_resumes_with_its_centre() 
         let _ = std::fs::remove_dir_all(out_dir(dir));
     }
 }
+
+/// A folder streamed from disk trains, skips its corrupt image, and resumes to the weights of
+/// the uninterrupted run, as a set in memory does.
+#[test]
+fn a_streamed_folder_trains_skips_a_corrupt_image_and_resumes_exactly() {
+    use pretext::vision::data::stream::StreamedFolder;
+    use pretext::vision::pretrain::pretrain_on;
+    let dir = out_dir("stream-folder-data");
+    let _ = std::fs::remove_dir_all(&dir);
+    let set = train_set();
+    for i in 0..96 {
+        let class = dir.join(format!("class{}", set.labels.as_ref().unwrap()[i]));
+        std::fs::create_dir_all(&class).unwrap();
+        let im = image::GrayImage::from_raw(28, 28, set.image(i).to_vec()).unwrap();
+        // Sizes from 20 to 41 pixels a side: views are cropped from each at its own size.
+        let side = 20 + (i as u32 * 7) % 22;
+        let im = image::imageops::resize(&im, side, side, image::imageops::FilterType::Triangle);
+        im.save(class.join(format!("{i:03}.png"))).unwrap();
+    }
+    std::fs::write(dir.join("class0/zz_corrupt.png"), b"\x89PNG not really").unwrap();
+    let (folder, description) = StreamedFolder::open(&dir, Some((24, 24))).unwrap().unwrap();
+    assert!(description.contains("97 images, streamed"), "{description}");
+    let source: std::sync::Arc<dyn pretext::vision::data::ImageSource> =
+        std::sync::Arc::new(folder);
+    let device = Device::flex();
+    let extra = [
+        "data.image_size=[24,24]",
+        "batch_size=16",
+        "data.train_limit=0",
+    ];
+    let full = tiny_config("stream-full", &extra);
+    let (_, a) = pretrain_on::<SimClr>(&full, source.clone(), &device, &quiet()).unwrap();
+    assert_eq!(a.steps, 12);
+    assert!(a.final_loss.is_finite());
+    let part = tiny_config(
+        "stream-part",
+        &[&extra[..], &["train.max_steps=5"]].concat(),
+    );
+    pretrain_on::<SimClr>(&part, source.clone(), &device, &quiet()).unwrap();
+    let rest = tiny_config("stream-part", &extra);
+    let resume = TrainOptions {
+        resume: true,
+        quiet: true,
+        ..Default::default()
+    };
+    let (_, b) = pretrain_on::<SimClr>(&rest, source, &device, &resume).unwrap();
+    assert_eq!((b.resumed_from_step, b.steps), (5, 12));
+    let (ca, cb) = (
+        Checkpoint::load(&a.checkpoint).unwrap(),
+        Checkpoint::load(&b.checkpoint).unwrap(),
+    );
+    assert_eq!(first_difference(&ca.model, &cb.model), None);
+    // Under data.on_error = "stop" the corrupt image ends the run, naming it.
+    let stop = tiny_config(
+        "stream-stop",
+        &[&extra[..], &["data.on_error=\"stop\""]].concat(),
+    );
+    let (folder, _) = StreamedFolder::open(&dir, Some((24, 24))).unwrap().unwrap();
+    let err = pretrain_on::<SimClr>(&stop, std::sync::Arc::new(folder), &device, &quiet())
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap();
+    assert!(err.contains("zz_corrupt.png"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

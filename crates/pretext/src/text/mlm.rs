@@ -127,12 +127,15 @@ struct MlmBatches {
 }
 
 impl BatchSource for MlmBatches {
-    type Batch = Result<Batch>;
+    type Batch = Batch;
 
-    fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
-        let batch = self.loader.next_batch()?;
-        let epoch = batch.as_ref().map_or(0, |b| b.epoch);
-        Some((batch, epoch))
+    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
+        let Some(batch) = self.loader.next_batch() else {
+            return Ok(None);
+        };
+        let batch = batch?;
+        let epoch = batch.epoch;
+        Ok(Some((batch, epoch)))
     }
 
     fn waited(&self) -> Duration {
@@ -322,8 +325,7 @@ pub fn train_mlm(
     let (model, summary) = run_loop(
         model,
         source_at,
-        |m: &MlmModel, batch: Result<Batch>, _| {
-            let batch = batch?;
+        |m: &MlmModel, batch: Batch, _| {
             m.loss(
                 batch.input_tensor(&ad),
                 batch.attention_tensor(&ad),

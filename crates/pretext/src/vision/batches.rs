@@ -11,7 +11,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::data::ImageSet;
+use anyhow::{Context, Result};
+
+use super::config::DataConfig;
+use super::data::source::readable_image;
+use super::data::{ImageSource, OnError};
 use super::views::{Image, Pipeline};
 use crate::core::loader::{Loader, Schedule, mix_seed};
 use crate::core::train::BatchSource;
@@ -25,20 +29,29 @@ pub struct ViewBatch {
     pub step_in_epoch: usize,
     /// Which images of the set the batch holds, in order (methods never see them).
     pub indices: Vec<usize>,
+    /// Why each image left out of this batch could not be read (`data.on_error = "skip"`).
+    pub skipped: Vec<String>,
 }
 
-/// Produce every view of the images at `indices`.
+/// Each view's batch (`[batch, channels, height, width]` flattened), its shape, and the reasons
+/// of the images skipped.
+pub type MadeViews = (Vec<Vec<f32>>, Vec<[usize; 4]>, Vec<String>);
+
+/// Every view of the images at `indices`, and the reasons of the unreadable images that
+/// [`OnError::Skip`] replaced by the next readable ones.
 pub fn make_views(
-    data: &ImageSet,
+    data: &dyn ImageSource,
     pipelines: &[Pipeline],
     indices: &[usize],
     seed: u64,
     epoch: usize,
-) -> (Vec<Vec<f32>>, Vec<[usize; 4]>) {
-    let per_image: Vec<Vec<Image>> = indices
+    on_error: OnError,
+) -> Result<MadeViews> {
+    let per_image: Vec<(Vec<Image>, Vec<String>)> = indices
         .par_iter()
         .map(|&idx| {
-            pipelines
+            let (image, skipped) = readable_image(data, idx, on_error)?;
+            let views = pipelines
                 .iter()
                 .enumerate()
                 .map(|(v, p)| {
@@ -48,64 +61,138 @@ pub fn make_views(
                         idx as u64,
                         v as u64,
                     ]));
-                    let img =
-                        Image::from_bytes(data.image(idx), data.height, data.width, data.channels);
-                    p.apply(img, &mut rng)
+                    p.apply(image.clone(), &mut rng)
                 })
-                .collect()
+                .collect();
+            Ok((views, skipped))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut views = Vec::with_capacity(pipelines.len());
     let mut shapes = Vec::with_capacity(pipelines.len());
     for v in 0..pipelines.len() {
-        let first = &per_image[0][v];
+        let first = &per_image[0].0[v];
         let len = first.data.len();
         let mut buf = vec![0f32; len * indices.len()];
         buf.par_chunks_mut(len)
             .zip(per_image.par_iter())
-            .for_each(|(out, imgs)| imgs[v].write_chw(out));
+            .for_each(|(out, (imgs, _))| imgs[v].write_chw(out));
         shapes.push([indices.len(), first.channels, first.height, first.width]);
         views.push(buf);
     }
-    (views, shapes)
+    let skipped = per_image.into_iter().flat_map(|(_, s)| s).collect();
+    Ok((views, shapes, skipped))
 }
+
+/// Where the loader builds its batches: on `workers` threads of its own, or (0) on the
+/// training's thread pool.
+fn worker_pool(workers: usize) -> Option<rayon::ThreadPool> {
+    if workers == 0 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("pretext-data-{i}"))
+        .build()
+        .ok()
+}
+
 /// A loader of augmented views of `data`, one view per pipeline.
 pub fn view_loader(
-    data: Arc<ImageSet>,
+    data: Arc<dyn ImageSource>,
     pipelines: Arc<Vec<Pipeline>>,
     schedule: Schedule,
-) -> Loader<ViewBatch> {
+    reading: &DataConfig,
+) -> Loader<Result<ViewBatch>> {
     let seed = schedule.seed;
+    let on_error = reading.on_error;
+    let pool = worker_pool(reading.workers);
     Loader::spawn(data.len(), schedule, move |epoch, step, indices| {
-        let (views, shapes) = make_views(&data, &pipelines, indices, seed, epoch);
-        ViewBatch {
+        let make = || make_views(&*data, &pipelines, indices, seed, epoch, on_error);
+        let (views, shapes, skipped) = match &pool {
+            Some(pool) => pool.install(make),
+            None => make(),
+        }
+        .with_context(|| format!("epoch {}, batch {}", epoch + 1, step + 1))?;
+        Ok(ViewBatch {
             views,
             shapes,
             epoch,
             step_in_epoch: step,
             indices: indices.to_vec(),
-        }
+            skipped,
+        })
     })
 }
 
+/// How many unreadable images are named one by one before only the counts are said.
+const NAMED_SKIPS: usize = 5;
+
 /// Image views from the background [`Loader`], as the tensors a method takes.
 pub struct ViewBatches {
-    pub loader: Loader<ViewBatch>,
+    pub loader: Loader<Result<ViewBatch>>,
     pub device: Device,
+    /// Unreadable images skipped so far: in the current epoch, and in all.
+    skipped: (usize, usize),
+    /// The reasons said so far (each once).
+    named: Vec<String>,
+    epoch: Option<usize>,
+}
+
+impl ViewBatches {
+    pub fn new(loader: Loader<Result<ViewBatch>>, device: Device) -> Self {
+        ViewBatches {
+            loader,
+            device,
+            skipped: (0, 0),
+            named: Vec::new(),
+            epoch: None,
+        }
+    }
+
+    /// Say the images skipped in the epoch that just ended, if any.
+    fn end_epoch(&mut self) {
+        if let Some(epoch) = self.epoch
+            && self.skipped.0 > 0
+        {
+            eprintln!(
+                "epoch {}: skipped {} unreadable image(s) ({} in all; data.on_error = \"skip\")",
+                epoch + 1,
+                self.skipped.0,
+                self.skipped.1
+            );
+        }
+        self.skipped.0 = 0;
+    }
 }
 
 impl BatchSource for ViewBatches {
     type Batch = Vec<Tensor<4>>;
 
-    fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
-        let batch = self.loader.next_batch()?;
+    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
+        let Some(batch) = self.loader.next_batch() else {
+            self.end_epoch();
+            return Ok(None);
+        };
+        let batch = batch?;
+        if self.epoch != Some(batch.epoch) {
+            self.end_epoch();
+            self.epoch = Some(batch.epoch);
+        }
+        for reason in batch.skipped {
+            if self.named.len() < NAMED_SKIPS && !self.named.contains(&reason) {
+                eprintln!("skipped: {reason}");
+                self.named.push(reason);
+            }
+            self.skipped.0 += 1;
+            self.skipped.1 += 1;
+        }
         let tensors = batch
             .views
             .into_iter()
             .zip(&batch.shapes)
             .map(|(v, s)| Tensor::from_data(TensorData::new(v, *s), &self.device))
             .collect();
-        Some((tensors, batch.epoch))
+        Ok(Some((tensors, batch.epoch)))
     }
 
     fn waited(&self) -> Duration {
@@ -116,6 +203,7 @@ impl BatchSource for ViewBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vision::data::ImageSet;
     use crate::vision::views::ViewConfig;
 
     fn tiny_set(n: usize) -> ImageSet {
@@ -131,7 +219,7 @@ mod tests {
 
     #[test]
     fn resumed_loader_yields_the_same_batches() {
-        let data = Arc::new(tiny_set(20));
+        let data: Arc<dyn ImageSource> = Arc::new(tiny_set(20));
         let pipes = Arc::new(vec![ViewConfig::simclr().build((6, 6), &[0.5], &[0.25])]);
         let sched = Schedule {
             batch_size: 4,
@@ -142,10 +230,10 @@ mod tests {
             prefetch: 2,
             seed: 9,
         };
-        let mut full = view_loader(data.clone(), pipes.clone(), sched);
+        let mut full = view_loader(data.clone(), pipes.clone(), sched, &DataConfig::default());
         let mut all = Vec::new();
         while let Some(b) = full.next_batch() {
-            all.push(b);
+            all.push(b.unwrap());
         }
         assert_eq!(all.len(), 10);
         let resumed_sched = Schedule {
@@ -153,10 +241,10 @@ mod tests {
             start_step: 2,
             ..sched
         };
-        let mut resumed = view_loader(data, pipes, resumed_sched);
+        let mut resumed = view_loader(data, pipes, resumed_sched, &DataConfig::default());
         let mut rest = Vec::new();
         while let Some(b) = resumed.next_batch() {
-            rest.push(b);
+            rest.push(b.unwrap());
         }
         assert_eq!(rest.len(), 3);
         for (a, b) in all[7..].iter().zip(&rest) {

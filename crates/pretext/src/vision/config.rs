@@ -78,8 +78,16 @@ pub struct DataConfig {
     /// Use only the first N test images for evaluation (0: all).
     pub test_limit: usize,
     /// `[height, width]` every image is resized to (empty: as stored; an image folder of mixed
-    /// sizes then takes its most common size). Evaluation resizes the same way.
+    /// sizes then takes its most common size). Evaluation resizes the same way. Pretraining
+    /// streams image folders from disk and crops each view from the image at its own size,
+    /// producing views of this size.
     pub image_size: Vec<usize>,
+    /// Threads that decode and augment images ahead of training (0: share the training's
+    /// thread pool, which suits a machine whose cores the model keeps busy).
+    pub workers: usize,
+    /// An image that cannot be read while streaming: `"skip"` (count it, name the first few,
+    /// take the next image in its place) or `"stop"`.
+    pub on_error: super::data::OnError,
 }
 
 impl DataConfig {

@@ -19,6 +19,7 @@ use super::batches::make_views;
 use super::checkpoint::ImageCheckpoint;
 use super::config::PretrainConfig;
 use super::data::ImageSet;
+use super::data::OnError;
 use super::eval::extract;
 use super::views::{Pipeline, ViewConfig, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
@@ -118,7 +119,14 @@ impl ImageViews<'_> {
             Pass::Plain => (self.pool, &self.plain, self.seed, 0),
             Pass::Test => (self.test, &self.plain, self.seed, 0),
         };
-        let (mut views, shapes) = make_views(set, std::slice::from_ref(pipeline), idx, seed, epoch);
+        let (mut views, shapes, _) = make_views(
+            set,
+            std::slice::from_ref(pipeline),
+            idx,
+            seed,
+            epoch,
+            OnError::Stop,
+        )?;
         let x = Tensor::<4>::from_data(TensorData::new(views.remove(0), shapes[0]), device);
         Ok(e.forward(x))
     }

@@ -9,7 +9,7 @@ use burn::prelude::*;
 
 use super::batches::{ViewBatches, view_loader};
 use super::config::PretrainConfig;
-use super::data::ImageSet;
+use super::data::{ImageSet, ImageSource};
 use super::eval::evaluate;
 use super::methods::{Method, view_configs};
 use super::views::ViewConfig;
@@ -50,11 +50,14 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
             t.remove(table);
         }
     }
-    // Added later; unset, it leaves earlier runs resumable.
-    if config.data.image_size.is_empty()
-        && let Some(toml::Value::Table(data)) = t.get_mut("data")
-    {
-        data.remove("image_size");
+    if let Some(toml::Value::Table(data)) = t.get_mut("data") {
+        // Added later; unset, it leaves earlier runs resumable.
+        if config.data.image_size.is_empty() {
+            data.remove("image_size");
+        }
+        // How images are read, not which: the views and their order do not depend on them.
+        data.remove("workers");
+        data.remove("on_error");
     }
     if !config.backbone.is_vit()
         && let Some(toml::Value::Table(backbone)) = t.get_mut("backbone")
@@ -66,14 +69,31 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
     t
 }
 
-/// Pretrain the image method `M` on `train` as `config` says.
+/// Pretrain the image method `M` on the in-memory set `train` as `config` says.
 pub fn pretrain<M: Method>(
     config: &PretrainConfig,
     train: &ImageSet,
     device: &Device,
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)> {
-    let (train, online) = hold_out(train.limited(config.data.train_limit), config)?;
+    pretrain_on::<M>(config, Arc::new(train.clone()), device, options)
+}
+
+/// Pretrain the image method `M` on any image source (a set in memory, a folder streamed from
+/// disk) as `config` says.
+pub fn pretrain_on<M: Method>(
+    config: &PretrainConfig,
+    train: Arc<dyn ImageSource>,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<(M, TrainSummary)> {
+    let limit = config.data.train_limit;
+    let train = if limit > 0 && limit < train.len() {
+        train.subset(&(0..limit).collect::<Vec<_>>())
+    } else {
+        train
+    };
+    let (train, online) = hold_out(train, config)?;
     let steps_per_epoch = train.len() / config.batch_size;
     if steps_per_epoch == 0 {
         bail!(
@@ -82,26 +102,28 @@ pub fn pretrain<M: Method>(
             train.len()
         );
     }
-    let (mean, std) = train.channel_stats();
+    let (mean, std) = train.channel_stats(config.data.on_error)?;
+    let (height, width) = train.size();
+    let channels = train.channels();
     let views = view_configs::<M>(config)?;
     let pipelines: Vec<_> = views
         .iter()
-        .map(|v| v.build((train.height, train.width), &mean, &std))
+        .map(|v| v.build((height, width), &mean, &std))
         .collect();
 
     device.seed(config.seed);
     let ad = device.clone().autodiff();
-    let image = (train.channels, train.height, train.width);
+    let image = (channels, height, width);
     let side = |v: &ViewConfig, s: usize| if v.crop_size == 0 { s } else { v.crop_size };
     for v in &views {
-        M::check_shape(config, side(v, train.height), side(v, train.width))?;
+        M::check_shape(config, side(v, height), side(v, width))?;
     }
     let model = M::init(config, image, &ad);
     // A ViT with learned positions takes one size only: that of every view.
     for v in &views {
         model
             .backbone()
-            .check_input(side(v, train.height), side(v, train.width))?;
+            .check_input(side(v, height), side(v, width))?;
     }
     let spec = LoopSpec {
         name: &config.method,
@@ -118,13 +140,13 @@ pub fn pretrain<M: Method>(
             "config": config.to_toml(),
             "mean": mean,
             "std": std,
-            "channels": train.channels,
-            "height": train.height,
-            "width": train.width,
+            "channels": channels,
+            "height": height,
+            "width": width,
         }),
         data: train.fingerprint(),
     };
-    let data = Arc::new(train);
+    let data = train;
     let source_at = |start: usize| {
         let schedule = Schedule {
             batch_size: config.batch_size,
@@ -135,10 +157,10 @@ pub fn pretrain<M: Method>(
             prefetch: config.train.prefetch,
             seed: config.seed,
         };
-        ViewBatches {
-            loader: view_loader(data.clone(), Arc::new(pipelines), schedule),
-            device: ad.clone(),
-        }
+        ViewBatches::new(
+            view_loader(data.clone(), Arc::new(pipelines), schedule, &config.data),
+            ad.clone(),
+        )
     };
     let online_knn = |m: &M| -> Result<Vec<(&'static str, f64)>> {
         let Some((bank, queries)) = &online else {
@@ -176,18 +198,17 @@ pub fn pretrain<M: Method>(
 
 /// `train.online_knn = n`: `n` training images spread over the set (class-sorted folders
 /// included) are held out of training as kNN queries, scored against `n` others spread over
-/// what remains, which keep training. Returns the training images and (bank, queries).
-fn hold_out(
-    train: ImageSet,
-    config: &PretrainConfig,
-) -> Result<(ImageSet, Option<(ImageSet, ImageSet)>)> {
+/// what remains, which keep training. Returns the training images and (bank, queries), read
+/// into memory at the set's size.
+type HeldOut = (Arc<dyn ImageSource>, Option<(ImageSet, ImageSet)>);
+fn hold_out(train: Arc<dyn ImageSource>, config: &PretrainConfig) -> Result<HeldOut> {
     let n = config.train.online_knn;
     if n == 0 {
         return Ok((train, None));
     }
-    train
-        .require_labels()
-        .context("train.online_knn scores labelled images")?;
+    if train.labels().is_none() {
+        bail!("train.online_knn scores labelled images; this dataset has no labels");
+    }
     if 2 * n + config.batch_size > train.len() {
         bail!(
             "train.online_knn = {n}: twice that plus a batch ({}) is more than the {} training \
@@ -204,8 +225,12 @@ fn hold_out(
         .filter(|i| held.binary_search(i).is_err())
         .collect();
     let bank: Vec<usize> = spread(rest.len(), n).into_iter().map(|i| rest[i]).collect();
-    Ok((
-        train.select(&rest),
-        Some((train.select(&bank), train.select(&held))),
-    ))
+    let read = |indices: &[usize]| {
+        train
+            .subset(indices)
+            .to_image_set()
+            .context("reading the online kNN images (train.online_knn)")
+    };
+    let online = (read(&bank)?, read(&held)?);
+    Ok((train.subset(&rest), Some(online)))
 }

@@ -68,8 +68,9 @@ pub struct TrainOptions {
 /// A stream of batches that starts at a given step and reports how long the consumer waited.
 pub trait BatchSource {
     type Batch;
-    /// The next batch and the (0-based) epoch it belongs to; `None` at the end.
-    fn next_batch(&mut self) -> Option<(Self::Batch, usize)>;
+    /// The next batch and the (0-based) epoch it belongs to; `None` at the end; an error when
+    /// the data cannot be read.
+    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>>;
     fn waited(&self) -> Duration;
 }
 
@@ -313,7 +314,11 @@ where
         let mut carried = Vec::with_capacity(accum);
         let mut collapse = Vec::new();
         for micro in 0..accum {
-            let Some((batch, batch_epoch)) = source.next_batch() else {
+            let next = source.next_batch().map_err(|e| {
+                bar.abandon();
+                e.context(format!("reading data at step {step}; {}", kept(&ckpt_path)))
+            })?;
+            let Some((batch, batch_epoch)) = next else {
                 break 'steps;
             };
             device.seed(mix_seed(&[spec.seed, step as u64, micro as u64]));
@@ -506,8 +511,8 @@ mod tests {
     impl BatchSource for Fixed {
         type Batch = (Tensor<2>, Tensor<2>);
 
-        fn next_batch(&mut self) -> Option<(Self::Batch, usize)> {
-            self.0.next().map(|b| (b, 0))
+        fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
+            Ok(self.0.next().map(|b| (b, 0)))
         }
 
         fn waited(&self) -> Duration {

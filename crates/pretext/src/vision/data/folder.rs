@@ -14,63 +14,175 @@ use rayon::prelude::*;
 use super::index::{FolderIndex, IndexedFile, default_cache_dir};
 use super::{ImageSet, Splits};
 
+/// An image file the index found: its path and byte size.
+#[derive(Debug, Clone)]
+pub(super) struct FoundFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+/// Decode the image file `f`. The error names the file: unreadable, changed since it was
+/// indexed (another byte size, checked when `indexed_size` is set: a streamed run reads each file
+/// long after listing it, while a set read into memory at once reads the files as they are),
+/// truncated, or not an image the decoders know.
+pub(super) fn decode_file(f: &FoundFile, indexed_size: bool) -> Result<image::DynamicImage> {
+    let path = f.path.display();
+    let bytes = std::fs::read(&f.path).with_context(|| format!("cannot read {path}"))?;
+    if indexed_size && bytes.len() as u64 != f.bytes {
+        bail!(
+            "{path}: {} bytes, {} when the folder was indexed: the file changed since (an index \
+             is rebuilt when a file is added to or removed from its folder; `touch` the folder \
+             to rebuild it now)",
+            bytes.len(),
+            f.bytes
+        );
+    }
+    // The JPEG decoder fills a file cut short with grey instead of failing; a whole JPEG ends
+    // with the end-of-image marker (0xFF 0xD9), which cannot occur inside the coded data, so
+    // one missing from the file's tail means it was cut (trailing padding is allowed).
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let tail = &bytes[bytes.len().saturating_sub(1024)..];
+        if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            bail!("cannot decode image {path}: truncated JPEG (no end-of-image marker)");
+        }
+    }
+    // The format the file's extension names, as `image::open` reads it.
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes));
+    match image::ImageFormat::from_path(&f.path) {
+        Ok(format) => reader.set_format(format),
+        Err(_) => reader = reader.with_guessed_format()?,
+    }
+    reader
+        .decode()
+        .with_context(|| format!("cannot decode image {path}"))
+}
+
 /// Class folders under `dir` holding at least one image, with their files; the names of the
 /// subfolders without any, which are skipped (and said so); and the images directly in `dir`.
-type ClassFiles = (Vec<(String, Vec<PathBuf>)>, Vec<String>, Vec<PathBuf>);
+type ClassFiles = (Vec<(String, Vec<FoundFile>)>, Vec<String>, Vec<FoundFile>);
 fn class_files(dir: &Path) -> Result<ClassFiles> {
     let (index, _) = FolderIndex::open(dir, default_cache_dir().as_deref())?;
-    let paths = |folder: &Path, files: &[IndexedFile]| -> Vec<PathBuf> {
-        files.iter().map(|f| folder.join(&f.name)).collect()
+    let found = |folder: &Path, files: &[IndexedFile]| -> Vec<FoundFile> {
+        files
+            .iter()
+            .map(|f| FoundFile {
+                path: folder.join(&f.name),
+                bytes: f.bytes,
+            })
+            .collect()
     };
     let classes = index
         .classes
         .iter()
-        .map(|c| (c.name.clone(), paths(&dir.join(&c.name), &c.files)))
+        .map(|c| (c.name.clone(), found(&dir.join(&c.name), &c.files)))
         .collect();
-    Ok((classes, index.empty, paths(dir, &index.loose)))
+    Ok((classes, index.empty, found(dir, &index.loose)))
 }
 
-/// The decoded images of `classes` at `target` (height, width) or else the most common size;
+/// What an image folder holds: its class names (sorted; none for a flat, unlabelled folder),
+/// the files of each split with their labels, and the subfolders skipped for holding no image.
+pub(super) struct Layout {
+    pub names: Vec<String>,
+    pub train: Vec<(u32, FoundFile)>,
+    pub test: Option<Vec<(u32, FoundFile)>>,
+    pub empty: Vec<String>,
+}
+
+impl Layout {
+    pub fn labelled(&self) -> bool {
+        !self.names.is_empty()
+    }
+}
+
+/// The layout of `dir` (class subfolders, optionally under `train/` and `test/`, or a flat
+/// folder of images), or `None` when it holds no image.
+pub(super) fn layout(dir: &Path) -> Result<Option<Layout>> {
+    let (train_dir, test_dir) = if dir.join("train").is_dir() {
+        (
+            dir.join("train"),
+            Some(dir.join("test")).filter(|p| p.is_dir()),
+        )
+    } else {
+        (dir.to_path_buf(), None)
+    };
+    let (train_classes, empty, loose) = class_files(&train_dir)?;
+    if train_classes.is_empty() {
+        if loose.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(Layout {
+            names: Vec::new(),
+            train: loose.into_iter().map(|f| (0, f)).collect(),
+            test: None,
+            empty,
+        }));
+    }
+    let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
+    let labelled = |classes: Vec<(String, Vec<FoundFile>)>| -> Vec<(u32, FoundFile)> {
+        classes
+            .into_iter()
+            .flat_map(|(name, files)| {
+                let label = names.iter().position(|n| *n == name).unwrap_or(0) as u32;
+                files.into_iter().map(move |f| (label, f))
+            })
+            .collect()
+    };
+    let test = match test_dir {
+        Some(t) => {
+            let (classes, _, _) = class_files(&t)?;
+            if let Some((unknown, _)) = classes.iter().find(|(n, _)| !names.contains(n)) {
+                let why = if empty.contains(unknown) {
+                    "holds no images (png, jpg, jpeg) in the train split"
+                } else {
+                    "does not exist in the train split"
+                };
+                bail!("{}: class folder '{unknown}' {why}", t.display());
+            }
+            Some(labelled(classes))
+        }
+        None => None,
+    };
+    Ok(Some(Layout {
+        train: labelled(train_classes),
+        test,
+        empty,
+        names,
+    }))
+}
+
+/// A note on the subfolders skipped for holding no image, for the data description.
+pub(super) fn empty_note(empty: &[String]) -> String {
+    if empty.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; skipped {} folder(s) without images: {}",
+            empty.len(),
+            empty.join(", ")
+        )
+    }
+}
+
+/// The decoded images of `files` at `target` (height, width) or else the most common size;
 /// how many had to be resized, and how many grey ones became RGB beside colour ones.
 fn decode_set(
-    classes: &[(String, Vec<PathBuf>)],
+    files: &[(u32, FoundFile)],
     names: &[String],
     target: Option<(usize, usize)>,
 ) -> Result<(ImageSet, usize, usize)> {
-    let files: Vec<(u32, &PathBuf)> = classes
-        .iter()
-        .flat_map(|(name, files)| {
-            let label = names.iter().position(|n| n == name).unwrap_or(0) as u32;
-            files.iter().map(move |f| (label, f))
-        })
-        .collect();
     let decoded: Vec<image::DynamicImage> = files
         .par_iter()
-        .map(|(_, f)| {
-            image::open(f).with_context(|| format!("cannot decode image {}", f.display()))
-        })
+        .map(|(_, f)| decode_file(f, false))
         .collect::<Result<_>>()?;
     if decoded.is_empty() {
         bail!("no images");
     }
-    // The most common size (the first seen among equally common ones).
-    let mut counts: Vec<((u32, u32), usize)> = Vec::new();
-    for im in &decoded {
-        let size = (im.width(), im.height());
-        match counts.iter_mut().find(|(s, _)| *s == size) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((size, 1)),
-        }
-    }
-    let ((w, h), _) = counts
+    let sizes: Vec<(usize, usize)> = decoded
         .iter()
-        .copied()
-        .fold(counts[0], |best, c| if c.1 > best.1 { c } else { best });
-    let (height, width) = target.unwrap_or((h as usize, w as usize));
-    let resized = decoded
-        .iter()
-        .filter(|im| (im.height() as usize, im.width() as usize) != (height, width))
-        .count();
+        .map(|im| (im.height() as usize, im.width() as usize))
+        .collect();
+    let (height, width) = target.unwrap_or_else(|| most_common(&sizes));
+    let resized = sizes.iter().filter(|&&s| s != (height, width)).count();
     let color = decoded.iter().any(|im| im.color().has_color());
     let channels = if color { 3 } else { 1 };
     let greys = if color {
@@ -106,37 +218,38 @@ fn decode_set(
     Ok((set, resized, greys))
 }
 
-/// Read an image folder at `target` (height, width; `None`: the most common size), or `None`
-/// when `dir` has no class subfolders with images.
-pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>> {
-    let (train_dir, test_dir) = if dir.join("train").is_dir() {
-        (
-            dir.join("train"),
-            Some(dir.join("test")).filter(|p| p.is_dir()),
-        )
-    } else {
-        (dir.to_path_buf(), None)
-    };
-    let (train_classes, empty, loose) = class_files(&train_dir)?;
-    if train_classes.is_empty() {
-        return unlabelled(dir, loose, target);
+/// The most common of `sizes` (the first seen among equally common ones).
+pub(super) fn most_common(sizes: &[(usize, usize)]) -> (usize, usize) {
+    let mut counts: Vec<((usize, usize), usize)> = Vec::new();
+    for &size in sizes {
+        match counts.iter_mut().find(|(s, _)| *s == size) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((size, 1)),
+        }
     }
-    let names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-    let (train, mut resized, greys) = decode_set(&train_classes, &names, target)?;
+    counts
+        .iter()
+        .copied()
+        .fold(counts[0], |best, c| if c.1 > best.1 { c } else { best })
+        .0
+}
+
+/// Read an image folder into memory at `target` (height, width; `None`: the most common
+/// size), or `None` when `dir` has no image.
+pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>> {
+    let Some(layout) = layout(dir)? else {
+        return Ok(None);
+    };
+    if !layout.labelled() {
+        return unlabelled(dir, &layout.train, target);
+    }
+    let names = &layout.names;
+    let (train, mut resized, greys) = decode_set(&layout.train, names, target)?;
     let mut total = train.len();
-    let test = match test_dir {
-        Some(t) => {
-            let (classes, _, _) = class_files(&t)?;
-            if let Some((unknown, _)) = classes.iter().find(|(n, _)| !names.contains(n)) {
-                let why = if empty.contains(unknown) {
-                    "holds no images (png, jpg, jpeg) in the train split"
-                } else {
-                    "does not exist in the train split"
-                };
-                bail!("{}: class folder '{unknown}' {why}", t.display());
-            }
+    let test = match &layout.test {
+        Some(files) => {
             let (mut test, test_resized, _) =
-                decode_set(&classes, &names, Some((train.height, train.width)))?;
+                decode_set(files, names, Some((train.height, train.width)))?;
             total += test.len();
             resized += test_resized;
             if test.channels != train.channels {
@@ -165,15 +278,7 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
     } else {
         note
     };
-    let note = if empty.is_empty() {
-        note
-    } else {
-        format!(
-            "{note}; skipped {} folder(s) without images: {}",
-            empty.len(),
-            empty.join(", ")
-        )
-    };
+    let note = format!("{note}{}", empty_note(&layout.empty));
     Ok(Some(Splits {
         description: format!(
             "image folder {} ({} classes{note})",
@@ -186,16 +291,13 @@ pub fn load(dir: &Path, target: Option<(usize, usize)>) -> Result<Option<Splits>
 }
 
 /// A flat folder of images without class subfolders: a training split without labels, for
-/// pretraining (evaluation asks for labels and says so); `None` when it holds no image either.
+/// pretraining (evaluation asks for labels and says so).
 fn unlabelled(
     dir: &Path,
-    files: Vec<PathBuf>,
+    files: &[(u32, FoundFile)],
     target: Option<(usize, usize)>,
 ) -> Result<Option<Splits>> {
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let (mut train, resized, _) = decode_set(&[(String::new(), files)], &[], target)?;
+    let (mut train, resized, _) = decode_set(files, &[], target)?;
     train.labels = None;
     let note = if resized > 0 {
         format!(", {resized} resized to {}x{}", train.width, train.height)

@@ -10,10 +10,16 @@ pub mod folder;
 pub mod idx;
 pub mod index;
 pub mod letters;
+pub mod source;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+
+pub use source::{ImageSource, OnError};
+use stream::StreamedFolder;
 
 /// A set of equally sized images stored as interleaved `HWC` bytes.
 #[derive(Debug, Clone)]
@@ -402,9 +408,8 @@ fn check_label_range(
     Ok(())
 }
 
-/// Inspect `dir` and read whichever supported layout it holds, at `size` (height, width) when
-/// given (`data.image_size`).
-pub fn load_dir(dir: &Path, size: Option<(usize, usize)>) -> Result<Splits> {
+/// `--data DIR` is a folder that can be listed; the error says what it is instead.
+fn check_data_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!("--data {}: a file, not a folder of images", dir.display()),
@@ -416,19 +421,33 @@ pub fn load_dir(dir: &Path, size: Option<(usize, usize)>) -> Result<Splits> {
     if let Err(e) = std::fs::read_dir(dir) {
         bail!("--data {}: cannot list it: {e}", dir.display());
     }
-    let splits = if let Some(s) = load_mnist_layout(dir)? {
-        s
-    } else if let Some(s) = cifar::load(dir)? {
-        s
-    } else if let Some(s) = folder::load(dir, size)? {
-        s
-    } else {
-        bail!(
-            "{}: found no dataset. Expected IDX files (train-images-idx3-ubyte[.gz], ...), CIFAR \
-             binary batches (data_batch_1.bin ... or train.bin/test.bin), or an image folder \
-             (class subfolders of PNG/JPEG files, optionally under train/ and test/)",
-            dir.display()
-        );
+    Ok(())
+}
+
+/// The sets held in memory whole: IDX (MNIST layout) and CIFAR binary batches.
+fn load_in_memory(dir: &Path) -> Result<Option<Splits>> {
+    if let Some(s) = load_mnist_layout(dir)? {
+        return Ok(Some(s));
+    }
+    cifar::load(dir)
+}
+
+fn no_dataset(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: found no dataset. Expected IDX files (train-images-idx3-ubyte[.gz], ...), CIFAR \
+         binary batches (data_batch_1.bin ... or train.bin/test.bin), or an image folder \
+         (class subfolders of PNG/JPEG files, optionally under train/ and test/)",
+        dir.display()
+    )
+}
+
+/// Inspect `dir` and read whichever supported layout it holds, at `size` (height, width) when
+/// given (`data.image_size`).
+pub fn load_dir(dir: &Path, size: Option<(usize, usize)>) -> Result<Splits> {
+    check_data_dir(dir)?;
+    let splits = match load_in_memory(dir)? {
+        Some(s) => s,
+        None => folder::load(dir, size)?.ok_or_else(|| no_dataset(dir))?,
     };
     if splits.train.is_empty() {
         bail!("{}: the dataset is empty", splits.description);
@@ -442,6 +461,30 @@ pub fn load(data: Option<&Path>, size: Option<(usize, usize)>) -> Result<Splits>
         None => Ok(embedded_fashion_mnist()?.resized(size)),
         Some(dir) => load_dir(dir, size),
     }
+}
+
+/// The training images pretraining reads, and their description: an image folder streamed
+/// from disk (views at `size`, else the folder's most common size), any other set in memory
+/// as [`load`] reads it.
+pub fn open_train(
+    data: Option<&Path>,
+    size: Option<(usize, usize)>,
+) -> Result<(Arc<dyn ImageSource>, String)> {
+    let in_memory = |splits: Splits| -> (Arc<dyn ImageSource>, String) {
+        (Arc::new(splits.train), splits.description)
+    };
+    let Some(dir) = data else {
+        return Ok(in_memory(load(None, size)?));
+    };
+    check_data_dir(dir)?;
+    if let Some(splits) = load_in_memory(dir)? {
+        if splits.train.is_empty() {
+            bail!("{}: the dataset is empty", splits.description);
+        }
+        return Ok(in_memory(splits.resized(size)));
+    }
+    let (folder, description) = StreamedFolder::open(dir, size)?.ok_or_else(|| no_dataset(dir))?;
+    Ok((Arc::new(folder), description))
 }
 
 #[cfg(test)]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The data benchmarks of docs/data.md, by hand (never in CI):
+#   bench/data/run.sh FASHION_MNIST_IDX_DIR [OUT_DIR]
+# 1. makes the image folders (20,000 and 200,000 JPEGs of 48-256 px, bench/data/make_folder.py);
+# 2. the loader alone, pretext against torchvision's ImageFolder + DataLoader, the same folder,
+#    workers and views (SimCLR's two at 64x64), side by side;
+# 3. pretext pretrain (quick-start recipe, views at 64x64) on both folders: peak RSS and images/s.
+# Installs Pillow, torch 2.9.0 and torchvision into bench/data/.venv. Set PRETEXT to a built binary.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+IDX=${1:?usage: bench/data/run.sh FASHION_MNIST_IDX_DIR [OUT_DIR]}
+OUT=${2:-$ROOT/runs/bench_data}
+PRETEXT=${PRETEXT:-$ROOT/target/release/pretext}
+VENV=${VENV:-$ROOT/bench/data/.venv}
+WORKERS=${WORKERS:-2}
+STEPS=${STEPS:-40}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "torch==2.9.0" torchvision pillow numpy
+fi
+PY="$VENV/bin/python"
+mkdir -p "$OUT"
+for n in 20000 200000; do
+  [ -d "$OUT/f$n/train" ] || "$PY" "$ROOT/bench/data/make_folder.py" --idx "$IDX" --out "$OUT/f$n" --count $n --test 2000
+done
+echo "== CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "== the loader alone, $WORKERS workers, SimCLR views at 64x64, batch 256"
+for n in 20000 200000; do
+  "$PRETEXT" bench loader --data "$OUT/f$n" --batches 20 --set 'data.image_size=[64,64]' \
+    --set data.workers=$WORKERS --json
+  "$PY" "$ROOT/bench/data/loader_torch.py" --data "$OUT/f$n/train" --workers $WORKERS --batches 20
+done
+echo "== pretext pretrain, quick-start recipe at 64x64, $STEPS steps: peak RSS and images/s"
+for n in 20000 200000; do
+  /usr/bin/time -f "f$n peak RSS %M KB, %e s" "$PRETEXT" pretrain --config "$ROOT/configs/quickstart.toml" \
+    --data "$OUT/f$n" --set 'data.image_size=[64,64]' --set train.max_steps=$STEPS \
+    --set train.out_dir="\"$OUT/run_f$n\"" --overwrite --json | "$PY" -c \
+    'import json,sys; s=json.load(sys.stdin)["summary"]; t=s["time"]; print(json.dumps({"images_per_sec": s["images_per_sec"], "data_wait_share": t["data_wait"]/t["total"], "steps": s["steps"]}))'
+done

@@ -1,0 +1,186 @@
+//! The one interface the image loader reads: a set of images by index, each decoded when asked
+//! for, at its own size. [`ImageSet`] (IDX, CIFAR, the embedded set: small, in memory) is one
+//! implementation; [`super::stream::StreamedFolder`] (image folders of any size, read from disk
+//! as the loader needs them) another. Views are cropped from what [`ImageSource::image`]
+//! returns, so a streamed image keeps its original resolution until the crop.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::ImageSet;
+use crate::vision::views::Image;
+
+/// What the loader does with an image it cannot read (`data.on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Count it, name the first few, and take the next readable image in its place.
+    #[default]
+    Skip,
+    /// Stop the run with the file's name and the decoder's reason.
+    Stop,
+}
+
+/// A set of images read by index.
+pub trait ImageSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// 1 (grey) or 3 (RGB): every image is returned with this many channels.
+    fn channels(&self) -> usize;
+    /// (height, width): the size of a view that keeps "the input's size" (`crop_size = 0`), and
+    /// the size evaluation reads the images at.
+    fn size(&self) -> (usize, usize);
+    fn labels(&self) -> Option<&[u32]>;
+    fn class_names(&self) -> &[String];
+    /// Image `i` at its own size, values in [0, 1]; an error names the file.
+    fn image(&self, i: usize) -> Result<Image>;
+    /// What `--resume` compares to continue on the same data.
+    fn fingerprint(&self) -> serde_json::Value;
+    /// Per-channel mean and standard deviation of the pixels in [0, 1].
+    fn channel_stats(&self, on_error: OnError) -> Result<(Vec<f32>, Vec<f32>)>;
+    /// The images at `indices`, in that order, as a source of the same kind.
+    fn subset(&self, indices: &[usize]) -> Arc<dyn ImageSource>;
+    /// The images decoded into memory at [`Self::size`] (for small subsets: the online kNN
+    /// bank and queries).
+    fn to_image_set(&self) -> Result<ImageSet>;
+}
+
+impl ImageSource for ImageSet {
+    fn len(&self) -> usize {
+        ImageSet::len(self)
+    }
+
+    fn channels(&self) -> usize {
+        self.channels
+    }
+
+    fn size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    fn labels(&self) -> Option<&[u32]> {
+        self.labels.as_deref()
+    }
+
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    fn image(&self, i: usize) -> Result<Image> {
+        Ok(Image::from_bytes(
+            ImageSet::image(self, i),
+            self.height,
+            self.width,
+            self.channels,
+        ))
+    }
+
+    fn fingerprint(&self) -> serde_json::Value {
+        ImageSet::fingerprint(self)
+    }
+
+    fn channel_stats(&self, _: OnError) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(ImageSet::channel_stats(self))
+    }
+
+    fn subset(&self, indices: &[usize]) -> Arc<dyn ImageSource> {
+        Arc::new(self.select(indices))
+    }
+
+    fn to_image_set(&self) -> Result<ImageSet> {
+        Ok(self.clone())
+    }
+}
+
+/// How many images [`sample_stats`] reads: enough for the mean and spread of each channel to
+/// two decimals, few enough to take a second or two on a laptop.
+pub const STATS_SAMPLE: usize = 1024;
+
+/// Which images of a set of `len` the statistics are taken from: all of them up to
+/// [`STATS_SAMPLE`], else a fixed-seed sample (the same for every run on the set), sorted.
+pub fn stats_sample(len: usize) -> Vec<usize> {
+    if len <= STATS_SAMPLE {
+        return (0..len).collect();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0x57A7_5A3B);
+    let mut picked = sample(&mut rng, len, STATS_SAMPLE).into_vec();
+    picked.sort_unstable();
+    picked
+}
+
+/// Per-channel mean and standard deviation over the pixels of the [`stats_sample`] of
+/// `source`; unreadable images are left out under [`OnError::Skip`].
+pub fn sample_stats(source: &dyn ImageSource, on_error: OnError) -> Result<(Vec<f32>, Vec<f32>)> {
+    let c = source.channels();
+    let sums: Vec<(Vec<f64>, Vec<f64>, usize)> = stats_sample(source.len())
+        .par_iter()
+        .map(|&i| {
+            let image = match source.image(i) {
+                Ok(image) => image,
+                Err(_) if on_error == OnError::Skip => return Ok((vec![0.0; c], vec![0.0; c], 0)),
+                Err(e) => return Err(e),
+            };
+            let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+            for px in image.data.chunks_exact(c) {
+                for (ch, &v) in px.iter().enumerate() {
+                    sum[ch] += v as f64;
+                    sq[ch] += (v as f64) * (v as f64);
+                }
+            }
+            Ok((sum, sq, image.data.len() / c))
+        })
+        .collect::<Result<_>>()
+        .context("reading the images that normalisation statistics are taken from")?;
+    let (mut sum, mut sq, mut n) = (vec![0f64; c], vec![0f64; c], 0usize);
+    for (s, q, k) in sums {
+        for ch in 0..c {
+            sum[ch] += s[ch];
+            sq[ch] += q[ch];
+        }
+        n += k;
+    }
+    let n = n.max(1) as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(s, &m)| ((s / n - (m as f64).powi(2)).max(1e-12)).sqrt() as f32)
+        .collect();
+    Ok((mean, std))
+}
+
+/// Image `index` of `source`, or under [`OnError::Skip`] the next readable one after it (in
+/// index order, wrapping), with the reasons of those that were not.
+pub fn readable_image(
+    source: &dyn ImageSource,
+    index: usize,
+    on_error: OnError,
+) -> Result<(Image, Vec<String>)> {
+    let mut skipped = Vec::new();
+    // A set where a hundred images in a row are unreadable is not one to train on.
+    for k in 0..100.min(source.len()) {
+        match source.image((index + k) % source.len()) {
+            Ok(image) => return Ok((image, skipped)),
+            Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
+            Err(e) => {
+                return Err(e.context(
+                    "data.on_error = \"stop\" (\"skip\" leaves unreadable images out and counts \
+                     them)",
+                ));
+            }
+        }
+    }
+    anyhow::bail!(
+        "{} unreadable images in a row from image {index} on; the first: {}",
+        skipped.len(),
+        skipped.first().map_or("", String::as_str)
+    )
+}
