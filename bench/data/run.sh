@@ -38,3 +38,25 @@ for n in 20000 200000; do
     --set train.out_dir="\"$OUT/run_f$n\"" --overwrite --json | "$PY" -c \
     'import json,sys; s=json.load(sys.stdin)["summary"]; t=s["time"]; print(json.dumps({"images_per_sec": s["images_per_sec"], "data_wait_share": t["data_wait"]/t["total"], "steps": s["steps"]}))'
 done
+echo "== the file index of 1,000,000 files (1,000 class folders of 1,000 one-byte .jpg files)"
+if [ ! -d "$OUT/m1/c999" ]; then
+  "$PY" - "$OUT/m1" <<'PY'
+import os, sys
+root = sys.argv[1]
+for c in range(1000):
+    d = os.path.join(root, f"c{c:03d}")
+    os.makedirs(d, exist_ok=True)
+    for i in range(1000):
+        with open(os.path.join(d, f"{i:04d}.jpg"), "wb") as f:
+            f.write(b"x")
+PY
+  sleep 3
+fi
+export PRETEXT_CACHE_DIR="$OUT/index_cache"
+rm -rf "$PRETEXT_CACHE_DIR"
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || echo "(page cache not dropped: not root)"
+"$PRETEXT" data index "$OUT/m1"   # cold: built (and cached)
+"$PRETEXT" data index "$OUT/m1"   # re-opened: from the cache
+rm -rf "$PRETEXT_CACHE_DIR"
+"$PRETEXT" data index "$OUT/m1"   # built with the listing in the page cache
+"$PRETEXT" data index "$OUT/m1"   # cached

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use pretext::vision::data::digit_sheet::{SheetSettings, read_sheet};
+use pretext::vision::data::index::{FolderIndex, IndexSource, default_cache_dir};
 use pretext::vision::data::letters::{LetterSettings, build, find_fonts};
 use serde_json::json;
 
@@ -50,6 +51,13 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
     },
+    /// List an image folder (class subfolders, optionally under train/ and test/) into the
+    /// file index pretraining reads, and cache it (under $PRETEXT_CACHE_DIR, else the user's
+    /// cache folder); says whether it was built or taken from the cache, and how long it took.
+    Index {
+        /// The image folder.
+        dir: PathBuf,
+    },
 }
 
 /// Where Debian's opencv-doc puts OpenCV's sheet of handwritten digits.
@@ -60,6 +68,7 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
         bail!("pretext data takes no --config, --set or --device: its settings are flags");
     }
     match cmd {
+        DataCommand::Index { dir } => index(g, &dir),
         DataCommand::Letters {
             out,
             fonts,
@@ -152,4 +161,54 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `pretext data index DIR`.
+fn index(g: &Global, dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("{}: not a folder", dir.display());
+    }
+    let splits: Vec<PathBuf> = ["train", "test"]
+        .iter()
+        .map(|s| dir.join(s))
+        .filter(|d| d.is_dir())
+        .collect();
+    let splits = if splits.is_empty() {
+        vec![dir.to_path_buf()]
+    } else {
+        splits
+    };
+    let cache = default_cache_dir();
+    let mut rows = Vec::new();
+    for split in &splits {
+        let started = std::time::Instant::now();
+        let (index, source) = FolderIndex::open(split, cache.as_deref())?;
+        let seconds = started.elapsed().as_secs_f64();
+        let bytes: u64 = index
+            .classes
+            .iter()
+            .flat_map(|c| &c.files)
+            .chain(&index.loose)
+            .map(|f| f.bytes)
+            .sum();
+        let how = match source {
+            IndexSource::Built => "built",
+            IndexSource::Cached => "cached",
+        };
+        if !g.json {
+            println!(
+                "{}: {} images in {} class folders ({:.1} MB), {how} in {seconds:.2} s",
+                split.display(),
+                index.len(),
+                index.classes.len(),
+                bytes as f64 / 1e6
+            );
+        }
+        rows.push(json!({ "folder": split, "images": index.len(),
+            "classes": index.classes.len(), "bytes": bytes, "index": how, "seconds": seconds }));
+    }
+    if g.json {
+        println!("{}", json!({ "command": "data index", "splits": rows, "cache": cache }));
+    }
+    Ok(())
 }
