@@ -208,7 +208,10 @@ fn index(g: &Global, dir: &std::path::Path) -> Result<()> {
             "classes": index.classes.len(), "bytes": bytes, "index": how, "seconds": seconds }));
     }
     if g.json {
-        println!("{}", json!({ "command": "data index", "splits": rows, "cache": cache }));
+        println!(
+            "{}",
+            json!({ "command": "data index", "splits": rows, "cache": cache })
+        );
     }
     Ok(())
 }

@@ -140,14 +140,7 @@ impl ImageSet {
             sum[i % c] += v;
             sq[i % c] += v * v;
         }
-        let n = (self.pixels.len() / c).max(1) as f64;
-        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-        let std = sq
-            .iter()
-            .zip(&mean)
-            .map(|(s, &m)| ((s / n - (m as f64).powi(2)).max(1e-12)).sqrt() as f32)
-            .collect();
-        (mean, std)
+        source::mean_std(&sum, &sq, (self.pixels.len() / c).max(1) as f64)
     }
 }
 

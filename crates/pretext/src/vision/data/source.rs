@@ -147,14 +147,19 @@ pub fn sample_stats(source: &dyn ImageSource, on_error: OnError) -> Result<(Vec<
         }
         n += k;
     }
-    let n = n.max(1) as f64;
+    Ok(mean_std(&sum, &sq, n.max(1) as f64))
+}
+
+/// Per-channel mean and standard deviation from the sums of the values and of their squares
+/// over `n` pixels.
+pub(super) fn mean_std(sum: &[f64], sq: &[f64], n: f64) -> (Vec<f32>, Vec<f32>) {
     let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
     let std = sq
         .iter()
         .zip(&mean)
         .map(|(s, &m)| ((s / n - (m as f64).powi(2)).max(1e-12)).sqrt() as f32)
         .collect();
-    Ok((mean, std))
+    (mean, std)
 }
 
 /// Image `index` of `source`, or under [`OnError::Skip`] the next readable one after it (in
