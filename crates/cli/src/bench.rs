@@ -117,7 +117,7 @@ fn loader(g: &Global, data: Option<PathBuf>, batches: usize) -> Result<()> {
     let config =
         pretext::vision::config::PretrainConfig::load(g.config.as_deref(), &g.overrides())?;
     let started = Instant::now();
-    let (source, description) = data::open_train(data.as_deref(), config.data.resize_to()?)?;
+    let (source, description) = data::open_train(data.as_deref(), &config.data)?;
     let (mean, std) = source.channel_stats(config.data.on_error)?;
     let views = with_method!(config.method.as_str(), M => view_configs::<M>(&config))?;
     let pipelines: Vec<_> = views

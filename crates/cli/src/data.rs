@@ -8,6 +8,7 @@ use clap::Subcommand;
 use pretext::vision::data::digit_sheet::{SheetSettings, read_sheet};
 use pretext::vision::data::index::{FolderIndex, IndexSource, default_cache_dir};
 use pretext::vision::data::letters::{LetterSettings, build, find_fonts};
+use pretext::vision::data::shards::shards_from_folder;
 use serde_json::json;
 
 use crate::Global;
@@ -58,6 +59,21 @@ pub enum DataCommand {
         /// The image folder.
         dir: PathBuf,
     },
+    /// Write an image folder (class subfolders, optionally under train/ and test/) as
+    /// WebDataset shards: OUT/train-000000.tar ... (and test-*), each sample the image file as
+    /// it is (KEY.jpg, KEY.png) and its class number (KEY.cls), in a seeded order (--seed) so
+    /// every shard mixes the classes; OUT/classes.txt names the classes.
+    Shards {
+        /// The image folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// Output folder (must not hold shards already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Samples per shard.
+        #[arg(long, default_value_t = 1000)]
+        shard_size: usize,
+    },
 }
 
 /// Where Debian's opencv-doc puts OpenCV's sheet of handwritten digits.
@@ -69,6 +85,11 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
     }
     match cmd {
         DataCommand::Index { dir } => index(g, &dir),
+        DataCommand::Shards {
+            from,
+            out,
+            shard_size,
+        } => shards(g, &from, &out, shard_size),
         DataCommand::Letters {
             out,
             fonts,
@@ -161,6 +182,35 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `pretext data shards --from FOLDER --out DIR`.
+fn shards(g: &Global, from: &std::path::Path, out: &std::path::Path, size: usize) -> Result<()> {
+    let started = std::time::Instant::now();
+    let written = shards_from_folder(from, out, size, g.seed.unwrap_or(0))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if g.json {
+        let splits: Vec<_> = written
+            .iter()
+            .map(|(split, w)| json!({ "split": split, "shards": w.shards, "samples": w.samples, "bytes": w.bytes }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "command": "data shards", "out": out, "splits": splits, "seconds": seconds })
+        );
+    } else {
+        for (split, w) in &written {
+            println!(
+                "{}: {} samples in {} shards {split}-*.tar ({:.1} MB of images)",
+                out.display(),
+                w.samples,
+                w.shards,
+                w.bytes as f64 / 1e6
+            );
+        }
+        println!("wrote in {seconds:.1} s");
+    }
+    Ok(())
 }
 
 /// `pretext data index DIR`.

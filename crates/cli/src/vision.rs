@@ -26,7 +26,7 @@ const QUICKSTART_CONFIG: &str = include_str!("../../../configs/quickstart.toml")
 pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool, overwrite: bool) -> Result<()> {
     let config = load_config(g, None)?;
     let device = pretext::core::device::parse(&g.device)?;
-    let (train, description) = data::open_train(data, config.data.resize_to()?)?;
+    let (train, description) = data::open_train(data, &config.data)?;
     eprintln!("data: {description}");
     let options = TrainOptions {
         resume,

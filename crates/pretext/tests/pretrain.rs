@@ -1152,25 +1152,32 @@ fn dino_and_swav_learn_from_multi_crop_views_and_dino_resumes_with_its_centre() 
     }
 }
 
-/// A folder streamed from disk trains, skips its corrupt image, and resumes to the weights of
-/// the uninterrupted run, as a set in memory does.
-#[test]
-fn a_streamed_folder_trains_skips_a_corrupt_image_and_resumes_exactly() {
-    use pretext::vision::data::stream::StreamedFolder;
-    use pretext::vision::pretrain::pretrain_on;
-    let dir = out_dir("stream-folder-data");
+/// 96 training images as PNGs of sizes from 20 to 41 pixels a side in class folders, and one
+/// corrupt PNG (`class0/zz_corrupt.png`).
+fn mixed_size_folder(name: &str) -> std::path::PathBuf {
+    let dir = out_dir(name);
     let _ = std::fs::remove_dir_all(&dir);
     let set = train_set();
     for i in 0..96 {
         let class = dir.join(format!("class{}", set.labels.as_ref().unwrap()[i]));
         std::fs::create_dir_all(&class).unwrap();
         let im = image::GrayImage::from_raw(28, 28, set.image(i).to_vec()).unwrap();
-        // Sizes from 20 to 41 pixels a side: views are cropped from each at its own size.
+        // Views are cropped from each image at its own size.
         let side = 20 + (i as u32 * 7) % 22;
         let im = image::imageops::resize(&im, side, side, image::imageops::FilterType::Triangle);
         im.save(class.join(format!("{i:03}.png"))).unwrap();
     }
     std::fs::write(dir.join("class0/zz_corrupt.png"), b"\x89PNG not really").unwrap();
+    dir
+}
+
+/// A folder streamed from disk trains, skips its corrupt image, and resumes to the weights of
+/// the uninterrupted run, as a set in memory does.
+#[test]
+fn a_streamed_folder_trains_skips_a_corrupt_image_and_resumes_exactly() {
+    use pretext::vision::data::stream::StreamedFolder;
+    use pretext::vision::pretrain::pretrain_on;
+    let dir = mixed_size_folder("stream-folder-data");
     let (folder, description) = StreamedFolder::open(&dir, Some((24, 24))).unwrap().unwrap();
     assert!(description.contains("97 images, streamed"), "{description}");
     let source: std::sync::Arc<dyn pretext::vision::data::ImageSource> =
@@ -1215,4 +1222,70 @@ fn a_streamed_folder_trains_skips_a_corrupt_image_and_resumes_exactly() {
         .unwrap();
     assert!(err.contains("zz_corrupt.png"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same folder written as WebDataset shards trains through the shuffle buffer, skips the
+/// corrupt member, and a run stopped mid-epoch resumes to the uninterrupted run's weights.
+#[test]
+fn shards_train_through_the_shuffle_buffer_and_resume_exactly() {
+    use pretext::vision::data::shards::{ShardSet, shard_paths, shards_from_folder};
+    use pretext::vision::data::{ImageSource, OnError};
+    use pretext::vision::pretrain::pretrain_on;
+    let folder = mixed_size_folder("shards-folder-data");
+    let out = out_dir("shards-data");
+    let _ = std::fs::remove_dir_all(&out);
+    let written = shards_from_folder(&folder, &out, 10, 3).unwrap();
+    assert_eq!((written[0].1.shards, written[0].1.samples), (10, 97));
+    let paths = shard_paths(&out.join("train-{000000..000009}.tar"))
+        .unwrap()
+        .unwrap();
+    let (set, description) = ShardSet::open(&paths, Some((24, 24)), 16, OnError::Skip).unwrap();
+    assert!(
+        description.contains("10 shards, ") && description.contains(" 97 samples"),
+        "{description}"
+    );
+    let source: std::sync::Arc<dyn ImageSource> = std::sync::Arc::new(set);
+    let device = Device::flex();
+    let extra = [
+        "data.image_size=[24,24]",
+        "batch_size=16",
+        "data.train_limit=0",
+        "data.shuffle_buffer=16",
+    ];
+    let full = tiny_config("shards-full", &extra);
+    let (_, a) = pretrain_on::<SimClr>(&full, source.clone(), &device, &quiet()).unwrap();
+    assert_eq!(a.steps, 12);
+    assert!(a.final_loss.is_finite());
+    // Stopped in the second epoch, resumed at its step.
+    let part = tiny_config(
+        "shards-part",
+        &[&extra[..], &["train.max_steps=8"]].concat(),
+    );
+    pretrain_on::<SimClr>(&part, source.clone(), &device, &quiet()).unwrap();
+    let rest = tiny_config("shards-part", &extra);
+    let resume = TrainOptions {
+        resume: true,
+        quiet: true,
+        ..Default::default()
+    };
+    let (_, b) = pretrain_on::<SimClr>(&rest, source.clone(), &device, &resume).unwrap();
+    assert_eq!((b.resumed_from_step, b.steps), (8, 12));
+    let (ca, cb) = (
+        Checkpoint::load(&a.checkpoint).unwrap(),
+        Checkpoint::load(&b.checkpoint).unwrap(),
+    );
+    assert_eq!(first_difference(&ca.model, &cb.model), None);
+    // Another shuffle buffer is another order of samples: the resume refuses it.
+    let other = tiny_config(
+        "shards-part",
+        &[&extra[..], &["data.shuffle_buffer=4"]].concat(),
+    );
+    let (set4, _) = ShardSet::open(&paths, Some((24, 24)), 4, OnError::Skip).unwrap();
+    let err = pretrain_on::<SimClr>(&other, std::sync::Arc::new(set4), &device, &resume)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap();
+    assert!(err.contains("shuffle_buffer"), "{err}");
+    let _ = std::fs::remove_dir_all(&folder);
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -57,9 +57,20 @@ pub struct Loader<T> {
 }
 
 impl<T: Send + 'static> Loader<T> {
-    /// `make(epoch, step_in_epoch, indices)` builds one batch.
+    /// `make(epoch, step_in_epoch, indices)` builds one batch; each epoch visits the examples
+    /// in a seeded random order.
     pub fn spawn<F>(len: usize, schedule: Schedule, make: F) -> Loader<T>
     where
+        F: Fn(usize, usize, &[usize]) -> T + Send + 'static,
+    {
+        let seed = schedule.seed;
+        Self::spawn_ordered(len, schedule, move |epoch| epoch_order(len, seed, epoch), make)
+    }
+
+    /// As [`Self::spawn`], with each epoch's order (a permutation of `0..len`) from `order`.
+    pub fn spawn_ordered<O, F>(len: usize, schedule: Schedule, order: O, make: F) -> Loader<T>
+    where
+        O: Fn(usize) -> Vec<usize> + Send + 'static,
         F: Fn(usize, usize, &[usize]) -> T + Send + 'static,
     {
         let (tx, rx): (SyncSender<T>, _) = sync_channel(schedule.prefetch.max(1));
@@ -70,7 +81,7 @@ impl<T: Send + 'static> Loader<T> {
             .name("pretext-loader".into())
             .spawn(move || {
                 for epoch in schedule.start_epoch..schedule.epochs {
-                    let order = epoch_order(len, schedule.seed, epoch);
+                    let order = order(epoch);
                     let first = if epoch == schedule.start_epoch {
                         schedule.start_step
                     } else {

@@ -106,7 +106,9 @@ pub fn view_loader(
     let seed = schedule.seed;
     let on_error = reading.on_error;
     let pool = worker_pool(reading.workers);
-    Loader::spawn(data.len(), schedule, move |epoch, step, indices| {
+    let stream = data.clone();
+    let order = move |epoch| stream.epoch_order(seed, epoch);
+    Loader::spawn_ordered(data.len(), schedule, order, move |epoch, step, indices| {
         let make = || make_views(&*data, &pipelines, indices, seed, epoch, on_error);
         let (views, shapes, skipped) = match &pool {
             Some(pool) => pool.install(make),

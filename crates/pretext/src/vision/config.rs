@@ -70,7 +70,7 @@ pub struct PretrainConfig {
     pub strong_view: ViewConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Use only the first N training images (0: all). For quick runs and tests.
@@ -88,6 +88,23 @@ pub struct DataConfig {
     /// An image that cannot be read while streaming: `"skip"` (count it, name the first few,
     /// take the next image in its place) or `"stop"`.
     pub on_error: super::data::OnError,
+    /// WebDataset shards: samples mixed in the shuffle buffer between reading them shard by
+    /// shard and training on them. It holds sample numbers, not pixels, so its size costs no
+    /// memory; a larger one mixes more, a smaller one keeps reads within fewer shards.
+    pub shuffle_buffer: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train_limit: 0,
+            test_limit: 0,
+            image_size: Vec::new(),
+            workers: 0,
+            on_error: Default::default(),
+            shuffle_buffer: 10_000,
+        }
+    }
 }
 
 impl DataConfig {

@@ -58,6 +58,8 @@ fn run_identity(config: &PretrainConfig) -> toml::Table {
         // How images are read, not which: the views and their order do not depend on them.
         data.remove("workers");
         data.remove("on_error");
+        // Part of a shard set's fingerprint, which the resume checks; no other set reads it.
+        data.remove("shuffle_buffer");
     }
     if !config.backbone.is_vit()
         && let Some(toml::Value::Table(backbone)) = t.get_mut("backbone")

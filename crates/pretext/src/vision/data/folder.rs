@@ -37,24 +37,33 @@ pub(super) fn decode_file(f: &FoundFile, indexed_size: bool) -> Result<image::Dy
             f.bytes
         );
     }
+    decode_bytes(&bytes, &path.to_string(), image::ImageFormat::from_path(&f.path).ok())
+}
+
+/// Decode the bytes of one image file, named `name` in errors, in `format` (else guessed from
+/// the bytes). A JPEG cut short is refused.
+pub(super) fn decode_bytes(
+    bytes: &[u8],
+    name: &str,
+    format: Option<image::ImageFormat>,
+) -> Result<image::DynamicImage> {
     // The JPEG decoder fills a file cut short with grey instead of failing; a whole JPEG ends
     // with the end-of-image marker (0xFF 0xD9), which cannot occur inside the coded data, so
     // one missing from the file's tail means it was cut (trailing padding is allowed).
     if bytes.starts_with(&[0xFF, 0xD8]) {
         let tail = &bytes[bytes.len().saturating_sub(1024)..];
         if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
-            bail!("cannot decode image {path}: truncated JPEG (no end-of-image marker)");
+            bail!("cannot decode image {name}: truncated JPEG (no end-of-image marker)");
         }
     }
-    // The format the file's extension names, as `image::open` reads it.
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes));
-    match image::ImageFormat::from_path(&f.path) {
-        Ok(format) => reader.set_format(format),
-        Err(_) => reader = reader.with_guessed_format()?,
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    match format {
+        Some(format) => reader.set_format(format),
+        None => reader = reader.with_guessed_format()?,
     }
     reader
         .decode()
-        .with_context(|| format!("cannot decode image {path}"))
+        .with_context(|| format!("cannot decode image {name}"))
 }
 
 /// Class folders under `dir` holding at least one image, with their files; the names of the

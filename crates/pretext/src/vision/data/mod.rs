@@ -10,6 +10,7 @@ pub mod folder;
 pub mod idx;
 pub mod index;
 pub mod letters;
+pub mod shards;
 pub mod source;
 pub mod stream;
 
@@ -456,19 +457,25 @@ pub fn load(data: Option<&Path>, size: Option<(usize, usize)>) -> Result<Splits>
     }
 }
 
-/// The training images pretraining reads, and their description: an image folder streamed
-/// from disk (views at `size`, else the folder's most common size), any other set in memory
-/// as [`load`] reads it.
+/// The training images pretraining reads, and their description: WebDataset shards (a brace
+/// pattern, a `.tar`, or a folder of them) and image folders streamed from disk (views at
+/// `data.image_size`, else the most common size), any other set in memory as [`load`] reads it.
 pub fn open_train(
     data: Option<&Path>,
-    size: Option<(usize, usize)>,
+    reading: &crate::vision::config::DataConfig,
 ) -> Result<(Arc<dyn ImageSource>, String)> {
+    let size = reading.resize_to()?;
     let in_memory = |splits: Splits| -> (Arc<dyn ImageSource>, String) {
         (Arc::new(splits.train), splits.description)
     };
     let Some(dir) = data else {
         return Ok(in_memory(load(None, size)?));
     };
+    if let Some(paths) = shards::shard_paths(dir)? {
+        let (set, description) =
+            shards::ShardSet::open(&paths, size, reading.shuffle_buffer, reading.on_error)?;
+        return Ok((Arc::new(set), description));
+    }
     check_data_dir(dir)?;
     if let Some(splits) = load_in_memory(dir)? {
         if splits.train.is_empty() {

@@ -51,6 +51,11 @@ pub trait ImageSource: Send + Sync {
     /// The images decoded into memory at [`Self::size`] (for small subsets: the online kNN
     /// bank and queries).
     fn to_image_set(&self) -> Result<ImageSet>;
+    /// The order the images are visited in epoch `epoch`: a seeded permutation, unless the set
+    /// is read in a stream (shards) and has an order of its own.
+    fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+        crate::core::loader::epoch_order(self.len(), seed, epoch)
+    }
 }
 
 impl ImageSource for ImageSet {

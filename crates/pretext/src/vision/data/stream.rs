@@ -49,23 +49,13 @@ impl StreamedFolder {
             .par_iter()
             .map(|&i| header(&files[i].path).ok())
             .collect();
-        let read: Vec<((usize, usize), bool)> = headers.into_iter().flatten().collect();
-        if read.is_empty() {
+        let Some((size, why, colour)) = sampled_shape(headers, size) else {
             bail!(
                 "{}: none of the {} images sampled could be read (the first: {})",
                 dir.display(),
                 sample.len(),
                 files[0].path.display()
             );
-        }
-        let sizes: Vec<(usize, usize)> = read.iter().map(|(s, _)| *s).collect();
-        let colour = read.iter().any(|(_, c)| *c);
-        let (size, why) = match size {
-            Some(s) => (s, "data.image_size"),
-            None => (
-                most_common(&sizes),
-                "the most common size in a sample; set data.image_size to choose",
-            ),
         };
         let description = format!(
             "image folder {} ({}{} images, streamed from disk; views at {}x{} ({why}){}{})",
@@ -99,12 +89,39 @@ impl StreamedFolder {
 
 /// (height, width) and whether the image has colour, from its header alone.
 fn header(path: &Path) -> Result<((usize, usize), bool)> {
-    let decoder = image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .into_decoder()?;
+    header_of(image::ImageReader::open(path)?)
+}
+
+/// (height, width) and colour from the header `reader` starts at.
+pub(super) fn header_of<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+) -> Result<((usize, usize), bool)> {
+    let decoder = reader.with_guessed_format()?.into_decoder()?;
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
     let colour = image::ImageDecoder::color_type(&decoder).has_color();
     Ok(((h as usize, w as usize), colour))
+}
+
+/// The view size (the one asked for, else the most common among the sampled `headers`), why,
+/// and whether any sampled image has colour; `None` when no header could be read.
+pub(super) fn sampled_shape(
+    headers: Vec<Option<((usize, usize), bool)>>,
+    size: Option<(usize, usize)>,
+) -> Option<((usize, usize), &'static str, bool)> {
+    let read: Vec<((usize, usize), bool)> = headers.into_iter().flatten().collect();
+    if read.is_empty() {
+        return None;
+    }
+    let sizes: Vec<(usize, usize)> = read.iter().map(|(s, _)| *s).collect();
+    let colour = read.iter().any(|(_, c)| *c);
+    Some(match size {
+        Some(s) => (s, "data.image_size", colour),
+        None => (
+            most_common(&sizes),
+            "the most common size in a sample; set data.image_size to choose",
+            colour,
+        ),
+    })
 }
 
 impl ImageSource for StreamedFolder {
