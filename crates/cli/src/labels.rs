@@ -18,6 +18,7 @@ use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
 use pretext::text::tsv::{LabelledTexts, read_labelled_tsv};
 use pretext::vision::checkpoint::ImageCheckpoint;
+use pretext::vision::data::source::limited;
 use pretext::vision::labels::{FIXMATCH_SCRATCH, ImageLabels, SCRATCH};
 use pretext_word2vec::format::Embeddings;
 use serde_json::json;
@@ -71,9 +72,9 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     }
     let (device, splits, loaded, mut config) = open_for_eval(g, checkpoint, flags.data)?;
     apply_flags(&mut config.eval.labels, &flags)?;
-    let test = splits.require_test()?.limited(config.data.test_limit);
-    let pool = splits.train.limited(config.data.train_limit);
-    let task = ImageLabels::new(&loaded, &config, &pool, &test, &device)?;
+    let test = limited(splits.require_test()?.clone(), config.data.test_limit);
+    let pool = limited(splits.train.clone(), config.data.train_limit);
+    let task = ImageLabels::new(&loaded, &config, &*pool, &*test, &device)?;
     let record = json!({
         "command": "eval labels",
         "checkpoint": checkpoint,

@@ -31,8 +31,13 @@ pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> R
         let texts = data.map(|d| read_labelled_tsv(d, None, None)).transpose()?;
         mlm_report(&dir, texts.as_ref(), &device)?
     } else {
-        let size = checkpoint_config(&ckpt, run)?.data.resize_to()?;
-        let splits = data::load(data, size)?;
+        let config = checkpoint_config(&ckpt, run)?;
+        let shape = &ckpt.meta;
+        let stream_size = (
+            shape["height"].as_u64().unwrap_or(0) as usize,
+            shape["width"].as_u64().unwrap_or(0) as usize,
+        );
+        let splits = data::open_splits(data, &config.data, stream_size)?;
         eprintln!("data: {}", splits.description);
         if g.config.is_some() {
             anyhow::bail!("report reads the run's own config; change it with --set, not --config");

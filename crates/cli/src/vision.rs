@@ -11,7 +11,8 @@ use pretext::core::train::{TrainOptions, TrainSummary};
 use pretext::vision::backbones::Backbone;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::config::PretrainConfig;
-use pretext::vision::data::{self, ImageSource, Splits};
+use pretext::vision::data::source::limited;
+use pretext::vision::data::{self, ImageSource, SourceSplits};
 use pretext::vision::eval::{evaluate, extract};
 use pretext::vision::pretrain::pretrain_on as pretrain_method;
 use pretext::vision::reconstruct::reconstruction_grid;
@@ -78,12 +79,12 @@ pub fn embed(
     // data.test_limit choose the images; a key the checkpoint's config lacks is refused.
     let (device, splits, loaded, config) = open_for_eval(g, checkpoint, data)?;
     let set = if test_split {
-        splits.require_test()?.limited(config.data.test_limit)
+        limited(splits.require_test()?.clone(), config.data.test_limit)
     } else {
-        splits.train.limited(config.data.train_limit)
+        limited(splits.train.clone(), config.data.train_limit)
     };
-    loaded.check_compatible(&set)?;
-    let f = extract(&loaded.backbone, &set, &loaded.mean, &loaded.std, &device);
+    loaded.check_compatible(&*set)?;
+    let f = extract(&loaded.backbone, &*set, &loaded.mean, &loaded.std, &device)?;
     pretext::core::report::write_npy(out, &f.values, f.len(), f.dim)?;
     if g.json {
         println!(
@@ -161,8 +162,8 @@ pub fn reconstruct(
     }
     let device = pretext::core::device::parse(&g.device)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
-    let splits = data::load(data, loaded.config.data.resize_to()?)?;
-    let set = splits.test.as_ref().unwrap_or(&splits.train);
+    let splits = data::open_splits(data, &loaded.config.data, (loaded.shape.1, loaded.shape.2))?;
+    let set = &**splits.test.as_ref().unwrap_or(&splits.train);
     let seed = g.seed.unwrap_or(loaded.config.seed);
     let png = reconstruction_grid(&loaded, set, images, seed, &device)?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -204,7 +205,7 @@ pub fn open_for_eval(
     g: &Global,
     checkpoint: &Path,
     data: Option<&Path>,
-) -> Result<(Device, Splits, ImageCheckpoint, PretrainConfig)> {
+) -> Result<(Device, SourceSplits, ImageCheckpoint, PretrainConfig)> {
     let device = pretext::core::device::parse(&g.device)?;
     let loaded = ImageCheckpoint::open(checkpoint, &device)?;
     let config = PretrainConfig::from_toml(
@@ -212,7 +213,7 @@ pub fn open_for_eval(
         "checkpoint config",
         &g.overrides(),
     )?;
-    let splits = data::load(data, config.data.resize_to()?)?;
+    let splits = data::open_splits(data, &config.data, (loaded.shape.1, loaded.shape.2))?;
     Ok((device, splits, loaded, config))
 }
 
@@ -231,20 +232,20 @@ fn pretrain_any(
 fn eval_report(
     loaded: &ImageCheckpoint,
     config: &PretrainConfig,
-    splits: &Splits,
+    splits: &SourceSplits,
     protocols: Protocols,
     baseline: bool,
     device: &Device,
 ) -> Result<serde_json::Value> {
-    let test = splits.require_test()?.limited(config.data.test_limit);
-    let train = splits.train.limited(config.data.train_limit);
-    loaded.check_compatible(&train)?;
+    let test = limited(splits.require_test()?.clone(), config.data.test_limit);
+    let train = limited(splits.train.clone(), config.data.train_limit);
+    loaded.check_compatible(&*train)?;
     let t = Instant::now();
     let score = |b: &Backbone| {
         evaluate(
             b,
-            &train,
-            &test,
+            &*train,
+            &*test,
             &loaded.mean,
             &loaded.std,
             &config.eval,
@@ -343,7 +344,8 @@ pub fn quickstart(g: &Global, data: Option<&Path>) -> Result<()> {
         quiet: false,
         ..TrainOptions::default()
     };
-    let summary = pretrain_any(&config, Arc::new(splits.train.clone()), &device, &options)?;
+    let splits = SourceSplits::from(splits);
+    let summary = pretrain_any(&config, splits.train.clone(), &device, &options)?;
     if !g.json {
         print_summary(&summary);
         eprintln!(

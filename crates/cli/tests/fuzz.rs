@@ -295,6 +295,30 @@ fn image_targets() -> Vec<Target> {
         .collect()
 }
 
+/// A WebDataset shard of three samples (a PNG and its class each), opened and every image
+/// decoded, damaged members stopping the read (`data.on_error = "stop"`).
+fn shard_targets() -> Vec<Target> {
+    use pretext::vision::data::shards::{ShardSet, shards_from_folder};
+    use pretext::vision::data::{ImageSource, OnError};
+    let source = tempdir("shard-source");
+    let img = image::GrayImage::from_fn(8, 6, |x, y| image::Luma([(x * 30 + y * 7) as u8]));
+    for (class, n) in [("a", 2), ("b", 1)] {
+        std::fs::create_dir_all(source.join(class)).unwrap();
+        for i in 0..n {
+            img.save(source.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let dir = tempdir("shard");
+    shards_from_folder(&source, &dir, 10, 0).unwrap();
+    let file = dir.join("train-000000.tar");
+    let valid = std::fs::read(&file).unwrap();
+    vec![Target::new("webdataset shard", valid, file, &dir, |p| {
+        let (set, _) = ShardSet::open(&[p.to_path_buf()], None, 4, OnError::Stop)?;
+        (0..set.len()).try_for_each(|i| set.image(i).map(|_| ()))
+    })]
+}
+
 fn word_vector_targets() -> Vec<Target> {
     let dir = tempdir("w2v");
     let e = Embeddings::new(
@@ -395,6 +419,11 @@ fn cifar_batches_never_panic() {
 #[test]
 fn png_and_jpeg_folders_never_panic() {
     check(image_targets());
+}
+
+#[test]
+fn webdataset_shards_never_panic() {
+    check(shard_targets());
 }
 
 #[test]

@@ -476,11 +476,11 @@ fn label_study_runs_every_arm_and_leaves_the_checkpoint_alone() {
 
     // The run's report shows every figure, the study's curves among them.
     save_label_study(&ckpt.dir.join(LABELS_FILE), &study, serde_json::json!({})).unwrap();
-    let splits = pretext::vision::data::Splits {
+    let splits = pretext::vision::data::SourceSplits::from(pretext::vision::data::Splits {
         train: pool,
         test: Some(test),
         ..splits
-    };
+    });
     let html = image_report(&ckpt.dir, &splits, &[], &device).unwrap();
     for id in [
         "overview",

@@ -64,7 +64,12 @@ impl<T: Send + 'static> Loader<T> {
         F: Fn(usize, usize, &[usize]) -> T + Send + 'static,
     {
         let seed = schedule.seed;
-        Self::spawn_ordered(len, schedule, move |epoch| epoch_order(len, seed, epoch), make)
+        Self::spawn_ordered(
+            len,
+            schedule,
+            move |epoch| epoch_order(len, seed, epoch),
+            make,
+        )
     }
 
     /// As [`Self::spawn`], with each epoch's order (a permutation of `0..len`) from `order`.

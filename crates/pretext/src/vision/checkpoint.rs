@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::backbones::Backbone;
 use super::config::PretrainConfig;
-use super::data::ImageSet;
+use super::data::ImageSource;
 use super::methods::{Method, Reconstruction};
 use crate::core::checkpoint::{Checkpoint, NamedTensor, load_module};
 use crate::core::heads::HiddenLayer;
@@ -135,16 +135,17 @@ impl ImageCheckpoint {
         self.config.backbone.init(self.shape, device)
     }
 
-    pub fn check_compatible(&self, set: &ImageSet) -> Result<()> {
-        if set.channels != self.shape.0 {
+    pub fn check_compatible(&self, set: &dyn ImageSource) -> Result<()> {
+        if set.channels() != self.shape.0 {
             bail!(
                 "the checkpoint was trained on {}-channel images, the data has {} channels",
                 self.shape.0,
-                set.channels
+                set.channels()
             );
         }
+        let (height, width) = set.size();
         self.backbone
-            .check_input(set.height, set.width)
+            .check_input(height, width)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.dir.display()))?;
         if let Some(note) = self.size_note(set) {
             eprintln!("note: {note}");
@@ -154,9 +155,10 @@ impl ImageCheckpoint {
 
     /// Images of another size than pretraining's are fed as they are (the backbones pool over
     /// any size), which changes what the features see: say so, and how to match training.
-    pub fn size_note(&self, set: &ImageSet) -> Option<String> {
+    pub fn size_note(&self, set: &dyn ImageSource) -> Option<String> {
         let (_, height, width) = self.shape;
-        if (set.height, set.width) == (height, width) {
+        let (set_height, set_width) = set.size();
+        if (set_height, set_width) == (height, width) {
             return None;
         }
         Some(format!(
@@ -164,8 +166,8 @@ impl ImageCheckpoint {
              and are evaluated at that size (--set data.image_size=[{height},{width}], height \
              first, resizes them as in training)",
             self.dir.display(),
-            set.width,
-            set.height
+            set_width,
+            set_height
         ))
     }
 }

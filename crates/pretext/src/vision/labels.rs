@@ -11,15 +11,14 @@
 
 use std::cell::OnceCell;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::backbones::Backbone;
 use super::batches::make_views;
 use super::checkpoint::ImageCheckpoint;
 use super::config::PretrainConfig;
-use super::data::ImageSet;
-use super::data::OnError;
+use super::data::{ImageSource, OnError};
 use super::eval::extract;
 use super::views::{Pipeline, ViewConfig, eval_pipeline};
 use crate::core::eval::{Features, Labelled, knn_accuracy};
@@ -48,8 +47,8 @@ pub struct ImageLabels<'a> {
     checkpoint: &'a ImageCheckpoint,
     /// The checkpoint's config with the evaluation overrides applied.
     config: &'a PretrainConfig,
-    pool: &'a ImageSet,
-    test: &'a ImageSet,
+    pool: &'a dyn ImageSource,
+    test: &'a dyn ImageSource,
     pool_labels: &'a [u32],
     test_labels: &'a [u32],
     classes: usize,
@@ -94,8 +93,8 @@ impl TunedEncoder {
 
 /// The images a run's feature function reads, and how each pass presents them.
 struct ImageViews<'a> {
-    pool: &'a ImageSet,
-    test: &'a ImageSet,
+    pool: &'a dyn ImageSource,
+    test: &'a dyn ImageSource,
     weak: Pipeline,
     strong: Pipeline,
     plain: Pipeline,
@@ -110,7 +109,7 @@ impl ImageViews<'_> {
         pass: Pass,
         device: &Device,
     ) -> Result<Tensor<2>> {
-        let (set, pipeline, seed, epoch): (&ImageSet, &Pipeline, u64, usize) = match pass {
+        let (set, pipeline, seed, epoch): (&dyn ImageSource, &Pipeline, u64, usize) = match pass {
             Pass::Train { epoch } => (self.pool, &self.weak, self.seed, epoch),
             // Its own stream, so a strong view's crop is not drawn from the weak view's numbers.
             Pass::Strong { epoch } => {
@@ -136,12 +135,12 @@ impl<'a> ImageLabels<'a> {
     pub fn new(
         checkpoint: &'a ImageCheckpoint,
         config: &'a PretrainConfig,
-        pool: &'a ImageSet,
-        test: &'a ImageSet,
+        pool: &'a dyn ImageSource,
+        test: &'a dyn ImageSource,
         device: &Device,
     ) -> Result<Self> {
         checkpoint.check_compatible(pool)?;
-        if (pool.channels, pool.height, pool.width) != (test.channels, test.height, test.width) {
+        if (pool.channels(), pool.size()) != (test.channels(), test.size()) {
             bail!("train and test images differ in shape");
         }
         let classes = pool.num_classes().max(test.num_classes());
@@ -160,16 +159,18 @@ impl<'a> ImageLabels<'a> {
         })
     }
 
-    fn frozen(&self) -> &(Features, Features) {
-        self.frozen.get_or_init(|| {
+    fn frozen(&self) -> Result<&(Features, Features)> {
+        if self.frozen.get().is_none() {
             let ckpt = self.checkpoint;
             let features = |set| extract(&ckpt.backbone, set, &ckpt.mean, &ckpt.std, &self.device);
-            (features(self.pool), features(self.test))
-        })
+            let both = (features(self.pool)?, features(self.test)?);
+            let _ = self.frozen.set(both);
+        }
+        self.frozen.get().context("pretrained features")
     }
 
     fn probe(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<f64> {
-        let frozen = self.frozen();
+        let frozen = self.frozen()?;
         let eval = &self.config.eval;
         if arm == LINEAR {
             return probe_subset(
@@ -235,7 +236,7 @@ impl<'a> ImageLabels<'a> {
 
     fn views(&self, seed: u64) -> ImageViews<'_> {
         let ckpt = self.checkpoint;
-        let size = (self.pool.height, self.pool.width);
+        let size = self.pool.size();
         ImageViews {
             pool: self.pool,
             test: self.test,
@@ -349,7 +350,7 @@ impl LabelTask for ImageLabels<'_> {
     }
 
     fn class_names(&self) -> &[String] {
-        &self.pool.class_names
+        self.pool.class_names()
     }
 
     fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {

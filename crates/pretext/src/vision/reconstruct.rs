@@ -7,7 +7,7 @@ use burn::prelude::*;
 use image::{Rgb, RgbImage};
 
 use super::checkpoint::ImageCheckpoint;
-use super::data::ImageSet;
+use super::data::ImageSource;
 use super::eval::normalized_batch;
 
 /// Images per band of the grid.
@@ -20,7 +20,7 @@ const BAND_GAP: u32 = 10;
 /// not reconstruct (SimCLR, BYOL, rotation, jigsaw). Masks and noise are drawn from `seed`.
 pub fn reconstruction_grid(
     ckpt: &ImageCheckpoint,
-    set: &ImageSet,
+    set: &dyn ImageSource,
     n: usize,
     seed: u64,
     device: &Device,
@@ -32,7 +32,7 @@ pub fn reconstruction_grid(
     }
     let indices: Vec<usize> = (0..n).map(|i| i * set.len() / n).collect();
     let device = device.clone().without_autodiff();
-    let originals = normalized_batch(set, &indices, &ckpt.mean, &ckpt.std, &device);
+    let originals = normalized_batch(set, &indices, &ckpt.mean, &ckpt.std, &device)?;
     let Some(shown) = ckpt.reconstruct(originals.clone(), seed, &device)? else {
         return Ok(None);
     };
@@ -42,7 +42,8 @@ pub fn reconstruction_grid(
             .try_to_vec::<f32>()
             .unwrap_or_default()
     });
-    let (c, h, w) = (set.channels, set.height, set.width);
+    let c = set.channels();
+    let (h, w) = set.size();
     let pixel = |row: usize, image: usize, ch: usize, y: usize, x: usize| -> u8 {
         let v = rows[row][((image * c + ch) * h + y) * w + x];
         let v = v * ckpt.std.get(ch).copied().unwrap_or(1.0)

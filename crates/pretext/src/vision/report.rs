@@ -10,7 +10,8 @@ use image::{Rgb, RgbImage};
 
 use super::checkpoint::ImageCheckpoint;
 use super::config::PretrainConfig;
-use super::data::{ImageSet, Splits};
+use super::data::source::limited;
+use super::data::{ImageSource, SourceSplits};
 use super::eval::extract;
 use super::reconstruct::reconstruction_grid;
 use crate::core::eval::{Features, first_of_each_class, nearest_rows};
@@ -27,7 +28,7 @@ const NEIGHBOURS: usize = 8;
 /// change the checkpoint's evaluation settings (`data.test_limit`, `eval.*`).
 pub fn image_report(
     run: &Path,
-    splits: &Splits,
+    splits: &SourceSplits,
     overrides: &[String],
     device: &Device,
 ) -> Result<String> {
@@ -47,13 +48,14 @@ pub fn image_report(
     ];
     run_sections(&mut page, &ckpt.dir, &overview)?;
 
-    let train = splits.train.limited(config.data.train_limit);
-    let test = splits.require_test()?.limited(config.data.test_limit);
-    ckpt.check_compatible(&train)?;
+    let train = limited(splits.train.clone(), config.data.train_limit);
+    let test = limited(splits.require_test()?.clone(), config.data.test_limit);
+    let (train, test) = (&*train, &*test);
+    ckpt.check_compatible(train)?;
     let (train_labels, test_labels) = (train.require_labels()?, test.require_labels()?);
-    let ftrain = extract(&ckpt.backbone, &train, &ckpt.mean, &ckpt.std, device);
-    let ftest = extract(&ckpt.backbone, &test, &ckpt.mean, &ckpt.std, device);
-    let names = class_names(&train, &test);
+    let ftrain = extract(&ckpt.backbone, train, &ckpt.mean, &ckpt.std, device)?;
+    let ftest = extract(&ckpt.backbone, test, &ckpt.mean, &ckpt.std, device)?;
+    let names = class_names(train, test);
 
     let test_set = LabelledFeatures {
         features: &ftest,
@@ -62,7 +64,7 @@ pub fn image_report(
     map_section(&mut page, test_set, &names, "images")?;
 
     let queries = first_of_each_class(test_labels, GRID_ROWS);
-    let grid = neighbour_grid(&train, &test, &ftrain, &ftest, &queries)?;
+    let grid = neighbour_grid(train, test, &ftrain, &ftest, &queries)?;
     page.section(
         "neighbours",
         "Nearest training images",
@@ -74,7 +76,7 @@ pub fn image_report(
         ),
     );
 
-    if let Some(png) = reconstruction_grid(&ckpt, &test, 16, config.seed, device)? {
+    if let Some(png) = reconstruction_grid(&ckpt, test, 16, config.seed, device)? {
         page.section(
             "reconstructions",
             "Reconstructions",
@@ -105,12 +107,12 @@ pub fn image_report(
     Ok(page.render())
 }
 
-fn class_names(train: &ImageSet, test: &ImageSet) -> Vec<String> {
+fn class_names(train: &dyn ImageSource, test: &dyn ImageSource) -> Vec<String> {
     let classes = train.num_classes().max(test.num_classes());
     (0..classes)
         .map(|c| {
             train
-                .class_names
+                .class_names()
                 .get(c)
                 .cloned()
                 .unwrap_or_else(|| c.to_string())
@@ -121,13 +123,13 @@ fn class_names(train: &ImageSet, test: &ImageSet) -> Vec<String> {
 /// A PNG grid: per row a query test image and its nearest training images, framed by
 /// whether their class matches.
 fn neighbour_grid(
-    train: &ImageSet,
-    test: &ImageSet,
+    train: &dyn ImageSource,
+    test: &dyn ImageSource,
     ftrain: &Features,
     ftest: &Features,
     queries: &[usize],
 ) -> Result<Vec<u8>> {
-    let (h, w) = (test.height as u32, test.width as u32);
+    let (h, w) = (test.size().0 as u32, test.size().1 as u32);
     let scale = (64 / h.max(w)).max(1);
     let frame = 3;
     let cell_w = w * scale + 2 * frame;
@@ -140,14 +142,19 @@ fn neighbour_grid(
         Rgb([255, 255, 255]),
     );
     let (train_labels, test_labels) = (train.require_labels()?, test.require_labels()?);
-    let mut draw = |set: &ImageSet, index: usize, x0: u32, y0: u32, colour: [u8; 3]| {
+    let mut draw = |set: &dyn ImageSource, index: usize, x0: u32, y0: u32, colour: [u8; 3]| {
         for y in 0..cell_h {
             for x in 0..cell_w {
                 img.put_pixel(x0 + x, y0 + y, Rgb(colour));
             }
         }
-        let pixels = set.image(index);
-        let c = set.channels;
+        let image = set.image(index)?;
+        let pixels: Vec<u8> = image
+            .data
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        let c = image.channels;
         for y in 0..h * scale {
             for x in 0..w * scale {
                 let p = ((y / scale) * w + x / scale) as usize * c;
@@ -159,10 +166,11 @@ fn neighbour_grid(
                 img.put_pixel(x0 + frame + x, y0 + frame + y, Rgb(rgb));
             }
         }
+        anyhow::Ok(())
     };
     for (row, &q) in queries.iter().enumerate() {
         let y0 = row as u32 * cell_h;
-        draw(test, q, 0, y0, [150, 150, 150]);
+        draw(test, q, 0, y0, [150, 150, 150])?;
         for (k, j) in nearest_rows(ftrain, ftest.row(q), NEIGHBOURS)
             .into_iter()
             .enumerate()
@@ -172,7 +180,7 @@ fn neighbour_grid(
             } else {
                 [210, 40, 40]
             };
-            draw(train, j, gap + (k as u32 + 1) * cell_w, y0, colour);
+            draw(train, j, gap + (k as u32 + 1) * cell_w, y0, colour)?;
         }
     }
     let mut png = Vec::new();

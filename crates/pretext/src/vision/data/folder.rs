@@ -37,7 +37,11 @@ pub(super) fn decode_file(f: &FoundFile, indexed_size: bool) -> Result<image::Dy
             f.bytes
         );
     }
-    decode_bytes(&bytes, &path.to_string(), image::ImageFormat::from_path(&f.path).ok())
+    decode_bytes(
+        &bytes,
+        &path.to_string(),
+        image::ImageFormat::from_path(&f.path).ok(),
+    )
 }
 
 /// Decode the bytes of one image file, named `name` in errors, in `format` (else guessed from

@@ -487,6 +487,90 @@ pub fn open_train(
     Ok((Arc::new(folder), description))
 }
 
+/// A train split and, where there is one, a test split, read through [`ImageSource`]: what
+/// evaluation reads, in batches, so a streamed set never needs its images in memory.
+#[derive(Clone)]
+pub struct SourceSplits {
+    pub train: Arc<dyn ImageSource>,
+    pub test: Option<Arc<dyn ImageSource>>,
+    pub description: String,
+}
+
+impl SourceSplits {
+    pub fn require_test(&self) -> Result<&Arc<dyn ImageSource>> {
+        self.test
+            .as_ref()
+            .with_context(|| format!("{} has no test split", self.description))
+    }
+}
+
+impl From<Splits> for SourceSplits {
+    fn from(splits: Splits) -> Self {
+        SourceSplits {
+            train: Arc::new(splits.train),
+            test: splits.test.map(|t| Arc::new(t) as Arc<dyn ImageSource>),
+            description: splits.description,
+        }
+    }
+}
+
+/// Both splits of `data` for evaluation, each image at the set's size: sets held in memory as
+/// [`load`] reads them (at `data.image_size` when set), WebDataset shards and image folders
+/// streamed, at `data.image_size` or else `stream_size` (the size the checkpoint was trained at).
+pub fn open_splits(
+    data: Option<&Path>,
+    reading: &crate::vision::config::DataConfig,
+    stream_size: (usize, usize),
+) -> Result<SourceSplits> {
+    let size = reading.resize_to()?;
+    let in_memory = SourceSplits::from;
+    let Some(dir) = data else {
+        return Ok(in_memory(load(None, size)?));
+    };
+    let streamed =
+        |train: Arc<dyn ImageSource>, test: Option<Arc<dyn ImageSource>>, description| {
+            SourceSplits {
+                train: source::AtSize::wrap(train),
+                test: test.map(source::AtSize::wrap),
+                description,
+            }
+        };
+    let size = Some(size.unwrap_or(stream_size));
+    if let Some(paths) = shards::shard_paths(dir)? {
+        let (train, description) =
+            shards::ShardSet::open(&paths, size, reading.shuffle_buffer, reading.on_error)?;
+        let tests = shards::test_shard_paths(dir, &paths)?;
+        let test = if tests.is_empty() {
+            None
+        } else {
+            Some(Arc::new(train.open_test(&tests, reading.on_error)?) as Arc<dyn ImageSource>)
+        };
+        let description = match &test {
+            Some(t) => format!(
+                "{description}; test split: {} shards, {} samples",
+                tests.len(),
+                t.len()
+            ),
+            None => description,
+        };
+        return Ok(streamed(Arc::new(train), test, description));
+    }
+    check_data_dir(dir)?;
+    if let Some(splits) = load_in_memory(dir)? {
+        if splits.train.is_empty() {
+            bail!("{}: the dataset is empty", splits.description);
+        }
+        return Ok(in_memory(splits.resized(reading.resize_to()?)));
+    }
+    let (train, test, description) =
+        StreamedFolder::open_splits(dir, size)?.ok_or_else(|| no_dataset(dir))?;
+    Ok(streamed(
+        Arc::new(train),
+        test.map(|t| Arc::new(t) as Arc<dyn ImageSource>),
+        description,
+    ))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

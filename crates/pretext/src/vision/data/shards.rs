@@ -132,6 +132,29 @@ pub fn shard_paths(data: &Path) -> Result<Option<Vec<PathBuf>>> {
     })
 }
 
+/// The test shards beside the training ones `--data` names: the `test*.tar` files of its folder,
+/// when its training shards' names begin with `train` (as `pretext data shards` writes them).
+pub fn test_shard_paths(data: &Path, train: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let Some(first) = train.first() else {
+        return Ok(Vec::new());
+    };
+    if !file_name(first).starts_with("train") {
+        return Ok(Vec::new());
+    }
+    let dir = if data.is_dir() {
+        data.to_path_buf()
+    } else {
+        first.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_tar(p) && file_name(p).starts_with("test"))
+        .collect();
+    tests.sort();
+    Ok(tests)
+}
+
 fn is_tar(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("tar"))
 }
@@ -185,15 +208,15 @@ fn list_shard(path: &Path, shard: u32) -> Result<ShardListing> {
     // Where the last member's data (padded to a block) ends, and its name.
     let mut last: Option<(u64, String)> = None;
     let finish = |key: &Option<String>,
-                      image: &mut Option<Sample>,
-                      label: &mut Option<Label>,
-                      listing: &mut ShardListing| {
+                  image: &mut Option<Sample>,
+                  label: &mut Option<Label>,
+                  listing: &mut ShardListing| {
         if let Some(k) = key {
             match image.take() {
                 Some(s) => listing.samples.push((s, label.take())),
-                None => listing
-                    .problems
-                    .push(format!("{name}: sample '{k}' has no image (jpg, jpeg, png, webp)")),
+                None => listing.problems.push(format!(
+                    "{name}: sample '{k}' has no image (jpg, jpeg, png, webp)"
+                )),
             }
         }
         *label = None;
@@ -296,8 +319,7 @@ fn parse_label(extension: &str, text: &str) -> Result<Label> {
         "txt" if text.is_empty() => bail!("an empty class name"),
         "txt" => Ok(Label::Name(text.to_string())),
         _ => {
-            let value: serde_json::Value =
-                serde_json::from_str(text).context("not valid JSON")?;
+            let value: serde_json::Value = serde_json::from_str(text).context("not valid JSON")?;
             let value = match &value {
                 serde_json::Value::Object(o) => ["label", "cls", "class"]
                     .iter()
@@ -502,7 +524,7 @@ impl ShardSet {
              views at {}x{} ({why}){}{}{})",
             paths.len(),
             if set.labels.is_some() {
-                format!("{} classes, ", set.num_classes())
+                format!("{} classes, ", ImageSource::num_classes(&set))
             } else {
                 String::new()
             },
@@ -519,20 +541,31 @@ impl ShardSet {
             if problems.is_empty() {
                 String::new()
             } else {
-                format!("; {} damaged member(s) or sample(s) left out", problems.len())
+                format!(
+                    "; {} damaged member(s) or sample(s) left out",
+                    problems.len()
+                )
             },
         );
         Ok((set, description))
     }
 
-    fn num_classes(&self) -> usize {
-        self.class_names.len().max(
-            self.labels
-                .iter()
-                .flatten()
-                .max()
-                .map_or(0, |&m| m as usize + 1),
-        )
+    /// The test split `paths` as a set of the training split `self`'s size and channels.
+    pub fn open_test(&self, paths: &[PathBuf], on_error: OnError) -> Result<ShardSet> {
+        let (test, _) = ShardSet::open(paths, Some(self.size), self.shuffle_buffer, on_error)?;
+        if test.labels.is_some() && test.class_names != self.class_names {
+            bail!(
+                "{}: the test shards name other classes than the training shards ({:?} against \
+                 {:?}); a classes.txt beside them names the classes for both",
+                paths[0].display(),
+                test.class_names,
+                self.class_names
+            );
+        }
+        Ok(ShardSet {
+            channels: self.channels,
+            ..test
+        })
     }
 
     /// `shard.tar:KEY.jpg`, for messages.
@@ -766,8 +799,9 @@ pub fn write_shards(
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
             file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| {
+                format!("cannot rename {} to {}", tmp.display(), path.display())
+            })?;
             Ok(bytes)
         })
         .collect::<Result<_>>()?;
@@ -890,7 +924,10 @@ mod tests {
         let out = dir.join("shards");
         let w = shards_from_folder(&dir, &out, shard_size, 5).unwrap();
         assert_eq!(w.len(), 1);
-        assert_eq!((w[0].1.samples, w[0].1.shards), (14, 14usize.div_ceil(shard_size)));
+        assert_eq!(
+            (w[0].1.samples, w[0].1.shards),
+            (14, 14usize.div_ceil(shard_size))
+        );
         let paths = shard_paths(&out).unwrap().unwrap();
         (dir, out, paths)
     }
@@ -909,7 +946,7 @@ mod tests {
         assert_eq!(shards.class_names(), ["cat", "dog"]);
         assert_eq!((shards.size(), shards.channels()), (folder.size(), 3));
         // Each sample's key is the folder's index of its file: the same image, the same label.
-        let mut seen = vec![false; 14];
+        let mut seen = [false; 14];
         for i in 0..shards.len() {
             let n: usize = shards.samples[i].member[..9].parse().unwrap();
             assert!(!std::mem::replace(&mut seen[n], true));
@@ -925,7 +962,11 @@ mod tests {
         if let Ok(listed) = listed {
             let names = String::from_utf8_lossy(&listed.stdout).into_owned();
             assert_eq!(names.lines().count(), 8, "{names}");
-            assert!(names.lines().all(|l| l.ends_with(".png") || l.ends_with(".cls")));
+            assert!(
+                names
+                    .lines()
+                    .all(|l| l.ends_with(".png") || l.ends_with(".cls"))
+            );
         }
         // The same files and seed write the same bytes.
         let again = dir.join("again");
@@ -957,7 +998,11 @@ mod tests {
         let mut runs: Vec<u32> = plain.iter().map(|&i| shard_of(i)).collect();
         runs.dedup();
         assert_eq!(runs.len(), 5, "{plain:?}");
-        assert!(plain.windows(2).all(|w| shard_of(w[0]) != shard_of(w[1]) || w[1] == w[0] + 1));
+        assert!(
+            plain
+                .windows(2)
+                .all(|w| shard_of(w[0]) != shard_of(w[1]) || w[1] == w[0] + 1)
+        );
         // With a buffer of 4, a sample leaves at most 4 places before it arrived: the stream
         // position of each sample (shards in the epoch's shard order) bounds its place.
         let arrived: Vec<usize> = {
@@ -968,7 +1013,11 @@ mod tests {
             pos
         };
         for (place, &i) in order.iter().enumerate() {
-            assert!(arrived[i] <= place + 4, "sample {i} at {place} arrived at {}", arrived[i]);
+            assert!(
+                arrived[i] <= place + 4,
+                "sample {i} at {place} arrived at {}",
+                arrived[i]
+            );
         }
         assert!(order.iter().enumerate().any(|(p, &i)| arrived[i] != p));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1002,7 +1051,10 @@ mod tests {
         let (kept, description) = ShardSet::open(&paths, None, 4, OnError::Skip).unwrap();
         assert_eq!(kept.len(), 10);
         assert!(description.contains("1 damaged"), "{description}");
-        let err = format!("{:#}", ShardSet::open(&paths, None, 4, OnError::Stop).unwrap_err());
+        let err = format!(
+            "{:#}",
+            ShardSet::open(&paths, None, 4, OnError::Stop).unwrap_err()
+        );
         assert!(
             err.contains("train-000001.tar: cut short inside member")
                 && err.contains(&cut.member)
@@ -1013,7 +1065,10 @@ mod tests {
         std::fs::write(&paths[1], &bytes[..cut.offset as usize - 512]).unwrap();
         let (kept, _) = ShardSet::open(&paths, None, 4, OnError::Skip).unwrap();
         assert_eq!(kept.len(), 9);
-        let err = format!("{:#}", ShardSet::open(&paths, None, 4, OnError::Stop).unwrap_err());
+        let err = format!(
+            "{:#}",
+            ShardSet::open(&paths, None, 4, OnError::Stop).unwrap_err()
+        );
         assert!(err.contains("without the end-of-archive marker"), "{err}");
         // A labelled set with a sample that has no label, and labels by name.
         let loose = out.join("loose");
@@ -1041,11 +1096,15 @@ mod tests {
                 ("c.txt", b"no image here"),
             ],
         );
-        let (set, description) = ShardSet::open(&[named.clone()], None, 4, OnError::Skip).unwrap();
+        let (set, description) =
+            ShardSet::open(std::slice::from_ref(&named), None, 4, OnError::Skip).unwrap();
         assert_eq!(set.class_names(), ["ant", "zebra"]);
         assert_eq!(set.labels(), Some(&[1, 0][..]));
         assert!(description.contains("1 damaged"), "{description}");
-        let err = format!("{:#}", ShardSet::open(&[named], None, 4, OnError::Stop).unwrap_err());
+        let err = format!(
+            "{:#}",
+            ShardSet::open(&[named], None, 4, OnError::Stop).unwrap_err()
+        );
         assert!(err.contains("sample 'c' has no image"), "{err}");
         let unlabelled = write(
             "half.tar",
@@ -1055,11 +1114,22 @@ mod tests {
             "{:#}",
             ShardSet::open(&[unlabelled], None, 4, OnError::Skip).unwrap_err()
         );
-        assert!(err.contains("half.tar:b.png: this sample has no label"), "{err}");
+        assert!(
+            err.contains("half.tar:b.png: this sample has no label"),
+            "{err}"
+        );
         let bad = write("bad.tar", &[("a.png", &png), ("a.cls", b"cat")]);
-        let err = format!("{:#}", ShardSet::open(&[bad], None, 4, OnError::Skip).unwrap_err());
-        assert!(err.contains("bad.tar: member 'a.cls'") && err.contains("not a class number"), "{err}");
-        let missing = shard_paths(&loose.join("x-{0..3}.tar")).unwrap_err().to_string();
+        let err = format!(
+            "{:#}",
+            ShardSet::open(&[bad], None, 4, OnError::Skip).unwrap_err()
+        );
+        assert!(
+            err.contains("bad.tar: member 'a.cls'") && err.contains("not a class number"),
+            "{err}"
+        );
+        let missing = shard_paths(&loose.join("x-{0..3}.tar"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("x-0.tar does not exist"), "{missing}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -40,6 +40,19 @@ pub trait ImageSource: Send + Sync {
     fn size(&self) -> (usize, usize);
     fn labels(&self) -> Option<&[u32]>;
     fn class_names(&self) -> &[String];
+    /// The labels, or an error saying that this set has none.
+    fn require_labels(&self) -> Result<&[u32]> {
+        self.labels()
+            .context("this dataset has no labels; evaluation needs a labelled train and test split")
+    }
+    /// Classes: as many as there are names, or the largest label plus one.
+    fn num_classes(&self) -> usize {
+        self.class_names().len().max(
+            self.labels()
+                .and_then(|l| l.iter().max())
+                .map_or(0, |&m| m as usize + 1),
+        )
+    }
     /// Image `i` at its own size, values in [0, 1]; an error names the file.
     fn image(&self, i: usize) -> Result<Image>;
     /// What `--resume` compares to continue on the same data.
@@ -103,6 +116,108 @@ impl ImageSource for ImageSet {
     fn to_image_set(&self) -> Result<ImageSet> {
         Ok(self.clone())
     }
+}
+
+/// A set whose images all come at its [`ImageSource::size`]: what evaluation reads (features of
+/// whole images, as a set in memory holds them), where pretraining crops views from each image
+/// at its own size. Resized as [`ImageSource::to_image_set`] does.
+pub struct AtSize(pub Arc<dyn ImageSource>);
+
+impl AtSize {
+    /// `source` at its size; a set in memory is one already.
+    pub fn wrap(source: Arc<dyn ImageSource>) -> Arc<dyn ImageSource> {
+        Arc::new(AtSize(source))
+    }
+}
+
+impl ImageSource for AtSize {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn channels(&self) -> usize {
+        self.0.channels()
+    }
+
+    fn size(&self) -> (usize, usize) {
+        self.0.size()
+    }
+
+    fn labels(&self) -> Option<&[u32]> {
+        self.0.labels()
+    }
+
+    fn class_names(&self) -> &[String] {
+        self.0.class_names()
+    }
+
+    fn image(&self, i: usize) -> Result<Image> {
+        let image = self.0.image(i)?;
+        let (height, width) = self.size();
+        if (image.height, image.width) == (height, width) {
+            return Ok(image);
+        }
+        Ok(resize(&image, height, width))
+    }
+
+    fn fingerprint(&self) -> serde_json::Value {
+        self.0.fingerprint()
+    }
+
+    fn channel_stats(&self, on_error: OnError) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.0.channel_stats(on_error)
+    }
+
+    fn subset(&self, indices: &[usize]) -> Arc<dyn ImageSource> {
+        AtSize::wrap(self.0.subset(indices))
+    }
+
+    fn to_image_set(&self) -> Result<ImageSet> {
+        self.0.to_image_set()
+    }
+
+    fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+        self.0.epoch_order(seed, epoch)
+    }
+}
+
+/// The first `limit` images of `source`, or all of them when `limit` is 0 (`data.train_limit`,
+/// `data.test_limit`).
+pub fn limited(source: Arc<dyn ImageSource>, limit: usize) -> Arc<dyn ImageSource> {
+    if limit > 0 && limit < source.len() {
+        source.subset(&(0..limit).collect::<Vec<_>>())
+    } else {
+        source
+    }
+}
+
+/// `image` resized to (height, width) as [`ImageSource::to_image_set`] resizes a decoded image
+/// (bytes, triangle filter), so a set read at its size and one decoded into memory agree.
+fn resize(image: &Image, height: usize, width: usize) -> Image {
+    let bytes: Vec<u8> = image
+        .data
+        .iter()
+        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect();
+    let (h, w) = (image.height as u32, image.width as u32);
+    let decoded = match image.channels {
+        3 => image::RgbImage::from_raw(w, h, bytes).map(image::DynamicImage::ImageRgb8),
+        _ => image::GrayImage::from_raw(w, h, bytes).map(image::DynamicImage::ImageLuma8),
+    };
+    let Some(decoded) = decoded else {
+        return image.clone();
+    };
+    let resized = decoded.resize_exact(
+        width as u32,
+        height as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let raw = if image.channels == 3 {
+        resized.into_rgb8().into_raw()
+    } else {
+        resized.into_luma8().into_raw()
+    };
+    Image::from_bytes(&raw, height, width, image.channels)
 }
 
 /// How many images [`sample_stats`] reads: enough for the mean and spread of each channel to

@@ -31,11 +31,20 @@ impl StreamedFolder {
     /// the most common size among a sample of its images; `None` when `dir` holds no image.
     /// Returns the description said to the user too.
     pub fn open(dir: &Path, size: Option<(usize, usize)>) -> Result<Option<(Self, String)>> {
+        Ok(Self::open_splits(dir, size)?.map(|(train, _, description)| (train, description)))
+    }
+
+    /// As [`Self::open`], with the test split (`test/`) too when there is one, at the training
+    /// split's size and channels.
+    pub fn open_splits(
+        dir: &Path,
+        size: Option<(usize, usize)>,
+    ) -> Result<Option<(Self, Option<Self>, String)>> {
         let Some(Layout {
             names,
             train,
+            test,
             empty,
-            ..
         }) = layout(dir)?
         else {
             return Ok(None);
@@ -83,7 +92,19 @@ impl StreamedFolder {
             channels: if colour { 3 } else { 1 },
             size,
         };
-        Ok(Some((folder, description)))
+        let test = test.map(|test| {
+            let (labels, files): (Vec<u32>, Vec<FoundFile>) = test.into_iter().unzip();
+            StreamedFolder {
+                files,
+                labels: Some(labels),
+                ..folder.clone_empty()
+            }
+        });
+        let description = match &test {
+            Some(t) => format!("{description}; test split: {} images", t.files.len()),
+            None => description,
+        };
+        Ok(Some((folder, test, description)))
     }
 }
 
@@ -347,6 +368,73 @@ mod tests {
         // The statistics leave it out under "skip" and stop under "stop".
         assert!(f.channel_stats(OnError::Skip).is_ok());
         assert!(f.channel_stats(OnError::Stop).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn evaluation_reads_streamed_splits_as_the_in_memory_loader_does() {
+        let dir = tempdir("stream-eval");
+        let base = folder("stream-eval-base");
+        std::fs::rename(&base, dir.join("train")).unwrap();
+        for class in ["cat", "dog"] {
+            std::fs::create_dir_all(dir.join("test").join(class)).unwrap();
+            for i in [0, 3] {
+                let name = format!("{i}.png");
+                std::fs::copy(
+                    dir.join("train").join(class).join(&name),
+                    dir.join("test").join(class).join(&name),
+                )
+                .unwrap();
+            }
+        }
+        let reading = crate::vision::config::DataConfig {
+            image_size: vec![6, 5],
+            ..Default::default()
+        };
+        let streamed = crate::vision::data::open_splits(Some(&dir), &reading, (8, 8)).unwrap();
+        assert!(
+            streamed.description.contains("test split: 4 images"),
+            "{}",
+            streamed.description
+        );
+        let memory = crate::vision::data::load_dir(&dir, Some((6, 5))).unwrap();
+        let test = streamed.require_test().unwrap();
+        for (source, set) in [
+            (&streamed.train, &memory.train),
+            (test, memory.test.as_ref().unwrap()),
+        ] {
+            assert_eq!((source.len(), source.size()), (set.len(), (6, 5)));
+            assert_eq!(source.labels(), set.labels.as_deref());
+            for i in 0..set.len() {
+                // Resized from its own size (8x8 or 12x10) as the in-memory loader resizes.
+                assert_eq!(
+                    source.image(i).unwrap(),
+                    ImageSource::image(set, i).unwrap()
+                );
+            }
+        }
+        // Without data.image_size, a streamed set is read at the checkpoint's size.
+        let at_checkpoint = crate::vision::data::open_splits(
+            Some(&dir),
+            &crate::vision::config::DataConfig::default(),
+            (8, 8),
+        )
+        .unwrap();
+        assert_eq!(at_checkpoint.train.image(7).unwrap().height, 8);
+        // Shards written from the folder carry their test split along.
+        let out = dir.join("shards");
+        crate::vision::data::shards::shards_from_folder(&dir, &out, 3, 0).unwrap();
+        let shards = crate::vision::data::open_splits(Some(&out), &reading, (8, 8)).unwrap();
+        assert_eq!(shards.train.len(), 8);
+        assert_eq!(shards.require_test().unwrap().len(), 4);
+        assert_eq!(shards.require_test().unwrap().size(), (6, 5));
+        assert!(
+            shards
+                .description
+                .contains("test split: 2 shards, 4 samples"),
+            "{}",
+            shards.description
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
