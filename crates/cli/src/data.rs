@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
+use pretext::core::cache::default_cache_dir;
 use pretext::vision::data::digit_sheet::{SheetSettings, read_sheet};
-use pretext::vision::data::index::{FolderIndex, IndexSource, default_cache_dir};
+use pretext::vision::data::index::{FolderIndex, IndexSource};
 use pretext::vision::data::letters::{LetterSettings, build, find_fonts};
 use pretext::vision::data::shards::shards_from_folder;
 use serde_json::json;

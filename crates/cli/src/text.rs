@@ -170,8 +170,17 @@ fn print_run(run: &MlmRun) {
         s.steps, s.epochs_done, run.examples, s.first_loss, s.final_loss, s.last_epoch_loss
     );
     println!(
-        "speed: {:.0} tokens/s ({:.1} sequences/s); tokenisation {:.1}s before training",
-        run.tokens_per_sec, run.sequences_per_sec, run.tokenize_secs
+        "speed: {:.0} tokens/s ({:.1} sequences/s); tokenisation {:.1}s before training \
+         ({} token cache {})",
+        run.tokens_per_sec,
+        run.sequences_per_sec,
+        run.tokenize_secs,
+        if run.token_cache_reused {
+            "reused the"
+        } else {
+            "built the"
+        },
+        run.token_cache.display()
     );
     crate::summary::print_time(&s.time);
     if let Some(h) = &run.heldout {

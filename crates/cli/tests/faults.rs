@@ -67,6 +67,13 @@ fn mlm(corpus: &Path, out: &Path, extra: &[&str]) -> Command {
             "eval.max_sequences=0",
         ])
         .args(["--set", "train.checkpoint_every=1"])
+        .args([
+            "--set",
+            &format!(
+                "data.cache_dir=\"{}\"",
+                corpus.with_file_name("token-cache").display()
+            ),
+        ])
         .args(["--set", &format!("train.out_dir=\"{}\"", out.display())])
         .args(["--json", "--threads", "1"])
         .args(extra)

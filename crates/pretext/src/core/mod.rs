@@ -4,6 +4,7 @@
 //! vectors; the transformer blocks ViTs share; frozen-feature evaluation; plots and feature files.
 
 pub mod bench;
+pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

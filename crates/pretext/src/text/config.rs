@@ -49,6 +49,9 @@ pub struct TextDataSettings {
     pub holdout_every: usize,
     /// Read at most this many lines of the corpus; 0 reads all.
     pub max_lines: usize,
+    /// Where the tokenised corpus is cached; empty: `$PRETEXT_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/pretext`, else `~/.cache/pretext`. Not part of a run's identity.
+    pub cache_dir: String,
 }
 
 /// `[eval]`: the held-out measurement at the end of training.
@@ -107,6 +110,7 @@ impl Default for MlmConfig {
                 max_len: 128,
                 holdout_every: 100,
                 max_lines: 0,
+                cache_dir: String::new(),
             },
             masking: MaskingConfig::default(),
             // BERT's recipe as `run_mlm.py` runs it: AdamW, decay 0.01 off biases and norms,

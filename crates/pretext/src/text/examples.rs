@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::masking::{IGNORE, Masked};
-use super::tokenizer::TextTokenizer;
+use super::tokenizer::{SpecialIds, TextTokenizer};
 
 /// One sequence with special tokens, and the word index of each token (`None` for specials).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub fn build_examples<S: AsRef<str>>(
     }
 }
 
-fn check_max_len(max_len: usize) -> Result<()> {
+pub fn check_max_len(max_len: usize) -> Result<()> {
     if max_len < 3 {
         bail!("max_len = {max_len}: needs room for the start token, one token and the end token");
     }
@@ -48,14 +48,67 @@ fn check_max_len(max_len: usize) -> Result<()> {
 
 /// Frame `body` with the start and end tokens.
 fn framed(tokenizer: &TextTokenizer, body: &[u32], words: &[Option<u32>]) -> Example {
-    let mut framed_words = Vec::with_capacity(words.len() + 2);
-    framed_words.push(None);
-    framed_words.extend_from_slice(words);
-    framed_words.push(None);
-    Example {
-        ids: tokenizer.wrap(body),
-        words: framed_words,
+    Example::framed(&tokenizer.special_ids(), body, words)
+}
+
+impl Example {
+    /// `body` between the start and end tokens, as [`TextTokenizer::wrap`] frames it.
+    pub fn framed(special: &SpecialIds, body: &[u32], words: &[Option<u32>]) -> Self {
+        let mut ids = Vec::with_capacity(body.len() + 2);
+        ids.push(special.cls);
+        ids.extend_from_slice(body);
+        ids.push(special.sep);
+        let mut framed_words = Vec::with_capacity(words.len() + 2);
+        framed_words.push(None);
+        framed_words.extend_from_slice(words);
+        framed_words.push(None);
+        Self {
+            ids,
+            words: framed_words,
+        }
     }
+}
+
+/// Training examples by index: in memory, or cut on demand from a token cache
+/// ([`super::token_cache::CachedExamples`]).
+pub trait ExampleSet: Send + Sync {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn example(&self, index: usize) -> Example;
+}
+
+impl ExampleSet for Vec<Example> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn example(&self, index: usize) -> Example {
+        self[index].clone()
+    }
+}
+
+/// The refusal of a corpus that made no example: `tokens` is how many it had.
+pub fn check_example_count(
+    origin: &str,
+    tokens: usize,
+    examples: usize,
+    max_len: usize,
+) -> Result<()> {
+    if tokens == 0 {
+        bail!("{origin}: the corpus has no non-empty line");
+    }
+    if examples == 0 {
+        bail!(
+            "{origin}: no chunk of {CHUNK_LINES} lines holds one packed block of max_len - 2 = {} \
+             tokens ({tokens} tokens in all); lower data.max_len or use data.mode = \"line_by_line\"",
+            max_len - 2
+        );
+    }
+    Ok(())
 }
 
 /// One example per non-empty line, its body truncated so the example has at most `max_len`
@@ -173,16 +226,7 @@ pub fn corpus_examples(
         .collect::<Result<_>>()?;
     let tokens: usize = chunks.iter().map(|c| c.1).sum();
     let examples: Vec<Example> = chunks.into_iter().flat_map(|c| c.0).collect();
-    if tokens == 0 {
-        bail!("{origin}: the corpus has no non-empty line");
-    }
-    if examples.is_empty() {
-        bail!(
-            "{origin}: no chunk of {CHUNK_LINES} lines holds one packed block of max_len - 2 = {} \
-             tokens ({tokens} tokens in all); lower data.max_len or use data.mode = \"line_by_line\"",
-            max_len - 2
-        );
-    }
+    check_example_count(origin, tokens, examples.len(), max_len)?;
     Ok(examples)
 }
 

@@ -12,30 +12,15 @@ use serde::Serialize;
 
 use super::config::MlmConfig;
 use super::encoder::MlmModel;
-use super::examples::{Batch, Example, corpus_examples, pad_batch};
+use super::examples::{Batch, ExampleSet, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
-use super::tokenizer::{SpecialIds, TextTokenizer, read_text};
+use super::text_file::read_text;
+use super::token_cache::{CachedExamples, TokenCache};
+use super::tokenizer::{SpecialIds, TextTokenizer};
+use crate::core::cache::default_cache_dir;
 use crate::core::checkpoint::{previous_checkpoint, unused_path};
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, Step, TrainOptions, TrainSummary, run_loop};
-
-/// Example count, token count and an xxh3 hash of every example's ids: what `--resume` checks.
-fn examples_fingerprint(examples: &[Example]) -> serde_json::Value {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut tokens = 0;
-    for e in examples {
-        tokens += e.ids.len();
-        for id in &e.ids {
-            h.update(&id.to_le_bytes());
-        }
-        h.update(b"|");
-    }
-    serde_json::json!({
-        "examples": examples.len(),
-        "tokens": tokens,
-        "xxh3": format!("{:016x}", h.digest()),
-    })
-}
 
 /// The non-empty lines of a corpus, split into training and held-out lines.
 #[derive(Debug, Clone)]
@@ -91,11 +76,11 @@ impl BatchMaker {
     /// Mask and pad the examples at `indices` for `epoch`. A batch that drew no masked
     /// position (possible with a few short lines) gets its first maskable token masked, so
     /// every batch teaches something and the loss is defined.
-    fn make(&self, examples: &[Example], indices: &[usize], epoch: usize) -> Result<Batch> {
+    fn make(&self, examples: &dyn ExampleSet, indices: &[usize], epoch: usize) -> Result<Batch> {
         let rows = indices
             .iter()
             .map(|&i| {
-                let e = &examples[i];
+                let e = examples.example(i);
                 let seed = self.masking.seed_mix(self.seed, epoch as u64, i as u64);
                 mask_tokens(
                     &e.ids,
@@ -165,6 +150,9 @@ pub struct MlmRun {
     pub examples: usize,
     pub vocab_size: usize,
     pub tokenize_secs: f64,
+    /// The token cache the examples were cut from, and whether an earlier run had built it.
+    pub token_cache: PathBuf,
+    pub token_cache_reused: bool,
     pub heldout: Option<MlmScores>,
     pub out_dir: PathBuf,
 }
@@ -209,11 +197,6 @@ pub fn train_mlm(
     options: &TrainOptions,
 ) -> Result<MlmRun> {
     config.validate()?;
-    let corpus = read_corpus(
-        corpus_path,
-        config.data.holdout_every,
-        config.data.max_lines,
-    )?;
     let out_dir = PathBuf::from(&config.train.out_dir);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -222,32 +205,46 @@ pub fn train_mlm(
 
     let origin = corpus_path.display().to_string();
     let tokenize_start = Instant::now();
-    let examples = corpus_examples(
+    let cache_root = match config.data.cache_dir.as_str() {
+        "" => default_cache_dir().unwrap_or_else(|| out_dir.join("cache")),
+        dir => PathBuf::from(dir),
+    };
+    let cache = TokenCache::open_or_build(
+        corpus_path,
         &tokenizer,
-        &corpus.train,
-        config.data.max_len,
-        config.data.mode,
+        config.data.holdout_every,
+        config.data.max_lines,
+        &cache_root,
+        !options.quiet,
+    )?;
+    let (max_len, mode) = (config.data.max_len, config.data.mode);
+    let examples = CachedExamples::new(
+        cache.train.clone(),
+        tokenizer.special_ids(),
+        max_len,
+        mode,
         &origin,
     )?;
-    let heldout = if corpus.heldout.is_empty() {
+    let heldout = if cache.heldout.lines() == 0 {
         if !options.quiet && config.data.holdout_every > 0 {
             eprintln!(
                 "note: no held-out score: {origin} has {} line(s) and every {}th is held out \
                  (data.holdout_every), so none is",
-                corpus.train.len(),
+                cache.train.lines(),
                 config.data.holdout_every
             );
         }
-        Vec::new()
+        None
     } else {
-        corpus_examples(
-            &tokenizer,
-            &corpus.heldout,
-            config.data.max_len,
-            config.data.mode,
-            &format!("{origin} (held-out lines)"),
+        let origin = format!("{origin} (held-out lines)");
+        CachedExamples::new(
+            cache.heldout.clone(),
+            tokenizer.special_ids(),
+            max_len,
+            mode,
+            &origin,
         )
-        .unwrap_or_default()
+        .ok()
     };
     let tokenize_secs = tokenize_start.elapsed().as_secs_f64();
 
@@ -274,6 +271,17 @@ pub fn train_mlm(
     let mut identity = toml::Table::try_from(config).unwrap_or_default();
     identity.remove("train");
     identity.remove("eval");
+    if let Some(toml::Value::Table(data)) = identity.get_mut("data") {
+        // Where the cache lives does not change what is trained.
+        data.remove("cache_dir");
+    }
+    // What `--resume` checks: the examples follow from the cached tokens and the data settings
+    // (which are part of the identity), so the cache's hash stands for them without a pass.
+    let fingerprint = serde_json::json!({
+        "examples": examples.len(),
+        "tokens": examples.tokens(),
+        "token_xxh3": cache.train_xxh3,
+    });
     let spec = LoopSpec {
         name: "mlm",
         epochs,
@@ -290,12 +298,11 @@ pub fn train_mlm(
             "config": config.to_toml(),
             "encoder": encoder,
         }),
-        data: examples_fingerprint(&examples),
+        data: fingerprint,
     };
-    let mean_tokens =
-        examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / examples.len() as f64;
     let example_count = examples.len();
-    let examples = Arc::new(examples);
+    let mean_tokens = examples.tokens() as f64 / example_count as f64;
+    let examples: Arc<dyn ExampleSet> = Arc::new(examples);
     let maker = Arc::new(BatchMaker {
         masking: config.masking.clone(),
         special: tokenizer.special_ids(),
@@ -315,7 +322,7 @@ pub fn train_mlm(
         let (examples, maker) = (examples.clone(), maker.clone());
         MlmBatches {
             loader: Loader::spawn(examples.len(), schedule, move |epoch, _, indices| {
-                maker.make(&examples, indices, epoch).map(|mut b| {
+                maker.make(examples.as_ref(), indices, epoch).map(|mut b| {
                     b.epoch = epoch;
                     b
                 })
@@ -339,17 +346,15 @@ pub fn train_mlm(
         options,
     )?;
 
-    let scores = if heldout.is_empty() {
-        None
-    } else {
-        let model = model.valid();
-        Some(heldout_scores(
-            &model,
+    let scores = match &heldout {
+        Some(heldout) => Some(heldout_scores(
+            &model.valid(),
             &tokenizer,
-            &heldout,
+            heldout,
             config,
             &device.clone().without_autodiff(),
-        )?)
+        )?),
+        None => None,
     };
     if let Some(s) = scores.as_ref().filter(|s| !s.loss.is_finite()) {
         bail!("{}", set_aside_diverged(&summary.checkpoint, s.loss)?);
@@ -361,6 +366,8 @@ pub fn train_mlm(
         examples: example_count,
         vocab_size: tokenizer.vocab_size(),
         tokenize_secs,
+        token_cache: cache.dir.clone(),
+        token_cache_reused: cache.reused,
         heldout: scores,
         out_dir,
         train: summary,
@@ -394,7 +401,7 @@ fn set_aside_diverged(checkpoint: &Path, loss: f64) -> Result<String> {
 pub fn heldout_scores(
     model: &MlmModel,
     tokenizer: &TextTokenizer,
-    examples: &[Example],
+    examples: &dyn ExampleSet,
     config: &MlmConfig,
     device: &Device,
 ) -> Result<MlmScores> {

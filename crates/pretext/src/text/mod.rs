@@ -16,6 +16,8 @@ pub mod masking;
 pub mod mlm;
 pub mod probe;
 pub mod report;
+pub mod text_file;
+pub mod token_cache;
 pub mod tokenizer;
 pub mod tsv;
 
@@ -117,6 +119,7 @@ pub(crate) mod test_support {
         c.optimizer.lr = 1e-3;
         c.optimizer.warmup_steps = 10;
         c.train.out_dir = dir.path().join(name).display().to_string();
+        c.data.cache_dir = dir.path().join("token-cache").display().to_string();
         c.eval.max_sequences = 0;
         c
     }

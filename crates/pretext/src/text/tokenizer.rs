@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::text_file::TextLines;
 use crate::core::checkpoint::write_atomic;
 use anyhow::{Context, Result, anyhow, bail};
-use pretext_word2vec::corpus::not_text_message;
 use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
@@ -130,15 +130,15 @@ impl TextTokenizer {
         if files.is_empty() {
             bail!("tokenizer training needs at least one text file");
         }
-        // Read (and decode) here rather than through the library's file reader, which stops
-        // at the first invalid UTF-8 byte with a message naming no file.
-        let texts = files
+        // Streamed line by line, so memory grows with the vocabulary and not the corpus, and
+        // through our reader rather than the library's, which stops at the first invalid UTF-8
+        // byte with a message naming no file.
+        let readers = files
             .iter()
-            .map(|f| read_text(f))
-            .collect::<Result<Vec<String>>>()?;
-        if texts.iter().all(|t| t.trim().is_empty()) {
-            bail!("tokenizer training files are all empty: {files:?}");
-        }
+            .map(|f| TextLines::open(f))
+            .collect::<Result<Vec<_>>>()?;
+        let failure = std::sync::Mutex::new(None);
+        let any_text = std::sync::atomic::AtomicBool::new(false);
         let specials: Vec<AddedToken> = family
             .training_order()
             .iter()
@@ -192,12 +192,32 @@ impl TextTokenizer {
                 (inner, TrainerWrapper::BpeTrainer(trainer))
             }
         };
-        inner
-            .train(&mut trainer, texts.iter().flat_map(|t| t.lines()))
-            .map_err(tk_err(format!(
-                "training a {} tokenizer on {files:?}",
-                family.name()
-            )))?;
+        let lines = readers
+            .into_iter()
+            .flatten()
+            .map_while(|line| match line {
+                Ok(line) => Some(line),
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    None
+                }
+            })
+            .inspect(|line| {
+                if !line.trim().is_empty() {
+                    any_text.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        let trained = inner.train(&mut trainer, lines).map(|_| ());
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        if !any_text.into_inner() {
+            bail!("empty corpus: the tokenizer training files {files:?} have no non-empty line");
+        }
+        trained.map_err(tk_err(format!(
+            "training a {} tokenizer on {files:?}",
+            family.name()
+        )))?;
 
         let special = resolve_special(&inner, family, "trained tokenizer")?;
         let processor: PostProcessorWrapper = match family {
@@ -235,6 +255,18 @@ impl TextTokenizer {
             family,
             special,
         })
+    }
+
+    /// An xxh3 hash of the tokenizer's JSON: what caches of its output are keyed by.
+    pub fn fingerprint(&self) -> Result<String> {
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(tk_err("serialising the tokenizer".to_string()))?;
+        Ok(format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(json.as_bytes())
+        ))
     }
 
     /// Write `tokenizer.json` (Hugging Face's format).
@@ -368,39 +400,6 @@ fn resolve_special(inner: &Tokenizer, family: Family, source: &str) -> Result<Sp
         sep: id(s.sep)?,
         mask: id(s.mask)?,
     })
-}
-
-/// A text file as UTF-8: a file with a NUL byte is refused as binary (naming the line), and
-/// invalid UTF-8 sequences are replaced by U+FFFD with a warning naming how many and the first
-/// line.
-pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let line_of = |offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
-    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
-        let line = line_of(nul) as u64;
-        bail!("{}", not_text_message(path, line, nul as u64));
-    }
-    match String::from_utf8(bytes.clone()) {
-        Ok(text) => Ok(text),
-        Err(e) => {
-            let first = e.utf8_error().valid_up_to();
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            // Once per file and process: the MLM job reads its corpus twice (examples, then
-            // the tokenizer), and one warning is enough.
-            static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-            let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
-            if !warned.iter().any(|p| p == path) {
-                warned.push(path.to_path_buf());
-                eprintln!(
-                    "warning: {}: {} invalid UTF-8 sequences replaced, the first at line {}",
-                    path.display(),
-                    text.matches('\u{FFFD}').count(),
-                    line_of(first)
-                );
-            }
-            Ok(text)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -542,7 +541,8 @@ mod tests {
             bytes.push(b'\n');
         }
         std::fs::write(&latin1, &bytes).unwrap();
-        assert_eq!(read_text(&latin1).unwrap().matches('\u{FFFD}').count(), 1);
+        let text = crate::text::text_file::read_text(&latin1).unwrap();
+        assert_eq!(text.matches('\u{FFFD}').count(), 1);
         for family in [Family::Bert, Family::Roberta] {
             let tok = TextTokenizer::train(family, std::slice::from_ref(&latin1), 120, true);
             assert!(tok.is_ok(), "{family:?}: {:#}", tok.err().unwrap());

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use super::index::{FolderIndex, IndexedFile, default_cache_dir};
+use super::index::{FolderIndex, IndexedFile};
 use super::{ImageSet, Splits};
+use crate::core::cache::default_cache_dir;
 
 /// An image file the index found: its path and byte size.
 #[derive(Debug, Clone)]

@@ -181,19 +181,6 @@ impl FolderIndex {
     }
 }
 
-/// Where the indexes of folders are cached: `$PRETEXT_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/pretext`, else `~/.cache/pretext`; `None` when none is known.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("PRETEXT_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("pretext")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache").join("pretext")))
-}
-
 /// The cache file of `dir`'s index: named by a hash of its canonical path.
 fn cache_file(cache: &Path, dir: &Path) -> Option<PathBuf> {
     let canonical = dir.canonicalize().ok()?;
