@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Memory and speed of `pretext mlm train` as the corpus grows: the corpus (DIR/text/pretrain_en.txt
-# of ../shared/datasets.sh DIR) repeated 1x and 5x, each trained 20 steps of configs/mlm_mini.toml twice (the first
+# of ../shared/datasets.sh DIR) repeated 1x and 10x, each trained 20 steps of configs/mlm_mini.toml twice (the first
 # run builds the token cache, the second reuses it), with a tokenizer trained once beforehand so
-# that its training is not what is measured. Run by hand:
+# that its training is not what is measured; tokenisation throughput is the corpus's bytes over
+# the build's "tokenisation" seconds. Run by hand:
 #   bench/text/mlm_token_cache.sh PRETEXT_BINARY CORPUS
 set -euo pipefail
 bin=${1:?give the pretext binary, e.g. target/release/pretext}
@@ -10,7 +11,7 @@ corpus=${2:?give the corpus: DIR/text/pretrain_en.txt from ../shared/datasets.sh
 work=${WORK:-/tmp/mlm_token_cache}
 rm -rf "$work" && mkdir -p "$work"
 cp "$corpus" "$work/corpus1.txt"
-for _ in 1 2 3 4 5; do cat "$corpus"; done > "$work/corpus5.txt"
+for _ in $(seq 10); do cat "$corpus"; done > "$work/corpus10.txt"
 # Peak anonymous memory (the heap: what grows if the corpus is held in memory) and peak
 # file-backed memory (mapped cache pages: page cache the kernel reclaims under pressure),
 # sampled from /proc every 0.1 s.
@@ -36,7 +37,7 @@ run() { # NAME CORPUS EXTRA...
 run tokenizer "$work/corpus1.txt" --set steps=1
 tok="tokenizer.path=\"$work/run-tokenizer/tokenizer.json\""
 rm -rf "$work/cache"
-for n in 1 5; do
+for n in 1 10; do
   run "${n}x-build" "$work/corpus$n.txt" --set "$tok"
   run "${n}x-reuse" "$work/corpus$n.txt" --set "$tok"
 done

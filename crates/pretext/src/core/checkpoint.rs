@@ -274,11 +274,11 @@ fn replace_atomically(
     result
 }
 
-/// Remove the temporary files of `name` that writers killed before their rename left in `dir`
-/// (`.NAME.tmp-PID` of a process that no longer runs), so that a file written outside a run
-/// folder's lock (an export, a report) does not gather them. Only where `/proc` tells which
-/// processes run.
-fn remove_orphaned_temporaries(dir: &Path, name: &str) {
+/// Remove the temporary files (or folders) of `name` that writers killed before their rename
+/// left in `dir` (`.NAME.tmp-PID` of a process that no longer runs), so that a file written
+/// outside a run folder's lock (an export, a report, a token cache) does not gather them. Only
+/// where `/proc` tells which processes run.
+pub fn remove_orphaned_temporaries(dir: &Path, name: &str) {
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {
         return;
@@ -297,7 +297,12 @@ fn remove_orphaned_temporaries(dir: &Path, name: &str) {
             && pid != std::process::id()
             && !proc.join(pid.to_string()).exists()
         {
-            let _ = std::fs::remove_file(entry.path());
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
         }
     }
 }

@@ -30,6 +30,7 @@ use super::examples::{
 };
 use super::text_file::TextLines;
 use super::tokenizer::{SpecialIds, TextTokenizer};
+use crate::core::checkpoint::remove_orphaned_temporaries;
 
 /// Bumped whenever the layout changes, so older caches are rebuilt rather than misread.
 const VERSION: u32 = 1;
@@ -288,16 +289,9 @@ impl TokenCache {
         }
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("cannot create the token cache {}", parent.display()))?;
-        remove_abandoned_builds(&parent, &key.dir_name());
-        let unique = format!(
-            "{}.tmp-{}-{}",
-            key.dir_name(),
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        );
-        let building = parent.join(unique);
+        // A run killed while tokenising leaves its half-built cache; the next build removes it.
+        remove_orphaned_temporaries(&parent, &key.dir_name());
+        let building = parent.join(format!(".{}.tmp-{}", key.dir_name(), std::process::id()));
         let built = Self::build(corpus, tokenizer, &key, &building, show_progress);
         if let Err(e) = built {
             let _ = std::fs::remove_dir_all(&building);
@@ -306,7 +300,7 @@ impl TokenCache {
         // Move a stale cache aside before ours takes its name; another run may have finished
         // the same cache meanwhile, and then either copy serves.
         if dir.exists() {
-            let stale = parent.join(format!("{}.stale-{}", key.dir_name(), std::process::id()));
+            let stale = parent.join(format!(".{}.stale-{}", key.dir_name(), std::process::id()));
             if std::fs::rename(&dir, &stale).is_ok() {
                 let _ = std::fs::remove_dir_all(&stale);
             }
@@ -411,28 +405,6 @@ impl TokenCache {
         };
         let json = serde_json::to_string_pretty(&meta)?;
         crate::core::checkpoint::write_atomic(&dir.join("meta.json"), json.as_bytes())
-    }
-}
-
-/// Remove the half-built caches named `name.tmp-PID-...` of processes that are gone (a run
-/// killed while tokenising), where the system says which are (Linux's `/proc`).
-fn remove_abandoned_builds(parent: &Path, name: &str) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let prefix = format!("{name}.tmp-");
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 
@@ -590,7 +562,7 @@ mod tests {
         assert_eq!(repaired.train.tokens(), rebuilt.train.tokens());
         // A build abandoned by a process that is gone is cleaned up by the next one.
         let abandoned = cache_root.join("tokens").join(format!(
-            "{}.tmp-999999999-1",
+            ".{}.tmp-999999999",
             cache.dir.file_name().unwrap().to_str().unwrap()
         ));
         std::fs::create_dir_all(&abandoned).unwrap();

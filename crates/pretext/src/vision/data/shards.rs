@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::ImageSet;
 use super::folder::decode_bytes;
-use super::source::{ImageSource, OnError, sample_stats, stats_sample};
+use super::source::{ImageSource, OnError, decoded_into, image_of, sample_stats, stats_sample};
 use super::stream::{header_of, sampled_shape};
 use crate::core::loader::{epoch_order, mix_seed};
 use crate::vision::views::Image;
@@ -594,14 +594,6 @@ impl ShardSet {
         Ok(bytes)
     }
 
-    fn raw(&self, im: image::DynamicImage) -> Vec<u8> {
-        if self.channels == 3 {
-            im.into_rgb8().into_raw()
-        } else {
-            im.into_luma8().into_raw()
-        }
-    }
-
     fn decode(&self, i: usize) -> Result<image::DynamicImage> {
         decode_bytes(&self.read(i)?, &self.name(i), Some(self.samples[i].format))
     }
@@ -629,9 +621,7 @@ impl ImageSource for ShardSet {
     }
 
     fn image(&self, i: usize) -> Result<Image> {
-        let im = self.decode(i)?;
-        let (h, w) = (im.height() as usize, im.width() as usize);
-        Ok(Image::from_bytes(&self.raw(im), h, w, self.channels))
+        Ok(image_of(self.decode(i)?, self.channels))
     }
 
     /// The shard list (names and sizes), the samples' places and labels, and the shuffle
@@ -674,26 +664,15 @@ impl ImageSource for ShardSet {
     }
 
     fn to_image_set(&self) -> Result<ImageSet> {
-        let (height, width) = self.size;
-        let images: Vec<Vec<u8>> = (0..self.len())
-            .into_par_iter()
-            .map(|i| {
-                let im = self.decode(i)?.resize_exact(
-                    width as u32,
-                    height as u32,
-                    image::imageops::FilterType::Triangle,
-                );
-                Ok(self.raw(im))
-            })
-            .collect::<Result<_>>()?;
-        Ok(ImageSet {
-            height,
-            width,
+        let set = ImageSet {
+            height: self.size.0,
+            width: self.size.1,
             channels: self.channels,
-            pixels: images.concat(),
+            pixels: Vec::new(),
             labels: self.labels.clone(),
             class_names: self.class_names.clone(),
-        })
+        };
+        decoded_into(set, self.len(), |i| self.decode(i))
     }
 
     /// The shards in a seeded order, each read front to back, through a shuffle buffer of

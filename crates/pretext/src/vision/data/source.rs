@@ -224,6 +224,45 @@ fn resize(image: &Image, height: usize, width: usize) -> Image {
 /// two decimals, few enough to take a second or two on a laptop.
 pub const STATS_SAMPLE: usize = 1024;
 
+/// An image's pixels as `channels`-channel bytes (RGB or grey), row-major.
+pub fn raw_pixels(im: image::DynamicImage, channels: usize) -> Vec<u8> {
+    if channels == 3 {
+        im.into_rgb8().into_raw()
+    } else {
+        im.into_luma8().into_raw()
+    }
+}
+
+/// A decoded image at its own size, as `channels`-channel views take it.
+pub fn image_of(im: image::DynamicImage, channels: usize) -> Image {
+    let (h, w) = (im.height() as usize, im.width() as usize);
+    Image::from_bytes(&raw_pixels(im, channels), h, w, channels)
+}
+
+/// `set` (its shape, labels and names given, its pixels empty) filled with the `len` images
+/// `decode` gives, each resized to the set's size with the Triangle filter, in parallel: the
+/// in-memory copy a streamed set's `to_image_set` makes.
+pub fn decoded_into(
+    mut set: ImageSet,
+    len: usize,
+    decode: impl Fn(usize) -> Result<image::DynamicImage> + Sync,
+) -> Result<ImageSet> {
+    let (height, width, channels) = (set.height, set.width, set.channels);
+    let images: Vec<Vec<u8>> = (0..len)
+        .into_par_iter()
+        .map(|i| {
+            let im = decode(i)?.resize_exact(
+                width as u32,
+                height as u32,
+                image::imageops::FilterType::Triangle,
+            );
+            Ok(raw_pixels(im, channels))
+        })
+        .collect::<Result<_>>()?;
+    set.pixels = images.concat();
+    Ok(set)
+}
+
 /// Which images of a set of `len` the statistics are taken from: all of them up to
 /// [`STATS_SAMPLE`], else a fixed-seed sample (the same for every run on the set), sorted.
 pub fn stats_sample(len: usize) -> Vec<usize> {

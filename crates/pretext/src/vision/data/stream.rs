@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::ImageSet;
 use super::folder::{FoundFile, Layout, decode_file, empty_note, layout, most_common};
-use super::source::{ImageSource, OnError, sample_stats, stats_sample};
+use super::source::{ImageSource, OnError, decoded_into, image_of, sample_stats, stats_sample};
 use crate::vision::views::Image;
 
 /// The training split of an image folder, decoded image by image.
@@ -167,9 +167,7 @@ impl ImageSource for StreamedFolder {
     }
 
     fn image(&self, i: usize) -> Result<Image> {
-        let im = self.decode(i)?;
-        let (h, w) = (im.height() as usize, im.width() as usize);
-        Ok(Image::from_bytes(&self.raw(im), h, w, self.channels))
+        Ok(image_of(self.decode(i)?, self.channels))
     }
 
     /// The folder's index (relative paths, byte sizes, labels) and the view size, hashed: a
@@ -207,26 +205,15 @@ impl ImageSource for StreamedFolder {
     }
 
     fn to_image_set(&self) -> Result<ImageSet> {
-        let (height, width) = self.size;
-        let images: Vec<Vec<u8>> = (0..self.len())
-            .into_par_iter()
-            .map(|i| {
-                let im = self.decode(i)?.resize_exact(
-                    width as u32,
-                    height as u32,
-                    image::imageops::FilterType::Triangle,
-                );
-                Ok(self.raw(im))
-            })
-            .collect::<Result<_>>()?;
-        Ok(ImageSet {
-            height,
-            width,
+        let set = ImageSet {
+            height: self.size.0,
+            width: self.size.1,
             channels: self.channels,
-            pixels: images.concat(),
+            pixels: Vec::new(),
             labels: self.labels.clone(),
             class_names: self.class_names.clone(),
-        })
+        };
+        decoded_into(set, self.len(), |i| self.decode(i))
     }
 }
 
@@ -237,14 +224,6 @@ impl StreamedFolder {
     }
 
     /// The pixels as interleaved bytes of this set's channel count.
-    fn raw(&self, im: image::DynamicImage) -> Vec<u8> {
-        if self.channels == 3 {
-            im.into_rgb8().into_raw()
-        } else {
-            im.into_luma8().into_raw()
-        }
-    }
-
     fn clone_empty(&self) -> StreamedFolder {
         StreamedFolder {
             root: self.root.clone(),
