@@ -242,13 +242,44 @@ impl Global {
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    // Joins the MPI job when started by mpirun (with the `mpi` feature). Held until the end:
+    // dropping it finalises MPI, which must not happen while other ranks wait on this one.
+    let _session = match pretext::core::distributed::init() {
+        Ok(session) => session,
         Err(e) => {
             eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = only_data_parallel_jobs(&cli.command).and_then(|()| run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let world = pretext::core::distributed::world();
+            if world.is_distributed() {
+                eprintln!("error on rank {} of {}: {e:#}", world.rank, world.size);
+                // The other ranks may wait in a collective this one will never join.
+                pretext::core::distributed::abort_job(1);
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// Under MPI, refuse the jobs that do not train data-parallel yet rather than run N copies.
+fn only_data_parallel_jobs(command: &Command) -> Result<()> {
+    let world = pretext::core::distributed::world();
+    if world.is_distributed() && !matches!(command, Command::Mlm(text::MlmCommand::Train { .. })) {
+        bail!(
+            "this job runs in one process; under mpirun (here {} ranks) only `pretext mlm train` \
+             trains data-parallel so far (image methods need gathered negatives and synchronised \
+             batch norm first: issue 27)",
+            world.size
+        );
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {

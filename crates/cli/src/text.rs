@@ -112,7 +112,9 @@ pub fn run_mlm(g: &Global, cmd: MlmCommand) -> Result<()> {
                 quiet: false,
             };
             let run = train_mlm(&config, &corpus, &device, &options)?;
-            if g.json {
+            if !pretext::core::distributed::world().is_root() {
+                // Under MPI rank 0 speaks for the job.
+            } else if g.json {
                 println!(
                     "{}",
                     json!({ "command": "mlm train", "corpus": corpus, "result": run })

@@ -79,6 +79,7 @@ impl<T: Send + 'static> Loader<T> {
         F: Fn(usize, usize, &[usize]) -> T + Send + 'static,
     {
         let (tx, rx): (SyncSender<T>, _) = sync_channel(schedule.prefetch.max(1));
+        let world = crate::core::distributed::world();
         let steps = schedule
             .steps_per_epoch
             .min(len / schedule.batch_size.max(1));
@@ -93,8 +94,10 @@ impl<T: Send + 'static> Loader<T> {
                         0
                     };
                     for step in first..steps {
-                        let indices =
+                        let batch =
                             &order[step * schedule.batch_size..(step + 1) * schedule.batch_size];
+                        // Under MPI, this rank's share of the global batch.
+                        let indices = world.share(batch);
                         if tx.send(make(epoch, step, indices)).is_err() {
                             return;
                         }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod distributed;
 pub mod eval;
 pub mod finetune;
 pub mod heads;

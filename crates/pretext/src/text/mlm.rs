@@ -19,6 +19,7 @@ use super::token_cache::{CachedExamples, TokenCache};
 use super::tokenizer::{SpecialIds, TextTokenizer};
 use crate::core::cache::default_cache_dir;
 use crate::core::checkpoint::{previous_checkpoint, unused_path};
+use crate::core::distributed::world;
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, Step, TrainOptions, TrainSummary, run_loop};
 
@@ -184,8 +185,11 @@ fn tokenizer_for(
             tokenizer.family().name()
         );
     }
-    // Written beside the checkpoint so every later command finds the two together.
-    tokenizer.save(&saved)?;
+    // Written beside the checkpoint so every later command finds the two together (by rank 0
+    // alone under MPI).
+    if world().is_root() {
+        tokenizer.save(&saved)?;
+    }
     Ok(tokenizer)
 }
 
@@ -200,7 +204,26 @@ pub fn train_mlm(
     let out_dir = PathBuf::from(&config.train.out_dir);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let tokenizer = tokenizer_for(config, corpus_path, &out_dir, options.resume)?;
+    // Under MPI rank 0 trains the tokenizer and builds the token cache, then the other ranks
+    // load what it wrote: a tokenizer trained twice can number its pieces differently.
+    let world = world();
+    let root_first = |make: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        if world.is_root() {
+            make()?;
+        }
+        world.barrier();
+        if !world.is_root() {
+            make()?;
+        }
+        Ok(())
+    };
+    let mut tokenizer = None;
+    root_first(&mut || {
+        let resume = options.resume || !world.is_root();
+        tokenizer = Some(tokenizer_for(config, corpus_path, &out_dir, resume)?);
+        Ok(())
+    })?;
+    let tokenizer = tokenizer.context("no tokenizer")?;
     let encoder = config.encoder_config(&tokenizer)?;
 
     let origin = corpus_path.display().to_string();
@@ -209,14 +232,19 @@ pub fn train_mlm(
         "" => default_cache_dir().unwrap_or_else(|| out_dir.join("cache")),
         dir => PathBuf::from(dir),
     };
-    let cache = TokenCache::open_or_build(
-        corpus_path,
-        &tokenizer,
-        config.data.holdout_every,
-        config.data.max_lines,
-        &cache_root,
-        !options.quiet,
-    )?;
+    let mut cache = None;
+    root_first(&mut || {
+        cache = Some(TokenCache::open_or_build(
+            corpus_path,
+            &tokenizer,
+            config.data.holdout_every,
+            config.data.max_lines,
+            &cache_root,
+            !options.quiet && world.is_root(),
+        )?);
+        Ok(())
+    })?;
+    let cache = cache.context("no token cache")?;
     let (max_len, mode) = (config.data.max_len, config.data.mode);
     let examples = CachedExamples::new(
         cache.train.clone(),
@@ -226,7 +254,7 @@ pub fn train_mlm(
         &origin,
     )?;
     let heldout = if cache.heldout.lines() == 0 {
-        if !options.quiet && config.data.holdout_every > 0 {
+        if !options.quiet && world.is_root() && config.data.holdout_every > 0 {
             eprintln!(
                 "note: no held-out score: {origin} has {} line(s) and every {}th is held out \
                  (data.holdout_every), so none is",
@@ -333,12 +361,14 @@ pub fn train_mlm(
         model,
         source_at,
         |m: &MlmModel, batch: Batch, _| {
+            // The loss is a mean over the masked tokens, however many the batch drew.
+            let masked = batch.masked_count() as f64;
             m.loss(
                 batch.input_tensor(&ad),
                 batch.attention_tensor(&ad),
                 &batch.labels,
             )
-            .map(Step::from)
+            .map(|loss| Step::from(loss).weighted(masked))
         },
         |m, _, _: Vec<()>| m,
         |_| Ok(vec![]),

@@ -22,6 +22,7 @@ use crate::core::checkpoint::{
     Checkpoint, load_module, module_tensors, remove_stale_temporaries, write_atomic,
 };
 use crate::core::config::TrainConfig;
+use crate::core::distributed::{average_gradients, world};
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
 pub use lock::{LOCK_FILE, RunLock};
@@ -83,6 +84,9 @@ pub struct Step<C = ()> {
     pub embeddings: Option<Tensor<2>>,
     /// Handed to `after_step` once the optimizer has stepped (MoCo's keys for its queue).
     pub carry: C,
+    /// How many terms the loss is a mean of, where that differs from batch to batch (masked
+    /// tokens): under MPI each rank's loss then counts in proportion (`None`: equally).
+    pub weight: Option<f64>,
 }
 
 impl<C: Default> From<Tensor<1>> for Step<C> {
@@ -91,11 +95,20 @@ impl<C: Default> From<Tensor<1>> for Step<C> {
             loss,
             embeddings: None,
             carry: C::default(),
+            weight: None,
         }
     }
 }
 
 impl<C> Step<C> {
+    /// The loss is a mean over `weight` terms (see [`Step::weight`]).
+    pub fn weighted(self, weight: f64) -> Self {
+        Step {
+            weight: Some(weight),
+            ..self
+        }
+    }
+
     /// Watch `embeddings` for collapse.
     pub fn watching(self, embeddings: Tensor<2>) -> Self {
         Step {
@@ -191,10 +204,18 @@ where
     }
     let ckpt_path = checkpoint_file(&spec.train.out_dir);
     let out_dir = PathBuf::from(&spec.train.out_dir);
-    let _lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
-    for stale in remove_stale_temporaries(&out_dir) {
-        eprintln!("removed {}, left by an interrupted write", stale.display());
-    }
+    // Under MPI rank 0 alone writes the run folder; the other ranks only read a checkpoint.
+    let world = world();
+    world.check_batch(spec.batch_size)?;
+    let _lock = if world.is_root() {
+        let lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
+        for stale in remove_stale_temporaries(&out_dir) {
+            eprintln!("removed {}, left by an interrupted write", stale.display());
+        }
+        Some(lock)
+    } else {
+        None
+    };
     let metrics_path = out_dir.join("metrics.jsonl");
     let identity = toml::to_string(&spec.identity).unwrap_or_default();
 
@@ -213,6 +234,15 @@ where
             &spec.identity,
         )?;
         check_same_data(&ckpt.meta["data"], &spec.data, &ckpt_path)?;
+        let ranks = ckpt.meta["ranks"].as_u64().unwrap_or(1) as usize;
+        if ranks != world.size {
+            bail!(
+                "--resume: {} was trained on {ranks} rank(s) and this job has {}; resume it on \
+                 {ranks} (mpirun -np {ranks}), so that every step sees the same batches",
+                ckpt_path.display(),
+                world.size
+            );
+        }
         let done = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
         if done >= end_step {
             bail!(
@@ -231,7 +261,7 @@ where
         start_step = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
         // Metrics past the checkpoint belong to the interrupted attempt; drop them.
         truncate_metrics(&metrics_path, start_step)?;
-    } else {
+    } else if world.is_root() {
         if ckpt_path.is_file() && !options.overwrite {
             let step = Checkpoint::load(&ckpt_path)
                 .ok()
@@ -247,12 +277,18 @@ where
     }
 
     let mut source = source_at(start_step);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-    let bar = if options.quiet {
+    let mut metrics: Box<dyn Write> = if world.is_root() {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&metrics_path)
+                .with_context(|| format!("cannot open {}", metrics_path.display()))?,
+        )
+    } else {
+        Box::new(std::io::sink())
+    };
+    let bar = if options.quiet || !world.is_root() {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(end_step.saturating_sub(start_step) as u64)
@@ -288,6 +324,7 @@ where
             "optimizer_steps": optimizer.steps(),
             "epoch": step / steps_per_epoch,
             "step_in_epoch": step % steps_per_epoch,
+            "ranks": world.size,
         });
         if let (Some(m), Some(extra)) = (meta.as_object_mut(), spec.meta.as_object()) {
             m.extend(extra.clone());
@@ -328,6 +365,7 @@ where
             let out = loss_of(&model, batch, step as f64 / total_steps as f64)
                 .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
             let mut loss = out.loss;
+            let weight = out.weight.unwrap_or(1.0);
             carried.push(out.carry);
             if let Some(e) = out.embeddings {
                 collapse.push(collapse_std(e));
@@ -335,7 +373,12 @@ where
             if accum > 1 {
                 loss = loss.div_scalar(accum as f64);
             }
-            let value: f64 = loss.clone().into_scalar::<f64>();
+            // Under MPI: this rank's share of the global batch's loss (every rank sees the same
+            // value, so the NaN guard below stops them all at the same step).
+            let (scale, value) = world.weigh(loss.clone().into_scalar::<f64>(), weight);
+            if scale != 1.0 {
+                loss = loss.mul_scalar(scale);
+            }
             let t1 = Instant::now();
             if !value.is_finite() {
                 bar.abandon();
@@ -353,7 +396,8 @@ where
         }
         let t2 = Instant::now();
         let lr = spec.optimizer.lr_at(step, warmup_steps, total_steps);
-        model = optimizer.step(model, accumulated.grads(), lr);
+        let grads = average_gradients(&model, accumulated.grads());
+        model = optimizer.step(model, grads, lr);
         model = after_step(model, (step + 1) as f64 / total_steps as f64, carried);
         time.optimizer += t2.elapsed().as_secs_f64();
 
@@ -386,13 +430,20 @@ where
         let epoch_end = step.is_multiple_of(steps_per_epoch);
         let periodic =
             spec.train.checkpoint_every > 0 && step.is_multiple_of(spec.train.checkpoint_every);
-        if epoch_end || periodic || step == end_step {
+        if world.is_distributed() && (step.is_multiple_of(REPLICA_CHECK_EVERY) || step == end_step)
+        {
+            world.check_replicas(&model, step)?;
+        }
+        if (epoch_end || periodic || step == end_step) && world.is_root() {
             let tc = Instant::now();
             save(&model, &optimizer, step)?;
             time.checkpoint += tc.elapsed().as_secs_f64();
         }
-        if INTERRUPTED.load(Ordering::SeqCst) && step < end_step {
-            if !(epoch_end || periodic) {
+        // Under MPI every rank stops at the same step, whichever got the Ctrl-C first.
+        let mut interrupted = [f64::from(u8::from(INTERRUPTED.load(Ordering::SeqCst)))];
+        world.sum(&mut interrupted);
+        if interrupted[0] > 0.0 && step < end_step {
+            if !(epoch_end || periodic) && world.is_root() {
                 save(&model, &optimizer, step)?;
             }
             bar.abandon();
@@ -427,7 +478,9 @@ where
     time.data_wait = source.waited().as_secs_f64();
     time.total = started.elapsed().as_secs_f64();
     drop(source);
-    crate::core::report::plot_loss(&metrics_path, &out_dir.join("loss.svg")).ok();
+    if world.is_root() {
+        crate::core::report::plot_loss(&metrics_path, &out_dir.join("loss.svg")).ok();
+    }
 
     let mean_of = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let loop_secs = loop_started.elapsed().as_secs_f64().max(1e-9);
@@ -448,10 +501,15 @@ where
         resumed_from_step: start_step,
     };
     // What the run's report shows as its time breakdown.
-    let summary_json = serde_json::to_vec_pretty(&summary)?;
-    write_atomic(&out_dir.join(SUMMARY_FILE), &summary_json)?;
+    if world.is_root() {
+        let summary_json = serde_json::to_vec_pretty(&summary)?;
+        write_atomic(&out_dir.join(SUMMARY_FILE), &summary_json)?;
+    }
     Ok((model, summary))
 }
+
+/// Steps between checks that the replicas of a multi-rank run still agree.
+const REPLICA_CHECK_EVERY: usize = 50;
 
 /// What the NaN guard can say about the checkpoint it leaves in place.
 /// Set by the first Ctrl-C: the loop finishes its step, saves it and stops with a word on how
@@ -578,6 +636,7 @@ mod tests {
                     loss: (m.forward(x) - y).powf_scalar(2.0).mean().reshape([1]),
                     embeddings: None,
                     carry: 1usize,
+                    weight: None,
                 })
             },
             // Every batch of a step hands its carry to the step's end.

@@ -296,6 +296,28 @@ mod tests {
     }
 
     #[test]
+    fn webp_images_are_read_beside_png_and_jpeg() {
+        let dir = folder("stream-webp");
+        // The image crate writes WebP losslessly: decoded, it gives back exactly these pixels.
+        let im = image::RgbImage::from_fn(9, 7, |x, y| {
+            image::Rgb([(x * 20) as u8, (y * 30) as u8, 77])
+        });
+        im.save(dir.join("dog/4.webp")).unwrap();
+        let (f, _) = StreamedFolder::open(&dir, None).unwrap().unwrap();
+        assert_eq!(
+            (f.len(), f.channels()),
+            (9, 3),
+            "the WebP is indexed, in colour"
+        );
+        assert_eq!(f.labels().unwrap()[8], 1);
+        let read = f.image(8).unwrap();
+        let expected = image_of(image::DynamicImage::ImageRgb8(im), 3);
+        assert_eq!((read.height, read.width), (7, 9));
+        assert_eq!(read.data, expected.data);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn unreadable_images_are_skipped_and_counted_or_stop_the_run() {
         let dir = folder("stream-errors");
         let (f, _) = StreamedFolder::open(&dir, None).unwrap().unwrap();

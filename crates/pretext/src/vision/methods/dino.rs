@@ -244,6 +244,7 @@ impl Method for Dino {
             loss,
             embeddings: Some(Tensor::cat(student[..2].to_vec(), 0)),
             carry: Some(batch_mean),
+            weight: None,
         })
     }
 

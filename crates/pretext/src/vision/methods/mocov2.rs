@@ -101,6 +101,7 @@ impl Method for MocoV2 {
             loss,
             embeddings: Some(q),
             carry: Some(k),
+            weight: None,
         })
     }
 

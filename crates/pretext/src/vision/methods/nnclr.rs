@@ -94,6 +94,7 @@ impl Method for Nnclr {
             loss,
             embeddings: Some(z),
             carry: Some(z1.detach()),
+            weight: None,
         })
     }
 

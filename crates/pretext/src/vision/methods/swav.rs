@@ -167,6 +167,7 @@ impl Method for Swav {
             loss,
             embeddings: Some(globals),
             carry,
+            weight: None,
         })
     }
 

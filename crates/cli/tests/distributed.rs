@@ -1,0 +1,143 @@
+//! Data-parallel training under `mpirun` (built with `--features mpi`; `.ci/run` installs Open
+//! MPI): two ranks, each on half of every global batch, must end with the weights one process
+//! trains on the whole batches; a two-rank run stopped and resumed must end bit for bit where the
+//! uninterrupted one does; a checkpoint of two ranks is not resumed on one.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pretext::core::checkpoint::Checkpoint;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pretext");
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pretext-mpi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny RoBERTa-style MLM run (no dropout: the device's random draws would differ between one
+/// process and a rank's half batch) on `ranks` processes.
+fn mlm(ranks: usize, work: &Path, out: &str, extra: &[&str]) -> Command {
+    let mut c = if ranks == 1 {
+        Command::new(BIN)
+    } else {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+            .arg(ranks.to_string())
+            .arg(BIN);
+        c
+    };
+    let quoted = |key: &str, path: PathBuf| format!("{key}=\"{}\"", path.display());
+    c.args(["mlm", "train", "--corpus"])
+        .arg(work.join("corpus.txt"))
+        .args(["--threads", "1", "--json"]);
+    for set in [
+        "steps=6",
+        "batch_size=8",
+        "tokenizer.family=roberta",
+        &quoted("tokenizer.path", work.join("tokenizer.json")),
+        "model.size=tiny",
+        "model.dropout=0.0",
+        "data.mode=line_by_line",
+        "data.max_len=24",
+        "data.holdout_every=10",
+        "eval.max_sequences=0",
+        "optimizer.warmup_steps=2",
+        &quoted("train.out_dir", work.join(out)),
+        &quoted("data.cache_dir", work.join("cache")),
+    ] {
+        c.args(["--set", set]);
+    }
+    c.args(extra);
+    c
+}
+
+fn succeeds(mut c: Command) -> String {
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{c:?}\n{stderr}");
+    stderr
+}
+
+#[test]
+fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
+    let work = dir("mlm");
+    let words = ["fox", "dog", "cat", "yak", "king", "queen"];
+    let verbs = ["chases", "greets", "helps", "watches"];
+    let lines: Vec<String> = (0..240)
+        .map(|i| {
+            let (a, b) = (words[i % 6], words[(i / 2) % 6]);
+            format!("the {a} {} the {b} today", verbs[(i / 6) % 4])
+        })
+        .collect();
+    std::fs::write(work.join("corpus.txt"), lines.join("\n")).unwrap();
+    let mut tokenizer = Command::new(BIN);
+    tokenizer
+        .args([
+            "tokenizer",
+            "train",
+            "--family",
+            "roberta",
+            "--vocab-size",
+            "300",
+        ])
+        .arg("--corpus")
+        .arg(work.join("corpus.txt"))
+        .arg("--out")
+        .arg(work.join("tokenizer.json"));
+    succeeds(tokenizer);
+
+    succeeds(mlm(1, &work, "one", &[]));
+    succeeds(mlm(2, &work, "two", &[]));
+    let one = Checkpoint::load(&work.join("one")).unwrap();
+    let two = Checkpoint::load(&work.join("two")).unwrap();
+    assert_eq!(two.meta["ranks"], 2);
+    assert_eq!(one.model.len(), two.model.len());
+    let mut worst = 0f32;
+    for (a, b) in one.model.iter().zip(&two.model) {
+        assert_eq!((&a.name, &a.shape), (&b.name, &b.shape));
+        for (x, y) in a.values.iter().zip(&b.values) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    eprintln!("2 ranks against 1 process: weights differ by at most {worst:e}");
+    assert!(
+        worst < 1e-5,
+        "2 ranks and 1 process differ by up to {worst}"
+    );
+    assert_eq!(
+        (&one.meta["step"], &two.meta["step"]),
+        (&6.into(), &6.into())
+    );
+
+    // Stopped at step 3 and resumed on 2 ranks: the uninterrupted 2-rank run, bit for bit.
+    succeeds(mlm(2, &work, "resumed", &["--set", "train.max_steps=3"]));
+    succeeds(mlm(2, &work, "resumed", &["--resume"]));
+    let resumed = Checkpoint::load(&work.join("resumed")).unwrap();
+    assert!(resumed.model == two.model, "the resumed 2-rank run differs");
+    assert!(resumed.optimizer == two.optimizer);
+
+    // A 2-rank checkpoint is not resumed by one process.
+    let mut partial = mlm(2, &work, "partial", &["--set", "train.max_steps=3"]);
+    assert!(partial.output().unwrap().status.success());
+    let refused = mlm(1, &work, "partial", &["--resume"]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("trained on 2 rank(s)"),
+        "{err}"
+    );
+
+    // An uneven split of the global batch is refused by name.
+    let uneven = mlm(2, &work, "uneven", &["--set", "batch_size=7"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&uneven.stderr);
+    assert!(
+        !uneven.status.success() && err.contains("batch_size = 7"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
