@@ -1,11 +1,13 @@
 //! Data-parallel training under `mpirun` (built with `--features mpi`; `.ci/run` installs Open
 //! MPI): two ranks, each on half of every global batch, must end with the weights one process
-//! trains on the whole batches; a two-rank run stopped and resumed must end bit for bit where the
-//! uninterrupted one does; a checkpoint of two ranks is not resumed on one.
+//! trains on the whole batches; a two-rank run stopped and resumed, or with a rank killed and
+//! resumed, must end bit for bit where the uninterrupted one does; a checkpoint of two ranks is
+//! not resumed on one.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use pretext::core::checkpoint::Checkpoint;
 
@@ -62,9 +64,10 @@ fn succeeds(mut c: Command) -> String {
     stderr
 }
 
-#[test]
-fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
-    let work = dir("mlm");
+/// A folder with a small corpus and a tokenizer trained on it, which every run is given: a
+/// tokenizer trained in each run could number its pieces differently.
+fn prepared(name: &str) -> PathBuf {
+    let work = dir(name);
     let words = ["fox", "dog", "cat", "yak", "king", "queen"];
     let verbs = ["chases", "greets", "helps", "watches"];
     let lines: Vec<String> = (0..240)
@@ -89,6 +92,12 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
         .arg("--out")
         .arg(work.join("tokenizer.json"));
     succeeds(tokenizer);
+    work
+}
+
+#[test]
+fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
+    let work = prepared("mlm");
 
     succeeds(mlm(1, &work, "one", &[]));
     succeeds(mlm(2, &work, "two", &[]));
@@ -138,6 +147,105 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
     assert!(
         !uneven.status.success() && err.contains("batch_size = 7"),
         "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The processes whose parent is `parent`, from `/proc`.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (name) state ppid ...`; the name may hold spaces, so read after its ')'.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+        })
+        .collect()
+}
+
+/// The process among `parent`'s descendants that MPI started as `rank`.
+fn rank_process(parent: u32, rank: usize) -> Option<u32> {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    for pid in children(parent) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|v| v == wanted.as_bytes()) {
+            return Some(pid);
+        }
+        if let Some(found) = rank_process(pid, rank) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_rank_killed_mid_run_ends_the_job_by_name_and_resume_reaches_the_uninterrupted_weights() {
+    let work = prepared("kill");
+    let extra = ["--set", "steps=40", "--set", "train.checkpoint_every=4"];
+    let started = Instant::now();
+    succeeds(mlm(2, &work, "reference", &extra));
+    let wall = started.elapsed();
+
+    let mut job = mlm(2, &work, "killed", &extra);
+    let job = job
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(wall / 2);
+    let rank1 = rank_process(job.id(), 1).expect("rank 1 of the running job");
+    let killed = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &rank1.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = job.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the job went on without rank 1");
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "the job took {:?} to end",
+        killed.elapsed()
+    );
+    assert!(
+        err.contains("rank 1"),
+        "the message does not name rank 1: {err}"
+    );
+    let named = err
+        .lines()
+        .find(|l| l.contains("rank 1"))
+        .unwrap_or_default();
+    eprintln!(
+        "rank 1 killed {:?} into a {wall:?} run; the job ended {:?} later: {named}",
+        wall / 2,
+        killed.elapsed()
+    );
+
+    // Resumed from the last checkpoint (or started again if none was written yet), the run ends
+    // where the uninterrupted one does, bit for bit.
+    let last = Checkpoint::load(&work.join("killed")).ok();
+    eprintln!(
+        "checkpoint left at step {}",
+        last.as_ref()
+            .map_or("none".into(), |c| c.meta["step"].to_string())
+    );
+    let again: &[&str] = if last.is_some() { &["--resume"] } else { &[] };
+    succeeds(mlm(2, &work, "killed", &[&extra[..], again].concat()));
+    let want = Checkpoint::load(&work.join("reference")).unwrap();
+    let got = Checkpoint::load(&work.join("killed")).unwrap();
+    assert_eq!(got.meta["step"], 40);
+    assert!(got.model == want.model, "the resumed run's weights differ");
+    assert!(
+        got.optimizer == want.optimizer,
+        "its optimizer state differs"
     );
     let _ = std::fs::remove_dir_all(&work);
 }
