@@ -1,8 +1,9 @@
 //! Data-parallel training under `mpirun` (built with `--features mpi`; `.ci/run` installs Open
 //! MPI): two ranks, each on half of every global batch, must end with the weights one process
 //! trains on the whole batches; a two-rank run stopped and resumed, or with a rank killed and
-//! resumed, must end bit for bit where the uninterrupted one does; a checkpoint of two ranks is
-//! not resumed on one.
+//! resumed, must end bit for bit where the uninterrupted one does; a rank that stops answering
+//! ends the job after `train.collective_timeout`; a checkpoint of two ranks is not resumed on
+//! one.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
@@ -246,6 +247,67 @@ fn a_rank_killed_mid_run_ends_the_job_by_name_and_resume_reaches_the_uninterrupt
     assert!(
         got.optimizer == want.optimizer,
         "its optimizer state differs"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn a_rank_that_stops_answering_ends_the_job_after_the_collective_timeout() {
+    let work = prepared("stuck");
+    let extra = [
+        "--set",
+        "steps=400",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.collective_timeout=3",
+    ];
+    let mut job = mlm(2, &work, "stuck", &extra);
+    let job = job
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stopped, not killed: mpirun sees a live process, and only the watchdog on rank 0 can
+    // tell that it no longer answers.
+    let rank1 = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            rank_process(job.id(), 1)
+                .filter(|_| work.join("stuck/checkpoint.safetensors").is_file())
+        })
+        .expect("rank 1 of the running job, after its first checkpoint");
+    let stopped = Instant::now();
+    let signal = |name: &str| {
+        let _ = Command::new("kill")
+            .args([name, &rank1.to_string()])
+            .status();
+    };
+    signal("-STOP");
+    // Should mpirun wait on the stopped process, do not hang the test suite over it.
+    let rank1_pid = rank1.to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(45));
+        let _ = Command::new("kill").args(["-KILL", &rank1_pid]).status();
+    });
+    let out = job.wait_with_output().unwrap();
+    let ended = stopped.elapsed();
+    signal("-KILL");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        ended < Duration::from_secs(60),
+        "the job took {ended:?} to end"
+    );
+    assert!(
+        err.contains("error on rank 0 of 2") && err.contains("train.collective_timeout = 3 s"),
+        "{err}"
+    );
+    eprintln!("rank 1 stopped; the job ended {ended:?} later");
+    let kept = Checkpoint::load(&work.join("stuck")).unwrap();
+    assert!(
+        kept.meta["step"].as_u64().unwrap() >= 4,
+        "the last checkpoint is kept"
     );
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -28,6 +28,9 @@ pub struct TrainConfig {
     /// log a kNN score of their features at every epoch end, against as many training images
     /// (0: off). Labels are read for this score only.
     pub online_knn: usize,
+    /// Under MPI: seconds a rank waits in one of the training loop's collectives before it
+    /// decides another rank has stopped answering and ends the job (0: wait for ever).
+    pub collective_timeout: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +66,7 @@ impl Default for TrainConfig {
             prefetch: 4,
             max_steps: 0,
             online_knn: 0,
+            collective_timeout: 600.0,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! Gradients travel as host `f32` buffers, one all-reduce per bucket.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -133,6 +135,7 @@ impl World {
     /// Sum `values` over the ranks, in place.
     pub fn sum<T: Summable>(&self, values: &mut [T]) {
         if self.size > 1 {
+            let _waiting = Waiting::enter();
             T::all_reduce_sum(values);
         }
     }
@@ -142,6 +145,7 @@ impl World {
         if self.size == 1 {
             return vec![value];
         }
+        let _waiting = Waiting::enter();
         all_gather(value, self.size)
     }
 
@@ -190,6 +194,75 @@ impl World {
             );
         }
         Ok(())
+    }
+}
+
+/// Milliseconds since the epoch at which this rank entered the collective it is in (0: none).
+static WAITING_SINCE: AtomicU64 = AtomicU64::new(0);
+/// The watchdog's limit in milliseconds (0: none).
+static TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Marks the time spent in one collective for the watchdog.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Self {
+        WAITING_SINCE.store(now_ms().max(1), Ordering::SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING_SINCE.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Watch the training loop's collectives: one that lasts longer than `timeout` means another
+/// rank stopped answering without dying (stuck, stopped, or cut off), which `mpirun` cannot see.
+/// The job cannot go on, so this rank says so and exits, and `mpirun` ends the others; the
+/// last checkpoint stays as it was. (The barriers while rank 0 builds the token cache are not
+/// watched: building takes as long as the corpus is big.) Zero turns the watch off.
+pub fn watch_collectives(timeout: Duration) {
+    TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::SeqCst);
+    static WATCHING: OnceLock<()> = OnceLock::new();
+    let world = world();
+    if world.size == 1 || WATCHING.set(()).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("pretext-collective-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let (since, limit) = (
+                    WAITING_SINCE.load(Ordering::SeqCst),
+                    TIMEOUT_MS.load(Ordering::SeqCst),
+                );
+                if since > 0 && limit > 0 && now_ms().saturating_sub(since) > limit {
+                    eprintln!(
+                        "error on rank {} of {}: waited {:.0} s for the other ranks in an \
+                         all-reduce (train.collective_timeout = {} s): a rank stopped \
+                         answering; ending the job (the last checkpoint is kept)",
+                        world.rank,
+                        world.size,
+                        (now_ms() - since) as f64 / 1000.0,
+                        limit as f64 / 1000.0
+                    );
+                    // Not MPI_Abort: only the training thread may call MPI. mpirun ends the
+                    // other ranks when this one exits with an error.
+                    std::process::exit(1);
+                }
+            }
+        });
+    if spawned.is_err() {
+        eprintln!("warning: cannot start the collective watchdog; a stuck rank would hang the job");
     }
 }
 

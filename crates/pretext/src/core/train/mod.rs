@@ -22,7 +22,7 @@ use crate::core::checkpoint::{
     Checkpoint, load_module, module_tensors, remove_stale_temporaries, write_atomic,
 };
 use crate::core::config::TrainConfig;
-use crate::core::distributed::{average_gradients, world};
+use crate::core::distributed::{average_gradients, watch_collectives, world};
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
 pub use lock::{LOCK_FILE, RunLock};
@@ -207,6 +207,12 @@ where
     // Under MPI rank 0 alone writes the run folder; the other ranks only read a checkpoint.
     let world = world();
     world.check_batch(spec.batch_size)?;
+    if world.is_distributed() {
+        if spec.train.collective_timeout.is_nan() || spec.train.collective_timeout < 0.0 {
+            bail!("train.collective_timeout must be a number of seconds, 0 or more");
+        }
+        watch_collectives(Duration::from_secs_f64(spec.train.collective_timeout));
+    }
     let _lock = if world.is_root() {
         let lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
         for stale in remove_stale_temporaries(&out_dir) {
