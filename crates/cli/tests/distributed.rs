@@ -22,15 +22,24 @@ fn dir(name: &str) -> PathBuf {
 }
 
 /// A tiny RoBERTa-style MLM run (no dropout: the device's random draws would differ between one
-/// process and a rank's half batch) on `ranks` processes.
+/// process and a rank's half batch) on `ranks` processes on this machine.
 fn mlm(ranks: usize, work: &Path, out: &str, extra: &[&str]) -> Command {
-    let mut c = if ranks == 1 {
+    let np = ranks.to_string();
+    let mpirun: &[&str] = if ranks == 1 {
+        &[]
+    } else {
+        &["--oversubscribe", "-np", &np]
+    };
+    mlm_launched(mpirun, work, out, extra)
+}
+
+/// [`mlm`] started by `mpirun` with `mpirun_args` (none: one process without `mpirun`).
+fn mlm_launched(mpirun_args: &[&str], work: &Path, out: &str, extra: &[&str]) -> Command {
+    let mut c = if mpirun_args.is_empty() {
         Command::new(BIN)
     } else {
         let mut c = Command::new("mpirun");
-        c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
-            .arg(ranks.to_string())
-            .arg(BIN);
+        c.arg("--allow-run-as-root").args(mpirun_args).arg(BIN);
         c
     };
     let quoted = |key: &str, path: PathBuf| format!("{key}=\"{}\"", path.display());
@@ -122,6 +131,26 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
         (&one.meta["step"], &two.meta["step"]),
         (&6.into(), &6.into())
     );
+
+    // Over TCP, as ranks on two machines talk (here on the loopback interface, which Open MPI
+    // leaves out unless told), from a hostfile: the shared-memory run's weights, bit for bit.
+    std::fs::write(work.join("hosts"), "localhost slots=2\n").unwrap();
+    let hosts = work.join("hosts").display().to_string();
+    let tcp = [
+        "--hostfile",
+        &hosts,
+        "--mca",
+        "btl",
+        "tcp,self",
+        "--mca",
+        "btl_tcp_if_include",
+        "lo",
+        "-np",
+        "2",
+    ];
+    succeeds(mlm_launched(&tcp, &work, "tcp", &[]));
+    let over_tcp = Checkpoint::load(&work.join("tcp")).unwrap();
+    assert!(over_tcp.model == two.model, "over TCP the weights differ");
 
     // Stopped at step 3 and resumed on 2 ranks: the uninterrupted 2-rank run, bit for bit.
     succeeds(mlm(2, &work, "resumed", &["--set", "train.max_steps=3"]));
