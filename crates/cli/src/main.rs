@@ -271,11 +271,14 @@ fn main() -> ExitCode {
 /// Under MPI, refuse the jobs that do not train data-parallel yet rather than run N copies.
 fn only_data_parallel_jobs(command: &Command) -> Result<()> {
     let world = pretext::core::distributed::world();
-    if world.is_distributed() && !matches!(command, Command::Mlm(text::MlmCommand::Train { .. })) {
+    let data_parallel = matches!(
+        command,
+        Command::Mlm(text::MlmCommand::Train { .. }) | Command::Pretrain { .. }
+    );
+    if world.is_distributed() && !data_parallel {
         bail!(
-            "this job runs in one process; under mpirun (here {} ranks) only `pretext mlm train` \
-             trains data-parallel so far (image methods need gathered negatives and synchronised \
-             batch norm first: issue 27)",
+            "this job runs in one process; under mpirun (here {} ranks) only `pretext pretrain` \
+             and `pretext mlm train` train data-parallel",
             world.size
         );
     }

@@ -28,14 +28,19 @@ pub fn pretrain(g: &Global, data: Option<&Path>, resume: bool, overwrite: bool) 
     let config = load_config(g, None)?;
     let device = pretext::core::device::parse(&g.device)?;
     let (train, description) = data::open_train(data, &config.data)?;
-    eprintln!("data: {description}");
+    // Under MPI rank 0 speaks for the job.
+    let root = pretext::core::distributed::world().is_root();
+    if root {
+        eprintln!("data: {description}");
+    }
     let options = TrainOptions {
         resume,
         overwrite,
         quiet: false,
     };
     let summary = pretrain_any(&config, train, &device, &options)?;
-    if g.json {
+    if !root {
+    } else if g.json {
         println!(
             "{}",
             json!({ "command": "pretrain", "data": description, "summary": summary })

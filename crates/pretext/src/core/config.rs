@@ -31,6 +31,10 @@ pub struct TrainConfig {
     /// Under MPI: seconds a rank waits in one of the training loop's collectives before it
     /// decides another rank has stopped answering and ends the job (0: wait for ever).
     pub collective_timeout: f64,
+    /// Under MPI: batch norm layers take their statistics over the global batch (every rank's
+    /// rows), so that N ranks train what one process trains on the same batches. Off, each
+    /// rank normalises its own share, as PyTorch DDP does by default.
+    pub sync_batchnorm: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +71,7 @@ impl Default for TrainConfig {
             max_steps: 0,
             online_knn: 0,
             collective_timeout: 600.0,
+            sync_batchnorm: false,
         }
     }
 }

@@ -286,6 +286,19 @@ impl PretrainConfig {
         self.jigsaw.validate()?;
         self.projection.validate("projection")?;
         self.prediction.validate("prediction")?;
+        // The predictor maps a projection to the space of the other view's projection.
+        let predicts = ["byol", "simsiam", "nnclr", "mocov3"];
+        if predicts.contains(&self.method.as_str())
+            && self.prediction.output != self.projection.output
+        {
+            bail!(
+                "prediction.output = {} must equal projection.output = {} for method = \"{}\": \
+                 its predictor regresses one view's projection from the other's",
+                self.prediction.output,
+                self.projection.output,
+                self.method
+            );
+        }
         self.optimizer.validate()?;
         for (i, v) in self.views.iter().enumerate() {
             v.apply(&ViewConfig::default())

@@ -113,6 +113,13 @@ pub fn pretrain_on<M: Method>(
         .map(|v| v.build((height, width), &mean, &std))
         .collect();
 
+    let world = crate::core::distributed::world();
+    if world.is_distributed() && !crate::core::kernels::on_flex(device) {
+        bail!(
+            "under mpirun, pretrain runs on the flex CPU device (--device cpu): the gathers of \
+             embeddings and batch statistics across ranks are implemented for it alone so far"
+        );
+    }
     device.seed(config.seed);
     let ad = device.clone().autodiff();
     let image = (channels, height, width);
@@ -165,7 +172,8 @@ pub fn pretrain_on<M: Method>(
         )
     };
     let online_knn = |m: &M| -> Result<Vec<(&'static str, f64)>> {
-        let Some((bank, queries)) = &online else {
+        // Under MPI rank 0 alone reports the score (every replica holds the same weights).
+        let Some((bank, queries)) = online.as_ref().filter(|_| world.is_root()) else {
             return Ok(Vec::new());
         };
         let knn = Protocols {

@@ -93,30 +93,41 @@ pub trait BatchNormForward {
 
 impl BatchNormForward for BatchNorm {
     fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        #[cfg(feature = "flex")]
-        if x.device().is_autodiff()
-            && self.training.is_enabled()
-            && is_f32(&x)
-            && is_flex(&x.device())
-            && D >= 2
-        {
-            let (out, mean, variance) =
-                flex::batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
-            let device = out.device();
-            let momentum = self.momentum;
-            let running_mean = self.running_mean.value_sync().to_device(&device);
-            let running_var = self.running_var.value_sync().to_device(&device);
-            self.running_mean.update(
-                (running_mean.mul_scalar(1.0 - momentum) + mean.detach().mul_scalar(momentum))
-                    .detach(),
-            );
-            self.running_var.update(
-                (running_var.mul_scalar(1.0 - momentum) + variance.detach().mul_scalar(momentum))
-                    .detach(),
-            );
-            return out;
-        }
-        self.forward(x)
+        let training = x.device().is_autodiff() && self.training.is_enabled() && D >= 2;
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        let (out, mean, variance) = if training && crate::core::distributed::sync_batchnorm() {
+            crate::core::distributed::batch_norm_over_ranks(x, gamma, beta, self.epsilon)
+        } else {
+            #[cfg(feature = "flex")]
+            if training && is_f32(&x) && is_flex(&x.device()) {
+                let (out, mean, variance) = flex::batch_norm_train(x, gamma, beta, self.epsilon);
+                self.update_running(&out.device(), mean, variance);
+                return out;
+            }
+            return self.forward(x);
+        };
+        self.update_running(&out.device(), mean, variance);
+        out
+    }
+}
+
+trait RunningStats {
+    fn update_running(&self, device: &Device, mean: Tensor<1>, variance: Tensor<1>);
+}
+
+impl RunningStats for BatchNorm {
+    /// The running statistics updated exactly as burn's own training forward does.
+    fn update_running(&self, device: &Device, mean: Tensor<1>, variance: Tensor<1>) {
+        let momentum = self.momentum;
+        let running_mean = self.running_mean.value_sync().to_device(device);
+        let running_var = self.running_var.value_sync().to_device(device);
+        self.running_mean.update(
+            (running_mean.mul_scalar(1.0 - momentum) + mean.detach().mul_scalar(momentum)).detach(),
+        );
+        self.running_var.update(
+            (running_var.mul_scalar(1.0 - momentum) + variance.detach().mul_scalar(momentum))
+                .detach(),
+        );
     }
 }
 
@@ -309,7 +320,7 @@ fn is_flex(device: &Device) -> bool {
     enabled && on_flex(device)
 }
 
-fn on_flex(device: &Device) -> bool {
+pub(crate) fn on_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
         use burn::backend::DispatchDevice;

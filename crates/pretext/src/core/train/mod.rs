@@ -22,7 +22,7 @@ use crate::core::checkpoint::{
     Checkpoint, load_module, module_tensors, remove_stale_temporaries, write_atomic,
 };
 use crate::core::config::TrainConfig;
-use crate::core::distributed::{average_gradients, watch_collectives, world};
+use crate::core::distributed::{average_gradients, set_sync_batchnorm, watch_collectives, world};
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
 pub use lock::{LOCK_FILE, RunLock};
@@ -213,6 +213,7 @@ where
         }
         watch_collectives(Duration::from_secs_f64(spec.train.collective_timeout));
     }
+    set_sync_batchnorm(spec.train.sync_batchnorm);
     let _lock = if world.is_root() {
         let lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
         for stale in remove_stale_temporaries(&out_dir) {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, global_halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::barlow_twins;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -53,7 +53,7 @@ impl Method for BarlowTwins {
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
-        let (z1, z2) = halves(z.clone());
+        let (z1, z2) = global_halves(z.clone());
         Ok(Step::from(barlow_twins(z1, z2, self.lambda)).watching(z))
     }
 

@@ -20,6 +20,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageShape, Method, MethodStep, Step, per_view};
+use crate::core::distributed::gather_rows;
 use crate::core::heads::DinoHead;
 use crate::core::losses::dino;
 use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
@@ -239,7 +240,8 @@ impl Method for Dino {
             self.config.teacher_temperature_at(epochs_done),
             self.config.student_temperature,
         );
-        let batch_mean = Tensor::cat(teacher, 0).mean_dim(0);
+        // The centre follows the teacher's mean over the global batch.
+        let batch_mean = gather_rows(Tensor::cat(teacher, 0)).mean_dim(0);
         Ok(Step {
             loss,
             embeddings: Some(Tensor::cat(student[..2].to_vec(), 0)),

@@ -13,6 +13,7 @@
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
+use crate::core::distributed::gather_rows;
 use crate::core::heads::Mlp;
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +101,8 @@ impl Method for MocoV2 {
         Ok(Step {
             loss,
             embeddings: Some(q),
-            carry: Some(k),
+            // The queue takes every rank's keys.
+            carry: Some(gather_rows(k)),
             weight: None,
         })
     }

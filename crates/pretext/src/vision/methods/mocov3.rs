@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Branch, ImageShape, Method, MethodStep, Step, halves};
+use super::{Branch, ImageShape, Method, MethodStep, Step, global_halves};
 use crate::core::heads::Mlp;
 use crate::core::losses::cross_view_info_nce;
 use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
@@ -101,7 +101,7 @@ impl Method for MocoV3 {
         let both = Tensor::cat(views, 0);
         let q = self.predictor.forward(self.query.forward(both.clone()));
         let k = self.key.forward(both).detach();
-        let ((q1, q2), (k1, k2)) = (halves(q.clone()), halves(k));
+        let ((q1, q2), (k1, k2)) = (global_halves(q.clone()), global_halves(k));
         let t = self.temperature;
         let loss =
             (cross_view_info_nce(q1, k2, t) + cross_view_info_nce(q2, k1, t)).mul_scalar(2.0 * t);

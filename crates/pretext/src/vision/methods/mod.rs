@@ -29,6 +29,7 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::prelude::*;
 
+use crate::core::distributed::gather_rows;
 use crate::core::heads::Mlp;
 pub use crate::core::train::Step;
 use crate::vision::backbones::Backbone;
@@ -203,6 +204,14 @@ pub fn halves(t: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let [rows, _] = t.dims();
     let n = rows / 2;
     (t.clone().narrow(0, 0, n), t.narrow(0, n, n))
+}
+
+/// [`halves`] of the whole global batch: under MPI every rank's rows of each view, in rank
+/// order (a differentiable gather), so that a loss over the batch sees the batch one process
+/// would; in one process, the halves themselves.
+pub fn global_halves(t: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let (a, b) = halves(t);
+    (gather_rows(a), gather_rows(b))
 }
 
 /// The views a config asks for: the method's presets, changed by the config's `views` list

@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, global_halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::cross_view_info_nce;
 use crate::core::queue::EmbeddingQueue;
@@ -85,7 +85,7 @@ impl Method for Nnclr {
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
         let p = self.predictor.forward(z.clone());
-        let ((z1, z2), (p1, p2)) = (halves(z.clone()), halves(p));
+        let ((z1, z2), (p1, p2)) = (global_halves(z.clone()), global_halves(p));
         let (nn1, nn2) = (self.support.nearest(z1.clone()), self.support.nearest(z2));
         let t = self.temperature;
         let loss =

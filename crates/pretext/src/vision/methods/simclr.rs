@@ -4,7 +4,7 @@ use burn::prelude::*;
 
 use anyhow::Result;
 
-use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, global_halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::nt_xent;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -36,7 +36,7 @@ impl Method for SimClr {
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
-        let (z1, z2) = halves(z.clone());
+        let (z1, z2) = global_halves(z.clone());
         Ok(Step::from(nt_xent(z1, z2, self.temperature)).watching(z))
     }
 

@@ -20,6 +20,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageShape, Method, MethodStep, Step, halves, per_view};
+use crate::core::distributed::gather_rows;
 use crate::core::heads::{Mlp, Prototypes};
 use crate::core::losses::{l2_normalize, swav};
 use crate::core::queue::EmbeddingQueue;
@@ -138,9 +139,13 @@ impl Method for Swav {
         }
         let epochs_done = progress * self.epochs;
         let frozen = epochs_done < self.config.freeze_prototypes_epochs;
-        let z = per_view(views, |x| {
+        // Sinkhorn's codes, the queue and the loss see every rank's rows.
+        let z: Vec<Tensor<2>> = per_view(views, |x| {
             l2_normalize(self.projection.forward(self.backbone.forward(x)))
-        });
+        })
+        .into_iter()
+        .map(gather_rows)
+        .collect();
         let scores: Vec<Tensor<2>> = z
             .iter()
             .map(|z| self.prototypes.scores(z.clone(), frozen))

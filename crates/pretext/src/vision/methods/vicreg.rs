@@ -7,7 +7,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{ImageShape, Method, MethodStep, Step, halves, project_views};
+use super::{ImageShape, Method, MethodStep, Step, global_halves, project_views};
 use crate::core::heads::Mlp;
 use crate::core::losses::vicreg;
 use crate::vision::backbones::{Backbone, backbone_and_projection};
@@ -62,7 +62,7 @@ impl Method for VicReg {
 
     fn loss(&self, views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let z = project_views(&self.backbone, &self.projection, views);
-        let (z1, z2) = halves(z.clone());
+        let (z1, z2) = global_halves(z.clone());
         let (lambda, mu, nu) = self.weights;
         Ok(Step::from(vicreg(z1, z2, lambda, mu, nu)).watching(z))
     }

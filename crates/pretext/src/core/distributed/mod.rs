@@ -12,13 +12,18 @@
 //! Gradients travel as host `f32` buffers, one all-reduce per bucket.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+
+mod batch_norm;
+mod gather;
+pub use batch_norm::batch_norm_over_ranks;
+pub use gather::{gather_rows, sum_rows_over_ranks};
 
 /// Gradient values summed by one all-reduce (4 MB of `f32`, near PyTorch DDP's 25 MB buckets
 /// for the models trained here, small enough to keep one transfer's buffer modest).
@@ -32,6 +37,18 @@ pub struct World {
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
+static SYNC_BATCHNORM: AtomicBool = AtomicBool::new(false);
+
+/// `train.sync_batchnorm`: batch norm layers in training take the statistics of the global
+/// batch ([`batch_norm_over_ranks`]). Set by the training loop.
+pub fn set_sync_batchnorm(on: bool) {
+    SYNC_BATCHNORM.store(on, Ordering::SeqCst);
+}
+
+/// Whether batch norm layers synchronise their statistics over the ranks now.
+pub fn sync_batchnorm() -> bool {
+    world().is_distributed() && SYNC_BATCHNORM.load(Ordering::SeqCst)
+}
 
 /// The world this process trains in: one process unless [`init`] joined an MPI job.
 pub fn world() -> World {
@@ -142,11 +159,7 @@ impl World {
 
     /// Every rank's `value`, in rank order.
     pub fn gather(&self, value: f64) -> Vec<f64> {
-        if self.size == 1 {
-            return vec![value];
-        }
-        let _waiting = Waiting::enter();
-        all_gather(value, self.size)
+        all_gather_values(&[value], self.size)
     }
 
     /// Wait until every rank is here.
@@ -266,9 +279,11 @@ pub fn watch_collectives(timeout: Duration) {
     }
 }
 
-/// A number type MPI sums.
+/// A number type MPI sums and gathers.
 pub trait Summable: Copy + Default {
     fn all_reduce_sum(values: &mut [Self]);
+    /// Every rank's `local` (the same length on each), in rank order, into `all`.
+    fn all_gather(local: &[Self], all: &mut [Self]);
 }
 
 macro_rules! summable {
@@ -287,20 +302,32 @@ macro_rules! summable {
                 }
                 let _ = values;
             }
+
+            fn all_gather(local: &[Self], all: &mut [Self]) {
+                #[cfg(feature = "mpi")]
+                {
+                    use mpi::traits::CommunicatorCollectives;
+                    mpi::topology::SimpleCommunicator::world().all_gather_into(local, all);
+                }
+                #[cfg(not(feature = "mpi"))]
+                for chunk in all.chunks_mut(local.len().max(1)) {
+                    chunk.copy_from_slice(&local[..chunk.len()]);
+                }
+            }
         }
     )*};
 }
 summable!(f32, f64);
 
-fn all_gather(value: f64, size: usize) -> Vec<f64> {
-    let mut all = vec![0.0; size];
-    #[cfg(feature = "mpi")]
-    {
-        use mpi::traits::CommunicatorCollectives;
-        mpi::topology::SimpleCommunicator::world().all_gather_into(&value, &mut all[..]);
+/// Every rank's `local` values (the same count on each), in rank order.
+fn all_gather_values<T: Summable>(local: &[T], size: usize) -> Vec<T> {
+    let mut all = vec![T::default(); local.len() * size];
+    if size == 1 {
+        all.copy_from_slice(local);
+        return all;
     }
-    #[cfg(not(feature = "mpi"))]
-    all.fill(value);
+    let _waiting = Waiting::enter();
+    T::all_gather(local, &mut all);
     all
 }
 
@@ -313,7 +340,14 @@ struct Checksum {
 
 impl ModuleVisitor for Checksum {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let data = param.val().into_data().convert::<f32>();
+        // The trained parameters only. Batch-norm running statistics differ between ranks
+        // unless `train.sync_batchnorm` (each rank normalises its own share, as under PyTorch
+        // DDP; rank 0's are saved), and momentum encoders follow the trained parameters.
+        let value = param.val();
+        if !value.is_require_grad() {
+            return;
+        }
+        let data = value.into_data().convert::<f32>();
         for v in data.iter::<f32>() {
             self.position += 1;
             self.value += f64::from(v) * (1.0 + (self.position % 97) as f64 / 97.0);
