@@ -265,7 +265,8 @@ fn two_ranks_pretrain_what_one_process_pretrains_for_every_joint_embedding_metho
             work.join(format!("{method}-2")),
         );
         succeeds(pretrain(1, method, &one, &[]));
-        succeeds(pretrain(2, method, &two, &[]));
+        // Each rank names its device by its place on the machine (`cpu:0`, `cpu:1`).
+        succeeds(pretrain(2, method, &two, &["--device", "cpu:{local_rank}"]));
         let (one, two) = (
             Checkpoint::load(&one).unwrap(),
             Checkpoint::load(&two).unwrap(),

@@ -18,11 +18,21 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
-/// Parse `flex` (alias `cpu`), `wgpu`, `tch` or `tch-cuda[:N]`.
+/// Parse `flex` (alias `cpu`), `wgpu`, `tch` or `tch-cuda[:N]`. Under `mpirun`, `{local_rank}`
+/// stands for this rank's number among the ranks on its machine, so that one command gives each
+/// rank its own GPU (`--device 'tch-cuda:{local_rank}'`); outside `mpirun` it is 0.
 pub fn parse(name: &str) -> Result<Device> {
+    let given = name;
+    let name = &name.replace(
+        "{local_rank}",
+        &crate::core::distributed::local_rank().to_string(),
+    );
     let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => (k, i.parse::<usize>().ok()),
-        None => (name, None),
+        Some((k, i)) => match i.parse::<usize>() {
+            Ok(i) => (k, Some(i)),
+            Err(_) => bail!("--device {given}: the device number after ':' must be a number"),
+        },
+        None => (name.as_str(), None),
     };
     match kind {
         #[cfg(feature = "flex")]
@@ -44,5 +54,27 @@ pub fn parse(name: &str) -> Result<Device> {
                 available().join(", ")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_parsed_and_bad_numbers_named() {
+        assert!(parse("cpu").is_ok());
+        // Outside mpirun the local rank is 0: `cpu:0`.
+        assert!(parse("cpu:{local_rank}").is_ok());
+        let err = parse("tch-cuda:first").unwrap_err().to_string();
+        assert!(
+            err.contains("tch-cuda:first") && err.contains("number"),
+            "{err}"
+        );
+        let err = parse("tpu").unwrap_err().to_string();
+        assert!(
+            err.contains("--device tpu") && err.contains("available"),
+            "{err}"
+        );
     }
 }

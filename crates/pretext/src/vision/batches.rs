@@ -107,7 +107,8 @@ pub fn view_loader(
     let on_error = reading.on_error;
     let pool = worker_pool(reading.workers);
     let stream = data.clone();
-    let order = move |epoch| stream.epoch_order(seed, epoch);
+    let batch_size = schedule.batch_size;
+    let order = move |epoch| stream.epoch_order(seed, epoch, batch_size);
     Loader::spawn_ordered(data.len(), schedule, order, move |epoch, step, indices| {
         let make = || make_views(&*data, &pipelines, indices, seed, epoch, on_error);
         let (views, shapes, skipped) = match &pool {

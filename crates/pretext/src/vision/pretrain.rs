@@ -96,7 +96,10 @@ pub fn pretrain_on<M: Method>(
         train
     };
     let (train, online) = hold_out(train, config)?;
-    let steps_per_epoch = train.len() / config.batch_size;
+    // Every epoch visits as many images (a stream of shards split over ranks may visit fewer
+    // than it holds).
+    let visited = train.epoch_order(config.seed, 0, config.batch_size).len();
+    let steps_per_epoch = visited / config.batch_size;
     if steps_per_epoch == 0 {
         bail!(
             "batch_size = {} is larger than the training set ({} images)",

@@ -63,6 +63,19 @@ fn launched_size() -> Option<usize> {
         .find_map(|k| std::env::var(k).ok()?.parse().ok())
 }
 
+/// This rank's number among the ranks on its machine (from the launcher's environment: Open
+/// MPI's or MPICH's); 0 outside a launcher.
+pub fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "PMI_LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.parse().ok())
+    .unwrap_or(0)
+}
+
 /// Holds MPI up while alive; dropping it finalises MPI.
 pub struct MpiSession {
     #[cfg(feature = "mpi")]

@@ -678,8 +678,16 @@ impl ImageSource for ShardSet {
     /// The shards in a seeded order, each read front to back, through a shuffle buffer of
     /// `data.shuffle_buffer` samples: a sample arriving at a full buffer takes the place of
     /// one drawn at random, which leaves; at the epoch's end the rest leave in random order.
-    fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
-        // The samples of each shard, as consecutive runs in index order.
+    /// Under MPI with at least as many shards as ranks, each rank streams whole shards of its
+    /// own ([`ShardSet::order_over_ranks`]).
+    fn epoch_order(&self, seed: u64, epoch: usize, batch_size: usize) -> Vec<usize> {
+        self.order_over_ranks(seed, epoch, batch_size, crate::core::distributed::world())
+    }
+}
+
+impl ShardSet {
+    /// The samples of each shard, as consecutive runs in index order.
+    fn runs(&self) -> Vec<std::ops::Range<usize>> {
         let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
         for (i, s) in self.samples.iter().enumerate() {
             match runs.last_mut() {
@@ -687,11 +695,53 @@ impl ImageSource for ShardSet {
                 _ => runs.push(i..i + 1),
             }
         }
+        runs
+    }
+
+    /// The epoch's order for `world`. One process, or fewer shards than ranks: one stream of
+    /// every shard, of which the loader hands each rank its share of each global batch. With
+    /// enough shards, rank r reads every N-th shard from the r-th (whole shards, front to
+    /// back, never another rank's) through its own shuffle buffer, and global batch k is rank
+    /// 0's k-th share of `batch_size / N` samples, then rank 1's, and so on, so the loader's
+    /// split hands each rank its own stream. Every rank computes every stream (sample numbers
+    /// only, from the shard headers), cut to the shortest, so all take the same steps; the
+    /// longer streams' tails sit out each epoch (different samples each epoch).
+    fn order_over_ranks(
+        &self,
+        seed: u64,
+        epoch: usize,
+        batch_size: usize,
+        world: crate::core::distributed::World,
+    ) -> Vec<usize> {
+        let runs = self.runs();
+        let ranks = world.size;
+        if ranks == 1 || runs.len() < ranks || batch_size % ranks != 0 {
+            return self.stream(&runs, seed, epoch);
+        }
+        let streams: Vec<Vec<usize>> = (0..ranks)
+            .map(|r| {
+                let own: Vec<_> = runs.iter().skip(r).step_by(ranks).cloned().collect();
+                self.stream(&own, mix_seed(&[seed, r as u64, 0x5A4E]), epoch)
+            })
+            .collect();
+        let share = batch_size / ranks;
+        let batches = streams.iter().map(Vec::len).min().unwrap_or(0) / share.max(1);
+        let mut order = Vec::with_capacity(batches * batch_size);
+        for k in 0..batches {
+            for stream in &streams {
+                order.extend_from_slice(&stream[k * share..(k + 1) * share]);
+            }
+        }
+        order
+    }
+
+    /// The samples of `runs` (whole shards) in a seeded shard order, through the shuffle buffer.
+    fn stream(&self, runs: &[std::ops::Range<usize>], seed: u64, epoch: usize) -> Vec<usize> {
         let shard_order = epoch_order(runs.len(), mix_seed(&[seed, 0x5A4D]), epoch);
         let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[seed, epoch as u64, 0xB0FF]));
         let capacity = self.shuffle_buffer.max(1);
         let mut buffer: Vec<usize> = Vec::with_capacity(capacity.min(self.len()));
-        let mut order = Vec::with_capacity(self.len());
+        let mut order = Vec::with_capacity(runs.iter().map(|r| r.len()).sum());
         for r in shard_order {
             for i in runs[r].clone() {
                 if buffer.len() < capacity {
@@ -963,16 +1013,16 @@ mod tests {
     fn the_shuffle_buffer_is_deterministic_and_bounded() {
         let (dir, _, paths) = written("shards-buffer", 3);
         let (set, _) = ShardSet::open(&paths, None, 4, OnError::Stop).unwrap();
-        let order = set.epoch_order(1, 0);
+        let order = set.epoch_order(1, 0, 2);
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..14).collect::<Vec<_>>());
-        assert_eq!(order, set.epoch_order(1, 0));
-        assert_ne!(order, set.epoch_order(1, 1));
-        assert_ne!(order, set.epoch_order(2, 0));
+        assert_eq!(order, set.epoch_order(1, 0, 2));
+        assert_ne!(order, set.epoch_order(1, 1, 2));
+        assert_ne!(order, set.epoch_order(2, 0, 2));
         // Without a buffer the shards are read whole, one after another, in a seeded order.
         let (one, _) = ShardSet::open(&paths, None, 1, OnError::Stop).unwrap();
-        let plain = one.epoch_order(1, 0);
+        let plain = one.epoch_order(1, 0, 2);
         let shard_of = |i: usize| one.samples[i].shard;
         let mut runs: Vec<u32> = plain.iter().map(|&i| shard_of(i)).collect();
         runs.dedup();
@@ -999,6 +1049,62 @@ mod tests {
             );
         }
         assert!(order.iter().enumerate().any(|(p, &i)| arrived[i] != p));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Under MPI with enough shards every rank streams whole shards of its own: each global
+    /// batch is rank 0's share, then rank 1's, each from that rank's shards only, disjoint,
+    /// the same on every call, as long in every epoch.
+    #[test]
+    fn ranks_stream_whole_shards_of_their_own() {
+        use crate::core::distributed::World;
+        let (dir, _, paths) = written("shards-ranks", 3);
+        let (set, _) = ShardSet::open(&paths, None, 4, OnError::Stop).unwrap();
+        // 5 shards of 3, 3, 3, 3, 2 samples: rank 0 reads shards 0, 2, 4 (8 samples), rank 1
+        // shards 1 and 3 (6); global batches of 4 are two samples from each.
+        let two = |rank| World { rank, size: 2 };
+        let order = set.order_over_ranks(1, 0, 4, two(0));
+        assert_eq!(
+            order,
+            set.order_over_ranks(1, 0, 4, two(1)),
+            "every rank agrees"
+        );
+        assert_eq!(
+            order.len(),
+            12,
+            "3 batches: rank 1's 6 samples in shares of 2"
+        );
+        let shard_of = |i: usize| set.samples[i].shard;
+        for batch in order.chunks(4) {
+            assert!(
+                batch[..2].iter().all(|&i| shard_of(i) % 2 == 0),
+                "{batch:?}"
+            );
+            assert!(
+                batch[2..].iter().all(|&i| shard_of(i) % 2 == 1),
+                "{batch:?}"
+            );
+        }
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 12, "no sample twice");
+        for epoch in 1..4 {
+            let later = set.order_over_ranks(1, epoch, 4, two(0));
+            assert_eq!(later.len(), 12);
+            assert_ne!(later, order);
+        }
+        // One rank, or more ranks than shards: one stream of every shard.
+        assert_eq!(
+            set.order_over_ranks(1, 0, 4, World { rank: 0, size: 1 })
+                .len(),
+            14
+        );
+        assert_eq!(
+            set.order_over_ranks(1, 0, 6, World { rank: 0, size: 6 })
+                .len(),
+            14
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

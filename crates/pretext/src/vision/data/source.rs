@@ -64,9 +64,12 @@ pub trait ImageSource: Send + Sync {
     /// The images decoded into memory at [`Self::size`] (for small subsets: the online kNN
     /// bank and queries).
     fn to_image_set(&self) -> Result<ImageSet>;
-    /// The order the images are visited in epoch `epoch`: a seeded permutation, unless the set
-    /// is read in a stream (shards) and has an order of its own.
-    fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+    /// The order the images are visited in epoch `epoch`, in global batches of `batch_size`
+    /// that the loader splits over the ranks: a seeded permutation, unless the set is read in a
+    /// stream (shards) and has an order of its own. Every epoch's order has the same length
+    /// (a stream split over ranks may leave some images out of every epoch).
+    fn epoch_order(&self, seed: u64, epoch: usize, batch_size: usize) -> Vec<usize> {
+        let _ = batch_size;
         crate::core::loader::epoch_order(self.len(), seed, epoch)
     }
 }
@@ -176,8 +179,8 @@ impl ImageSource for AtSize {
         self.0.to_image_set()
     }
 
-    fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
-        self.0.epoch_order(seed, epoch)
+    fn epoch_order(&self, seed: u64, epoch: usize, batch_size: usize) -> Vec<usize> {
+        self.0.epoch_order(seed, epoch, batch_size)
     }
 }
 
