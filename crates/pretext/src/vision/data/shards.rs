@@ -715,7 +715,7 @@ impl ShardSet {
     ) -> Vec<usize> {
         let runs = self.runs();
         let ranks = world.size;
-        if ranks == 1 || runs.len() < ranks || batch_size % ranks != 0 {
+        if ranks == 1 || runs.len() < ranks || !batch_size.is_multiple_of(ranks) {
             return self.stream(&runs, seed, epoch);
         }
         let streams: Vec<Vec<usize>> = (0..ranks)
