@@ -182,10 +182,9 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
 }
 
 /// A 5-step image pretraining run of `method` on `ranks` processes: the embedded Fashion-MNIST
-/// subset, a one-block ViT (layer norm and GELU: no max-pool or ReLU ties, which the last bit of
-/// a statistic can tip either way) and projection heads with batch norm, synchronised. SGD: under
-/// Adam a parameter whose true gradient is zero (the bias before a batch norm) steps by the
-/// sign of its rounding noise, which differs between one process and two.
+/// subset, the small CNN and heads with batch norm, synchronised. SGD: under Adam a parameter
+/// whose true gradient is zero (a bias that a batch norm downstream cancels) steps by the sign
+/// of its rounding noise, ±lr, which differs between one process and two.
 fn pretrain(ranks: usize, method: &str, out: &Path, extra: &[&str]) -> Command {
     let mut c = if ranks == 1 {
         Command::new(BIN)
@@ -208,11 +207,7 @@ fn pretrain(ranks: usize, method: &str, out: &Path, extra: &[&str]) -> Command {
         "train.max_steps=5",
         "train.online_knn=0",
         "train.sync_batchnorm=true",
-        "backbone.arch=\"vit_tiny\"",
-        "backbone.patch_size=7",
-        "backbone.dim=32",
-        "backbone.depth=1",
-        "backbone.heads=2",
+        "backbone.width=8",
         "projection.hidden=32",
         "projection.output=16",
         "prediction.hidden=32",
@@ -279,6 +274,26 @@ fn two_ranks_pretrain_what_one_process_pretrains_for_every_joint_embedding_metho
             "{method}: 2 ranks and 1 process differ by {worst} in {name}"
         );
     }
+
+    // Stopped at step 3 and resumed on 2 ranks: the uninterrupted 2-rank run, bit for bit.
+    let resumed = work.join("resumed");
+    succeeds(pretrain(
+        2,
+        "simclr",
+        &resumed,
+        &["--set", "train.max_steps=3"],
+    ));
+    succeeds(pretrain(2, "simclr", &resumed, &["--resume"]));
+    let (resumed, two) = (
+        Checkpoint::load(&resumed).unwrap(),
+        Checkpoint::load(&work.join("simclr-2")).unwrap(),
+    );
+    assert_eq!(resumed.meta["step"], 5);
+    assert!(
+        resumed.model == two.model,
+        "the resumed 2-rank pretraining differs"
+    );
+    assert!(resumed.optimizer == two.optimizer);
 
     // Without synchronised batch norm each rank normalises its own half: the replicas still
     // agree (the job's replica check passes), but they train something else than one process.

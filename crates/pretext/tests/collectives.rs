@@ -9,6 +9,7 @@ use burn::nn::BatchNormConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use pretext::core::distributed::{self, World, batch_norm_over_ranks, gather_rows};
+use pretext::core::kernels::BatchNormForward;
 
 const RANKS: usize = 2;
 
@@ -89,14 +90,19 @@ fn synchronised_batch_norm_on_halves_equals_batch_norm_on_the_whole_batch() {
     on_ranks(
         "synchronised_batch_norm_on_halves_equals_batch_norm_on_the_whole_batch",
         |world| {
-            for gathered_loss in [false, true] {
-                synchronised_batch_norm(world, gathered_loss);
+            distributed::set_sync_batchnorm(true);
+            for kernel in [true, false] {
+                for gathered_loss in [false, true] {
+                    synchronised_batch_norm(world, kernel, gathered_loss);
+                }
             }
         },
     );
 }
 
-fn synchronised_batch_norm(world: World, gathered_loss: bool) {
+/// `kernel`: the layer's own forward (pretext's batch-norm kernel, its sums all-reduced), as
+/// training runs it; otherwise the same in burn's tensor ops (`PRETEXT_KERNELS=off`).
+fn synchronised_batch_norm(world: World, kernel: bool, gathered_loss: bool) {
     let device = Device::flex().autodiff();
     device.seed(11);
     let (batch, channels, h, w) = (6, 4, 5, 3);
@@ -123,7 +129,11 @@ fn synchronised_batch_norm(world: World, gathered_loss: bool) {
 
     let part = own(x).detach().require_grad();
     let (gamma, beta) = (norm.gamma.val(), norm.beta.val());
-    let (y, _, _) = batch_norm_over_ranks(part.clone(), gamma.clone(), beta.clone(), norm.epsilon);
+    let y = if kernel {
+        norm.forward_fast(part.clone())
+    } else {
+        batch_norm_over_ranks(part.clone(), gamma.clone(), beta.clone(), norm.epsilon).0
+    };
     let loss = if gathered_loss {
         let rows = gather_rows(y.clone().reshape([share, channels * h * w]));
         (rows * r.reshape([batch, channels * h * w])).sum()
@@ -154,7 +164,7 @@ fn synchronised_batch_norm(world: World, gathered_loss: bool) {
         let size = b.iter().map(|q| q.abs()).fold(1f32, f32::max);
         assert!(
             worst < 1e-5 * size,
-            "rank {} (gathered loss: {gathered_loss}): {what} differs by {worst}",
+            "rank {} (kernel: {kernel}, gathered loss: {gathered_loss}): {what} differs by {worst}",
             world.rank
         );
     };
@@ -172,6 +182,7 @@ fn stacked_synchronised_batch_norms_equal_one_process() {
     on_ranks(
         "stacked_synchronised_batch_norms_equal_one_process",
         |world| {
+            distributed::set_sync_batchnorm(true);
             let device = Device::flex().autodiff();
             device.seed(12);
             let (batch, channels, hidden, h, w) = (8, 4, 5, 3, 3);
@@ -188,9 +199,9 @@ fn stacked_synchronised_batch_norms_equal_one_process() {
             let share = batch / RANKS;
             let net = |x: Tensor<4>, synced: bool| -> Tensor<2> {
                 let norm4 = |x: Tensor<4>| {
+                    // The kernel synchronised, as training runs it.
                     if synced {
-                        batch_norm_over_ranks(x, first.gamma.val(), first.beta.val(), first.epsilon)
-                            .0
+                        first.forward_fast(x)
                     } else {
                         first.forward(x)
                     }

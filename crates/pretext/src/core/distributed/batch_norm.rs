@@ -1,5 +1,8 @@
-//! Synchronised batch norm (`train.sync_batchnorm`): the batch statistics of every rank's
-//! rows together, so that N ranks normalise as one process does on the whole global batch.
+//! Synchronised batch norm (`train.sync_batchnorm`) in burn's tensor ops: the batch statistics
+//! of every rank's rows together, so that N ranks normalise as one process does on the whole
+//! global batch. On flex, training takes pretext's batch-norm kernel instead, whose per-channel
+//! sums are all-reduced between its passes ([`super::sum_over_ranks`]); this is the path of the
+//! other devices and of `PRETEXT_KERNELS=off`, and the tests' second opinion.
 //! Each rank sums its rows, the sums travel through [`gather_rows`]'s differentiable gather,
 //! and the gradient reaches every rank's inputs through the statistics as it would in one
 //! process. Two small all-reduces per layer (the mean, then the centred squares, as the

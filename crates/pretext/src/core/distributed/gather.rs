@@ -1,7 +1,7 @@
 //! The one differentiable collective: every rank's rows of a tensor, in rank order
 //! ([`gather_rows`]). Losses that need the whole global batch (SimCLR's negatives, Barlow
-//! Twins' and VICReg's batch statistics, synchronised batch norm's moments) gather what they
-//! need and compute on all of it.
+//! Twins' and VICReg's batch statistics) gather what they need and compute on all of it; so
+//! does synchronised batch norm on devices without pretext's kernel ([`super::batch_norm`]).
 //!
 //! The backward is what lightly#1528 got wrong. Rank r's loss L_r may depend on every rank's
 //! rows, so the gradient that belongs to rank r's rows is the sum over all ranks q of

@@ -45,6 +45,12 @@ pub fn set_sync_batchnorm(on: bool) {
     SYNC_BATCHNORM.store(on, Ordering::SeqCst);
 }
 
+/// `values` summed over the ranks in place (a [`crate::core::kernels::batch_norm::Reduce`] for
+/// the batch-norm kernel's per-channel sums).
+pub fn sum_over_ranks(values: &mut [f64]) {
+    world().sum(values);
+}
+
 /// Whether batch norm layers synchronise their statistics over the ranks now.
 pub fn sync_batchnorm() -> bool {
     world().is_distributed() && SYNC_BATCHNORM.load(Ordering::SeqCst)

@@ -9,6 +9,10 @@
 //! With `x̂ = (x − μ_c)·σ_c⁻¹` (biased variance, as burn), `y = γ_c x̂ + β_c`, and `M = N·H·W`:
 //! `dβ_c = Σ dy`, `dγ_c = Σ dy·x̂`, `dx = γ_c σ_c⁻¹ (dy − dβ_c/M − x̂·dγ_c/M)`.
 //! Channel sums run in `f64`, one channel per task, so they do not depend on the threads.
+//!
+//! Synchronised batch norm (several processes, `train.sync_batchnorm`) is the same two passes
+//! with every per-channel sum handed to a [`Reduce`] that sums it over the processes: the
+//! counts and the sums of x, then of (x − μ)², forward; of dy and dy·x̂, backward.
 
 use rayon::prelude::*;
 
@@ -32,12 +36,21 @@ impl NormShape {
     }
 }
 
-/// Per-channel mean and biased variance, the forward's output.
+/// Per-channel mean and biased variance, the forward's output, and how many values per
+/// channel they are over (the whole global batch's, when reduced).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchStats {
     pub mean: Vec<f32>,
     pub variance: Vec<f32>,
+    pub count: f64,
 }
+
+/// Sums per-channel `f64` sums in place over whatever shares the batch: [`local`] for one
+/// process; under MPI, an all-reduce.
+pub type Reduce = fn(&mut [f64]);
+
+/// The batch is this process's alone: sums stay as they are.
+pub fn local(_: &mut [f64]) {}
 
 /// `y = γ (x − μ) / sqrt(σ² + ε) + β` with the batch's own statistics, which are returned too.
 pub fn forward(
@@ -46,6 +59,7 @@ pub fn forward(
     beta: &[f32],
     epsilon: f64,
     s: &NormShape,
+    reduce: Reduce,
 ) -> (Vec<f32>, BatchStats) {
     assert_eq!(
         x.len(),
@@ -56,20 +70,29 @@ pub fn forward(
         gamma.len() == s.channels && beta.len() == s.channels,
         "batch_norm: parameters"
     );
-    let count = s.count().max(1) as f64;
-    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..s.channels)
+    // Per channel: Σx, then the count (reduced together), then Σ(x − μ)².
+    let mut sums: Vec<f64> = (0..s.channels)
+        .into_par_iter()
+        .map(|c| s.runs(x, c).map(|run| lane_sum(run, |v| v)).sum::<f64>())
+        .collect();
+    sums.push(s.count() as f64);
+    reduce(&mut sums);
+    let count = sums[s.channels].max(1.0);
+    let mean: Vec<f32> = sums[..s.channels]
+        .iter()
+        .map(|&sum| (sum / count) as f32)
+        .collect();
+    let mut squares: Vec<f64> = (0..s.channels)
         .into_par_iter()
         .map(|c| {
-            let mean = s.runs(x, c).map(|run| lane_sum(run, |v| v)).sum::<f64>() / count;
-            let m = mean as f32;
-            let var = s
-                .runs(x, c)
+            let m = mean[c];
+            s.runs(x, c)
                 .map(|run| lane_sum(run, |v| (v - m) * (v - m)))
                 .sum::<f64>()
-                / count;
-            (m, var as f32)
         })
-        .unzip();
+        .collect();
+    reduce(&mut squares);
+    let variance: Vec<f32> = squares.iter().map(|&sq| (sq / count) as f32).collect();
     let (scale, shift) = affine(&mean, &variance, gamma, beta, epsilon);
     let mut y = vec![0.0f32; x.len()];
     let image = s.channels * s.positions;
@@ -87,7 +110,14 @@ pub fn forward(
                 }
             });
     }
-    (y, BatchStats { mean, variance })
+    (
+        y,
+        BatchStats {
+            mean,
+            variance,
+            count,
+        },
+    )
 }
 
 /// `Σ f(a_i)` over one run with eight `f32` accumulators (so it vectorises), in `f64`: runs
@@ -141,7 +171,9 @@ fn affine(
         .unzip()
 }
 
-/// Gradients of `sum(y · dy)`: input, γ and β.
+/// Gradients of `sum(y · dy)`: input, γ and β. γ's and β's are this process's share (the
+/// training loop averages parameter gradients over the processes); the input's use the sums
+/// of dy and dy·x̂ over the whole batch, through `reduce`.
 pub fn backward(
     x: &[f32],
     gamma: &[f32],
@@ -149,6 +181,7 @@ pub fn backward(
     epsilon: f64,
     dy: &[f32],
     s: &NormShape,
+    reduce: Reduce,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), dy.len(), "batch_norm backward: gradient length");
     let inv_std: Vec<f64> = stats
@@ -156,7 +189,7 @@ pub fn backward(
         .iter()
         .map(|&v| 1.0 / (v as f64 + epsilon).sqrt())
         .collect();
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..s.channels)
+    let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..s.channels)
         .into_par_iter()
         .map(|c| {
             let mean = stats.mean[c];
@@ -165,16 +198,22 @@ pub fn backward(
                 db += lane_sum(gs, |g| g);
                 dg += lane_dot(xs, gs, |x, g| g * (x - mean));
             }
-            ((dg * inv_std[c]) as f32, db as f32)
+            (dg * inv_std[c], db)
         })
         .unzip();
-    let count = s.count().max(1) as f64;
+    // The whole batch's Σdy·x̂ and Σdy, for the input's gradient.
+    let mut totals: Vec<f64> = dgamma.iter().chain(&dbeta).copied().collect();
+    reduce(&mut totals);
+    let (total_dgamma, total_dbeta) = totals.split_at(s.channels);
+    let count = stats.count.max(1.0);
     // dx = k·dy + a·x + b per channel, with k = γσ⁻¹, a = −k·dγ·σ⁻¹/M, b = −k·dβ/M − a·μ.
     let coefficients: Vec<(f32, f32, f32)> = (0..s.channels)
         .map(|c| {
             let k = gamma[c] as f64 * inv_std[c];
-            let a = -k * dgamma[c] as f64 * inv_std[c] / count;
-            let b = -k * dbeta[c] as f64 / count - a * stats.mean[c] as f64;
+            // Rounded to f32 as the gradients they come from always were, so that one
+            // process gives the same bits as before the reduction existed.
+            let a = -k * total_dgamma[c] as f32 as f64 * inv_std[c] / count;
+            let b = -k * total_dbeta[c] as f32 as f64 / count - a * stats.mean[c] as f64;
             (k as f32, a as f32, b as f32)
         })
         .collect();
@@ -196,5 +235,6 @@ pub fn backward(
                 }
             });
     }
-    (dx, dgamma, dbeta)
+    let single = |v: Vec<f64>| v.into_iter().map(|g| g as f32).collect();
+    (dx, single(dgamma), single(dbeta))
 }

@@ -95,15 +95,23 @@ impl BatchNormForward for BatchNorm {
     fn forward_fast<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let training = x.device().is_autodiff() && self.training.is_enabled() && D >= 2;
         let (gamma, beta) = (self.gamma.val(), self.beta.val());
-        let (out, mean, variance) = if training && crate::core::distributed::sync_batchnorm() {
+        let synced = training && crate::core::distributed::sync_batchnorm();
+        #[cfg(feature = "flex")]
+        if training && is_f32(&x) && is_flex(&x.device()) {
+            // Synchronised: the kernel's per-channel sums summed over the ranks.
+            let reduce = if synced {
+                crate::core::distributed::sum_over_ranks
+            } else {
+                batch_norm::local
+            };
+            let (out, mean, variance) =
+                flex::batch_norm_train(x, gamma, beta, self.epsilon, reduce);
+            self.update_running(&out.device(), mean, variance);
+            return out;
+        }
+        let (out, mean, variance) = if synced {
             crate::core::distributed::batch_norm_over_ranks(x, gamma, beta, self.epsilon)
         } else {
-            #[cfg(feature = "flex")]
-            if training && is_f32(&x) && is_flex(&x.device()) {
-                let (out, mean, variance) = flex::batch_norm_train(x, gamma, beta, self.epsilon);
-                self.update_running(&out.device(), mean, variance);
-                return out;
-            }
             return self.forward(x);
         };
         self.update_running(&out.device(), mean, variance);
@@ -347,7 +355,7 @@ mod flex {
     //! The extension trait, its flex implementation and its autodiff implementation.
 
     use super::activation;
-    use super::batch_norm::{self, BatchStats, NormShape};
+    use super::batch_norm::{self, BatchStats, NormShape, Reduce};
     use super::conv2d::{self as kernel, ConvGeometry};
     use super::dropout;
     use super::layer_norm::{self, RowStats};
@@ -386,12 +394,14 @@ mod flex {
         gamma: Tensor<1>,
         beta: Tensor<1>,
         epsilon: f64,
+        reduce: Reduce,
     ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
         let (out, mean, variance) = <Dispatch as KernelOps>::pretext_batch_norm_train(
             x.into_dispatch(),
             gamma.into_dispatch(),
             beta.into_dispatch(),
             epsilon,
+            reduce,
         );
         (
             Tensor::from_dispatch(out),
@@ -423,12 +433,14 @@ mod flex {
         ) -> FloatTensor<Self>;
 
         /// Batch normalisation with batch statistics: output, per-channel mean and biased
-        /// variance (the last two carry no gradient).
+        /// variance (the last two carry no gradient). `reduce` sums the per-channel sums over
+        /// the processes that share the batch (`batch_norm::local`: this one alone).
         fn pretext_batch_norm_train(
             x: FloatTensor<Self>,
             gamma: FloatTensor<Self>,
             beta: FloatTensor<Self>,
             epsilon: f64,
+            reduce: Reduce,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
         /// GELU, exact (erf) form.
@@ -462,6 +474,22 @@ mod flex {
             stride: [usize; 2],
             padding: [(usize, usize); 2],
         ) -> FloatTensor<Self>;
+    }
+
+    /// The batch-norm kernel's forward on flex tensors: the output and the statistics.
+    fn batch_norm_forward(
+        x: &FlexTensor,
+        gamma: &FlexTensor,
+        beta: &FlexTensor,
+        epsilon: f64,
+        reduce: Reduce,
+    ) -> (FlexTensor, BatchStats) {
+        let s = norm_shape(x);
+        let shape = x.shape().to_vec();
+        let (x, gamma, beta) = (values(x), values(gamma), values(beta));
+        let (y, stats) =
+            batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), epsilon, &s, reduce);
+        (flat(y, shape), stats)
     }
 
     fn norm_shape(x: &FlexTensor) -> NormShape {
@@ -577,16 +605,14 @@ mod flex {
             gamma: FlexTensor,
             beta: FlexTensor,
             epsilon: f64,
+            reduce: Reduce,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
-            let s = norm_shape(&x);
-            let shape = x.shape().to_vec();
-            let (x, gamma, beta) = (values(&x), values(&gamma), values(&beta));
-            let (y, stats) =
-                batch_norm::forward(slice(&x), slice(&gamma), slice(&beta), epsilon, &s);
+            let (y, stats) = batch_norm_forward(&x, &gamma, &beta, epsilon, reduce);
+            let channels = stats.mean.len();
             (
-                flat(y, shape),
-                flat(stats.mean, vec![s.channels]),
-                flat(stats.variance, vec![s.channels]),
+                y,
+                flat(stats.mean, vec![channels]),
+                flat(stats.variance, vec![channels]),
             )
         }
 
@@ -714,8 +740,9 @@ mod flex {
     struct BatchNormBackward;
 
     impl Backward<Flex, 3> for BatchNormBackward {
-        /// The input's checkpoint, γ's values, the batch statistics, ε and the shape.
-        type State = (NodeId, Vec<f32>, BatchStats, f64, NormShape);
+        /// The input's checkpoint, γ's values, the batch statistics, ε, the shape and the
+        /// reduction of the sums over processes.
+        type State = (NodeId, Vec<f32>, BatchStats, f64, NormShape, Reduce);
 
         fn backward(
             self,
@@ -724,11 +751,11 @@ mod flex {
             checkpointer: &mut Checkpointer,
         ) {
             let dy = values(&grads.consume::<Flex>(&ops.node));
-            let (x_state, gamma, stats, epsilon, s) = ops.state;
+            let (x_state, gamma, stats, epsilon, s, reduce) = ops.state;
             let x = values(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
             let shape = x.shape().to_vec();
             let (dx, dgamma, dbeta) =
-                batch_norm::backward(slice(&x), &gamma, &stats, epsilon, slice(&dy), &s);
+                batch_norm::backward(slice(&x), &gamma, &stats, epsilon, slice(&dy), &s, reduce);
             let parents = ops.parents.map(|node| node.map(|node| node.id));
             register_norm_gradients(grads, parents, (dx, shape), dgamma, dbeta);
         }
@@ -919,28 +946,31 @@ mod flex {
             gamma: FloatTensor<Self>,
             beta: FloatTensor<Self>,
             epsilon: f64,
+            reduce: Reduce,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
             let prep = BatchNormBackward
                 .prepare::<C>([x.node(), gamma.node(), beta.node()])
                 .compute_bound()
                 .stateful();
             let gamma_values = values(gamma.primitive());
-            let (out, mean, variance) = Flex::pretext_batch_norm_train(
-                x.primitive().clone(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
+            let (out, stats) = batch_norm_forward(
+                x.primitive(),
+                gamma.primitive(),
+                beta.primitive(),
                 epsilon,
+                reduce,
+            );
+            let channels = stats.mean.len();
+            let (mean, variance) = (
+                flat(stats.mean.clone(), vec![channels]),
+                flat(stats.variance.clone(), vec![channels]),
             );
             let out = match prep {
                 OpsKind::Tracked(mut prep) => {
                     let x_state = prep.checkpoint(&x);
-                    let stats = BatchStats {
-                        mean: slice(&mean).to_vec(),
-                        variance: slice(&variance).to_vec(),
-                    };
                     let s = norm_shape(x.primitive());
-                    let state = (x_state, slice(&gamma_values).to_vec(), stats, epsilon, s);
-                    prep.finish(state, out)
+                    let gamma = slice(&gamma_values).to_vec();
+                    prep.finish((x_state, gamma, stats, epsilon, s, reduce), out)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(out),
             };

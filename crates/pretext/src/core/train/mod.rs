@@ -266,8 +266,11 @@ where
             &device.clone().without_autodiff(),
         )?;
         start_step = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
-        // Metrics past the checkpoint belong to the interrupted attempt; drop them.
-        truncate_metrics(&metrics_path, start_step)?;
+        // Metrics past the checkpoint belong to the interrupted attempt; drop them (rank 0
+        // alone: two ranks rewriting one file would sweep each other's temporaries).
+        if world.is_root() {
+            truncate_metrics(&metrics_path, start_step)?;
+        }
     } else if world.is_root() {
         if ckpt_path.is_file() && !options.overwrite {
             let step = Checkpoint::load(&ckpt_path)
