@@ -118,6 +118,13 @@ impl<C> Step<C> {
     }
 }
 
+/// Wait for the device's queued work, naming the step if it failed.
+fn sync_device(device: &Device, step: usize) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("the device failed at step {step}: {e:?}"))
+}
+
 /// The collapse monitor: the standard deviation over the batch of the L2-normalised
 /// embeddings, averaged over dimensions, times sqrt(dim). Embeddings spread over the sphere
 /// give about 1; a collapse to one point gives 0 (lightly's `std_of_l2_normalized`, scaled so
@@ -401,6 +408,10 @@ where
             }
             loss_value += value;
             accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+            // On asynchronous devices (wgpu, CUDA) the backward is only queued here: wait for
+            // it, so that its time is not counted as the optimizer's. (The forward's end is
+            // waited for by reading the loss above.) A no-op on the CPU.
+            sync_device(&device, step)?;
             time.forward += (t1 - t0).as_secs_f64();
             time.backward += t1.elapsed().as_secs_f64();
         }
@@ -409,6 +420,7 @@ where
         let grads = average_gradients(&model, accumulated.grads());
         model = optimizer.step(model, grads, lr);
         model = after_step(model, (step + 1) as f64 / total_steps as f64, carried);
+        sync_device(&device, step)?;
         time.optimizer += t2.elapsed().as_secs_f64();
 
         losses.push(loss_value);
