@@ -117,12 +117,6 @@ pub fn pretrain_on<M: Method>(
         .collect();
 
     let world = crate::core::distributed::world();
-    if world.is_distributed() && !crate::core::kernels::on_flex(device) {
-        bail!(
-            "under mpirun, pretrain runs on the flex CPU device (--device cpu): the gathers of \
-             embeddings and batch statistics across ranks are implemented for it alone so far"
-        );
-    }
     device.seed(config.seed);
     let ad = device.clone().autodiff();
     let image = (channels, height, width);

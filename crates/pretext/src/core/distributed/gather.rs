@@ -11,8 +11,9 @@
 //! the same global loss on gathered rows, that is the loss one process computes on the whole
 //! batch.
 //!
-//! Runs on the flex CPU backend (what MPI jobs use here); `pretrain` under `mpirun` refuses
-//! other devices.
+//! A burn backend extension with its own backward, for flex, LibTorch (`--features tch`) and
+//! wgpu (`--features wgpu`): the tensor travels through host memory (MPI cannot be handed
+//! device memory by these backends).
 
 use burn::prelude::*;
 
@@ -24,16 +25,11 @@ pub fn gather_rows(x: Tensor<2>) -> Tensor<2> {
     if !world().is_distributed() {
         return x;
     }
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::Dispatch;
-        use flex::CollectiveOps;
-        Tensor::from_dispatch(<Dispatch as CollectiveOps>::pretext_gather_rows(
-            x.into_dispatch(),
-        ))
-    }
-    #[cfg(not(feature = "flex"))]
-    panic!("gathering rows across ranks needs the flex backend")
+    use burn::backend::Dispatch;
+    use extension::CollectiveOps;
+    Tensor::from_dispatch(<Dispatch as CollectiveOps>::pretext_gather_rows(
+        x.into_dispatch(),
+    ))
 }
 
 /// The sum over the ranks of `x` (`[1, dim]`), differentiable: the row of every rank, summed.
@@ -44,41 +40,81 @@ pub fn sum_rows_over_ranks(x: Tensor<2>) -> Tensor<2> {
     gather_rows(x).sum_dim(0)
 }
 
-#[cfg(feature = "flex")]
-mod flex {
+// burn marks its LibTorch backend deprecated; it is still the CUDA path without LLVM here.
+#[allow(deprecated)]
+mod extension {
     use burn::backend::autodiff::Autodiff;
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::flex::{Flex, FlexTensor};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Backend, TensorMetadata, backend_extension};
+    use burn::backend::{Backend, TensorMetadata, backend_extension, read_sync};
     use burn::tensor::TensorData;
 
     use super::super::{all_gather_values, world};
 
-    #[backend_extension(Flex, Autodiff)]
+    #[backend_extension(
+        Flex: cfg(feature = "flex"),
+        LibTorch: cfg(feature = "tch"),
+        Cube: cfg(feature = "wgpu"),
+        Autodiff
+    )]
     pub trait CollectiveOps: Backend {
         /// Every rank's rows, in rank order.
         fn pretext_gather_rows(x: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
-    fn host_values(t: &FlexTensor) -> Vec<f32> {
-        // `pretrain` under MPI trains in f32 (checked when it starts).
-        t.to_contiguous()
-            .as_slice::<f32>()
-            .map(<[f32]>::to_vec)
-            .unwrap_or_default()
+    /// A tensor's values on the host, as `f32`.
+    fn host_values<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+        match read_sync(B::float_into_data(t)) {
+            Ok(data) => data
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default(),
+            // The device failed: nothing sensible can be sent; the job's error handling sees
+            // the failure on this rank's next device call.
+            Err(e) => panic!("reading a tensor for a collective failed: {e:?}"),
+        }
     }
 
-    impl CollectiveOps for Flex {
-        fn pretext_gather_rows(x: FlexTensor) -> FlexTensor {
-            let world = world();
-            let mut shape = x.shape().to_vec();
-            let all = all_gather_values(&host_values(&x), world.size);
-            shape[0] *= world.size;
-            FlexTensor::from_data(TensorData::new(all, shape))
+    /// `values` as a tensor of `shape` on `device`.
+    fn on_device<B: Backend>(
+        values: Vec<f32>,
+        shape: Vec<usize>,
+        device: &B::Device,
+    ) -> FloatTensor<B> {
+        B::float_from_data(TensorData::new(values, shape), device)
+    }
+
+    /// The forward on any backend: to the host, all-gathered, back to the device.
+    fn gather<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        let world = world();
+        let device = x.device();
+        let mut shape = x.shape().to_vec();
+        let all = all_gather_values(&host_values::<B>(x), world.size);
+        shape[0] *= world.size;
+        on_device::<B>(all, shape, &device)
+    }
+
+    #[cfg(feature = "flex")]
+    impl CollectiveOps for burn::backend::Flex {
+        fn pretext_gather_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            gather::<Self>(x)
+        }
+    }
+
+    #[cfg(feature = "tch")]
+    impl CollectiveOps for burn::backend::LibTorch {
+        fn pretext_gather_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            gather::<Self>(x)
+        }
+    }
+
+    #[cfg(feature = "wgpu")]
+    impl CollectiveOps for burn::backend::Cube {
+        fn pretext_gather_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            gather::<Self>(x)
         }
     }
 
@@ -86,7 +122,7 @@ mod flex {
     #[derive(Debug)]
     struct GatherBackward;
 
-    impl Backward<Flex, 1> for GatherBackward {
+    impl<B: Backend> Backward<B, 1> for GatherBackward {
         /// This rank's number of rows.
         type State = usize;
 
@@ -97,9 +133,10 @@ mod flex {
             _checkpointer: &mut Checkpointer,
         ) {
             let [node_x] = ops.parents;
-            let dy = grads.consume::<Flex>(&ops.node);
+            let dy = grads.consume::<B>(&ops.node);
+            let device = dy.device();
             let mut shape = dy.shape().to_vec();
-            let mut values = host_values(&dy);
+            let mut values = host_values::<B>(dy);
             let world = world();
             world.sum(&mut values);
             let rows = ops.state;
@@ -107,12 +144,12 @@ mod flex {
             let own = values[world.rank * rows * width..(world.rank + 1) * rows * width].to_vec();
             shape[0] = rows;
             if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(own, shape)));
+                grads.register::<B>(node.id, on_device::<B>(own, shape, &device));
             }
         }
     }
 
-    impl<C: CheckpointStrategy> CollectiveOps for Autodiff<Flex, C> {
+    impl<B: Backend + CollectiveOps, C: CheckpointStrategy> CollectiveOps for Autodiff<B, C> {
         fn pretext_gather_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
             let prep = GatherBackward
                 .prepare::<C>([x.node()])
@@ -120,7 +157,7 @@ mod flex {
                 .compute_bound()
                 .stateful();
             let rows = x.primitive().shape().dims::<2>()[0];
-            let y = Flex::pretext_gather_rows(x.into_primitive());
+            let y = B::pretext_gather_rows(x.into_primitive());
             match prep {
                 OpsKind::Tracked(prep) => prep.finish(rows, y),
                 OpsKind::UnTracked(prep) => prep.finish(y),

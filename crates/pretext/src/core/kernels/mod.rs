@@ -328,7 +328,7 @@ fn is_flex(device: &Device) -> bool {
     enabled && on_flex(device)
 }
 
-pub(crate) fn on_flex(device: &Device) -> bool {
+fn on_flex(device: &Device) -> bool {
     #[cfg(feature = "flex")]
     {
         use burn::backend::DispatchDevice;
