@@ -152,6 +152,15 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
     let over_tcp = Checkpoint::load(&work.join("tcp")).unwrap();
     assert!(over_tcp.model == two.model, "over TCP the weights differ");
 
+    // Gradients all-reduced in buckets of 250 values instead of a million: the same sums.
+    let small = ["--set", "train.allreduce_bucket_mb=0.001"];
+    succeeds(mlm(2, &work, "buckets", &small));
+    let buckets = Checkpoint::load(&work.join("buckets")).unwrap();
+    assert!(
+        buckets.model == two.model,
+        "small buckets change the weights"
+    );
+
     // Stopped at step 3 and resumed on 2 ranks: the uninterrupted 2-rank run, bit for bit.
     succeeds(mlm(2, &work, "resumed", &["--set", "train.max_steps=3"]));
     succeeds(mlm(2, &work, "resumed", &["--resume"]));

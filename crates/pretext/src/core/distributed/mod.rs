@@ -25,10 +25,6 @@ mod gather;
 pub use batch_norm::batch_norm_over_ranks;
 pub use gather::{gather_rows, sum_rows_over_ranks};
 
-/// Gradient values summed by one all-reduce (4 MB of `f32`, near PyTorch DDP's 25 MB buckets
-/// for the models trained here, small enough to keep one transfer's buffer modest).
-pub const BUCKET_VALUES: usize = 1 << 20;
-
 /// This process's place in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct World {
@@ -419,9 +415,14 @@ impl ModuleVisitor for Restore<'_> {
 }
 
 /// `grads` averaged over the ranks: copied into one host buffer, summed by one all-reduce per
-/// bucket of [`BUCKET_VALUES`], divided by the rank count, and put back. Every rank holds the
+/// bucket of `bucket_values` (`train.allreduce_bucket_mb`), divided by the rank count, and put
+/// back. Every rank holds the
 /// same model, so every rank visits the same parameters in the same order.
-pub fn average_gradients<M: Module>(model: &M, mut grads: GradientsParams) -> GradientsParams {
+pub fn average_gradients<M: Module>(
+    model: &M,
+    mut grads: GradientsParams,
+    bucket_values: usize,
+) -> GradientsParams {
     let world = world();
     if world.size == 1 {
         return grads;
@@ -433,7 +434,7 @@ pub fn average_gradients<M: Module>(model: &M, mut grads: GradientsParams) -> Gr
     };
     model.visit(&mut flatten);
     let (mut values, parts) = (flatten.values, flatten.parts);
-    for bucket in values.chunks_mut(BUCKET_VALUES) {
+    for bucket in values.chunks_mut(bucket_values.max(1)) {
         world.sum(bucket);
     }
     let inverse = 1.0 / world.size as f32;

@@ -221,6 +221,11 @@ where
         watch_collectives(Duration::from_secs_f64(spec.train.collective_timeout));
     }
     set_sync_batchnorm(spec.train.sync_batchnorm);
+    let bucket_mb = spec.train.allreduce_bucket_mb;
+    if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
+        bail!("train.allreduce_bucket_mb = {bucket_mb}: must be a positive number of megabytes");
+    }
+    let bucket_values = ((bucket_mb * 1e6 / 4.0) as usize).max(1);
     let _lock = if world.is_root() {
         let lock = RunLock::acquire(&out_dir, &format!("training {}", spec.name))?;
         for stale in remove_stale_temporaries(&out_dir) {
@@ -417,7 +422,7 @@ where
         }
         let t2 = Instant::now();
         let lr = spec.optimizer.lr_at(step, warmup_steps, total_steps);
-        let grads = average_gradients(&model, accumulated.grads());
+        let grads = average_gradients(&model, accumulated.grads(), bucket_values);
         model = optimizer.step(model, grads, lr);
         model = after_step(model, (step + 1) as f64 / total_steps as f64, carried);
         sync_device(&device, step)?;
