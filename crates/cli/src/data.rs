@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
+use pretext::audio::data::notes::{NoteSettings, build_notes};
+use pretext::audio::data::spoken::{SpokenSettings, build_spoken};
 use pretext::core::cache::default_cache_dir;
 use pretext::vision::data::digit_sheet::{SheetSettings, read_sheet};
 use pretext::vision::data::index::{FolderIndex, IndexSource};
@@ -13,6 +15,40 @@ use pretext::vision::data::shards::shards_from_folder;
 use serde_json::json;
 
 use crate::Global;
+
+/// `0-127`, `24-96:4` (a step) or `0,8,16`: numbers up to `max`, as a flag `name` gives them.
+fn parse_numbers(name: &str, text: &str, max: u8) -> Result<Vec<u8>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "{name} {text}: expected a list (0,8,16) or a range (24-96 or 24-96:4) of numbers 0-{max}"
+        )
+    };
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (range, step) = match part.split_once(':') {
+            Some((r, s)) => (r, s.parse::<usize>().map_err(|_| bad())?),
+            None => (part, 1),
+        };
+        let (lo, hi) = match range.split_once('-') {
+            Some((a, b)) => (
+                a.parse::<u8>().map_err(|_| bad())?,
+                b.parse::<u8>().map_err(|_| bad())?,
+            ),
+            None => {
+                let v = range.parse::<u8>().map_err(|_| bad())?;
+                (v, v)
+            }
+        };
+        if lo > hi || hi > max || step == 0 {
+            return Err(bad());
+        }
+        out.extend((lo..=hi).step_by(step));
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -53,6 +89,50 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
     },
+    /// Single notes rendered from a General MIDI SoundFont as NSynth was made (held 3 s,
+    /// released 1 s, 16 kHz mono WAV): OUT/{train,test}/<instrument family>/*.wav with
+    /// labels.tsv (program, pitch, velocity); test programs never appear in train.
+    Notes {
+        /// The SoundFont (SF2), e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2 (fluid-soundfont-gm)
+        /// or TimGM6mb.sf2 (timgm6mb-soundfont).
+        #[arg(long)]
+        soundfont: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// GM programs (0-127), e.g. 0-127 or 0,8,16.
+        #[arg(long, default_value = "0-127")]
+        programs: String,
+        /// MIDI pitches: a range with a step (24-96:4) or a list; the full NSynth grid is 21-108.
+        #[arg(long, default_value = "24-96:4")]
+        pitches: String,
+        /// Velocities; NSynth's are 25,50,75,100,127.
+        #[arg(long, default_value = "100")]
+        velocities: String,
+        /// Programs of each family held out for the test split.
+        #[arg(long, default_value_t = 2)]
+        test_programs: usize,
+    },
+    /// Spoken words (ten digits and 24 more) synthesised by espeak-ng in its 7 English voices
+    /// and a draw of its voice variants, at random speeds and pitches, with gain and noise;
+    /// OUT/{train,test}/<word>/*.wav split by variant (speaker), and OUT/recorded/ with one
+    /// real speaker's recordings of the same words where asterisk-core-sounds-en-wav is
+    /// installed.
+    Spoken {
+        #[arg(long)]
+        out: PathBuf,
+        /// Voice variants used (each with all 7 voices).
+        #[arg(long, default_value_t = 24)]
+        variants: usize,
+        /// Of those, held out for the test split.
+        #[arg(long, default_value_t = 6)]
+        test_variants: usize,
+        /// Renderings per word, voice and variant.
+        #[arg(long, default_value_t = 1)]
+        per_voice: usize,
+        /// Words to speak (comma-separated; default: the built-in 34).
+        #[arg(long, value_delimiter = ',')]
+        words: Vec<String>,
+    },
     /// List an image folder (class subfolders, optionally under train/ and test/) into the
     /// file index pretraining reads, and cache it (under $PRETEXT_CACHE_DIR, else the user's
     /// cache folder); says whether it was built or taken from the cache, and how long it took.
@@ -85,6 +165,76 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
         bail!("pretext data takes no --config, --set or --device: its settings are flags");
     }
     match cmd {
+        DataCommand::Notes {
+            soundfont,
+            out,
+            programs,
+            pitches,
+            velocities,
+            test_programs,
+        } => {
+            let mut settings = NoteSettings::new(soundfont, out);
+            settings.programs = parse_numbers("--programs", &programs, 127)?;
+            settings.pitches = parse_numbers("--pitches", &pitches, 127)?;
+            settings.velocities = parse_numbers("--velocities", &velocities, 127)?;
+            settings.test_programs = test_programs;
+            settings.seed = g.seed.unwrap_or(0);
+            let report = build_notes(&settings)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "data notes", "out": settings.out, "result": report })
+                );
+            } else {
+                println!(
+                    "wrote {}: {} train and {} test notes ({} silent notes skipped) in {:.1}s; \
+                     test programs {:?}",
+                    settings.out.display(),
+                    report.train,
+                    report.test,
+                    report.silent,
+                    report.seconds,
+                    report.test_programs
+                );
+            }
+            Ok(())
+        }
+        DataCommand::Spoken {
+            out,
+            variants,
+            test_variants,
+            per_voice,
+            words,
+        } => {
+            let mut settings = SpokenSettings::new(out);
+            settings.variants = variants;
+            settings.test_variants = test_variants;
+            settings.per_voice = per_voice;
+            settings.seed = g.seed.unwrap_or(0);
+            if !words.is_empty() {
+                settings.words = words;
+            }
+            let report = build_spoken(&settings)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "data spoken", "out": settings.out, "result": report })
+                );
+            } else {
+                println!(
+                    "wrote {}: {} train and {} test clips ({} words; test variants {:?}), {} \
+                     recorded clips, in {:.1}s",
+                    settings.out.display(),
+                    report.train,
+                    report.test,
+                    settings.words.len(),
+                    report.test_variants,
+                    report.recorded,
+                    report.seconds
+                );
+            }
+            Ok(())
+        }
         DataCommand::Index { dir } => index(g, &dir),
         DataCommand::Shards {
             from,

@@ -13,6 +13,7 @@ use pretext::core::eval::Protocols;
 use crate::outputs::{Input, refuse_output_over_inputs};
 
 mod alloc;
+mod audio;
 mod bench;
 mod data;
 mod labels;
@@ -166,6 +167,9 @@ enum Command {
     /// Masked language modelling (BERT, RoBERTa): train, evaluate, dump logits.
     #[command(subcommand)]
     Mlm(text::MlmCommand),
+    /// Sound: pretrain on folders of clips (BYOL-A, COLA, masked spectrograms) and score it.
+    #[command(subcommand)]
+    Audio(audio::AudioCommand),
     /// Train a tokenizer (WordPiece or byte-level BPE).
     #[command(subcommand)]
     Tokenizer(text::TokenizerCommand),
@@ -390,6 +394,7 @@ fn run(cli: Cli) -> Result<()> {
             vision::reconstruct(&g, &checkpoint, data.as_deref(), &out, images)
         }
         Command::Mlm(cmd) => text::run_mlm(&g, cmd),
+        Command::Audio(cmd) => audio::run(&g, cmd),
         Command::Export {
             checkpoint,
             format,

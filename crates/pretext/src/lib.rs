@@ -22,6 +22,7 @@
 //! Data flows one way: dataset → views (or masking) → backbone → head → loss → optimizer, driven
 //! by [`core::train::run_loop`]; evaluation reads a checkpoint.
 
+pub mod audio;
 pub mod core;
 pub mod text;
 pub mod vision;

@@ -61,6 +61,17 @@ pub fn normalized_mse(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
     cos.mean().mul_scalar(-2.0).add_scalar(2.0).reshape([1])
 }
 
+/// BYOL's symmetric loss on both views at once: `p` (predictions) and `z` (target
+/// projections) hold view 1's rows then view 2's; each view's prediction regresses the other
+/// view's target.
+pub fn byol_symmetric(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
+    let [rows, _] = p.dims();
+    let n = rows / 2;
+    let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
+    let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
+    (normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0)
+}
+
 /// SimSiam's loss: the negative cosine similarity of `p` and `z`, averaged over the batch
 /// (-1 when aligned). The caller detaches `z` (the stop-gradient).
 pub fn negative_cosine(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {

@@ -5,9 +5,9 @@ use burn::prelude::*;
 
 use anyhow::Result;
 
-use super::{Branch, ImageShape, Method, MethodStep, Step, halves};
+use super::{Branch, ImageShape, Method, MethodStep, Step};
 use crate::core::heads::Mlp;
-use crate::core::losses::normalized_mse;
+use crate::core::losses::byol_symmetric;
 use crate::core::momentum::{cosine_tau, detached_copy, ema_update};
 use crate::vision::backbones::Backbone;
 use crate::vision::config::PretrainConfig;
@@ -44,10 +44,7 @@ impl Method for Byol {
         let both = Tensor::cat(views, 0);
         let p = self.predictor.forward(self.online.forward(both.clone()));
         let z = self.target.forward(both).detach();
-        let ((p1, p2), (z1, z2)) = (halves(p.clone()), halves(z));
-        // Symmetric: each view's prediction regresses the other view's target projection.
-        let loss = (normalized_mse(p1, z2) + normalized_mse(p2, z1)).div_scalar(2.0);
-        Ok(Step::from(loss).watching(p))
+        Ok(Step::from(byol_symmetric(p.clone(), z)).watching(p))
     }
 
     fn after_step(self, progress: f64, _kept: Vec<Tensor<2>>) -> Self {

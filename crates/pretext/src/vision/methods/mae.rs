@@ -139,16 +139,11 @@ impl Mae {
     }
 }
 
-impl Method for Mae {
-    fn check_shape(config: &PretrainConfig, height: usize, width: usize) -> Result<()> {
-        let patch = config.backbone.patch_size;
-        check_patch_masking("mae", patch, config.mae.mask_ratio, height, width)
-    }
-
-    fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
-        let c = &config.mae;
-        let encoder = config.backbone.init(image, device);
-        let patch = config.backbone.patch_size;
+impl Mae {
+    /// An MAE around `encoder` (a ViT; other backbones fail at the first loss) for images of
+    /// `channels` channels: what audio's masked spectrogram modelling builds on log-mel images.
+    pub fn with_encoder(encoder: Backbone, c: &MaeConfig, channels: usize, device: &Device) -> Mae {
+        let patch = encoder.vit().map_or(1, Vit::patch_size);
         Mae {
             decoder_embed: LinearConfig::new(encoder.out_dim(), c.decoder_dim)
                 .with_initializer(Initializer::XavierUniform { gain: 1.0 })
@@ -160,13 +155,29 @@ impl Method for Mae {
             .init([1, 1, c.decoder_dim], device),
             decoder: pre_norm_blocks(c.decoder_dim, c.decoder_depth, c.decoder_heads, device),
             decoder_norm: final_norm(c.decoder_dim, device),
-            decoder_pred: LinearConfig::new(c.decoder_dim, image.0 * patch * patch)
+            decoder_pred: LinearConfig::new(c.decoder_dim, channels * patch * patch)
                 .with_initializer(Initializer::XavierUniform { gain: 1.0 })
                 .init(device),
             encoder,
             config: c.clone(),
-            channels: image.0,
+            channels,
         }
+    }
+}
+
+impl Method for Mae {
+    fn check_shape(config: &PretrainConfig, height: usize, width: usize) -> Result<()> {
+        let patch = config.backbone.patch_size;
+        check_patch_masking("mae", patch, config.mae.mask_ratio, height, width)
+    }
+
+    fn init(config: &PretrainConfig, image: ImageShape, device: &Device) -> Self {
+        Mae::with_encoder(
+            config.backbone.init(image, device),
+            &config.mae,
+            image.0,
+            device,
+        )
     }
 
     /// MAE's augmentation is a crop and a flip only: the masking is the hard part.

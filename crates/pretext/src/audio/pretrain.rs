@@ -1,0 +1,95 @@
+//! The audio pretraining job (`pretext audio pretrain`): log-mel clips → views on the
+//! background loader → any [`AudioMethod`] → the shared training loop.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use super::config::AudioConfig;
+use super::data::ClipSet;
+use super::methods::AudioMethod;
+use super::views::{AudioBatches, ViewSource};
+use crate::core::loader::Schedule;
+use crate::core::train::{LoopSpec, TrainOptions, TrainSummary, run_loop};
+
+/// The config fields that must match for a resume to continue the same run.
+fn run_identity(config: &AudioConfig) -> toml::Table {
+    let mut t = toml::Table::try_from(config).unwrap_or_default();
+    for key in ["train", "eval"] {
+        t.remove(key);
+    }
+    t
+}
+
+/// Pretrain the audio method `M` on `train` as `config` says.
+pub fn pretrain<M: AudioMethod>(
+    config: &AudioConfig,
+    train: Arc<ClipSet>,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<(M, TrainSummary)> {
+    let steps_per_epoch = train.len() / config.batch_size;
+    if steps_per_epoch == 0 {
+        bail!(
+            "batch_size = {} is larger than the training set ({} clips)",
+            config.batch_size,
+            train.len()
+        );
+    }
+    let (mean, std) = train.band_stats();
+    let views = Arc::new(config.views_for(M::view_presets())?);
+    device.seed(config.seed);
+    let ad = device.clone().autodiff();
+    let (bands, crop) = (train.n_mels, config.data.crop_frames);
+    let model = M::init(config, bands, crop, &ad);
+    let spec = LoopSpec {
+        name: &config.method,
+        epochs: config.epochs,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * config.epochs,
+        grad_accum: 1,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        optimizer: &config.optimizer,
+        train: &config.train,
+        identity: run_identity(config),
+        meta: serde_json::json!({
+            "kind": "audio",
+            "config": config.to_toml(),
+            "mean": mean,
+            "std": std,
+            "bands": bands,
+            "frames": train.frames,
+            "classes": train.tasks.iter().map(|t| (t.name.clone(), t.classes.clone())).collect::<Vec<_>>(),
+        }),
+        data: train.fingerprint(),
+    };
+    let source = Arc::new(ViewSource {
+        data: train,
+        mean,
+        std,
+        crop_frames: crop,
+    });
+    let source_at = |start: usize| {
+        let schedule = Schedule {
+            batch_size: config.batch_size,
+            steps_per_epoch,
+            epochs: config.epochs,
+            start_epoch: start / steps_per_epoch,
+            start_step: start % steps_per_epoch,
+            prefetch: config.train.prefetch,
+            seed: config.seed,
+        };
+        AudioBatches::new(source.clone(), views.clone(), schedule, ad.clone())
+    };
+    run_loop(
+        model,
+        source_at,
+        |m: &M, views, _progress| m.loss(views),
+        |m: M, p, _kept: Vec<()>| m.after_step(p),
+        |_m: &M| Ok(Vec::new()),
+        &spec,
+        options,
+    )
+}

@@ -1,0 +1,347 @@
+//! Views of a clip's log-mel image, and the batches of them the loop trains on.
+//!
+//! Every view starts as a random crop of `crop_frames` frames, normalised band by band with the
+//! training set's statistics. BYOL-A's views (Niizumi et al. 2021) then mix in a background
+//! clip (mixup in the power domain: `ln((1-λ) e^x + λ e^b)`, λ up to 0.4) and take a random
+//! resize crop: a window of 0.6-1.5 times the image in each direction, on a canvas 1.5 times
+//! as wide (zeros, the normalised mean, around the image), stretched back to the crop's size.
+//! COLA's views are crops only; masked modelling takes one plain crop.
+//!
+//! Each view's randomness is seeded from (seed, epoch, clip, view), so runs are reproducible
+//! and a resumed run sees the views it would have seen.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::data::ClipSet;
+use crate::core::loader::{Loader, Schedule, mix_seed};
+use crate::core::train::BatchSource;
+
+/// The augmentation of one view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioView {
+    /// Largest share λ of a background clip mixed in (0: no mixup).
+    pub mixup: f64,
+    /// Random resize crop: the range of the window's size relative to the image, per axis
+    /// (`[]`: none).
+    pub rrc_scale: Vec<f64>,
+    /// The canvas the window may wander over, relative to the image: [frequency, time].
+    pub rrc_canvas: Vec<f64>,
+}
+
+impl Default for AudioView {
+    fn default() -> Self {
+        AudioView::crop_only()
+    }
+}
+
+impl AudioView {
+    pub fn crop_only() -> AudioView {
+        AudioView {
+            mixup: 0.0,
+            rrc_scale: Vec::new(),
+            rrc_canvas: vec![1.0, 1.5],
+        }
+    }
+
+    /// BYOL-A's view.
+    pub fn byol_a() -> AudioView {
+        AudioView {
+            mixup: 0.4,
+            rrc_scale: vec![0.6, 1.5],
+            rrc_canvas: vec![1.0, 1.5],
+        }
+    }
+
+    pub fn validate(&self, name: &str) -> Result<()> {
+        if !(0.0..1.0).contains(&self.mixup) {
+            anyhow::bail!("{name}.mixup = {}: expected [0, 1)", self.mixup);
+        }
+        match self.rrc_scale[..] {
+            [] => {}
+            [lo, hi] if lo > 0.0 && lo <= hi => {}
+            _ => anyhow::bail!(
+                "{name}.rrc_scale = {:?}: expected [] or [low, high] with 0 < low <= high",
+                self.rrc_scale
+            ),
+        }
+        match self.rrc_canvas[..] {
+            [f, t] if f >= 1.0 && t >= 1.0 => Ok(()),
+            _ => anyhow::bail!(
+                "{name}.rrc_canvas = {:?}: expected [frequency, time], each at least 1",
+                self.rrc_canvas
+            ),
+        }
+    }
+}
+
+/// A log-mel image `[bands][frames]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spectrogram {
+    pub bands: usize,
+    pub frames: usize,
+    pub values: Vec<f32>,
+}
+
+impl Spectrogram {
+    fn at(&self, band: usize, frame: usize) -> f32 {
+        self.values[band * self.frames + frame]
+    }
+}
+
+/// `frames` frames of `clip` (`[bands][clip_frames]`) from `start`, normalised per band.
+pub fn crop(
+    clip: &[f32],
+    bands: usize,
+    start: usize,
+    frames: usize,
+    mean: &[f32],
+    std: &[f32],
+) -> Spectrogram {
+    let clip_frames = clip.len() / bands;
+    let mut values = Vec::with_capacity(bands * frames);
+    for m in 0..bands {
+        let row = &clip[m * clip_frames + start..m * clip_frames + start + frames];
+        values.extend(row.iter().map(|v| (v - mean[m]) / std[m]));
+    }
+    Spectrogram {
+        bands,
+        frames,
+        values,
+    }
+}
+
+/// Mix `background` into `x` with weight `lambda` in the power domain (BYOL-A's mixup).
+pub fn mixup(x: &mut Spectrogram, background: &Spectrogram, lambda: f32) {
+    for (v, b) in x.values.iter_mut().zip(&background.values) {
+        *v = ((1.0 - lambda) * v.exp() + lambda * b.exp() + f32::EPSILON).ln();
+    }
+}
+
+/// A window of `(h, w)` at `(top, left)` on a canvas of `canvas` (the image centred on it,
+/// zeros around) resized bilinearly to the image's size.
+pub fn resize_crop(
+    x: &Spectrogram,
+    canvas: (usize, usize),
+    window: (usize, usize, usize, usize),
+) -> Spectrogram {
+    let (top, left, h, w) = window;
+    let (off_f, off_t) = (
+        (canvas.0 - x.bands) as f32 / 2.0,
+        (canvas.1 - x.frames) as f32 / 2.0,
+    );
+    let sample = |f: f32, t: f32| -> f32 {
+        let (fi, ti) = (f - off_f, t - off_t);
+        // Outside the image's pixels: the canvas. Within its outer half pixels: its edge (as
+        // torch's interpolate clamps).
+        let (bands, frames) = (x.bands as f32, x.frames as f32);
+        if fi < -0.5 || ti < -0.5 || fi > bands - 0.5 || ti > frames - 0.5 {
+            return 0.0;
+        }
+        let (fi, ti) = (fi.clamp(0.0, bands - 1.0), ti.clamp(0.0, frames - 1.0));
+        let (f0, t0) = (fi.floor() as usize, ti.floor() as usize);
+        let (f1, t1) = ((f0 + 1).min(x.bands - 1), (t0 + 1).min(x.frames - 1));
+        let (df, dt) = (fi - f0 as f32, ti - t0 as f32);
+        let top = x.at(f0, t0) * (1.0 - dt) + x.at(f0, t1) * dt;
+        let bottom = x.at(f1, t0) * (1.0 - dt) + x.at(f1, t1) * dt;
+        top * (1.0 - df) + bottom * df
+    };
+    let mut values = Vec::with_capacity(x.bands * x.frames);
+    for m in 0..x.bands {
+        // Pixel centres of the output mapped into the window (align_corners = false).
+        let f = top as f32 + (m as f32 + 0.5) * h as f32 / x.bands as f32 - 0.5;
+        for t in 0..x.frames {
+            let tt = left as f32 + (t as f32 + 0.5) * w as f32 / x.frames as f32 - 0.5;
+            values.push(sample(f, tt));
+        }
+    }
+    Spectrogram {
+        bands: x.bands,
+        frames: x.frames,
+        values,
+    }
+}
+
+/// What every view of a run shares: the set, its band statistics and the crop length.
+pub struct ViewSource {
+    pub data: Arc<ClipSet>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub crop_frames: usize,
+}
+
+impl ViewSource {
+    fn random_crop(&self, clip: usize, rng: &mut ChaCha8Rng) -> Spectrogram {
+        let start = rng.random_range(0..=self.data.frames - self.crop_frames);
+        crop(
+            self.data.clip(clip),
+            self.data.n_mels,
+            start,
+            self.crop_frames,
+            &self.mean,
+            &self.std,
+        )
+    }
+
+    /// One view of `clip` drawn with `rng`.
+    pub fn view(&self, clip: usize, spec: &AudioView, rng: &mut ChaCha8Rng) -> Spectrogram {
+        let mut x = self.random_crop(clip, rng);
+        if spec.mixup > 0.0 {
+            let other = rng.random_range(0..self.data.len());
+            let background = self.random_crop(other, rng);
+            let lambda = rng.random_range(0.0..spec.mixup) as f32;
+            mixup(&mut x, &background, lambda);
+        }
+        if let [lo, hi] = spec.rrc_scale[..] {
+            let canvas = (
+                (x.bands as f64 * spec.rrc_canvas[0]).round() as usize,
+                (x.frames as f64 * spec.rrc_canvas[1]).round() as usize,
+            );
+            let size = |n: usize, limit: usize, rng: &mut ChaCha8Rng| {
+                ((n as f64 * rng.random_range(lo..=hi)).round() as usize).clamp(1, limit)
+            };
+            let h = size(x.bands, canvas.0, rng);
+            let w = size(x.frames, canvas.1, rng);
+            let top = rng.random_range(0..=canvas.0 - h);
+            let left = rng.random_range(0..=canvas.1 - w);
+            x = resize_crop(&x, canvas, (top, left, h, w));
+        }
+        x
+    }
+}
+
+/// One batch: every view `[batch, 1, bands, frames]` flattened, and its epoch.
+pub struct AudioBatch {
+    pub views: Vec<Vec<f32>>,
+    pub shape: [usize; 4],
+    pub epoch: usize,
+}
+
+/// The batches of a run, built ahead of the model on the shared loader.
+pub struct AudioBatches {
+    loader: Loader<AudioBatch>,
+    device: Device,
+}
+
+impl AudioBatches {
+    pub fn new(
+        source: Arc<ViewSource>,
+        views: Arc<Vec<AudioView>>,
+        schedule: Schedule,
+        device: Device,
+    ) -> AudioBatches {
+        let len = source.data.len();
+        let loader = Loader::spawn(len, schedule, move |epoch, _step, indices| {
+            let per_clip: Vec<Vec<Spectrogram>> = indices
+                .par_iter()
+                .map(|&clip| {
+                    views
+                        .iter()
+                        .enumerate()
+                        .map(|(v, spec)| {
+                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
+                                schedule.seed,
+                                epoch as u64,
+                                clip as u64,
+                                v as u64,
+                            ]));
+                            source.view(clip, spec, &mut rng)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut out = vec![Vec::new(); views.len()];
+            for clip_views in per_clip {
+                for (v, s) in clip_views.into_iter().enumerate() {
+                    out[v].extend(s.values);
+                }
+            }
+            AudioBatch {
+                views: out,
+                shape: [indices.len(), 1, source.data.n_mels, source.crop_frames],
+                epoch,
+            }
+        });
+        AudioBatches { loader, device }
+    }
+}
+
+impl BatchSource for AudioBatches {
+    type Batch = Vec<Tensor<4>>;
+
+    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
+        let Some(batch) = self.loader.next_batch() else {
+            return Ok(None);
+        };
+        let tensors = batch
+            .views
+            .into_iter()
+            .map(|v| Tensor::from_data(TensorData::new(v, batch.shape), &self.device))
+            .collect();
+        Ok(Some((tensors, batch.epoch)))
+    }
+
+    fn waited(&self) -> Duration {
+        self.loader.waited()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(bands: usize, frames: usize) -> Spectrogram {
+        Spectrogram {
+            bands,
+            frames,
+            values: (0..bands * frames).map(|i| (i % frames) as f32).collect(),
+        }
+    }
+
+    #[test]
+    fn a_full_window_on_a_plain_canvas_is_the_identity() {
+        let x = ramp(4, 6);
+        assert_eq!(resize_crop(&x, (4, 6), (0, 0, 4, 6)), x);
+    }
+
+    #[test]
+    fn a_half_window_stretches_time_and_the_canvas_pads_with_the_mean() {
+        let x = ramp(2, 4);
+        // The left half (frames 0-1) stretched over 4 frames.
+        let y = resize_crop(&x, (2, 4), (0, 0, 2, 2));
+        assert_eq!(&y.values[..4], &[0.0, 0.25, 0.75, 1.25]);
+        // A canvas twice as wide: the image sits in its middle, zeros on each side, and the
+        // whole canvas squeezed into 4 frames samples it every 2 frames.
+        let z = resize_crop(&x, (2, 8), (0, 0, 2, 8));
+        assert_eq!(&z.values[..4], &[0.0, 0.5, 2.5, 0.0]);
+    }
+
+    #[test]
+    fn mixup_is_a_mean_of_powers_and_crops_normalise_per_band() {
+        let mut x = Spectrogram {
+            bands: 1,
+            frames: 2,
+            values: vec![0.0, 2.0f32.ln()],
+        };
+        let b = Spectrogram {
+            bands: 1,
+            frames: 2,
+            values: vec![4.0f32.ln(), 2.0f32.ln()],
+        };
+        mixup(&mut x, &b, 0.25);
+        // 0.75 * 1 + 0.25 * 4 = 1.75; 0.75 * 2 + 0.25 * 2 = 2.
+        assert!((x.values[0] - 1.75f32.ln()).abs() < 1e-5);
+        assert!((x.values[1] - 2.0f32.ln()).abs() < 1e-5);
+        let clip = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
+        let c = crop(&clip, 2, 1, 2, &[2.0, 20.0], &[1.0, 10.0]);
+        assert_eq!(c.values, vec![0.0, 1.0, 0.0, 1.0]);
+    }
+}
