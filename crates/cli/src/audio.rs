@@ -190,10 +190,11 @@ fn evaluate(
             )
         };
     let mut out = Vec::new();
+    // Standardised with the training clips' statistics, as BYOL-A evaluates embeddings.
     let features = |encoder: &pretext::audio::backbones::AudioEncoder| {
-        (
-            encoder_features(encoder, &train, &ckpt.mean, &ckpt.std, device),
-            encoder_features(encoder, &test, &ckpt.mean, &ckpt.std, device),
+        standardise(
+            &encoder_features(encoder, &train, ckpt.norm(), device),
+            &encoder_features(encoder, &test, ckpt.norm(), device),
         )
     };
     let (a, b) = features(&ckpt.encoder);

@@ -6,6 +6,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use pretext::audio::checkpoint::AudioCheckpoint;
+use pretext::audio::data::load_splits;
+use pretext::audio::eval::align_labels;
+use pretext::audio::labels::AudioLabels;
 use pretext::core::checkpoint::{Checkpoint, content_hash, remove_stale_temporaries};
 use pretext::core::labels::{
     ArmRun, LabelStudy, LabelTask, LabelsConfig, StudyJournal, differing_fields, read_journal,
@@ -38,6 +42,8 @@ pub struct LabelFlags<'a> {
     pub arms: Option<Vec<String>>,
     /// Take the from-scratch runs from this other image run's study.
     pub baseline_from: Option<&'a Path>,
+    /// Audio checkpoints: the label column studied.
+    pub task: Option<&'a str>,
 }
 
 /// Finished runs another study lends this one (`--baseline-from`), and the journal they are in.
@@ -59,6 +65,20 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     let kind = Checkpoint::load(checkpoint)?.meta["kind"]
         .as_str()
         .map(str::to_string);
+    if kind.as_deref() == Some("audio") {
+        if flags.baseline_from.is_some()
+            || flags.label_column.is_some()
+            || flags.text_column.is_some()
+        {
+            bail!(
+                "--baseline-from, --label-column and --text-column are not for audio checkpoints"
+            );
+        }
+        return audio_study(g, checkpoint, flags);
+    }
+    if flags.task.is_some() {
+        bail!("--task is for audio checkpoints (a label column of the clips' folder)");
+    }
     if kind.as_deref() == Some("mlm") {
         if flags.baseline_from.is_some() {
             bail!("--baseline-from is for image checkpoints; this one is a text run");
@@ -246,6 +266,56 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
         "{} (mlm, step {}): {}: {} labelled texts in the pool, {} test texts",
         checkpoint.display(),
         ckpt.step,
+        data.display(),
+        task.pool_size(),
+        task.test_size()
+    );
+    finish(g, &json_path, &study, record, &headline)
+}
+
+/// The study of an audio checkpoint on the train and test folders of `--data`, on the label
+/// column `--task` (default `class`); written to `labels.<task>.json` in the run folder.
+fn audio_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let ckpt = AudioCheckpoint::open(checkpoint, &device)?;
+    let data = flags
+        .data
+        .context("an audio study needs --data DIR (a folder with train/ and test/)")?;
+    let task_name = flags.task.unwrap_or("class");
+    let mut config = ckpt.config.clone();
+    apply_flags(&mut config.eval.labels, &flags)?;
+    let seed = g.seed.unwrap_or(config.seed);
+    let (pool, test, _, _) = load_splits(data, &config.data)?;
+    let test = test.with_context(|| format!("{}: no test/ split", data.display()))?;
+    let (rows, test_labels) = align_labels(pool.task(task_name)?, test.task(task_name)?);
+    let test = test.select(&rows);
+    let task = AudioLabels::new(&ckpt, pool, test, task_name, test_labels, &device)?;
+    let json_path = ckpt.dir.join(format!("labels.{task_name}.json"));
+    let mut eval = config.eval.clone();
+    eval.labels = LabelsConfig::default();
+    let key = json!({
+        "checkpoint": content_hash(checkpoint)?,
+        "data": data,
+        "task": task_name,
+        "data_config": config.data,
+        "seed": seed,
+        "eval": eval,
+        "validation_fraction": config.eval.labels.validation_fraction,
+    });
+    let study = journaled_study(&task, &config.eval.labels, seed, &json_path, key, None)?;
+    let record = json!({
+        "command": "eval labels",
+        "checkpoint": checkpoint,
+        "data": data,
+        "task": task_name,
+        "pool": task.pool_size(),
+        "test": task.test_size(),
+        "method": config.method,
+    });
+    let headline = format!(
+        "{} ({}): '{task_name}' of {}: {} labelled clips in the pool, {} test clips",
+        checkpoint.display(),
+        config.method,
         data.display(),
         task.pool_size(),
         task.test_size()

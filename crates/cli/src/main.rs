@@ -98,6 +98,10 @@ enum Command {
         /// text-probe and labels on a text checkpoint: column of the text (from 0; default the last).
         #[arg(long)]
         text_column: Option<usize>,
+        /// labels on an audio checkpoint: the label column (`class`, the subfolders, or a
+        /// column of labels.tsv such as `pitch`).
+        #[arg(long)]
+        task: Option<String>,
         /// labels: fractions of the training labels, e.g. 0.01,0.1,1 (eval.labels.fractions).
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         fractions: Option<Vec<f64>>,
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
             no_baseline,
             label_column,
             text_column,
+            task,
             fractions,
             seeds,
             arms,
@@ -330,6 +335,7 @@ fn run(cli: Cli) -> Result<()> {
                 given("--arms", arms.is_some()),
                 given("--vectors", vectors.is_some()),
                 given("--baseline-from", baseline_from.is_some()),
+                given("--task", task.is_some()),
             ];
             let baseline_flag = [given("--no-baseline", no_baseline)];
             let required = || checkpoint.clone().context("--checkpoint is required");
@@ -346,6 +352,7 @@ fn run(cli: Cli) -> Result<()> {
                         seeds,
                         arms,
                         baseline_from: baseline_from.as_deref(),
+                        task: task.as_deref(),
                     };
                     return labels::run(&g, flags);
                 }

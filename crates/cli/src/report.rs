@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use pretext::audio::report::audio_report;
 use pretext::core::checkpoint::{Checkpoint, write_atomic};
 use pretext::text::report::mlm_report;
 use pretext::text::tsv::read_labelled_tsv;
@@ -21,7 +22,13 @@ pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> R
     } else {
         run.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    let html = if ckpt.meta["kind"].as_str() == Some("mlm") {
+    let html = if ckpt.meta["kind"].as_str() == Some("audio") {
+        if !g.overrides().is_empty() || g.config.is_some() {
+            anyhow::bail!("the report of an audio run takes no --config, --set or --seed");
+        }
+        // A clip folder with train/ and test/ adds the map, neighbours and confusion matrix.
+        audio_report(&dir, data, &device)?
+    } else if ckpt.meta["kind"].as_str() == Some("mlm") {
         if !g.overrides().is_empty() || g.config.is_some() {
             anyhow::bail!(
                 "the report of a masked-language-model run takes no --config, --set or --seed"

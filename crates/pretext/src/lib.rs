@@ -13,11 +13,14 @@
 //!             → pretrain job;
 //!             eval (image features → core::eval), reconstruct
 //! text/       tokenizer → examples → masking → encoder → mlm job; probe, export/import (HF)
+//! audio/      data (clips → log-mel; notes and spoken-word builders) → views (crops, mixup,
+//!             random resize crop) → backbones (BYOL-A's CNN, the ViT) → methods (BYOL-A,
+//!             COLA, masked spectrogram modelling) → pretrain job; eval, labels, report
 //! ```
 //!
 //! Each modality keeps the same inner shape: its data readers, its views or masking, its
-//! backbones and heads, its methods, its job. Audio and video will sit beside `vision/` and
-//! `text/` as `audio/` and `video/`, built the same way on the same core.
+//! backbones and heads, its methods, its job. Video will sit beside them as `video/`, built the
+//! same way on the same core.
 //!
 //! Data flows one way: dataset → views (or masking) → backbone → head → loss → optimizer, driven
 //! by [`core::train::run_loop`]; evaluation reads a checkpoint.

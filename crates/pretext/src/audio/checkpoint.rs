@@ -21,6 +21,11 @@ pub struct AudioCheckpoint {
 }
 
 impl AudioCheckpoint {
+    /// The per-band normalisation the run trained with: (mean, std).
+    pub fn norm(&self) -> (&[f32], &[f32]) {
+        (&self.mean, &self.std)
+    }
+
     /// Open `path` (a run folder or its `checkpoint.safetensors`) on `device`.
     pub fn open(path: &Path, device: &Device) -> Result<AudioCheckpoint> {
         let ckpt = Checkpoint::load(path)?;

@@ -10,6 +10,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod labels;
 pub mod methods;
 pub mod pretrain;
+pub mod report;
 pub mod views;

@@ -35,6 +35,10 @@ pub struct AudioView {
     pub rrc_scale: Vec<f64>,
     /// The canvas the window may wander over, relative to the image: [frequency, time].
     pub rrc_canvas: Vec<f64>,
+    /// Random linear fader (BYOL-A v2, Niizumi et al. 2023): a gain ramping linearly over the
+    /// crop from one end value to another, each drawn from [-fade, fade], added to the
+    /// normalised log-mel image (0: off), so that loudness is no shortcut between views.
+    pub fade: f64,
 }
 
 impl Default for AudioView {
@@ -49,6 +53,7 @@ impl AudioView {
             mixup: 0.0,
             rrc_scale: Vec::new(),
             rrc_canvas: vec![1.0, 1.5],
+            fade: 0.0,
         }
     }
 
@@ -58,10 +63,14 @@ impl AudioView {
             mixup: 0.4,
             rrc_scale: vec![0.6, 1.5],
             rrc_canvas: vec![1.0, 1.5],
+            fade: 0.0,
         }
     }
 
     pub fn validate(&self, name: &str) -> Result<()> {
+        if !(self.fade >= 0.0 && self.fade.is_finite()) {
+            anyhow::bail!("{name}.fade = {}: expected 0 or more", self.fade);
+        }
         if !(0.0..1.0).contains(&self.mixup) {
             anyhow::bail!("{name}.mixup = {}: expected [0, 1)", self.mixup);
         }
@@ -123,6 +132,15 @@ pub fn crop(
 pub fn mixup(x: &mut Spectrogram, background: &Spectrogram, lambda: f32) {
     for (v, b) in x.values.iter_mut().zip(&background.values) {
         *v = ((1.0 - lambda) * v.exp() + lambda * b.exp() + f32::EPSILON).ln();
+    }
+}
+
+/// Add a gain ramping linearly from `start` at the first frame to `end` at the last.
+pub fn fade(x: &mut Spectrogram, start: f32, end: f32) {
+    let steps = (x.frames.max(2) - 1) as f32;
+    for (i, v) in x.values.iter_mut().enumerate() {
+        let t = (i % x.frames) as f32 / steps;
+        *v += start + (end - start) * t;
     }
 }
 
@@ -213,6 +231,13 @@ impl ViewSource {
             let top = rng.random_range(0..=canvas.0 - h);
             let left = rng.random_range(0..=canvas.1 - w);
             x = resize_crop(&x, canvas, (top, left, h, w));
+        }
+        if spec.fade > 0.0 {
+            let (start, end) = (
+                rng.random_range(-spec.fade..=spec.fade) as f32,
+                rng.random_range(-spec.fade..=spec.fade) as f32,
+            );
+            fade(&mut x, start, end);
         }
         x
     }
@@ -343,5 +368,12 @@ mod tests {
         let clip = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
         let c = crop(&clip, 2, 1, 2, &[2.0, 20.0], &[1.0, 10.0]);
         assert_eq!(c.values, vec![0.0, 1.0, 0.0, 1.0]);
+        let mut f = Spectrogram {
+            bands: 2,
+            frames: 3,
+            values: vec![0.0; 6],
+        };
+        fade(&mut f, -1.0, 1.0);
+        assert_eq!(f.values, vec![-1.0, 0.0, 1.0, -1.0, 0.0, 1.0]);
     }
 }

@@ -546,7 +546,7 @@ mod tests {
         std::fs::write(dir.join("low/broken.wav"), b"RIFF....WAVEjunk").unwrap();
         std::fs::write(
             dir.join("labels.tsv"),
-            "file\tpitch\nhigh/a.wav\t90\nhigh/b.wav\t90\nlow/c.wav\t55\n",
+            "file\tpitch\nhigh/a.wav\t90\nhigh/b.wav\t90\nlow/c.wav\t55\nlow/tiny.wav\t55\n",
         )
         .unwrap();
         let config = AudioDataConfig {

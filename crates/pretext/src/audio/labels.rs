@@ -1,0 +1,246 @@
+//! Label efficiency on sound (`pretext eval labels` with an audio checkpoint): at each fraction
+//! of the training labels, the pretrained encoder probed (kNN, linear) and fine-tuned with a
+//! linear head, against the same encoder at random initialisation (probed, and trained from
+//! scratch on the labels with the same budget) and logistic regression on the mean and
+//! standard deviation of the log-mel bands. Pool and test are the data's train and test
+//! folders (which keep instruments or speakers apart).
+
+use std::cell::OnceCell;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use super::backbones::AudioEncoder;
+use super::checkpoint::AudioCheckpoint;
+use super::data::ClipSet;
+use super::eval::{encoder_features, logmel_stats, standardise};
+use super::methods::AudioMethod;
+use crate::core::eval::{Features, Labelled, knn_accuracy};
+use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
+use crate::core::labels::{
+    ArmOutcome, Comparison, LabelTask, probe_subset, require_classes, supervised_arm,
+};
+use crate::core::loader::mix_seed;
+use crate::core::split::LabelSubset;
+use crate::with_audio_method;
+
+pub const KNN: &str = "knn";
+pub const LINEAR: &str = "linear";
+pub const FINETUNE: &str = "finetune";
+pub const RANDOM_LINEAR: &str = "random_linear";
+pub const SCRATCH: &str = "scratch";
+pub const LOGMEL: &str = "logmel";
+
+/// A study of one audio checkpoint on one label column.
+pub struct AudioLabels<'a> {
+    checkpoint: &'a AudioCheckpoint,
+    pool: ClipSet,
+    test: ClipSet,
+    pool_labels: Vec<u32>,
+    test_labels: Vec<u32>,
+    class_names: Vec<String>,
+    device: Device,
+    frozen: OnceCell<(Features, Features)>,
+    random: OnceCell<(Features, Features)>,
+    logmel: OnceCell<(Features, Features)>,
+}
+
+impl<'a> AudioLabels<'a> {
+    /// `pool` and `test` hold the clips of each side; their labels on `task` (the test side's
+    /// already renumbered by the pool's classes).
+    pub fn new(
+        checkpoint: &'a AudioCheckpoint,
+        pool: ClipSet,
+        test: ClipSet,
+        task: &str,
+        test_labels: Vec<u32>,
+        device: &Device,
+    ) -> Result<Self> {
+        let column = pool.task(task)?;
+        require_classes(column.classes.len())?;
+        if checkpoint.config.eval.finetune.projection_layers != 0 {
+            bail!("eval.finetune.projection_layers is for image checkpoints");
+        }
+        Ok(AudioLabels {
+            checkpoint,
+            pool_labels: column.labels.clone(),
+            class_names: column.classes.clone(),
+            pool,
+            test,
+            test_labels,
+            device: device.clone(),
+            frozen: OnceCell::new(),
+            random: OnceCell::new(),
+            logmel: OnceCell::new(),
+        })
+    }
+
+    pub fn pool_size(&self) -> usize {
+        self.pool.len()
+    }
+
+    pub fn test_size(&self) -> usize {
+        self.test.len()
+    }
+
+    /// The method's encoder at random initialisation, seeded by `seed`.
+    fn fresh_encoder(&self, seed: u64, device: &Device) -> AudioEncoder {
+        let config = &self.checkpoint.config;
+        device.seed(seed);
+        with_audio_method!(config.method.as_str(), M => {
+            M::init(config, config.data.mel.n_mels, config.data.crop_frames, device).encoder()
+        })
+    }
+
+    /// Frozen features of both sides, standardised with the pool's statistics (as BYOL-A
+    /// evaluates embeddings).
+    fn features_of(&self, encoder: &AudioEncoder) -> (Features, Features) {
+        let c = self.checkpoint;
+        standardise(
+            &encoder_features(encoder, &self.pool, c.norm(), &self.device),
+            &encoder_features(encoder, &self.test, c.norm(), &self.device),
+        )
+    }
+
+    fn probe(
+        &self,
+        features: &(Features, Features),
+        subset: &LabelSubset,
+        seed: u64,
+    ) -> Result<f64> {
+        probe_subset(
+            features,
+            &self.pool_labels,
+            &self.test_labels,
+            self.class_names.len(),
+            subset,
+            &self.checkpoint.config.eval,
+            seed,
+            &self.device,
+        )
+    }
+
+    /// The normalised whole clips at `rows` of one side, `[rows, 1, bands, frames]`.
+    fn clips(&self, side: &ClipSet, rows: &[usize], device: &Device) -> Tensor<4> {
+        let (bands, frames) = (side.n_mels, side.frames);
+        let (mean, std) = (&self.checkpoint.mean, &self.checkpoint.std);
+        let mut x = Vec::with_capacity(rows.len() * bands * frames);
+        for &i in rows {
+            let clip = side.clip(i);
+            for m in 0..bands {
+                x.extend(
+                    clip[m * frames..(m + 1) * frames]
+                        .iter()
+                        .map(|v| (v - mean[m]) / std[m]),
+                );
+            }
+        }
+        Tensor::from_data(TensorData::new(x, [rows.len(), 1, bands, frames]), device)
+    }
+
+    /// Fine-tune the pretrained encoder, or train a fresh one from scratch, on `subset`.
+    fn train(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+        let ad = self.device.clone().autodiff();
+        let eval = &self.checkpoint.config.eval;
+        let (encoder, config) = if arm == FINETUNE {
+            let reopened = AudioCheckpoint::open(&self.checkpoint.dir, &ad)?;
+            (reopened.encoder, eval.finetune.clone())
+        } else {
+            (
+                self.fresh_encoder(mix_seed(&[seed, 0x5C2A7C4]), &ad),
+                eval.finetune.from_scratch(),
+            )
+        };
+        let features = |e: &AudioEncoder, idx: &[usize], pass: Pass, device: &Device| {
+            let side = if pass == Pass::Test {
+                &self.test
+            } else {
+                &self.pool
+            };
+            Ok(e.forward(self.clips(side, idx, device)))
+        };
+        let test_rows: Vec<usize> = (0..self.test.len()).collect();
+        let plan = Plan {
+            feature_dim: encoder.out_dim(),
+            rows: Rows {
+                train: &subset.train,
+                validation: &subset.validation,
+                pool_labels: &self.pool_labels,
+                test: &test_rows,
+                test_labels: &self.test_labels,
+                classes: self.class_names.len(),
+            },
+            features,
+            config: &config,
+            unlabelled: Unlabelled::None,
+            lr_scale: None,
+            seed,
+        };
+        Ok(supervised_arm(encoder, plan)?.1)
+    }
+}
+
+impl LabelTask for AudioLabels<'_> {
+    fn arms(&self) -> Vec<String> {
+        [LOGMEL, RANDOM_LINEAR, KNN, LINEAR, FINETUNE, SCRATCH]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn comparison(&self) -> Option<Comparison> {
+        Some(Comparison::new(
+            &[LINEAR, FINETUNE],
+            &[SCRATCH, LOGMEL, RANDOM_LINEAR],
+        ))
+    }
+
+    fn pool_labels(&self) -> &[u32] {
+        &self.pool_labels
+    }
+
+    fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+
+    fn run_arm(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
+        let scored = |accuracy: f64| ArmOutcome {
+            accuracy,
+            detail: serde_json::json!({}),
+        };
+        match arm {
+            LOGMEL => {
+                let f = self.logmel.get_or_init(|| {
+                    standardise(&logmel_stats(&self.pool), &logmel_stats(&self.test))
+                });
+                Ok(scored(self.probe(f, subset, seed)?))
+            }
+            RANDOM_LINEAR => {
+                let f = self.random.get_or_init(|| {
+                    let seed = self.checkpoint.config.seed;
+                    self.features_of(&self.fresh_encoder(seed, &self.device))
+                });
+                Ok(scored(self.probe(f, subset, seed)?))
+            }
+            KNN | LINEAR => {
+                let f = self
+                    .frozen
+                    .get_or_init(|| self.features_of(&self.checkpoint.encoder));
+                if arm == LINEAR {
+                    return Ok(scored(self.probe(f, subset, seed)?));
+                }
+                let rows = f.0.rows(&subset.train);
+                let labels: Vec<u32> = subset.train.iter().map(|&i| self.pool_labels[i]).collect();
+                let eval = &self.checkpoint.config.eval;
+                Ok(scored(knn_accuracy(
+                    Labelled::new(&rows, &labels),
+                    Labelled::new(&f.1, &self.test_labels),
+                    self.class_names.len(),
+                    eval.knn_k,
+                    eval.knn_temperature,
+                )))
+            }
+            FINETUNE | SCRATCH => self.train(arm, subset, seed),
+            other => bail!("unknown arm '{other}'"),
+        }
+    }
+}
