@@ -1,25 +1,27 @@
 //! Every shipped config parses and validates, so the README's commands cannot rot silently.
 
+use pretext::audio::config::AudioConfig;
 use pretext::text::config::MlmConfig;
 use pretext::vision::config::PretrainConfig;
 
 #[test]
 fn shipped_configs_are_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let (mut images, mut text) = (0, 0);
+    let (mut images, mut text, mut audio) = (0, 0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        // `mlm_*.toml` configure `pretext mlm train`; the others `pretext pretrain`.
-        let is_mlm = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("mlm_"));
-        let loaded = if is_mlm {
+        // `mlm_*.toml` configure `pretext mlm train`, `audio_*.toml` `pretext audio pretrain`;
+        // the others `pretext pretrain`.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let loaded = if name.starts_with("mlm_") {
             text += 1;
             MlmConfig::load(Some(&path), &[]).map(|_| ())
+        } else if name.starts_with("audio_") {
+            audio += 1;
+            AudioConfig::load(Some(&path), &[]).map(|_| ())
         } else {
             images += 1;
             PretrainConfig::load(Some(&path), &[]).map(|_| ())
@@ -27,8 +29,8 @@ fn shipped_configs_are_valid() {
         loaded.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     }
     assert!(
-        images >= 3 && text >= 1,
-        "found {images} image and {text} MLM configs in {}",
+        images >= 3 && text >= 1 && audio >= 3,
+        "found {images} image, {text} MLM and {audio} audio configs in {}",
         dir.display()
     );
 }
