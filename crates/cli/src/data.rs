@@ -8,6 +8,7 @@ use clap::Subcommand;
 use pretext::audio::data::notes::{NoteSettings, build_notes};
 use pretext::audio::data::spoken::{SpokenSettings, build_spoken};
 use pretext::core::cache::default_cache_dir;
+use pretext::video::data::moving::{MovingSettings, build as build_moving};
 use pretext::vision::data::digit_sheet::{SheetSettings, read_sheet};
 use pretext::vision::data::index::{FolderIndex, IndexSource};
 use pretext::vision::data::letters::{LetterSettings, build, find_fonts};
@@ -155,6 +156,36 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 1000)]
         shard_size: usize,
     },
+    /// Moving MNIST (Srivastava et al. 2015) as OpenSTL generates it, on the objects of an
+    /// MNIST-layout IDX folder (Fashion-MNIST: Moving Fashion-MNIST): each object bounces
+    /// around a 64x64 canvas at 0.1 of the free range per frame, objects merged by maximum.
+    /// Writes OUT/{train,test}-videos-idx4-ubyte.gz and OUT/{train,test}-labels.tsv (the
+    /// classes present, each object's direction in 8 bins and, with --speed-jitter, its speed);
+    /// the test set draws from the t10k objects with its own fixed seed.
+    MovingMnist {
+        /// Folder with train-/t10k- images and labels IDX files (gzipped or not).
+        #[arg(long)]
+        digits: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        train: usize,
+        #[arg(long, default_value_t = 2_000)]
+        test: usize,
+        #[arg(long, default_value_t = 20)]
+        frames: usize,
+        /// Objects per video (1 gives a single direction label per video).
+        #[arg(long, default_value_t = 2)]
+        objects: usize,
+        #[arg(long, default_value_t = 64)]
+        canvas: usize,
+        /// Share of the free range moved per frame.
+        #[arg(long, default_value_t = 0.1)]
+        step: f64,
+        /// Each object's step drawn from step x [1 - J, 1 + J] (labelled slow/medium/fast).
+        #[arg(long, default_value_t = 0.0)]
+        speed_jitter: f64,
+    },
 }
 
 /// Where Debian's opencv-doc puts OpenCV's sheet of handwritten digits.
@@ -165,6 +196,45 @@ pub fn run(g: &Global, cmd: DataCommand) -> Result<()> {
         bail!("pretext data takes no --config, --set or --device: its settings are flags");
     }
     match cmd {
+        DataCommand::MovingMnist {
+            digits,
+            out,
+            train,
+            test,
+            frames,
+            objects,
+            canvas,
+            step,
+            speed_jitter,
+        } => {
+            let settings = MovingSettings {
+                train,
+                test,
+                frames,
+                objects,
+                canvas,
+                step,
+                speed_jitter,
+                seed: g.seed.unwrap_or(0),
+            };
+            let started = std::time::Instant::now();
+            build_moving(&digits, &out, &settings)?;
+            let seconds = started.elapsed().as_secs_f64();
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "data moving-mnist", "out": out, "train": train,
+                            "test": test, "frames": frames, "objects": objects, "seconds": seconds })
+                );
+            } else {
+                println!(
+                    "wrote {}: {train} train and {test} test videos of {frames} {canvas}x{canvas} \
+                     frames with {objects} object(s) in {seconds:.1}s",
+                    out.display()
+                );
+            }
+            Ok(())
+        }
         DataCommand::Notes {
             soundfont,
             out,

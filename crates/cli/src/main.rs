@@ -21,6 +21,7 @@ mod outputs;
 mod report;
 mod summary;
 mod text;
+mod video;
 mod vision;
 
 #[derive(Parser, Debug)]
@@ -174,6 +175,10 @@ enum Command {
     /// Sound: pretrain on folders of clips (BYOL-A, COLA, masked spectrograms) and score it.
     #[command(subcommand)]
     Audio(audio::AudioCommand),
+    /// Video: pretrain on clips (VideoMAE, temporal contrast, frame order, next-frame
+    /// prediction) and score it.
+    #[command(subcommand)]
+    Video(video::VideoCommand),
     /// Train a tokenizer (WordPiece or byte-level BPE).
     #[command(subcommand)]
     Tokenizer(text::TokenizerCommand),
@@ -402,6 +407,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Mlm(cmd) => text::run_mlm(&g, cmd),
         Command::Audio(cmd) => audio::run(&g, cmd),
+        Command::Video(cmd) => video::run(&g, cmd),
         Command::Export {
             checkpoint,
             format,

@@ -16,11 +16,13 @@
 //! audio/      data (clips → log-mel; notes and spoken-word builders) → views (crops, mixup,
 //!             random resize crop) → backbones (BYOL-A's CNN, the ViT) → methods (BYOL-A,
 //!             COLA, masked spectrogram modelling) → pretrain job; eval, labels, report
+//! video/      data (Moving Fashion-MNIST, video files through ffmpeg) → views (clips), tube
+//!             masking → backbones (space-time ViT, frame-by-frame CNN) → methods (VideoMAE,
+//!             temporal contrast, frame order, next-frame prediction) → pretrain job; eval
 //! ```
 //!
 //! Each modality keeps the same inner shape: its data readers, its views or masking, its
-//! backbones and heads, its methods, its job. Video will sit beside them as `video/`, built the
-//! same way on the same core.
+//! backbones and heads, its methods, its job.
 //!
 //! Data flows one way: dataset → views (or masking) → backbone → head → loss → optimizer, driven
 //! by [`core::train::run_loop`]; evaluation reads a checkpoint.
@@ -28,4 +30,5 @@
 pub mod audio;
 pub mod core;
 pub mod text;
+pub mod video;
 pub mod vision;

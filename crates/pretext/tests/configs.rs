@@ -2,19 +2,20 @@
 
 use pretext::audio::config::AudioConfig;
 use pretext::text::config::MlmConfig;
+use pretext::video::config::VideoConfig;
 use pretext::vision::config::PretrainConfig;
 
 #[test]
 fn shipped_configs_are_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let (mut images, mut text, mut audio) = (0, 0, 0);
+    let (mut images, mut text, mut audio, mut video) = (0, 0, 0, 0);
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        // `mlm_*.toml` configure `pretext mlm train`, `audio_*.toml` `pretext audio pretrain`;
-        // the others `pretext pretrain`.
+        // `mlm_*.toml` configure `pretext mlm train`, `audio_*.toml` `pretext audio pretrain`,
+        // `video_*.toml` `pretext video pretrain`; the others `pretext pretrain`.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let loaded = if name.starts_with("mlm_") {
             text += 1;
@@ -22,6 +23,9 @@ fn shipped_configs_are_valid() {
         } else if name.starts_with("audio_") {
             audio += 1;
             AudioConfig::load(Some(&path), &[]).map(|_| ())
+        } else if name.starts_with("video_") {
+            video += 1;
+            VideoConfig::load(Some(&path), &[]).map(|_| ())
         } else {
             images += 1;
             PretrainConfig::load(Some(&path), &[]).map(|_| ())
@@ -29,8 +33,8 @@ fn shipped_configs_are_valid() {
         loaded.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     }
     assert!(
-        images >= 3 && text >= 1 && audio >= 3,
-        "found {images} image, {text} MLM and {audio} audio configs in {}",
+        images >= 3 && text >= 1 && audio >= 3 && video >= 4,
+        "found {images} image, {text} MLM, {audio} audio and {video} video configs in {}",
         dir.display()
     );
 }

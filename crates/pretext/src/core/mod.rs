@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod distributed;
 pub mod eval;
+pub mod feature_scores;
 pub mod finetune;
 pub mod heads;
 pub mod html;

@@ -117,21 +117,33 @@ impl Mae {
         mask: &PatchMask,
         grid: (usize, usize),
     ) -> Tensor<3> {
-        let tokens = vit.embed(patches.clone()) + vit.patch_positions(grid, &patches.device());
-        vit.encode(gather_tokens(tokens, mask.keep.clone()))
+        let positions = vit.patch_positions(grid, &patches.device());
+        encode_visible_at(vit, patches, mask, positions)
     }
 
     /// Decoder: the visible tokens back in place among mask tokens, the decoder's own positions,
     /// pixels predicted for every patch `[batch, patches, channels * patch²]`.
     fn decode(&self, latent: Tensor<3>, mask: &PatchMask, grid: (usize, usize)) -> Tensor<3> {
+        let positions = sincos_positions(grid, self.config.decoder_dim, &latent.device());
+        self.decode_at(latent, mask, positions)
+    }
+
+    /// [`Mae::decode`] with the decoder's positions `[1, patches, decoder_dim]` given: a video
+    /// MAE lays its tubelets out in space and time.
+    pub fn decode_at(
+        &self,
+        latent: Tensor<3>,
+        mask: &PatchMask,
+        positions: Tensor<3>,
+    ) -> Tensor<3> {
         let x = self.decoder_embed.forward_fast(latent);
         let [b, n, dim] = x.dims();
-        let l = grid.0 * grid.1;
+        let l = positions.dims()[1];
         let cls = x.clone().narrow(1, 0, 1);
         let visible = x.narrow(1, 1, n - 1);
         let masked = self.mask_token.val().expand([b, l - mask.visible(), dim]);
-        let in_place = gather_tokens(Tensor::cat(vec![visible, masked], 1), mask.restore.clone())
-            + sincos_positions(grid, dim, &cls.device());
+        let in_place =
+            gather_tokens(Tensor::cat(vec![visible, masked], 1), mask.restore.clone()) + positions;
         let decoded = self
             .decoder_norm
             .forward(self.decoder.forward(Tensor::cat(vec![cls, in_place], 1)));
@@ -139,7 +151,34 @@ impl Mae {
     }
 }
 
+/// Embed every patch, add its position `[1, patches, dim]`, and encode the visible ones:
+/// `[batch, 1 + visible, dim]` (class token first).
+pub fn encode_visible_at(
+    vit: &Vit,
+    patches: Tensor<3>,
+    mask: &PatchMask,
+    positions: Tensor<3>,
+) -> Tensor<3> {
+    let tokens = vit.embed(patches) + positions;
+    vit.encode(gather_tokens(tokens, mask.keep.clone()))
+}
+
 impl Mae {
+    /// The MSE on the masked patches, against per-patch normalised pixels under
+    /// `norm_pix_loss`.
+    pub fn masked_loss(&self, pred: Tensor<3>, patches: Tensor<3>, mask: Tensor<2>) -> Tensor<1> {
+        let target = if self.config.norm_pix_loss {
+            normalize_patches(patches).0
+        } else {
+            patches
+        };
+        masked_mse(pred, target, mask)
+    }
+
+    pub fn decoder_dim(&self) -> usize {
+        self.config.decoder_dim
+    }
+
     /// An MAE around `encoder` (a ViT; other backbones fail at the first loss) for images of
     /// `channels` channels: what audio's masked spectrogram modelling builds on log-mel images.
     pub fn with_encoder(encoder: Backbone, c: &MaeConfig, channels: usize, device: &Device) -> Mae {
@@ -187,12 +226,9 @@ impl Method for Mae {
 
     fn loss(&self, mut views: Vec<Tensor<4>>) -> Result<MethodStep> {
         let pass = self.forward(views.remove(0))?;
-        let target = if self.config.norm_pix_loss {
-            normalize_patches(pass.patches).0
-        } else {
-            pass.patches
-        };
-        Ok(masked_mse(pass.pred, target, pass.mask.mask).into())
+        Ok(self
+            .masked_loss(pass.pred, pass.patches, pass.mask.mask)
+            .into())
     }
 
     fn reconstruct(&self, images: Tensor<4>) -> Option<Result<Reconstruction>> {

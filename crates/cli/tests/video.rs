@@ -1,0 +1,356 @@
+//! Video on the real binary: a tiny Moving MNIST built by `pretext data moving-mnist` from
+//! objects the test draws, every method pretrained for a few steps, `video eval` probing the
+//! direction of motion above chance and scoring the next-frame forecaster beside copying the
+//! last frame, a resumed run equal to an uninterrupted one bit for bit, and bad input refused
+//! with the file named. Reading video files needs Debian's ffmpeg: that test is ignored unless
+//! run with `--ignored`, as CI does after installing it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{BIN, run};
+use pretext::core::checkpoint::Checkpoint;
+use pretext::vision::data::idx::{IdxArray, encode_idx};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pretext-video-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// MNIST-layout IDX files of 8x8 objects of two classes: filled squares and rings.
+fn objects(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    for (prefix, n) in [("train", 30), ("t10k", 10)] {
+        let mut pixels = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let class = i % 2;
+            let level = 150 + (i * 7 % 100) as u8;
+            for r in 0..8 {
+                for c in 0..8 {
+                    let edge = r == 0 || c == 0 || r == 7 || c == 7;
+                    pixels.push(if class == 0 || edge { level } else { 0 });
+                }
+            }
+            labels.push(class as u8);
+        }
+        let write = |kind: &str, rank: usize, dims: Vec<usize>, data: Vec<u8>| {
+            let bytes = encode_idx(&IdxArray { dims, data });
+            std::fs::write(root.join(format!("{prefix}-{kind}-idx{rank}-ubyte")), bytes).unwrap();
+        };
+        write("images", 3, vec![n, 8, 8], pixels);
+        write("labels", 1, vec![n], labels);
+    }
+    std::fs::write(root.join("classes.txt"), "square\nring\n").unwrap();
+}
+
+/// One moving object per video on a 24x24 canvas, 8 frames.
+fn moving(root: &Path, train: usize, test: usize) -> PathBuf {
+    objects(&root.join("objects"));
+    let out = root.join("moving");
+    let (ok, json, err) = run(&[
+        "data",
+        "moving-mnist",
+        "--digits",
+        root.join("objects").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train",
+        &train.to_string(),
+        "--test",
+        &test.to_string(),
+        "--frames",
+        "8",
+        "--canvas",
+        "24",
+        "--objects",
+        "1",
+        "--step",
+        "0.2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(json["train"], train);
+    out
+}
+
+fn config(method: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../configs/video_{method}.toml"))
+        .display()
+        .to_string()
+}
+
+/// A tiny run of `method` on `data` into `out`.
+fn pretrain(
+    method: &str,
+    data: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (bool, serde_json::Value, String) {
+    let out_dir = format!("train.out_dir=\"{}\"", out.display());
+    let cfg = config(method);
+    let data = data.display().to_string();
+    let mut args = vec![
+        "video",
+        "pretrain",
+        "--config",
+        &cfg,
+        "--json",
+        "--threads",
+        "1",
+        "--data",
+        &data,
+    ];
+    for set in [
+        "epochs=3",
+        "batch_size=16",
+        "data.clip_frames=4",
+        "data.train_limit=0",
+        "backbone.patch_size=4",
+        "backbone.width=8",
+        "backbone.dim=16",
+        "backbone.depth=1",
+        "backbone.heads=2",
+        "projection.hidden=32",
+        "mae.decoder_dim=16",
+        "mae.decoder_heads=2",
+        "mae.decoder_depth=1",
+        "next_frame.input=4",
+        "next_frame.output=4",
+        "next_frame.hidden=4",
+        "next_frame.translator=16",
+        out_dir.as_str(),
+    ] {
+        args.extend(["--set", set]);
+    }
+    args.extend(extra);
+    run(&args)
+}
+
+/// The linear accuracy with all labels of `features` on `task` in a `video eval` record.
+fn full_linear(json: &serde_json::Value, task: &str, features: usize) -> f64 {
+    let tasks = json["result"]["tasks"].as_array().unwrap();
+    let entry = tasks.iter().find(|t| t[0] == task).unwrap();
+    let rows = entry[1 + features]["by_fraction"].as_array().unwrap();
+    rows.last().unwrap()[2].as_f64().unwrap()
+}
+
+#[test]
+fn every_method_trains_and_probes_see_the_direction_of_motion() {
+    let root = dir("methods");
+    let data = moving(&root, 160, 80);
+    for method in ["videomae", "contrastive", "frame_order", "next_frame"] {
+        let out = root.join(method);
+        let (ok, json, err) = pretrain(method, &data, &out, &[]);
+        assert!(ok, "{method}: {err}");
+        let result = &json["result"];
+        assert_eq!(result["steps"], 30, "{method}: 160 videos / 16 x 3 epochs");
+        let (first, last) = (
+            result["first_loss"].as_f64().unwrap(),
+            result["last_epoch_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            last.is_finite() && last < first,
+            "{method}: loss {first} -> {last}"
+        );
+    }
+    // The frame-order encoder's clip features tell the 8 directions apart far above chance
+    // (12.5%) and the two object classes too.
+    let (ok, json, err) = run(&[
+        "video",
+        "eval",
+        "--checkpoint",
+        root.join("frame_order").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--fractions",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let direction = full_linear(&json, "direction", 0);
+    assert!(direction > 0.3, "direction: linear {direction}");
+    let class = full_linear(&json, "classes", 0);
+    assert!(class > 0.7, "classes: linear {class}");
+    assert!(root.join("frame_order/video_eval.json").is_file());
+
+    // The next-frame model forecasts 4 frames after 4, scored beside copying the last frame.
+    let (ok, json, err) = run(&[
+        "video",
+        "eval",
+        "--checkpoint",
+        root.join("next_frame").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--task",
+        "direction",
+        "--fractions",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let forecast = json["result"]["forecast"].as_array().unwrap();
+    assert_eq!(forecast[0]["forecast"], "model");
+    assert_eq!(forecast[1]["forecast"], "copy last frame");
+    for f in forecast {
+        let (mse, ssim) = (f["mse"].as_f64().unwrap(), f["ssim"].as_f64().unwrap());
+        assert!(mse > 0.0 && mse.is_finite() && ssim <= 1.0, "{f}");
+        assert_eq!(f["mse_by_frame"].as_array().unwrap().len(), 4);
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let root = dir("resume");
+    let data = moving(&root, 48, 16);
+    let full = root.join("full");
+    let (ok, _, err) = pretrain("videomae", &data, &full, &[]);
+    assert!(ok, "{err}");
+    let cut = root.join("cut");
+    let stop = [
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.checkpoint_every=1",
+    ];
+    let (ok, _, err) = pretrain("videomae", &data, &cut, &stop);
+    assert!(ok, "{err}");
+    let (ok, json, err) = pretrain("videomae", &data, &cut, &["--resume"]);
+    assert!(ok, "{err}");
+    assert_eq!(json["result"]["resumed_from_step"], 4);
+    let a = Checkpoint::load(&full.join("checkpoint.safetensors")).unwrap();
+    let b = Checkpoint::load(&cut.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.model.len(), b.model.len());
+    for (x, y) in a.model.iter().zip(&b.model) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.values, y.values, "{} differs after resuming", x.name);
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn bad_video_data_is_refused_with_the_file_named() {
+    let root = dir("bad");
+    let data = moving(&root, 32, 16);
+    // Clips longer than the videos.
+    let (ok, _, err) = pretrain(
+        "videomae",
+        &data,
+        &root.join("r1"),
+        &["--set", "data.clip_frames=12"],
+    );
+    assert!(
+        !ok && err.contains("data.clip_frames = 12") && err.contains("train-videos"),
+        "{err}"
+    );
+    // A label file whose rows do not follow the videos.
+    let labels = data.join("train-labels.tsv");
+    let text = std::fs::read_to_string(&labels).unwrap();
+    std::fs::write(&labels, text.replacen("\n3\t", "\n4\t", 1)).unwrap();
+    let (ok, _, err) = pretrain("videomae", &data, &root.join("r2"), &[]);
+    assert!(!ok && err.contains("train-labels.tsv:5"), "{err}");
+    std::fs::write(&labels, text).unwrap();
+    // A truncated video file.
+    let videos = data.join("train-videos-idx4-ubyte.gz");
+    let bytes = std::fs::read(&videos).unwrap();
+    std::fs::write(&videos, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, err) = pretrain("videomae", &data, &root.join("r3"), &[]);
+    assert!(
+        !ok && err.contains("train-videos-idx4-ubyte.gz") && err.contains("truncated"),
+        "{err}"
+    );
+    // A folder of video files without ffmpeg on the PATH.
+    let clips = root.join("clips/a");
+    std::fs::create_dir_all(&clips).unwrap();
+    std::fs::write(clips.join("x.mp4"), b"not really").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["video", "pretrain", "--data"])
+        .arg(root.join("clips"))
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("apt-get install ffmpeg"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A clip drawn by ffmpeg's test sources.
+fn synthesize(out: &Path, source: &str, seconds: f64) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("{source}=size=96x72:rate=10"))
+        .args(["-t", &seconds.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+#[ignore = "needs Debian's ffmpeg (CI installs it)"]
+fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
+    let root = dir("files");
+    for (class, source) in [("bars", "testsrc"), ("fractal", "mandelbrot")] {
+        for split in ["train", "test"] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..4 {
+                synthesize(&d.join(format!("{i}.mp4")), source, 1.0 + 0.2 * i as f64);
+            }
+        }
+    }
+    let bad = root.join("train/bars");
+    std::fs::write(
+        bad.join("corrupt.mp4"),
+        b"\x00\x00\x00\x18ftypmp42 and then nothing",
+    )
+    .unwrap();
+    synthesize(&bad.join("short.webm"), "testsrc", 0.2);
+    let out = root.join("run");
+    let (ok, json, err) = pretrain(
+        "frame_order",
+        &root,
+        &out,
+        &[
+            "--set",
+            "data.size=32",
+            "--set",
+            "data.channels=3",
+            "--set",
+            "data.frame_stride=2",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "epochs=1",
+        ],
+    );
+    assert!(ok, "{err}");
+    let read = &json["read"];
+    assert_eq!(read["videos"], 8, "{read}");
+    assert_eq!(read["unreadable"], 1, "{read}");
+    assert_eq!(read["too_short"], 1, "{read}");
+    assert!(err.contains("corrupt.mp4"), "{err}");
+    let (ok, json, err) = run(&[
+        "video",
+        "eval",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--fractions",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let class = full_linear(&json, "class", 0);
+    assert!(class > 0.5, "class: linear {class}");
+    std::fs::remove_dir_all(&root).ok();
+}

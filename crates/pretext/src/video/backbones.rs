@@ -1,0 +1,258 @@
+//! Clip encoders, `[batch, frames, channels, height, width]` → `[batch, features]`:
+//! - a space-time ViT (VideoMAE's): tubelets of `tubelet` frames x `patch x patch` pixels
+//!   embedded linearly, fixed 1-D sinusoid positions over the space-time token order, the
+//!   shared ViT blocks, the mean of the tokens as features;
+//! - any image backbone applied frame by frame, read out as the mean of the frame features
+//!   beside the mean change from frame to frame (a mean alone cannot tell forwards from
+//!   backwards, so it could not see the direction of motion).
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use crate::vision::backbones::{Backbone, BackboneConfig, Vit};
+
+/// Fixed 1-D sinusoid positions `[1, n, dim]` (VideoMAE's `get_sinusoid_encoding_table`):
+/// channel pair `2i, 2i + 1` holds the sine and cosine of `position / 10000^(2i / dim)`.
+pub fn sinusoid_positions(n: usize, dim: usize, device: &Device) -> Tensor<3> {
+    let mut table = Vec::with_capacity(n * dim);
+    for pos in 0..n {
+        for j in 0..dim {
+            let angle = pos as f64 / 10_000f64.powf((2 * (j / 2)) as f64 / dim as f64);
+            table.push(if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
+        }
+    }
+    Tensor::from_data(TensorData::new(table, [1, n, dim]), device)
+}
+
+/// A ViT over tubelets.
+#[derive(Module, Debug)]
+pub struct SpaceTimeVit {
+    pub vit: Vit,
+    #[module(skip)]
+    tubelet: usize,
+}
+
+impl SpaceTimeVit {
+    /// For clips of `(channels, height, width)` frames.
+    pub fn new(
+        config: &BackboneConfig,
+        tubelet: usize,
+        frame: (usize, usize, usize),
+        device: &Device,
+    ) -> SpaceTimeVit {
+        let (c, h, w) = frame;
+        let mut shape = config.vit_shape().unwrap_or_else(|| {
+            BackboneConfig {
+                arch: "vit_tiny".into(),
+                ..config.clone()
+            }
+            .vit_shape()
+            .expect("vit_tiny is a ViT preset")
+        });
+        // Token order is space-time: the features average all tokens, as VideoMAE's do.
+        shape.mean_pool = true;
+        SpaceTimeVit {
+            vit: Vit::new(&shape, (tubelet * c, h, w), device),
+            tubelet,
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.vit.dim()
+    }
+
+    pub fn tubelet(&self) -> usize {
+        self.tubelet
+    }
+
+    /// Clips `[b, t, c, h, w]` → tubelet pixels `[b, (t / tubelet) * patches, tubelet * c * p²]`
+    /// in time-major order; trailing frames that do not fill a tubelet are dropped.
+    pub fn tubelets(&self, clips: Tensor<5>) -> Tensor<3> {
+        tubelets(&self.vit, self.tubelet, clips)
+    }
+
+    pub fn forward(&self, clips: Tensor<5>) -> Tensor<2> {
+        space_time_features(&self.vit, self.tubelet, clips)
+    }
+}
+
+/// Clips `[b, t, c, h, w]` → the pixels of `vit`'s patches of `tubelet`-frame stacks,
+/// `[b, (t / tubelet) * patches, tubelet * c * p²]` in time-major order (the ViT was built
+/// for `tubelet * c`-channel images); trailing frames that do not fill a tubelet are dropped.
+pub fn tubelets(vit: &Vit, tubelet: usize, clips: Tensor<5>) -> Tensor<3> {
+    let [b, t, c, h, w] = clips.dims();
+    let slots = t / tubelet;
+    let clips = clips.narrow(1, 0, slots * tubelet);
+    let frames = clips.reshape([b * slots, tubelet * c, h, w]);
+    let patches = vit.patches(frames);
+    let [_, l, values] = patches.dims();
+    patches.reshape([b, slots * l, values])
+}
+
+/// Every tubelet embedded with its position, encoded, averaged: `[b, dim]`.
+pub fn space_time_features(vit: &Vit, tubelet: usize, clips: Tensor<5>) -> Tensor<2> {
+    let device = clips.device();
+    let patches = tubelets(vit, tubelet, clips);
+    let tokens = patches.dims()[1];
+    let x = vit.embed(patches) + sinusoid_positions(tokens, vit.dim(), &device);
+    vit.pool(vit.encode(x))
+}
+
+/// An image backbone on every frame.
+#[derive(Module, Debug)]
+pub struct FrameEncoder {
+    pub backbone: Backbone,
+}
+
+impl FrameEncoder {
+    pub fn new(config: &BackboneConfig, frame: (usize, usize, usize), device: &Device) -> Self {
+        FrameEncoder {
+            backbone: config.init(frame, device),
+        }
+    }
+
+    pub fn frame_dim(&self) -> usize {
+        self.backbone.out_dim()
+    }
+
+    /// Frames `[n, c, h, w]` → `[n, dim]`.
+    pub fn frames(&self, frames: Tensor<4>) -> Tensor<2> {
+        self.backbone.forward(frames)
+    }
+
+    /// Every frame's features `[b, t, dim]`.
+    pub fn per_frame(&self, clips: Tensor<5>) -> Tensor<3> {
+        let [b, t, c, h, w] = clips.dims();
+        let f = self.frames(clips.reshape([b * t, c, h, w]));
+        f.reshape([b, t, self.frame_dim()])
+    }
+
+    /// `[mean over frames, mean frame-to-frame change]`: `[b, 2 dim]`.
+    pub fn forward(&self, clips: Tensor<5>) -> Tensor<2> {
+        let f = self.per_frame(clips);
+        let [b, t, d] = f.dims();
+        let mean = f.clone().mean_dim(1).reshape([b, d]);
+        let change = if t > 1 {
+            (f.clone().narrow(1, t - 1, 1) - f.narrow(1, 0, 1)).reshape([b, d]) / (t - 1) as f32
+        } else {
+            mean.zeros_like()
+        };
+        Tensor::cat(vec![mean, change], 1)
+    }
+
+    pub fn out_dim(&self) -> usize {
+        2 * self.frame_dim()
+    }
+}
+
+/// What a video method's features are read from.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum VideoEncoder {
+    SpaceTime(SpaceTimeVit),
+    Frames(FrameEncoder),
+}
+
+impl VideoEncoder {
+    /// The space-time ViT for a ViT `backbone.arch`, the frame-by-frame backbone otherwise.
+    pub fn new(
+        config: &BackboneConfig,
+        tubelet: usize,
+        frame: (usize, usize, usize),
+        device: &Device,
+    ) -> Self {
+        if config.is_vit() {
+            VideoEncoder::SpaceTime(SpaceTimeVit::new(config, tubelet, frame, device))
+        } else {
+            VideoEncoder::Frames(FrameEncoder::new(config, frame, device))
+        }
+    }
+
+    pub fn forward(&self, clips: Tensor<5>) -> Tensor<2> {
+        match self {
+            VideoEncoder::SpaceTime(m) => m.forward(clips),
+            VideoEncoder::Frames(m) => m.forward(clips),
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        match self {
+            VideoEncoder::SpaceTime(m) => m.out_dim(),
+            VideoEncoder::Frames(m) => m.out_dim(),
+        }
+    }
+}
+
+/// Clips of `frames` frames of `height x width` split into whole tubelets of patches.
+pub fn check_tubelets(
+    tubelet: usize,
+    patch: usize,
+    frames: usize,
+    height: usize,
+    width: usize,
+) -> Result<()> {
+    if tubelet == 0 || frames < tubelet {
+        bail!("tubelet = {tubelet}: must be positive and at most the clip's {frames} frames");
+    }
+    if patch == 0 || !height.is_multiple_of(patch) || !width.is_multiple_of(patch) {
+        bail!("backbone.patch_size = {patch} does not divide the {height}x{width} frames");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tubelets_stack_consecutive_frames_under_one_patch() {
+        let device = Device::flex();
+        let config = BackboneConfig {
+            arch: "vit_tiny".into(),
+            patch_size: 2,
+            dim: 8,
+            depth: 1,
+            heads: 2,
+            ..BackboneConfig::default()
+        };
+        let vit = SpaceTimeVit::new(&config, 2, (1, 4, 4), &device);
+        // Frame t holds the value t everywhere.
+        let values: Vec<f32> = (0..4).flat_map(|t| vec![t as f32; 16]).collect();
+        let clips = Tensor::<5>::from_data(TensorData::new(values, [1, 4, 1, 4, 4]), &device);
+        let tubes = vit.tubelets(clips.clone());
+        assert_eq!(tubes.dims(), [1, 2 * 4, 2 * 2 * 2]);
+        let v = tubes.into_data().try_to_vec::<f32>().unwrap();
+        // The first 4 tokens (first tubelet slot) hold frames 0 and 1, the next 4 frames 2, 3.
+        assert_eq!(&v[..8], &[0., 0., 0., 0., 1., 1., 1., 1.]);
+        assert_eq!(&v[32..40], &[2., 2., 2., 2., 3., 3., 3., 3.]);
+        assert_eq!(vit.forward(clips).dims(), [1, 8]);
+        let p = sinusoid_positions(3, 4, &device)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        // Position 1: sin(1), cos(1), sin(1/100), cos(1/100).
+        let want = [1f32.sin(), 1f32.cos(), 0.01f32.sin(), 0.01f32.cos()];
+        for (a, b) in p[4..8].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn frame_features_see_which_way_a_clip_runs() {
+        let device = Device::flex();
+        let enc = FrameEncoder::new(&BackboneConfig::default(), (1, 8, 8), &device);
+        let clip = Tensor::<5>::random(
+            [1, 3, 1, 8, 8],
+            burn::tensor::Distribution::Default,
+            &device,
+        );
+        let backwards = clip.clone().flip([1]);
+        let (a, b) = (enc.forward(clip), enc.forward(backwards));
+        let d = enc.frame_dim();
+        let diff = |x: Tensor<2>, y: Tensor<2>| (x - y).abs().max().into_scalar::<f32>();
+        // The same mean, the opposite change.
+        assert!(diff(a.clone().narrow(1, 0, d), b.clone().narrow(1, 0, d)) < 1e-4);
+        assert!(diff(a.clone().narrow(1, d, d), -b.narrow(1, d, d)) < 1e-4);
+        assert!(a.narrow(1, d, d).abs().max().into_scalar::<f32>() > 1e-4);
+    }
+}

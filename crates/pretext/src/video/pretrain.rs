@@ -1,0 +1,116 @@
+//! The video pretraining job (`pretext video pretrain`): videos → clips on the background
+//! loader → any [`VideoMethod`] → the shared training loop.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use super::backbones::check_tubelets;
+use super::config::VideoConfig;
+use super::data::VideoSet;
+use super::methods::VideoMethod;
+use super::views::VideoBatches;
+use crate::core::loader::Schedule;
+use crate::core::train::{LoopSpec, TrainOptions, TrainSummary, run_loop};
+
+/// The config fields that must match for a resume to continue the same run.
+fn run_identity(config: &VideoConfig) -> toml::Table {
+    let mut t = toml::Table::try_from(config).unwrap_or_default();
+    for key in ["train", "eval"] {
+        t.remove(key);
+    }
+    t
+}
+
+/// Refuse videos the method cannot take: too few frames, frames that do not split into
+/// tubelets or halve twice.
+pub fn check_videos<M: VideoMethod>(config: &VideoConfig, set: &VideoSet) -> Result<()> {
+    let needed = M::clip_frames(config).max(M::feature_frames(config));
+    if set.min_frames() < needed {
+        bail!(
+            "{}: the shortest video has {} frames; method '{}' takes clips of {needed}",
+            set.source,
+            set.min_frames(),
+            config.method
+        );
+    }
+    let (h, w) = (set.height, set.width);
+    if config.backbone.is_vit() && config.method != "frame_order" {
+        check_tubelets(
+            config.tubelet,
+            config.backbone.patch_size,
+            M::clip_frames(config),
+            h,
+            w,
+        )?;
+    }
+    if config.method == "next_frame" {
+        config.next_frame.validate(h, w)?;
+    }
+    Ok(())
+}
+
+/// Pretrain the video method `M` on `train` as `config` says.
+pub fn pretrain<M: VideoMethod>(
+    config: &VideoConfig,
+    train: Arc<VideoSet>,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<(M, TrainSummary)> {
+    let steps_per_epoch = train.len() / config.batch_size;
+    if steps_per_epoch == 0 {
+        bail!(
+            "batch_size = {} is larger than the training set ({} videos)",
+            config.batch_size,
+            train.len()
+        );
+    }
+    check_videos::<M>(config, &train)?;
+    let views = Arc::new(config.views_for(M::view_presets())?);
+    device.seed(config.seed);
+    let ad = device.clone().autodiff();
+    let frame = (train.channels, train.height, train.width);
+    let model = M::init(config, frame, &ad);
+    let spec = LoopSpec {
+        name: &config.method,
+        epochs: config.epochs,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * config.epochs,
+        grad_accum: 1,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        optimizer: &config.optimizer,
+        train: &config.train,
+        identity: run_identity(config),
+        meta: serde_json::json!({
+            "kind": "video",
+            "config": config.to_toml(),
+            "frame": [frame.0, frame.1, frame.2],
+            "classes": train.tasks.iter().map(|t| (t.name.clone(), t.classes.clone())).collect::<Vec<_>>(),
+        }),
+        data: train.fingerprint(),
+    };
+    let frames = M::clip_frames(config);
+    let source_at = |start: usize| {
+        let schedule = Schedule {
+            batch_size: config.batch_size,
+            steps_per_epoch,
+            epochs: config.epochs,
+            start_epoch: start / steps_per_epoch,
+            start_step: start % steps_per_epoch,
+            prefetch: config.train.prefetch,
+            seed: config.seed,
+        };
+        VideoBatches::new(train.clone(), views.clone(), frames, schedule, ad.clone())
+    };
+    run_loop(
+        model,
+        source_at,
+        |m: &M, clips, _progress| m.loss(clips),
+        |m: M, p, _kept: Vec<()>| m.after_step(p),
+        |_m: &M| Ok(Vec::new()),
+        &spec,
+        options,
+    )
+}
