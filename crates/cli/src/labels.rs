@@ -21,9 +21,15 @@ use pretext::text::checkpoint::MlmCheckpoint;
 use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
 use pretext::text::tsv::{LabelledTexts, read_labelled_tsv};
+use pretext::video::checkpoint::{VideoCheckpoint, read_meta};
+use pretext::video::data::load_splits as video_load_splits;
+use pretext::video::eval::single_labels;
+use pretext::video::labels::VideoLabels;
+use pretext::video::methods::VideoMethod;
 use pretext::vision::checkpoint::ImageCheckpoint;
 use pretext::vision::data::source::limited;
 use pretext::vision::labels::{FIXMATCH_SCRATCH, ImageLabels, SCRATCH};
+use pretext::with_video_method;
 use pretext_word2vec::format::Embeddings;
 use serde_json::json;
 
@@ -65,19 +71,23 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     let kind = Checkpoint::load(checkpoint)?.meta["kind"]
         .as_str()
         .map(str::to_string);
-    if kind.as_deref() == Some("audio") {
+    if let Some(kind @ ("audio" | "video")) = kind.as_deref() {
         if flags.baseline_from.is_some()
             || flags.label_column.is_some()
             || flags.text_column.is_some()
         {
             bail!(
-                "--baseline-from, --label-column and --text-column are not for audio checkpoints"
+                "--baseline-from, --label-column and --text-column are not for {kind} checkpoints"
             );
         }
-        return audio_study(g, checkpoint, flags);
+        return if kind == "audio" {
+            audio_study(g, checkpoint, flags)
+        } else {
+            video_study(g, checkpoint, flags)
+        };
     }
     if flags.task.is_some() {
-        bail!("--task is for audio checkpoints (a label column of the clips' folder)");
+        bail!("--task is for audio and video checkpoints (a label column of their data)");
     }
     if kind.as_deref() == Some("mlm") {
         if flags.baseline_from.is_some() {
@@ -314,6 +324,90 @@ fn audio_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     });
     let headline = format!(
         "{} ({}): '{task_name}' of {}: {} labelled clips in the pool, {} test clips",
+        checkpoint.display(),
+        config.method,
+        data.display(),
+        task.pool_size(),
+        task.test_size()
+    );
+    finish(g, &json_path, &study, record, &headline)
+}
+
+/// The study of a video checkpoint on the two splits of `--data`, on one single-label column
+/// (`--task`, default `direction`).
+fn video_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let (_, config, _) = read_meta(checkpoint)?;
+    with_video_method!(config.method.as_str(), M => {
+        let ckpt = VideoCheckpoint::<M>::open(checkpoint, &device)?;
+        video_study_of(g, checkpoint, &ckpt, flags, &device)
+    })
+}
+
+fn video_study_of<M: VideoMethod>(
+    g: &Global,
+    checkpoint: &Path,
+    ckpt: &VideoCheckpoint<M>,
+    flags: LabelFlags,
+    device: &burn::prelude::Device,
+) -> Result<()> {
+    let data = flags
+        .data
+        .context("a video study needs --data DIR (Moving MNIST, or train/ and test/ folders)")?;
+    let task_name = flags.task.unwrap_or("direction");
+    // `--set eval.*` changes the study's settings; the rest is the checkpoint's.
+    if let Some(other) = g.set.iter().find(|s| !s.trim_start().starts_with("eval.")) {
+        bail!("--set {other}: a video study takes only eval.* settings");
+    }
+    let mut config: pretext::video::config::VideoConfig = pretext::core::config::parse_config(
+        &ckpt.config.to_toml(),
+        "the checkpoint's config",
+        &g.set,
+    )?;
+    config.eval.validate()?;
+    apply_flags(&mut config.eval.labels, &flags)?;
+    let seed = g.seed.unwrap_or(config.seed);
+    let mut data_config = config.data.clone();
+    (data_config.train_limit, data_config.test_limit) = (0, 0);
+    data_config.clip_frames = M::feature_frames(&config);
+    let (pool, test, _, _) = video_load_splits(data, &data_config)?;
+    let test = test.with_context(|| format!("{}: no test split", data.display()))?;
+    let (pool_labels, rows, test_labels) =
+        single_labels(pool.task(task_name)?, test.task(task_name)?)?;
+    let classes = pool.task(task_name)?.classes.clone();
+    let test = test.select(&rows);
+    let task = VideoLabels::new(
+        ckpt,
+        pool,
+        test,
+        (pool_labels, test_labels),
+        classes,
+        device,
+    )?;
+    let json_path = ckpt.dir.join(format!("labels.{task_name}.json"));
+    let mut eval = config.eval.clone();
+    eval.labels = LabelsConfig::default();
+    let key = json!({
+        "checkpoint": content_hash(checkpoint)?,
+        "data": data,
+        "task": task_name,
+        "data_config": data_config,
+        "seed": seed,
+        "eval": eval,
+        "validation_fraction": config.eval.labels.validation_fraction,
+    });
+    let study = journaled_study(&task, &config.eval.labels, seed, &json_path, key, None)?;
+    let record = json!({
+        "command": "eval labels",
+        "checkpoint": checkpoint,
+        "data": data,
+        "task": task_name,
+        "pool": task.pool_size(),
+        "test": task.test_size(),
+        "method": config.method,
+    });
+    let headline = format!(
+        "{} ({}): '{task_name}' of {}: {} labelled videos in the pool, {} test videos",
         checkpoint.display(),
         config.method,
         data.display(),

@@ -99,8 +99,8 @@ enum Command {
         /// text-probe and labels on a text checkpoint: column of the text (from 0; default the last).
         #[arg(long)]
         text_column: Option<usize>,
-        /// labels on an audio checkpoint: the label column (`class`, the subfolders, or a
-        /// column of labels.tsv such as `pitch`).
+        /// labels on an audio or video checkpoint: the label column (`class`, the subfolders,
+        /// or a column of labels.tsv such as `pitch`; video: `direction` by default).
         #[arg(long)]
         task: Option<String>,
         /// labels: fractions of the training labels, e.g. 0.01,0.1,1 (eval.labels.fractions).

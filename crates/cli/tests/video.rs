@@ -178,6 +178,35 @@ fn every_method_trains_and_probes_see_the_direction_of_motion() {
     assert!(class > 0.7, "classes: linear {class}");
     assert!(root.join("frame_order/video_eval.json").is_file());
 
+    // The label study on the direction: every arm, one seed, a short budget.
+    let run_dir = root.join("frame_order");
+    let (ok, json, err) = run(&[
+        "eval",
+        "labels",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--fractions",
+        "0.5,1",
+        "--seeds",
+        "1",
+        "--set",
+        "eval.finetune.epochs=2",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let summary = json["study"]["summary"].as_array().unwrap();
+    let arms: std::collections::BTreeSet<&str> =
+        summary.iter().map(|s| s["arm"].as_str().unwrap()).collect();
+    let expected = ["finetune", "knn", "linear", "random_linear", "scratch"];
+    assert_eq!(arms.into_iter().collect::<Vec<_>>(), expected);
+    for s in summary {
+        let accuracy = s["mean"].as_f64().unwrap();
+        assert!(accuracy > 0.2, "{}: {accuracy} (chance 0.125)", s["arm"]);
+    }
+    assert!(run_dir.join("labels.direction.json").is_file());
+
     // The next-frame model forecasts 4 frames after 4, scored beside copying the last frame.
     let (ok, json, err) = run(&[
         "video",

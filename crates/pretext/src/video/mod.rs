@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod labels;
 pub mod masking;
 pub mod methods;
 pub mod pretrain;
