@@ -7,6 +7,7 @@ use pretext::audio::report::audio_report;
 use pretext::core::checkpoint::{Checkpoint, write_atomic};
 use pretext::text::report::mlm_report;
 use pretext::text::tsv::read_labelled_tsv;
+use pretext::video::report::video_report;
 use pretext::vision::checkpoint::checkpoint_config;
 use pretext::vision::data;
 use pretext::vision::report::image_report;
@@ -28,6 +29,12 @@ pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> R
         }
         // A clip folder with train/ and test/ adds the map, neighbours and confusion matrix.
         audio_report(&dir, data, &device)?
+    } else if ckpt.meta["kind"].as_str() == Some("video") {
+        if !g.overrides().is_empty() || g.config.is_some() {
+            anyhow::bail!("the report of a video run takes no --config, --set or --seed");
+        }
+        // Videos with a test split add the map, confusion matrix and (next-frame) forecasts.
+        video_report(&dir, data, &device)?
     } else if ckpt.meta["kind"].as_str() == Some("mlm") {
         if !g.overrides().is_empty() || g.config.is_some() {
             anyhow::bail!(

@@ -230,6 +230,32 @@ fn every_method_trains_and_probes_see_the_direction_of_motion() {
         assert!(mse > 0.0 && mse.is_finite() && ssim <= 1.0, "{f}");
         assert_eq!(f["mse_by_frame"].as_array().unwrap().len(), 4);
     }
+
+    // Reports: the shared sections, the map and confusion matrix on the direction, and the
+    // next-frame model's forecasts drawn.
+    for (method, sections) in [
+        (
+            "frame_order",
+            &["overview", "curves", "labels", "map", "confusion", "config"][..],
+        ),
+        ("next_frame", &["overview", "map", "forecasts"][..]),
+    ] {
+        let run_dir = root.join(method);
+        let (ok, _, err) = run(&[
+            "report",
+            run_dir.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        assert!(ok, "{method}: {err}");
+        let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+        for id in sections {
+            assert!(
+                html.contains(&format!("<section id=\"{id}\">")),
+                "the {method} report has no {id}"
+            );
+        }
+    }
     std::fs::remove_dir_all(&root).ok();
 }
 

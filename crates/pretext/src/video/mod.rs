@@ -14,4 +14,5 @@ pub mod labels;
 pub mod masking;
 pub mod methods;
 pub mod pretrain;
+pub mod report;
 pub mod views;
