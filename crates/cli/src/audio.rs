@@ -77,27 +77,14 @@ pub fn run(g: &Global, cmd: AudioCommand) -> Result<()> {
                 let (_model, summary) = pretrain::<M>(&config, train.clone(), &device, &options)?;
                 summary
             });
-            if g.json {
-                println!(
-                    "{}",
-                    json!({ "command": "audio pretrain", "data": data, "clips": train.len(),
-                            "read": report, "result": summary })
-                );
-            } else {
-                println!(
-                    "{}: {} steps ({:.2} epochs of {} clips), loss {:.4} -> {:.4}; {:.0} clips/s, \
-                     {:.0}s; checkpoint {}",
-                    summary.method,
-                    summary.steps,
-                    summary.epochs_done,
-                    train.len(),
-                    summary.first_loss,
-                    summary.final_loss,
-                    summary.images_per_sec,
-                    summary.time.total,
-                    summary.checkpoint.display()
-                );
-            }
+            crate::summary::print_pretrain(
+                g.json,
+                "audio pretrain",
+                &data,
+                (train.len(), "clips"),
+                serde_json::to_value(&report)?,
+                &summary,
+            );
             Ok(())
         }
         AudioCommand::Eval {

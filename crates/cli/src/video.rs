@@ -73,27 +73,14 @@ pub fn run(g: &Global, cmd: VideoCommand) -> Result<()> {
                 let (_model, summary) = pretrain::<M>(&config, train.clone(), &device, &options)?;
                 summary
             });
-            if g.json {
-                println!(
-                    "{}",
-                    json!({ "command": "video pretrain", "data": data, "videos": train.len(),
-                            "read": report, "result": summary })
-                );
-            } else {
-                println!(
-                    "{}: {} steps ({:.2} epochs of {} videos), loss {:.4} -> {:.4}; {:.1} \
-                     videos/s, {:.0}s; checkpoint {}",
-                    summary.method,
-                    summary.steps,
-                    summary.epochs_done,
-                    train.len(),
-                    summary.first_loss,
-                    summary.final_loss,
-                    summary.images_per_sec,
-                    summary.time.total,
-                    summary.checkpoint.display()
-                );
-            }
+            crate::summary::print_pretrain(
+                g.json,
+                "video pretrain",
+                &data,
+                (train.len(), "videos"),
+                serde_json::to_value(&report)?,
+                &summary,
+            );
             Ok(())
         }
         VideoCommand::Eval {

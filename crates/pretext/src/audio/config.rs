@@ -11,7 +11,7 @@ use super::data::AudioDataConfig;
 use super::methods::AUDIO_METHODS;
 use super::methods::cola::ColaConfig;
 use super::views::AudioView;
-use crate::core::config::{EvalConfig, TrainConfig, blame_invalid, load_config};
+use crate::core::config::{EvalConfig, TrainConfig, load_validated, views_for};
 use crate::core::heads::MlpConfig;
 use crate::core::optim::OptimConfig;
 use crate::vision::config::ByolConfig;
@@ -86,11 +86,7 @@ impl Default for AudioConfig {
 
 impl AudioConfig {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let origin = path.map_or("default config".into(), |p| p.display().to_string());
-        let cfg: AudioConfig = load_config(path, overrides)?;
-        cfg.validate()
-            .map_err(|e| blame_invalid(e, &origin, overrides))?;
-        Ok(cfg)
+        load_validated(path, overrides, Self::validate)
     }
 
     pub fn to_toml(&self) -> String {
@@ -148,17 +144,8 @@ impl AudioConfig {
         Ok(())
     }
 
-    /// The views of method `M` as this config changes them.
+    /// The views of the method as this config changes them.
     pub fn views_for(&self, presets: Vec<AudioView>) -> Result<Vec<AudioView>> {
-        match self.views.len() {
-            0 => Ok(presets),
-            1 => Ok(vec![self.views[0].clone(); presets.len()]),
-            n if n == presets.len() => Ok(self.views.clone()),
-            n => bail!(
-                "views: method '{}' takes {} views, the config lists {n}",
-                self.method,
-                presets.len()
-            ),
-        }
+        views_for(&self.method, &self.views, presets)
     }
 }

@@ -15,10 +15,10 @@ use super::checkpoint::AudioCheckpoint;
 use super::data::ClipSet;
 use super::eval::{encoder_features, logmel_stats, standardise};
 use super::methods::AudioMethod;
-use crate::core::eval::{Features, Labelled, knn_accuracy};
+use crate::core::eval::Features;
 use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
 use crate::core::labels::{
-    ArmOutcome, Comparison, LabelTask, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, LabelTask, knn_subset, probe_subset, require_classes, supervised_arm,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
@@ -228,16 +228,10 @@ impl LabelTask for AudioLabels<'_> {
                 if arm == LINEAR {
                     return Ok(scored(self.probe(f, subset, seed)?));
                 }
-                let rows = f.0.rows(&subset.train);
-                let labels: Vec<u32> = subset.train.iter().map(|&i| self.pool_labels[i]).collect();
                 let eval = &self.checkpoint.config.eval;
-                Ok(scored(knn_accuracy(
-                    Labelled::new(&rows, &labels),
-                    Labelled::new(&f.1, &self.test_labels),
-                    self.class_names.len(),
-                    eval.knn_k,
-                    eval.knn_temperature,
-                )))
+                let classes = self.class_names.len();
+                let (pool, test) = (&self.pool_labels, &self.test_labels);
+                Ok(scored(knn_subset(f, pool, test, classes, subset, eval)))
             }
             FINETUNE | SCRATCH => self.train(arm, subset, seed),
             other => bail!("unknown arm '{other}'"),

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use super::config::AudioConfig;
 use super::data::ClipSet;
 use super::methods::AudioMethod;
-use super::views::{AudioBatches, ViewSource};
+use super::views::{ViewSource, audio_batches};
 use crate::core::loader::Schedule;
 use crate::core::train::{LoopSpec, TrainOptions, TrainSummary, run_loop};
 
@@ -72,16 +72,16 @@ pub fn pretrain<M: AudioMethod>(
         crop_frames: crop,
     });
     let source_at = |start: usize| {
-        let schedule = Schedule {
-            batch_size: config.batch_size,
+        let c = config;
+        let schedule = Schedule::from_step(
+            start,
+            c.batch_size,
             steps_per_epoch,
-            epochs: config.epochs,
-            start_epoch: start / steps_per_epoch,
-            start_step: start % steps_per_epoch,
-            prefetch: config.train.prefetch,
-            seed: config.seed,
-        };
-        AudioBatches::new(source.clone(), views.clone(), schedule, ad.clone())
+            c.epochs,
+            c.train.prefetch,
+            c.seed,
+        );
+        audio_batches(source.clone(), views.clone(), schedule, ad.clone())
     };
     run_loop(
         model,

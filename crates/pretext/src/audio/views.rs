@@ -11,7 +11,6 @@
 //! and a resumed run sees the views it would have seen.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use burn::prelude::*;
@@ -21,8 +20,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::data::ClipSet;
-use crate::core::loader::{Loader, Schedule, mix_seed};
-use crate::core::train::BatchSource;
+use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, mix_seed};
 
 /// The augmentation of one view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,80 +241,46 @@ impl ViewSource {
     }
 }
 
-/// One batch: every view `[batch, 1, bands, frames]` flattened, and its epoch.
-pub struct AudioBatch {
-    pub views: Vec<Vec<f32>>,
-    pub shape: [usize; 4],
-    pub epoch: usize,
-}
-
-/// The batches of a run, built ahead of the model on the shared loader.
-pub struct AudioBatches {
-    loader: Loader<AudioBatch>,
+/// The batches of a run, built ahead of the model on the shared loader: every view
+/// `[batch, 1, bands, frames]`.
+pub fn audio_batches(
+    source: Arc<ViewSource>,
+    views: Arc<Vec<AudioView>>,
+    schedule: Schedule,
     device: Device,
-}
-
-impl AudioBatches {
-    pub fn new(
-        source: Arc<ViewSource>,
-        views: Arc<Vec<AudioView>>,
-        schedule: Schedule,
-        device: Device,
-    ) -> AudioBatches {
-        let len = source.data.len();
-        let loader = Loader::spawn(len, schedule, move |epoch, _step, indices| {
-            let per_clip: Vec<Vec<Spectrogram>> = indices
-                .par_iter()
-                .map(|&clip| {
-                    views
-                        .iter()
-                        .enumerate()
-                        .map(|(v, spec)| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                                schedule.seed,
-                                epoch as u64,
-                                clip as u64,
-                                v as u64,
-                            ]));
-                            source.view(clip, spec, &mut rng)
-                        })
-                        .collect()
-                })
-                .collect();
-            let mut out = vec![Vec::new(); views.len()];
-            for clip_views in per_clip {
-                for (v, s) in clip_views.into_iter().enumerate() {
-                    out[v].extend(s.values);
-                }
-            }
-            AudioBatch {
-                views: out,
-                shape: [indices.len(), 1, source.data.n_mels, source.crop_frames],
-                epoch,
-            }
-        });
-        AudioBatches { loader, device }
-    }
-}
-
-impl BatchSource for AudioBatches {
-    type Batch = Vec<Tensor<4>>;
-
-    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
-        let Some(batch) = self.loader.next_batch() else {
-            return Ok(None);
-        };
-        let tensors = batch
-            .views
-            .into_iter()
-            .map(|v| Tensor::from_data(TensorData::new(v, batch.shape), &self.device))
+) -> FloatViewBatches<4> {
+    let len = source.data.len();
+    FloatViewBatches::spawn(len, schedule, device, move |epoch, _step, indices| {
+        let per_clip: Vec<Vec<Spectrogram>> = indices
+            .par_iter()
+            .map(|&clip| {
+                views
+                    .iter()
+                    .enumerate()
+                    .map(|(v, spec)| {
+                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
+                            schedule.seed,
+                            epoch as u64,
+                            clip as u64,
+                            v as u64,
+                        ]));
+                        source.view(clip, spec, &mut rng)
+                    })
+                    .collect()
+            })
             .collect();
-        Ok(Some((tensors, batch.epoch)))
-    }
-
-    fn waited(&self) -> Duration {
-        self.loader.waited()
-    }
+        let mut out = vec![Vec::new(); views.len()];
+        for clip_views in per_clip {
+            for (v, s) in clip_views.into_iter().enumerate() {
+                out[v].extend(s.values);
+            }
+        }
+        FloatViews {
+            views: out,
+            shape: [indices.len(), 1, source.data.n_mels, source.crop_frames],
+            epoch,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -222,3 +222,33 @@ where
         None => parse_config("", "default config", overrides),
     }
 }
+
+/// [`load_config`], then `validate`, its error blamed on the flag or file the bad value came
+/// from: how every job's config is read.
+pub fn load_validated<T>(
+    path: Option<&Path>,
+    overrides: &[String],
+    validate: impl Fn(&T) -> Result<()>,
+) -> Result<T>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    let origin = path.map_or("default config".into(), |p| p.display().to_string());
+    let cfg: T = load_config(path, overrides)?;
+    validate(&cfg).map_err(|e| blame_invalid(e, &origin, overrides))?;
+    Ok(cfg)
+}
+
+/// A method's views as a config's `views` list changes them: none keeps the method's
+/// `presets`, one entry applies to every view, else one entry per view.
+pub fn views_for<T: Clone>(method: &str, configured: &[T], presets: Vec<T>) -> Result<Vec<T>> {
+    match configured.len() {
+        0 => Ok(presets),
+        1 => Ok(vec![configured[0].clone(); presets.len()]),
+        n if n == presets.len() => Ok(configured.to_vec()),
+        n => anyhow::bail!(
+            "views: method '{method}' takes {} views, the config lists {n}",
+            presets.len()
+        ),
+    }
+}

@@ -28,7 +28,7 @@ use burn::prelude::{Device, Tensor};
 
 use crate::core::checkpoint::{unused_path, write_atomic};
 use crate::core::config::EvalConfig;
-use crate::core::eval::{Features, Labelled, linear_probe};
+use crate::core::eval::{Features, Labelled, knn_accuracy, linear_probe};
 use crate::core::finetune::{Classifier, Pass, Plan, soft_labels, train_classifier};
 use crate::core::loader::mix_seed;
 use crate::core::split::{LabelSubset, label_subsets};
@@ -214,6 +214,27 @@ pub fn probe_subset(
         labels: test_labels,
     };
     linear_probe(train, test, classes, eval, seed, device)
+}
+
+/// Weighted kNN with the `subset` rows of `features.0` (the pool) as neighbours, scored on
+/// `features.1` (the test rows).
+pub fn knn_subset(
+    features: &(Features, Features),
+    pool_labels: &[u32],
+    test_labels: &[u32],
+    classes: usize,
+    subset: &LabelSubset,
+    eval: &EvalConfig,
+) -> f64 {
+    let rows = features.0.rows(&subset.train);
+    let labels: Vec<u32> = subset.train.iter().map(|&i| pool_labels[i]).collect();
+    knn_accuracy(
+        Labelled::new(&rows, &labels),
+        Labelled::new(&features.1, test_labels),
+        classes,
+        eval.knn_k,
+        eval.knn_temperature,
+    )
 }
 
 /// One supervised or semi-supervised arm: [`train_classifier`] as `plan` says, with what it

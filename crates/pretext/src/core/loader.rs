@@ -6,8 +6,12 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::Result;
+use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::core::train::BatchSource;
 
 /// Mix several integers into one well-spread seed (splitmix64 finaliser).
 pub fn mix_seed(parts: &[u64]) -> u64 {
@@ -45,6 +49,30 @@ pub struct Schedule {
     pub start_step: usize,
     pub prefetch: usize,
     pub seed: u64,
+}
+
+impl Schedule {
+    /// The schedule of a run that starts at global step `start` (0, or where a resumed run
+    /// left off).
+    pub fn from_step(
+        start: usize,
+        batch_size: usize,
+        steps_per_epoch: usize,
+        epochs: usize,
+        prefetch: usize,
+        seed: u64,
+    ) -> Schedule {
+        let per_epoch = steps_per_epoch.max(1);
+        Schedule {
+            batch_size,
+            steps_per_epoch,
+            epochs,
+            start_epoch: start / per_epoch,
+            start_step: start % per_epoch,
+            prefetch,
+            seed,
+        }
+    }
 }
 
 /// A background producer of batches: it walks the seeded epoch orders of a dataset of `len`
@@ -125,6 +153,53 @@ impl<T: Send + 'static> Loader<T> {
         self.waited
     }
 }
+/// One batch of views as floats: each view `shape` flattened, and the batch's epoch.
+pub struct FloatViews<const D: usize> {
+    pub views: Vec<Vec<f32>>,
+    pub shape: [usize; D],
+    pub epoch: usize,
+}
+
+/// Batches of views made on a background [`Loader`], handed to the model as tensors on its
+/// device: the batch source of the audio and video jobs.
+pub struct FloatViewBatches<const D: usize> {
+    loader: Loader<FloatViews<D>>,
+    device: Device,
+}
+
+impl<const D: usize> FloatViewBatches<D> {
+    /// `make(epoch, step, indices)` builds a batch of the examples at `indices`.
+    pub fn spawn<F>(len: usize, schedule: Schedule, device: Device, make: F) -> Self
+    where
+        F: Fn(usize, usize, &[usize]) -> FloatViews<D> + Send + 'static,
+    {
+        FloatViewBatches {
+            loader: Loader::spawn(len, schedule, make),
+            device,
+        }
+    }
+}
+
+impl<const D: usize> BatchSource for FloatViewBatches<D> {
+    type Batch = Vec<Tensor<D>>;
+
+    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
+        let Some(batch) = self.loader.next_batch() else {
+            return Ok(None);
+        };
+        let tensors = batch
+            .views
+            .into_iter()
+            .map(|v| Tensor::from_data(TensorData::new(v, batch.shape), &self.device))
+            .collect();
+        Ok(Some((tensors, batch.epoch)))
+    }
+
+    fn waited(&self) -> Duration {
+        self.loader.waited()
+    }
+}
+
 impl<T> Drop for Loader<T> {
     fn drop(&mut self) {
         // Dropping the receiver makes the producer's next send fail, so it exits.

@@ -12,7 +12,7 @@ use super::methods::VIDEO_METHODS;
 use super::methods::next_frame::NextFrameConfig;
 use super::methods::video_contrastive::ContrastConfig;
 use super::views::ClipView;
-use crate::core::config::{EvalConfig, TrainConfig, blame_invalid, load_config};
+use crate::core::config::{EvalConfig, TrainConfig, load_validated, views_for};
 use crate::core::heads::MlpConfig;
 use crate::core::optim::OptimConfig;
 use crate::vision::backbones::BackboneConfig;
@@ -95,11 +95,7 @@ impl Default for VideoConfig {
 
 impl VideoConfig {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let origin = path.map_or("default config".into(), |p| p.display().to_string());
-        let cfg: VideoConfig = load_config(path, overrides)?;
-        cfg.validate()
-            .map_err(|e| blame_invalid(e, &origin, overrides))?;
-        Ok(cfg)
+        load_validated(path, overrides, Self::validate)
     }
 
     pub fn to_toml(&self) -> String {
@@ -161,17 +157,8 @@ impl VideoConfig {
         Ok(())
     }
 
-    /// The views of a method as this config changes them.
+    /// The views of the method as this config changes them.
     pub fn views_for(&self, presets: Vec<ClipView>) -> Result<Vec<ClipView>> {
-        match self.views.len() {
-            0 => Ok(presets),
-            1 => Ok(vec![self.views[0].clone(); presets.len()]),
-            n if n == presets.len() => Ok(self.views.clone()),
-            n => bail!(
-                "views: method '{}' takes {} clip views, the config lists {n}",
-                self.method,
-                presets.len()
-            ),
-        }
+        views_for(&self.method, &self.views, presets)
     }
 }

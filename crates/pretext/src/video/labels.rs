@@ -14,11 +14,11 @@ use super::data::VideoSet;
 use super::eval::clip_features;
 use super::methods::VideoMethod;
 use super::views::first_frames_batch;
-use crate::core::eval::{Features, Labelled, knn_accuracy};
+use crate::core::eval::Features;
 use crate::core::feature_scores::standardise;
 use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
 use crate::core::labels::{
-    ArmOutcome, Comparison, LabelTask, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, LabelTask, knn_subset, probe_subset, require_classes, supervised_arm,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
@@ -197,16 +197,10 @@ impl<M: VideoMethod> LabelTask for VideoLabels<'_, M> {
                 if arm == LINEAR {
                     return Ok(scored(self.probe(f, subset, seed)?));
                 }
-                let rows = f.0.rows(&subset.train);
-                let labels: Vec<u32> = subset.train.iter().map(|&i| self.pool_labels[i]).collect();
                 let eval = &self.checkpoint.config.eval;
-                Ok(scored(knn_accuracy(
-                    Labelled::new(&rows, &labels),
-                    Labelled::new(&f.1, &self.test_labels),
-                    self.class_names.len(),
-                    eval.knn_k,
-                    eval.knn_temperature,
-                )))
+                let classes = self.class_names.len();
+                let (pool, test) = (&self.pool_labels, &self.test_labels);
+                Ok(scored(knn_subset(f, pool, test, classes, subset, eval)))
             }
             FINETUNE | SCRATCH => self.train(arm, subset, seed),
             other => bail!("unknown arm '{other}'"),

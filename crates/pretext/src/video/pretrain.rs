@@ -10,7 +10,7 @@ use super::backbones::check_tubelets;
 use super::config::VideoConfig;
 use super::data::VideoSet;
 use super::methods::VideoMethod;
-use super::views::VideoBatches;
+use super::views::video_batches;
 use crate::core::loader::Schedule;
 use crate::core::train::{LoopSpec, TrainOptions, TrainSummary, run_loop};
 
@@ -93,16 +93,16 @@ pub fn pretrain<M: VideoMethod>(
     };
     let frames = M::clip_frames(config);
     let source_at = |start: usize| {
-        let schedule = Schedule {
-            batch_size: config.batch_size,
+        let c = config;
+        let schedule = Schedule::from_step(
+            start,
+            c.batch_size,
             steps_per_epoch,
-            epochs: config.epochs,
-            start_epoch: start / steps_per_epoch,
-            start_step: start % steps_per_epoch,
-            prefetch: config.train.prefetch,
-            seed: config.seed,
-        };
-        VideoBatches::new(train.clone(), views.clone(), frames, schedule, ad.clone())
+            c.epochs,
+            c.train.prefetch,
+            c.seed,
+        );
+        video_batches(train.clone(), views.clone(), frames, schedule, ad.clone())
     };
     run_loop(
         model,

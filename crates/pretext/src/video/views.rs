@@ -5,7 +5,6 @@
 //! augmentation).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -15,8 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::data::VideoSet;
-use crate::core::loader::{Loader, Schedule, mix_seed};
-use crate::core::train::BatchSource;
+use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, mix_seed};
 
 /// How one clip is drawn from a video.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,89 +141,49 @@ pub fn first_frames_batch(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// One batch: every clip view `[batch, frames, c, h, w]` flattened, and its epoch.
-pub struct VideoBatch {
-    pub clips: Vec<Vec<f32>>,
-    pub shape: [usize; 5],
-    pub epoch: usize,
-}
-
 /// The batches of a run, built ahead of the model on the shared loader: for each video, one
-/// clip per view, each at its own random start.
-pub struct VideoBatches {
-    loader: Loader<VideoBatch>,
+/// clip per view, each at its own random start; every view `[batch, frames, c, h, w]`.
+pub fn video_batches(
+    data: Arc<VideoSet>,
+    views: Arc<Vec<ClipView>>,
+    frames: usize,
+    schedule: Schedule,
     device: Device,
-}
-
-impl VideoBatches {
-    pub fn new(
-        data: Arc<VideoSet>,
-        views: Arc<Vec<ClipView>>,
-        frames: usize,
-        schedule: Schedule,
-        device: Device,
-    ) -> VideoBatches {
-        let len = data.len();
-        let loader = Loader::spawn(len, schedule, move |epoch, _step, indices| {
-            let per_video: Vec<Vec<Vec<f32>>> = indices
-                .par_iter()
-                .map(|&video| {
-                    views
-                        .iter()
-                        .enumerate()
-                        .map(|(v, view)| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                                schedule.seed,
-                                epoch as u64,
-                                video as u64,
-                                v as u64,
-                            ]));
-                            let start = rng.random_range(0..=data.frames_of(video) - frames);
-                            clip_pixels(&data, video, start, frames, view, &mut rng)
-                        })
-                        .collect()
-                })
-                .collect();
-            let mut clips = vec![Vec::new(); views.len()];
-            for video_clips in per_video {
-                for (v, c) in video_clips.into_iter().enumerate() {
-                    clips[v].extend(c);
-                }
-            }
-            VideoBatch {
-                clips,
-                shape: [
-                    indices.len(),
-                    frames,
-                    data.channels,
-                    data.height,
-                    data.width,
-                ],
-                epoch,
-            }
-        });
-        VideoBatches { loader, device }
-    }
-}
-
-impl BatchSource for VideoBatches {
-    type Batch = Vec<Tensor<5>>;
-
-    fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
-        let Some(batch) = self.loader.next_batch() else {
-            return Ok(None);
-        };
-        let tensors = batch
-            .clips
-            .into_iter()
-            .map(|v| Tensor::from_data(TensorData::new(v, batch.shape), &self.device))
+) -> FloatViewBatches<5> {
+    let len = data.len();
+    FloatViewBatches::spawn(len, schedule, device, move |epoch, _step, indices| {
+        let per_video: Vec<Vec<Vec<f32>>> = indices
+            .par_iter()
+            .map(|&video| {
+                views
+                    .iter()
+                    .enumerate()
+                    .map(|(v, view)| {
+                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
+                            schedule.seed,
+                            epoch as u64,
+                            video as u64,
+                            v as u64,
+                        ]));
+                        let start = rng.random_range(0..=data.frames_of(video) - frames);
+                        clip_pixels(&data, video, start, frames, view, &mut rng)
+                    })
+                    .collect()
+            })
             .collect();
-        Ok(Some((tensors, batch.epoch)))
-    }
-
-    fn waited(&self) -> Duration {
-        self.loader.waited()
-    }
+        let mut clips = vec![Vec::new(); views.len()];
+        for video_clips in per_video {
+            for (v, c) in video_clips.into_iter().enumerate() {
+                clips[v].extend(c);
+            }
+        }
+        let (c, h, w) = (data.channels, data.height, data.width);
+        FloatViews {
+            views: clips,
+            shape: [indices.len(), frames, c, h, w],
+            epoch,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::methods::simmim::SimMimConfig;
 use super::methods::swav::SwavConfig;
 use super::methods::vicreg::VicRegConfig;
 use super::views::{MultiCropConfig, ViewConfig, ViewOverride};
-use crate::core::config::{EvalConfig, TrainConfig, blame_invalid, load_config, parse_config};
+use crate::core::config::{EvalConfig, TrainConfig, blame_invalid, parse_config};
 use crate::core::heads::MlpConfig;
 use crate::core::optim::OptimConfig;
 
@@ -197,11 +197,7 @@ impl PretrainConfig {
     }
 
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
-        let origin = path.map_or("default config".into(), |p| p.display().to_string());
-        let cfg: PretrainConfig = load_config(path, overrides)?;
-        cfg.validate()
-            .map_err(|e| blame_invalid(e, &origin, overrides))?;
-        Ok(cfg)
+        crate::core::config::load_validated(path, overrides, Self::validate)
     }
 
     pub fn to_toml(&self) -> String {

@@ -154,15 +154,15 @@ pub fn pretrain_on<M: Method>(
     };
     let data = train;
     let source_at = |start: usize| {
-        let schedule = Schedule {
-            batch_size: config.batch_size,
+        let c = config;
+        let schedule = Schedule::from_step(
+            start,
+            c.batch_size,
             steps_per_epoch,
-            epochs: config.epochs,
-            start_epoch: start / steps_per_epoch,
-            start_step: start % steps_per_epoch,
-            prefetch: config.train.prefetch,
-            seed: config.seed,
-        };
+            c.epochs,
+            c.train.prefetch,
+            c.seed,
+        );
         ViewBatches::new(
             view_loader(data.clone(), Arc::new(pipelines), schedule, &config.data),
             ad.clone(),
