@@ -98,16 +98,34 @@ pub fn space_time_features(vit: &Vit, tubelet: usize, clips: Tensor<5>) -> Tenso
     vit.pool(vit.encode(x))
 }
 
-/// An image backbone on every frame.
+/// An image backbone on every frame, with two coordinate planes added to its input
+/// (CoordConv, Liu et al. 2018): the CNNs end in global average pooling, which would otherwise
+/// leave little of where an object is, and where it is from frame to frame is the motion.
 #[derive(Module, Debug)]
 pub struct FrameEncoder {
     pub backbone: Backbone,
 }
 
+/// Rows and columns from -1 to 1 as two planes `[n, 2, h, w]`.
+fn coordinate_planes(n: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
+    let at = |i: usize, len: usize| {
+        if len > 1 {
+            2.0 * i as f32 / (len - 1) as f32 - 1.0
+        } else {
+            0.0
+        }
+    };
+    let mut planes = Vec::with_capacity(2 * h * w);
+    planes.extend((0..h * w).map(|p| at(p / w, h)));
+    planes.extend((0..h * w).map(|p| at(p % w, w)));
+    Tensor::<4>::from_data(TensorData::new(planes, [1, 2, h, w]), device).expand([n, 2, h, w])
+}
+
 impl FrameEncoder {
     pub fn new(config: &BackboneConfig, frame: (usize, usize, usize), device: &Device) -> Self {
+        let (c, h, w) = frame;
         FrameEncoder {
-            backbone: config.init(frame, device),
+            backbone: config.init((c + 2, h, w), device),
         }
     }
 
@@ -117,7 +135,10 @@ impl FrameEncoder {
 
     /// Frames `[n, c, h, w]` → `[n, dim]`.
     pub fn frames(&self, frames: Tensor<4>) -> Tensor<2> {
-        self.backbone.forward(frames)
+        let [n, _, h, w] = frames.dims();
+        let device = frames.device();
+        let with_coordinates = Tensor::cat(vec![frames, coordinate_planes(n, h, w, &device)], 1);
+        self.backbone.forward(with_coordinates)
     }
 
     /// Every frame's features `[b, t, dim]`.
@@ -235,6 +256,13 @@ mod tests {
         for (a, b) in p[4..8].iter().zip(want) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn coordinate_planes_run_from_minus_one_to_one() {
+        let p = coordinate_planes(1, 2, 3, &Device::flex());
+        let v = p.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(v, vec![-1., -1., -1., 1., 1., 1., -1., 0., 1., -1., 0., 1.]);
     }
 
     #[test]
