@@ -7,6 +7,11 @@ max_len - 2 tokens framed by [CLS] ... [SEP], packed per 1,000-line chunk), same
 post-LN, GELU, tied decoder), same masking (15%, 80/10/10, dynamic), same optimizer (AdamW, no
 decay on biases and LayerNorm weights, linear warm-up and decay, gradient norm clipped to 1),
 same batch size and steps. Prints one JSON object.
+
+With --norm pre --dropout 0 --mlm-probability 0.4 --lr 1e-3 --beta2 0.98 --eps 1e-12
+--grad-clip 0.5 it runs pretext's small-compute recipe (configs/mlm_recipe.toml) instead, on
+RobertaPreLayerNormForMaskedLM, the class pretext exports pre-norm encoders as. The held-out
+score masks 15% either way, as pretext's `eval.mask_probability` does.
 """
 
 import argparse
@@ -20,6 +25,8 @@ from transformers import (
     BertConfig,
     BertForMaskedLM,
     DataCollatorForLanguageModeling,
+    RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForMaskedLM,
     PreTrainedTokenizerFast,
     get_linear_schedule_with_warmup,
 )
@@ -65,6 +72,12 @@ def main():
     p.add_argument("--eval-sequences", type=int, default=2000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--norm", choices=["post", "pre"], default="post")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--mlm-probability", type=float, default=0.15)
+    p.add_argument("--beta2", type=float, default=0.999)
+    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--grad-clip", type=float, default=1.0)
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -83,21 +96,26 @@ def main():
     heldout = packed_blocks(tok, heldout_lines, a.max_len)[: a.eval_sequences]
     tokenize_secs = time.perf_counter() - t0
 
-    config = BertConfig(
+    sizes = dict(
         vocab_size=len(tok),
         hidden_size=256,
         num_hidden_layers=4,
         num_attention_heads=4,
         intermediate_size=1024,
-        max_position_embeddings=512,
         type_vocab_size=2,
         layer_norm_eps=1e-12,
-        hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
+        hidden_dropout_prob=a.dropout,
+        attention_probs_dropout_prob=a.dropout,
         pad_token_id=tok.pad_token_id,
     )
-    model = BertForMaskedLM(config)
-    no_decay = ("bias", "LayerNorm.weight")
+    if a.norm == "pre":
+        # Positions count from pad_token_id + 1, as pretext's export lays them out.
+        config = RobertaPreLayerNormConfig(max_position_embeddings=512 + tok.pad_token_id + 1, **sizes)
+        model = RobertaPreLayerNormForMaskedLM(config)
+    else:
+        config = BertConfig(max_position_embeddings=512, **sizes)
+        model = BertForMaskedLM(config)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
         {
             "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
@@ -108,9 +126,10 @@ def main():
             "weight_decay": 0.0,
         },
     ]
-    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, a.beta2), eps=a.eps)
     sched = get_linear_schedule_with_warmup(opt, a.warmup, a.steps)
-    collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15)
+    collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=a.mlm_probability)
+    scoring = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=0.15)
 
     gen = torch.Generator().manual_seed(a.seed)
     order = []
@@ -131,7 +150,7 @@ def main():
         t2 = time.perf_counter()
         out.loss.backward()
         t3 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -148,7 +167,7 @@ def main():
     nll, correct, count = 0.0, 0, 0
     with torch.no_grad():
         for s in range(0, len(heldout), a.batch_size):
-            batch = collator([{"input_ids": x} for x in heldout[s : s + a.batch_size]])
+            batch = scoring([{"input_ids": x} for x in heldout[s : s + a.batch_size]])
             logits = model(input_ids=batch["input_ids"]).logits
             mask = batch["labels"] != -100
             lp = torch.log_softmax(logits[mask], dim=-1)

@@ -6,6 +6,11 @@
 # (gigabytes) into a virtual environment.
 #
 #   bench/mlm/run.sh DATA_DIR [STEPS]
+#   RECIPE=1 bench/mlm/run.sh DATA_DIR [STEPS]
+#
+# RECIPE=1 runs configs/mlm_recipe.toml's recipe (pre-norm, no dropout, 40% masking, lr 1e-3,
+# betas 0.9/0.98, clip 0.5) on both sides, over STEPS steps instead of its time budget, so the
+# loss curves can be laid side by side; transformers trains RobertaPreLayerNormForMaskedLM.
 #
 # DATA_DIR is the folder ../shared/datasets.sh filled. Both tools use 2 threads. Prints a
 # markdown table: training tokens/s, loss curve (mean per 50 steps), held-out masked-token
@@ -32,8 +37,18 @@ PRETEXT=${PRETEXT_BIN:-$ROOT/target/release/pretext}
 echo "[bench] tokenizer: WordPiece, 8000 ids, on $CORPUS" >&2
 "$PRETEXT" tokenizer train --corpus "$CORPUS" --vocab-size 8000 --out "$OUT/tokenizer.json" >&2
 
-echo "[bench] pretext: $STEPS steps" >&2
-"$PRETEXT" mlm train --config "$ROOT/configs/mlm_mini.toml" --corpus "$CORPUS" --threads "$THREADS" \
+if [ -n "${RECIPE:-}" ]; then
+  CONFIG="$ROOT/configs/mlm_recipe.toml"
+  PT_EXTRA=(--set train.budget_minutes=0 --set model.embedding_init='"random"')
+  HF_EXTRA=(--norm pre --dropout 0 --mlm-probability 0.4 --lr 1e-3 --beta2 0.98 --eps 1e-12 --grad-clip 0.5)
+else
+  CONFIG="$ROOT/configs/mlm_mini.toml"
+  PT_EXTRA=()
+  HF_EXTRA=()
+fi
+
+echo "[bench] pretext: $STEPS steps ($CONFIG)" >&2
+"$PRETEXT" mlm train --config "$CONFIG" --corpus "$CORPUS" --threads "$THREADS" "${PT_EXTRA[@]}" \
   --set steps="$STEPS" --set optimizer.warmup_steps="$WARMUP" \
   --set tokenizer.path="\"$OUT/tokenizer.json\"" --set train.out_dir="\"$OUT/pretext\"" \
   --json > "$OUT/pretext.json"
@@ -41,7 +56,7 @@ echo "[bench] pretext: $STEPS steps" >&2
 echo "[bench] transformers: $STEPS steps" >&2
 OMP_NUM_THREADS=$THREADS "$VENV/bin/python" "$ROOT/bench/mlm/hf_mlm.py" \
   --tokenizer "$OUT/tokenizer.json" --corpus "$CORPUS" --steps "$STEPS" --warmup "$WARMUP" \
-  --threads "$THREADS" > "$OUT/hf.json"
+  --threads "$THREADS" "${HF_EXTRA[@]}" > "$OUT/hf.json"
 
 python3 - "$OUT" <<'PY'
 import json, sys

@@ -56,14 +56,14 @@ def pm(rs, k, fmt):
     return (fmt + " ± " + fmt).format(m, statistics.stdev(r[k] for r in rs))
 
 
-names = {"pretext": "pretext", "gensim_lines": "gensim (LineSentence)", "gensim_corpus_file": "gensim (corpus_file)"}
+names = {"pretext": "pretext", "pretext_shared": "pretext --shared-negatives", "gensim_lines": "gensim (LineSentence)", "gensim_corpus_file": "gensim (corpus_file)"}
 head = ["model", "tool", "seeds", "wall s", "train s", "raw words/s", "vs best gensim", "peak RSS MiB",
         "analogy % (pretext eval)", "analogy % (gensim eval)", "WS353 ρ (pretext eval)", "WS353 ρ (gensim eval)"]
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
 for arch in ["sg", "cbow"]:
-    tools = sorted((t for a, t in runs if a == arch), key=lambda t: (t != "pretext", t))
-    best = max((mean(runs[(arch, t)], "wps") for t in tools if t != "pretext"), default=None)
+    tools = sorted((t for a, t in runs if a == arch), key=lambda t: (not t.startswith("pretext"), t))
+    best = max((mean(runs[(arch, t)], "wps") for t in tools if t.startswith("gensim")), default=None)
     for t in tools:
         rs = runs[(arch, t)]
         wps = mean(rs, "wps")

@@ -10,7 +10,7 @@
 #   PRETEXT_SUBCMD  subcommand prefix (default "word2vec"; empty for the crate's `w2v` example)
 #   VENV            virtual environment for gensim (default bench/word2vec/.venv, created if missing)
 #   GENSIM_VERSION  (default 4.4.0)   THREADS (default 2)   EPOCHS (default 5)
-#   ARCHS           (default "sg cbow")   GENSIM_MODES (default "lines corpus_file")
+#   ARCHS           (default "sg cbow"; skip-gram also runs with --shared-negatives)   GENSIM_MODES (default "lines corpus_file")
 #   SEEDS           (default "1 2 3": every run is repeated per seed; the table shows means)
 #   OUT             results directory (default target/bench-word2vec)
 # Prints one markdown table (also written to $OUT/table.md).
@@ -72,6 +72,12 @@ for arch in $ARCHS; do
   /usr/bin/time -v -o "$OUT/pretext-$arch-s$seed.time" "${W2V[@]}" train --corpus "$CORPUS" \
     --out "$OUT/pretext-$arch-s$seed.bin" "$flag" "${COMMON[@]}" --threads "$THREADS" --seed "$seed" \
     --json > "$OUT/pretext-$arch-s$seed.train.json"
+  if [ "$arch" = sg ]; then
+    log "seed $seed: pretext $arch --shared-negatives"
+    /usr/bin/time -v -o "$OUT/pretext_shared-$arch-s$seed.time" "${W2V[@]}" train --corpus "$CORPUS" \
+      --out "$OUT/pretext_shared-$arch-s$seed.bin" "$flag" "${COMMON[@]}" --threads "$THREADS" \
+      --seed "$seed" --shared-negatives --json > "$OUT/pretext_shared-$arch-s$seed.train.json"
+  fi
   for mode in $GENSIM_MODES; do
     log "seed $seed: gensim $arch ($mode)"
     /usr/bin/time -v -o "$OUT/gensim_$mode-$arch-s$seed.time" "$PY" "$HERE/gensim_w2v.py" train \
@@ -79,7 +85,8 @@ for arch in $ARCHS; do
       --sample 1e-3 --min-count 5 --epochs "$EPOCHS" --workers "$THREADS" --mode "$mode" \
       --seed "$seed" > "$OUT/gensim_$mode-$arch-s$seed.train.json"
   done
-  for v in "$OUT"/pretext-$arch-s$seed.bin "$OUT"/gensim_*-$arch-s$seed.bin; do
+  for v in "$OUT"/pretext-$arch-s$seed.bin "$OUT"/pretext_shared-$arch-s$seed.bin "$OUT"/gensim_*-$arch-s$seed.bin; do
+    [ -f "$v" ] || continue
     name=$(basename "$v" .bin)
     log "evaluating $name with pretext and with gensim"
     "${W2V[@]}" eval --vectors "$v" --analogies "$QUESTIONS" --similarity "$PAIRS" \

@@ -172,6 +172,18 @@ fn print_run(run: &MlmRun) {
         s.steps, s.epochs_done, run.examples, s.first_loss, s.final_loss, s.last_epoch_loss
     );
     println!(
+        "trained {:.1} min in all{}",
+        s.trained_secs / 60.0,
+        if run.embedding_init_secs > 0.0 {
+            format!(
+                ", after {:.1}s of Word2Vec for the token embeddings",
+                run.embedding_init_secs
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
         "speed: {:.0} tokens/s ({:.1} sequences/s); tokenisation {:.1}s before training \
          ({} token cache {})",
         run.tokens_per_sec,

@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// Hierarchical softmax.
     #[arg(long)]
     pub hs: bool,
+    /// Skip-gram: one draw of noise words shared by every context word of a window, so the
+    /// updates become small matrix products (pWord2Vec's HogBatch; faster, see docs/word2vec.md).
+    #[arg(long, conflicts_with_all = ["cbow", "hs"])]
+    pub shared_negatives: bool,
     /// Subsampling threshold for frequent words (0 disables).
     #[arg(long, default_value_t = 1e-3)]
     pub sample: f64,
@@ -246,6 +250,7 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
         threads,
         seed: a.seed,
         cbow_mean: !a.cbow_sum,
+        shared_negatives: a.shared_negatives,
         progress: !a.no_progress && !json,
     };
     // Flags first: a bad one should not wait for the vocabulary scan of a large corpus.

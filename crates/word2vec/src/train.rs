@@ -67,6 +67,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// CBOW: mean of the context vectors (true) or their sum.
     pub cbow_mean: bool,
+    /// Skip-gram with negative sampling: the context words of a window share one draw of noise
+    /// words, so a window's updates become small matrix products over rows read once (pWord2Vec's
+    /// HogBatch, Ji et al. 2016) instead of one dot product per word pair and noise word.
+    pub shared_negatives: bool,
     /// Draw a progress bar on stderr (only when stderr is a terminal).
     pub progress: bool,
 }
@@ -86,6 +90,7 @@ impl Default for TrainConfig {
             threads: 1,
             seed: 1,
             cbow_mean: true,
+            shared_negatives: false,
             progress: false,
         }
     }
@@ -292,6 +297,7 @@ struct Ctx<'a> {
     sig: &'a SigmoidTable,
     window: u32,
     cbow_mean: bool,
+    shared_negatives: bool,
 }
 
 /// Per-thread scratch (allocated once).
@@ -303,6 +309,13 @@ struct Scratch {
     next_negs: Vec<u32>,
     neu1: Vec<Lane>,
     neu1e: Vec<Lane>,
+    /// Shared negatives: the window's context words, its outputs (the centre word, then the
+    /// noise words), their gradients `[contexts, outputs]`, and one hidden gradient per context
+    /// word (`contexts` rows of the matrices' stride).
+    contexts: Vec<u32>,
+    outputs: Vec<u32>,
+    grads: Vec<f32>,
+    hidden: Vec<Lane>,
     loss: f64,
     examples: u64,
 }
@@ -358,6 +371,66 @@ impl Ctx<'_> {
         *loss += f64::from(l);
     }
 
+    /// Skip-gram with shared negatives for one window: every context word in `s.contexts`
+    /// predicts `word` against the same noise words `s.negs`. Scores and gradients are computed
+    /// first from the rows as they are (pWord2Vec's HogBatch); then each output row takes the
+    /// updates of the context words in turn, in one fused pass per pair that also gathers the
+    /// context word's hidden gradient (so an output row is read once per pair, not twice: the
+    /// later context words see it already moved, as sequential SGD would), and last the input
+    /// rows take their hidden gradients.
+    ///
+    /// # Safety
+    /// `word`, the context and noise ids are vocabulary ids.
+    #[inline(always)]
+    unsafe fn shared_window<const FMA: bool>(&self, word: u32, alpha: f32, s: &mut Scratch) {
+        s.outputs.clear();
+        s.outputs.push(word);
+        // A noise word equal to the true word is skipped (word2vec.c).
+        s.outputs.extend(s.negs.iter().filter(|&&t| t != word));
+        let (b, k, stride) = (s.contexts.len(), s.outputs.len(), self.syn0.stride);
+        s.grads.clear();
+        s.grads.resize(b * k, 0.0);
+        s.hidden.clear();
+        s.hidden.resize(b * stride, Lane::default());
+        let mut l = 0f32;
+        for (i, &c) in s.contexts.iter().enumerate() {
+            // SAFETY: vocabulary ids; one row of each matrix at a time.
+            let l1 = unsafe { self.syn0.row(c) };
+            for (j, &t) in s.outputs.iter().enumerate() {
+                let r2 = unsafe { self.syn1neg.row(t) };
+                let f = simd::dot::<FMA>(l1, r2);
+                let (g, lo) = self.sig.grad_loss(f, if j == 0 { 1.0 } else { 0.0 });
+                l += lo;
+                // Saturated scores get no update, as in the one-pair path.
+                if f > -MAX_EXP && f < MAX_EXP {
+                    s.grads[i * k + j] = g * alpha;
+                }
+            }
+        }
+        // Output rows and hidden gradients, one fused pass per pair...
+        for (j, &t) in s.outputs.iter().enumerate() {
+            // SAFETY: vocabulary ids; syn0 and syn1neg rows never alias.
+            let r2 = unsafe { self.syn1neg.row(t) };
+            for ((i, &c), acc) in s
+                .contexts
+                .iter()
+                .enumerate()
+                .zip(s.hidden.chunks_exact_mut(stride))
+            {
+                let g = s.grads[i * k + j];
+                if g != 0.0 {
+                    simd::update_pair::<FMA>(g, unsafe { self.syn0.row(c) }, r2, acc);
+                }
+            }
+        }
+        // ...then the input rows.
+        for (acc, &c) in s.hidden.chunks_exact(stride).zip(&s.contexts) {
+            // SAFETY: vocabulary id.
+            simd::add(acc, unsafe { self.syn0.row(c) });
+        }
+        s.loss += f64::from(l);
+    }
+
     /// Draws the noise words of the next prediction and prefetches their rows; the current
     /// ones become `s.negs`.
     #[inline(always)]
@@ -395,6 +468,18 @@ impl Ctx<'_> {
             let hi = (pos + w - b + 1).min(n);
             let word = sen[pos];
             match arch {
+                Arch::SkipGram if self.shared_negatives => {
+                    s.contexts.clear();
+                    s.contexts
+                        .extend((lo..hi).filter(|&c| c != pos).map(|c| sen[c]));
+                    if s.contexts.is_empty() {
+                        continue;
+                    }
+                    self.advance_negatives(rng, s);
+                    // SAFETY: ids in `sen` and the noise words come from the vocabulary.
+                    unsafe { self.shared_window::<FMA>(word, alpha, s) };
+                    s.examples += s.contexts.len() as u64;
+                }
                 Arch::SkipGram => {
                     for c in lo..hi {
                         if c == pos {
@@ -525,6 +610,13 @@ impl TrainConfig {
         if cfg.epochs == 0 {
             return Err(TrainError::Config("epochs must be at least 1".into()));
         }
+        if cfg.shared_negatives && (cfg.arch != Arch::SkipGram || cfg.negative == 0 || cfg.hs) {
+            return Err(TrainError::Config(
+                "shared negatives are for skip-gram with negative sampling alone (not CBOW, \
+                 which already makes one prediction per window, nor hierarchical softmax)"
+                    .into(),
+            ));
+        }
         if cfg.alpha.is_nan()
             || cfg.alpha <= 0.0
             || cfg.min_alpha < 0.0
@@ -583,6 +675,7 @@ pub fn train(
         sig: &sig,
         window: cfg.window as u32,
         cbow_mean: cfg.cbow_mean,
+        shared_negatives: cfg.shared_negatives,
     };
     let train_words = vocab.train_words();
     let total = train_words * cfg.epochs as u64;
@@ -831,6 +924,10 @@ fn worker(
             next_negs: Vec::with_capacity(cfg.negative),
             neu1: vec![Lane::default(); stride],
             neu1e: vec![Lane::default(); stride],
+            contexts: Vec::with_capacity(2 * cfg.window),
+            outputs: Vec::with_capacity(cfg.negative + 1),
+            grads: Vec::with_capacity(2 * cfg.window * (cfg.negative + 1)),
+            hidden: Vec::with_capacity(2 * cfg.window * stride),
             loss: 0.0,
             examples: 0,
         },
@@ -890,4 +987,100 @@ fn worker(
     }
     wk.sync();
     Ok((stats, raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One window of shared-negative skip-gram against the same step written out in f64 with
+    /// the exact sigmoid: every context word predicts the centre word against the same noise
+    /// words, gradients from the rows as they were, then outputs and inputs updated.
+    #[test]
+    fn a_shared_window_is_the_batched_skip_gram_step() {
+        let (v, dim, alpha) = (6usize, 8usize, 0.1f32);
+        let stride = simd::lanes_for(dim);
+        let value =
+            |r: usize, k: usize, salt: f64| (((r * 31 + k * 7) as f64 + salt).sin() * 0.6) as f32;
+        let mut syn0 = Matrix::zeros(v, stride);
+        let mut syn1neg = Matrix::zeros(v, stride);
+        for r in 0..v {
+            for k in 0..dim {
+                syn0.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 0.3);
+                syn1neg.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 1.7);
+            }
+        }
+        let get = |m: &Matrix, r: usize| -> Vec<f64> {
+            (0..dim)
+                .map(|k| f64::from(m.data[r * stride + k / LANE].0[k % LANE]))
+                .collect()
+        };
+        let (in0, out0): (Vec<_>, Vec<_>) =
+            (0..v).map(|r| (get(&syn0, r), get(&syn1neg, r))).unzip();
+        let (word, contexts, negs) = (0u32, vec![1u32, 2, 3, 2], vec![4u32, 0, 5]);
+
+        let table = UnigramTable::new(&[1; 6], 0.75);
+        let sig = SigmoidTable::new();
+        let mut syn1 = Matrix::zeros(0, stride);
+        let ctx = Ctx {
+            syn0: syn0.shared(),
+            syn1neg: syn1neg.shared(),
+            syn1: syn1.shared(),
+            negative: negs.len(),
+            hs: None,
+            table: &table,
+            sig: &sig,
+            window: 2,
+            cbow_mean: true,
+            shared_negatives: true,
+        };
+        let mut s = Scratch {
+            negs: negs.clone(),
+            next_negs: Vec::new(),
+            neu1: vec![Lane::default(); stride],
+            neu1e: vec![Lane::default(); stride],
+            contexts: contexts.clone(),
+            outputs: Vec::new(),
+            grads: Vec::new(),
+            hidden: Vec::new(),
+            loss: 0.0,
+            examples: 0,
+        };
+        // SAFETY: every id is below v.
+        unsafe { ctx.shared_window::<false>(word, alpha, &mut s) };
+
+        // The reference: the noise word equal to the centre word is skipped.
+        let outputs = [0usize, 4, 5];
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let grad = |i: usize, j: usize| {
+            let f = dot(&in0[contexts[i] as usize], &out0[outputs[j]]);
+            (if j == 0 { 1.0 } else { 0.0 } - 1.0 / (1.0 + (-f).exp())) * f64::from(alpha)
+        };
+        // Gradients from the rows as they were; each output row then moves context word by
+        // context word, and each hidden gradient reads it as it stands at its turn.
+        let mut in1 = in0.clone();
+        let mut out1 = out0.clone();
+        for (j, &o) in outputs.iter().enumerate() {
+            for (i, &c) in contexts.iter().enumerate() {
+                let (c, g) = (c as usize, grad(i, j));
+                for k in 0..dim {
+                    in1[c][k] += g * out1[o][k];
+                    out1[o][k] += g * in0[c][k];
+                }
+            }
+        }
+        let mut moved = 0.0f64;
+        for r in 0..v {
+            for (k, (a, b)) in get(&syn0, r).iter().zip(&in1[r]).enumerate() {
+                assert!((a - b).abs() < 2e-3, "input row {r}[{k}]: {a} vs {b}");
+                moved = moved.max((b - in0[r][k]).abs());
+            }
+            for (k, (a, b)) in get(&syn1neg, r).iter().zip(&out1[r]).enumerate() {
+                assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
+            }
+        }
+        // The step is large next to the tolerance: the comparison can fail.
+        assert!(moved > 0.02, "{moved}");
+        assert_eq!(s.outputs, [0, 4, 5]);
+    }
 }

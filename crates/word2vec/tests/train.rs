@@ -54,15 +54,17 @@ fn words_sharing_contexts_become_neighbours() {
     common::two_topic_corpus(&corpus, 8_000, 1);
     let v = vocab(&corpus, 1);
     assert_eq!(v.len(), 43);
-    for (arch, hs, negative) in [
-        (Arch::SkipGram, false, 5),
-        (Arch::Cbow, false, 5),
-        (Arch::SkipGram, true, 0),
-        (Arch::Cbow, true, 0),
+    for (arch, hs, negative, shared_negatives) in [
+        (Arch::SkipGram, false, 5, false),
+        (Arch::SkipGram, false, 5, true),
+        (Arch::Cbow, false, 5, false),
+        (Arch::SkipGram, true, 0, false),
+        (Arch::Cbow, true, 0, false),
     ] {
         let cfg = TrainConfig {
             hs,
             negative,
+            shared_negatives,
             ..small_cfg(arch)
         };
         let (emb, report) = train(&corpus, &v, &cfg).unwrap();
@@ -219,6 +221,16 @@ fn invalid_options_are_rejected() {
         },
         TrainConfig {
             epochs: 0,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            arch: Arch::Cbow,
+            shared_negatives: true,
+            ..TrainConfig::default()
+        },
+        TrainConfig {
+            hs: true,
+            shared_negatives: true,
             ..TrainConfig::default()
         },
     ] {

@@ -39,6 +39,11 @@ pub struct TrainConfig {
     /// near PyTorch DDP's 25 MB buckets for the models trained here; larger buckets mean fewer
     /// messages, smaller ones a smaller staging buffer).
     pub allreduce_bucket_mb: f64,
+    /// A wall-clock budget in minutes (0: off). The learning-rate schedule is laid over the
+    /// budget instead of the steps (Cramming's budget triangle: its position is the share of
+    /// the budget spent), and the run ends when the budget is spent or the steps run out,
+    /// whichever comes first. Time spent before a `--resume` counts.
+    pub budget_minutes: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +82,7 @@ impl Default for TrainConfig {
             collective_timeout: 600.0,
             sync_batchnorm: false,
             allreduce_bucket_mb: 4.0,
+            budget_minutes: 0.0,
         }
     }
 }

@@ -100,6 +100,30 @@ impl OptimConfig {
     }
 }
 
+impl OptimConfig {
+    /// Learning rate of a run on a wall-clock budget (`train.budget_minutes`) at `step`, with
+    /// `progress` (0 to 1) of the budget spent: the warm-up counts steps as usual, and the
+    /// decay follows the budget, so that the rate reaches zero as the time runs out, however
+    /// many steps that turns out to be.
+    pub fn lr_at_progress(&self, step: usize, warmup_steps: usize, progress: f64) -> f64 {
+        let p = progress.clamp(0.0, 1.0);
+        match self.schedule.as_str() {
+            "linear" => {
+                let warm = if step < warmup_steps {
+                    step as f64 / warmup_steps as f64
+                } else {
+                    1.0
+                };
+                self.lr * warm * (1.0 - p)
+            }
+            _ => {
+                let warm = ((step + 1) as f64 / warmup_steps.max(1) as f64).min(1.0);
+                self.lr * warm * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            }
+        }
+    }
+}
+
 /// Linear warm-up to the peak, then linear decay to zero at `total_steps` (Hugging Face's
 /// `get_linear_schedule_with_warmup`, which starts its warm-up at 0 rather than one step in).
 pub fn linear_lr(peak: f64, step: usize, warmup_steps: usize, total_steps: usize) -> f64 {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::encoder::{EncoderConfig, SizePreset};
+use super::encoder::{EncoderConfig, NormPlacement, SizePreset};
 use super::examples::ExampleMode;
 use super::masking::MaskingConfig;
 use super::tokenizer::{Family, TextTokenizer};
@@ -35,6 +35,21 @@ pub struct ModelSettings {
     pub heads: usize,
     pub ffn: usize,
     pub dropout: f64,
+    /// `post` (BERT's layers) or `pre` (a LayerNorm before each sublayer: stable at the
+    /// higher learning rates of short budgets; exported as `RobertaPreLayerNorm`).
+    pub norm: NormPlacement,
+    /// How the token embeddings start: `random` (BERT's normal, std 0.02) or `word2vec`
+    /// (skip-gram vectors of the pieces on the same corpus, see [`super::token_vectors`]).
+    pub embedding_init: EmbeddingInit,
+}
+
+/// `model.embedding_init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingInit {
+    #[default]
+    Random,
+    Word2Vec,
 }
 
 /// `[data]`: how the corpus becomes examples.
@@ -60,6 +75,9 @@ pub struct TextDataSettings {
 pub struct MlmEvalSettings {
     /// Held-out examples scored; 0 scores them all.
     pub max_sequences: usize,
+    /// Share of the held-out tokens masked for the score (with `masking`'s 80/10/10 split),
+    /// whatever share training masks, so that runs that mask 15% and 40% are scored alike.
+    pub mask_probability: f64,
 }
 
 /// The config of `pretext mlm train`.
@@ -104,6 +122,8 @@ impl Default for MlmConfig {
                 heads: 0,
                 ffn: 0,
                 dropout: 0.1,
+                norm: NormPlacement::Post,
+                embedding_init: EmbeddingInit::Random,
             },
             data: TextDataSettings {
                 mode: ExampleMode::Packed,
@@ -131,6 +151,7 @@ impl Default for MlmConfig {
             },
             eval: MlmEvalSettings {
                 max_sequences: 2000,
+                mask_probability: 0.15,
             },
         }
     }
@@ -200,6 +221,12 @@ impl MlmConfig {
             );
         }
         self.masking.validate()?;
+        if !(self.eval.mask_probability > 0.0 && self.eval.mask_probability <= 1.0) {
+            bail!(
+                "eval.mask_probability = {}: must be in (0, 1]",
+                self.eval.mask_probability
+            );
+        }
         self.optimizer.validate()?;
         Ok(())
     }
@@ -220,6 +247,7 @@ impl MlmConfig {
             }
         }
         enc.dropout = m.dropout;
+        enc.norm = m.norm;
         enc.pad_id = tokenizer.pad_id() as usize;
         enc.validate()?;
         if self.data.max_len > enc.max_sequence_len() {

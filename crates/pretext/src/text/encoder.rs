@@ -1,7 +1,10 @@
 //! Transformer encoder with a masked-language-model head (BERT, RoBERTa).
 //!
-//! Post-LayerNorm layers as in the original BERT: self-attention → add & norm → GELU FFN → add
-//! & norm. The attention is written out with plain tensor ops so every parameter maps 1:1 onto
+//! Post-LayerNorm layers as in the original BERT (self-attention → add & norm → GELU FFN → add
+//! & norm), or pre-LayerNorm ones (`model.norm = "pre"`: norm → self-attention → add, norm →
+//! FFN → add, and one more norm after the last layer), which train stably at the higher
+//! learning rates of short budgets (Xiong et al. 2020; Cramming) and which Hugging Face loads as
+//! `RobertaPreLayerNorm`. The attention is written out with plain tensor ops so every parameter maps 1:1 onto
 //! Hugging Face's `BertForMaskedLM` / `RobertaForMaskedLM` names (see the comment at each
 //! struct; `<p>` is `bert` or `roberta`). burn's `Linear` stores its weight as `[in, out]`, the
 //! transpose of PyTorch's `[out, in]`; LayerNorm's `gamma`/`beta` are PyTorch's `weight`/`bias`.
@@ -49,6 +52,15 @@ impl std::str::FromStr for SizePreset {
     }
 }
 
+/// Where a layer normalises: after each residual sum (BERT) or before each sublayer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormPlacement {
+    #[default]
+    Post,
+    Pre,
+}
+
 /// Hyper-parameters of the encoder, named as in Hugging Face's `BertConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,10 +78,13 @@ pub struct EncoderConfig {
     pub family: Family,
     /// Padding token id, which sets RoBERTa's position offset.
     pub pad_id: usize,
+    /// Post- or pre-LayerNorm layers (checkpoints from before the option are post).
+    #[serde(default)]
+    pub norm: NormPlacement,
 }
 
 /// Standard deviation of BERT's normal initialisation of weights and embeddings.
-const INIT_STD: f64 = 0.02;
+pub const INIT_STD: f64 = 0.02;
 
 impl EncoderConfig {
     /// A preset size with the family's conventions: BERT 512 positions, 2 token types,
@@ -99,6 +114,7 @@ impl EncoderConfig {
             layer_norm_eps,
             family,
             pad_id,
+            norm: NormPlacement::Post,
         }
     }
 
@@ -174,6 +190,7 @@ impl EncoderConfig {
         };
         let norm = || FastLayerNorm::new(self.hidden, self.layer_norm_eps, device);
         let dropout = || DropoutConfig::new(self.dropout).init();
+        let pre_norm = self.norm == NormPlacement::Pre;
         let embeddings = Embeddings {
             word_embeddings: embedding(self.vocab_size),
             position_embeddings: embedding(self.max_position),
@@ -192,11 +209,13 @@ impl EncoderConfig {
                     output_norm: norm(),
                     dropout: dropout(),
                     heads: self.heads,
+                    pre_norm,
                 },
                 intermediate: linear(self.hidden, self.ffn),
                 output: linear(self.ffn, self.hidden),
                 output_norm: norm(),
                 dropout: dropout(),
+                pre_norm,
             })
             .collect();
         let head = MlmHead {
@@ -208,6 +227,7 @@ impl EncoderConfig {
             encoder: Encoder {
                 embeddings,
                 layers,
+                final_norm: pre_norm.then(norm),
                 max_sequence_len: self.max_sequence_len(),
             },
             head,
@@ -249,7 +269,9 @@ impl Embeddings {
 }
 
 /// `<p>.encoder.layer.{i}.attention`: `self.{query,key,value}` and
-/// `output.{dense,LayerNorm}` (here `output_dense`, `output_norm`).
+/// `output.{dense,LayerNorm}` (here `output_dense`, `output_norm`). In a pre-norm layer
+/// `output_norm` normalises the attention's input instead (`attention.LayerNorm` in
+/// `RobertaPreLayerNorm`).
 #[derive(Module, Debug)]
 pub struct SelfAttention {
     pub query: Linear,
@@ -260,29 +282,42 @@ pub struct SelfAttention {
     dropout: Dropout,
     #[module(skip)]
     heads: usize,
+    #[module(skip)]
+    pre_norm: bool,
 }
 
 impl SelfAttention {
     /// `key_pad` is true at padded positions, which no query may attend to (`None`: the batch
     /// has no padding, as with packed blocks, and the masking is skipped).
     fn forward(&self, x: Tensor<3>, key_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
+        let input = if self.pre_norm {
+            self.output_norm.forward(x.clone())
+        } else {
+            x.clone()
+        };
         let context = attend(
-            self.query.forward_fast(x.clone()),
-            self.key.forward_fast(x.clone()),
-            self.value.forward_fast(x.clone()),
+            self.query.forward_fast(input.clone()),
+            self.key.forward_fast(input.clone()),
+            self.value.forward_fast(input),
             self.heads,
             key_pad,
             &self.dropout,
         );
         let out = self
             .dropout
-            .forward_fast(self.output_dense.forward_fast(context));
-        self.output_norm.forward(out + x)
+            .forward_fast(self.output_dense.forward_fast(context))
+            + x;
+        if self.pre_norm {
+            out
+        } else {
+            self.output_norm.forward(out)
+        }
     }
 }
 
 /// `<p>.encoder.layer.{i}`: `attention`, `intermediate.dense` (here `intermediate`),
-/// `output.dense` (here `output`), `output.LayerNorm` (here `output_norm`).
+/// `output.dense` (here `output`), `output.LayerNorm` (here `output_norm`; in a pre-norm layer
+/// it normalises the FFN's input, `intermediate.LayerNorm` in `RobertaPreLayerNorm`).
 #[derive(Module, Debug)]
 pub struct EncoderLayer {
     pub attention: SelfAttention,
@@ -290,22 +325,35 @@ pub struct EncoderLayer {
     pub output: Linear,
     pub output_norm: FastLayerNorm,
     dropout: Dropout,
+    #[module(skip)]
+    pre_norm: bool,
 }
 
 impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
         let a = self.attention.forward(x, key_pad);
-        let h = gelu(self.intermediate.forward_fast(a.clone()));
-        let h = self.dropout.forward_fast(self.output.forward_fast(h));
-        self.output_norm.forward(h + a)
+        let input = if self.pre_norm {
+            self.output_norm.forward(a.clone())
+        } else {
+            a.clone()
+        };
+        let h = gelu(self.intermediate.forward_fast(input));
+        let h = self.dropout.forward_fast(self.output.forward_fast(h)) + a;
+        if self.pre_norm {
+            h
+        } else {
+            self.output_norm.forward(h)
+        }
     }
 }
 
-/// `<p>`: `embeddings` and `encoder.layer` (here `layers`).
+/// `<p>`: `embeddings` and `encoder.layer` (here `layers`); pre-norm encoders end with one
+/// more norm, `roberta_prelayernorm.LayerNorm` (here `final_norm`).
 #[derive(Module, Debug)]
 pub struct Encoder {
     pub embeddings: Embeddings,
     pub layers: Vec<EncoderLayer>,
+    pub final_norm: Option<FastLayerNorm>,
     #[module(skip)]
     max_sequence_len: usize,
 }
@@ -345,7 +393,10 @@ impl Encoder {
         for layer in &self.layers {
             x = layer.forward(x, key_pad.clone());
         }
-        Ok(x)
+        Ok(match &self.final_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Label efficiency on text (`pretext eval labels` with a masked-language-model checkpoint and
 //! a labelled TSV): bag-of-words logistic regression, a linear probe on the frozen encoder's
-//! mean-pooled features, the encoder fine-tuned with a linear head, the same encoder
+//! mean-pooled features and on the same encoder at random initialisation, the encoder fine-tuned with a linear head, the same encoder
 //! architecture trained from scratch on the labels, and a student initialised from the
 //! checkpoint that learns the fine-tuned model's soft labels on every unlabelled pool text
 //! (`distill`, SimCLRv2's third stage).
@@ -35,6 +35,9 @@ use crate::core::split::{LabelSubset, stratified_split};
 
 pub const BAG_OF_WORDS: &str = "bag_of_words";
 pub const LINEAR: &str = "linear";
+/// The linear probe on the same architecture at random initialisation (seeded by the study's
+/// seed): what pretraining adds over the architecture alone.
+pub const RANDOM_LINEAR: &str = "random_linear";
 pub const FINETUNE: &str = "finetune";
 pub const SCRATCH: &str = "scratch";
 
@@ -54,6 +57,9 @@ pub struct TextLabels<'a> {
     class_names: Vec<String>,
     device: Device,
     frozen: OnceCell<Result<(Features, Features), String>>,
+    random_frozen: OnceCell<Result<(Features, Features), String>>,
+    /// Seeds the random initialisation of [`RANDOM_LINEAR`].
+    seed: u64,
     bag: OnceCell<(Features, Features)>,
     /// Fine-tuned models kept for the distillation arm.
     teachers: Teachers<Classifier<Encoder>>,
@@ -98,6 +104,8 @@ impl<'a> TextLabels<'a> {
             class_names: data.classes.clone(),
             device: device.clone(),
             frozen: OnceCell::new(),
+            random_frozen: OnceCell::new(),
+            seed,
             bag: OnceCell::new(),
             teachers: Teachers::default(),
         })
@@ -129,12 +137,36 @@ impl<'a> TextLabels<'a> {
         )
     }
 
+    /// Mean-pooled features of the pool and test texts by the checkpoint's encoder.
     fn frozen(&self) -> Result<&(Features, Features)> {
-        let computed = self.frozen.get_or_init(|| {
+        Self::features_once(&self.frozen, || {
+            self.pooled_features(&self.checkpoint.model)
+        })
+    }
+
+    /// The same by the architecture at random initialisation.
+    fn random_frozen(&self) -> Result<&(Features, Features)> {
+        Self::features_once(&self.random_frozen, || {
+            self.device.seed(mix_seed(&[self.seed, 0x5EED]));
+            let fresh = self.checkpoint.encoder.init(&self.device)?;
+            self.pooled_features(&fresh)
+        })
+    }
+
+    fn features_once<'c>(
+        cell: &'c OnceCell<Result<(Features, Features), String>>,
+        compute: impl FnOnce() -> Result<(Features, Features)>,
+    ) -> Result<&'c (Features, Features)> {
+        let computed = cell.get_or_init(|| compute().map_err(|e| format!("{e:#}")));
+        computed.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn pooled_features(&self, model: &super::encoder::MlmModel) -> Result<(Features, Features)> {
+        {
             let s = self.settings;
             let features = |texts: &[String]| {
                 encoder_features(
-                    &self.checkpoint.model,
+                    model,
                     &self.checkpoint.tokenizer,
                     texts,
                     s.max_len,
@@ -144,11 +176,8 @@ impl<'a> TextLabels<'a> {
                     &self.device,
                 )
             };
-            features(&self.pool.texts)
-                .and_then(|p| Ok((p, features(&self.test.texts)?)))
-                .map_err(|e| format!("{e:#}"))
-        });
-        computed.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+            features(&self.pool.texts).and_then(|p| Ok((p, features(&self.test.texts)?)))
+        }
     }
 
     /// Train `arm` (fine-tuning, scratch or distillation) on `subset`; returns the model too,
@@ -233,16 +262,23 @@ impl<'a> TextLabels<'a> {
 
 impl LabelTask for TextLabels<'_> {
     fn arms(&self) -> Vec<String> {
-        [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH, DISTILL]
-            .map(String::from)
-            .to_vec()
+        [
+            BAG_OF_WORDS,
+            LINEAR,
+            RANDOM_LINEAR,
+            FINETUNE,
+            SCRATCH,
+            DISTILL,
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     fn comparison(&self) -> Option<Comparison> {
         // Counting words needs no pretraining either: it is a baseline beside scratch.
         Some(Comparison::new(
             &[LINEAR, FINETUNE, DISTILL],
-            &[SCRATCH, BAG_OF_WORDS],
+            &[SCRATCH, BAG_OF_WORDS, RANDOM_LINEAR],
         ))
     }
 
@@ -277,6 +313,7 @@ impl LabelTask for TextLabels<'_> {
                 )
             })),
             LINEAR => probe(self.frozen()?),
+            RANDOM_LINEAR => probe(self.random_frozen()?),
             FINETUNE => {
                 let (model, outcome) = self.train(arm, subset, seed)?;
                 let arms = &self.settings.eval.labels.arms;
@@ -415,8 +452,8 @@ mod tests {
         )
         .unwrap();
         // Distillation has nothing unlabelled to learn from at 100%.
-        assert_eq!(study.runs.len(), 4 * 2 + 1);
-        for arm in [BAG_OF_WORDS, LINEAR, FINETUNE, SCRATCH] {
+        assert_eq!(study.runs.len(), 5 * 2 + 1);
+        for arm in [BAG_OF_WORDS, LINEAR, RANDOM_LINEAR, FINETUNE, SCRATCH] {
             assert!(
                 study.runs.iter().filter(|r| r.arm == arm).count() == 2,
                 "{arm}"

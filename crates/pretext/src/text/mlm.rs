@@ -10,15 +10,16 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 
-use super::config::MlmConfig;
+use super::config::{EmbeddingInit, MlmConfig};
 use super::encoder::MlmModel;
 use super::examples::{Batch, ExampleSet, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
 use super::text_file::read_text;
 use super::token_cache::{CachedExamples, TokenCache};
+use super::token_vectors::token_vectors;
 use super::tokenizer::{SpecialIds, TextTokenizer};
 use crate::core::cache::default_cache_dir;
-use crate::core::checkpoint::{previous_checkpoint, unused_path};
+use crate::core::checkpoint::{load_module, module_tensors, previous_checkpoint, unused_path};
 use crate::core::distributed::world;
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, Step, TrainOptions, TrainSummary, run_loop};
@@ -154,6 +155,9 @@ pub struct MlmRun {
     /// The token cache the examples were cut from, and whether an earlier run had built it.
     pub token_cache: PathBuf,
     pub token_cache_reused: bool,
+    /// Seconds spent training the Word2Vec vectors the token embeddings started from
+    /// (`model.embedding_init = "word2vec"`; before the training loop and its budget).
+    pub embedding_init_secs: f64,
     pub heldout: Option<MlmScores>,
     pub out_dir: PathBuf,
 }
@@ -295,7 +299,33 @@ pub fn train_mlm(
 
     device.seed(config.seed);
     let ad = device.clone().autodiff();
-    let model = encoder.init(&ad)?;
+    let mut model = encoder.init(&ad)?;
+    let mut embedding_init_secs = 0.0;
+    // A resumed run loads its weights from the checkpoint: no vectors to train.
+    if config.model.embedding_init == EmbeddingInit::Word2Vec && !options.resume {
+        let vectors = token_vectors(
+            &cache.train,
+            tokenizer.vocab_size(),
+            encoder.hidden,
+            super::encoder::INIT_STD,
+            config.seed,
+            &out_dir,
+        )?;
+        embedding_init_secs = vectors.secs;
+        let mut tensors = module_tensors(&model);
+        let words = tensors
+            .iter_mut()
+            .find(|t| t.name == "encoder.embeddings.word_embeddings.weight")
+            .context("the encoder has no word embeddings")?;
+        let dim = encoder.hidden;
+        for (id, seen) in vectors.seen.iter().enumerate() {
+            if *seen {
+                words.values[id * dim..(id + 1) * dim]
+                    .copy_from_slice(&vectors.rows[id * dim..(id + 1) * dim]);
+            }
+        }
+        model = load_module(model, &tensors)?;
+    }
     let mut identity = toml::Table::try_from(config).unwrap_or_default();
     identity.remove("train");
     identity.remove("eval");
@@ -398,6 +428,7 @@ pub fn train_mlm(
         tokenize_secs,
         token_cache: cache.dir.clone(),
         token_cache_reused: cache.reused,
+        embedding_init_secs,
         heldout: scores,
         out_dir,
         train: summary,
@@ -445,6 +476,7 @@ pub fn heldout_scores(
     let maker = BatchMaker {
         masking: MaskingConfig {
             mode: MaskingMode::Static,
+            probability: config.eval.mask_probability,
             ..config.masking.clone()
         },
         special: tokenizer.special_ids(),

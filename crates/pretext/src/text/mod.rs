@@ -18,6 +18,7 @@ pub mod probe;
 pub mod report;
 pub mod text_file;
 pub mod token_cache;
+pub mod token_vectors;
 pub mod tokenizer;
 pub mod tsv;
 

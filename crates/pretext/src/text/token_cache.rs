@@ -184,6 +184,12 @@ impl TokenLines {
         self.offsets.u64_at(i)
     }
 
+    /// The token ids of line `i`.
+    pub fn line_ids(&self, i: u64) -> Vec<u32> {
+        let (start, end) = (self.start(i), self.start(i + 1));
+        (start..end).map(|t| self.ids.u32_at(t)).collect()
+    }
+
     /// The ids and word numbers of tokens `from..from + len`.
     fn body(&self, from: u64, len: u64) -> (Vec<u32>, Vec<Option<u32>>) {
         let ids = (from..from + len).map(|i| self.ids.u32_at(i)).collect();

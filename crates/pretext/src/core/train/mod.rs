@@ -54,6 +54,8 @@ pub struct TrainSummary {
     pub time: TimeBreakdown,
     pub checkpoint: PathBuf,
     pub resumed_from_step: usize,
+    /// Seconds of training in all attempts of the run (what `train.budget_minutes` counts).
+    pub trained_secs: f64,
 }
 
 /// Options that are not part of the config (they do not change the result).
@@ -194,7 +196,14 @@ where
     let accum = spec.grad_accum.max(1);
     watch_interrupts();
     let warmup_steps = spec.optimizer.warmup_steps_for(steps_per_epoch);
-    if warmup_steps > total_steps && !options.quiet {
+    let budget_minutes = spec.train.budget_minutes;
+    if !(budget_minutes >= 0.0 && budget_minutes.is_finite()) {
+        bail!(
+            "train.budget_minutes = {budget_minutes}: must be 0 (off) or a positive number of minutes"
+        );
+    }
+    let budget_secs = (budget_minutes > 0.0).then_some(budget_minutes * 60.0);
+    if warmup_steps > total_steps && budget_secs.is_none() && !options.quiet {
         // A warning, not a refusal: a short trial run with the default warm-up is legitimate.
         eprintln!(
             "warning: the learning-rate warm-up ({warmup_steps} steps: optimizer.warmup_epochs \
@@ -243,6 +252,8 @@ where
         max => max.min(total_steps),
     };
     let mut start_step = 0usize;
+    // Seconds of training in earlier attempts of this run (what a budget has already spent).
+    let mut trained_before = 0.0f64;
     if options.resume {
         if !ckpt_path.is_file() {
             bail!("--resume: no checkpoint at {}", ckpt_path.display());
@@ -263,6 +274,16 @@ where
             );
         }
         let done = ckpt.meta["step"].as_u64().unwrap_or(0) as usize;
+        trained_before = ckpt.meta["trained_secs"].as_f64().unwrap_or(0.0);
+        if let Some(budget) = budget_secs.filter(|&b| trained_before >= b) {
+            bail!(
+                "--resume: the run in {} has spent its budget ({:.1} of {:.1} minutes); nothing \
+                 to continue. Raise train.budget_minutes to train it longer, or evaluate it",
+                out_dir.display(),
+                trained_before / 60.0,
+                budget / 60.0
+            );
+        }
         if done >= end_step {
             bail!(
                 "--resume: the run in {} is finished ({done} of {end_step} steps); nothing to \
@@ -310,18 +331,28 @@ where
     } else {
         Box::new(std::io::sink())
     };
+    // On a budget the bar counts seconds of it, so that its ETA is the budget's end.
     let bar = if options.quiet || !world.is_root() {
         ProgressBar::hidden()
+    } else if let Some(budget) = budget_secs {
+        let bar = ProgressBar::new(budget.ceil() as u64);
+        bar.set_position(trained_before as u64);
+        bar
     } else {
         ProgressBar::new(end_step.saturating_sub(start_step) as u64)
     };
+    let template = if budget_secs.is_some() {
+        "{prefix} [{bar:30}] {pos}/{len} s {msg} ETA {eta}"
+    } else {
+        "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}"
+    };
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+        ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
 
-    let save = |model: &M, optimizer: &Optimizer, step: usize| -> Result<()> {
+    let save = |model: &M, optimizer: &Optimizer, step: usize, trained_secs: f64| -> Result<()> {
         // `valid()` first folds pending batch-norm running-statistic updates (burn keeps the
         // latest one per thread until the next forward) into the values a visitor reads.
         let tensors = module_tensors(&model.valid());
@@ -347,6 +378,7 @@ where
             "epoch": step / steps_per_epoch,
             "step_in_epoch": step % steps_per_epoch,
             "ranks": world.size,
+            "trained_secs": trained_secs,
         });
         if let (Some(m), Some(extra)) = (meta.as_object_mut(), spec.meta.as_object()) {
             m.extend(extra.clone());
@@ -366,7 +398,14 @@ where
     let mut epoch_collapse: Vec<f64> = Vec::new();
     let mut warned_collapse = false;
     let loop_started = Instant::now();
-    'steps: while step < end_step {
+    // The share of the budget spent (rank 0's clock, agreed at the end of every step), or of
+    // the steps without one: where the schedules (learning rate, EMA momentum) stand.
+    let mut progress = match budget_secs {
+        Some(budget) => trained_before / budget,
+        None => start_step as f64 / total_steps as f64,
+    };
+    let mut budget_spent = false;
+    'steps: while step < end_step && !budget_spent {
         let mut accumulated = GradientsAccumulator::<M>::new();
         let mut loss_value = 0.0;
         let mut epoch = 0;
@@ -384,7 +423,7 @@ where
             epoch = batch_epoch;
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
             let t0 = Instant::now();
-            let out = loss_of(&model, batch, step as f64 / total_steps as f64)
+            let out = loss_of(&model, batch, progress)
                 .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
             let mut loss = out.loss;
             let weight = out.weight.unwrap_or(1.0);
@@ -421,10 +460,17 @@ where
             time.backward += t1.elapsed().as_secs_f64();
         }
         let t2 = Instant::now();
-        let lr = spec.optimizer.lr_at(step, warmup_steps, total_steps);
+        let lr = match budget_secs {
+            Some(_) => spec.optimizer.lr_at_progress(step, warmup_steps, progress),
+            None => spec.optimizer.lr_at(step, warmup_steps, total_steps),
+        };
         let grads = average_gradients(&model, accumulated.grads(), bucket_values);
         model = optimizer.step(model, grads, lr);
-        model = after_step(model, (step + 1) as f64 / total_steps as f64, carried);
+        let progress_after = match budget_secs {
+            Some(_) => progress,
+            None => (step + 1) as f64 / total_steps as f64,
+        };
+        model = after_step(model, progress_after, carried);
         sync_device(&device, step)?;
         time.optimizer += t2.elapsed().as_secs_f64();
 
@@ -442,7 +488,23 @@ where
             message.push_str(&format!(" std {std:.2}"));
             epoch_collapse.push(std);
         }
-        let epoch_end_now = step.is_multiple_of(steps_per_epoch) || step == end_step;
+        // Rank 0's clock decides when a budget is spent, so that every rank stops at one step.
+        let mut clock = [if world.is_root() {
+            trained_before + loop_started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        }];
+        if budget_secs.is_some() {
+            world.sum(&mut clock);
+        }
+        let trained_secs = clock[0];
+        progress = match budget_secs {
+            Some(budget) => trained_secs / budget,
+            None => step as f64 / total_steps as f64,
+        };
+        budget_spent = progress >= 1.0 && budget_secs.is_some();
+        let last_step = step == end_step || budget_spent;
+        let epoch_end_now = step.is_multiple_of(steps_per_epoch) || last_step;
         if epoch_end_now {
             let scores = at_epoch_end(&model).context("the end-of-epoch evaluation")?;
             for (name, value) in scores {
@@ -450,28 +512,34 @@ where
                 bar.suspend(|| eprintln!("epoch {}: {name} {:.2}%", epoch + 1, 100.0 * value));
             }
         }
+        if budget_secs.is_some() {
+            record["trained_secs"] = serde_json::json!(trained_secs);
+        }
         writeln!(metrics, "{record}")?;
         bar.set_message(message);
-        bar.inc(1);
+        if budget_secs.is_some() {
+            bar.set_position(trained_secs as u64);
+        } else {
+            bar.inc(1);
+        }
 
         let epoch_end = step.is_multiple_of(steps_per_epoch);
         let periodic =
             spec.train.checkpoint_every > 0 && step.is_multiple_of(spec.train.checkpoint_every);
-        if world.is_distributed() && (step.is_multiple_of(REPLICA_CHECK_EVERY) || step == end_step)
-        {
+        if world.is_distributed() && (step.is_multiple_of(REPLICA_CHECK_EVERY) || last_step) {
             world.check_replicas(&model, step)?;
         }
-        if (epoch_end || periodic || step == end_step) && world.is_root() {
+        if (epoch_end || periodic || last_step) && world.is_root() {
             let tc = Instant::now();
-            save(&model, &optimizer, step)?;
+            save(&model, &optimizer, step, trained_secs)?;
             time.checkpoint += tc.elapsed().as_secs_f64();
         }
         // Under MPI every rank stops at the same step, whichever got the Ctrl-C first.
         let mut interrupted = [f64::from(u8::from(INTERRUPTED.load(Ordering::SeqCst)))];
         world.sum(&mut interrupted);
-        if interrupted[0] > 0.0 && step < end_step {
+        if interrupted[0] > 0.0 && !last_step {
             if !(epoch_end || periodic) && world.is_root() {
-                save(&model, &optimizer, step)?;
+                save(&model, &optimizer, step, trained_secs)?;
             }
             bar.abandon();
             bail!(
@@ -526,6 +594,7 @@ where
         time,
         checkpoint: ckpt_path,
         resumed_from_step: start_step,
+        trained_secs: trained_before + loop_secs,
     };
     // What the run's report shows as its time breakdown.
     if world.is_root() {
@@ -727,5 +796,98 @@ mod tests {
         let start: Linear = LinearConfig::new(3, 1).init(&device);
         let w0 = start.weight.val().into_data().try_to_vec::<f32>().unwrap();
         assert!(w0.iter().zip(&whole).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+
+    /// A run on a wall-clock budget whose every batch takes 10 ms: it stops when the budget is
+    /// spent, long before its step cap, with the learning rate decayed to zero over the budget;
+    /// a resume is refused until the budget is raised, and then continues the clock.
+    #[test]
+    fn a_budget_ends_the_run_and_carries_the_schedule() {
+        let dir = std::env::temp_dir().join(format!("pretext-budget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let optimizer = OptimConfig {
+            kind: "sgd".into(),
+            lr: 0.1,
+            warmup_steps: 2,
+            schedule: "linear".into(),
+            ..OptimConfig::default()
+        };
+        let mut train = TrainConfig {
+            out_dir: dir.display().to_string(),
+            budget_minutes: 0.01,
+            ..TrainConfig::default()
+        };
+        let cap = 100_000;
+        let run = |train: &TrainConfig, resume: bool| {
+            let spec = LoopSpec {
+                name: "budget",
+                epochs: 1,
+                steps_per_epoch: cap,
+                total_steps: cap,
+                grad_accum: 1,
+                batch_size: 4,
+                optimizer: &optimizer,
+                train,
+                seed: 0,
+                identity: toml::Table::new(),
+                meta: serde_json::json!({}),
+                data: serde_json::Value::Null,
+            };
+            let options = TrainOptions {
+                quiet: true,
+                resume,
+                ..TrainOptions::default()
+            };
+            let d = device.clone();
+            let batches = (0..cap).map(move |_| {
+                (
+                    Tensor::<2>::ones([4, 3], &d),
+                    Tensor::<2>::zeros([4, 1], &d),
+                )
+            });
+            let model: Linear = LinearConfig::new(3, 1).init(&device);
+            run_loop(
+                model,
+                |_| Fixed(batches.collect::<Vec<_>>().into_iter()),
+                |m: &Linear, (x, y), _| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    Ok(Step::from(
+                        (m.forward(x) - y).powf_scalar(2.0).mean().reshape([1]),
+                    ))
+                },
+                |m, _, _: Vec<()>| m,
+                |_| Ok(vec![]),
+                &spec,
+                &options,
+            )
+        };
+        let (_, first) = run(&train, false).unwrap();
+        assert!(first.steps > 5 && first.steps < 200, "{first:?}");
+        assert!(first.trained_secs >= 0.6, "{first:?}");
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let lrs: Vec<f64> = metrics
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lr"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        // Warm-up over two steps, then a decay that follows the clock down to (almost) zero.
+        assert_eq!(lrs[0], 0.0);
+        assert!(lrs[2] > 0.08, "{lrs:?}");
+        assert!(lrs.windows(2).skip(2).all(|w| w[1] <= w[0]), "{lrs:?}");
+        assert!(*lrs.last().unwrap() < 0.02, "{lrs:?}");
+
+        let err = run(&train, true).unwrap_err().to_string();
+        assert!(err.contains("spent its budget"), "{err}");
+        train.budget_minutes = 0.02;
+        let (_, second) = run(&train, true).unwrap();
+        assert_eq!(second.resumed_from_step, first.steps);
+        assert!(second.steps > first.steps, "{second:?}");
+        assert!(second.trained_secs >= 1.2, "{second:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

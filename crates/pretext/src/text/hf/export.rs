@@ -137,7 +137,10 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
         let values = if entry.transpose {
             transpose(&t.values, &t.shape)
         } else {
-            t.values.clone()
+            let skipped = entry.skip_rows * t.shape[1..].iter().product::<usize>();
+            let mut values = vec![0.0; skipped];
+            values.extend_from_slice(&t.values);
+            values
         };
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         owned.push((entry.hf.clone(), entry.shape.clone(), bytes));
@@ -176,7 +179,7 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
     Ok(ExportSummary {
         dir: out.to_path_buf(),
         family: enc.family,
-        architecture: architecture(enc.family).into(),
+        architecture: architecture(enc).into(),
         tensors: table.len(),
         parameters: tensors.iter().map(|t| t.values.len()).sum(),
         files: files.iter().map(|(n, _)| n.to_string()).collect(),

@@ -17,7 +17,7 @@ pub(super) fn read_config(path: &Path) -> Result<HfConfig> {
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
     match value.get("model_type").and_then(|v| v.as_str()) {
-        Some("bert" | "roberta") => {}
+        Some("bert" | "roberta" | PRE_NORM_MODEL_TYPE) => {}
         Some(other) => bail!(
             "{}: model_type \"{other}\" is not a BERT or RoBERTa model; only those can be imported",
             path.display()
@@ -58,12 +58,13 @@ pub(super) fn read_weights(path: &Path) -> Result<Weights> {
 /// its tokenizer) onto `device`.
 pub fn import_hf(dir: &Path, device: &Device) -> Result<(MlmModel, EncoderConfig, TextTokenizer)> {
     let config_path = dir.join(CONFIG_FILE);
-    let enc = read_config(&config_path)?
-        .encoder()
-        .with_context(|| format!("{}: not a model pretext can hold", config_path.display()))?;
-
+    let config = read_config(&config_path)?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = TextTokenizer::load(&tokenizer_path)?;
+    let enc = config
+        .encoder(tokenizer.family())
+        .with_context(|| format!("{}: not a model pretext can hold", config_path.display()))?;
+
     if tokenizer.family() != enc.family
         || tokenizer.vocab_size() != enc.vocab_size
         || tokenizer.pad_id() as usize != enc.pad_id
@@ -95,7 +96,7 @@ pub fn import_hf(dir: &Path, device: &Device) -> Result<(MlmModel, EncoderConfig
         bail!(
             "{}: unexpected tensors for a {} model: {}",
             weights_path.display(),
-            architecture(enc.family),
+            architecture(&enc),
             unexpected.join(", ")
         );
     }
@@ -143,7 +144,7 @@ pub fn import_hf(dir: &Path, device: &Device) -> Result<(MlmModel, EncoderConfig
         let values = if entry.transpose {
             transpose(values, shape)
         } else {
-            values.clone()
+            values[entry.skip_rows * shape[1..].iter().product::<usize>()..].to_vec()
         };
         sources.insert(entry.burn.as_str(), entry.hf.as_str());
         tensors.push(NamedTensor {

@@ -3,7 +3,8 @@
 //! [`export_hf`] writes a folder that `transformers` loads with
 //! `AutoModelForMaskedLM.from_pretrained` and `AutoTokenizer.from_pretrained`: `config.json`
 //! (a `BertConfig` / `RobertaConfig`), `model.safetensors` (F32, `BertForMaskedLM` /
-//! `RobertaForMaskedLM` parameter names), `tokenizer.json` with `tokenizer_config.json` and
+//! `RobertaForMaskedLM` parameter names; pre-norm encoders as `RobertaPreLayerNormForMaskedLM`,
+//! whichever their tokenizer), `tokenizer.json` with `tokenizer_config.json` and
 //! `special_tokens_map.json`. [`import_hf`] reads such a folder back. Both directions go through
 //! the one name table here, [`hf_table`], and the one `config.json` mapping, [`HfConfig`].
 
@@ -15,7 +16,7 @@ mod tests;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::encoder::EncoderConfig;
+use super::encoder::{EncoderConfig, NormPlacement};
 use super::tokenizer::{Family, TextTokenizer};
 pub use export::{ExportSummary, export_hf};
 pub use import::import_hf;
@@ -47,16 +48,22 @@ struct HfTensor {
     /// A tied copy of `burn` (the MLM decoder: weight = word embeddings, bias = head bias).
     /// Written so any loader finds it; optional on import, where it must equal its source.
     tied: bool,
+    /// Rows Hugging Face holds before pretext's first (zeros, never read): the position table
+    /// of a BERT-family pre-norm encoder, whose Hugging Face class counts positions from
+    /// `pad_token_id + 1` as RoBERTa does.
+    skip_rows: usize,
 }
 
 impl HfTensor {
     /// Shape of the tensor in burn's layout.
     fn burn_shape(&self) -> Vec<usize> {
-        if self.transpose {
+        let mut shape = if self.transpose {
             self.shape.iter().rev().copied().collect()
         } else {
             self.shape.clone()
-        }
+        };
+        shape[0] -= self.skip_rows;
+        shape
     }
 }
 
@@ -71,6 +78,7 @@ impl Table {
             shape,
             transpose,
             tied,
+            skip_rows: 0,
         });
     }
 
@@ -121,10 +129,21 @@ impl Table {
     }
 }
 
+/// Position rows Hugging Face's class of `enc` holds before pretext's first: RoBERTa counts
+/// positions from `pad_token_id + 1`, and every pre-norm encoder is exported as a RoBERTa.
+fn position_shift(enc: &EncoderConfig) -> usize {
+    match enc.norm {
+        NormPlacement::Post => 0,
+        NormPlacement::Pre => (enc.pad_id + 1).saturating_sub(enc.position_offset()),
+    }
+}
+
 /// Every tensor of the Hugging Face model of `enc`, with its pretext path: the single name
 /// mapping used by both [`export_hf`] and [`import_hf`].
 fn hf_table(enc: &EncoderConfig) -> Vec<HfTensor> {
-    let (p, head_dense, head_norm, head_bias, decoder) = match enc.family {
+    let pre = enc.norm == NormPlacement::Pre;
+    let head_family = if pre { Family::Roberta } else { enc.family };
+    let (p, head_dense, head_norm, head_bias, decoder) = match head_family {
         Family::Bert => (
             "bert",
             "cls.predictions.transform.dense",
@@ -140,16 +159,21 @@ fn hf_table(enc: &EncoderConfig) -> Vec<HfTensor> {
             "lm_head.decoder",
         ),
     };
+    let p = if pre { "roberta_prelayernorm" } else { p };
     let (h, f, v) = (enc.hidden, enc.ffn, enc.vocab_size);
     let words = "encoder.embeddings.word_embeddings";
     let mut t = Table::default();
     t.embedding(words, &format!("{p}.embeddings.word_embeddings"), v, h);
+    let shift = position_shift(enc);
     t.embedding(
         "encoder.embeddings.position_embeddings",
         &format!("{p}.embeddings.position_embeddings"),
-        enc.max_position,
+        enc.max_position + shift,
         h,
     );
+    if let Some(positions) = t.0.last_mut() {
+        positions.skip_rows = shift;
+    }
     t.embedding(
         "encoder.embeddings.token_type_embeddings",
         &format!("{p}.embeddings.token_type_embeddings"),
@@ -180,9 +204,14 @@ fn hf_table(enc: &EncoderConfig) -> Vec<HfTensor> {
             h,
             h,
         );
+        let (attention_norm, ffn_norm) = if pre {
+            ("attention.LayerNorm", "intermediate.LayerNorm")
+        } else {
+            ("attention.output.LayerNorm", "output.LayerNorm")
+        };
         t.norm(
             &format!("{b}.attention.output_norm"),
-            &format!("{hf}.attention.output.LayerNorm"),
+            &format!("{hf}.{attention_norm}"),
             h,
         );
         t.linear(
@@ -192,11 +221,10 @@ fn hf_table(enc: &EncoderConfig) -> Vec<HfTensor> {
             f,
         );
         t.linear(&format!("{b}.output"), &format!("{hf}.output.dense"), f, h);
-        t.norm(
-            &format!("{b}.output_norm"),
-            &format!("{hf}.output.LayerNorm"),
-            h,
-        );
+        t.norm(&format!("{b}.output_norm"), &format!("{hf}.{ffn_norm}"), h);
+    }
+    if pre {
+        t.norm("encoder.final_norm", &format!("{p}.LayerNorm"), h);
     }
     t.linear("head.dense", head_dense, h, h);
     t.norm("head.layer_norm", head_norm, h);
@@ -271,23 +299,32 @@ fn default_tie() -> bool {
     true
 }
 
-fn architecture(family: Family) -> &'static str {
-    match family {
-        Family::Bert => "BertForMaskedLM",
-        Family::Roberta => "RobertaForMaskedLM",
+/// The `model_type` of `config.json` for a pre-norm encoder.
+const PRE_NORM_MODEL_TYPE: &str = "roberta-prelayernorm";
+
+fn architecture(enc: &EncoderConfig) -> &'static str {
+    match (enc.norm, enc.family) {
+        (NormPlacement::Pre, _) => "RobertaPreLayerNormForMaskedLM",
+        (NormPlacement::Post, Family::Bert) => "BertForMaskedLM",
+        (NormPlacement::Post, Family::Roberta) => "RobertaForMaskedLM",
     }
 }
 
 impl HfConfig {
     fn new(enc: &EncoderConfig, tokenizer: &TextTokenizer) -> Self {
         let ids = tokenizer.special_ids();
+        let pre = enc.norm == NormPlacement::Pre;
         let (bos, eos) = match enc.family {
-            Family::Bert => (None, None),
-            Family::Roberta => (Some(ids.cls as usize), Some(ids.sep as usize)),
+            Family::Bert if !pre => (None, None),
+            _ => (Some(ids.cls as usize), Some(ids.sep as usize)),
         };
         HfConfig {
-            architectures: vec![architecture(enc.family).into()],
-            model_type: enc.family.name().into(),
+            architectures: vec![architecture(enc).into()],
+            model_type: if pre {
+                PRE_NORM_MODEL_TYPE.into()
+            } else {
+                enc.family.name().into()
+            },
             vocab_size: enc.vocab_size,
             hidden_size: enc.hidden,
             num_hidden_layers: enc.layers,
@@ -296,7 +333,7 @@ impl HfConfig {
             hidden_act: "gelu".into(),
             hidden_dropout_prob: enc.dropout,
             attention_probs_dropout_prob: enc.dropout,
-            max_position_embeddings: enc.max_position,
+            max_position_embeddings: enc.max_position + position_shift(enc),
             type_vocab_size: enc.type_vocab,
             layer_norm_eps: enc.layer_norm_eps,
             pad_token_id: enc.pad_id,
@@ -308,13 +345,18 @@ impl HfConfig {
         }
     }
 
-    /// The encoder this config describes; anything pretext's encoder cannot express is an
+    /// The encoder this config describes, for a tokenizer of `tokenizer_family` (which a
+    /// pre-norm model's config does not name); anything pretext's encoder cannot express is an
     /// error.
-    fn encoder(&self) -> Result<EncoderConfig> {
-        let family = match self.model_type.as_str() {
-            "bert" => Family::Bert,
-            "roberta" => Family::Roberta,
-            other => bail!("model_type \"{other}\": only \"bert\" and \"roberta\" can be imported"),
+    fn encoder(&self, tokenizer_family: Family) -> Result<EncoderConfig> {
+        let (family, norm) = match self.model_type.as_str() {
+            "bert" => (Family::Bert, NormPlacement::Post),
+            "roberta" => (Family::Roberta, NormPlacement::Post),
+            PRE_NORM_MODEL_TYPE => (tokenizer_family, NormPlacement::Pre),
+            other => bail!(
+                "model_type \"{other}\": only \"bert\", \"roberta\" and \"{PRE_NORM_MODEL_TYPE}\" \
+                 can be imported"
+            ),
         };
         if self.hidden_act != "gelu" {
             bail!(
@@ -331,7 +373,7 @@ impl HfConfig {
         if !self.tie_word_embeddings {
             bail!("tie_word_embeddings is false: pretext's decoder is tied to the word embeddings");
         }
-        let enc = EncoderConfig {
+        let mut enc = EncoderConfig {
             vocab_size: self.vocab_size,
             hidden: self.hidden_size,
             layers: self.num_hidden_layers,
@@ -343,7 +385,16 @@ impl HfConfig {
             layer_norm_eps: self.layer_norm_eps,
             family,
             pad_id: self.pad_token_id,
+            norm,
         };
+        let shift = position_shift(&enc);
+        if enc.max_position <= shift {
+            bail!(
+                "max_position_embeddings = {}: no position left after the first {shift}",
+                enc.max_position
+            );
+        }
+        enc.max_position -= shift;
         enc.validate()?;
         Ok(enc)
     }

@@ -12,7 +12,7 @@ use crate::core::checkpoint::{load_module, module_tensors};
 use crate::text::checkpoint::MlmCheckpoint;
 use crate::text::config::MlmConfig;
 use crate::text::encoder::MlmModel;
-use crate::text::encoder::SizePreset;
+use crate::text::encoder::{NormPlacement, SizePreset};
 use crate::text::test_support::{TempDir, grammar_corpus};
 use crate::text::tokenizer::TextTokenizer;
 use safetensors::tensor::{Dtype, TensorView};
@@ -26,6 +26,16 @@ const SENTENCES: [&str; 3] = [
 /// A one-layer model of `family` with every parameter moved off its initial value (so a
 /// mix-up of, say, LayerNorm weight and bias cannot go unseen), and its tokenizer.
 fn checkpoint(family: Family, lowercase: bool, dir: &TempDir) -> MlmCheckpoint {
+    checkpoint_with(family, lowercase, NormPlacement::Post, dir)
+}
+
+/// [`checkpoint`] with post- or pre-norm layers.
+fn checkpoint_with(
+    family: Family,
+    lowercase: bool,
+    norm: NormPlacement,
+    dir: &TempDir,
+) -> MlmCheckpoint {
     let corpus = dir.write("corpus.txt", &grammar_corpus(200, 4).join("\n"));
     let tokenizer = TextTokenizer::train(family, &[corpus], 300, lowercase).unwrap();
     let encoder = EncoderConfig {
@@ -34,6 +44,7 @@ fn checkpoint(family: Family, lowercase: bool, dir: &TempDir) -> MlmCheckpoint {
         ffn: 128,
         max_position: 64 + family_offset(family),
         pad_id: tokenizer.pad_id() as usize,
+        norm,
         ..EncoderConfig::preset(SizePreset::Tiny, family, tokenizer.vocab_size())
     };
     let device = Device::flex();
@@ -156,6 +167,61 @@ fn export_then_import_keeps_the_model() {
         assert_eq!(names, want);
         // Exporting again over the folder replaces it.
         export_hf(&ckpt, &out).unwrap();
+    }
+}
+
+/// Pre-norm encoders of either tokenizer family leave as `RobertaPreLayerNormForMaskedLM`
+/// (its names, its position count from `pad_token_id + 1`) and come back unchanged.
+#[test]
+fn pre_norm_encoders_export_as_roberta_prelayernorm_and_come_back() {
+    for family in [Family::Bert, Family::Roberta] {
+        let dir = TempDir::new(&format!("export-pre-{}", family.name()));
+        let ckpt = checkpoint_with(family, true, NormPlacement::Pre, &dir);
+        let out = dir.path().join("hf");
+        let summary = export_hf(&ckpt, &out).unwrap();
+        assert_eq!(summary.architecture, "RobertaPreLayerNormForMaskedLM");
+        assert_eq!(summary.parameters, ckpt.model.num_params());
+        let weights = read_weights(&out.join(WEIGHTS_FILE)).unwrap();
+        let p = "roberta_prelayernorm";
+        for name in [
+            format!("{p}.LayerNorm.weight"),
+            format!("{p}.encoder.layer.0.attention.LayerNorm.bias"),
+            format!("{p}.encoder.layer.0.intermediate.LayerNorm.weight"),
+            "lm_head.layer_norm.weight".to_string(),
+        ] {
+            assert!(weights.contains_key(&name), "{family:?}: no {name}");
+        }
+        assert!(weights.keys().all(|n| !n.contains("output.LayerNorm")));
+        // Hugging Face reads position pad_token_id + 1 for the first token: BERT's tokenizer
+        // pads with 0, so one unused row goes first; RoBERTa's table is already laid out so.
+        let shift = match family {
+            Family::Bert => 1,
+            Family::Roberta => 0,
+        };
+        let (shape, values) = &weights[&format!("{p}.embeddings.position_embeddings.weight")];
+        assert_eq!(shape[0], ckpt.encoder.max_position + shift);
+        assert!(values[..shift * 64].iter().all(|&v| v == 0.0));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(CONFIG_FILE)).unwrap()).unwrap();
+        assert_eq!(config["model_type"], "roberta-prelayernorm");
+        assert_eq!(config["max_position_embeddings"], shape[0]);
+
+        let (model, enc, tok) = import_hf(&out, &Device::flex()).unwrap();
+        assert_eq!(enc, ckpt.encoder);
+        assert_eq!(module_tensors(&model), module_tensors(&ckpt.model));
+        let before = logits(&ckpt.model, &ckpt.tokenizer, &SENTENCES);
+        let after = logits(&model, &tok, &SENTENCES);
+        assert!(max_abs_diff(&before, &after) < 1e-6, "{family:?}");
+        // And the layers are not the post-norm ones under other names.
+        let mut post = ckpt.encoder.clone();
+        post.norm = NormPlacement::Post;
+        let tensors: Vec<_> = module_tensors(&ckpt.model)
+            .into_iter()
+            .filter(|t| !t.name.starts_with("encoder.final_norm"))
+            .collect();
+        let post_model = load_module(post.init(&Device::flex()).unwrap(), &tensors).unwrap();
+        let other = logits(&post_model, &tok, &SENTENCES);
+        assert!(max_abs_diff(&before, &other) > 1e-2, "{family:?}");
     }
 }
 
@@ -421,16 +487,23 @@ fn write_python_fixture() {
         "The Wise QUEEN helps the zebra, and the grumpy yak avoids the knight!",
         "zigzag ünïcode café ✓",
     ];
-    for (family, lowercase) in [
-        (Family::Bert, true),
-        (Family::Bert, false),
-        (Family::Roberta, true),
-        (Family::Roberta, false),
+    for (family, lowercase, norm) in [
+        (Family::Bert, true, NormPlacement::Post),
+        (Family::Bert, false, NormPlacement::Post),
+        (Family::Roberta, true, NormPlacement::Post),
+        (Family::Roberta, false, NormPlacement::Post),
+        (Family::Bert, true, NormPlacement::Pre),
+        (Family::Roberta, false, NormPlacement::Pre),
     ] {
         let run = root.join(format!(
-            "{}-{}",
+            "{}-{}{}",
             family.name(),
-            if lowercase { "lower" } else { "cased" }
+            if lowercase { "lower" } else { "cased" },
+            if norm == NormPlacement::Pre {
+                "-pre"
+            } else {
+                ""
+            }
         ));
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).unwrap();
@@ -446,6 +519,7 @@ fn write_python_fixture() {
             max_position: 64 + family_offset(family),
             dropout: 0.0,
             pad_id: tok.pad_id() as usize,
+            norm,
             ..EncoderConfig::preset(SizePreset::Tiny, family, tok.vocab_size())
         };
         let device = Device::flex().autodiff();
