@@ -153,10 +153,10 @@ impl<'a> TextLabels<'a> {
         })
     }
 
-    fn features_once<'c>(
-        cell: &'c OnceCell<Result<(Features, Features), String>>,
+    fn features_once(
+        cell: &OnceCell<Result<(Features, Features), String>>,
         compute: impl FnOnce() -> Result<(Features, Features)>,
-    ) -> Result<&'c (Features, Features)> {
+    ) -> Result<&(Features, Features)> {
         let computed = cell.get_or_init(|| compute().map_err(|e| format!("{e:#}")));
         computed.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
     }
