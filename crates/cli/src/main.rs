@@ -214,6 +214,9 @@ enum Command {
     /// Word2Vec: skip-gram and CBOW word embeddings.
     #[command(subcommand)]
     Word2vec(pretext_word2vec::cli::Word2VecCommand),
+    /// fastText: word embeddings from character n-grams, with vectors for unseen words.
+    #[command(subcommand)]
+    Fasttext(pretext_word2vec::cli::FastTextCommand),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -444,27 +447,47 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data::run(&g, cmd),
         Command::Bench(cmd) => bench::run(&g, cmd),
         Command::Word2vec(cmd) => {
-            // Word2Vec's settings are its own flags; nothing may be silently ignored.
-            let unused = [
-                g.config.as_ref().map(|_| "--config"),
-                (!g.set.is_empty()).then_some("--set"),
-                (g.device != "flex").then_some("--device"),
-            ];
-            let unused: Vec<&str> = unused.into_iter().flatten().collect();
-            if !unused.is_empty() {
-                bail!(
-                    "word2vec takes its settings as flags (see `pretext word2vec train --help`) and \
-                     runs on the CPU; it does not use {}",
-                    unused.join(", ")
-                );
-            }
+            refuse_global_flags("word2vec", &g)?;
             if let pretext_word2vec::cli::Word2VecCommand::Train(args) = &cmd {
                 let corpus = Input::Path("--corpus", &args.corpus);
                 refuse_output_over_inputs("--out", &args.out, &[corpus])?;
             }
             pretext_word2vec::cli::run(cmd, g.json)
         }
+        Command::Fasttext(cmd) => {
+            refuse_global_flags("fasttext", &g)?;
+            if let pretext_word2vec::cli::FastTextCommand::Train(args) = &cmd {
+                let corpus = Input::Path("--corpus", &args.corpus);
+                refuse_output_over_inputs("--out", &args.out, &[corpus])?;
+                refuse_output_over_inputs("--vec", &args.vec_path(), &[corpus])?;
+                if let Some(bin) = &args.bin {
+                    refuse_output_over_inputs("--bin", bin, &[corpus])?;
+                }
+                if args.vec_path() == args.out {
+                    bail!("--vec and --out name the same file; give them different paths");
+                }
+            }
+            pretext_word2vec::cli::run_fasttext(cmd, g.json)
+        }
     }
+}
+
+/// Word2Vec's and fastText's settings are their own flags; nothing may be silently ignored.
+fn refuse_global_flags(job: &str, g: &Global) -> Result<()> {
+    let unused = [
+        g.config.as_ref().map(|_| "--config"),
+        (!g.set.is_empty()).then_some("--set"),
+        (g.device != "flex").then_some("--device"),
+    ];
+    let unused: Vec<&str> = unused.into_iter().flatten().collect();
+    if !unused.is_empty() {
+        bail!(
+            "{job} takes its settings as flags (see `pretext {job} train --help`) and runs on \
+             the CPU; it does not use {}",
+            unused.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The output rule for a command that reads a run (`--checkpoint`) and maybe `--data`.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 /// What a command reads, as the output check sees it.
+#[derive(Clone, Copy)]
 pub enum Input<'a> {
     /// A file or folder given by `flag`: the output may be neither it nor (for a file) the
     /// same file under another name.

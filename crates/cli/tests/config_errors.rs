@@ -142,6 +142,39 @@ fn flags_that_cannot_work_are_refused_before_any_work() {
         "0",
     ]);
     assert!(!ok && err.contains("dim must be at least 1"), "{err}");
+    // fastText: n-gram lengths that make no n-gram, an output over the corpus, --set.
+    let (ok, _, err) = run(&[
+        "fasttext",
+        "train",
+        "--corpus",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--minn",
+        "4",
+        "--maxn",
+        "3",
+    ]);
+    assert!(!ok && err.contains("minn <= maxn"), "{err}");
+    let corpus = root.join("corpus.txt");
+    std::fs::write(&corpus, "a b c\n").unwrap();
+    let (ok, _, err) = run(&[
+        "fasttext",
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--vec",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--vec"), "{err}");
+    assert_eq!(std::fs::read_to_string(&corpus).unwrap(), "a b c\n");
+    let (ok, _, err) = run(&["--set", "a=1", "fasttext", "similar", "--model", "m", "w"]);
+    assert!(
+        !ok && err.contains("fasttext takes its settings as flags"),
+        "{err}"
+    );
     // A page written into a folder, a PNG under a JPEG name: refused before any run is read.
     let none = root.join("no-run");
     let (ok, _, err) = run(&[

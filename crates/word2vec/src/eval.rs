@@ -168,6 +168,35 @@ pub fn analogy(
         .collect())
 }
 
+/// The `n` words nearest to `Σ weight · v / |v|` over `terms`, skipping the words `exclude`
+/// (for vectors that need not be rows of `emb`, such as fastText's vectors of unseen words).
+pub fn nearest_to_vectors(
+    emb: &Embeddings,
+    norm: &Normalized,
+    terms: &[(f32, &[f32])],
+    n: usize,
+    exclude: &[&str],
+) -> Vec<(String, f32)> {
+    let mut q = vec![Lane::default(); norm.stride];
+    let mut lanes = vec![Lane::default(); norm.stride];
+    for &(w, v) in terms {
+        simd::to_lanes(v, &mut lanes);
+        let len = simd::dot::<false>(&lanes, &lanes).sqrt();
+        if len > 0.0 {
+            simd::axpy::<false>(w / len, &lanes, &mut q);
+        }
+    }
+    let len = simd::dot::<false>(&q, &q).sqrt();
+    if len > 0.0 {
+        simd::scale(1.0 / len, &mut q);
+    }
+    let ids: Vec<usize> = exclude.iter().filter_map(|w| emb.index_of(w)).collect();
+    norm.nearest(&q, n, &ids)
+        .into_iter()
+        .map(|(i, s)| (emb.words()[i].clone(), s))
+        .collect()
+}
+
 /// Results of one section of an analogy file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Section {
@@ -415,6 +444,23 @@ pub struct SimilarityReport {
     pub restrict_vocab: usize,
 }
 
+/// Pairs with a word outside the vocabulary, scored with vectors made for such words (fastText's
+/// n-gram vectors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackoffReport {
+    /// Pairs with a word outside the restricted vocabulary that got vectors for both words.
+    pub pairs: usize,
+    /// Pairs that got none (a word without n-grams).
+    pub unscored: usize,
+    /// Spearman correlation on those pairs alone.
+    pub spearman: f64,
+    /// Spearman correlation on every scored pair, inside the vocabulary or not.
+    pub spearman_all: f64,
+}
+
+/// A vector for a word outside the vocabulary, if the model can make one.
+pub type Backoff<'a> = &'a dyn Fn(&str) -> Option<Vec<f32>>;
+
 /// Evaluates word-pair similarity (WordSim-353, SimLex, ... : lines `word1 word2 score`
 /// separated by tabs, commas or spaces; `#` comments and one header line are skipped), as
 /// gensim's `evaluate_word_pairs`: pairs with a word outside the first `restrict_vocab` words
@@ -426,10 +472,30 @@ pub fn evaluate_similarity(
     restrict_vocab: usize,
     case_insensitive: bool,
 ) -> Result<SimilarityReport, EvalError> {
+    evaluate_similarity_with(emb, path, restrict_vocab, case_insensitive, None).map(|(r, _)| r)
+}
+
+/// [`evaluate_similarity`], and with a `backoff` the skipped pairs scored apart with its
+/// vectors for the words outside the vocabulary.
+pub fn evaluate_similarity_with(
+    emb: &Embeddings,
+    path: &Path,
+    restrict_vocab: usize,
+    case_insensitive: bool,
+    backoff: Option<Backoff<'_>>,
+) -> Result<(SimilarityReport, Option<BackoffReport>), EvalError> {
     let norm = Normalized::new(emb, restrict_vocab);
     let ok = ok_vocab(emb, restrict_vocab, case_insensitive);
     let (mut gold, mut model) = (Vec::new(), Vec::new());
+    let (mut oov_gold, mut oov_model, mut unscored) = (Vec::new(), Vec::new(), 0);
     let (mut pairs, mut oov, mut data_lines) = (0, 0, 0);
+    let key = |w: &str| {
+        if case_insensitive {
+            w.to_uppercase()
+        } else {
+            w.to_string()
+        }
+    };
     for (i, line) in read_lines(path)?.iter().enumerate() {
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
@@ -455,28 +521,58 @@ pub fn evaluate_similarity(
             });
         };
         pairs += 1;
-        let key = |w: &str| {
-            if case_insensitive {
-                w.to_uppercase()
-            } else {
-                w.to_string()
+        let (a, b) = (ok.get(&key(fields[0])), ok.get(&key(fields[1])));
+        if let (Some(&a), Some(&b)) = (a, b) {
+            gold.push(score);
+            model.push(f64::from(simd::dot::<false>(norm.row(a), norm.row(b))));
+            continue;
+        }
+        oov += 1;
+        if let Some(backoff) = backoff {
+            let vector = |w: &str, id: Option<&usize>| match id {
+                Some(&i) => Some(emb.vector(i).to_vec()),
+                None => backoff(w),
+            };
+            match (vector(fields[0], a), vector(fields[1], b)) {
+                (Some(x), Some(y)) => {
+                    oov_gold.push(score);
+                    oov_model.push(cosine(&x, &y));
+                }
+                _ => unscored += 1,
             }
-        };
-        match (ok.get(&key(fields[0])), ok.get(&key(fields[1]))) {
-            (Some(&a), Some(&b)) => {
-                gold.push(score);
-                model.push(f64::from(simd::dot::<false>(norm.row(a), norm.row(b))));
-            }
-            _ => oov += 1,
         }
     }
-    Ok(SimilarityReport {
+    let report = SimilarityReport {
         pairs,
         oov,
         spearman: spearman(&gold, &model),
         pearson: pearson(&gold, &model),
         restrict_vocab,
-    })
+    };
+    let backoff = backoff.map(|_| {
+        let spearman_oov = spearman(&oov_gold, &oov_model);
+        gold.extend(&oov_gold);
+        model.extend(&oov_model);
+        BackoffReport {
+            pairs: oov_gold.len(),
+            unscored,
+            spearman: spearman_oov,
+            spearman_all: spearman(&gold, &model),
+        }
+    });
+    Ok((report, backoff))
+}
+
+/// Cosine similarity, in f64 (0 if either vector is zero).
+fn cosine(x: &[f32], y: &[f32]) -> f64 {
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| f64::from(*p) * f64::from(*q))
+            .sum::<f64>()
+    };
+    let n = (dot(x, x) * dot(y, y)).sqrt();
+    if n > 0.0 { dot(x, y) / n } else { 0.0 }
 }
 
 /// Ranks (1-based) with ties given their average rank.

@@ -149,29 +149,10 @@ impl Embeddings {
     /// then renamed over it, so a full disk or a kill never leaves a truncated file in place of
     /// the previous good one.
     pub fn save(&self, path: &Path, format: Format) -> Result<(), FormatError> {
-        let io_err = |source| FormatError::Io {
+        write_atomically(path, |w| self.write_to(w, format)).map_err(|source| FormatError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let written = (|| -> io::Result<()> {
-            let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-            self.write_to(&mut w, format)?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(io_err)
+        })
     }
 
     /// Writes the vectors in `format` to any writer.
@@ -218,6 +199,33 @@ impl Embeddings {
             Format::Binary => read_binary(&mut r, path),
         }
     }
+}
+
+/// Writes a file atomically: to a temporary file beside `path`, synced, then renamed over it,
+/// so a full disk or a kill never leaves a truncated file in place of the previous good one.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| -> io::Result<()> {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Build the vectors of a file, warning (with line numbers) about duplicate words and about

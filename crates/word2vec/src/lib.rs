@@ -1,6 +1,7 @@
 //! # pretext-word2vec
 //!
-//! Word2Vec (Mikolov et al. 2013) as a hand-written, lock-free multi-threaded SGD trainer:
+//! Word2Vec (Mikolov et al. 2013) and fastText's subword vectors (Bojanowski et al. 2017, in
+//! [`fasttext`]) as a hand-written, lock-free multi-threaded SGD trainer:
 //! skip-gram and CBOW, negative sampling and hierarchical softmax, subsampling of frequent
 //! words, streaming corpora of any size, the word2vec text and binary formats (read and
 //! written byte-compatibly with word2vec.c and gensim), and the standard evaluations
@@ -20,15 +21,19 @@
 pub mod cli;
 pub mod corpus;
 pub mod eval;
+pub mod fasttext;
 pub mod format;
 pub mod huffman;
 pub mod rng;
 pub mod sampling;
 pub mod simd;
+pub mod subwords;
 pub mod train;
 pub mod vocab;
 
 pub use cli::{Word2VecCommand, run};
+pub use fasttext::FastText;
 pub use format::{Embeddings, Format, FormatError};
+pub use subwords::NgramConfig;
 pub use train::{Arch, EpochStats, TrainConfig, TrainError, TrainReport, train};
 pub use vocab::{Vocab, VocabConfig, VocabError};

@@ -370,6 +370,13 @@ mod avx2 {
     }
 }
 
+/// The floats of `lanes`, padding included.
+pub fn as_floats(lanes: &[Lane]) -> &[f32] {
+    // SAFETY: `Lane` is `repr(C)` around `[f32; 8]`: a slice of lanes is `8 * len` contiguous
+    // floats, aligned beyond what `f32` needs, and borrowed for the same lifetime.
+    unsafe { std::slice::from_raw_parts(lanes.as_ptr().cast::<f32>(), lanes.len() * LANE) }
+}
+
 /// Copies `src` into lanes (zero padding).
 pub fn to_lanes(src: &[f32], dst: &mut [Lane]) {
     zero(dst);

@@ -19,6 +19,7 @@ use crate::huffman::Huffman;
 use crate::rng::Rng;
 use crate::sampling::{Subsampler, UnigramTable};
 use crate::simd::{self, Isa, LANE, Lane};
+use crate::subwords::Subwords;
 use crate::vocab::{Vocab, WordIds};
 
 /// Model architecture.
@@ -210,19 +211,29 @@ impl SigmoidTable {
 // Shared weights
 
 /// A row-major matrix of padded rows.
-struct Matrix {
-    data: Vec<Lane>,
-    stride: usize,
-    rows: usize,
+pub(crate) struct Matrix {
+    pub(crate) data: Vec<Lane>,
+    pub(crate) stride: usize,
+    pub(crate) rows: usize,
 }
 
 impl Matrix {
-    fn zeros(rows: usize, stride: usize) -> Matrix {
+    pub(crate) fn zeros(rows: usize, stride: usize) -> Matrix {
         Matrix {
             data: vec![Lane::default(); rows * stride],
             stride,
             rows,
         }
+    }
+
+    /// Row `i`, padding included.
+    pub(crate) fn row(&self, i: usize) -> &[Lane] {
+        &self.data[i * self.stride..(i + 1) * self.stride]
+    }
+
+    /// The first `dim` floats of row `i`.
+    pub(crate) fn floats(&self, i: usize, dim: usize) -> &[f32] {
+        &simd::as_floats(self.row(i))[..dim]
     }
 
     fn shared(&mut self) -> Hogwild<'_> {
@@ -298,6 +309,8 @@ struct Ctx<'a> {
     window: u32,
     cbow_mean: bool,
     shared_negatives: bool,
+    /// The input rows of each word: its own (Word2Vec), or its own and its n-grams' (fastText).
+    subwords: &'a Subwords,
 }
 
 /// Per-thread scratch (allocated once).
@@ -431,6 +444,17 @@ impl Ctx<'_> {
         s.loss += f64::from(l);
     }
 
+    /// `out` = the mean of input rows `rows`.
+    #[inline(always)]
+    fn mean_of_rows(&self, rows: &[u32], out: &mut [Lane]) {
+        simd::zero(out);
+        for &r in rows {
+            // SAFETY: subword rows are rows of syn0.
+            simd::add(unsafe { self.syn0.row(r) }, out);
+        }
+        simd::scale(1.0 / rows.len() as f32, out);
+    }
+
     /// Draws the noise words of the next prediction and prefetches their rows; the current
     /// ones become `s.negs`.
     #[inline(always)]
@@ -468,6 +492,44 @@ impl Ctx<'_> {
             let hi = (pos + w - b + 1).min(n);
             let word = sen[pos];
             match arch {
+                Arch::SkipGram if self.subwords.has_ngrams => {
+                    // fastText: the centre word's rows (its own and its n-grams') predict each
+                    // context word. Their mean is taken once per window and the window's
+                    // gradients are summed before they reach those rows (fastText and gensim
+                    // recompute the mean for every pair: twice the row traffic per pair).
+                    let rows = self.subwords.rows_of(word);
+                    self.mean_of_rows(rows, &mut s.neu1);
+                    simd::zero(&mut s.neu1e);
+                    for c in lo..hi {
+                        if c == pos {
+                            continue;
+                        }
+                        if self.negative > 0 {
+                            self.advance_negatives(rng, s);
+                        }
+                        // SAFETY: ids in `sen` come from the vocabulary; `neu1` is scratch.
+                        unsafe {
+                            self.predict::<FMA>(
+                                &s.neu1,
+                                sen[c],
+                                alpha,
+                                &s.negs,
+                                &mut s.neu1e,
+                                &mut s.loss,
+                            )
+                        };
+                        s.examples += 1;
+                    }
+                    for &r in rows {
+                        // SAFETY: subword rows are below `input_rows`, the rows of syn0.
+                        simd::add(&s.neu1e, unsafe { self.syn0.row(r) });
+                    }
+                    if let Some(&next) = sen.get(pos + 1) {
+                        for &r in self.subwords.rows_of(next) {
+                            self.syn0.prefetch(r);
+                        }
+                    }
+                }
                 Arch::SkipGram if self.shared_negatives => {
                     s.contexts.clear();
                     s.contexts
@@ -507,19 +569,23 @@ impl Ctx<'_> {
                     }
                 }
                 Arch::Cbow => {
+                    // The mean (or sum) of every input row of the context words: one row each
+                    // for Word2Vec, a word's own row and its n-grams' for fastText (as gensim).
                     simd::zero(&mut s.neu1);
-                    let mut cw = 0u32;
+                    let mut count = 0u32;
                     for c in lo..hi {
                         if c != pos {
-                            // SAFETY: vocabulary id.
-                            simd::add(unsafe { self.syn0.row(sen[c]) }, &mut s.neu1);
-                            cw += 1;
+                            for &r in self.subwords.rows_of(sen[c]) {
+                                // SAFETY: subword rows are rows of syn0.
+                                simd::add(unsafe { self.syn0.row(r) }, &mut s.neu1);
+                                count += 1;
+                            }
                         }
                     }
-                    if cw == 0 {
+                    if count == 0 {
                         continue;
                     }
-                    let inv = 1.0 / cw as f32;
+                    let inv = 1.0 / count as f32;
                     if self.cbow_mean {
                         simd::scale(inv, &mut s.neu1);
                     }
@@ -543,8 +609,10 @@ impl Ctx<'_> {
                     }
                     for c in lo..hi {
                         if c != pos {
-                            // SAFETY: vocabulary id; one row at a time.
-                            simd::add(&s.neu1e, unsafe { self.syn0.row(sen[c]) });
+                            for &r in self.subwords.rows_of(sen[c]) {
+                                // SAFETY: a row of syn0; one row at a time.
+                                simd::add(&s.neu1e, unsafe { self.syn0.row(r) });
+                            }
                         }
                     }
                     s.examples += 1;
@@ -637,7 +705,32 @@ pub fn train(
     vocab: &Vocab,
     cfg: &TrainConfig,
 ) -> Result<(Embeddings, TrainReport), TrainError> {
+    let (syn0, report) = train_rows(path, vocab, cfg, &Subwords::words_only(vocab.len()))?;
+    let mut vectors = Vec::with_capacity(vocab.len() * cfg.dim);
+    for r in 0..vocab.len() {
+        vectors.extend_from_slice(syn0.floats(r, cfg.dim));
+    }
+    let words = vocab.words().iter().map(|w| w.to_string()).collect();
+    let emb = Embeddings::new(words, cfg.dim, vectors).expect("consistent shapes");
+    Ok((emb, report))
+}
+
+/// Trains the input rows `subwords` gives each word (one per word for Word2Vec; a word's own
+/// and its n-grams' for fastText) and returns them all.
+pub(crate) fn train_rows(
+    path: &Path,
+    vocab: &Vocab,
+    cfg: &TrainConfig,
+    subwords: &Subwords,
+) -> Result<(Matrix, TrainReport), TrainError> {
     cfg.validate()?;
+    if subwords.has_ngrams && cfg.shared_negatives {
+        return Err(TrainError::Config(
+            "shared negatives are for Word2Vec's skip-gram; fastText's skip-gram already \
+             shares one mean of the centre word's rows across its window"
+                .into(),
+        ));
+    }
     let io_err = |source| TrainError::Io {
         path: path.to_path_buf(),
         source,
@@ -650,9 +743,9 @@ pub fn train(
 
     // gensim 4's initialisation: input vectors uniform in [-1, 1) / dim (word2vec.c uses half
     // that range), output vectors zero.
-    let mut syn0 = Matrix::zeros(v, stride);
+    let mut syn0 = Matrix::zeros(subwords.input_rows, stride);
     let mut init = Rng::new(cfg.seed, u64::MAX);
-    for r in 0..v {
+    for r in 0..subwords.input_rows {
         for k in 0..cfg.dim {
             syn0.data[r * stride + k / LANE].0[k % LANE] =
                 (init.next_f32() * 2.0 - 1.0) / cfg.dim as f32;
@@ -676,6 +769,7 @@ pub fn train(
         window: cfg.window as u32,
         cbow_mean: cfg.cbow_mean,
         shared_negatives: cfg.shared_negatives,
+        subwords,
     };
     let train_words = vocab.train_words();
     let total = train_words * cfg.epochs as u64;
@@ -757,15 +851,6 @@ pub fn train(
             a.add(b);
         }
     }
-    // Strip padding.
-    let mut vectors = Vec::with_capacity(v * cfg.dim);
-    for r in 0..v {
-        for k in 0..cfg.dim {
-            vectors.push(syn0.data[r * stride + k / LANE].0[k % LANE]);
-        }
-    }
-    let words = vocab.words().iter().map(|w| w.to_string()).collect();
-    let emb = Embeddings::new(words, cfg.dim, vectors).expect("consistent shapes");
     let report = TrainReport {
         epochs,
         seconds,
@@ -774,7 +859,7 @@ pub fn train(
         isa: isa.name(),
         threads,
     };
-    Ok((emb, report))
+    Ok((syn0, report))
 }
 
 fn make_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
@@ -1033,6 +1118,7 @@ mod tests {
             window: 2,
             cbow_mean: true,
             shared_negatives: true,
+            subwords: &Subwords::words_only(v),
         };
         let mut s = Scratch {
             negs: negs.clone(),
@@ -1082,5 +1168,109 @@ mod tests {
         // The step is large next to the tolerance: the comparison can fail.
         assert!(moved > 0.02, "{moved}");
         assert_eq!(s.outputs, [0, 4, 5]);
+    }
+
+    /// fastText's skip-gram on the sentence "cat cats" (window 1, one noise word that is always
+    /// word 0) against the same steps written out in f64 with the exact sigmoid: the mean of
+    /// the centre word's rows (its own and its n-grams', duplicates counted) predicts the
+    /// context word and the noise word, then every one of those rows takes the summed gradient.
+    #[test]
+    fn a_fasttext_window_moves_every_row_of_the_centre_word() {
+        use crate::subwords::NgramConfig;
+        let (dim, alpha) = (8usize, 0.2f32);
+        let stride = simd::lanes_for(dim);
+        let ngrams = NgramConfig {
+            minn: 3,
+            maxn: 3,
+            bucket: 7,
+        };
+        let subwords = Subwords::with_ngrams(["x", "cat", "cats"].into_iter(), &ngrams);
+        let (rows, v) = (subwords.input_rows, 3);
+        let value =
+            |r: usize, k: usize, salt: f64| (((r * 31 + k * 7) as f64 + salt).sin() * 0.6) as f32;
+        let mut syn0 = Matrix::zeros(rows, stride);
+        let mut syn1neg = Matrix::zeros(v, stride);
+        for k in 0..dim {
+            for r in 0..rows {
+                syn0.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 0.3);
+            }
+            for r in 0..v {
+                syn1neg.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 1.7);
+            }
+        }
+        let get = |m: &Matrix, r: usize| -> Vec<f64> {
+            m.floats(r, dim).iter().map(|&x| f64::from(x)).collect()
+        };
+        let mut inp: Vec<Vec<f64>> = (0..rows).map(|r| get(&syn0, r)).collect();
+        let mut out: Vec<Vec<f64>> = (0..v).map(|r| get(&syn1neg, r)).collect();
+        let own: Vec<Vec<u32>> = (0..3).map(|w| subwords.rows_of(w).to_vec()).collect();
+        let table = UnigramTable::new(&[1, 0, 0], 0.75);
+        let sig = SigmoidTable::new();
+        let mut syn1 = Matrix::zeros(0, stride);
+        let ctx = Ctx {
+            syn0: syn0.shared(),
+            syn1neg: syn1neg.shared(),
+            syn1: syn1.shared(),
+            negative: 1,
+            hs: None,
+            table: &table,
+            sig: &sig,
+            window: 1,
+            cbow_mean: true,
+            shared_negatives: false,
+            subwords: &subwords,
+        };
+        let mut s = Scratch {
+            negs: Vec::new(),
+            next_negs: Vec::new(),
+            neu1: vec![Lane::default(); stride],
+            neu1e: vec![Lane::default(); stride],
+            contexts: Vec::new(),
+            outputs: Vec::new(),
+            grads: Vec::new(),
+            hidden: Vec::new(),
+            loss: 0.0,
+            examples: 0,
+        };
+        ctx.sentence::<false>(Arch::SkipGram, &[1, 2], alpha, &mut Rng::new(1, 0), &mut s);
+
+        let before = inp.clone();
+        for (centre, context) in [(1usize, 2usize), (2, 1)] {
+            let rows = &own[centre];
+            let h: Vec<f64> = (0..dim)
+                .map(|k| rows.iter().map(|&r| inp[r as usize][k]).sum::<f64>() / rows.len() as f64)
+                .collect();
+            let mut e = vec![0.0; dim];
+            for (target, label) in [(context, 1.0), (0, 0.0)] {
+                let f: f64 = (0..dim).map(|k| h[k] * out[target][k]).sum();
+                let g = (label - 1.0 / (1.0 + (-f).exp())) * f64::from(alpha);
+                for k in 0..dim {
+                    e[k] += g * out[target][k];
+                    out[target][k] += g * h[k];
+                }
+            }
+            for &r in rows {
+                for k in 0..dim {
+                    inp[r as usize][k] += e[k];
+                }
+            }
+        }
+        let mut moved = 0.0f64;
+        for r in 0..rows {
+            for (k, (a, b)) in get(&syn0, r).iter().zip(&inp[r]).enumerate() {
+                assert!((a - b).abs() < 2e-3, "input row {r}[{k}]: {a} vs {b}");
+                if r >= v {
+                    moved = moved.max((b - before[r][k]).abs());
+                }
+            }
+        }
+        for r in 0..v {
+            for (k, (a, b)) in get(&syn1neg, r).iter().zip(&out[r]).enumerate() {
+                assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
+            }
+        }
+        // The n-gram rows moved (not only the words' own rows), by more than the tolerance.
+        assert!(moved > 0.02, "{moved}");
+        assert_eq!(s.examples, 2);
     }
 }

@@ -1,4 +1,4 @@
-//! `pretext word2vec ...`: train, similar, analogy, eval.
+//! `pretext word2vec ...` and `pretext fasttext ...`: train, similar, analogy, eval.
 //!
 //! The `pretext` binary embeds [`Word2VecCommand`] as a subcommand and calls [`run`]. With
 //! `json = true` every command prints exactly one JSON object on stdout; progress and warnings
@@ -12,8 +12,11 @@ use serde_json::{Value, json};
 
 use crate::eval::{self, Normalized};
 use crate::format::{Embeddings, Format};
-use crate::train::{self, Arch, TrainConfig};
+use crate::train::{self, Arch, TrainConfig, TrainReport};
 use crate::vocab::{Vocab, VocabConfig};
+
+mod fasttext;
+pub use fasttext::{FastTextCommand, run as run_fasttext};
 
 /// Word2Vec commands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -49,6 +52,17 @@ pub struct TrainArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "bin")]
     pub format: FormatArg,
+    /// Skip-gram: one draw of noise words shared by every context word of a window, so the
+    /// updates become small matrix products (pWord2Vec's HogBatch; faster, see docs/word2vec.md).
+    #[arg(long, conflicts_with_all = ["cbow", "hs"])]
+    pub shared_negatives: bool,
+    #[command(flatten)]
+    pub options: TrainOptions,
+}
+
+/// The training flags Word2Vec and fastText share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainOptions {
     /// Skip-gram (the default).
     #[arg(long, conflicts_with = "cbow")]
     pub sg: bool,
@@ -70,10 +84,6 @@ pub struct TrainArgs {
     /// Hierarchical softmax.
     #[arg(long)]
     pub hs: bool,
-    /// Skip-gram: one draw of noise words shared by every context word of a window, so the
-    /// updates become small matrix products (pWord2Vec's HogBatch; faster, see docs/word2vec.md).
-    #[arg(long, conflicts_with_all = ["cbow", "hs"])]
-    pub shared_negatives: bool,
     /// Subsampling threshold for frequent words (0 disables).
     #[arg(long, default_value_t = 1e-3)]
     pub sample: f64,
@@ -142,6 +152,13 @@ pub struct EvalArgs {
     /// Vectors file (word2vec text or binary, detected).
     #[arg(long)]
     pub vectors: PathBuf,
+    #[command(flatten)]
+    pub options: EvalOptions,
+}
+
+/// What to evaluate word vectors on (Word2Vec's and fastText's `eval`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalOptions {
     /// Analogy questions (questions-words.txt format).
     #[arg(long)]
     pub analogies: Option<PathBuf>,
@@ -228,34 +245,48 @@ fn output_neighbours(json: bool, mut head: Value, res: &[(String, f32)]) {
     }
 }
 
-fn run_train(a: TrainArgs, json: bool) -> Result<()> {
+/// The vocabulary and settings of a training run, from its flags.
+struct Prepared {
+    vocab: Vocab,
+    cfg: TrainConfig,
+    threads: usize,
+    t_vocab: f64,
+}
+
+/// Checks the flags, then counts the vocabulary of `corpus` (warning about what it had to fix).
+fn prepare(
+    corpus: &Path,
+    o: &TrainOptions,
+    shared_negatives: bool,
+    json: bool,
+) -> Result<Prepared> {
     let t0 = Instant::now();
-    let threads = a.threads.unwrap_or_else(default_threads).max(1);
+    let threads = o.threads.unwrap_or_else(default_threads).max(1);
     let vcfg = VocabConfig {
-        min_count: a.min_count,
-        max_vocab: a.max_vocab,
-        lowercase: a.lowercase,
+        min_count: o.min_count,
+        max_vocab: o.max_vocab,
+        lowercase: o.lowercase,
         threads,
     };
     let cfg = TrainConfig {
-        arch: if a.cbow { Arch::Cbow } else { Arch::SkipGram },
-        dim: a.dim,
-        window: a.window,
-        negative: a.negative,
-        hs: a.hs,
-        sample: a.sample,
-        alpha: a.alpha,
-        min_alpha: a.min_alpha,
-        epochs: a.epochs,
+        arch: if o.cbow { Arch::Cbow } else { Arch::SkipGram },
+        dim: o.dim,
+        window: o.window,
+        negative: o.negative,
+        hs: o.hs,
+        sample: o.sample,
+        alpha: o.alpha,
+        min_alpha: o.min_alpha,
+        epochs: o.epochs,
         threads,
-        seed: a.seed,
-        cbow_mean: !a.cbow_sum,
-        shared_negatives: a.shared_negatives,
-        progress: !a.no_progress && !json,
+        seed: o.seed,
+        cbow_mean: !o.cbow_sum,
+        shared_negatives,
+        progress: !o.no_progress && !json,
     };
     // Flags first: a bad one should not wait for the vocabulary scan of a large corpus.
     cfg.validate()?;
-    let vocab = Vocab::from_file(&a.corpus, &vcfg)?;
+    let vocab = Vocab::from_file(corpus, &vcfg)?;
     let t_vocab = t0.elapsed().as_secs_f64();
     let scan = vocab.scan;
     if scan.invalid_utf8 > 0 {
@@ -263,7 +294,7 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
             "warning: {} of {} tokens in {} are not valid UTF-8; they were decoded lossily (U+FFFD)",
             scan.invalid_utf8,
             scan.tokens,
-            a.corpus.display()
+            corpus.display()
         );
     }
     if scan.truncated > 0 {
@@ -278,14 +309,89 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
             "vocabulary: {} words (of {} distinct, min_count {}), {} tokens, {} lines, {:.2}s",
             vocab.len(),
             vocab.distinct_words,
-            a.min_count,
+            o.min_count,
             scan.tokens,
             scan.newlines,
             t_vocab
         );
     }
-    let (emb, report) = train::train(&a.corpus, &vocab, &cfg)?;
-    refuse_diverged(&emb, &a.out, a.alpha)?;
+    Ok(Prepared {
+        vocab,
+        cfg,
+        threads,
+        t_vocab,
+    })
+}
+
+/// The JSON summary of a training run (the caller adds its outputs).
+fn train_json(
+    corpus: &Path,
+    o: &TrainOptions,
+    p: &Prepared,
+    report: &TrainReport,
+    t_save: f64,
+    total: f64,
+) -> Value {
+    let (cfg, vocab, scan) = (&p.cfg, &p.vocab, &p.vocab.scan);
+    json!({
+        "command": "train",
+        "corpus": corpus,
+        "arch": cfg.arch.name(),
+        "dim": cfg.dim, "window": cfg.window, "negative": cfg.negative, "hs": cfg.hs,
+        "sample": cfg.sample, "min_count": o.min_count, "max_vocab": o.max_vocab,
+        "epochs": cfg.epochs, "alpha": f32_json(cfg.alpha), "min_alpha": f32_json(cfg.min_alpha),
+        "cbow_mean": cfg.cbow_mean, "threads": p.threads, "seed": cfg.seed,
+        "vocab": {
+            "size": vocab.len(),
+            "distinct_words": vocab.distinct_words,
+            "corpus_words": scan.tokens,
+            "train_words": vocab.train_words(),
+            "lines": scan.newlines,
+            "invalid_utf8_tokens": scan.invalid_utf8,
+            "truncated_tokens": scan.truncated,
+        },
+        "loss": report.epochs.iter().map(|e| json!({
+            "epoch": e.epoch, "loss": e.loss, "examples": e.examples,
+            "mean_loss": e.mean_loss(), "words": e.words, "kept_words": e.kept_words,
+        })).collect::<Vec<_>>(),
+        "seconds": {"vocab": p.t_vocab, "train": report.seconds, "save": t_save, "total": total},
+        "raw_words_per_sec": report.raw_words_per_sec,
+        "isa": report.isa,
+    })
+}
+
+/// The per-epoch losses and the speed, as text.
+fn print_training(p: &Prepared, report: &TrainReport, t_save: f64) {
+    for e in &report.epochs {
+        println!(
+            "epoch {}: loss {:.6e} ({:.4} per example, {} examples, {} of {} words kept)",
+            e.epoch,
+            e.loss,
+            e.mean_loss(),
+            e.examples,
+            e.kept_words,
+            e.words
+        );
+    }
+    println!(
+        "trained {} on {} words × {} epochs in {:.2}s ({:.0} words/s, {} threads, {}); vocabulary {:.2}s, save {:.2}s",
+        p.cfg.arch.name(),
+        p.vocab.scan.tokens,
+        p.cfg.epochs,
+        report.seconds,
+        report.raw_words_per_sec,
+        p.threads,
+        report.isa,
+        p.t_vocab,
+        t_save
+    );
+}
+
+fn run_train(a: TrainArgs, json: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let p = prepare(&a.corpus, &a.options, a.shared_negatives, json)?;
+    let (emb, report) = train::train(&a.corpus, &p.vocab, &p.cfg)?;
+    refuse_diverged(&emb, &a.out, a.options.alpha)?;
     let t1 = Instant::now();
     let format = match a.format {
         FormatArg::Bin => Format::Binary,
@@ -294,59 +400,20 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
     emb.save(&a.out, format)
         .context("cannot write the word vectors")?;
     let t_save = t1.elapsed().as_secs_f64();
-    let total = t0.elapsed().as_secs_f64();
     if json {
-        print_json(&json!({
-            "command": "train",
-            "corpus": a.corpus,
-            "out": a.out,
-            "format": format.name(),
-            "arch": cfg.arch.name(),
-            "dim": cfg.dim, "window": cfg.window, "negative": cfg.negative, "hs": cfg.hs,
-            "sample": cfg.sample, "min_count": a.min_count, "max_vocab": a.max_vocab,
-            "epochs": cfg.epochs, "alpha": f32_json(cfg.alpha), "min_alpha": f32_json(cfg.min_alpha),
-            "cbow_mean": cfg.cbow_mean, "threads": threads, "seed": cfg.seed,
-            "vocab": {
-                "size": vocab.len(),
-                "distinct_words": vocab.distinct_words,
-                "corpus_words": scan.tokens,
-                "train_words": vocab.train_words(),
-                "lines": scan.newlines,
-                "invalid_utf8_tokens": scan.invalid_utf8,
-                "truncated_tokens": scan.truncated,
-            },
-            "loss": report.epochs.iter().map(|e| json!({
-                "epoch": e.epoch, "loss": e.loss, "examples": e.examples,
-                "mean_loss": e.mean_loss(), "words": e.words, "kept_words": e.kept_words,
-            })).collect::<Vec<_>>(),
-            "seconds": {"vocab": t_vocab, "train": report.seconds, "save": t_save, "total": total},
-            "raw_words_per_sec": report.raw_words_per_sec,
-            "isa": report.isa,
-        }));
-    } else {
-        for e in &report.epochs {
-            println!(
-                "epoch {}: loss {:.6e} ({:.4} per example, {} examples, {} of {} words kept)",
-                e.epoch,
-                e.loss,
-                e.mean_loss(),
-                e.examples,
-                e.kept_words,
-                e.words
-            );
-        }
-        println!(
-            "trained {} on {} words × {} epochs in {:.2}s ({:.0} words/s, {} threads, {}); vocabulary {:.2}s, save {:.2}s",
-            cfg.arch.name(),
-            scan.tokens,
-            cfg.epochs,
-            report.seconds,
-            report.raw_words_per_sec,
-            threads,
-            report.isa,
-            t_vocab,
-            t_save
+        let mut out = train_json(
+            &a.corpus,
+            &a.options,
+            &p,
+            &report,
+            t_save,
+            t0.elapsed().as_secs_f64(),
         );
+        out["out"] = json!(a.out);
+        out["format"] = json!(format.name());
+        print_json(&out);
+    } else {
+        print_training(&p, &report, t_save);
         println!(
             "wrote {} vectors of dimension {} to {} ({})",
             emb.len(),
@@ -359,15 +426,40 @@ fn run_train(a: TrainArgs, json: bool) -> Result<()> {
 }
 
 fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
-    if a.analogies.is_none() && a.similarity.is_none() {
-        bail!("nothing to evaluate: give --analogies FILE and/or --similarity FILE");
-    }
+    a.options.check()?;
     let emb = load(&a.vectors)?;
+    evaluate(
+        &emb,
+        json!({"command": "eval", "vectors": a.vectors}),
+        &a.options,
+        None,
+        json,
+    )
+}
+
+impl EvalOptions {
+    fn check(&self) -> Result<()> {
+        if self.analogies.is_none() && self.similarity.is_none() {
+            bail!("nothing to evaluate: give --analogies FILE and/or --similarity FILE");
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates `emb` as `o` asks; `backoff` makes vectors for words outside the vocabulary
+/// (fastText), whose word pairs are then scored apart.
+fn evaluate(
+    emb: &Embeddings,
+    mut out: Value,
+    a: &EvalOptions,
+    backoff: Option<eval::Backoff<'_>>,
+    json: bool,
+) -> Result<()> {
     let threads = a.threads.unwrap_or_else(default_threads);
-    let mut out =
-        json!({"command": "eval", "vectors": a.vectors, "words": emb.len(), "dim": emb.dim()});
+    out["words"] = json!(emb.len());
+    out["dim"] = json!(emb.dim());
     if let Some(path) = &a.analogies {
-        let r = eval::evaluate_analogies(&emb, path, a.restrict_vocab, !a.case_sensitive, threads)?;
+        let r = eval::evaluate_analogies(emb, path, a.restrict_vocab, !a.case_sensitive, threads)?;
         let sec = |s: &eval::Section| {
             json!({"section": s.name, "correct": s.correct, "total": s.total(),
                    "accuracy": s.accuracy(), "oov": s.oov})
@@ -401,8 +493,13 @@ fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
         }
     }
     if let Some(path) = &a.similarity {
-        let r =
-            eval::evaluate_similarity(&emb, path, a.similarity_restrict_vocab, !a.case_sensitive)?;
+        let (r, oov) = eval::evaluate_similarity_with(
+            emb,
+            path,
+            a.similarity_restrict_vocab,
+            !a.case_sensitive,
+            backoff,
+        )?;
         out["similarity"] = json!({
             "file": path, "pairs": r.pairs, "oov": r.oov, "used": r.pairs - r.oov,
             "spearman": r.spearman, "pearson": r.pearson, "restrict_vocab": r.restrict_vocab,
@@ -417,6 +514,23 @@ fn run_eval(a: EvalArgs, json: bool) -> Result<()> {
                 r.pairs,
                 r.oov
             );
+        }
+        if let Some(o) = oov {
+            out["similarity"]["oov_from_ngrams"] = json!({
+                "pairs": o.pairs, "unscored": o.unscored,
+                "spearman": o.spearman, "spearman_all_pairs": o.spearman_all,
+            });
+            if !json {
+                println!(
+                    "  with n-gram vectors for the OOV words: Spearman {:.4} on those {} pairs, \
+                     {:.4} on all {} scored pairs ({} pairs without n-grams)",
+                    o.spearman,
+                    o.pairs,
+                    o.spearman_all,
+                    r.pairs - r.oov + o.pairs,
+                    o.unscored
+                );
+            }
         }
     }
     if json {
