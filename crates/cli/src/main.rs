@@ -179,6 +179,27 @@ enum Command {
     /// prediction) and score it.
     #[command(subcommand)]
     Video(video::VideoCommand),
+    /// SimCSE: train a masked-language-model run further into a sentence encoder.
+    #[command(subcommand)]
+    Simcse(text::SimcseCommand),
+    /// The lines of a text file nearest in meaning to a query (by a run's sentence embeddings).
+    SimilarSentences {
+        /// The run folder (or its checkpoint.safetensors): a SimCSE or masked-language-model run.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text file to search, one sentence per line.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Search the first N non-empty lines (0: all; embedding is the slow part).
+        #[arg(long, default_value_t = 20_000)]
+        max_lines: usize,
+        /// How many lines to print per query.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        n: usize,
+        /// One or more queries.
+        #[arg(required = true)]
+        queries: Vec<String>,
+    },
     /// Train a tokenizer (WordPiece or byte-level BPE).
     #[command(subcommand)]
     Tokenizer(text::TokenizerCommand),
@@ -425,6 +446,14 @@ fn run(cli: Cli) -> Result<()> {
                 ExportFormat::Timm => vision::export_for_pytorch(&g, &checkpoint, &out, "timm"),
             }
         }
+        Command::Simcse(cmd) => text::run_simcse(&g, cmd),
+        Command::SimilarSentences {
+            checkpoint,
+            corpus,
+            max_lines,
+            n,
+            queries,
+        } => text::run_similar_sentences(&g, &checkpoint, &corpus, max_lines, n, &queries),
         Command::Tokenizer(cmd) => text::run_tokenizer(&g, cmd),
         Command::FillMask {
             checkpoint,

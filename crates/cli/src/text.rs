@@ -1,4 +1,5 @@
-//! Text commands: `mlm train|eval|logits`, `tokenizer train`, `fill-mask`.
+//! Text commands: `mlm train|eval|logits`, `simcse train`, `similar-sentences`, `tokenizer
+//! train`, `fill-mask`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use pretext::text::config::MlmConfig;
 use pretext::text::hf::export_hf;
 use pretext::text::mlm::{MlmRun, train_mlm};
 use pretext::text::probe::{ProbeSettings, text_probe};
+use pretext::text::simcse::{SimcseConfig, run_pooling, similar_sentences, train_simcse};
 use pretext::text::tokenizer::{Family, TextTokenizer};
 use pretext::text::tsv::read_labelled_tsv;
 use serde_json::json;
@@ -55,6 +57,26 @@ pub enum MlmCommand {
         out: PathBuf,
         #[arg(required = true)]
         sentences: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimcseCommand {
+    /// Train unsupervised SimCSE from a masked-language-model run on a text file (one sentence
+    /// per line): settings in --config (configs/simcse.toml) and --set.
+    Train {
+        /// The run to start from (its folder or checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text file, one sentence per line.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Continue from the checkpoint in the config's train.out_dir.
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Start afresh in a train.out_dir that already holds a run (it is replaced).
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -208,6 +230,106 @@ fn print_run(run: &MlmRun) {
         );
     }
     println!("checkpoint: {}", s.checkpoint.display());
+}
+
+pub fn run_simcse(g: &Global, cmd: SimcseCommand) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    let SimcseCommand::Train {
+        checkpoint,
+        corpus,
+        resume,
+        overwrite,
+    } = cmd;
+    let config: SimcseConfig = pretext::core::config::load_validated(
+        g.config.as_deref(),
+        &g.overrides(),
+        |c: &SimcseConfig| c.validate(),
+    )?;
+    let options = TrainOptions {
+        resume,
+        overwrite,
+        quiet: false,
+    };
+    let run = train_simcse(&config, &checkpoint, &corpus, &device, &options)?;
+    if g.json {
+        println!(
+            "{}",
+            json!({ "command": "simcse train", "corpus": corpus, "result": run })
+        );
+    } else {
+        let s = &run.train;
+        println!(
+            "simcse: {} steps ({:.2} epochs of {} sentences) from {}, loss {:.4} -> {:.4} (last \
+             epoch mean {:.4})",
+            s.steps,
+            s.epochs_done,
+            run.examples,
+            run.source.display(),
+            s.first_loss,
+            s.final_loss,
+            s.last_epoch_loss
+        );
+        println!(
+            "trained {:.1} min, {:.1} sentences/s",
+            s.trained_secs / 60.0,
+            run.sequences_per_sec
+        );
+        crate::summary::print_time(&s.time);
+        println!("checkpoint: {}", s.checkpoint.display());
+    }
+    Ok(())
+}
+
+pub fn run_similar_sentences(
+    g: &Global,
+    checkpoint: &Path,
+    corpus: &Path,
+    max_lines: usize,
+    n: usize,
+    queries: &[String],
+) -> Result<()> {
+    if n == 0 {
+        bail!("-n must be at least 1");
+    }
+    let device = pretext::core::device::parse(&g.device)?;
+    let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
+    let text = pretext::text::text_file::read_text(corpus)?;
+    let limit = if max_lines == 0 {
+        usize::MAX
+    } else {
+        max_lines
+    };
+    let lines: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(limit)
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .collect();
+    if lines.is_empty() {
+        bail!("{}: no non-empty line to search", corpus.display());
+    }
+    let found = similar_sentences(&ckpt, &lines, queries, n, &device)?;
+    if g.json {
+        let results: Vec<_> = queries
+            .iter()
+            .zip(&found)
+            .map(|(q, f)| json!({ "query": q, "nearest": f }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "command": "similar-sentences", "checkpoint": checkpoint, "corpus": corpus,
+                    "searched": lines.len(), "pooling": run_pooling(&ckpt), "results": results })
+        );
+    } else {
+        for (q, f) in queries.iter().zip(&found) {
+            println!("{q}");
+            for s in f {
+                println!("  {:.4}  line {:>7}: {}", s.cosine, s.line, s.text);
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn run_tokenizer(g: &Global, cmd: TokenizerCommand) -> Result<()> {

@@ -12,6 +12,7 @@ use super::encoder::{EncoderConfig, MlmModel};
 use super::examples::corpus_examples;
 use super::masking::IGNORE;
 use super::mlm::{MlmScores, heldout_scores, read_corpus};
+use super::simcse::SimcseConfig;
 use super::tokenizer::{Family, TextTokenizer};
 use crate::core::checkpoint::{Checkpoint, load_module};
 use crate::core::train::checkpoint_file;
@@ -22,6 +23,8 @@ pub struct MlmCheckpoint {
     pub encoder: EncoderConfig,
     pub tokenizer: TextTokenizer,
     pub config: MlmConfig,
+    /// What SimCSE trained the encoder with, for a `pretext simcse train` run.
+    pub simcse: Option<SimcseConfig>,
     pub step: usize,
     pub dir: PathBuf,
 }
@@ -52,6 +55,13 @@ impl MlmCheckpoint {
             .with_context(|| format!("{}: unreadable encoder settings", file.display()))?;
         let config: MlmConfig = toml::from_str(ckpt.meta["config"].as_str().unwrap_or_default())
             .map_err(|e| anyhow!("{}: unreadable run config: {e}", file.display()))?;
+        let simcse = match ckpt.meta["simcse"]["config"].as_str() {
+            Some(text) => Some(
+                toml::from_str(text)
+                    .map_err(|e| anyhow!("{}: unreadable SimCSE config: {e}", file.display()))?,
+            ),
+            None => None,
+        };
         let tokenizer = TextTokenizer::load(&dir.join("tokenizer.json"))?;
         if tokenizer.vocab_size() != encoder.vocab_size || tokenizer.family() != encoder.family {
             bail!(
@@ -70,6 +80,7 @@ impl MlmCheckpoint {
             encoder,
             tokenizer,
             config,
+            simcse,
             step: ckpt.meta["step"].as_u64().unwrap_or(0) as usize,
             dir,
         })

@@ -1,10 +1,12 @@
-//! Text: masked language modelling (BERT, RoBERTa) and what reads its checkpoints.
+//! Text: masked language modelling (BERT, RoBERTa), SimCSE sentence embeddings, and what reads
+//! their checkpoints.
 //!
 //! Text flows [`tokenizer`] (ids and word ids) → [`examples`] (line-by-line or packed blocks,
 //! padded batches) → [`masking`] (the 15% / 80-10-10 corruption and its labels) →
 //! [`encoder`] (Transformer encoder with a tied MLM head and its loss), driven by the
 //! [`mlm`] job under its [`config`]. A trained run is read back by [`checkpoint`] (logits,
 //! fill-mask), scored on labelled texts ([`tsv`]) by [`probe`], and exported by [`hf`].
+//! [`simcse`] trains such an encoder further into a sentence encoder.
 
 pub mod checkpoint;
 pub mod config;
@@ -16,6 +18,7 @@ pub mod masking;
 pub mod mlm;
 pub mod probe;
 pub mod report;
+pub mod simcse;
 pub mod text_file;
 pub mod token_cache;
 pub mod token_vectors;

@@ -27,7 +27,7 @@ use crate::core::finetune::FineTuneConfig;
 use crate::core::split::stratified_split;
 
 /// How a window's hidden states `[len, hidden]` become one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// Mean over the real tokens (start and end tokens included, padding excluded).
@@ -634,6 +634,7 @@ mod tests {
             encoder: config.clone(),
             tokenizer: tok,
             config: MlmConfig::default(),
+            simcse: None,
             step: 0,
             dir: dir.path().to_path_buf(),
         };

@@ -64,6 +64,7 @@ fn checkpoint_with(
         encoder,
         tokenizer,
         config,
+        simcse: None,
         step: 0,
         dir: dir.path().to_path_buf(),
     }
