@@ -179,6 +179,9 @@ enum Command {
     /// prediction) and score it.
     #[command(subcommand)]
     Video(video::VideoCommand),
+    /// ELECTRA: pretrain a text encoder by replaced-token detection; evaluate, dump logits.
+    #[command(subcommand)]
+    Electra(text::ElectraCommand),
     /// SimCSE: train a masked-language-model run further into a sentence encoder.
     #[command(subcommand)]
     Simcse(text::SimcseCommand),
@@ -446,6 +449,7 @@ fn run(cli: Cli) -> Result<()> {
                 ExportFormat::Timm => vision::export_for_pytorch(&g, &checkpoint, &out, "timm"),
             }
         }
+        Command::Electra(cmd) => text::run_electra(&g, cmd),
         Command::Simcse(cmd) => text::run_simcse(&g, cmd),
         Command::SimilarSentences {
             checkpoint,

@@ -1,4 +1,4 @@
-//! Text commands: `mlm train|eval|logits`, `simcse train`, `similar-sentences`, `tokenizer
+//! Text commands: `mlm train|eval|logits`, `electra train|eval|logits`, `simcse train`, `similar-sentences`, `tokenizer
 //! train`, `fill-mask`.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,10 @@ use clap::{Subcommand, ValueEnum};
 use pretext::core::train::TrainOptions;
 use pretext::text::checkpoint::{MlmCheckpoint, fill_mask};
 use pretext::text::config::MlmConfig;
-use pretext::text::hf::export_hf;
+use pretext::text::electra::{
+    ElectraCheckpoint, ElectraConfig, ElectraScores, is_electra_run, train_electra,
+};
+use pretext::text::hf::{export_electra_hf, export_hf};
 use pretext::text::mlm::{MlmRun, train_mlm};
 use pretext::text::probe::{ProbeSettings, text_probe};
 use pretext::text::simcse::{SimcseConfig, run_pooling, similar_sentences, train_simcse};
@@ -48,6 +51,47 @@ pub enum MlmCommand {
         all_lines: bool,
     },
     /// Write the model's logits for a few sentences as JSON (for checking exports).
+    Logits {
+        /// The run folder (or its checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Where to write the output.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(required = true)]
+        sentences: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ElectraCommand {
+    /// Pretrain ELECTRA (replaced-token detection) on a text file (one paragraph or sentence
+    /// per line): settings in --config (configs/electra.toml) and --set.
+    Train {
+        /// Text file, one sentence or paragraph per line.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Continue from the checkpoint in the config's train.out_dir.
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Start afresh in a train.out_dir that already holds a run (it is replaced).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Held-out scores of both networks: the generator's masked-token accuracy, the
+    /// discriminator's replaced-token detection.
+    Eval {
+        /// The run folder (or its checkpoint.safetensors).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The training corpus (its held-out lines are scored) or any text file with --all-lines.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Score every line of the file, not only those training held out.
+        #[arg(long)]
+        all_lines: bool,
+    },
+    /// Write both networks' logits for a few sentences as JSON (for checking exports).
     Logits {
         /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
@@ -232,6 +276,112 @@ fn print_run(run: &MlmRun) {
     println!("checkpoint: {}", s.checkpoint.display());
 }
 
+pub fn run_electra(g: &Global, cmd: ElectraCommand) -> Result<()> {
+    let device = pretext::core::device::parse(&g.device)?;
+    match cmd {
+        ElectraCommand::Train {
+            corpus,
+            resume,
+            overwrite,
+        } => {
+            let config: ElectraConfig = pretext::core::config::load_validated(
+                g.config.as_deref(),
+                &g.overrides(),
+                |c: &ElectraConfig| c.validate(),
+            )?;
+            let options = TrainOptions {
+                resume,
+                overwrite,
+                quiet: false,
+            };
+            let run = train_electra(&config, &corpus, &device, &options)?;
+            if !pretext::core::distributed::world().is_root() {
+                // Under MPI rank 0 speaks for the job.
+            } else if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "electra train", "corpus": corpus, "result": run })
+                );
+            } else {
+                let s = &run.train;
+                println!(
+                    "electra: {} steps ({:.2} epochs of {} examples), loss {:.4} -> {:.4} (last \
+                     epoch mean {:.4}); generator {} x {} wide",
+                    s.steps,
+                    s.epochs_done,
+                    run.examples,
+                    s.first_loss,
+                    s.final_loss,
+                    s.last_epoch_loss,
+                    run.generator.layers,
+                    run.generator.hidden
+                );
+                println!(
+                    "trained {:.1} min; {:.0} tokens/s ({:.1} sequences/s); tokenisation {:.1}s",
+                    s.trained_secs / 60.0,
+                    run.tokens_per_sec,
+                    run.sequences_per_sec,
+                    run.tokenize_secs
+                );
+                crate::summary::print_time(&s.time);
+                if let Some(h) = &run.heldout {
+                    print_electra_scores(h);
+                }
+                println!("checkpoint: {}", s.checkpoint.display());
+            }
+        }
+        ElectraCommand::Eval {
+            checkpoint,
+            corpus,
+            all_lines,
+        } => {
+            let ckpt = ElectraCheckpoint::load(&checkpoint, &device)?;
+            let scores = ckpt.evaluate_corpus(&corpus, all_lines, &device)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({ "command": "electra eval", "checkpoint": checkpoint, "corpus": corpus, "heldout": scores })
+                );
+            } else {
+                print_electra_scores(&scores);
+            }
+        }
+        ElectraCommand::Logits {
+            checkpoint,
+            out,
+            sentences,
+        } => {
+            crate::refuse_output_over_run_and_data("--out", &out, &checkpoint, None)?;
+            let ckpt = ElectraCheckpoint::load(&checkpoint, &device)?;
+            let logits = ckpt.sentence_logits(&sentences, &device)?;
+            pretext::core::checkpoint::write_atomic(&out, &serde_json::to_vec(&logits)?)?;
+            eprintln!(
+                "wrote logits of {} sentences to {}",
+                sentences.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_electra_scores(h: &ElectraScores) {
+    println!(
+        "held-out: generator masked-token accuracy {:.2}% (loss {:.4}, {} masked tokens); \
+         discriminator accuracy {:.2}% (loss {:.4}) on {} tokens, {:.1}% of them replaced, \
+         {:.1}% of those caught ({} sequences)",
+        100.0 * h.generator_accuracy,
+        h.generator_loss,
+        h.masked_tokens,
+        100.0 * h.discriminator_accuracy,
+        h.discriminator_loss,
+        h.tokens,
+        100.0 * h.replaced_share,
+        100.0 * h.replaced_recall,
+        h.sequences
+    );
+}
+
 pub fn run_simcse(g: &Global, cmd: SimcseCommand) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
     let SimcseCommand::Train {
@@ -395,6 +545,25 @@ pub fn run_fill_mask(g: &Global, checkpoint: PathBuf, text: String, top_k: usize
 
 pub fn run_export(g: &Global, checkpoint: &Path, out: &Path) -> Result<()> {
     let device = pretext::core::device::parse(&g.device)?;
+    if is_electra_run(checkpoint) {
+        let ckpt = ElectraCheckpoint::load(checkpoint, &device)?;
+        let written = export_electra_hf(&ckpt, out)?;
+        if g.json {
+            println!("{}", json!({ "command": "export", "summary": written }));
+        } else {
+            for s in &written {
+                println!(
+                    "wrote {} ({} tensors, {} parameters) to {}: {}",
+                    s.architecture,
+                    s.tensors,
+                    s.parameters,
+                    s.dir.display(),
+                    s.files.join(", ")
+                );
+            }
+        }
+        return Ok(());
+    }
     let ckpt = MlmCheckpoint::load(checkpoint, &device)?;
     let summary = export_hf(&ckpt, out)?;
     if g.json {

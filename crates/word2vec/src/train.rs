@@ -1264,8 +1264,8 @@ mod tests {
                 }
             }
         }
-        for r in 0..v {
-            for (k, (a, b)) in get(&syn1neg, r).iter().zip(&out[r]).enumerate() {
+        for (r, expected) in out.iter().enumerate() {
+            for (k, (a, b)) in get(&syn1neg, r).iter().zip(expected).enumerate() {
                 assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
             }
         }

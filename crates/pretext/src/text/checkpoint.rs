@@ -8,6 +8,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use super::config::MlmConfig;
+use super::electra::{discriminator_as_mlm, electra_meta, run_paths};
 use super::encoder::{EncoderConfig, MlmModel};
 use super::examples::corpus_examples;
 use super::masking::IGNORE;
@@ -15,7 +16,6 @@ use super::mlm::{MlmScores, heldout_scores, read_corpus};
 use super::simcse::SimcseConfig;
 use super::tokenizer::{Family, TextTokenizer};
 use crate::core::checkpoint::{Checkpoint, load_module};
-use crate::core::train::checkpoint_file;
 
 /// A trained masked language model read back from its run folder.
 pub struct MlmCheckpoint {
@@ -25,6 +25,9 @@ pub struct MlmCheckpoint {
     pub config: MlmConfig,
     /// What SimCSE trained the encoder with, for a `pretext simcse train` run.
     pub simcse: Option<SimcseConfig>,
+    /// Whether `model.head` is a trained masked-language-model head (not for an ELECTRA run,
+    /// whose discriminator's encoder is read with the head left at its initialisation).
+    pub mlm_head: bool,
     pub step: usize,
     pub dir: PathBuf,
 }
@@ -33,28 +36,30 @@ impl MlmCheckpoint {
     /// Load `path` (a run folder, or its `checkpoint.safetensors`) with the `tokenizer.json`
     /// beside it, onto `device` (inference: no autodiff).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let (dir, file) = if path.is_dir() {
-            (
-                path.to_path_buf(),
-                checkpoint_file(&path.display().to_string()),
-            )
-        } else {
-            (
-                path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                path.to_path_buf(),
-            )
-        };
+        let (dir, file) = run_paths(path);
         let ckpt = Checkpoint::load(&file)?;
-        if ckpt.meta["kind"].as_str() != Some("mlm") {
-            bail!(
-                "{} is not a masked-language-model checkpoint (it was written by `pretext pretrain`?)",
+        let kind = ckpt.meta["kind"].as_str();
+        let (encoder, config) = match kind {
+            Some("mlm") => {
+                let encoder: EncoderConfig = serde_json::from_value(ckpt.meta["encoder"].clone())
+                    .with_context(|| {
+                    format!("{}: unreadable encoder settings", file.display())
+                })?;
+                let config: MlmConfig =
+                    toml::from_str(ckpt.meta["config"].as_str().unwrap_or_default())
+                        .map_err(|e| anyhow!("{}: unreadable run config: {e}", file.display()))?;
+                (encoder, config)
+            }
+            Some("electra") => {
+                let (encoder, _, config) = electra_meta(&ckpt, &file)?;
+                (encoder, config.as_mlm())
+            }
+            _ => bail!(
+                "{} is not a text encoder's checkpoint (mlm, simcse or electra; it was written \
+                 by `pretext pretrain`?)",
                 file.display()
-            );
-        }
-        let encoder: EncoderConfig = serde_json::from_value(ckpt.meta["encoder"].clone())
-            .with_context(|| format!("{}: unreadable encoder settings", file.display()))?;
-        let config: MlmConfig = toml::from_str(ckpt.meta["config"].as_str().unwrap_or_default())
-            .map_err(|e| anyhow!("{}: unreadable run config: {e}", file.display()))?;
+            ),
+        };
         let simcse = match ckpt.meta["simcse"]["config"].as_str() {
             Some(text) => Some(
                 toml::from_str(text)
@@ -73,17 +78,37 @@ impl MlmCheckpoint {
                 encoder.family.name()
             );
         }
-        let model = load_module(encoder.init(device)?, &ckpt.model)
-            .with_context(|| format!("loading weights from {}", file.display()))?;
+        let mlm_head = kind == Some("mlm");
+        let model = if mlm_head {
+            load_module(encoder.init(device)?, &ckpt.model)
+        } else {
+            discriminator_as_mlm(&ckpt, &encoder, device)
+        }
+        .with_context(|| format!("loading weights from {}", file.display()))?;
         Ok(MlmCheckpoint {
             model,
             encoder,
             tokenizer,
             config,
             simcse,
+            mlm_head,
             step: ckpt.meta["step"].as_u64().unwrap_or(0) as usize,
             dir,
         })
+    }
+
+    /// An error for what needs the masked-language-model head, where the run has none (an
+    /// ELECTRA discriminator).
+    pub fn require_mlm_head(&self, what: &str) -> Result<()> {
+        if self.mlm_head {
+            Ok(())
+        } else {
+            bail!(
+                "{} holds an ELECTRA discriminator, which has no masked-language-model head for \
+                 {what}; `pretext electra` reads the whole run (its generator predicts tokens)",
+                self.dir.display()
+            )
+        }
     }
 
     /// Held-out scores on the lines of `corpus` that training held out (same
@@ -94,6 +119,7 @@ impl MlmCheckpoint {
         all_lines: bool,
         device: &Device,
     ) -> Result<MlmScores> {
+        self.require_mlm_head("masked-token scores")?;
         let data = &self.config.data;
         let lines = if all_lines {
             read_corpus(corpus, 0, data.max_lines)?.train
@@ -136,6 +162,7 @@ impl MlmCheckpoint {
     /// Token ids (with special tokens) and logits of each sentence, run one at a time without
     /// padding.
     pub fn sentence_logits(&self, sentences: &[String], device: &Device) -> Result<SentenceLogits> {
+        self.require_mlm_head("logits")?;
         let mut all_ids = Vec::new();
         let mut all_logits = Vec::new();
         for sentence in sentences {
@@ -174,6 +201,7 @@ pub fn fill_mask(
     top_k: usize,
     device: &Device,
 ) -> Result<Vec<Vec<Prediction>>> {
+    ckpt.require_mlm_head("fill-mask")?;
     let tokenizer = &ckpt.tokenizer;
     let mask_token = tokenizer.family().special_tokens().mask;
     let ids = tokenizer.encode(text)?;

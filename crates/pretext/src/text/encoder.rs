@@ -174,64 +174,85 @@ impl EncoderConfig {
 
     pub fn init(&self, device: &Device) -> Result<MlmModel> {
         self.validate()?;
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: INIT_STD,
-        };
-        let linear = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_initializer(init.clone())
-                .init(device)
-        };
-        let embedding = |n: usize| {
-            EmbeddingConfig::new(n, self.hidden)
-                .with_initializer(init.clone())
-                .init(device)
-        };
-        let norm = || FastLayerNorm::new(self.hidden, self.layer_norm_eps, device);
-        let dropout = || DropoutConfig::new(self.dropout).init();
         let pre_norm = self.norm == NormPlacement::Pre;
-        let embeddings = Embeddings {
-            word_embeddings: embedding(self.vocab_size),
-            position_embeddings: embedding(self.max_position),
-            token_type_embeddings: embedding(self.type_vocab),
-            layer_norm: norm(),
-            dropout: dropout(),
-            position_offset: self.position_offset(),
-        };
-        let layers = (0..self.layers)
-            .map(|_| EncoderLayer {
-                attention: SelfAttention {
-                    query: linear(self.hidden, self.hidden),
-                    key: linear(self.hidden, self.hidden),
-                    value: linear(self.hidden, self.hidden),
-                    output_dense: linear(self.hidden, self.hidden),
-                    output_norm: norm(),
-                    dropout: dropout(),
-                    heads: self.heads,
-                    pre_norm,
-                },
-                intermediate: linear(self.hidden, self.ffn),
-                output: linear(self.ffn, self.hidden),
-                output_norm: norm(),
-                dropout: dropout(),
-                pre_norm,
-            })
-            .collect();
+        let norm = || FastLayerNorm::new(self.hidden, self.layer_norm_eps, device);
         let head = MlmHead {
-            dense: linear(self.hidden, self.hidden),
+            dense: self.linear(self.hidden, self.hidden, device),
             layer_norm: norm(),
             bias: Param::from_tensor(Tensor::zeros([self.vocab_size], device)),
         };
         Ok(MlmModel {
             encoder: Encoder {
-                embeddings,
-                layers,
+                embeddings: self.embeddings(device),
+                layers: self.layer_stack(self.hidden, self.heads, self.ffn, device),
                 final_norm: pre_norm.then(norm),
                 max_sequence_len: self.max_sequence_len(),
             },
             head,
         })
+    }
+
+    /// A `Linear` with BERT's initialisation.
+    pub(crate) fn linear(&self, inputs: usize, outputs: usize, device: &Device) -> Linear {
+        LinearConfig::new(inputs, outputs)
+            .with_initializer(Initializer::Normal {
+                mean: 0.0,
+                std: INIT_STD,
+            })
+            .init(device)
+    }
+
+    /// The embeddings (word, position, token type, norm) at the encoder's width.
+    pub(crate) fn embeddings(&self, device: &Device) -> Embeddings {
+        let embedding = |n: usize| {
+            EmbeddingConfig::new(n, self.hidden)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: INIT_STD,
+                })
+                .init(device)
+        };
+        Embeddings {
+            word_embeddings: embedding(self.vocab_size),
+            position_embeddings: embedding(self.max_position),
+            token_type_embeddings: embedding(self.type_vocab),
+            layer_norm: FastLayerNorm::new(self.hidden, self.layer_norm_eps, device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            position_offset: self.position_offset(),
+        }
+    }
+
+    /// `self.layers` layers of width `hidden` (`heads` heads, FFN `ffn`) with this config's
+    /// norm placement, dropout and initialisation (ELECTRA's generator is a narrower stack).
+    pub(crate) fn layer_stack(
+        &self,
+        hidden: usize,
+        heads: usize,
+        ffn: usize,
+        device: &Device,
+    ) -> Vec<EncoderLayer> {
+        let norm = || FastLayerNorm::new(hidden, self.layer_norm_eps, device);
+        let dropout = || DropoutConfig::new(self.dropout).init();
+        let pre_norm = self.norm == NormPlacement::Pre;
+        (0..self.layers)
+            .map(|_| EncoderLayer {
+                attention: SelfAttention {
+                    query: self.linear(hidden, hidden, device),
+                    key: self.linear(hidden, hidden, device),
+                    value: self.linear(hidden, hidden, device),
+                    output_dense: self.linear(hidden, hidden, device),
+                    output_norm: norm(),
+                    dropout: dropout(),
+                    heads,
+                    pre_norm,
+                },
+                intermediate: self.linear(hidden, ffn, device),
+                output: self.linear(ffn, hidden, device),
+                output_norm: norm(),
+                dropout: dropout(),
+                pre_norm,
+            })
+            .collect()
     }
 }
 
@@ -366,6 +387,25 @@ impl Encoder {
         input_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Bool>,
     ) -> Result<Tensor<3>> {
+        let key_pad = self.key_padding(&input_ids, attention_mask)?;
+        let x = run_layers(&self.layers, self.embed(input_ids), key_pad);
+        Ok(match &self.final_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        })
+    }
+
+    /// The embedded tokens `[batch, len, hidden]` (ELECTRA's generator shares them).
+    pub(crate) fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embeddings.forward(input_ids)
+    }
+
+    /// Checks the shapes; returns the padded key positions, `None` when nothing is padded.
+    pub(crate) fn key_padding(
+        &self,
+        input_ids: &Tensor<2, Int>,
+        attention_mask: Tensor<2, Bool>,
+    ) -> Result<Option<Tensor<2, Bool>>> {
         let [batch, len] = input_ids.dims();
         if attention_mask.dims() != [batch, len] {
             bail!(
@@ -384,20 +424,61 @@ impl Encoder {
             );
         }
         let key_pad = attention_mask.bool_not();
-        let key_pad = key_pad
+        Ok(key_pad
             .clone()
             .any()
             .into_scalar::<bool>()
-            .then_some(key_pad);
-        let mut x = self.embeddings.forward(input_ids);
-        for layer in &self.layers {
-            x = layer.forward(x, key_pad.clone());
-        }
-        Ok(match &self.final_norm {
-            Some(norm) => norm.forward(x),
-            None => x,
-        })
+            .then_some(key_pad))
     }
+}
+
+/// `layers` applied in turn.
+pub(crate) fn run_layers(
+    layers: &[EncoderLayer],
+    mut x: Tensor<3>,
+    key_pad: Option<Tensor<2, Bool>>,
+) -> Tensor<3> {
+    for layer in layers {
+        x = layer.forward(x, key_pad.clone());
+    }
+    x
+}
+
+/// The rows of `hidden` `[batch, len, width]` at the positions whose label is not [`IGNORE`]
+/// (`labels` row-major `[batch, len]`, each below `vocab`), and those labels `[n, 1]`.
+pub(crate) fn labelled_rows(
+    hidden: Tensor<3>,
+    labels: &[i64],
+    vocab: usize,
+) -> Result<(Tensor<2>, Tensor<2, Int>)> {
+    let [batch, len, width] = hidden.dims();
+    if labels.len() != batch * len {
+        bail!(
+            "{} labels for a batch of {batch} x {len} tokens",
+            labels.len()
+        );
+    }
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (i, &label) in labels.iter().enumerate() {
+        if label == IGNORE {
+            continue;
+        }
+        if label < 0 || label as usize >= vocab {
+            bail!("label {label} at position {i} is outside the vocabulary of {vocab}");
+        }
+        rows.push(i as i64);
+        targets.push(label);
+    }
+    if rows.is_empty() {
+        bail!("no position of the batch is masked: nothing to predict");
+    }
+    let device = hidden.device();
+    let n = rows.len();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let picked = hidden.reshape([batch * len, width]).select(0, rows);
+    Ok((picked, targets))
 }
 
 /// BERT: `cls.predictions.transform.{dense,LayerNorm}` and `cls.predictions.bias`; RoBERTa:
@@ -407,6 +488,17 @@ pub struct MlmHead {
     pub dense: Linear,
     pub layer_norm: FastLayerNorm,
     pub bias: Param<Tensor<1>>,
+}
+
+impl MlmHead {
+    /// Vocabulary logits `[rows, vocab]` of hidden states `[rows, width]`: dense, GELU, norm,
+    /// then the tied decoder, the word embeddings read in place so a single parameter is
+    /// trained.
+    pub fn logits(&self, hidden: Tensor<2>, words: &Embedding) -> Tensor<2> {
+        let h = gelu(self.dense.forward_fast(hidden));
+        let h = self.layer_norm.forward(h);
+        h.matmul(words.weight.val().transpose()) + self.bias.val().unsqueeze::<2>()
+    }
 }
 
 /// Encoder with its masked-language-model head.
@@ -427,11 +519,8 @@ impl MlmModel {
 
     /// Vocabulary logits `[rows, vocab]` of hidden states `[rows, hidden]`.
     pub fn head_logits(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let h = gelu(self.head.dense.forward_fast(hidden));
-        let h = self.head.layer_norm.forward(h);
-        // Tied decoder: the word embeddings, read in place, so a single parameter is trained.
-        let words = self.encoder.embeddings.word_embeddings.weight.val();
-        h.matmul(words.transpose()) + self.head.bias.val().unsqueeze::<2>()
+        self.head
+            .logits(hidden, &self.encoder.embeddings.word_embeddings)
     }
 
     /// Logits `[batch, len, vocab]` at every position.
@@ -467,36 +556,9 @@ impl MlmModel {
         attention_mask: Tensor<2, Bool>,
         labels: &[i64],
     ) -> Result<(Tensor<2>, Tensor<2, Int>)> {
-        let [batch, len] = input_ids.dims();
-        if labels.len() != batch * len {
-            bail!(
-                "{} labels for a batch of {batch} x {len} tokens",
-                labels.len()
-            );
-        }
         let vocab = self.head.bias.dims()[0];
-        let mut rows = Vec::new();
-        let mut targets = Vec::new();
-        for (i, &label) in labels.iter().enumerate() {
-            if label == IGNORE {
-                continue;
-            }
-            if label < 0 || label as usize >= vocab {
-                bail!("label {label} at position {i} is outside the vocabulary of {vocab}");
-            }
-            rows.push(i as i64);
-            targets.push(label);
-        }
-        if rows.is_empty() {
-            bail!("no position of the batch is masked: nothing to predict");
-        }
-        let device = input_ids.device();
-        let n = rows.len();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
-        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
         let h = self.hidden(input_ids, attention_mask)?;
-        let [_, _, hidden] = h.dims();
-        let picked = h.reshape([batch * len, hidden]).select(0, rows);
+        let (picked, targets) = labelled_rows(h, labels, vocab)?;
         Ok((log_softmax(self.head_logits(picked), 1), targets))
     }
 }

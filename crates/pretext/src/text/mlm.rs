@@ -11,7 +11,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use super::config::{EmbeddingInit, MlmConfig};
-use super::encoder::MlmModel;
+use super::encoder::{EncoderConfig, MlmModel};
 use super::examples::{Batch, ExampleSet, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
 use super::text_file::read_text;
@@ -67,7 +67,7 @@ pub fn read_corpus(path: &Path, holdout_every: usize, max_lines: usize) -> Resul
 
 /// What masking a batch needs to know, shared by training and evaluation.
 #[derive(Debug, Clone)]
-struct BatchMaker {
+pub(crate) struct BatchMaker {
     masking: MaskingConfig,
     special: SpecialIds,
     vocab_size: usize,
@@ -75,10 +75,30 @@ struct BatchMaker {
 }
 
 impl BatchMaker {
+    /// Held-out masking: each example masked once at `eval.mask_probability`, with a fixed
+    /// seed (the same positions whatever the training seed or epoch).
+    pub(crate) fn heldout(config: &MlmConfig, tokenizer: &TextTokenizer) -> Self {
+        BatchMaker {
+            masking: MaskingConfig {
+                mode: MaskingMode::Static,
+                probability: config.eval.mask_probability,
+                ..config.masking.clone()
+            },
+            special: tokenizer.special_ids(),
+            vocab_size: tokenizer.vocab_size(),
+            seed: 0x4E1D0_u64,
+        }
+    }
+
     /// Mask and pad the examples at `indices` for `epoch`. A batch that drew no masked
     /// position (possible with a few short lines) gets its first maskable token masked, so
     /// every batch teaches something and the loss is defined.
-    fn make(&self, examples: &dyn ExampleSet, indices: &[usize], epoch: usize) -> Result<Batch> {
+    pub(crate) fn make(
+        &self,
+        examples: &dyn ExampleSet,
+        indices: &[usize],
+        epoch: usize,
+    ) -> Result<Batch> {
         let rows = indices
             .iter()
             .map(|&i| {
@@ -109,7 +129,7 @@ impl BatchMaker {
 }
 
 /// Masked batches from a background [`Loader`].
-struct MlmBatches {
+pub(crate) struct MlmBatches {
     loader: Loader<Result<Batch>>,
 }
 
@@ -197,14 +217,27 @@ fn tokenizer_for(
     Ok(tokenizer)
 }
 
-/// Pretrain a masked language model on `corpus`.
-pub fn train_mlm(
+/// What a text-pretraining job (MLM, ELECTRA) trains on, once the corpus is tokenised.
+pub(crate) struct TextData {
+    pub tokenizer: TextTokenizer,
+    pub encoder: EncoderConfig,
+    pub cache: TokenCache,
+    pub examples: Arc<CachedExamples>,
+    pub heldout: Option<CachedExamples>,
+    pub tokenize_secs: f64,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+    pub epochs: usize,
+    pub out_dir: PathBuf,
+}
+
+/// The tokenizer, the token cache and the examples of `corpus_path` as `config` asks, and the
+/// length of the run (under MPI rank 0 builds the tokenizer and cache first).
+pub(crate) fn prepare_text(
     config: &MlmConfig,
     corpus_path: &Path,
-    device: &Device,
     options: &TrainOptions,
-) -> Result<MlmRun> {
-    config.validate()?;
+) -> Result<TextData> {
     let out_dir = PathBuf::from(&config.train.out_dir);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -295,89 +328,56 @@ pub fn train_mlm(
     } else {
         config.epochs * steps_per_epoch
     };
-    let epochs = total_steps.div_ceil(steps_per_epoch);
-
-    device.seed(config.seed);
-    let ad = device.clone().autodiff();
-    let mut model = encoder.init(&ad)?;
-    let mut embedding_init_secs = 0.0;
-    // A resumed run loads its weights from the checkpoint: no vectors to train.
-    if config.model.embedding_init == EmbeddingInit::Word2Vec && !options.resume {
-        let vectors = token_vectors(
-            &cache.train,
-            tokenizer.vocab_size(),
-            encoder.hidden,
-            super::encoder::INIT_STD,
-            config.seed,
-            &out_dir,
-        )?;
-        embedding_init_secs = vectors.secs;
-        let mut tensors = module_tensors(&model);
-        let words = tensors
-            .iter_mut()
-            .find(|t| t.name == "encoder.embeddings.word_embeddings.weight")
-            .context("the encoder has no word embeddings")?;
-        let dim = encoder.hidden;
-        for (id, seen) in vectors.seen.iter().enumerate() {
-            if *seen {
-                words.values[id * dim..(id + 1) * dim]
-                    .copy_from_slice(&vectors.rows[id * dim..(id + 1) * dim]);
-            }
-        }
-        model = load_module(model, &tensors)?;
-    }
-    let mut identity = toml::Table::try_from(config).unwrap_or_default();
-    identity.remove("train");
-    identity.remove("eval");
-    if let Some(toml::Value::Table(data)) = identity.get_mut("data") {
-        // Where the cache lives does not change what is trained.
-        data.remove("cache_dir");
-    }
-    // What `--resume` checks: the examples follow from the cached tokens and the data settings
-    // (which are part of the identity), so the cache's hash stands for them without a pass.
-    let fingerprint = serde_json::json!({
-        "examples": examples.len(),
-        "tokens": examples.tokens(),
-        "token_xxh3": cache.train_xxh3,
-    });
-    let spec = LoopSpec {
-        name: "mlm",
-        epochs,
+    Ok(TextData {
+        tokenizer,
+        encoder,
+        cache,
+        examples: Arc::new(examples),
+        heldout,
+        tokenize_secs,
         steps_per_epoch,
         total_steps,
-        grad_accum: config.grad_accum,
-        batch_size: config.batch_size,
-        seed: config.seed,
-        optimizer: &config.optimizer,
-        train: &config.train,
-        identity,
-        meta: serde_json::json!({
-            "kind": "mlm",
-            "config": config.to_toml(),
-            "encoder": encoder,
-        }),
-        data: fingerprint,
-    };
-    let example_count = examples.len();
-    let mean_tokens = examples.tokens() as f64 / example_count as f64;
-    let examples: Arc<dyn ExampleSet> = Arc::new(examples);
-    let maker = Arc::new(BatchMaker {
-        masking: config.masking.clone(),
-        special: tokenizer.special_ids(),
-        vocab_size: tokenizer.vocab_size(),
-        seed: config.seed,
-    });
-    let source_at = |start: usize| {
+        epochs: total_steps.div_ceil(steps_per_epoch),
+        out_dir,
+    })
+}
+
+impl TextData {
+    /// What `--resume` checks: the examples follow from the cached tokens and the data
+    /// settings (which are part of the identity), so the cache's hash stands for them without a
+    /// pass.
+    pub(crate) fn fingerprint(&self) -> serde_json::Value {
+        serde_json::json!({
+            "examples": self.examples.len(),
+            "tokens": self.examples.tokens(),
+            "token_xxh3": self.cache.train_xxh3,
+        })
+    }
+
+    /// Real tokens per example, on average.
+    pub(crate) fn mean_tokens(&self) -> f64 {
+        self.examples.tokens() as f64 / self.examples.len() as f64
+    }
+
+    /// Masked batches of the training examples from global step `start`, made on a background
+    /// thread.
+    pub(crate) fn masked_batches(&self, config: &MlmConfig, start: usize) -> MlmBatches {
         let schedule = Schedule {
             batch_size: config.batch_size,
-            steps_per_epoch: steps_per_epoch * config.grad_accum,
-            epochs,
-            start_epoch: start / steps_per_epoch,
-            start_step: (start % steps_per_epoch) * config.grad_accum,
+            steps_per_epoch: self.steps_per_epoch * config.grad_accum,
+            epochs: self.epochs,
+            start_epoch: start / self.steps_per_epoch,
+            start_step: (start % self.steps_per_epoch) * config.grad_accum,
             prefetch: config.train.prefetch,
             seed: config.seed,
         };
-        let (examples, maker) = (examples.clone(), maker.clone());
+        let examples: Arc<dyn ExampleSet> = self.examples.clone();
+        let maker = BatchMaker {
+            masking: config.masking.clone(),
+            special: self.tokenizer.special_ids(),
+            vocab_size: self.tokenizer.vocab_size(),
+            seed: config.seed,
+        };
         MlmBatches {
             loader: Loader::spawn(examples.len(), schedule, move |epoch, _, indices| {
                 maker.make(examples.as_ref(), indices, epoch).map(|mut b| {
@@ -386,10 +386,91 @@ pub fn train_mlm(
                 })
             }),
         }
+    }
+}
+
+/// The settings of a run that must match for `--resume` to continue it: all but where it
+/// writes (`train`), how it is scored (`eval`) and where the token cache lives.
+pub(crate) fn run_identity(config: &impl Serialize) -> toml::Table {
+    let mut identity = toml::Table::try_from(config).unwrap_or_default();
+    identity.remove("train");
+    identity.remove("eval");
+    if let Some(toml::Value::Table(data)) = identity.get_mut("data") {
+        data.remove("cache_dir");
+    }
+    identity
+}
+
+/// `module` with the word-embedding matrix `name` started from Word2Vec vectors of the token
+/// pieces (`model.embedding_init = "word2vec"`), and the seconds that took.
+pub(crate) fn word2vec_embeddings<M: burn::module::Module>(
+    module: M,
+    name: &str,
+    config: &MlmConfig,
+    data: &TextData,
+) -> Result<(M, f64)> {
+    let dim = data.encoder.hidden;
+    let vectors = token_vectors(
+        &data.cache.train,
+        data.tokenizer.vocab_size(),
+        dim,
+        super::encoder::INIT_STD,
+        config.seed,
+        &data.out_dir,
+    )?;
+    let mut tensors = module_tensors(&module);
+    let words = tensors
+        .iter_mut()
+        .find(|t| t.name == name)
+        .with_context(|| format!("the model has no tensor {name}"))?;
+    for (id, seen) in vectors.seen.iter().enumerate() {
+        if *seen {
+            words.values[id * dim..(id + 1) * dim]
+                .copy_from_slice(&vectors.rows[id * dim..(id + 1) * dim]);
+        }
+    }
+    Ok((load_module(module, &tensors)?, vectors.secs))
+}
+
+/// Pretrain a masked language model on `corpus`.
+pub fn train_mlm(
+    config: &MlmConfig,
+    corpus_path: &Path,
+    device: &Device,
+    options: &TrainOptions,
+) -> Result<MlmRun> {
+    config.validate()?;
+    let data = prepare_text(config, corpus_path, options)?;
+    device.seed(config.seed);
+    let ad = device.clone().autodiff();
+    let mut model = data.encoder.init(&ad)?;
+    let mut embedding_init_secs = 0.0;
+    // A resumed run loads its weights from the checkpoint: no vectors to train.
+    if config.model.embedding_init == EmbeddingInit::Word2Vec && !options.resume {
+        let words = "encoder.embeddings.word_embeddings.weight";
+        (model, embedding_init_secs) = word2vec_embeddings(model, words, config, &data)?;
+    }
+    let spec = LoopSpec {
+        name: "mlm",
+        epochs: data.epochs,
+        steps_per_epoch: data.steps_per_epoch,
+        total_steps: data.total_steps,
+        grad_accum: config.grad_accum,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        optimizer: &config.optimizer,
+        train: &config.train,
+        identity: run_identity(config),
+        meta: serde_json::json!({
+            "kind": "mlm",
+            "config": config.to_toml(),
+            "encoder": data.encoder,
+        }),
+        data: data.fingerprint(),
     };
     let (model, summary) = run_loop(
         model,
-        source_at,
+        |start| data.masked_batches(config, start),
         |m: &MlmModel, batch: Batch, _| {
             // The loss is a mean over the masked tokens, however many the batch drew.
             let masked = batch.masked_count() as f64;
@@ -406,10 +487,10 @@ pub fn train_mlm(
         options,
     )?;
 
-    let scores = match &heldout {
+    let scores = match &data.heldout {
         Some(heldout) => Some(heldout_scores(
             &model.valid(),
-            &tokenizer,
+            &data.tokenizer,
             heldout,
             config,
             &device.clone().without_autodiff(),
@@ -421,16 +502,16 @@ pub fn train_mlm(
     }
     let sequences_per_sec = summary.images_per_sec;
     Ok(MlmRun {
-        tokens_per_sec: sequences_per_sec * mean_tokens,
+        tokens_per_sec: sequences_per_sec * data.mean_tokens(),
         sequences_per_sec,
-        examples: example_count,
-        vocab_size: tokenizer.vocab_size(),
-        tokenize_secs,
-        token_cache: cache.dir.clone(),
-        token_cache_reused: cache.reused,
+        examples: data.examples.len(),
+        vocab_size: data.tokenizer.vocab_size(),
+        tokenize_secs: data.tokenize_secs,
+        token_cache: data.cache.dir.clone(),
+        token_cache_reused: data.cache.reused,
         embedding_init_secs,
         heldout: scores,
-        out_dir,
+        out_dir: data.out_dir.clone(),
         train: summary,
     })
 }
@@ -438,7 +519,7 @@ pub fn train_mlm(
 /// A run whose held-out loss is not finite trained finite weights that overflow on text it
 /// has not seen: its checkpoint is moved aside (so that no reader takes it for a trained model)
 /// and the previous one, where there is one, takes its place. Returns what to tell the user.
-fn set_aside_diverged(checkpoint: &Path, loss: f64) -> Result<String> {
+pub(crate) fn set_aside_diverged(checkpoint: &Path, loss: f64) -> Result<String> {
     let aside = unused_path(&checkpoint.with_extension("diverged.safetensors"));
     std::fs::rename(checkpoint, &aside)
         .with_context(|| format!("cannot move {} aside", checkpoint.display()))?;
@@ -473,16 +554,7 @@ pub fn heldout_scores(
     if take == 0 {
         bail!("no held-out sequence to score");
     }
-    let maker = BatchMaker {
-        masking: MaskingConfig {
-            mode: MaskingMode::Static,
-            probability: config.eval.mask_probability,
-            ..config.masking.clone()
-        },
-        special: tokenizer.special_ids(),
-        vocab_size: tokenizer.vocab_size(),
-        seed: 0x4E1D0_u64,
-    };
+    let maker = BatchMaker::heldout(config, tokenizer);
     let (mut nll, mut correct, mut count) = (0.0f64, 0usize, 0usize);
     let indices: Vec<usize> = (0..take).collect();
     for chunk in indices.chunks(config.batch_size.max(1)) {

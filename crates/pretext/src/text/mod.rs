@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod electra;
 pub mod encoder;
 pub mod examples;
 pub mod hf;

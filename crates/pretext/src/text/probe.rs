@@ -635,6 +635,7 @@ mod tests {
             tokenizer: tok,
             config: MlmConfig::default(),
             simcse: None,
+            mlm_head: true,
             step: 0,
             dir: dir.path().to_path_buf(),
         };

@@ -507,7 +507,14 @@ mod tests {
             .map(|(i, l)| (i + 1, l))
             .collect();
         let query = lines[7].1.clone();
-        let found = similar_sentences(&ckpt, &lines, &[query.clone()], 3, &Device::flex()).unwrap();
+        let found = similar_sentences(
+            &ckpt,
+            &lines,
+            std::slice::from_ref(&query),
+            3,
+            &Device::flex(),
+        )
+        .unwrap();
         assert_eq!(found[0].len(), 3);
         assert_eq!(found[0][0].text, query);
         assert!(found[0][0].cosine > 0.999 && found[0][1].cosine <= found[0][0].cosine);

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::*;
 use crate::core::checkpoint::{NamedTensor, module_tensors, write_atomic};
 use crate::text::checkpoint::MlmCheckpoint;
+use crate::text::tokenizer::TextTokenizer;
 
 /// `tokenizer_config.json` and `special_tokens_map.json` for the `tokenizer.json` text
 /// `tokenizer_json`, so that `transformers` tokenizes exactly as it does.
@@ -97,6 +98,51 @@ pub(super) fn pretty(value: &impl Serialize) -> Result<Vec<u8>> {
 /// Write `ckpt` as a Hugging Face model folder `out` (created if needed; files already there
 /// with the same names are replaced).
 pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
+    ckpt.require_mlm_head("a masked-language-model export")?;
+    let enc = &ckpt.encoder;
+    let table = hf_table(enc);
+    let tensors = module_tensors(&ckpt.model);
+    check_all_named(&tensors, &[&table])?;
+    write_hf_folder(
+        out,
+        &table,
+        &tensors,
+        &HfConfig::new(enc, &ckpt.tokenizer),
+        architecture(enc),
+        &ckpt.tokenizer,
+        ckpt.config.tokenizer.lowercase,
+        enc.max_sequence_len(),
+    )
+}
+
+/// Refuses a model with a tensor that none of `tables` names.
+pub(super) fn check_all_named(tensors: &[NamedTensor], tables: &[&[HfTensor]]) -> Result<()> {
+    let mapped: HashSet<&str> = tables
+        .iter()
+        .flat_map(|t| t.iter().map(|e| e.burn.as_str()))
+        .collect();
+    if let Some(t) = tensors.iter().find(|t| !mapped.contains(t.name.as_str())) {
+        bail!(
+            "tensor '{}' of the model has no Hugging Face name (the export table is out of date)",
+            t.name
+        );
+    }
+    Ok(())
+}
+
+/// Writes a Hugging Face model folder `out`: the `tensors` named by `table` as
+/// `model.safetensors`, `config` as `config.json`, and the tokenizer's files.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_hf_folder(
+    out: &Path,
+    table: &[HfTensor],
+    tensors: &[NamedTensor],
+    config: &impl Serialize,
+    architecture: &str,
+    tokenizer: &TextTokenizer,
+    lowercase: bool,
+    max_len: usize,
+) -> Result<ExportSummary> {
     if out.exists() && !out.is_dir() {
         bail!(
             "{} exists and is not a folder: the export writes a folder of files",
@@ -104,21 +150,11 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
         );
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let enc = &ckpt.encoder;
-    let table = hf_table(enc);
-
-    let tensors = module_tensors(&ckpt.model);
     let by_name: HashMap<&str, &NamedTensor> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mapped: HashSet<&str> = table.iter().map(|e| e.burn.as_str()).collect();
-    if let Some(t) = tensors.iter().find(|t| !mapped.contains(t.name.as_str())) {
-        bail!(
-            "tensor '{}' of the model has no Hugging Face name (the export table is out of date)",
-            t.name
-        );
-    }
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(table.len());
-    for entry in &table {
+    let mut parameters = 0;
+    for entry in table {
         let t = by_name.get(entry.burn.as_str()).ok_or_else(|| {
             anyhow!(
                 "the model has no tensor '{}' (for '{}')",
@@ -133,6 +169,9 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
                 t.shape,
                 entry.burn_shape()
             );
+        }
+        if !entry.tied {
+            parameters += t.values.len();
         }
         let values = if entry.transpose {
             transpose(&t.values, &t.shape)
@@ -153,22 +192,17 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let weights = crate::core::checkpoint::serialize_stable(views, meta)?;
 
-    let config = HfConfig::new(enc, &ckpt.tokenizer);
     let tmp = out.join(format!(".{TOKENIZER_FILE}.export-{}", std::process::id()));
-    let tokenizer_json = ckpt.tokenizer.save(&tmp).and_then(|()| {
+    let tokenizer_json = tokenizer.save(&tmp).and_then(|()| {
         std::fs::read(&tmp).with_context(|| format!("cannot read back {}", tmp.display()))
     });
     let _ = std::fs::remove_file(&tmp);
     let tokenizer_json = tokenizer_json?;
-    let (tok_config, special) = tokenizer_files(
-        enc.family,
-        &tokenizer_json,
-        ckpt.config.tokenizer.lowercase,
-        enc.max_sequence_len(),
-    )?;
+    let (tok_config, special) =
+        tokenizer_files(tokenizer.family(), &tokenizer_json, lowercase, max_len)?;
     let files: [(&str, Vec<u8>); 5] = [
         (WEIGHTS_FILE, weights),
-        (CONFIG_FILE, pretty(&config)?),
+        (CONFIG_FILE, pretty(config)?),
         (TOKENIZER_FILE, tokenizer_json),
         (TOKENIZER_CONFIG_FILE, pretty(&tok_config)?),
         (SPECIAL_TOKENS_FILE, pretty(&special)?),
@@ -178,10 +212,10 @@ pub fn export_hf(ckpt: &MlmCheckpoint, out: &Path) -> Result<ExportSummary> {
     }
     Ok(ExportSummary {
         dir: out.to_path_buf(),
-        family: enc.family,
-        architecture: architecture(enc).into(),
+        family: tokenizer.family(),
+        architecture: architecture.into(),
         tensors: table.len(),
-        parameters: tensors.iter().map(|t| t.values.len()).sum(),
+        parameters,
         files: files.iter().map(|(n, _)| n.to_string()).collect(),
     })
 }

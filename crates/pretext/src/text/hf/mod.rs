@@ -8,6 +8,7 @@
 //! `special_tokens_map.json`. [`import_hf`] reads such a folder back. Both directions go through
 //! the one name table here, [`hf_table`], and the one `config.json` mapping, [`HfConfig`].
 
+mod electra;
 mod export;
 mod import;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::encoder::{EncoderConfig, NormPlacement};
 use super::tokenizer::{Family, TextTokenizer};
+pub use electra::export_electra_hf;
 pub use export::{ExportSummary, export_hf};
 pub use import::import_hf;
 
@@ -129,6 +131,81 @@ impl Table {
     }
 }
 
+impl Table {
+    /// `<p>.embeddings`: word, position (after `shift` unused rows), token type, LayerNorm,
+    /// at the encoder's width.
+    fn embeddings(&mut self, p: &str, enc: &EncoderConfig, shift: usize) {
+        let h = enc.hidden;
+        let words = "encoder.embeddings.word_embeddings";
+        self.embedding(
+            words,
+            &format!("{p}.embeddings.word_embeddings"),
+            enc.vocab_size,
+            h,
+        );
+        self.embedding(
+            "encoder.embeddings.position_embeddings",
+            &format!("{p}.embeddings.position_embeddings"),
+            enc.max_position + shift,
+            h,
+        );
+        if let Some(positions) = self.0.last_mut() {
+            positions.skip_rows = shift;
+        }
+        self.embedding(
+            "encoder.embeddings.token_type_embeddings",
+            &format!("{p}.embeddings.token_type_embeddings"),
+            enc.type_vocab,
+            h,
+        );
+        self.norm(
+            "encoder.embeddings.layer_norm",
+            &format!("{p}.embeddings.LayerNorm"),
+            h,
+        );
+    }
+
+    /// `layers` encoder layers of width `h` and FFN `f`: pretext's `{burn}.{i}`, Hugging
+    /// Face's `{hf}.{i}`, with the norms where `pre` puts them.
+    fn layers(&mut self, burn: &str, hf: &str, layers: usize, h: usize, f: usize, pre: bool) {
+        for i in 0..layers {
+            let (b, hf) = (format!("{burn}.{i}"), format!("{hf}.{i}"));
+            for qkv in ["query", "key", "value"] {
+                self.linear(
+                    &format!("{b}.attention.{qkv}"),
+                    &format!("{hf}.attention.self.{qkv}"),
+                    h,
+                    h,
+                );
+            }
+            self.linear(
+                &format!("{b}.attention.output_dense"),
+                &format!("{hf}.attention.output.dense"),
+                h,
+                h,
+            );
+            let (attention_norm, ffn_norm) = if pre {
+                ("attention.LayerNorm", "intermediate.LayerNorm")
+            } else {
+                ("attention.output.LayerNorm", "output.LayerNorm")
+            };
+            self.norm(
+                &format!("{b}.attention.output_norm"),
+                &format!("{hf}.{attention_norm}"),
+                h,
+            );
+            self.linear(
+                &format!("{b}.intermediate"),
+                &format!("{hf}.intermediate.dense"),
+                h,
+                f,
+            );
+            self.linear(&format!("{b}.output"), &format!("{hf}.output.dense"), f, h);
+            self.norm(&format!("{b}.output_norm"), &format!("{hf}.{ffn_norm}"), h);
+        }
+    }
+}
+
 /// Position rows Hugging Face's class of `enc` holds before pretext's first: RoBERTa counts
 /// positions from `pad_token_id + 1`, and every pre-norm encoder is exported as a RoBERTa.
 fn position_shift(enc: &EncoderConfig) -> usize {
@@ -163,66 +240,15 @@ fn hf_table(enc: &EncoderConfig) -> Vec<HfTensor> {
     let (h, f, v) = (enc.hidden, enc.ffn, enc.vocab_size);
     let words = "encoder.embeddings.word_embeddings";
     let mut t = Table::default();
-    t.embedding(words, &format!("{p}.embeddings.word_embeddings"), v, h);
-    let shift = position_shift(enc);
-    t.embedding(
-        "encoder.embeddings.position_embeddings",
-        &format!("{p}.embeddings.position_embeddings"),
-        enc.max_position + shift,
+    t.embeddings(p, enc, position_shift(enc));
+    t.layers(
+        "encoder.layers",
+        &format!("{p}.encoder.layer"),
+        enc.layers,
         h,
+        f,
+        pre,
     );
-    if let Some(positions) = t.0.last_mut() {
-        positions.skip_rows = shift;
-    }
-    t.embedding(
-        "encoder.embeddings.token_type_embeddings",
-        &format!("{p}.embeddings.token_type_embeddings"),
-        enc.type_vocab,
-        h,
-    );
-    t.norm(
-        "encoder.embeddings.layer_norm",
-        &format!("{p}.embeddings.LayerNorm"),
-        h,
-    );
-    for i in 0..enc.layers {
-        let (b, hf) = (
-            format!("encoder.layers.{i}"),
-            format!("{p}.encoder.layer.{i}"),
-        );
-        for qkv in ["query", "key", "value"] {
-            t.linear(
-                &format!("{b}.attention.{qkv}"),
-                &format!("{hf}.attention.self.{qkv}"),
-                h,
-                h,
-            );
-        }
-        t.linear(
-            &format!("{b}.attention.output_dense"),
-            &format!("{hf}.attention.output.dense"),
-            h,
-            h,
-        );
-        let (attention_norm, ffn_norm) = if pre {
-            ("attention.LayerNorm", "intermediate.LayerNorm")
-        } else {
-            ("attention.output.LayerNorm", "output.LayerNorm")
-        };
-        t.norm(
-            &format!("{b}.attention.output_norm"),
-            &format!("{hf}.{attention_norm}"),
-            h,
-        );
-        t.linear(
-            &format!("{b}.intermediate"),
-            &format!("{hf}.intermediate.dense"),
-            h,
-            f,
-        );
-        t.linear(&format!("{b}.output"), &format!("{hf}.output.dense"), f, h);
-        t.norm(&format!("{b}.output_norm"), &format!("{hf}.{ffn_norm}"), h);
-    }
     if pre {
         t.norm("encoder.final_norm", &format!("{p}.LayerNorm"), h);
     }

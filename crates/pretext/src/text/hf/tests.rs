@@ -65,6 +65,7 @@ fn checkpoint_with(
         tokenizer,
         config,
         simcse: None,
+        mlm_head: true,
         step: 0,
         dir: dir.path().to_path_buf(),
     }
