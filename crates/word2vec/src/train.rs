@@ -571,6 +571,15 @@ impl Ctx<'_> {
                 Arch::Cbow => {
                     // The mean (or sum) of every input row of the context words: one row each
                     // for Word2Vec, a word's own row and its n-grams' for fastText (as gensim).
+                    if self.subwords.has_ngrams
+                        && let Some(&entering) = sen.get(pos + w + 1)
+                    {
+                        // The farthest word the next window can take in: its n-gram rows lie
+                        // anywhere in the buckets, so start fetching them now.
+                        for &r in self.subwords.rows_of(entering) {
+                            self.syn0.prefetch(r);
+                        }
+                    }
                     simd::zero(&mut s.neu1);
                     let mut count = 0u32;
                     for c in lo..hi {
