@@ -162,6 +162,39 @@ pub fn update_pair<const FMA: bool>(g: f32, inp: &[Lane], out: &mut [Lane], acc:
     }
 }
 
+/// Output rows a shared-negatives window keeps in registers (the centre word and up to 7 noise
+/// words); wider windows take the one-pair path.
+pub const WINDOW_OUTPUTS: usize = 8;
+
+/// `scores[j] = inp · outs[j]` for several rows (AVX2+FMA only: callers check [`Isa`]).
+///
+/// # Safety
+/// Inlined only into `avx2,fma` functions; every pointer is valid for `lanes` lanes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn dots_avx2(inp: *const Lane, outs: &[*const Lane], lanes: usize, scores: &mut [f32]) {
+    // SAFETY: per the contract.
+    unsafe { avx2::dots(inp, outs, lanes, scores) }
+}
+
+/// A shared-negatives window's update of its output rows and hidden gradients (AVX2+FMA only;
+/// see the `avx2` module's `window_update`).
+///
+/// # Safety
+/// As `dots_avx2`; `outs.len() <= WINDOW_OUTPUTS`; no output row is an input or hidden row.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn window_update_avx2(
+    outs: &[*mut Lane],
+    ins: &[*const Lane],
+    grads: &[f32],
+    hidden: &mut [Lane],
+    lanes: usize,
+) {
+    // SAFETY: per the contract.
+    unsafe { avx2::window_update(outs, ins, grads, hidden, lanes) }
+}
+
 /// `y += x`.
 #[inline(always)]
 pub fn add(x: &[Lane], y: &mut [Lane]) {
@@ -351,6 +384,111 @@ mod avx2 {
                 let nv = _mm256_fmadd_ps(gv, _mm256_load_ps(ptr(i)), ov);
                 _mm256_store_ps(mptr(e), ev);
                 _mm256_store_ps(mptr(o), nv);
+            }
+        }
+    }
+
+    /// The horizontal sum of two accumulators, in `dot`'s order.
+    #[inline(always)]
+    unsafe fn reduce(acc0: __m256, acc1: __m256) -> f32 {
+        // SAFETY: AVX2 per the caller's contract.
+        unsafe {
+            let v = _mm256_add_ps(acc0, acc1);
+            let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+        }
+    }
+
+    /// `scores[j] = inp · outs[j]`, four output rows at a time so each chunk of `inp` is loaded
+    /// once per four; each score is summed exactly as [`dot`] sums it.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; every pointer is valid for `lanes` lanes.
+    #[inline(always)]
+    pub(super) unsafe fn dots(
+        inp: *const Lane,
+        outs: &[*const Lane],
+        lanes: usize,
+        scores: &mut [f32],
+    ) {
+        // SAFETY: pointers valid for `lanes` lanes per the contract; AVX2+FMA.
+        unsafe {
+            let load = |p: *const Lane, c: usize| _mm256_load_ps(ptr(&*p.add(c)));
+            let mut j = 0;
+            while j + 4 <= outs.len() {
+                let o = [outs[j], outs[j + 1], outs[j + 2], outs[j + 3]];
+                let mut a0 = [_mm256_setzero_ps(); 4];
+                let mut a1 = [_mm256_setzero_ps(); 4];
+                let mut c = 0;
+                while c + 2 <= lanes {
+                    let (x0, x1) = (load(inp, c), load(inp, c + 1));
+                    for t in 0..4 {
+                        a0[t] = _mm256_fmadd_ps(x0, load(o[t], c), a0[t]);
+                        a1[t] = _mm256_fmadd_ps(x1, load(o[t], c + 1), a1[t]);
+                    }
+                    c += 2;
+                }
+                if c < lanes {
+                    let x0 = load(inp, c);
+                    for t in 0..4 {
+                        a0[t] = _mm256_fmadd_ps(x0, load(o[t], c), a0[t]);
+                    }
+                }
+                for t in 0..4 {
+                    scores[j + t] = reduce(a0[t], a1[t]);
+                }
+                j += 4;
+            }
+            for (score, &o) in scores[j..].iter_mut().zip(&outs[j..]) {
+                *score = dot(
+                    std::slice::from_raw_parts(inp, lanes),
+                    std::slice::from_raw_parts(o, lanes),
+                );
+            }
+        }
+    }
+
+    /// The update of one shared-negatives window, lane chunk by lane chunk: the (at most
+    /// [`super::WINDOW_OUTPUTS`]) output rows stay in registers while the context words, in
+    /// order, read them into their hidden gradients (`hidden[i]`, overwritten) and move them by
+    /// `grads[i * outs.len() + j]` times their input row. The same arithmetic in the same order
+    /// as one `update_pair` per (output, context) pair, without reloading and storing the output
+    /// row for every context word.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; every pointer is valid for `lanes` lanes; no output row is
+    /// an input row or a hidden row.
+    #[inline(always)]
+    pub(super) unsafe fn window_update(
+        outs: &[*mut Lane],
+        ins: &[*const Lane],
+        grads: &[f32],
+        hidden: &mut [Lane],
+        lanes: usize,
+    ) {
+        let k = outs.len();
+        debug_assert!(k <= super::WINDOW_OUTPUTS && grads.len() == ins.len() * k);
+        // SAFETY: pointers valid for `lanes` lanes per the contract; AVX2+FMA.
+        unsafe {
+            let mut rows = [_mm256_setzero_ps(); super::WINDOW_OUTPUTS];
+            for c in 0..lanes {
+                for j in 0..k {
+                    rows[j] = _mm256_load_ps(ptr(&*outs[j].add(c)));
+                }
+                for (i, &inp) in ins.iter().enumerate() {
+                    let x = _mm256_load_ps(ptr(&*inp.add(c)));
+                    let mut h = _mm256_setzero_ps();
+                    for j in 0..k {
+                        let g = _mm256_set1_ps(grads[i * k + j]);
+                        h = _mm256_fmadd_ps(g, rows[j], h);
+                        rows[j] = _mm256_fmadd_ps(g, x, rows[j]);
+                    }
+                    _mm256_store_ps(mptr(&mut hidden[i * lanes + c]), h);
+                }
+                for j in 0..k {
+                    _mm256_store_ps(mptr(&mut *outs[j].add(c)), rows[j]);
+                }
             }
         }
     }

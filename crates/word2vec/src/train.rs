@@ -287,6 +287,13 @@ impl Hogwild<'_> {
         }
     }
 
+    /// The address of row `i` (for kernels that hold several rows without references).
+    #[inline(always)]
+    fn row_ptr(&self, i: u32) -> *mut Lane {
+        debug_assert!((i as usize) < self.rows);
+        self.ptr.wrapping_add(i as usize * self.stride)
+    }
+
     /// Starts loading row `i` into the cache (`i` need not be valid: prefetches never fault).
     #[inline(always)]
     fn prefetch(&self, i: u32) {
@@ -329,6 +336,8 @@ struct Scratch {
     outputs: Vec<u32>,
     grads: Vec<f32>,
     hidden: Vec<Lane>,
+    /// The context words' input rows, for the blocked kernel.
+    inputs: Vec<*const Lane>,
     loss: f64,
     examples: u64,
 }
@@ -405,34 +414,85 @@ impl Ctx<'_> {
         s.grads.resize(b * k, 0.0);
         s.hidden.clear();
         s.hidden.resize(b * stride, Lane::default());
+        // With AVX2 the window runs as two register-blocked kernels (the same arithmetic in the
+        // same order); a window whose noise words repeat takes the one-pair path, where the
+        // repeated row moves twice in turn.
+        let distinct = (1..k).all(|j| !s.outputs[..j].contains(&s.outputs[j]));
+        let blocked = cfg!(target_arch = "x86_64") && FMA && k <= simd::WINDOW_OUTPUTS && distinct;
+        let mut outs = [std::ptr::null_mut::<Lane>(); simd::WINDOW_OUTPUTS];
+        let mut read = [std::ptr::null::<Lane>(); simd::WINDOW_OUTPUTS];
+        if blocked {
+            for ((slot, r), &t) in outs.iter_mut().zip(read.iter_mut()).zip(&s.outputs) {
+                *slot = self.syn1neg.row_ptr(t);
+                *r = slot.cast_const();
+            }
+        }
+        let outs = &outs[..k.min(simd::WINDOW_OUTPUTS)];
+        let mut scores = [0f32; simd::WINDOW_OUTPUTS];
         let mut l = 0f32;
         for (i, &c) in s.contexts.iter().enumerate() {
-            // SAFETY: vocabulary ids; one row of each matrix at a time.
-            let l1 = unsafe { self.syn0.row(c) };
-            for (j, &t) in s.outputs.iter().enumerate() {
-                let r2 = unsafe { self.syn1neg.row(t) };
-                let f = simd::dot::<FMA>(l1, r2);
+            if blocked {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    // SAFETY: vocabulary rows of `stride` lanes; called only when FMA is true,
+                    // that is inside the avx2 instantiation.
+                    unsafe {
+                        simd::dots_avx2(self.syn0.row_ptr(c), &read[..k], stride, &mut scores[..k])
+                    };
+                }
+            } else {
+                // SAFETY: vocabulary ids; one row of each matrix at a time.
+                let l1 = unsafe { self.syn0.row(c) };
+                for (j, &t) in s.outputs.iter().enumerate() {
+                    let r2 = unsafe { self.syn1neg.row(t) };
+                    let f = simd::dot::<FMA>(l1, r2);
+                    let (g, lo) = self.sig.grad_loss(f, if j == 0 { 1.0 } else { 0.0 });
+                    l += lo;
+                    // Saturated scores get no update, as in the one-pair path.
+                    if f > -MAX_EXP && f < MAX_EXP {
+                        s.grads[i * k + j] = g * alpha;
+                    }
+                }
+                continue;
+            }
+            for (j, &f) in scores[..k].iter().enumerate() {
                 let (g, lo) = self.sig.grad_loss(f, if j == 0 { 1.0 } else { 0.0 });
                 l += lo;
-                // Saturated scores get no update, as in the one-pair path.
                 if f > -MAX_EXP && f < MAX_EXP {
                     s.grads[i * k + j] = g * alpha;
                 }
             }
         }
-        // Output rows and hidden gradients, one fused pass per pair...
-        for (j, &t) in s.outputs.iter().enumerate() {
-            // SAFETY: vocabulary ids; syn0 and syn1neg rows never alias.
-            let r2 = unsafe { self.syn1neg.row(t) };
-            for ((i, &c), acc) in s
-                .contexts
-                .iter()
-                .enumerate()
-                .zip(s.hidden.chunks_exact_mut(stride))
+        if blocked {
+            #[cfg(target_arch = "x86_64")]
             {
-                let g = s.grads[i * k + j];
-                if g != 0.0 {
-                    simd::update_pair::<FMA>(g, unsafe { self.syn0.row(c) }, r2, acc);
+                s.inputs.clear();
+                s.inputs.extend(
+                    s.contexts
+                        .iter()
+                        .map(|&c| self.syn0.row_ptr(c).cast_const()),
+                );
+                // SAFETY: as above; outputs are distinct rows of syn1neg, inputs rows of syn0,
+                // `hidden` is scratch.
+                unsafe {
+                    simd::window_update_avx2(outs, &s.inputs, &s.grads, &mut s.hidden, stride)
+                };
+            }
+        } else {
+            // Output rows and hidden gradients, one fused pass per pair...
+            for (j, &t) in s.outputs.iter().enumerate() {
+                // SAFETY: vocabulary ids; syn0 and syn1neg rows never alias.
+                let r2 = unsafe { self.syn1neg.row(t) };
+                for ((i, &c), acc) in s
+                    .contexts
+                    .iter()
+                    .enumerate()
+                    .zip(s.hidden.chunks_exact_mut(stride))
+                {
+                    let g = s.grads[i * k + j];
+                    if g != 0.0 {
+                        simd::update_pair::<FMA>(g, unsafe { self.syn0.row(c) }, r2, acc);
+                    }
                 }
             }
         }
@@ -1022,6 +1082,7 @@ fn worker(
             outputs: Vec::with_capacity(cfg.negative + 1),
             grads: Vec::with_capacity(2 * cfg.window * (cfg.negative + 1)),
             hidden: Vec::with_capacity(2 * cfg.window * stride),
+            inputs: Vec::with_capacity(2 * cfg.window),
             loss: 0.0,
             examples: 0,
         },
@@ -1092,6 +1153,21 @@ mod tests {
     /// words, gradients from the rows as they were, then outputs and inputs updated.
     #[test]
     fn a_shared_window_is_the_batched_skip_gram_step() {
+        check_shared_window(false);
+        // The register-blocked kernels, where the CPU has them.
+        if Isa::detect() == Isa::Avx2Fma {
+            check_shared_window(true);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn shared_window_avx2(ctx: &Ctx<'_>, word: u32, alpha: f32, s: &mut Scratch) {
+        // SAFETY: every id is below the matrices' rows.
+        unsafe { ctx.shared_window::<true>(word, alpha, s) }
+    }
+
+    fn check_shared_window(avx2: bool) {
         let (v, dim, alpha) = (6usize, 8usize, 0.1f32);
         let stride = simd::lanes_for(dim);
         let value =
@@ -1138,11 +1214,20 @@ mod tests {
             outputs: Vec::new(),
             grads: Vec::new(),
             hidden: Vec::new(),
+            inputs: Vec::new(),
             loss: 0.0,
             examples: 0,
         };
         // SAFETY: every id is below v.
-        unsafe { ctx.shared_window::<false>(word, alpha, &mut s) };
+        if avx2 {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: called only where `Isa::detect` found AVX2 and FMA.
+            unsafe {
+                shared_window_avx2(&ctx, word, alpha, &mut s)
+            };
+        } else {
+            unsafe { ctx.shared_window::<false>(word, alpha, &mut s) };
+        }
 
         // The reference: the noise word equal to the centre word is skipped.
         let outputs = [0usize, 4, 5];
@@ -1238,6 +1323,7 @@ mod tests {
             outputs: Vec::new(),
             grads: Vec::new(),
             hidden: Vec::new(),
+            inputs: Vec::new(),
             loss: 0.0,
             examples: 0,
         };
