@@ -89,7 +89,7 @@ pub fn run(g: &Global, flags: LabelFlags) -> Result<()> {
     if flags.task.is_some() {
         bail!("--task is for audio and video checkpoints (a label column of their data)");
     }
-    if kind.as_deref() == Some("mlm") {
+    if pretext::text::checkpoint::is_text_kind(kind.as_deref()) {
         if flags.baseline_from.is_some() {
             bail!("--baseline-from is for image checkpoints; this one is a text run");
         }
@@ -270,11 +270,12 @@ fn text_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
         "data": data,
         "pool": task.pool_size(),
         "test": task.test_size(),
-        "method": "mlm",
+        "method": ckpt.objective(),
     });
     let headline = format!(
-        "{} (mlm, step {}): {}: {} labelled texts in the pool, {} test texts",
+        "{} ({}, step {}): {}: {} labelled texts in the pool, {} test texts",
         checkpoint.display(),
+        ckpt.objective(),
         ckpt.step,
         data.display(),
         task.pool_size(),

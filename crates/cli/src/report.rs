@@ -35,11 +35,9 @@ pub fn run(g: &Global, run: &Path, data: Option<&Path>, out: Option<&Path>) -> R
         }
         // Videos with a test split add the map, confusion matrix and (next-frame) forecasts.
         video_report(&dir, data, &device)?
-    } else if ckpt.meta["kind"].as_str() == Some("mlm") {
+    } else if pretext::text::checkpoint::is_text_kind(ckpt.meta["kind"].as_str()) {
         if !g.overrides().is_empty() || g.config.is_some() {
-            anyhow::bail!(
-                "the report of a masked-language-model run takes no --config, --set or --seed"
-            );
+            anyhow::bail!("the report of a text run takes no --config, --set or --seed");
         }
         // Labelled texts (a TSV) add the map, nearest texts and confusion matrix.
         let texts = data.map(|d| read_labelled_tsv(d, None, None)).transpose()?;

@@ -17,6 +17,12 @@ use super::simcse::SimcseConfig;
 use super::tokenizer::{Family, TextTokenizer};
 use crate::core::checkpoint::{Checkpoint, load_module};
 
+/// Whether a checkpoint's `kind` is a text encoder's (`mlm`, which SimCSE runs also write, or
+/// `electra`), the runs [`MlmCheckpoint::load`] reads.
+pub fn is_text_kind(kind: Option<&str>) -> bool {
+    matches!(kind, Some("mlm" | "electra"))
+}
+
 /// A trained masked language model read back from its run folder.
 pub struct MlmCheckpoint {
     pub model: MlmModel,
@@ -95,6 +101,15 @@ impl MlmCheckpoint {
             step: ckpt.meta["step"].as_u64().unwrap_or(0) as usize,
             dir,
         })
+    }
+
+    /// What trained the encoder: `mlm`, `simcse` or `electra`.
+    pub fn objective(&self) -> &'static str {
+        match (self.mlm_head, &self.simcse) {
+            (false, _) => "electra",
+            (true, Some(_)) => "simcse",
+            (true, None) => "mlm",
+        }
     }
 
     /// An error for what needs the masked-language-model head, where the run has none (an

@@ -41,9 +41,9 @@ impl ImageCheckpoint {
     /// Open `path` (a run folder or its `checkpoint.safetensors`).
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let ckpt = Checkpoint::load(path)?;
-        if ckpt.meta["kind"].as_str() == Some("mlm") {
+        if crate::text::checkpoint::is_text_kind(ckpt.meta["kind"].as_str()) {
             bail!(
-                "{} is a masked-language-model checkpoint; image evaluation needs one written by \
+                "{} is a text encoder's checkpoint; image evaluation needs one written by \
                  `pretext pretrain` (for text use `eval text-probe` or `eval labels` with a TSV)",
                 path.display()
             );
