@@ -1,7 +1,10 @@
 //! Every shipped config parses and validates, so the README's commands cannot rot silently.
 
 use pretext::audio::config::AudioConfig;
+use pretext::core::config::load_validated;
 use pretext::text::config::MlmConfig;
+use pretext::text::electra::ElectraConfig;
+use pretext::text::simcse::SimcseConfig;
 use pretext::video::config::VideoConfig;
 use pretext::vision::config::PretrainConfig;
 
@@ -14,12 +17,19 @@ fn shipped_configs_are_valid() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        // `mlm_*.toml` configure `pretext mlm train`, `audio_*.toml` `pretext audio pretrain`,
-        // `video_*.toml` `pretext video pretrain`; the others `pretext pretrain`.
+        // `mlm_*.toml` configure `pretext mlm train`, `electra.toml` and `simcse.toml` their
+        // jobs, `audio_*.toml` `pretext audio pretrain`, `video_*.toml` `pretext video
+        // pretrain`; the others `pretext pretrain`.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let loaded = if name.starts_with("mlm_") {
             text += 1;
             MlmConfig::load(Some(&path), &[]).map(|_| ())
+        } else if name == "electra.toml" {
+            text += 1;
+            load_validated(Some(&path), &[], ElectraConfig::validate).map(|_: ElectraConfig| ())
+        } else if name == "simcse.toml" {
+            text += 1;
+            load_validated(Some(&path), &[], SimcseConfig::validate).map(|_: SimcseConfig| ())
         } else if name.starts_with("audio_") {
             audio += 1;
             AudioConfig::load(Some(&path), &[]).map(|_| ())
@@ -33,8 +43,8 @@ fn shipped_configs_are_valid() {
         loaded.unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     }
     assert!(
-        images >= 3 && text >= 1 && audio >= 3 && video >= 4,
-        "found {images} image, {text} MLM, {audio} audio and {video} video configs in {}",
+        images >= 3 && text >= 3 && audio >= 3 && video >= 4,
+        "found {images} image, {text} text, {audio} audio and {video} video configs in {}",
         dir.display()
     );
 }
