@@ -77,4 +77,19 @@ row("bert_mini", "dropout (attention)", "16x4x128x128",
     measure(lambda t: F.dropout(t, 0.1, training=True), torch.randn(16, 4, 128, 128)))
 row("bert_mini", "gelu", "16x128x1024", measure(F.gelu, torch.randn(16, 128, 1024)))
 
+
+def attention(heads):
+    # What transformers' models run: heads split, scaled_dot_product_attention, heads joined.
+    def op(q, k, v):
+        b, n, d = q.shape
+        split = lambda t: t.view(b, n, heads, d // heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        return out.transpose(1, 2).reshape(b, n, d)
+    return op
+
+
+for model, (b, n, d, h) in [("bert_mini", (16, 128, 256, 4)), ("videomae_decoder", (32, 321, 64, 4))]:
+    row(model, "attention", f"{b}x{n}x{d}, {h} heads",
+        measure(attention(h), torch.randn(b, n, d), torch.randn(b, n, d), torch.randn(b, n, d)))
+
 print(json.dumps({"torch_version": torch.__version__, "threads": args.threads, "ops": rows}))

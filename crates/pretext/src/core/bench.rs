@@ -20,10 +20,12 @@ use crate::core::kernels::{self, BatchNormForward, DropoutForward, MaxPoolForwar
 /// One measured op.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpTiming {
-    /// What the shapes belong to: `small_cnn`, `resnet18_cifar` or `bert_mini`.
+    /// What the shapes belong to: `small_cnn`, `resnet18_cifar`, `bert_mini` or
+    /// `videomae_decoder`.
     pub model: &'static str,
     pub op: String,
-    /// `burn` (the backend's op) or `pretext` (core::kernels).
+    /// `burn` (the backend's op), `pretext` (core::kernels) or `unfused` (attention as a
+    /// chain of tensor ops).
     pub implementation: &'static str,
     pub shape: String,
     /// Median wall time of one call, milliseconds.
@@ -423,6 +425,42 @@ pub fn run_ops(
             "16x128x1024",
             timing,
         ));
+    }
+    // Attention, heads split and joined included: BERT-mini's (16 x 128 tokens, 4 heads of 64)
+    // and VideoMAE's decoder (32 clips x 321 tokens, 4 heads of 16).
+    let no_dropout = DropoutConfig::new(0.0).init();
+    for (model, [batch, len, dim, heads]) in [
+        ("bert_mini", [16, 128, 256, 4]),
+        ("videomae_decoder", [32, 321, 64, 4]),
+    ] {
+        let qkv = vec![
+            random([batch, len, dim], device),
+            random([batch, len, dim], device),
+            random([batch, len, dim], device),
+        ];
+        for implementation in ["unfused", "pretext"] {
+            let (forward_ms, forward_backward_ms) = measure(repeats, device, qkv.clone(), |t| {
+                let [q, k, v] = [0, 1, 2].map(|i| t[i].clone());
+                if implementation == "unfused" {
+                    kernels::attention_unfused(q, k, v, heads, None, &no_dropout)
+                } else {
+                    kernels::attention(q, k, v, heads, None, &no_dropout)
+                }
+            });
+            // q kᵀ and the value product, 2 flops per multiply-add each.
+            let flops = 4.0 * (batch * len * len * dim) as f64;
+            push(OpTiming {
+                model,
+                op: "attention".into(),
+                implementation,
+                shape: format!("{batch}x{len}x{dim}, {heads} heads"),
+                forward_ms,
+                forward_backward_ms,
+                forward_flops: flops,
+                // The backward's four products (the fused kernel recomputes the scores on top).
+                forward_backward_flops: 3.0 * flops,
+            });
+        }
     }
     out
 }

@@ -1,7 +1,7 @@
-//! Transformer parts every modality shares: multi-head scaled dot-product attention on the
-//! kernels' softmax, and the pre-LayerNorm block of Vision Transformers (the ViT's encoder and
-//! MAE's decoder). The text encoder keeps its own post-norm layer (BERT's layout and Hugging
-//! Face's names) but attends through [`attend`].
+//! The pre-LayerNorm transformer block every modality shares (the ViT's encoder, MAE's and
+//! VideoMAE's decoders, the audio ViT), attending through the fused kernel
+//! [`kernels::attention`]. The text encoder keeps its own post-norm layer (BERT's layout and
+//! Hugging Face's names) and attends through the same kernel.
 //!
 //! The pre-norm block mirrors burn's `TransformerEncoderLayer` with `norm_first` parameter for
 //! parameter (`mha.{query,key,value,output}`, `pwff.{linear_inner,linear_outer}`, `norm_1`,
@@ -12,45 +12,7 @@
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::core::kernels::{DropoutForward, FastLayerNorm, LinearForward, gelu, softmax};
-
-/// Score given to padded keys before the softmax: its exponential is exactly 0 in f32, so
-/// padding has no influence at all on real tokens.
-const MASKED_SCORE: f32 = -1e9;
-
-/// Multi-head attention of projected queries, keys and values `[batch, len, dim]` split into
-/// `heads`: `softmax(q kᵀ / √d) v`, heads joined back to `[batch, len, dim]`. `key_pad` is true
-/// at padded positions, which no query may attend to (`None`: no padding, no masking);
-/// `dropout` acts on the attention probabilities.
-pub fn attend(
-    q: Tensor<3>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    heads: usize,
-    key_pad: Option<Tensor<2, Bool>>,
-    dropout: &Dropout,
-) -> Tensor<3> {
-    let [batch, len, dim] = q.dims();
-    let head_dim = dim / heads;
-    let split = |t: Tensor<3>| t.reshape([batch, len, heads, head_dim]).swap_dims(1, 2);
-    let scores = split(q)
-        .matmul(split(k).swap_dims(2, 3))
-        .div_scalar((head_dim as f64).sqrt());
-    let scores = match key_pad {
-        Some(pad) => {
-            let mask = pad
-                .reshape([batch, 1, 1, len])
-                .expand([batch, heads, len, len]);
-            scores.mask_fill(mask, MASKED_SCORE)
-        }
-        None => scores,
-    };
-    let probs = dropout.forward_fast(softmax(scores, 3));
-    probs
-        .matmul(split(v))
-        .swap_dims(1, 2)
-        .reshape([batch, len, dim])
-}
+use crate::core::kernels::{self, FastLayerNorm, LinearForward, gelu};
 
 /// Self-attention with its four projections (burn's `MultiHeadAttention` names).
 #[derive(Module, Debug)]
@@ -65,7 +27,7 @@ pub struct SelfAttention {
 
 impl SelfAttention {
     fn forward(&self, x: Tensor<3>, no_dropout: &Dropout) -> Tensor<3> {
-        let context = attend(
+        let context = kernels::attention(
             self.query.forward_fast(x.clone()),
             self.key.forward_fast(x.clone()),
             self.value.forward_fast(x),

@@ -26,7 +26,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::{log_softmax, softplus};
+use burn::tensor::activation::softplus;
 use serde::{Deserialize, Serialize};
 
 use super::config::{
@@ -351,11 +351,7 @@ pub fn electra_loss(
         attention.clone(),
         &batch.labels,
     )?;
-    let generator = log_softmax(logits.clone(), 1)
-        .gather(1, targets.clone())
-        .mean()
-        .neg()
-        .reshape([1]);
+    let generator = crate::core::kernels::cross_entropy(logits.clone(), targets.clone());
     let sampled = sample_rows(logits.clone().detach())?;
     let (ids, replaced) = corrupt(batch, &sampled);
     let shape = [batch.batch_size, batch.seq_len];

@@ -18,7 +18,6 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::core::kernels::{DropoutForward, FastLayerNorm, LinearForward, gelu};
-use crate::core::transformer::attend;
 use serde::{Deserialize, Serialize};
 
 use super::masking::IGNORE;
@@ -316,7 +315,7 @@ impl SelfAttention {
         } else {
             x.clone()
         };
-        let context = attend(
+        let context = crate::core::kernels::attention(
             self.query.forward_fast(input.clone()),
             self.key.forward_fast(input.clone()),
             self.value.forward_fast(input),
@@ -544,8 +543,13 @@ impl MlmModel {
         attention_mask: Tensor<2, Bool>,
         labels: &[i64],
     ) -> Result<Tensor<1>> {
-        let (log_probs, targets) = self.masked_log_probs(input_ids, attention_mask, labels)?;
-        Ok(log_probs.gather(1, targets).mean().neg().reshape([1]))
+        let vocab = self.head.bias.dims()[0];
+        let h = self.hidden(input_ids, attention_mask)?;
+        let (picked, targets) = labelled_rows(h, labels, vocab)?;
+        Ok(crate::core::kernels::cross_entropy(
+            self.head_logits(picked),
+            targets,
+        ))
     }
 
     /// Log-probabilities `[n, vocab]` over the vocabulary at the `n` labelled positions, and

@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use crate::with_avx2;
+
 /// Elements per parallel task: large enough that scheduling costs nothing.
 const TASK: usize = 1 << 14;
 
@@ -25,9 +27,12 @@ pub fn exp(x: f32) -> f32 {
     let overflow = x > 88.7;
     let x = x.clamp(-87.3, 88.7);
     // Round to nearest by adding and removing 1.5·2²³ (plain adds vectorise; `round` is a
-    // library call on baseline x86-64).
+    // library call on baseline x86-64). While `t` is in [2²³, 2²⁴) its low mantissa bits hold
+    // 0x400000 + n, so n as an integer comes from the bits: a float-to-int `as` would be eight
+    // scalar conversions with saturation fix-ups per vector.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // e^r on |r| <= ln2/2 by its Taylor series to r^6 (Horner).
     let p = 1.0
@@ -36,8 +41,8 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n through the exponent bits, in two factors so each stays a normal number for every
     // n the clamp allows (-126..=128).
-    let n = n as i32;
-    let half = n / 2;
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let half = n >> 1;
     let scale = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     let y = p * scale(half) * scale(n - half);
     if underflow {
@@ -65,16 +70,30 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
+with_avx2! {
+    fn gelu_chunk(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+        }
+    }
+}
+
+with_avx2! {
+    fn gelu_grad_chunk(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+            *d = g * (cdf + x * pdf);
+        }
+    }
+}
+
 /// `gelu(x) = x·Φ(x)`, Φ the standard normal distribution function (the exact, erf form).
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(TASK)
         .zip(x.par_chunks(TASK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
-            }
-        });
+        .for_each(|(y, x)| gelu_chunk(y, x));
     y
 }
 
@@ -84,20 +103,14 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(TASK)
         .zip(x.par_chunks(TASK).zip(dy.par_chunks(TASK)))
-        .for_each(|(dx, (x, dy))| {
-            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-                let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
-                *d = g * (cdf + x * pdf);
-            }
-        });
+        .for_each(|(dx, (x, dy))| gelu_grad_chunk(dx, x, dy));
     dx
 }
 
 /// Eight running values folded over `x` (lane `i` sees elements `i, i + 8, ...`): written so
 /// the compiler keeps them in one vector register.
 #[inline(always)]
-fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
+pub(super) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
     let mut acc = [init; 8];
     for chunk in x.chunks(8) {
         for (a, &v) in acc.iter_mut().zip(chunk) {
@@ -107,56 +120,68 @@ fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
     acc
 }
 
+with_avx2! {
+    /// Softmax of one row in place; returns the row's shift (its maximum) and the reciprocal
+    /// of its sum of exponentials, from which a backward can recompute the row.
+    pub fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
+        let max = lanes(row, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+        let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        // A row of -inf (every key masked) gives 0/0 = NaN, as burn's softmax does.
+        let shift = if max.is_finite() { max } else { 0.0 };
+        for v in row.iter_mut() {
+            *v = exp(*v - shift);
+        }
+        let inv = 1.0 / lanes(row, 0.0, |s, v| s + v).iter().sum::<f32>();
+        row.iter_mut().for_each(|v| *v *= inv);
+        (shift, inv)
+    }
+}
+
+with_avx2! {
+    /// `g ← y ⊙ (g − Σ g ⊙ y)` for one row: the upstream gradient `g` of the softmax output
+    /// `y` becomes the gradient of its input.
+    pub fn softmax_grad_in_place(g: &mut [f32], y: &[f32]) {
+        let mut acc = [0.0f32; 8];
+        for (ys, gs) in y.chunks(8).zip(g.chunks(8)) {
+            for ((a, &u), &v) in acc.iter_mut().zip(ys).zip(gs) {
+                *a += u * v;
+            }
+        }
+        let dot: f32 = acc.iter().sum();
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = y * (*g - dot);
+        }
+    }
+}
+
 /// Softmax over consecutive rows of length `row` (the last dimension).
 pub fn softmax_forward(x: &[f32], row: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = x.to_vec();
     if row == 0 {
         return y;
     }
     let rows_per_task = (TASK / row).max(1);
-    y.par_chunks_mut(rows_per_task * row)
-        .zip(x.par_chunks(rows_per_task * row))
-        .for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(row).zip(x.chunks(row)) {
-                let max = lanes(x, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
-                let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
-                // A row of -inf (every key masked) gives 0/0 = NaN, as burn's softmax does.
-                let shift = if max.is_finite() { max } else { 0.0 };
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = exp(x - shift);
-                }
-                let inv = 1.0 / lanes(y, 0.0, |s, v| s + v).iter().sum::<f32>();
-                y.iter_mut().for_each(|y| *y *= inv);
-            }
-        });
+    y.par_chunks_mut(rows_per_task * row).for_each(|y| {
+        for y in y.chunks_mut(row) {
+            softmax_in_place(y);
+        }
+    });
     y
 }
 
 /// `dx = y ⊙ (dy − Σ dy ⊙ y)` per row, from the forward's output `y`.
 pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
     assert_eq!(y.len(), dy.len(), "softmax backward: gradient length");
-    let mut dx = vec![0.0f32; y.len()];
+    let mut dx = dy.to_vec();
     if row == 0 {
         return dx;
     }
     let rows_per_task = (TASK / row).max(1);
     dx.par_chunks_mut(rows_per_task * row)
-        .zip(
-            y.par_chunks(rows_per_task * row)
-                .zip(dy.par_chunks(rows_per_task * row)),
-        )
-        .for_each(|(dx, (y, dy))| {
-            for ((dx, y), dy) in dx.chunks_mut(row).zip(y.chunks(row)).zip(dy.chunks(row)) {
-                let mut acc = [0.0f32; 8];
-                for (ys, gs) in y.chunks(8).zip(dy.chunks(8)) {
-                    for ((a, &u), &v) in acc.iter_mut().zip(ys).zip(gs) {
-                        *a += u * v;
-                    }
-                }
-                let dot: f32 = acc.iter().sum();
-                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-                    *d = y * (g - dot);
-                }
+        .zip(y.par_chunks(rows_per_task * row))
+        .for_each(|(dx, y)| {
+            for (dx, y) in dx.chunks_mut(row).zip(y.chunks(row)) {
+                softmax_grad_in_place(dx, y);
             }
         });
     dx

@@ -15,6 +15,8 @@
 
 use rayon::prelude::*;
 
+use crate::with_avx2;
+
 /// Elements per parallel task: large enough that scheduling costs nothing.
 const TASK: usize = 1 << 14;
 
@@ -54,19 +56,23 @@ pub fn apply(x: &[f32], key: u64, prob: f64) -> Vec<f32> {
         x.len() <= u32::MAX as usize,
         "dropout: more than 2^32 elements in one tensor"
     );
-    let (scale, threshold) = scale_and_threshold(prob);
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = x.to_vec();
     y.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK))
         .enumerate()
-        .for_each(|(task, (y, x))| {
-            let start = (task * TASK) as u32;
-            for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
-                let keep = draw(key, start.wrapping_add(i as u32)) >= threshold;
-                *y = if keep { x * scale } else { 0.0 };
-            }
-        });
+        .for_each(|(task, y)| apply_in_place(y, key, prob, (task * TASK) as u32));
     y
+}
+
+with_avx2! {
+    /// [`apply`] in place to a run of elements whose first has index `first` in the tensor the
+    /// mask is drawn for (the fused attention drops one head's probabilities at a time).
+    pub fn apply_in_place(values: &mut [f32], key: u64, prob: f64, first: u32) {
+        let (scale, threshold) = scale_and_threshold(prob);
+        for (i, v) in values.iter_mut().enumerate() {
+            let keep = draw(key, first.wrapping_add(i as u32)) >= threshold;
+            *v = if keep { *v * scale } else { 0.0 };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use crate::with_avx2;
+
 /// Elements per parallel task (whole rows): large enough that scheduling costs nothing.
 const TASK: usize = 1 << 14;
 
@@ -73,29 +75,7 @@ pub fn forward(
         .zip(x.par_chunks(block * width))
         .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
         .for_each(|((y, x), (mean, rstd))| {
-            for (((y, x), m), s) in y
-                .chunks_mut(width)
-                .zip(x.chunks(width))
-                .zip(mean.iter_mut())
-                .zip(rstd.iter_mut())
-            {
-                let mu = lane_sum(x, x, |v, _| v) / width as f32;
-                let var = lane_sum(x, x, |v, _| (v - mu) * (v - mu)) / width as f32;
-                let r = 1.0 / (var as f64 + epsilon).sqrt() as f32;
-                match beta {
-                    Some(beta) => {
-                        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                            *y = (x - mu) * r * g + b;
-                        }
-                    }
-                    None => {
-                        for ((y, &x), &g) in y.iter_mut().zip(x).zip(gamma) {
-                            *y = (x - mu) * r * g;
-                        }
-                    }
-                }
-                (*m, *s) = (mu, r);
-            }
+            forward_rows(y, x, mean, rstd, gamma, beta, epsilon, width)
         });
     (y, RowStats { mean, rstd })
 }
@@ -130,43 +110,7 @@ pub fn backward(
                 .par_chunks(block)
                 .zip(stats.rstd.par_chunks(block)),
         )
-        .map(|((dx, (x, dy)), (mean, rstd))| {
-            let mut dgamma = vec![0.0f32; width];
-            let mut dbeta = vec![0.0f32; width];
-            let mut xhat = vec![0.0f32; width];
-            let mut g = vec![0.0f32; width];
-            for ((((dx, x), dy), &mu), &r) in dx
-                .chunks_mut(width)
-                .zip(x.chunks(width))
-                .zip(dy.chunks(width))
-                .zip(mean)
-                .zip(rstd)
-            {
-                for (((h, g), &x), (&gamma, &dy)) in xhat
-                    .iter_mut()
-                    .zip(g.iter_mut())
-                    .zip(x)
-                    .zip(gamma.iter().zip(dy))
-                {
-                    *h = (x - mu) * r;
-                    *g = gamma * dy;
-                }
-                let mean_g = lane_sum(&g, &g, |v, _| v) / width as f32;
-                let mean_gx = lane_sum(&g, &xhat, |u, v| u * v) / width as f32;
-                for ((((dx, dg), db), (&g, &h)), &dy) in dx
-                    .iter_mut()
-                    .zip(dgamma.iter_mut())
-                    .zip(dbeta.iter_mut())
-                    .zip(g.iter().zip(&xhat))
-                    .zip(dy)
-                {
-                    *dg += dy * h;
-                    *db += dy;
-                    *dx = r * (g - mean_g - h * mean_gx);
-                }
-            }
-            (dgamma, dbeta)
-        })
+        .map(|((dx, (x, dy)), (mean, rstd))| backward_rows(dx, x, dy, mean, rstd, gamma, width))
         .collect();
     let mut dgamma = vec![0.0f64; width];
     let mut dbeta = vec![0.0f64; width];
@@ -181,6 +125,94 @@ pub fn backward(
         dgamma.into_iter().map(|v| v as f32).collect(),
         dbeta.into_iter().map(|v| v as f32).collect(),
     )
+}
+
+with_avx2! {
+    /// The forward over a block of whole rows, each row's statistics into `mean` and `rstd`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_rows(
+        y: &mut [f32],
+        x: &[f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        gamma: &[f32],
+        beta: Option<&[f32]>,
+        epsilon: f64,
+        width: usize,
+    ) {
+        for (((y, x), m), s) in y
+            .chunks_mut(width)
+            .zip(x.chunks(width))
+            .zip(mean.iter_mut())
+            .zip(rstd.iter_mut())
+        {
+            let mu = lane_sum(x, x, |v, _| v) / width as f32;
+            let var = lane_sum(x, x, |v, _| (v - mu) * (v - mu)) / width as f32;
+            let r = 1.0 / (var as f64 + epsilon).sqrt() as f32;
+            match beta {
+                Some(beta) => {
+                    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                        *y = (x - mu) * r * g + b;
+                    }
+                }
+                None => {
+                    for ((y, &x), &g) in y.iter_mut().zip(x).zip(gamma) {
+                        *y = (x - mu) * r * g;
+                    }
+                }
+            }
+            (*m, *s) = (mu, r);
+        }
+    }
+}
+
+with_avx2! {
+    /// The backward over a block of whole rows: `dx` written, the block's `(dγ, dβ)` returned.
+    fn backward_rows(
+        dx: &mut [f32],
+        x: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        gamma: &[f32],
+        width: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut dgamma = vec![0.0f32; width];
+        let mut dbeta = vec![0.0f32; width];
+        let mut xhat = vec![0.0f32; width];
+        let mut g = vec![0.0f32; width];
+        for ((((dx, x), dy), &mu), &r) in dx
+            .chunks_mut(width)
+            .zip(x.chunks(width))
+            .zip(dy.chunks(width))
+            .zip(mean)
+            .zip(rstd)
+        {
+            for (((h, g), &x), (&gamma, &dy)) in xhat
+                .iter_mut()
+                .zip(g.iter_mut())
+                .zip(x)
+                .zip(gamma.iter().zip(dy))
+            {
+                *h = (x - mu) * r;
+                *g = gamma * dy;
+            }
+            let mean_g = lane_sum(&g, &g, |v, _| v) / width as f32;
+            let mean_gx = lane_sum(&g, &xhat, |u, v| u * v) / width as f32;
+            for ((((dx, dg), db), (&g, &h)), &dy) in dx
+                .iter_mut()
+                .zip(dgamma.iter_mut())
+                .zip(dbeta.iter_mut())
+                .zip(g.iter().zip(&xhat))
+                .zip(dy)
+            {
+                *dg += dy * h;
+                *db += dy;
+                *dx = r * (g - mean_g - h * mean_gx);
+            }
+        }
+        (dgamma, dbeta)
+    }
 }
 
 #[cfg(test)]

@@ -13,18 +13,35 @@ pub fn matmul(
     [m, n, k]: [usize; 3],
     parallelism: Parallelism,
 ) {
-    let extent = |(data, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
-        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len());
+    matmul_scaled((dst, n), accumulate, lhs, rhs, [m, n, k], 1.0, parallelism);
+}
+
+/// `dst[m × n] (+)= scale · lhs[m × k] · rhs[k × n]` with `dst` given as (data, row stride):
+/// a block of columns of a wider matrix (one attention head's slice of `[len, dim]`) is written
+/// in place.
+pub fn matmul_scaled(
+    (dst, dst_rs): (&mut [f32], usize),
+    accumulate: bool,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    [m, n, k]: [usize; 3],
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    let extent = |(len, rs, cs): (usize, usize, usize), rows: usize, cols: usize| {
+        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len);
     };
-    assert!(dst.len() >= m * n);
-    extent(lhs, m, k);
-    extent(rhs, k, n);
+    extent((dst.len(), dst_rs, 1), m, n);
+    extent((lhs.0.len(), lhs.1, lhs.2), m, k);
+    extent((rhs.0.len(), rhs.1, rhs.2), k, n);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for row in 0..m {
+                dst[row * dst_rs..row * dst_rs + n].fill(0.0);
+            }
         }
         return;
     }
@@ -37,7 +54,7 @@ pub fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.0.as_ptr(),
             lhs.2 as isize,
@@ -46,7 +63,7 @@ pub fn matmul(
             rhs.2 as isize,
             rhs.1 as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,

@@ -7,6 +7,8 @@
 //! | batch norm, training mode | `batch_norm.rs` | CNN, ResNet, projection heads |
 //! | max pool 2-D | `max_pool.rs` | CNN, ResNet's ImageNet stem |
 //! | GELU, softmax (last dimension) | `activation.rs` | transformers (text, ViT, MAE) |
+//! | mean cross-entropy against target classes | `cross_entropy.rs` | the MLM and ELECTRA losses |
+//! | multi-head attention (scores, mask, softmax, dropout, values) | `attention.rs` | every transformer |
 //! | layer norm (forward and the three gradients) | `layer_norm.rs` | transformers (text, ViT, MAE) |
 //! | dropout from a counter-based generator | `dropout.rs` | the text encoder |
 //! | fully connected layer (forward and the three gradients) | `linear.rs` | transformers (text, ViT, MAE) |
@@ -16,16 +18,20 @@
 //! grouped convolutions, dilated pools) they fall back to burn's op, so every backend still
 //! works, and module parameters and checkpoints are burn's own. `PRETEXT_KERNELS=off` turns
 //! them off. Numerics are tested against burn's reference ops and finite differences (each
-//! file, and this one). Measured in `docs/speed.md` (`pretext bench ops`).
+//! file, and this one). Measured in `docs/speed.md` (`pretext bench ops`). The element-wise
+//! loops run on AVX2 where the CPU has it (`simd.rs`).
 
 pub mod activation;
+pub mod attention;
 pub mod batch_norm;
 pub mod conv2d;
+pub mod cross_entropy;
 pub mod dropout;
 pub mod layer_norm;
 pub mod linear;
 pub mod matmul;
 pub mod max_pool;
+pub mod simd;
 
 #[cfg(feature = "flex")]
 use burn::backend::Dispatch;
@@ -181,6 +187,93 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
         ));
     }
     burn::tensor::activation::softmax(x, dim)
+}
+
+/// Multi-head attention of projected queries, keys and values `[batch, len, dim]` split into
+/// `heads`: `softmax(q kᵀ / √d) v`, heads joined back to `[batch, len, dim]`. `key_pad` is true
+/// at padded positions, which no query may attend to (`None`: no padding); `dropout` acts on
+/// the attention probabilities. On flex with `f32` the fused kernel of `attention.rs` runs it,
+/// elsewhere the chain of tensor ops of [`attention_unfused`].
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    key_pad: Option<Tensor<2, Bool>>,
+    dropout: &Dropout,
+) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    if is_f32(&q) && is_flex(&q.device()) {
+        let device = q.device();
+        let dropout = (dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0)
+            .then(|| attention::ProbDropout {
+                key: dropout_key(&device),
+                prob: dropout.prob,
+            });
+        let key_pad = key_pad.map(|pad| pad.into_data().iter::<bool>().collect());
+        return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            heads,
+            key_pad,
+            dropout,
+        ));
+    }
+    attention_unfused(q, k, v, heads, key_pad, dropout)
+}
+
+/// [`attention`] as a chain of burn's tensor ops (and the softmax and dropout kernels): what
+/// other backends run, and the reference the fused kernel is tested against.
+pub fn attention_unfused(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    key_pad: Option<Tensor<2, Bool>>,
+    dropout: &Dropout,
+) -> Tensor<3> {
+    let [batch, len, dim] = q.dims();
+    let head_dim = dim / heads;
+    let split = |t: Tensor<3>| t.reshape([batch, len, heads, head_dim]).swap_dims(1, 2);
+    let scores = split(q)
+        .matmul(split(k).swap_dims(2, 3))
+        .div_scalar((head_dim as f64).sqrt());
+    let scores = match key_pad {
+        Some(pad) => {
+            let mask = pad
+                .reshape([batch, 1, 1, len])
+                .expand([batch, heads, len, len]);
+            scores.mask_fill(mask, attention::MASKED_SCORE)
+        }
+        None => scores,
+    };
+    let probs = dropout.forward_fast(softmax(scores, 3));
+    probs
+        .matmul(split(v))
+        .swap_dims(1, 2)
+        .reshape([batch, len, dim])
+}
+
+/// Mean cross-entropy of `logits [n, classes]` against `targets [n, 1]`,
+/// `−mean_r log softmax(logits_r)[target_r]`, shape `[1]`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
+    #[cfg(feature = "flex")]
+    if is_f32(&logits) && is_flex(&logits.device()) {
+        let targets = targets
+            .into_data()
+            .iter::<i64>()
+            .map(|t| t as usize)
+            .collect();
+        return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_cross_entropy(
+            logits.into_dispatch(),
+            targets,
+        ));
+    }
+    burn::tensor::activation::log_softmax(logits, 1)
+        .gather(1, targets)
+        .mean()
+        .neg()
 }
 
 /// Layer normalisation over the last dimension, with burn's `LayerNorm` parameters (`gamma`,
@@ -355,7 +448,9 @@ mod flex {
     //! The extension trait, its flex implementation and its autodiff implementation.
 
     use super::activation;
+    use super::attention::{self, AttentionSetup, AttentionShape, ProbDropout, SoftmaxStats};
     use super::batch_norm::{self, BatchStats, NormShape, Reduce};
+    use super::cross_entropy;
     use super::conv2d::{self as kernel, ConvGeometry};
     use super::dropout;
     use super::layer_norm::{self, RowStats};
@@ -448,6 +543,20 @@ mod flex {
 
         /// Softmax over the last dimension.
         fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Mean cross-entropy of `[n, classes]` logits against `n` target classes, `[1]`.
+        fn pretext_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>)
+        -> FloatTensor<Self>;
+
+        /// Multi-head attention of `[batch, len, dim]` queries, keys and values.
+        fn pretext_attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            heads: usize,
+            key_pad: Option<Vec<bool>>,
+            dropout: Option<ProbDropout>,
+        ) -> FloatTensor<Self>;
 
         /// Layer normalisation over the last dimension.
         fn pretext_layer_norm(
@@ -627,6 +736,21 @@ mod flex {
             flat(activation::softmax_forward(slice(&values(&x)), row), shape)
         }
 
+        fn pretext_cross_entropy(logits: FlexTensor, targets: Vec<usize>) -> FlexTensor {
+            cross_entropy_forward(&logits, &targets).0
+        }
+
+        fn pretext_attention(
+            q: FlexTensor,
+            k: FlexTensor,
+            v: FlexTensor,
+            heads: usize,
+            key_pad: Option<Vec<bool>>,
+            dropout: Option<ProbDropout>,
+        ) -> FlexTensor {
+            attention_forward(&q, &k, &v, heads, key_pad.as_deref(), dropout).0
+        }
+
         fn pretext_max_pool2d(
             x: FlexTensor,
             kernel: [usize; 2],
@@ -650,6 +774,127 @@ mod flex {
         fn pretext_dropout(x: FlexTensor, key: u64, prob: f64) -> FlexTensor {
             let shape = x.shape().to_vec();
             flat(dropout::apply(slice(&values(&x)), key, prob), shape)
+        }
+    }
+
+    /// The mean cross-entropy (`[1]`) and each row's log-sum-exp.
+    fn cross_entropy_forward(logits: &FlexTensor, targets: &[usize]) -> (FlexTensor, Vec<f32>) {
+        let classes = logits.shape().to_vec().last().copied().unwrap_or(1);
+        let (loss, lse) = cross_entropy::forward(slice(&values(logits)), classes, targets);
+        (flat(vec![loss], vec![1]), lse)
+    }
+
+    #[derive(Debug)]
+    struct CrossEntropyBackward;
+
+    impl Backward<Flex, 1> for CrossEntropyBackward {
+        /// The logits' checkpoint, the targets and the rows' log-sum-exp.
+        type State = (NodeId, Vec<usize>, Vec<f32>);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let [node_logits] = ops.parents;
+            let grad = values(&grads.consume::<Flex>(&ops.node));
+            let (logits_state, targets, lse) = ops.state;
+            if let Some(node) = node_logits {
+                let logits = values(&checkpointer.retrieve_node_output::<FlexTensor>(logits_state));
+                let shape = logits.shape().to_vec();
+                let classes = shape.last().copied().unwrap_or(1);
+                let dx = cross_entropy::backward(
+                    slice(&logits),
+                    classes,
+                    &targets,
+                    &lse,
+                    slice(&grad)[0],
+                );
+                grads.register::<Flex>(node.id, flat(dx, shape));
+            }
+        }
+    }
+
+    fn attention_shape(q: &FlexTensor, heads: usize) -> AttentionShape {
+        let [batch, len, dim] = q.shape().dims();
+        assert!(
+            heads > 0 && dim.is_multiple_of(heads),
+            "attention: {dim} features do not split into {heads} heads"
+        );
+        AttentionShape {
+            batch,
+            len,
+            heads,
+            head_dim: dim / heads,
+        }
+    }
+
+    /// The fused attention's output (`[batch, len, dim]`) and softmax statistics.
+    fn attention_forward(
+        q: &FlexTensor,
+        k: &FlexTensor,
+        v: &FlexTensor,
+        heads: usize,
+        key_pad: Option<&[bool]>,
+        dropout: Option<ProbDropout>,
+    ) -> (FlexTensor, SoftmaxStats) {
+        let shape = q.shape().to_vec();
+        let setup = AttentionSetup {
+            shape: attention_shape(q, heads),
+            key_pad,
+            dropout,
+        };
+        let (q, k, v) = (values(q), values(k), values(v));
+        let (out, stats) = attention::forward(slice(&q), slice(&k), slice(&v), setup);
+        (flat(out, shape), stats)
+    }
+
+    #[derive(Debug)]
+    struct AttentionBackward;
+
+    /// The checkpoints of `q`, `k` and `v`, the softmax statistics, the heads, the padding and
+    /// the dropout.
+    type AttentionState = (
+        [NodeId; 3],
+        SoftmaxStats,
+        usize,
+        Option<Vec<bool>>,
+        Option<ProbDropout>,
+    );
+
+    impl Backward<Flex, 3> for AttentionBackward {
+        type State = AttentionState;
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            checkpointer: &mut Checkpointer,
+        ) {
+            let d_out = values(&grads.consume::<Flex>(&ops.node));
+            let (ids, stats, heads, key_pad, dropout) = ops.state;
+            let [q, k, v] =
+                ids.map(|id| values(&checkpointer.retrieve_node_output::<FlexTensor>(id)));
+            let shape = q.shape().to_vec();
+            let setup = AttentionSetup {
+                shape: attention_shape(&q, heads),
+                key_pad: key_pad.as_deref(),
+                dropout,
+            };
+            let (dq, dk, dv) = attention::backward(
+                slice(&q),
+                slice(&k),
+                slice(&v),
+                &stats,
+                slice(&d_out),
+                setup,
+            );
+            for (node, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+                if let Some(node) = node {
+                    grads.register::<Flex>(node.id, flat(grad, shape.clone()));
+                }
+            }
         }
     }
 
@@ -987,6 +1232,53 @@ mod flex {
 
         fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
             saved_tensor_op::<C>(x, Flex::pretext_softmax, true, softmax_grad)
+        }
+
+        fn pretext_cross_entropy(
+            logits: FloatTensor<Self>,
+            targets: Vec<usize>,
+        ) -> FloatTensor<Self> {
+            let prep = CrossEntropyBackward
+                .prepare::<C>([logits.node()])
+                .compute_bound()
+                .stateful();
+            let (loss, lse) = cross_entropy_forward(logits.primitive(), &targets);
+            match prep {
+                OpsKind::Tracked(mut prep) => {
+                    let state = prep.checkpoint(&logits);
+                    prep.finish((state, targets, lse), loss)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(loss),
+            }
+        }
+
+        fn pretext_attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            heads: usize,
+            key_pad: Option<Vec<bool>>,
+            dropout: Option<ProbDropout>,
+        ) -> FloatTensor<Self> {
+            let prep = AttentionBackward
+                .prepare::<C>([q.node(), k.node(), v.node()])
+                .compute_bound()
+                .stateful();
+            let (out, stats) = attention_forward(
+                q.primitive(),
+                k.primitive(),
+                v.primitive(),
+                heads,
+                key_pad.as_deref(),
+                dropout,
+            );
+            match prep {
+                OpsKind::Tracked(mut prep) => {
+                    let ids = [prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v)];
+                    prep.finish((ids, stats, heads, key_pad, dropout), out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
         }
 
         fn pretext_layer_norm(
@@ -1351,6 +1643,86 @@ mod tests {
 
     /// Layer norm: output and the gradients of the input, γ and β equal those of burn's
     /// `LayerNorm` (through its autodiff), with non-trivial γ and β, on rows of odd width.
+    /// The fused attention computes what the chain of tensor ops computes, with padded keys
+    /// and dropout on the probabilities (the same key, so the same mask): outputs and the
+    /// gradients of q, k and v.
+    #[test]
+    fn fused_attention_matches_the_chain_of_ops() {
+        let device = Device::flex().autodiff();
+        let (batch, len, heads, head_dim) = (3, 6, 2, 4);
+        let dim = heads * head_dim;
+        device.seed(21);
+        let qkv: Vec<Tensor<3>> = (0..3)
+            .map(|_| Tensor::random([batch, len, dim], Distribution::Normal(0.0, 1.5), &device))
+            .collect();
+        let r = Tensor::<3>::random([batch, len, dim], Distribution::Normal(0.0, 1.0), &device);
+        // Sequence 1 ends in two padded tokens, sequence 2 in one.
+        let pad = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                (0..batch * len)
+                    .map(|i| (i / len == 1 && i % len >= 4) || (i / len == 2 && i % len == 5))
+                    .collect::<Vec<bool>>(),
+                [batch, len],
+            ),
+            &device,
+        );
+        let mut outputs = Vec::new();
+        for prob in [0.0, 0.25] {
+            let dropout = burn::nn::DropoutConfig::new(prob).init();
+            let run = |fused: bool| {
+                device.seed(5);
+                let [q, k, v] = [0, 1, 2].map(|i| qkv[i].clone().detach().require_grad());
+                let (q2, k2, v2, pad) = (q.clone(), k.clone(), v.clone(), Some(pad.clone()));
+                let out = if fused {
+                    attention(q2, k2, v2, heads, pad, &dropout)
+                } else {
+                    attention_unfused(q2, k2, v2, heads, pad, &dropout)
+                };
+                let grads = (out.clone() * r.clone()).sum().backward();
+                let g = |t: &Tensor<3>| t.grad(&grads).unwrap().reshape([batch, len, heads, head_dim]);
+                (out.inner().reshape([batch, len, heads, head_dim]), [g(&q), g(&k), g(&v)])
+            };
+            let ((out, grads), (out_ref, grads_ref)) = (run(true), run(false));
+            outputs.push(out.clone().into_data().try_to_vec::<f32>().unwrap());
+            close(out, out_ref, &format!("dropout {prob}: output"));
+            for (name, (a, b)) in ["q", "k", "v"].iter().zip(grads.into_iter().zip(grads_ref)) {
+                close(a, b, &format!("dropout {prob}: gradient of {name}"));
+            }
+        }
+        // The dropout really dropped (the comparison above is not between two no-ops).
+        assert_ne!(outputs[0], outputs[1]);
+    }
+
+    /// The cross-entropy kernel's loss and logits gradient equal burn's
+    /// `log_softmax(x).gather(t).mean().neg()`.
+    #[test]
+    fn cross_entropy_matches_burns() {
+        let device = Device::flex().autodiff();
+        device.seed(8);
+        let logits = Tensor::<2>::random([9, 23], Distribution::Normal(0.0, 4.0), &device);
+        let targets = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![0i64, 22, 5, 5, 1, 13, 7, 22, 3], [9, 1]),
+            &device,
+        );
+        let run = |fast: bool| {
+            let x = logits.clone().detach().require_grad();
+            let loss = if fast {
+                cross_entropy(x.clone(), targets.clone())
+            } else {
+                burn::tensor::activation::log_softmax(x.clone(), 1)
+                    .gather(1, targets.clone())
+                    .mean()
+                    .neg()
+            };
+            // A factor other than 1 checks that the upstream gradient is applied.
+            let dx = x.grad(&loss.clone().mul_scalar(3.0).sum().backward()).unwrap();
+            (loss.into_scalar::<f32>(), dx.reshape([1, 1, 9, 23]))
+        };
+        let ((loss, dx), (loss_ref, dx_ref)) = (run(true), run(false));
+        assert!((loss - loss_ref).abs() < 1e-5, "{loss} vs {loss_ref}");
+        close(dx, dx_ref, "cross-entropy gradient");
+    }
+
     #[test]
     fn layer_norm_matches_burns() {
         use burn::nn::LayerNormConfig;

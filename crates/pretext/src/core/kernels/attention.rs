@@ -1,0 +1,458 @@
+//! Multi-head scaled dot-product attention as one op, forward and backward:
+//! `out = dropout(softmax(q kᵀ / √d + mask)) v` per head, on `[batch, len, heads · head_dim]`
+//! rows as the projections write them.
+//!
+//! Why: as a chain of tensor ops, attention splits the heads (a copy), materialises the
+//! `[batch, heads, len, len]` scores, their masked copy, their softmax and its dropped copy,
+//! keeps them all for the backward and joins the heads again (another copy). For VideoMAE's
+//! decoder (321 tokens, 16-wide heads) that is 13 M floats per tensor per block, and copying
+//! them cost more than the products (docs/video.md). Here one task per sequence walks its
+//! heads: the scores of one head (`len × len`, in cache) are computed, normalised, multiplied
+//! by the values and written straight into the head's columns of the output. The backward
+//! recomputes them from each row's maximum and sum (flash-attention's trade: a product more,
+//! no `len × len` tensor kept), so the op keeps only its inputs and two floats per row.
+//!
+//! The scores are `(q kᵀ)·(1/√d)`, padded keys get [`MASKED_SCORE`], whose exponential is 0, and
+//! dropout draws its mask with `dropout.rs`'s counter-based generator at the index the element
+//! has in the `[batch, heads, len, len]` tensor, so the op computes what the chain of ops
+//! computes, dropout mask included (tested in `core::transformer`).
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::activation::{softmax_grad_in_place, softmax_in_place};
+use super::dropout;
+use super::matmul::matmul_scaled;
+use crate::with_avx2;
+
+/// Score given to padded keys before the softmax: its exponential is exactly 0 in f32, so
+/// padding has no influence at all on real tokens.
+pub const MASKED_SCORE: f32 = -1e9;
+
+/// Sizes: `batch` sequences of `len` tokens, `heads` heads of `head_dim` features each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    fn dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn scale(&self) -> f32 {
+        (1.0 / (self.head_dim as f64).sqrt()) as f32
+    }
+
+    /// Offset of head `h`'s columns in sequence `b`'s rows.
+    fn offset(&self, b: usize, h: usize) -> usize {
+        b * self.len * self.dim() + h * self.head_dim
+    }
+}
+
+/// Dropout on the attention probabilities: the key of its mask and the probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbDropout {
+    pub key: u64,
+    pub prob: f64,
+}
+
+/// What the forward keeps for the backward: per (sequence, head, query) the softmax's shift
+/// (the row's maximum) and the reciprocal of its sum of exponentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftmaxStats {
+    pub shift: Vec<f32>,
+    pub inv_sum: Vec<f32>,
+}
+
+/// What the op reads besides `q`, `k`, `v`: the shape, which keys are padding (`[batch, len]`,
+/// true at padded positions) and the dropout.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionSetup<'a> {
+    pub shape: AttentionShape,
+    pub key_pad: Option<&'a [bool]>,
+    pub dropout: Option<ProbDropout>,
+}
+
+impl AttentionSetup<'_> {
+    fn check(&self, tensors: &[(&[f32], &str)]) {
+        let s = self.shape;
+        for (t, what) in tensors {
+            assert_eq!(
+                t.len(),
+                s.batch * s.len * s.dim(),
+                "attention: {what} of the wrong size"
+            );
+        }
+        if let Some(pad) = self.key_pad {
+            assert_eq!(pad.len(), s.batch * s.len, "attention: padding mask size");
+        }
+        assert!(
+            s.batch * s.heads * s.len * s.len <= u32::MAX as usize,
+            "attention: more than 2^32 scores in one call"
+        );
+    }
+
+    /// Index of score `(b, h, 0, 0)` in the `[batch, heads, len, len]` tensor (dropout's draw).
+    fn first_score(&self, b: usize, h: usize) -> u32 {
+        let s = self.shape;
+        ((b * s.heads + h) * s.len * s.len) as u32
+    }
+
+    /// `scores ← (q kᵀ)/√d` for head `h` of sequence `b`, padded keys masked.
+    fn scores(&self, scores: &mut [f32], q: &[f32], k: &[f32], b: usize, h: usize) {
+        let s = self.shape;
+        let (len, dim, at) = (s.len, s.dim(), s.offset(b, h));
+        matmul_scaled(
+            (scores, len),
+            false,
+            (&q[at..], dim, 1),
+            (&k[at..], 1, dim),
+            [len, len, s.head_dim],
+            s.scale(),
+            Parallelism::None,
+        );
+        if let Some(pad) = self.key_pad {
+            mask_keys(scores, &pad[b * len..(b + 1) * len]);
+        }
+    }
+}
+
+with_avx2! {
+    /// Padded keys' scores set to [`MASKED_SCORE`] in every row.
+    fn mask_keys(scores: &mut [f32], pad: &[bool]) {
+        for row in scores.chunks_mut(pad.len()) {
+            for (v, &p) in row.iter_mut().zip(pad) {
+                if p {
+                    *v = MASKED_SCORE;
+                }
+            }
+        }
+    }
+}
+
+with_avx2! {
+    /// Softmax rows recomputed from the forward's shift and reciprocal sum: the same
+    /// operations in the same order, so the same bits.
+    fn recompute_probs(scores: &mut [f32], shift: &[f32], inv_sum: &[f32]) {
+        let len = shift.len();
+        for ((row, &m), &inv) in scores.chunks_mut(len).zip(shift).zip(inv_sum) {
+            for v in row.iter_mut() {
+                *v = super::activation::exp(*v - m);
+            }
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+/// The attention output `[batch, len, heads · head_dim]` and the rows' softmax statistics.
+pub fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    setup: AttentionSetup,
+) -> (Vec<f32>, SoftmaxStats) {
+    setup.check(&[(q, "queries"), (k, "keys"), (v, "values")]);
+    let s = setup.shape;
+    let (len, dim) = (s.len, s.dim());
+    let mut out = vec![0.0f32; s.batch * len * dim];
+    let mut shift = vec![0.0f32; s.batch * s.heads * len];
+    let mut inv_sum = vec![0.0f32; s.batch * s.heads * len];
+    if out.is_empty() {
+        return (out, SoftmaxStats { shift, inv_sum });
+    }
+    out.par_chunks_mut(len * dim)
+        .zip(
+            shift
+                .par_chunks_mut(s.heads * len)
+                .zip(inv_sum.par_chunks_mut(s.heads * len)),
+        )
+        .enumerate()
+        .for_each(|(b, (out, (shift, inv_sum)))| {
+            let mut probs = vec![0.0f32; len * len];
+            for h in 0..s.heads {
+                setup.scores(&mut probs, q, k, b, h);
+                for (i, row) in probs.chunks_mut(len).enumerate() {
+                    (shift[h * len + i], inv_sum[h * len + i]) = softmax_in_place(row);
+                }
+                if let Some(d) = setup.dropout {
+                    dropout::apply_in_place(&mut probs, d.key, d.prob, setup.first_score(b, h));
+                }
+                matmul_scaled(
+                    (&mut out[h * s.head_dim..], dim),
+                    false,
+                    (&probs, len, 1),
+                    (&v[s.offset(b, h)..], dim, 1),
+                    [len, s.head_dim, len],
+                    1.0,
+                    Parallelism::None,
+                );
+            }
+        });
+    (out, SoftmaxStats { shift, inv_sum })
+}
+
+/// The gradients `(dq, dk, dv)` from the inputs, the forward's statistics and the output
+/// gradient `d_out`.
+pub fn backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stats: &SoftmaxStats,
+    d_out: &[f32],
+    setup: AttentionSetup,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    setup.check(&[(q, "queries"), (k, "keys"), (v, "values"), (d_out, "gradient")]);
+    let s = setup.shape;
+    let (len, dim) = (s.len, s.dim());
+    assert_eq!(
+        stats.shift.len(),
+        s.batch * s.heads * len,
+        "attention backward: statistics"
+    );
+    let mut dq = vec![0.0f32; q.len()];
+    let mut dk = vec![0.0f32; k.len()];
+    let mut dv = vec![0.0f32; v.len()];
+    if dq.is_empty() {
+        return (dq, dk, dv);
+    }
+    let scale = s.scale();
+    dq.par_chunks_mut(len * dim)
+        .zip(dk.par_chunks_mut(len * dim).zip(dv.par_chunks_mut(len * dim)))
+        .enumerate()
+        .for_each(|(b, (dq, (dk, dv)))| {
+            let mut probs = vec![0.0f32; len * len];
+            let mut grad = vec![0.0f32; len * len];
+            for h in 0..s.heads {
+                let (at, cols) = (s.offset(b, h), h * s.head_dim);
+                let rows = (b * s.heads + h) * len..(b * s.heads + h + 1) * len;
+                setup.scores(&mut probs, q, k, b, h);
+                recompute_probs(
+                    &mut probs,
+                    &stats.shift[rows.clone()],
+                    &stats.inv_sum[rows],
+                );
+                // dv = dropout(P)ᵀ · d_out
+                let kept = match setup.dropout {
+                    Some(d) => {
+                        grad.copy_from_slice(&probs);
+                        dropout::apply_in_place(&mut grad, d.key, d.prob, setup.first_score(b, h));
+                        &grad
+                    }
+                    None => &probs,
+                };
+                matmul_scaled(
+                    (&mut dv[cols..], dim),
+                    false,
+                    (kept, 1, len),
+                    (&d_out[at..], dim, 1),
+                    [len, s.head_dim, len],
+                    1.0,
+                    Parallelism::None,
+                );
+                // dP = dropout'(d_out · vᵀ), then through the softmax row by row.
+                matmul_scaled(
+                    (&mut grad, len),
+                    false,
+                    (&d_out[at..], dim, 1),
+                    (&v[at..], 1, dim),
+                    [len, len, s.head_dim],
+                    1.0,
+                    Parallelism::None,
+                );
+                if let Some(d) = setup.dropout {
+                    dropout::apply_in_place(&mut grad, d.key, d.prob, setup.first_score(b, h));
+                }
+                for (g, p) in grad.chunks_mut(len).zip(probs.chunks(len)) {
+                    softmax_grad_in_place(g, p);
+                }
+                // A masked score is a constant: no gradient reaches q or k through it.
+                if let Some(pad) = setup.key_pad {
+                    zero_masked(&mut grad, &pad[b * len..(b + 1) * len]);
+                }
+                // dq = dS · k / √d, dk = dSᵀ · q / √d
+                matmul_scaled(
+                    (&mut dq[cols..], dim),
+                    false,
+                    (&grad, len, 1),
+                    (&k[at..], dim, 1),
+                    [len, s.head_dim, len],
+                    scale,
+                    Parallelism::None,
+                );
+                matmul_scaled(
+                    (&mut dk[cols..], dim),
+                    false,
+                    (&grad, 1, len),
+                    (&q[at..], dim, 1),
+                    [len, s.head_dim, len],
+                    scale,
+                    Parallelism::None,
+                );
+            }
+        });
+    (dq, dk, dv)
+}
+
+with_avx2! {
+    fn zero_masked(grad: &mut [f32], pad: &[bool]) {
+        for row in grad.chunks_mut(pad.len()) {
+            for (g, &p) in row.iter_mut().zip(pad) {
+                if p {
+                    *g = 0.0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32 * 0.613 + seed).sin() * 1.7))
+            .collect()
+    }
+
+    const SHAPE: AttentionShape = AttentionShape {
+        batch: 2,
+        len: 5,
+        heads: 3,
+        head_dim: 4,
+    };
+
+    /// The definition written out in f64, head by head, for one sequence element.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], pad: &[bool]) -> Vec<f64> {
+        let s = SHAPE;
+        let dim = s.dim();
+        let mut out = vec![0.0f64; q.len()];
+        for b in 0..s.batch {
+            for h in 0..s.heads {
+                for i in 0..s.len {
+                    let at = |t: &[f32], row: usize, d: usize| {
+                        t[b * s.len * dim + row * dim + h * s.head_dim + d] as f64
+                    };
+                    let scores: Vec<f64> = (0..s.len)
+                        .map(|j| {
+                            if pad[b * s.len + j] {
+                                MASKED_SCORE as f64
+                            } else {
+                                (0..s.head_dim).map(|d| at(q, i, d) * at(k, j, d)).sum::<f64>()
+                                    / (s.head_dim as f64).sqrt()
+                            }
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for d in 0..s.head_dim {
+                        out[b * s.len * dim + i * dim + h * s.head_dim + d] =
+                            (0..s.len).map(|j| e[j] / total * at(v, j, d)).sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pad() -> Vec<bool> {
+        // The second sequence's last two tokens are padding.
+        (0..SHAPE.batch * SHAPE.len)
+            .map(|i| i >= 2 * SHAPE.len - 2)
+            .collect()
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        let n = SHAPE.batch * SHAPE.len * SHAPE.dim();
+        let (q, k, v) = (data(n, 0.1), data(n, 0.2), data(n, 0.3));
+        let pad = pad();
+        let setup = AttentionSetup {
+            shape: SHAPE,
+            key_pad: Some(&pad),
+            dropout: None,
+        };
+        let (out, _) = forward(&q, &k, &v, setup);
+        for (i, (a, b)) in out.iter().zip(reference(&q, &k, &v, &pad)).enumerate() {
+            assert!((*a as f64 - b).abs() < 1e-5, "out[{i}]: {a} vs {b}");
+        }
+    }
+
+    /// Gradients against central differences of `Σ w ⊙ out`, with padding and dropout.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let n = SHAPE.batch * SHAPE.len * SHAPE.dim();
+        let (q, k, v, w) = (data(n, 0.4), data(n, 0.5), data(n, 0.6), data(n, 0.7));
+        let pad = pad();
+        for dropout in [
+            None,
+            Some(ProbDropout {
+                key: 99,
+                prob: 0.3,
+            }),
+        ] {
+            let setup = AttentionSetup {
+                shape: SHAPE,
+                key_pad: Some(&pad),
+                dropout,
+            };
+            let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+                let (out, _) = forward(q, k, v, setup);
+                out.iter().zip(&w).map(|(a, b)| (a * b) as f64).sum()
+            };
+            let (_, stats) = forward(&q, &k, &v, setup);
+            let grads = backward(&q, &k, &v, &stats, &w, setup);
+            let inputs = [&q, &k, &v];
+            for (which, grad) in [grads.0, grads.1, grads.2].iter().enumerate() {
+                for j in (0..n).step_by(7) {
+                    let h = 1e-2f32;
+                    let shifted = |delta: f32| {
+                        let mut t: [Vec<f32>; 3] = inputs.map(|t| t.to_vec());
+                        t[which][j] += delta;
+                        loss(&t[0], &t[1], &t[2])
+                    };
+                    let fd = (shifted(h) - shifted(-h)) / (2.0 * h as f64);
+                    assert!(
+                        (fd - grad[j] as f64).abs() < 2e-3,
+                        "input {which}, element {j}, dropout {dropout:?}: {fd} vs {}",
+                        grad[j]
+                    );
+                }
+            }
+        }
+    }
+
+    /// Padded keys take no gradient and change nothing for the real tokens.
+    #[test]
+    fn padded_keys_are_invisible() {
+        let n = SHAPE.batch * SHAPE.len * SHAPE.dim();
+        let (q, k, v) = (data(n, 0.8), data(n, 0.9), data(n, 1.0));
+        let pad = pad();
+        let setup = AttentionSetup {
+            shape: SHAPE,
+            key_pad: Some(&pad),
+            dropout: None,
+        };
+        let (out, stats) = forward(&q, &k, &v, setup);
+        let mut k2 = k.clone();
+        let mut v2 = v.clone();
+        let dim = SHAPE.dim();
+        for (i, _) in pad.iter().enumerate().filter(|(_, p)| **p) {
+            for d in 0..dim {
+                k2[i * dim + d] += 5.0;
+                v2[i * dim + d] -= 3.0;
+            }
+        }
+        assert_eq!(forward(&q, &k2, &v2, setup).0, out);
+        let (_, dk, dv) = backward(&q, &k, &v, &stats, &data(n, 1.1), setup);
+        for (i, _) in pad.iter().enumerate().filter(|(_, p)| **p) {
+            assert!(dk[i * dim..(i + 1) * dim].iter().all(|&g| g == 0.0));
+            assert!(dv[i * dim..(i + 1) * dim].iter().all(|&g| g == 0.0));
+        }
+    }
+}
