@@ -13,6 +13,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::core::kernels::{self, adamw::AdamwScalars};
+
 /// `[optimizer]` table of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -204,13 +206,10 @@ impl ModuleMapper for Update<'_> {
             let require_grad = value.is_require_grad();
             let dims = value.dims();
             let flat = value.detach().inner().reshape([-1]);
-            let mut g = grad.detach().inner().reshape([-1]);
-            if scale != 1.0 {
-                g = g.mul_scalar(scale);
-            }
+            let g = grad.detach().inner().reshape([-1]);
             // Biases and normalisation parameters are rank 1: no decay, no LARS adaptation.
             let decayed = D > 1;
-            let updated = opt.update(&path, flat, g, lr, decayed).reshape(dims);
+            let updated = opt.update(&path, flat, g, scale, lr, decayed).reshape(dims);
             let updated = Tensor::from_inner(updated);
             if require_grad {
                 updated.require_grad()
@@ -219,6 +218,63 @@ impl ModuleMapper for Update<'_> {
             }
         })
     }
+}
+
+/// AdamW's update of `p` from its gradient and moments at update number `t`: the fused kernel
+/// where it runs, [`adamw_tensor_ops`] elsewhere. Returns the new `(p, m, v)`.
+#[allow(clippy::too_many_arguments)]
+fn adamw(
+    p: &Tensor<1>,
+    g: &Tensor<1>,
+    m: &Tensor<1>,
+    v: &Tensor<1>,
+    grad_scale: f64,
+    c: &OptimConfig,
+    t: i32,
+    lr: f64,
+    wd: f64,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    // Each scalar converted to f32 as the tensor ops convert theirs, so both agree.
+    let scalars = AdamwScalars {
+        grad_scale: grad_scale as f32,
+        beta1: c.beta1 as f32,
+        one_minus_beta1: (1.0 - c.beta1) as f32,
+        beta2: c.beta2 as f32,
+        one_minus_beta2: (1.0 - c.beta2) as f32,
+        bias1: (1.0 - c.beta1.powi(t)) as f32,
+        bias2: (1.0 - c.beta2.powi(t)) as f32,
+        eps: c.eps as f32,
+        lr: lr as f32,
+        decay: (wd > 0.0).then_some((1.0 - lr * wd) as f32),
+    };
+    kernels::adamw_step(p, g, m, v, scalars)
+        .unwrap_or_else(|| adamw_tensor_ops(p.clone(), g.clone(), m.clone(), v.clone(), scalars))
+}
+
+/// AdamW as tensor ops, for backends without the kernel:
+/// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `p ← p·(1 − lr·wd) − lr·m̂ / (√v̂ + ε)`.
+fn adamw_tensor_ops(
+    p: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    s: AdamwScalars,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let g = if s.grad_scale != 1.0 {
+        g.mul_scalar(s.grad_scale)
+    } else {
+        g
+    };
+    let m = m.mul_scalar(s.beta1) + g.clone().mul_scalar(s.one_minus_beta1);
+    let v = v.mul_scalar(s.beta2) + (g.clone() * g).mul_scalar(s.one_minus_beta2);
+    let m_hat = m.clone().div_scalar(s.bias1);
+    let v_hat = v.clone().div_scalar(s.bias2);
+    let p = match s.decay {
+        Some(d) => p.mul_scalar(d),
+        None => p,
+    };
+    let p = p - m_hat.div(v_hat.sqrt().add_scalar(s.eps)).mul_scalar(s.lr);
+    (p, m, v)
 }
 
 impl Optimizer {
@@ -234,11 +290,14 @@ impl Optimizer {
         self.steps
     }
 
+    /// One update of the flattened parameter at `path` with gradient `g` (multiplied by
+    /// `grad_scale` first: gradient clipping).
     fn update(
         &mut self,
         path: &str,
         p: Tensor<1>,
         g: Tensor<1>,
+        grad_scale: f64,
         lr: f64,
         decayed: bool,
     ) -> Tensor<1> {
@@ -250,28 +309,20 @@ impl Optimizer {
             updates: 0,
         });
         slot.updates += 1;
+        if c.kind == "adamw" {
+            let t = slot.updates.min(i32::MAX as u64) as i32;
+            let second = slot.second.take().unwrap_or_else(|| g.zeros_like());
+            let (p, m, v) = adamw(&p, &g, &slot.first, &second, grad_scale, c, t, lr, wd);
+            slot.first = m;
+            slot.second = Some(v);
+            return p;
+        }
+        let g = if grad_scale != 1.0 {
+            g.mul_scalar(grad_scale)
+        } else {
+            g
+        };
         match c.kind.as_str() {
-            "adamw" => {
-                let t = slot.updates.min(i32::MAX as u64) as i32;
-                let m =
-                    slot.first.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-                let v = slot
-                    .second
-                    .take()
-                    .unwrap_or_else(|| g.zeros_like())
-                    .mul_scalar(c.beta2)
-                    + g.powi_scalar(2).mul_scalar(1.0 - c.beta2);
-                let m_hat = m.clone().div_scalar(1.0 - c.beta1.powi(t));
-                let v_hat = v.clone().div_scalar(1.0 - c.beta2.powi(t));
-                slot.first = m;
-                slot.second = Some(v);
-                let p = if wd > 0.0 {
-                    p.mul_scalar(1.0 - lr * wd)
-                } else {
-                    p
-                };
-                p - m_hat.div(v_hat.sqrt().add_scalar(c.eps)).mul_scalar(lr)
-            }
             "lars" => {
                 let g = if wd > 0.0 {
                     g + p.clone().mul_scalar(wd)
@@ -512,6 +563,59 @@ mod tests {
         }
         // The updated model still trains: its parameters require gradients.
         assert!(model.weight.val().is_require_grad());
+    }
+
+    /// The fused AdamW kernel and the tensor ops agree over several steps, with gradient
+    /// scaling and weight decay.
+    #[test]
+    fn adamw_kernel_matches_the_tensor_ops() {
+        let device = Device::flex();
+        device.seed(4);
+        let random = || {
+            Tensor::<1>::random(
+                [1000],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+        };
+        let c = OptimConfig {
+            weight_decay: 0.05,
+            beta2: 0.98,
+            ..Default::default()
+        };
+        let start = random();
+        let (mut fused, mut ops) = (
+            (start.clone(), start.zeros_like(), start.zeros_like()),
+            (start.clone(), start.zeros_like(), start.zeros_like()),
+        );
+        for t in 1..=5 {
+            let g = random();
+            let (p, m, v) = fused;
+            fused = adamw(&p, &g, &m, &v, 0.7, &c, t, 0.01, c.weight_decay);
+            let (p, m, v) = ops;
+            let scalars = AdamwScalars {
+                grad_scale: 0.7,
+                beta1: c.beta1 as f32,
+                one_minus_beta1: (1.0 - c.beta1) as f32,
+                beta2: c.beta2 as f32,
+                one_minus_beta2: (1.0 - c.beta2) as f32,
+                bias1: (1.0 - c.beta1.powi(t)) as f32,
+                bias2: (1.0 - c.beta2.powi(t)) as f32,
+                eps: c.eps as f32,
+                lr: 0.01,
+                decay: Some((1.0 - 0.01 * c.weight_decay) as f32),
+            };
+            ops = adamw_tensor_ops(p, g, m, v, scalars);
+        }
+        let moved = (fused.0.clone() - start).abs().max().into_scalar::<f32>();
+        assert!(
+            moved > 0.01,
+            "five steps of lr 0.01 moved the parameter by {moved}"
+        );
+        for (a, b) in [(fused.0, ops.0), (fused.1, ops.1), (fused.2, ops.2)] {
+            let diff = (a - b).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-6, "kernel and tensor ops differ by {diff}");
+        }
     }
 
     #[test]

@@ -149,12 +149,7 @@ with_avx2! {
 }
 
 /// The attention output `[batch, len, heads · head_dim]` and the rows' softmax statistics.
-pub fn forward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    setup: AttentionSetup,
-) -> (Vec<f32>, SoftmaxStats) {
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], setup: AttentionSetup) -> (Vec<f32>, SoftmaxStats) {
     setup.check(&[(q, "queries"), (k, "keys"), (v, "values")]);
     let s = setup.shape;
     let (len, dim) = (s.len, s.dim());
@@ -205,7 +200,12 @@ pub fn backward(
     d_out: &[f32],
     setup: AttentionSetup,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    setup.check(&[(q, "queries"), (k, "keys"), (v, "values"), (d_out, "gradient")]);
+    setup.check(&[
+        (q, "queries"),
+        (k, "keys"),
+        (v, "values"),
+        (d_out, "gradient"),
+    ]);
     let s = setup.shape;
     let (len, dim) = (s.len, s.dim());
     assert_eq!(
@@ -221,7 +221,10 @@ pub fn backward(
     }
     let scale = s.scale();
     dq.par_chunks_mut(len * dim)
-        .zip(dk.par_chunks_mut(len * dim).zip(dv.par_chunks_mut(len * dim)))
+        .zip(
+            dk.par_chunks_mut(len * dim)
+                .zip(dv.par_chunks_mut(len * dim)),
+        )
         .enumerate()
         .for_each(|(b, (dq, (dk, dv)))| {
             let mut probs = vec![0.0f32; len * len];
@@ -230,11 +233,7 @@ pub fn backward(
                 let (at, cols) = (s.offset(b, h), h * s.head_dim);
                 let rows = (b * s.heads + h) * len..(b * s.heads + h + 1) * len;
                 setup.scores(&mut probs, q, k, b, h);
-                recompute_probs(
-                    &mut probs,
-                    &stats.shift[rows.clone()],
-                    &stats.inv_sum[rows],
-                );
+                recompute_probs(&mut probs, &stats.shift[rows.clone()], &stats.inv_sum[rows]);
                 // dv = dropout(P)ᵀ · d_out
                 let kept = match setup.dropout {
                     Some(d) => {
@@ -342,7 +341,9 @@ mod tests {
                             if pad[b * s.len + j] {
                                 MASKED_SCORE as f64
                             } else {
-                                (0..s.head_dim).map(|d| at(q, i, d) * at(k, j, d)).sum::<f64>()
+                                (0..s.head_dim)
+                                    .map(|d| at(q, i, d) * at(k, j, d))
+                                    .sum::<f64>()
                                     / (s.head_dim as f64).sqrt()
                             }
                         })
@@ -389,13 +390,7 @@ mod tests {
         let n = SHAPE.batch * SHAPE.len * SHAPE.dim();
         let (q, k, v, w) = (data(n, 0.4), data(n, 0.5), data(n, 0.6), data(n, 0.7));
         let pad = pad();
-        for dropout in [
-            None,
-            Some(ProbDropout {
-                key: 99,
-                prob: 0.3,
-            }),
-        ] {
+        for dropout in [None, Some(ProbDropout { key: 99, prob: 0.3 })] {
             let setup = AttentionSetup {
                 shape: SHAPE,
                 key_pad: Some(&pad),

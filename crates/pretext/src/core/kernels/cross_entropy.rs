@@ -45,7 +45,10 @@ with_avx2! {
 pub fn forward(logits: &[f32], classes: usize, targets: &[usize]) -> (f32, Vec<f32>) {
     let rows = targets.len();
     assert_eq!(logits.len(), rows * classes, "cross-entropy: logits size");
-    assert!(rows > 0 && classes > 0, "cross-entropy: no rows or no classes");
+    assert!(
+        rows > 0 && classes > 0,
+        "cross-entropy: no rows or no classes"
+    );
     assert!(
         targets.iter().all(|&t| t < classes),
         "cross-entropy: a target outside the classes"
@@ -77,7 +80,11 @@ pub fn backward(
     lse: &[f32],
     grad: f32,
 ) -> Vec<f32> {
-    assert_eq!(lse.len(), targets.len(), "cross-entropy backward: statistics");
+    assert_eq!(
+        lse.len(),
+        targets.len(),
+        "cross-entropy backward: statistics"
+    );
     assert_eq!(
         logits.len(),
         targets.len() * classes,
@@ -127,8 +134,8 @@ mod tests {
             let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
             want += (lse - row[t]) / targets.len() as f64;
             for (j, &v) in row.iter().enumerate() {
-                let g = 2.0 / targets.len() as f64
-                    * ((v - lse).exp() - if j == t { 1.0 } else { 0.0 });
+                let g =
+                    2.0 / targets.len() as f64 * ((v - lse).exp() - if j == t { 1.0 } else { 0.0 });
                 let got = dx[r * classes + j] as f64;
                 assert!((got - g).abs() < 1e-5, "dx[{r}, {j}]: {got} vs {g}");
             }

@@ -8,6 +8,7 @@
 //! | max pool 2-D | `max_pool.rs` | CNN, ResNet's ImageNet stem |
 //! | GELU, softmax (last dimension) | `activation.rs` | transformers (text, ViT, MAE) |
 //! | mean cross-entropy against target classes | `cross_entropy.rs` | the MLM and ELECTRA losses |
+//! | one AdamW update (parameter and both moments in one pass) | `adamw.rs` | `core::optim` |
 //! | multi-head attention (scores, mask, softmax, dropout, values) | `attention.rs` | every transformer |
 //! | layer norm (forward and the three gradients) | `layer_norm.rs` | transformers (text, ViT, MAE) |
 //! | dropout from a counter-based generator | `dropout.rs` | the text encoder |
@@ -22,6 +23,7 @@
 //! loops run on AVX2 where the CPU has it (`simd.rs`).
 
 pub mod activation;
+pub mod adamw;
 pub mod attention;
 pub mod batch_norm;
 pub mod conv2d;
@@ -276,6 +278,35 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
         .neg()
 }
 
+/// One AdamW update of a flattened parameter `p` with gradient `g` and moments `m`, `v`
+/// through `adamw.rs`: the new `(p, m, v)`, or `None` where the kernel does not serve these
+/// tensors (the caller then runs its tensor ops).
+pub fn adamw_step(
+    p: &Tensor<1>,
+    g: &Tensor<1>,
+    m: &Tensor<1>,
+    v: &Tensor<1>,
+    scalars: adamw::AdamwScalars,
+) -> Option<(Tensor<1>, Tensor<1>, Tensor<1>)> {
+    #[cfg(feature = "flex")]
+    if [p, g, m, v].iter().all(|t| is_f32(t)) && is_flex(&p.device()) {
+        let (p, m, v) = <Dispatch as flex::KernelOps>::pretext_adamw(
+            p.clone().into_dispatch(),
+            g.clone().into_dispatch(),
+            m.clone().into_dispatch(),
+            v.clone().into_dispatch(),
+            scalars,
+        );
+        return Some((
+            Tensor::from_dispatch(p),
+            Tensor::from_dispatch(m),
+            Tensor::from_dispatch(v),
+        ));
+    }
+    let _ = (p, g, m, v, scalars);
+    None
+}
+
 /// Layer normalisation over the last dimension, with burn's `LayerNorm` parameters (`gamma`,
 /// `beta`: the same names, so checkpoints and exports read it as one) and an epsilon the kernel
 /// can read (burn keeps its own private).
@@ -448,10 +479,11 @@ mod flex {
     //! The extension trait, its flex implementation and its autodiff implementation.
 
     use super::activation;
+    use super::adamw::{self, AdamwScalars};
     use super::attention::{self, AttentionSetup, AttentionShape, ProbDropout, SoftmaxStats};
     use super::batch_norm::{self, BatchStats, NormShape, Reduce};
-    use super::cross_entropy;
     use super::conv2d::{self as kernel, ConvGeometry};
+    use super::cross_entropy;
     use super::dropout;
     use super::layer_norm::{self, RowStats};
     use super::linear::{self, LinearShape};
@@ -544,9 +576,20 @@ mod flex {
         /// Softmax over the last dimension.
         fn pretext_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
+        /// One AdamW update: the new parameter, first and second moment (no gradient).
+        fn pretext_adamw(
+            p: FloatTensor<Self>,
+            g: FloatTensor<Self>,
+            m: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            scalars: AdamwScalars,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
         /// Mean cross-entropy of `[n, classes]` logits against `n` target classes, `[1]`.
-        fn pretext_cross_entropy(logits: FloatTensor<Self>, targets: Vec<usize>)
-        -> FloatTensor<Self>;
+        fn pretext_cross_entropy(
+            logits: FloatTensor<Self>,
+            targets: Vec<usize>,
+        ) -> FloatTensor<Self>;
 
         /// Multi-head attention of `[batch, len, dim]` queries, keys and values.
         fn pretext_attention(
@@ -734,6 +777,23 @@ mod flex {
             let shape = x.shape().to_vec();
             let row = shape.last().copied().unwrap_or(1);
             flat(activation::softmax_forward(slice(&values(&x)), row), shape)
+        }
+
+        fn pretext_adamw(
+            p: FlexTensor,
+            g: FlexTensor,
+            m: FlexTensor,
+            v: FlexTensor,
+            scalars: AdamwScalars,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let shape = p.shape().to_vec();
+            let [p, g, m, v] = [p, g, m, v].map(|t| values(&t));
+            let (p, m, v) = adamw::step(slice(&p), slice(&g), slice(&m), slice(&v), &scalars);
+            (
+                flat(p, shape.clone()),
+                flat(m, shape.clone()),
+                flat(v, shape),
+            )
         }
 
         fn pretext_cross_entropy(logits: FlexTensor, targets: Vec<usize>) -> FlexTensor {
@@ -1234,6 +1294,28 @@ mod flex {
             saved_tensor_op::<C>(x, Flex::pretext_softmax, true, softmax_grad)
         }
 
+        /// Optimizer state takes no gradient: the update runs on the inner tensors untracked.
+        fn pretext_adamw(
+            p: FloatTensor<Self>,
+            g: FloatTensor<Self>,
+            m: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            scalars: AdamwScalars,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            let (p, m, v) = Flex::pretext_adamw(
+                p.into_primitive(),
+                g.into_primitive(),
+                m.into_primitive(),
+                v.into_primitive(),
+                scalars,
+            );
+            (
+                FloatTensor::<Self>::new(p),
+                FloatTensor::<Self>::new(m),
+                FloatTensor::<Self>::new(v),
+            )
+        }
+
         fn pretext_cross_entropy(
             logits: FloatTensor<Self>,
             targets: Vec<usize>,
@@ -1274,7 +1356,11 @@ mod flex {
             );
             match prep {
                 OpsKind::Tracked(mut prep) => {
-                    let ids = [prep.checkpoint(&q), prep.checkpoint(&k), prep.checkpoint(&v)];
+                    let ids = [
+                        prep.checkpoint(&q),
+                        prep.checkpoint(&k),
+                        prep.checkpoint(&v),
+                    ];
                     prep.finish((ids, stats, heads, key_pad, dropout), out)
                 }
                 OpsKind::UnTracked(prep) => prep.finish(out),
@@ -1679,8 +1765,15 @@ mod tests {
                     attention_unfused(q2, k2, v2, heads, pad, &dropout)
                 };
                 let grads = (out.clone() * r.clone()).sum().backward();
-                let g = |t: &Tensor<3>| t.grad(&grads).unwrap().reshape([batch, len, heads, head_dim]);
-                (out.inner().reshape([batch, len, heads, head_dim]), [g(&q), g(&k), g(&v)])
+                let g = |t: &Tensor<3>| {
+                    t.grad(&grads)
+                        .unwrap()
+                        .reshape([batch, len, heads, head_dim])
+                };
+                (
+                    out.inner().reshape([batch, len, heads, head_dim]),
+                    [g(&q), g(&k), g(&v)],
+                )
             };
             let ((out, grads), (out_ref, grads_ref)) = (run(true), run(false));
             outputs.push(out.clone().into_data().try_to_vec::<f32>().unwrap());
@@ -1715,7 +1808,9 @@ mod tests {
                     .neg()
             };
             // A factor other than 1 checks that the upstream gradient is applied.
-            let dx = x.grad(&loss.clone().mul_scalar(3.0).sum().backward()).unwrap();
+            let dx = x
+                .grad(&loss.clone().mul_scalar(3.0).sum().backward())
+                .unwrap();
             (loss.into_scalar::<f32>(), dx.reshape([1, 1, 9, 23]))
         };
         let ((loss, dx), (loss_ref, dx_ref)) = (run(true), run(false));
