@@ -112,10 +112,18 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
 #[inline(always)]
 pub(super) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
     let mut acc = [init; 8];
-    for chunk in x.chunks(8) {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a = f(*a, v);
+    // Whole chunks by index, so the lanes stay in a register: a zip over `chunks(8)` has a
+    // variable length, and the compiler then keeps `acc` on the stack (a store-to-load stall
+    // per chunk).
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..8 {
+            acc[lane] = f(acc[lane], chunk[lane]);
         }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a = f(*a, v);
     }
     acc
 }
@@ -142,10 +150,15 @@ with_avx2! {
     /// `y` becomes the gradient of its input.
     pub fn softmax_grad_in_place(g: &mut [f32], y: &[f32]) {
         let mut acc = [0.0f32; 8];
-        for (ys, gs) in y.chunks(8).zip(g.chunks(8)) {
-            for ((a, &u), &v) in acc.iter_mut().zip(ys).zip(gs) {
-                *a += u * v;
+        let (ys, gs) = (y.chunks_exact(8), g.chunks_exact(8));
+        let tail = ys.remainder().iter().zip(gs.remainder());
+        for (ys, gs) in ys.zip(gs) {
+            for lane in 0..8 {
+                acc[lane] += ys[lane] * gs[lane];
             }
+        }
+        for (a, (&u, &v)) in acc.iter_mut().zip(tail) {
+            *a += u * v;
         }
         let dot: f32 = acc.iter().sum();
         for (g, &y) in g.iter_mut().zip(y) {
