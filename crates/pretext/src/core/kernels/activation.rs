@@ -8,6 +8,8 @@
 //! `exp` is a degree-6 polynomial after range reduction and `erf` is Abramowitz & Stegun
 //! 7.1.26 (absolute error under 1.5e-7); both are tested against the standard library.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::with_avx2;
@@ -57,13 +59,34 @@ pub fn exp(x: f32) -> f32 {
 /// `erf(x)` by Abramowitz & Stegun 7.1.26.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_and_gaussian(x).0
+}
+
+/// `(erf(x), exp(−x²))`: the formula needs the second, and GELU's gradient reuses it for the
+/// normal density, so the backward takes one exponential instead of two.
+#[inline(always)]
+fn erf_and_gaussian(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp(-a * a);
-    y.copysign(x)
+    let gaussian = exp(-a * a);
+    ((1.0 - poly * gaussian).copysign(x), gaussian)
+}
+
+/// `n` values written task by task (in parallel) by `fill(first, chunk)`, which must write every
+/// element of `chunk` (elements `first..first + chunk.len()` of the result). Nothing is zeroed
+/// first: the kernels overwrite all of it, and zeroing was a pass over memory of its own.
+fn par_written(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(TASK)
+        .enumerate()
+        .for_each(|(task, chunk)| fill(task * TASK, chunk));
+    // SAFETY: the capacity is `n`, and `fill` wrote each of the first `n` elements.
+    unsafe { out.set_len(n) };
+    out
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -71,40 +94,43 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 with_avx2! {
-    fn gelu_chunk(y: &mut [f32], x: &[f32]) {
+    /// Writes every element of `y`.
+    fn gelu_chunk(y: &mut [MaybeUninit<f32>], x: &[f32]) {
+        assert_eq!(y.len(), x.len());
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+            y.write(0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2)));
         }
     }
 }
 
 with_avx2! {
-    fn gelu_grad_chunk(dx: &mut [f32], x: &[f32], dy: &[f32]) {
+    /// Writes every element of `dx`.
+    fn gelu_grad_chunk(dx: &mut [MaybeUninit<f32>], x: &[f32], dy: &[f32]) {
+        assert!(dx.len() == x.len() && x.len() == dy.len());
         for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
-            *d = g * (cdf + x * pdf);
+            let (erf, gaussian) = erf_and_gaussian(x * FRAC_1_SQRT_2);
+            let cdf = 0.5 * (1.0 + erf);
+            // φ(x) = exp(−x²/2)/√(2π), and exp(−(x/√2)²) is that exponential.
+            let pdf = FRAC_1_SQRT_2PI * gaussian;
+            d.write(g * (cdf + x * pdf));
         }
     }
 }
 
 /// `gelu(x) = x·Φ(x)`, Φ the standard normal distribution function (the exact, erf form).
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK))
-        .for_each(|(y, x)| gelu_chunk(y, x));
-    y
+    par_written(x.len(), |first, y| {
+        gelu_chunk(y, &x[first..first + y.len()])
+    })
 }
 
 /// `dx = dy·(Φ(x) + x·φ(x))`.
 pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), dy.len(), "gelu backward: gradient length");
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK).zip(dy.par_chunks(TASK)))
-        .for_each(|(dx, (x, dy))| gelu_grad_chunk(dx, x, dy));
-    dx
+    par_written(x.len(), |first, dx| {
+        let range = first..first + dx.len();
+        gelu_grad_chunk(dx, &x[range.clone()], &dy[range])
+    })
 }
 
 /// Eight running values folded over `x` (lane `i` sees elements `i, i + 8, ...`): written so

@@ -314,7 +314,7 @@ mod tests {
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as f32 * 0.613 + seed).sin() * 1.7))
+            .map(|i| (i as f32 * 0.613 + seed).sin() * 1.7)
             .collect()
     }
 
