@@ -9,7 +9,7 @@
 #   RECIPE=1 bench/mlm/run.sh DATA_DIR [STEPS]
 #
 # RECIPE=1 runs configs/mlm_recipe.toml's recipe (pre-norm, no dropout, 40% masking, lr 1e-3,
-# betas 0.9/0.98, clip 0.5) on both sides, over STEPS steps instead of its time budget, so the
+# betas 0.9/0.98, clip 0.5; random token and position rows, as transformers starts) on both sides, over STEPS steps instead of its time budget, so the
 # loss curves can be laid side by side; transformers trains RobertaPreLayerNormForMaskedLM.
 #
 # DATA_DIR is the folder ../shared/datasets.sh filled. Both tools use 2 threads. Prints a
@@ -39,7 +39,8 @@ echo "[bench] tokenizer: WordPiece, 8000 ids, on $CORPUS" >&2
 
 if [ -n "${RECIPE:-}" ]; then
   CONFIG="$ROOT/configs/mlm_recipe.toml"
-  PT_EXTRA=(--set train.budget_minutes=0 --set model.embedding_init='"random"')
+  PT_EXTRA=(--set train.budget_minutes=0 --set model.embedding_init='"random"'
+    --set model.position_init='"random"' --set optimizer.lr=1e-3)
   HF_EXTRA=(--norm pre --dropout 0 --mlm-probability 0.4 --lr 1e-3 --beta2 0.98 --eps 1e-12 --grad-clip 0.5)
 else
   CONFIG="$ROOT/configs/mlm_mini.toml"

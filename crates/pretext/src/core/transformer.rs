@@ -14,6 +14,25 @@ use burn::prelude::*;
 
 use crate::core::kernels::{self, FastLayerNorm, LinearForward, gelu};
 
+/// The Transformer's fixed 1-D sinusoid positions, `n` rows of `dim` (VideoMAE's
+/// `get_sinusoid_encoding_table`): channel pair `2i, 2i + 1` holds the sine and cosine of
+/// `position / 10000^(2i / dim)`.
+pub fn sinusoid_table(n: usize, dim: usize) -> Vec<f32> {
+    let mut table = Vec::with_capacity(n * dim);
+    for pos in 0..n {
+        for j in 0..dim {
+            let angle = pos as f64 / 10_000f64.powf((2 * (j / 2)) as f64 / dim as f64);
+            table.push(if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
+        }
+    }
+    table
+}
+
+/// [`sinusoid_table`] as a `[1, n, dim]` tensor.
+pub fn sinusoid_positions(n: usize, dim: usize, device: &Device) -> Tensor<3> {
+    Tensor::from_data(TensorData::new(sinusoid_table(n, dim), [1, n, dim]), device)
+}
+
 /// Self-attention with its four projections (burn's `MultiHeadAttention` names).
 #[derive(Module, Debug)]
 pub struct SelfAttention {

@@ -41,6 +41,19 @@ pub struct ModelSettings {
     /// How the token embeddings start: `random` (BERT's normal, std 0.02) or `word2vec`
     /// (skip-gram vectors of the pieces on the same corpus, see [`super::token_vectors`]).
     pub embedding_init: EmbeddingInit,
+    /// How the position table starts: `random` (BERT's normal, std 0.02) or `sinusoid` (the
+    /// Transformer's sines and cosines at the same spread, still learned; see
+    /// [`super::mlm::initial_embeddings`]).
+    pub position_init: PositionInit,
+}
+
+/// `model.position_init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionInit {
+    #[default]
+    Random,
+    Sinusoid,
 }
 
 /// `model.embedding_init`.
@@ -124,6 +137,7 @@ impl Default for MlmConfig {
                 dropout: 0.1,
                 norm: NormPlacement::Post,
                 embedding_init: EmbeddingInit::Random,
+                position_init: PositionInit::Random,
             },
             data: TextDataSettings {
                 mode: ExampleMode::Packed,

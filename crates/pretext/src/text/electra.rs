@@ -30,7 +30,7 @@ use burn::tensor::activation::softplus;
 use serde::{Deserialize, Serialize};
 
 use super::config::{
-    EmbeddingInit, MlmConfig, MlmEvalSettings, ModelSettings, TextDataSettings, TokenizerSettings,
+    MlmConfig, MlmEvalSettings, ModelSettings, TextDataSettings, TokenizerSettings,
 };
 use super::encoder::{
     Encoder, EncoderConfig, EncoderLayer, MlmHead, MlmModel, NormPlacement, labelled_rows,
@@ -39,7 +39,7 @@ use super::encoder::{
 use super::examples::{Batch, ExampleSet, corpus_examples};
 use super::masking::{IGNORE, MaskingConfig};
 use super::mlm::{
-    BatchMaker, prepare_text, read_corpus, run_identity, set_aside_diverged, word2vec_embeddings,
+    BatchMaker, initial_embeddings, prepare_text, read_corpus, run_identity, set_aside_diverged,
 };
 use super::tokenizer::{Family, TextTokenizer};
 use crate::core::checkpoint::{Checkpoint, NamedTensor, load_module};
@@ -503,9 +503,8 @@ pub fn train_electra(
     let ad = device.clone().autodiff();
     let mut model = init_electra(&data.encoder, &generator, &ad)?;
     let mut embedding_init_secs = 0.0;
-    if config.model.embedding_init == EmbeddingInit::Word2Vec && !options.resume {
-        let words = "encoder.embeddings.word_embeddings.weight";
-        (model, embedding_init_secs) = word2vec_embeddings(model, words, &mlm, &data)?;
+    if !options.resume {
+        (model, embedding_init_secs) = initial_embeddings(model, &mlm, &data)?;
     }
     let spec = LoopSpec {
         name: "electra",

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 
-use super::config::{EmbeddingInit, MlmConfig};
+use super::config::{EmbeddingInit, MlmConfig, PositionInit};
 use super::encoder::{EncoderConfig, MlmModel};
 use super::examples::{Batch, ExampleSet, pad_batch};
 use super::masking::{MaskingConfig, MaskingMode, mask_tokens};
@@ -23,6 +23,7 @@ use crate::core::checkpoint::{load_module, module_tensors, previous_checkpoint, 
 use crate::core::distributed::world;
 use crate::core::loader::{Loader, Schedule};
 use crate::core::train::{BatchSource, LoopSpec, Step, TrainOptions, TrainSummary, run_loop};
+use crate::core::transformer::sinusoid_table;
 
 /// The non-empty lines of a corpus, split into training and held-out lines.
 #[derive(Debug, Clone)]
@@ -401,35 +402,56 @@ pub(crate) fn run_identity(config: &impl Serialize) -> toml::Table {
     identity
 }
 
-/// `module` with the word-embedding matrix `name` started from Word2Vec vectors of the token
-/// pieces (`model.embedding_init = "word2vec"`), and the seconds that took.
-pub(crate) fn word2vec_embeddings<M: burn::module::Module>(
+/// `module` (a fresh model whose embeddings sit under `encoder.embeddings`) with its token and
+/// position tables started as `model.embedding_init` and `model.position_init` ask, and the
+/// seconds the Word2Vec vectors took. A resumed run loads its weights instead.
+pub(crate) fn initial_embeddings<M: burn::module::Module>(
     module: M,
-    name: &str,
     config: &MlmConfig,
     data: &TextData,
 ) -> Result<(M, f64)> {
+    let (words, positions) = (
+        "encoder.embeddings.word_embeddings.weight",
+        "encoder.embeddings.position_embeddings.weight",
+    );
     let dim = data.encoder.hidden;
-    let vectors = token_vectors(
-        &data.cache.train,
-        data.tokenizer.vocab_size(),
-        dim,
-        super::encoder::INIT_STD,
-        config.seed,
-        &data.out_dir,
-    )?;
     let mut tensors = module_tensors(&module);
-    let words = tensors
-        .iter_mut()
-        .find(|t| t.name == name)
-        .with_context(|| format!("the model has no tensor {name}"))?;
-    for (id, seen) in vectors.seen.iter().enumerate() {
-        if *seen {
-            words.values[id * dim..(id + 1) * dim]
-                .copy_from_slice(&vectors.rows[id * dim..(id + 1) * dim]);
+    let table = |name: &str| {
+        let index = tensors.iter().position(|t| t.name == name);
+        index.with_context(|| format!("the model has no tensor {name}"))
+    };
+    let (words, positions) = (table(words)?, table(positions)?);
+    let mut secs = 0.0;
+    if config.model.embedding_init == EmbeddingInit::Word2Vec {
+        let vectors = token_vectors(
+            &data.cache.train,
+            data.tokenizer.vocab_size(),
+            dim,
+            super::encoder::INIT_STD,
+            config.seed,
+            &data.out_dir,
+        )?;
+        let rows = &mut tensors[words].values;
+        for (id, seen) in vectors.seen.iter().enumerate() {
+            if *seen {
+                rows[id * dim..(id + 1) * dim]
+                    .copy_from_slice(&vectors.rows[id * dim..(id + 1) * dim]);
+            }
+        }
+        secs = vectors.secs;
+    }
+    if config.model.position_init == PositionInit::Sinusoid {
+        // Sines and cosines let one linear map shift attention by a fixed offset at every
+        // position (Vaswani et al. 2017), where independent random rows must each learn who
+        // their neighbours are. Scaled to the other tables' spread (a sinusoid's is 1/sqrt 2).
+        let rows = &mut tensors[positions].values;
+        let scale = (super::encoder::INIT_STD * std::f64::consts::SQRT_2) as f32;
+        let table = sinusoid_table(rows.len() / dim, dim);
+        for (row, v) in rows.iter_mut().zip(table) {
+            *row = v * scale;
         }
     }
-    Ok((load_module(module, &tensors)?, vectors.secs))
+    Ok((load_module(module, &tensors)?, secs))
 }
 
 /// Pretrain a masked language model on `corpus`.
@@ -446,9 +468,8 @@ pub fn train_mlm(
     let mut model = data.encoder.init(&ad)?;
     let mut embedding_init_secs = 0.0;
     // A resumed run loads its weights from the checkpoint: no vectors to train.
-    if config.model.embedding_init == EmbeddingInit::Word2Vec && !options.resume {
-        let words = "encoder.embeddings.word_embeddings.weight";
-        (model, embedding_init_secs) = word2vec_embeddings(model, words, config, &data)?;
+    if !options.resume {
+        (model, embedding_init_secs) = initial_embeddings(model, config, &data)?;
     }
     let spec = LoopSpec {
         name: "mlm",
@@ -636,6 +657,58 @@ mod tests {
         assert!(err.to_string().contains("<mask>"), "{err}");
         let err = fill_mask(&ckpt, "the lazy fox <MASK>", 3, &Device::flex()).unwrap_err();
         assert!(err.to_string().contains("case-sensitive"), "{err}");
+    }
+
+    /// The position table starts as the scaled sinusoid and the token table from Word2Vec when
+    /// asked, each leaving every other tensor as initialised; the defaults change nothing.
+    #[test]
+    fn initial_embeddings_follow_the_config() {
+        let dir = TempDir::new("mlm-init");
+        let corpus = dir.write("c.txt", &grammar_corpus(200, 3).join("\n"));
+        let mut config = tiny_mlm_config(&dir, "run", 1);
+        let data = prepare_text(&config, &corpus, &quiet()).unwrap();
+        let device = Device::flex();
+        device.seed(7);
+        let fresh = data.encoder.init(&device).unwrap();
+        let before = module_tensors(&fresh);
+        let by_name = |tensors: &[crate::core::checkpoint::NamedTensor], name: &str| {
+            let t = tensors.iter().find(|t| t.name == name).unwrap();
+            t.values.clone()
+        };
+        let (words, positions) = (
+            "encoder.embeddings.word_embeddings.weight",
+            "encoder.embeddings.position_embeddings.weight",
+        );
+
+        let (same, secs) = initial_embeddings(fresh.clone(), &config, &data).unwrap();
+        assert_eq!(secs, 0.0);
+        for (a, b) in before.iter().zip(module_tensors(&same)) {
+            assert_eq!((&a.name, &a.values), (&b.name, &b.values));
+        }
+
+        config.model.position_init = PositionInit::Sinusoid;
+        config.model.embedding_init = EmbeddingInit::Word2Vec;
+        let (started, _) = initial_embeddings(fresh, &config, &data).unwrap();
+        let after = module_tensors(&started);
+        let dim = data.encoder.hidden;
+        let table = by_name(&after, positions);
+        let want = sinusoid_table(table.len() / dim, dim);
+        for (got, want) in table.iter().zip(&want) {
+            assert!((got - want * 0.02 * std::f32::consts::SQRT_2).abs() < 1e-7);
+        }
+        // Position 5, channel 0 is sin(5) at the tables' spread.
+        assert!((table[5 * dim] - 5f32.sin() * 0.028_284_27).abs() < 1e-6);
+        let (old, new) = (by_name(&before, words), by_name(&after, words));
+        let changed = old.chunks(dim).zip(new.chunks(dim)).filter(|(a, b)| a != b);
+        assert!(
+            changed.count() > 5,
+            "Word2Vec rows replace the seen pieces'"
+        );
+        for (a, b) in before.iter().zip(&after) {
+            if a.name != words && a.name != positions {
+                assert_eq!((&a.name, &a.values), (&b.name, &b.values));
+            }
+        }
     }
 
     #[test]

@@ -9,20 +9,8 @@
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
+use crate::core::transformer::sinusoid_positions;
 use crate::vision::backbones::{Backbone, BackboneConfig, Vit};
-
-/// Fixed 1-D sinusoid positions `[1, n, dim]` (VideoMAE's `get_sinusoid_encoding_table`):
-/// channel pair `2i, 2i + 1` holds the sine and cosine of `position / 10000^(2i / dim)`.
-pub fn sinusoid_positions(n: usize, dim: usize, device: &Device) -> Tensor<3> {
-    let mut table = Vec::with_capacity(n * dim);
-    for pos in 0..n {
-        for j in 0..dim {
-            let angle = pos as f64 / 10_000f64.powf((2 * (j / 2)) as f64 / dim as f64);
-            table.push(if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
-        }
-    }
-    Tensor::from_data(TensorData::new(table, [1, n, dim]), device)
-}
 
 /// A ViT over tubelets.
 #[derive(Module, Debug)]

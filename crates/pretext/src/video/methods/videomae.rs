@@ -14,7 +14,8 @@ use burn::prelude::*;
 
 use super::{FrameShape, VideoMethod};
 use crate::core::train::Step;
-use crate::video::backbones::{SpaceTimeVit, sinusoid_positions, space_time_features, tubelets};
+use crate::core::transformer::sinusoid_positions;
+use crate::video::backbones::{SpaceTimeVit, space_time_features, tubelets};
 use crate::video::config::VideoConfig;
 use crate::video::masking::tube_masking;
 use crate::video::views::ClipView;
