@@ -14,6 +14,8 @@
 #   TOOLS        (default "pretext gensim fasttext"; fasttext = Debian's program, installed by
 #                apt-get if missing)
 #   OUT          results directory (default target/bench-fasttext)
+#   PRETEXT_ARGS extra flags for pretext's trainer (e.g. "--min-alpha 0.0026", the end rate
+#                gensim's corpus_file mode reaches, docs/fasttext.md)
 # Prints one markdown table (also written to $OUT/table.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -34,6 +36,7 @@ ARCHS=${ARCHS:-sg cbow}
 SEEDS=${SEEDS:-1}
 TOOLS=${TOOLS:-pretext gensim fasttext}
 OUT=${OUT:-$ROOT/target/bench-fasttext}
+read -r -a PRETEXT_ARGS <<< "${PRETEXT_ARGS:-}"
 mkdir -p "$OUT"
 log() { printf '[bench] %s\n' "$*" >&2; }
 install() { apt-get install -y -q "$@" >&2 || sudo -n apt-get install -y -q "$@" >&2; }
@@ -72,7 +75,7 @@ for arch in $ARCHS; do
         /usr/bin/time -v -o "$run.time" "$PRETEXT_BIN" fasttext train --corpus "$CORPUS" \
           --out "$run.ftm" --vec "$run.vec" "$flag" --dim 100 --window 5 --negative 5 \
           --sample 1e-3 --min-count 5 --epochs "$EPOCHS" --threads "$THREADS" --seed "$seed" \
-          --json > "$run.train.json"
+          "${PRETEXT_ARGS[@]}" --json > "$run.train.json"
         vectors=("$PRETEXT_BIN" fasttext print-vectors --model "$run.ftm") ;;
       gensim)
         sg=1; [ "$arch" = cbow ] && sg=0

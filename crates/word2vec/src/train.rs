@@ -338,6 +338,10 @@ struct Scratch {
     hidden: Vec<Lane>,
     /// The context words' input rows, for the blocked kernel.
     inputs: Vec<*const Lane>,
+    /// fastText CBOW: per position of the widest window (a ring of `2·window + 1` slots), the
+    /// sum of its word's input rows and the gradient it has taken as context so far.
+    window_sums: Vec<Lane>,
+    window_grads: Vec<Lane>,
     loss: f64,
     examples: u64,
 }
@@ -528,6 +532,106 @@ impl Ctx<'_> {
         }
     }
 
+    /// fastText's CBOW over one sentence: the mean (or sum) of every input row of the context
+    /// words (a word's own row and its n-grams', about ten a word, as gensim) predicts the
+    /// centre word, and each of those rows takes the prediction's whole hidden gradient.
+    ///
+    /// A word is context for up to `2·window` centres in a row. Gathering its rows and
+    /// scattering to them for each of those centres, as gensim and fastText do, reads and
+    /// writes about sixty scattered rows per prediction; here each position's rows are summed
+    /// once, when it enters the widest window, and the gradients it takes as context are summed
+    /// and added to its rows once, when it leaves. Its rows then reach the later centres of its
+    /// window without its own updates from the earlier ones, a delay of at most `2·window`
+    /// predictions (what skip-gram's summed window gradients do too); the centre words' output
+    /// rows are updated at once, as before.
+    #[inline(always)]
+    fn subword_cbow_sentence<const FMA: bool>(
+        &self,
+        sen: &[u32],
+        alpha: f32,
+        rng: &mut Rng,
+        s: &mut Scratch,
+    ) {
+        let n = sen.len();
+        let w = self.window as usize;
+        let (ring, stride) = (2 * w + 1, s.neu1.len());
+        s.window_sums.resize(ring * stride, Lane::default());
+        s.window_grads.resize(ring * stride, Lane::default());
+        let slot = |p: usize| (p % ring) * stride..(p % ring + 1) * stride;
+        // Positions `..gathered` have their rows' sum in their slot.
+        let mut gathered = 0;
+        for pos in 0..n {
+            if let Some(&next) = sen.get(pos + 1) {
+                self.syn1neg.prefetch(next);
+            }
+            let b = rng.below(self.window) as usize; // shrink the window at random, as word2vec.c
+            // Positions up to `pos + w` can be context from this centre on. Each takes the slot
+            // of the position `2w + 1` before it, which no window from here on reaches: that one
+            // hands its summed gradient to its rows first.
+            while gathered < n && gathered <= pos + w {
+                let (word, sums) = (sen[gathered], &mut s.window_sums[slot(gathered)]);
+                if gathered >= ring {
+                    self.add_to_rows(sen[gathered - ring], &s.window_grads[slot(gathered)]);
+                }
+                simd::zero(sums);
+                for &r in self.subwords.rows_of(word) {
+                    // SAFETY: subword rows are rows of syn0.
+                    simd::add(unsafe { self.syn0.row(r) }, sums);
+                }
+                simd::zero(&mut s.window_grads[slot(gathered)]);
+                gathered += 1;
+            }
+            if let Some(&entering) = sen.get(pos + w + 1) {
+                // The word the next centre gathers: its n-gram rows lie anywhere in the buckets.
+                for &r in self.subwords.rows_of(entering) {
+                    self.syn0.prefetch(r);
+                }
+            }
+            let lo = pos.saturating_sub(w - b);
+            let hi = (pos + w - b + 1).min(n);
+            simd::zero(&mut s.neu1);
+            let mut count = 0usize;
+            for c in (lo..hi).filter(|&c| c != pos) {
+                simd::add(&s.window_sums[slot(c)], &mut s.neu1);
+                count += self.subwords.rows_of(sen[c]).len();
+            }
+            if count == 0 {
+                continue;
+            }
+            let inv = 1.0 / count as f32;
+            if self.cbow_mean {
+                simd::scale(inv, &mut s.neu1);
+            }
+            simd::zero(&mut s.neu1e);
+            if self.negative > 0 {
+                self.advance_negatives(rng, s);
+            }
+            // SAFETY: `sen` holds vocabulary ids; `neu1` is thread-local scratch.
+            unsafe {
+                self.predict::<FMA>(&s.neu1, sen[pos], alpha, &s.negs, &mut s.neu1e, &mut s.loss)
+            };
+            if !self.cbow_mean {
+                simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
+            }
+            for c in (lo..hi).filter(|&c| c != pos) {
+                simd::add(&s.neu1e, &mut s.window_grads[slot(c)]);
+            }
+            s.examples += 1;
+        }
+        for p in gathered.saturating_sub(ring)..gathered {
+            self.add_to_rows(sen[p], &s.window_grads[slot(p)]);
+        }
+    }
+
+    /// Adds `grad` to every input row of `word`.
+    #[inline(always)]
+    fn add_to_rows(&self, word: u32, grad: &[Lane]) {
+        for &r in self.subwords.rows_of(word) {
+            // SAFETY: subword rows are rows of syn0; one row at a time.
+            simd::add(grad, unsafe { self.syn0.row(r) });
+        }
+    }
+
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // window positions index the sentence
     fn sentence<const FMA: bool>(
@@ -542,6 +646,9 @@ impl Ctx<'_> {
         let w = self.window as usize;
         if self.negative > 0 && s.next_negs.is_empty() {
             self.advance_negatives(rng, s);
+        }
+        if arch == Arch::Cbow && self.subwords.has_ngrams {
+            return self.subword_cbow_sentence::<FMA>(sen, alpha, rng, s);
         }
         for pos in 0..n {
             if let Some(&next) = sen.get(pos + 1) {
@@ -629,17 +736,8 @@ impl Ctx<'_> {
                     }
                 }
                 Arch::Cbow => {
-                    // The mean (or sum) of every input row of the context words: one row each
-                    // for Word2Vec, a word's own row and its n-grams' for fastText (as gensim).
-                    if self.subwords.has_ngrams
-                        && let Some(&entering) = sen.get(pos + w + 1)
-                    {
-                        // The farthest word the next window can take in: its n-gram rows lie
-                        // anywhere in the buckets, so start fetching them now.
-                        for &r in self.subwords.rows_of(entering) {
-                            self.syn0.prefetch(r);
-                        }
-                    }
+                    // Word2Vec: the mean (or sum) of the context words' rows (fastText's
+                    // subword CBOW is `subword_cbow_sentence`).
                     simd::zero(&mut s.neu1);
                     let mut count = 0u32;
                     for c in lo..hi {
@@ -1083,6 +1181,8 @@ fn worker(
             grads: Vec::with_capacity(2 * cfg.window * (cfg.negative + 1)),
             hidden: Vec::with_capacity(2 * cfg.window * stride),
             inputs: Vec::with_capacity(2 * cfg.window),
+            window_sums: Vec::new(),
+            window_grads: Vec::new(),
             loss: 0.0,
             examples: 0,
         },
@@ -1215,6 +1315,8 @@ mod tests {
             grads: Vec::new(),
             hidden: Vec::new(),
             inputs: Vec::new(),
+            window_sums: Vec::new(),
+            window_grads: Vec::new(),
             loss: 0.0,
             examples: 0,
         };
@@ -1324,6 +1426,8 @@ mod tests {
             grads: Vec::new(),
             hidden: Vec::new(),
             inputs: Vec::new(),
+            window_sums: Vec::new(),
+            window_grads: Vec::new(),
             loss: 0.0,
             examples: 0,
         };
@@ -1367,5 +1471,136 @@ mod tests {
         // The n-gram rows moved (not only the words' own rows), by more than the tolerance.
         assert!(moved > 0.02, "{moved}");
         assert_eq!(s.examples, 2);
+    }
+
+    /// fastText's CBOW on "cat cats cat" (window 1, one noise word that is always word 0)
+    /// against the same steps written out in f64 with the exact sigmoid: each centre is
+    /// predicted by the mean of every row of its context words (their own and their n-grams',
+    /// duplicates counted) as they stood when the position entered the window; output rows move
+    /// at once, and each position's rows take the sum of the gradients it got as context when
+    /// it leaves the window (here: at the sentence's end, in order).
+    #[test]
+    fn fasttext_cbow_sums_each_context_position_once() {
+        use crate::subwords::NgramConfig;
+        let (dim, alpha) = (8usize, 0.2f32);
+        let stride = simd::lanes_for(dim);
+        let ngrams = NgramConfig {
+            minn: 3,
+            maxn: 3,
+            bucket: 7,
+        };
+        let subwords = Subwords::with_ngrams(["x", "cat", "cats"].into_iter(), &ngrams);
+        let (rows, v) = (subwords.input_rows, 3);
+        let value =
+            |r: usize, k: usize, salt: f64| (((r * 31 + k * 7) as f64 + salt).sin() * 0.6) as f32;
+        let mut syn0 = Matrix::zeros(rows, stride);
+        let mut syn1neg = Matrix::zeros(v, stride);
+        for k in 0..dim {
+            for r in 0..rows {
+                syn0.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 0.3);
+            }
+            for r in 0..v {
+                syn1neg.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 1.7);
+            }
+        }
+        let get = |m: &Matrix, r: usize| -> Vec<f64> {
+            m.floats(r, dim).iter().map(|&x| f64::from(x)).collect()
+        };
+        let mut inp: Vec<Vec<f64>> = (0..rows).map(|r| get(&syn0, r)).collect();
+        let mut out: Vec<Vec<f64>> = (0..v).map(|r| get(&syn1neg, r)).collect();
+        let own: Vec<Vec<u32>> = (0..3).map(|w| subwords.rows_of(w).to_vec()).collect();
+        let table = UnigramTable::new(&[1, 0, 0], 0.75);
+        let sig = SigmoidTable::new();
+        let mut syn1 = Matrix::zeros(0, stride);
+        let ctx = Ctx {
+            syn0: syn0.shared(),
+            syn1neg: syn1neg.shared(),
+            syn1: syn1.shared(),
+            negative: 1,
+            hs: None,
+            table: &table,
+            sig: &sig,
+            window: 1,
+            cbow_mean: true,
+            shared_negatives: false,
+            subwords: &subwords,
+        };
+        let mut s = Scratch {
+            negs: Vec::new(),
+            next_negs: Vec::new(),
+            neu1: vec![Lane::default(); stride],
+            neu1e: vec![Lane::default(); stride],
+            contexts: Vec::new(),
+            outputs: Vec::new(),
+            grads: Vec::new(),
+            hidden: Vec::new(),
+            inputs: Vec::new(),
+            window_sums: Vec::new(),
+            window_grads: Vec::new(),
+            loss: 0.0,
+            examples: 0,
+        };
+        let sentence = [1u32, 2, 1];
+        ctx.sentence::<false>(Arch::Cbow, &sentence, alpha, &mut Rng::new(1, 0), &mut s);
+
+        let before = inp.clone();
+        let sums: Vec<Vec<f64>> = sentence
+            .iter()
+            .map(|&w| {
+                (0..dim)
+                    .map(|k| own[w as usize].iter().map(|&r| inp[r as usize][k]).sum())
+                    .collect()
+            })
+            .collect();
+        let mut grads = vec![vec![0.0f64; dim]; sentence.len()];
+        for centre in 0..sentence.len() {
+            let context: Vec<usize> = (centre.saturating_sub(1)..(centre + 2).min(3))
+                .filter(|&c| c != centre)
+                .collect();
+            let count: usize = context
+                .iter()
+                .map(|&c| own[sentence[c] as usize].len())
+                .sum();
+            let h: Vec<f64> = (0..dim)
+                .map(|k| context.iter().map(|&c| sums[c][k]).sum::<f64>() / count as f64)
+                .collect();
+            let mut e = vec![0.0; dim];
+            for (target, label) in [(sentence[centre] as usize, 1.0), (0, 0.0)] {
+                let f: f64 = (0..dim).map(|k| h[k] * out[target][k]).sum();
+                let g = (label - 1.0 / (1.0 + (-f).exp())) * f64::from(alpha);
+                for k in 0..dim {
+                    e[k] += g * out[target][k];
+                    out[target][k] += g * h[k];
+                }
+            }
+            for &c in &context {
+                for k in 0..dim {
+                    grads[c][k] += e[k];
+                }
+            }
+        }
+        for (p, &w) in sentence.iter().enumerate() {
+            for &r in &own[w as usize] {
+                for k in 0..dim {
+                    inp[r as usize][k] += grads[p][k];
+                }
+            }
+        }
+        let mut moved = 0.0f64;
+        for r in 0..rows {
+            for (k, (a, b)) in get(&syn0, r).iter().zip(&inp[r]).enumerate() {
+                assert!((a - b).abs() < 2e-3, "input row {r}[{k}]: {a} vs {b}");
+                if r >= v {
+                    moved = moved.max((b - before[r][k]).abs());
+                }
+            }
+        }
+        for (r, expected) in out.iter().enumerate() {
+            for (k, (a, b)) in get(&syn1neg, r).iter().zip(expected).enumerate() {
+                assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
+            }
+        }
+        assert!(moved > 0.02, "{moved}");
+        assert_eq!(s.examples, 3);
     }
 }
