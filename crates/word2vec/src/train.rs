@@ -618,8 +618,9 @@ impl Ctx<'_> {
             }
             s.examples += 1;
         }
-        for p in gathered.saturating_sub(ring)..gathered {
-            self.add_to_rows(sen[p], &s.window_grads[slot(p)]);
+        let first = gathered.saturating_sub(ring);
+        for (p, &word) in sen.iter().enumerate().take(gathered).skip(first) {
+            self.add_to_rows(word, &s.window_grads[slot(p)]);
         }
     }
 
