@@ -543,7 +543,7 @@ impl Ctx<'_> {
     /// and added to its rows once, when it leaves. Its rows then reach the later centres of its
     /// window without its own updates from the earlier ones, a delay of at most `2·window`
     /// predictions (what skip-gram's summed window gradients do too); the centre words' output
-    /// rows are updated at once, as before.
+    /// rows are updated at once, as gensim does.
     #[inline(always)]
     fn subword_cbow_sentence<const FMA: bool>(
         &self,
@@ -595,23 +595,8 @@ impl Ctx<'_> {
                 simd::add(&s.window_sums[slot(c)], &mut s.neu1);
                 count += self.subwords.rows_of(sen[c]).len();
             }
-            if count == 0 {
+            if !self.cbow_predict::<FMA>(count, sen[pos], alpha, rng, s) {
                 continue;
-            }
-            let inv = 1.0 / count as f32;
-            if self.cbow_mean {
-                simd::scale(inv, &mut s.neu1);
-            }
-            simd::zero(&mut s.neu1e);
-            if self.negative > 0 {
-                self.advance_negatives(rng, s);
-            }
-            // SAFETY: `sen` holds vocabulary ids; `neu1` is thread-local scratch.
-            unsafe {
-                self.predict::<FMA>(&s.neu1, sen[pos], alpha, &s.negs, &mut s.neu1e, &mut s.loss)
-            };
-            if !self.cbow_mean {
-                simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
             }
             for c in (lo..hi).filter(|&c| c != pos) {
                 simd::add(&s.neu1e, &mut s.window_grads[slot(c)]);
@@ -622,6 +607,37 @@ impl Ctx<'_> {
         for (p, &word) in sen.iter().enumerate().take(gathered).skip(first) {
             self.add_to_rows(word, &s.window_grads[slot(p)]);
         }
+    }
+
+    /// CBOW's prediction of `target` from `s.neu1`, the sum of `count` input rows (scaled to
+    /// their mean when `cbow_mean`), leaving the rows' gradient in `s.neu1e`; false (and
+    /// nothing done) when the context is empty.
+    #[inline(always)]
+    fn cbow_predict<const FMA: bool>(
+        &self,
+        count: usize,
+        target: u32,
+        alpha: f32,
+        rng: &mut Rng,
+        s: &mut Scratch,
+    ) -> bool {
+        if count == 0 {
+            return false;
+        }
+        let inv = 1.0 / count as f32;
+        if self.cbow_mean {
+            simd::scale(inv, &mut s.neu1);
+        }
+        simd::zero(&mut s.neu1e);
+        if self.negative > 0 {
+            self.advance_negatives(rng, s);
+        }
+        // SAFETY: `target` is a vocabulary id; `neu1` is thread-local scratch.
+        unsafe { self.predict::<FMA>(&s.neu1, target, alpha, &s.negs, &mut s.neu1e, &mut s.loss) };
+        if !self.cbow_mean {
+            simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
+        }
+        true
     }
 
     /// Adds `grad` to every input row of `word`.
@@ -740,7 +756,7 @@ impl Ctx<'_> {
                     // Word2Vec: the mean (or sum) of the context words' rows (fastText's
                     // subword CBOW is `subword_cbow_sentence`).
                     simd::zero(&mut s.neu1);
-                    let mut count = 0u32;
+                    let mut count = 0usize;
                     for c in lo..hi {
                         if c != pos {
                             for &r in self.subwords.rows_of(sen[c]) {
@@ -750,30 +766,8 @@ impl Ctx<'_> {
                             }
                         }
                     }
-                    if count == 0 {
+                    if !self.cbow_predict::<FMA>(count, word, alpha, rng, s) {
                         continue;
-                    }
-                    let inv = 1.0 / count as f32;
-                    if self.cbow_mean {
-                        simd::scale(inv, &mut s.neu1);
-                    }
-                    simd::zero(&mut s.neu1e);
-                    if self.negative > 0 {
-                        self.advance_negatives(rng, s);
-                    }
-                    // SAFETY: `neu1` is thread-local scratch.
-                    unsafe {
-                        self.predict::<FMA>(
-                            &s.neu1,
-                            word,
-                            alpha,
-                            &s.negs,
-                            &mut s.neu1e,
-                            &mut s.loss,
-                        )
-                    };
-                    if !self.cbow_mean {
-                        simd::scale(inv, &mut s.neu1e); // gensim's convention for cbow_mean=0
                     }
                     for c in lo..hi {
                         if c != pos {
@@ -1308,18 +1302,8 @@ mod tests {
         };
         let mut s = Scratch {
             negs: negs.clone(),
-            next_negs: Vec::new(),
-            neu1: vec![Lane::default(); stride],
-            neu1e: vec![Lane::default(); stride],
             contexts: contexts.clone(),
-            outputs: Vec::new(),
-            grads: Vec::new(),
-            hidden: Vec::new(),
-            inputs: Vec::new(),
-            window_sums: Vec::new(),
-            window_grads: Vec::new(),
-            loss: 0.0,
-            examples: 0,
+            ..empty_scratch(stride)
         };
         // SAFETY: every id is below v.
         if avx2 {
@@ -1367,57 +1351,9 @@ mod tests {
         assert_eq!(s.outputs, [0, 4, 5]);
     }
 
-    /// fastText's skip-gram on the sentence "cat cats" (window 1, one noise word that is always
-    /// word 0) against the same steps written out in f64 with the exact sigmoid: the mean of
-    /// the centre word's rows (its own and its n-grams', duplicates counted) predicts the
-    /// context word and the noise word, then every one of those rows takes the summed gradient.
-    #[test]
-    fn a_fasttext_window_moves_every_row_of_the_centre_word() {
-        use crate::subwords::NgramConfig;
-        let (dim, alpha) = (8usize, 0.2f32);
-        let stride = simd::lanes_for(dim);
-        let ngrams = NgramConfig {
-            minn: 3,
-            maxn: 3,
-            bucket: 7,
-        };
-        let subwords = Subwords::with_ngrams(["x", "cat", "cats"].into_iter(), &ngrams);
-        let (rows, v) = (subwords.input_rows, 3);
-        let value =
-            |r: usize, k: usize, salt: f64| (((r * 31 + k * 7) as f64 + salt).sin() * 0.6) as f32;
-        let mut syn0 = Matrix::zeros(rows, stride);
-        let mut syn1neg = Matrix::zeros(v, stride);
-        for k in 0..dim {
-            for r in 0..rows {
-                syn0.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 0.3);
-            }
-            for r in 0..v {
-                syn1neg.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 1.7);
-            }
-        }
-        let get = |m: &Matrix, r: usize| -> Vec<f64> {
-            m.floats(r, dim).iter().map(|&x| f64::from(x)).collect()
-        };
-        let mut inp: Vec<Vec<f64>> = (0..rows).map(|r| get(&syn0, r)).collect();
-        let mut out: Vec<Vec<f64>> = (0..v).map(|r| get(&syn1neg, r)).collect();
-        let own: Vec<Vec<u32>> = (0..3).map(|w| subwords.rows_of(w).to_vec()).collect();
-        let table = UnigramTable::new(&[1, 0, 0], 0.75);
-        let sig = SigmoidTable::new();
-        let mut syn1 = Matrix::zeros(0, stride);
-        let ctx = Ctx {
-            syn0: syn0.shared(),
-            syn1neg: syn1neg.shared(),
-            syn1: syn1.shared(),
-            negative: 1,
-            hs: None,
-            table: &table,
-            sig: &sig,
-            window: 1,
-            cbow_mean: true,
-            shared_negatives: false,
-            subwords: &subwords,
-        };
-        let mut s = Scratch {
+    /// Scratch space for rows of `stride` lanes, every list empty.
+    fn empty_scratch(stride: usize) -> Scratch {
+        Scratch {
             negs: Vec::new(),
             next_negs: Vec::new(),
             neu1: vec![Lane::default(); stride],
@@ -1431,8 +1367,143 @@ mod tests {
             window_grads: Vec::new(),
             loss: 0.0,
             examples: 0,
-        };
-        ctx.sentence::<false>(Arch::SkipGram, &[1, 2], alpha, &mut Rng::new(1, 0), &mut s);
+        }
+    }
+
+    /// The vocabulary "x", "cat", "cats" with 3-grams hashed into 7 buckets (so the two cat
+    /// words share rows), every row set to fixed values, and one noise word that is always
+    /// word 0: the fastText tests run one sentence through the trainer and compare every row
+    /// with the same steps written out in f64 with the exact sigmoid.
+    struct CatCats {
+        dim: usize,
+        stride: usize,
+        subwords: Subwords,
+        syn0: Matrix,
+        syn1neg: Matrix,
+    }
+
+    impl CatCats {
+        fn new() -> Self {
+            use crate::subwords::NgramConfig;
+            let dim = 8;
+            let stride = simd::lanes_for(dim);
+            let ngrams = NgramConfig {
+                minn: 3,
+                maxn: 3,
+                bucket: 7,
+            };
+            let subwords = Subwords::with_ngrams(["x", "cat", "cats"].into_iter(), &ngrams);
+            let value = |r: usize, k: usize, salt: f64| {
+                (((r * 31 + k * 7) as f64 + salt).sin() * 0.6) as f32
+            };
+            let mut syn0 = Matrix::zeros(subwords.input_rows, stride);
+            let mut syn1neg = Matrix::zeros(3, stride);
+            for k in 0..dim {
+                for r in 0..subwords.input_rows {
+                    syn0.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 0.3);
+                }
+                for r in 0..3 {
+                    syn1neg.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 1.7);
+                }
+            }
+            CatCats {
+                dim,
+                stride,
+                subwords,
+                syn0,
+                syn1neg,
+            }
+        }
+
+        /// Input and output rows as they stand, in f64.
+        fn rows(&self) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+            let get = |m: &Matrix, r: usize| -> Vec<f64> {
+                m.floats(r, self.dim)
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect()
+            };
+            let inp = (0..self.subwords.input_rows).map(|r| get(&self.syn0, r));
+            (
+                inp.collect(),
+                (0..3).map(|r| get(&self.syn1neg, r)).collect(),
+            )
+        }
+
+        /// Every word's input rows (its own and its n-grams').
+        fn own(&self) -> Vec<Vec<u32>> {
+            (0..3).map(|w| self.subwords.rows_of(w).to_vec()).collect()
+        }
+
+        /// Trains on `sentence` (window 1, the mean of the rows), returning the predictions made.
+        fn train(&mut self, arch: Arch, sentence: &[u32], alpha: f32) -> u64 {
+            let table = UnigramTable::new(&[1, 0, 0], 0.75);
+            let sig = SigmoidTable::new();
+            let mut syn1 = Matrix::zeros(0, self.stride);
+            let ctx = Ctx {
+                syn0: self.syn0.shared(),
+                syn1neg: self.syn1neg.shared(),
+                syn1: syn1.shared(),
+                negative: 1,
+                hs: None,
+                table: &table,
+                sig: &sig,
+                window: 1,
+                cbow_mean: true,
+                shared_negatives: false,
+                subwords: &self.subwords,
+            };
+            let mut s = empty_scratch(self.stride);
+            ctx.sentence::<false>(arch, sentence, alpha, &mut Rng::new(1, 0), &mut s);
+            s.examples
+        }
+
+        /// One prediction of `target` (label 1) and the noise word 0 (label 0) from `h`:
+        /// moves the output rows and returns the gradient for the input side.
+        fn predict(out: &mut [Vec<f64>], h: &[f64], target: usize, alpha: f32) -> Vec<f64> {
+            let mut e = vec![0.0; h.len()];
+            for (target, label) in [(target, 1.0), (0, 0.0)] {
+                let f: f64 = h.iter().zip(&out[target]).map(|(a, b)| a * b).sum();
+                let g = (label - 1.0 / (1.0 + (-f).exp())) * f64::from(alpha);
+                for (k, e) in e.iter_mut().enumerate() {
+                    *e += g * out[target][k];
+                    out[target][k] += g * h[k];
+                }
+            }
+            e
+        }
+
+        /// Asserts every row equals the reference's, and that some n-gram row (not only the
+        /// words' own rows) moved by more than the tolerance.
+        fn assert_rows(&self, inp: &[Vec<f64>], out: &[Vec<f64>], before: &[Vec<f64>]) {
+            let (got_inp, got_out) = self.rows();
+            let mut moved = 0.0f64;
+            for (r, (got, want)) in got_inp.iter().zip(inp).enumerate() {
+                for (k, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!((a - b).abs() < 2e-3, "input row {r}[{k}]: {a} vs {b}");
+                    if r >= 3 {
+                        moved = moved.max((b - before[r][k]).abs());
+                    }
+                }
+            }
+            for (r, (got, want)) in got_out.iter().zip(out).enumerate() {
+                for (k, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
+                }
+            }
+            assert!(moved > 0.02, "{moved}");
+        }
+    }
+
+    /// fastText's skip-gram on "cat cats": the mean of the centre word's rows (its own and its
+    /// n-grams', duplicates counted) predicts the context word and the noise word, then every
+    /// one of those rows takes the summed gradient.
+    #[test]
+    fn a_fasttext_window_moves_every_row_of_the_centre_word() {
+        let (mut m, alpha) = (CatCats::new(), 0.2f32);
+        let (mut inp, mut out) = m.rows();
+        let (own, dim) = (m.own(), m.dim);
+        assert_eq!(m.train(Arch::SkipGram, &[1, 2], alpha), 2);
 
         let before = inp.clone();
         for (centre, context) in [(1usize, 2usize), (2, 1)] {
@@ -1440,109 +1511,27 @@ mod tests {
             let h: Vec<f64> = (0..dim)
                 .map(|k| rows.iter().map(|&r| inp[r as usize][k]).sum::<f64>() / rows.len() as f64)
                 .collect();
-            let mut e = vec![0.0; dim];
-            for (target, label) in [(context, 1.0), (0, 0.0)] {
-                let f: f64 = (0..dim).map(|k| h[k] * out[target][k]).sum();
-                let g = (label - 1.0 / (1.0 + (-f).exp())) * f64::from(alpha);
-                for k in 0..dim {
-                    e[k] += g * out[target][k];
-                    out[target][k] += g * h[k];
-                }
-            }
+            let e = CatCats::predict(&mut out, &h, context, alpha);
             for &r in rows {
                 for k in 0..dim {
                     inp[r as usize][k] += e[k];
                 }
             }
         }
-        let mut moved = 0.0f64;
-        for r in 0..rows {
-            for (k, (a, b)) in get(&syn0, r).iter().zip(&inp[r]).enumerate() {
-                assert!((a - b).abs() < 2e-3, "input row {r}[{k}]: {a} vs {b}");
-                if r >= v {
-                    moved = moved.max((b - before[r][k]).abs());
-                }
-            }
-        }
-        for (r, expected) in out.iter().enumerate() {
-            for (k, (a, b)) in get(&syn1neg, r).iter().zip(expected).enumerate() {
-                assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
-            }
-        }
-        // The n-gram rows moved (not only the words' own rows), by more than the tolerance.
-        assert!(moved > 0.02, "{moved}");
-        assert_eq!(s.examples, 2);
+        m.assert_rows(&inp, &out, &before);
     }
 
-    /// fastText's CBOW on "cat cats cat" (window 1, one noise word that is always word 0)
-    /// against the same steps written out in f64 with the exact sigmoid: each centre is
-    /// predicted by the mean of every row of its context words (their own and their n-grams',
-    /// duplicates counted) as they stood when the position entered the window; output rows move
+    /// fastText's CBOW on "cat cats cat": each centre is predicted by the mean of every row of
+    /// its context words as they stood when the position entered the window; output rows move
     /// at once, and each position's rows take the sum of the gradients it got as context when
     /// it leaves the window (here: at the sentence's end, in order).
     #[test]
     fn fasttext_cbow_sums_each_context_position_once() {
-        use crate::subwords::NgramConfig;
-        let (dim, alpha) = (8usize, 0.2f32);
-        let stride = simd::lanes_for(dim);
-        let ngrams = NgramConfig {
-            minn: 3,
-            maxn: 3,
-            bucket: 7,
-        };
-        let subwords = Subwords::with_ngrams(["x", "cat", "cats"].into_iter(), &ngrams);
-        let (rows, v) = (subwords.input_rows, 3);
-        let value =
-            |r: usize, k: usize, salt: f64| (((r * 31 + k * 7) as f64 + salt).sin() * 0.6) as f32;
-        let mut syn0 = Matrix::zeros(rows, stride);
-        let mut syn1neg = Matrix::zeros(v, stride);
-        for k in 0..dim {
-            for r in 0..rows {
-                syn0.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 0.3);
-            }
-            for r in 0..v {
-                syn1neg.data[r * stride + k / LANE].0[k % LANE] = value(r, k, 1.7);
-            }
-        }
-        let get = |m: &Matrix, r: usize| -> Vec<f64> {
-            m.floats(r, dim).iter().map(|&x| f64::from(x)).collect()
-        };
-        let mut inp: Vec<Vec<f64>> = (0..rows).map(|r| get(&syn0, r)).collect();
-        let mut out: Vec<Vec<f64>> = (0..v).map(|r| get(&syn1neg, r)).collect();
-        let own: Vec<Vec<u32>> = (0..3).map(|w| subwords.rows_of(w).to_vec()).collect();
-        let table = UnigramTable::new(&[1, 0, 0], 0.75);
-        let sig = SigmoidTable::new();
-        let mut syn1 = Matrix::zeros(0, stride);
-        let ctx = Ctx {
-            syn0: syn0.shared(),
-            syn1neg: syn1neg.shared(),
-            syn1: syn1.shared(),
-            negative: 1,
-            hs: None,
-            table: &table,
-            sig: &sig,
-            window: 1,
-            cbow_mean: true,
-            shared_negatives: false,
-            subwords: &subwords,
-        };
-        let mut s = Scratch {
-            negs: Vec::new(),
-            next_negs: Vec::new(),
-            neu1: vec![Lane::default(); stride],
-            neu1e: vec![Lane::default(); stride],
-            contexts: Vec::new(),
-            outputs: Vec::new(),
-            grads: Vec::new(),
-            hidden: Vec::new(),
-            inputs: Vec::new(),
-            window_sums: Vec::new(),
-            window_grads: Vec::new(),
-            loss: 0.0,
-            examples: 0,
-        };
+        let (mut m, alpha) = (CatCats::new(), 0.2f32);
+        let (mut inp, mut out) = m.rows();
+        let (own, dim) = (m.own(), m.dim);
         let sentence = [1u32, 2, 1];
-        ctx.sentence::<false>(Arch::Cbow, &sentence, alpha, &mut Rng::new(1, 0), &mut s);
+        assert_eq!(m.train(Arch::Cbow, &sentence, alpha), 3);
 
         let before = inp.clone();
         let sums: Vec<Vec<f64>> = sentence
@@ -1565,15 +1554,7 @@ mod tests {
             let h: Vec<f64> = (0..dim)
                 .map(|k| context.iter().map(|&c| sums[c][k]).sum::<f64>() / count as f64)
                 .collect();
-            let mut e = vec![0.0; dim];
-            for (target, label) in [(sentence[centre] as usize, 1.0), (0, 0.0)] {
-                let f: f64 = (0..dim).map(|k| h[k] * out[target][k]).sum();
-                let g = (label - 1.0 / (1.0 + (-f).exp())) * f64::from(alpha);
-                for k in 0..dim {
-                    e[k] += g * out[target][k];
-                    out[target][k] += g * h[k];
-                }
-            }
+            let e = CatCats::predict(&mut out, &h, sentence[centre] as usize, alpha);
             for &c in &context {
                 for k in 0..dim {
                     grads[c][k] += e[k];
@@ -1587,21 +1568,6 @@ mod tests {
                 }
             }
         }
-        let mut moved = 0.0f64;
-        for r in 0..rows {
-            for (k, (a, b)) in get(&syn0, r).iter().zip(&inp[r]).enumerate() {
-                assert!((a - b).abs() < 2e-3, "input row {r}[{k}]: {a} vs {b}");
-                if r >= v {
-                    moved = moved.max((b - before[r][k]).abs());
-                }
-            }
-        }
-        for (r, expected) in out.iter().enumerate() {
-            for (k, (a, b)) in get(&syn1neg, r).iter().zip(expected).enumerate() {
-                assert!((a - b).abs() < 2e-3, "output row {r}[{k}]: {a} vs {b}");
-            }
-        }
-        assert!(moved > 0.02, "{moved}");
-        assert_eq!(s.examples, 3);
+        m.assert_rows(&inp, &out, &before);
     }
 }
