@@ -1,10 +1,13 @@
 //! Clip encoders, `[batch, frames, channels, height, width]` → `[batch, features]`:
 //! - a space-time ViT (VideoMAE's): tubelets of `tubelet` frames x `patch x patch` pixels
 //!   embedded linearly, fixed 1-D sinusoid positions over the space-time token order, the
-//!   shared ViT blocks, the mean of the tokens as features;
-//! - any image backbone applied frame by frame, read out as the mean of the frame features
-//!   beside the mean change from frame to frame (a mean alone cannot tell forwards from
-//!   backwards, so it could not see the direction of motion).
+//!   shared ViT blocks; each tubelet slot's tokens averaged over space;
+//! - any image backbone applied frame by frame.
+//!
+//! Both read a clip out alike ([`clip_readout`]): the mean over time of the per-slot (per-frame)
+//! features beside their mean change from the first to the last. A mean alone cannot tell
+//! forwards from backwards, and averaging where things are over time blurs where they went, so
+//! the direction of motion would be left to what the mean happens to keep.
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -37,7 +40,7 @@ impl SpaceTimeVit {
             .vit_shape()
             .expect("vit_tiny is a ViT preset")
         });
-        // Token order is space-time: the features average all tokens, as VideoMAE's do.
+        // Token order is space-time: the features average tokens, as VideoMAE's do.
         shape.mean_pool = true;
         SpaceTimeVit {
             vit: Vit::new(&shape, (tubelet * c, h, w), device),
@@ -46,7 +49,7 @@ impl SpaceTimeVit {
     }
 
     pub fn out_dim(&self) -> usize {
-        self.vit.dim()
+        2 * self.vit.dim()
     }
 
     pub fn tubelet(&self) -> usize {
@@ -77,13 +80,35 @@ pub fn tubelets(vit: &Vit, tubelet: usize, clips: Tensor<5>) -> Tensor<3> {
     patches.reshape([b, slots * l, values])
 }
 
-/// Every tubelet embedded with its position, encoded, averaged: `[b, dim]`.
+/// Every tubelet embedded with its position and encoded; each slot's tokens averaged over
+/// space and the slots read out by [`clip_readout`]: `[b, 2 dim]`.
 pub fn space_time_features(vit: &Vit, tubelet: usize, clips: Tensor<5>) -> Tensor<2> {
     let device = clips.device();
+    let slots = clips.dims()[1] / tubelet;
     let patches = tubelets(vit, tubelet, clips);
-    let tokens = patches.dims()[1];
+    let [b, tokens, _] = patches.dims();
     let x = vit.embed(patches) + sinusoid_positions(tokens, vit.dim(), &device);
-    vit.pool(vit.encode(x))
+    let encoded = vit.encode(x);
+    let d = vit.dim();
+    // Drop the class token; tokens are time-major, `tokens / slots` patches per slot.
+    let per_slot = encoded
+        .narrow(1, 1, tokens)
+        .reshape([b, slots, tokens / slots, d])
+        .mean_dim(2)
+        .reshape([b, slots, d]);
+    clip_readout(per_slot)
+}
+
+/// Per-step features `[b, t, d]` → `[mean over t, (last - first) / (t - 1)]`: `[b, 2 d]`.
+pub fn clip_readout(steps: Tensor<3>) -> Tensor<2> {
+    let [b, t, d] = steps.dims();
+    let mean = steps.clone().mean_dim(1).reshape([b, d]);
+    let change = if t > 1 {
+        (steps.clone().narrow(1, t - 1, 1) - steps.narrow(1, 0, 1)).reshape([b, d]) / (t - 1) as f32
+    } else {
+        mean.zeros_like()
+    };
+    Tensor::cat(vec![mean, change], 1)
 }
 
 /// An image backbone on every frame, with two coordinate planes added to its input
@@ -138,15 +163,7 @@ impl FrameEncoder {
 
     /// `[mean over frames, mean frame-to-frame change]`: `[b, 2 dim]`.
     pub fn forward(&self, clips: Tensor<5>) -> Tensor<2> {
-        let f = self.per_frame(clips);
-        let [b, t, d] = f.dims();
-        let mean = f.clone().mean_dim(1).reshape([b, d]);
-        let change = if t > 1 {
-            (f.clone().narrow(1, t - 1, 1) - f.narrow(1, 0, 1)).reshape([b, d]) / (t - 1) as f32
-        } else {
-            mean.zeros_like()
-        };
-        Tensor::cat(vec![mean, change], 1)
+        clip_readout(self.per_frame(clips))
     }
 
     pub fn out_dim(&self) -> usize {
@@ -234,7 +251,7 @@ mod tests {
         // The first 4 tokens (first tubelet slot) hold frames 0 and 1, the next 4 frames 2, 3.
         assert_eq!(&v[..8], &[0., 0., 0., 0., 1., 1., 1., 1.]);
         assert_eq!(&v[32..40], &[2., 2., 2., 2., 3., 3., 3., 3.]);
-        assert_eq!(vit.forward(clips).dims(), [1, 8]);
+        assert_eq!(vit.forward(clips).dims(), [1, 2 * 8]);
         let p = sinusoid_positions(3, 4, &device)
             .into_data()
             .try_to_vec::<f32>()
