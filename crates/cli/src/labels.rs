@@ -293,14 +293,28 @@ fn audio_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
         .data
         .context("an audio study needs --data DIR (a folder with train/ and test/)")?;
     let task_name = flags.task.unwrap_or("class");
-    let mut config = ckpt.config.clone();
+    let mut config: pretext::audio::config::AudioConfig =
+        pretext::core::config::with_eval_settings(
+            &ckpt.config.to_toml(),
+            &g.set,
+            "an audio study",
+        )?;
+    config.eval.validate()?;
     apply_flags(&mut config.eval.labels, &flags)?;
     let seed = g.seed.unwrap_or(config.seed);
     let (pool, test, _, _) = load_splits(data, &config.data)?;
     let test = test.with_context(|| format!("{}: no test/ split", data.display()))?;
     let (rows, test_labels) = align_labels(pool.task(task_name)?, test.task(task_name)?);
     let test = test.select(&rows);
-    let task = AudioLabels::new(&ckpt, pool, test, task_name, test_labels, &device)?;
+    let task = AudioLabels::new(
+        &ckpt,
+        config.eval.clone(),
+        pool,
+        test,
+        task_name,
+        test_labels,
+        &device,
+    )?;
     let json_path = ckpt.dir.join(format!("labels.{task_name}.json"));
     let mut eval = config.eval.clone();
     eval.labels = LabelsConfig::default();
@@ -356,15 +370,8 @@ fn video_study_of<M: VideoMethod>(
         .data
         .context("a video study needs --data DIR (Moving MNIST, or train/ and test/ folders)")?;
     let task_name = flags.task.unwrap_or("direction");
-    // `--set eval.*` changes the study's settings; the rest is the checkpoint's.
-    if let Some(other) = g.set.iter().find(|s| !s.trim_start().starts_with("eval.")) {
-        bail!("--set {other}: a video study takes only eval.* settings");
-    }
-    let mut config: pretext::video::config::VideoConfig = pretext::core::config::parse_config(
-        &ckpt.config.to_toml(),
-        "the checkpoint's config",
-        &g.set,
-    )?;
+    let mut config: pretext::video::config::VideoConfig =
+        pretext::core::config::with_eval_settings(&ckpt.config.to_toml(), &g.set, "a video study")?;
     config.eval.validate()?;
     apply_flags(&mut config.eval.labels, &flags)?;
     let seed = g.seed.unwrap_or(config.seed);
@@ -379,6 +386,7 @@ fn video_study_of<M: VideoMethod>(
     let test = test.select(&rows);
     let task = VideoLabels::new(
         ckpt,
+        config.eval.clone(),
         pool,
         test,
         (pool_labels, test_labels),

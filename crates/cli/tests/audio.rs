@@ -196,6 +196,21 @@ fn every_method_trains_and_the_probe_beats_chance() {
     assert!(
         run_dir.join("labels.class.json").is_file() && run_dir.join("labels.class.svg").is_file()
     );
+    // The study's --set changes evaluation settings only; the rest is the checkpoint's.
+    let (ok, _, err) = run(&[
+        "eval",
+        "labels",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        "--data",
+        root.join("data").to_str().unwrap(),
+        "--set",
+        "epochs=1",
+    ]);
+    assert!(
+        !ok && err.contains("--set epochs=1: an audio study takes only eval.* settings"),
+        "{err}"
+    );
     // --task names a label column the folder lacks: the error lists those it has.
     let (ok, _, err) = run(&[
         "eval",

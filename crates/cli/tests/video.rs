@@ -204,9 +204,17 @@ fn every_method_trains_and_probes_see_the_direction_of_motion() {
         "1",
         "--set",
         "eval.finetune.epochs=2",
+        "--set",
+        "eval.finetune.min_steps=60",
         "--json",
     ]);
     assert!(ok, "{err}");
+    // The study trains with the settings it was given, not the checkpoint's (300 steps).
+    for run in json["study"]["runs"].as_array().unwrap() {
+        if ["finetune", "scratch"].contains(&run["arm"].as_str().unwrap()) {
+            assert_eq!(run["detail"]["steps"], 60, "{run}");
+        }
+    }
     let summary = json["study"]["summary"].as_array().unwrap();
     let arms: std::collections::BTreeSet<&str> =
         summary.iter().map(|s| s["arm"].as_str().unwrap()).collect();

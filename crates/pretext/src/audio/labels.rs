@@ -15,6 +15,7 @@ use super::checkpoint::AudioCheckpoint;
 use super::data::ClipSet;
 use super::eval::{encoder_features, logmel_stats, standardise};
 use super::methods::AudioMethod;
+use crate::core::config::EvalConfig;
 use crate::core::eval::Features;
 use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
 use crate::core::labels::{
@@ -39,6 +40,8 @@ pub struct AudioLabels<'a> {
     pool_labels: Vec<u32>,
     test_labels: Vec<u32>,
     class_names: Vec<String>,
+    /// The checkpoint's evaluation settings with the study's `--set eval.*` applied.
+    eval: EvalConfig,
     device: Device,
     frozen: OnceCell<(Features, Features)>,
     random: OnceCell<(Features, Features)>,
@@ -50,6 +53,7 @@ impl<'a> AudioLabels<'a> {
     /// already renumbered by the pool's classes).
     pub fn new(
         checkpoint: &'a AudioCheckpoint,
+        eval: EvalConfig,
         pool: ClipSet,
         test: ClipSet,
         task: &str,
@@ -58,7 +62,7 @@ impl<'a> AudioLabels<'a> {
     ) -> Result<Self> {
         let column = pool.task(task)?;
         require_classes(column.classes.len())?;
-        if checkpoint.config.eval.finetune.projection_layers != 0 {
+        if eval.finetune.projection_layers != 0 {
             bail!("eval.finetune.projection_layers is for image checkpoints");
         }
         Ok(AudioLabels {
@@ -68,6 +72,7 @@ impl<'a> AudioLabels<'a> {
             pool,
             test,
             test_labels,
+            eval,
             device: device.clone(),
             frozen: OnceCell::new(),
             random: OnceCell::new(),
@@ -114,7 +119,7 @@ impl<'a> AudioLabels<'a> {
             &self.test_labels,
             self.class_names.len(),
             subset,
-            &self.checkpoint.config.eval,
+            &self.eval,
             seed,
             &self.device,
         )
@@ -141,7 +146,7 @@ impl<'a> AudioLabels<'a> {
     /// Fine-tune the pretrained encoder, or train a fresh one from scratch, on `subset`.
     fn train(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
         let ad = self.device.clone().autodiff();
-        let eval = &self.checkpoint.config.eval;
+        let eval = &self.eval;
         let (encoder, config) = if arm == FINETUNE {
             let reopened = AudioCheckpoint::open(&self.checkpoint.dir, &ad)?;
             (reopened.encoder, eval.finetune.clone())
@@ -228,7 +233,7 @@ impl LabelTask for AudioLabels<'_> {
                 if arm == LINEAR {
                     return Ok(scored(self.probe(f, subset, seed)?));
                 }
-                let eval = &self.checkpoint.config.eval;
+                let eval = &self.eval;
                 let classes = self.class_names.len();
                 let (pool, test) = (&self.pool_labels, &self.test_labels);
                 Ok(scored(knn_subset(f, pool, test, classes, subset, eval)))

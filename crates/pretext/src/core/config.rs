@@ -157,6 +157,22 @@ fn apply_override(doc: &mut toml::Table, reference: &toml::Table, assignment: &s
     Ok(())
 }
 
+/// A checkpoint's config (`toml`) with `--set eval.*` applied, for `what` (e.g. "a video
+/// study"): the evaluation settings are the caller's to change, the rest is what the checkpoint
+/// was trained with, and a `--set` of anything else is refused.
+pub fn with_eval_settings<T>(toml: &str, overrides: &[String], what: &str) -> Result<T>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    if let Some(other) = overrides
+        .iter()
+        .find(|s| !s.trim_start().starts_with("eval."))
+    {
+        anyhow::bail!("--set {other}: {what} takes only eval.* settings");
+    }
+    parse_config(toml, "the checkpoint's config", overrides)
+}
+
 /// Parse a config of type `T` from TOML text plus `--set` overrides: keys the default config
 /// lacks are refused by name, and `origin` (the file) prefixes every error.
 pub fn parse_config<T>(text: &str, origin: &str, overrides: &[String]) -> Result<T>

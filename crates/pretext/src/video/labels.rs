@@ -14,6 +14,7 @@ use super::data::VideoSet;
 use super::eval::clip_features;
 use super::methods::VideoMethod;
 use super::views::first_frames_batch;
+use crate::core::config::EvalConfig;
 use crate::core::eval::Features;
 use crate::core::feature_scores::standardise;
 use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
@@ -37,6 +38,8 @@ pub struct VideoLabels<'a, M: VideoMethod> {
     pool_labels: Vec<u32>,
     test_labels: Vec<u32>,
     class_names: Vec<String>,
+    /// The checkpoint's evaluation settings with the study's `--set eval.*` applied.
+    eval: EvalConfig,
     frames: usize,
     device: Device,
     frozen: OnceCell<(Features, Features)>,
@@ -48,6 +51,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
     /// pool's classes.
     pub fn new(
         checkpoint: &'a VideoCheckpoint<M>,
+        eval: EvalConfig,
         pool: VideoSet,
         test: VideoSet,
         (pool_labels, test_labels): (Vec<u32>, Vec<u32>),
@@ -55,7 +59,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
         device: &Device,
     ) -> Result<Self> {
         require_classes(class_names.len())?;
-        if checkpoint.config.eval.finetune.projection_layers != 0 {
+        if eval.finetune.projection_layers != 0 {
             bail!("eval.finetune.projection_layers is for image checkpoints");
         }
         Ok(VideoLabels {
@@ -66,6 +70,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
             pool_labels,
             test_labels,
             class_names,
+            eval,
             device: device.clone(),
             frozen: OnceCell::new(),
             random: OnceCell::new(),
@@ -104,7 +109,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
             &self.test_labels,
             self.class_names.len(),
             subset,
-            &self.checkpoint.config.eval,
+            &self.eval,
             seed,
             &self.device,
         )
@@ -113,7 +118,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
     /// Fine-tune the pretrained model, or train a fresh one from scratch, on `subset`.
     fn train(&self, arm: &str, subset: &LabelSubset, seed: u64) -> Result<ArmOutcome> {
         let ad = self.device.clone().autodiff();
-        let eval = &self.checkpoint.config.eval;
+        let eval = &self.eval;
         let (model, config) = if arm == FINETUNE {
             let reopened = VideoCheckpoint::<M>::open(&self.checkpoint.dir, &ad)?;
             (reopened.model, eval.finetune.clone())
@@ -197,7 +202,7 @@ impl<M: VideoMethod> LabelTask for VideoLabels<'_, M> {
                 if arm == LINEAR {
                     return Ok(scored(self.probe(f, subset, seed)?));
                 }
-                let eval = &self.checkpoint.config.eval;
+                let eval = &self.eval;
                 let classes = self.class_names.len();
                 let (pool, test) = (&self.pool_labels, &self.test_labels);
                 Ok(scored(knn_subset(f, pool, test, classes, subset, eval)))
