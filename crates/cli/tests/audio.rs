@@ -163,19 +163,14 @@ fn every_method_trains_and_the_probe_beats_chance() {
 
     // The label study: every arm at 50% and 100% of the labels, one seed, a short budget.
     let run_dir = root.join("byol_a");
-    let (ok, json, err) = run(&[
-        "eval",
-        "labels",
-        "--checkpoint",
-        run_dir.to_str().unwrap(),
-        "--data",
-        root.join("data").to_str().unwrap(),
-        "--fractions",
-        "0.5,1",
-        "--seeds",
-        "1",
-        "--json",
-    ]);
+    let data = root.join("data");
+    let study = |extra: &[&str]| {
+        let mut args = vec!["eval", "labels", "--checkpoint", run_dir.to_str().unwrap()];
+        args.extend(["--data", data.to_str().unwrap()]);
+        args.extend(extra);
+        run(&args)
+    };
+    let (ok, json, err) = study(&["--fractions", "0.5,1", "--seeds", "1", "--json"]);
     assert!(ok, "{err}");
     let summary = json["study"]["summary"].as_array().unwrap();
     let arms: std::collections::BTreeSet<&str> =
@@ -197,31 +192,13 @@ fn every_method_trains_and_the_probe_beats_chance() {
         run_dir.join("labels.class.json").is_file() && run_dir.join("labels.class.svg").is_file()
     );
     // The study's --set changes evaluation settings only; the rest is the checkpoint's.
-    let (ok, _, err) = run(&[
-        "eval",
-        "labels",
-        "--checkpoint",
-        run_dir.to_str().unwrap(),
-        "--data",
-        root.join("data").to_str().unwrap(),
-        "--set",
-        "epochs=1",
-    ]);
+    let (ok, _, err) = study(&["--set", "epochs=1"]);
     assert!(
         !ok && err.contains("--set epochs=1: an audio study takes only eval.* settings"),
         "{err}"
     );
     // --task names a label column the folder lacks: the error lists those it has.
-    let (ok, _, err) = run(&[
-        "eval",
-        "labels",
-        "--checkpoint",
-        run_dir.to_str().unwrap(),
-        "--data",
-        root.join("data").to_str().unwrap(),
-        "--task",
-        "pitch",
-    ]);
+    let (ok, _, err) = study(&["--task", "pitch"]);
     assert!(
         !ok && err.contains("no label column 'pitch'") && err.contains("class"),
         "{err}"
