@@ -179,12 +179,33 @@ impl AudioCnn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let frames = self.frames(x);
-        let [b, _, d] = frames.dims();
-        let mean = frames.clone().mean_dim(1).reshape([b, d]);
-        let max = frames.max_dim(1).reshape([b, d]);
-        mean + max
+        mean_plus_max_over_time(self.frames(x))
     }
+}
+
+/// BYOL-A's clip readout of per-time-step features `[batch, steps, dim]`: their mean plus their
+/// maximum over time.
+fn mean_plus_max_over_time(steps: Tensor<3>) -> Tensor<2> {
+    let [b, _, d] = steps.dims();
+    let mean = steps.clone().mean_dim(1).reshape([b, d]);
+    let max = steps.max_dim(1).reshape([b, d]);
+    mean + max
+}
+
+/// A ViT's clip features as MSM-MAE reads them out (Niizumi et al. 2022, its runtime's
+/// timestamp embeddings): at each time step the encoded patches of every band group side by
+/// side (`[batch, steps, band groups · dim]`), then mean plus max over time as the CNN's. The
+/// ViT's own mean over all patches would average the band groups together: features that
+/// cannot tell where in the spectrum a sound is.
+fn vit_clip_features(vit: &Vit, x: Tensor<4>) -> Tensor<2> {
+    let (encoded, (band_groups, steps)) = vit.encode_images(x);
+    let [b, n, d] = encoded.dims();
+    let per_step = encoded
+        .narrow(1, 1, n - 1)
+        .reshape([b, band_groups, steps, d])
+        .permute([0, 2, 1, 3])
+        .reshape([b, steps, band_groups * d]);
+    mean_plus_max_over_time(per_step)
 }
 
 /// An audio encoder.
@@ -199,14 +220,14 @@ impl AudioEncoder {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             AudioEncoder::Cnn(m) => m.forward(x),
-            AudioEncoder::Vit(m) => m.forward(x),
+            AudioEncoder::Vit(m) => vit_clip_features(m, x),
         }
     }
 
     pub fn out_dim(&self) -> usize {
         match self {
             AudioEncoder::Cnn(m) => m.out_dim(),
-            AudioEncoder::Vit(m) => m.dim(),
+            AudioEncoder::Vit(m) => m.training_grid().0 * m.dim(),
         }
     }
 
@@ -240,10 +261,56 @@ mod tests {
             config.validate(64).unwrap();
             let encoder = config.init(64, 48, &device);
             let dim = encoder.out_dim();
-            assert_eq!(dim, 16);
+            // The ViT sets its 8 band groups of 8x8 patches side by side.
+            assert_eq!(dim, if arch == "audio_cnn" { 16 } else { 8 * 16 });
             for frames in [48, 101] {
                 let y = encoder.forward(Tensor::zeros([2, 1, 64, frames], &device));
                 assert_eq!(y.dims(), [2, dim], "{arch} on {frames} frames");
+            }
+        }
+    }
+
+    #[test]
+    fn the_vit_reads_band_groups_side_by_side_then_mean_plus_max_over_time() {
+        let device = Device::flex();
+        let config = AudioBackboneConfig {
+            arch: "vit_tiny".into(),
+            dim: 8,
+            depth: 1,
+            heads: 2,
+            ..AudioBackboneConfig::default()
+        };
+        // 16 bands x 24 frames: 2 band groups x 3 time steps of 8x8 patches.
+        let encoder = config.init(16, 24, &device);
+        let AudioEncoder::Vit(vit) = &encoder else {
+            panic!("a ViT")
+        };
+        let x = Tensor::<4>::random([2, 1, 16, 24], burn::tensor::Distribution::Default, &device);
+        let tokens = vit
+            .encode_images(x.clone())
+            .0
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let got = encoder.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(encoder.out_dim(), 16);
+        assert_eq!(got.len(), 2 * 16);
+        let (groups, steps, d) = (2, 3, 8);
+        for b in 0..2 {
+            for g in 0..groups {
+                for j in 0..d {
+                    // Token 0 is the class token; patch (g, t) is token 1 + g * steps + t.
+                    let at =
+                        |t: usize| tokens[(b * (1 + groups * steps) + 1 + g * steps + t) * d + j];
+                    let series: Vec<f32> = (0..steps).map(at).collect();
+                    let mean = series.iter().sum::<f32>() / steps as f32;
+                    let max = series.iter().cloned().fold(f32::MIN, f32::max);
+                    let value = got[b * 16 + g * d + j];
+                    assert!(
+                        (value - (mean + max)).abs() < 1e-5,
+                        "b {b} group {g} feature {j}"
+                    );
+                }
             }
         }
     }

@@ -214,13 +214,24 @@ impl Vit {
         }
     }
 
-    /// Images → features `[batch, dim]`, every patch visible.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+    /// Images → encoded tokens `[batch, 1 + patches, dim]` (the class token first, patches in
+    /// row-major order) and their patch grid, every patch visible.
+    pub fn encode_images(&self, images: Tensor<4>) -> (Tensor<3>, (usize, usize)) {
         let [_, _, h, w] = images.dims();
         let device = images.device();
         let grid = self.grid_of(h, w);
         let tokens = self.embed(self.patches(images)) + self.patch_positions(grid, &device);
-        self.pool(self.encode(tokens))
+        (self.encode(tokens), grid)
+    }
+
+    /// Images → features `[batch, dim]`, every patch visible.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.pool(self.encode_images(images).0)
+    }
+
+    /// The patch grid of the training images (rows, columns).
+    pub fn training_grid(&self) -> (usize, usize) {
+        self.grid
     }
 }
 
