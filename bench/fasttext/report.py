@@ -53,10 +53,13 @@ def main(out):
         r["top1"].append(100 * oov["typo_top1"])
         r["top10"].append(100 * oov["typo_top10"])
         r["typos"].append(oov["typos"])
+        placement = run + ".placement"
+        r["placement"].append(
+            "/".join(open(placement).read().split()) if os.path.exists(placement) else "-")
     print("\n".join("    " + l for l in machine.strip().splitlines()))
     print()
-    print("| arch | tool | seeds | words/s (training) | vs gensim | whole run | peak RSS | analogy | WS353 ρ | WS353 ρ, all pairs | ρ on OOV pairs | misspelt: top-1 / top-10 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| arch | tool | seeds | words/s (training) | vs gensim | whole run | peak RSS | analogy | WS353 ρ | WS353 ρ, all pairs | ρ on OOV pairs | misspelt: top-1 / top-10 | vCPU round trip ns, before/after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for arch in ("sg", "cbow"):
         base = rows.get(("gensim", arch), {}).get("speed")
         for tool in ("pretext", "gensim", "fasttext"):
@@ -69,7 +72,7 @@ def main(out):
                   f"{mean(r['wall']):.1f} s | {mean(r['rss']):,.0f} MB | {mean(r['analogy']):.2f}% | "
                   f"{mean(r['ws']):.3f} | {mean(r['ws_all']):.3f} | {mean(r['ws_oov']):.3f} "
                   f"({r['oov_pairs'][0]}) | {mean(r['top1']):.1f}% / {mean(r['top10']):.1f}% "
-                  f"(of {r['typos'][0]}) |")
+                  f"(of {r['typos'][0]}) | {', '.join(r['placement'])} |")
 
 
 if __name__ == "__main__":

@@ -64,11 +64,15 @@ PY=$VENV/bin/python
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
+# The core-to-core round trip before and after each training run, in RUN.placement.
+source "$ROOT/bench/word2vec/probe.sh"
+
 for seed in $SEEDS; do
 for arch in $ARCHS; do
   for tool in $TOOLS; do
     run=$OUT/$tool-$arch-s$seed
     log "seed $seed: $tool $arch"
+    before=$(round_trip)
     case $tool in
       pretext)
         flag=--sg; [ "$arch" = cbow ] && flag=--cbow
@@ -93,6 +97,7 @@ for arch in $ARCHS; do
         tr '\r' '\n' < "$run.log" | grep 'words/sec/thread' | tail -1 > "$run.train.txt"
         vectors=(fasttext print-word-vectors "$run.bin") ;;
     esac
+    echo "$before $(round_trip)" > "$run.placement"
     log "evaluating $tool $arch"
     "$PRETEXT_BIN" word2vec eval --vectors "$run.vec" --analogies "$QUESTIONS" \
       --similarity "$PAIRS" --restrict-vocab 30000 --json > "$run.eval.json"

@@ -42,6 +42,8 @@ for p in glob.glob(f"{out}/*.train.json"):
         "wall": wall, "rss": rss, "train": tr["seconds"]["train"], "wps": tr["raw_words_per_sec"],
         "acc_p": 100 * ep["analogies"]["accuracy"], "acc_g": 100 * eg["analogy_accuracy"],
         "rho_p": ep["similarity"]["spearman"], "rho_g": eg["spearman"],
+        "placement": open(f"{out}/{name}.placement").read().split()
+        if os.path.exists(f"{out}/{name}.placement") else ["-", "-"],
     })
 
 
@@ -58,7 +60,8 @@ def pm(rs, k, fmt):
 
 names = {"pretext": "pretext", "pretext_shared": "pretext --shared-negatives", "gensim_lines": "gensim (LineSentence)", "gensim_corpus_file": "gensim (corpus_file)"}
 head = ["model", "tool", "seeds", "wall s", "train s", "raw words/s", "vs best gensim", "peak RSS MiB",
-        "analogy % (pretext eval)", "analogy % (gensim eval)", "WS353 ρ (pretext eval)", "WS353 ρ (gensim eval)"]
+        "analogy % (pretext eval)", "analogy % (gensim eval)", "WS353 ρ (pretext eval)", "WS353 ρ (gensim eval)",
+        "vCPU round trip ns, before/after"]
 print("| " + " | ".join(head) + " |")
 print("|" + "|".join("---" for _ in head) + "|")
 for arch in ["sg", "cbow"]:
@@ -73,6 +76,7 @@ for arch in ["sg", "cbow"]:
             f"{wps / best:.2f}x" if best else "-", f"{mean(rs, 'rss'):,.0f}",
             pm(rs, "acc_p", "{:.2f}"), pm(rs, "acc_g", "{:.2f}"),
             pm(rs, "rho_p", "{:.3f}"), pm(rs, "rho_g", "{:.3f}"),
+            ", ".join("/".join(r["placement"]) for r in rs),
         ]) + " |")
 machine = os.path.join(out, "machine.txt")
 if os.path.exists(machine):

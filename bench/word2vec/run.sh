@@ -54,6 +54,17 @@ PY=$VENV/bin/python
 W2V=("$PRETEXT_BIN")
 [ -n "$PRETEXT_SUBCMD" ] && W2V+=($PRETEXT_SUBCMD)
 
+# Where the host put the vCPUs (docs/word2vec.md, "vCPU placement"): the core-to-core round
+# trip before and after each training run, in $OUT/NAME.placement.
+source "$HERE/probe.sh"
+# timed NAME CMD...: runs a training command under GNU time, probing placement around it.
+timed() {
+  local name=$1; shift
+  local before; before=$(round_trip)
+  /usr/bin/time -v -o "$OUT/$name.time" "$@" > "$OUT/$name.train.json"
+  echo "$before $(round_trip)" > "$OUT/$name.placement"
+}
+
 COMMON=(--dim 100 --window 5 --negative 5 --sample 1e-3 --min-count 5 --epochs "$EPOCHS")
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -69,21 +80,21 @@ for arch in $ARCHS; do
   flag=--sg; sg=1
   [ "$arch" = cbow ] && { flag=--cbow; sg=0; }
   log "seed $seed: pretext $arch"
-  /usr/bin/time -v -o "$OUT/pretext-$arch-s$seed.time" "${W2V[@]}" train --corpus "$CORPUS" \
+  timed "pretext-$arch-s$seed" "${W2V[@]}" train --corpus "$CORPUS" \
     --out "$OUT/pretext-$arch-s$seed.bin" "$flag" "${COMMON[@]}" --threads "$THREADS" --seed "$seed" \
-    --json > "$OUT/pretext-$arch-s$seed.train.json"
+    --json
   if [ "$arch" = sg ]; then
     log "seed $seed: pretext $arch --shared-negatives"
-    /usr/bin/time -v -o "$OUT/pretext_shared-$arch-s$seed.time" "${W2V[@]}" train --corpus "$CORPUS" \
+    timed "pretext_shared-$arch-s$seed" "${W2V[@]}" train --corpus "$CORPUS" \
       --out "$OUT/pretext_shared-$arch-s$seed.bin" "$flag" "${COMMON[@]}" --threads "$THREADS" \
-      --seed "$seed" --shared-negatives --json > "$OUT/pretext_shared-$arch-s$seed.train.json"
+      --seed "$seed" --shared-negatives --json
   fi
   for mode in $GENSIM_MODES; do
     log "seed $seed: gensim $arch ($mode)"
-    /usr/bin/time -v -o "$OUT/gensim_$mode-$arch-s$seed.time" "$PY" "$HERE/gensim_w2v.py" train \
+    timed "gensim_$mode-$arch-s$seed" "$PY" "$HERE/gensim_w2v.py" train \
       "$CORPUS" "$OUT/gensim_$mode-$arch-s$seed.bin" --sg $sg --dim 100 --window 5 --negative 5 \
       --sample 1e-3 --min-count 5 --epochs "$EPOCHS" --workers "$THREADS" --mode "$mode" \
-      --seed "$seed" > "$OUT/gensim_$mode-$arch-s$seed.train.json"
+      --seed "$seed"
   done
   for v in "$OUT"/pretext-$arch-s$seed.bin "$OUT"/pretext_shared-$arch-s$seed.bin "$OUT"/gensim_*-$arch-s$seed.bin; do
     [ -f "$v" ] || continue

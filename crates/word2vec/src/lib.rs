@@ -30,6 +30,7 @@ pub mod simd;
 pub mod subwords;
 pub mod train;
 pub mod vocab;
+mod weights;
 
 pub use cli::{Word2VecCommand, run};
 pub use fasttext::FastText;

@@ -8,8 +8,8 @@
 //! seed the result is fully deterministic.
 
 use std::fs::File;
-use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ use crate::sampling::{Subsampler, UnigramTable};
 use crate::simd::{self, Isa, LANE, Lane};
 use crate::subwords::Subwords;
 use crate::vocab::{Vocab, WordIds};
+pub(crate) use crate::weights::Matrix;
+use crate::weights::{Hogwild, HotRows};
 
 /// Model architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,12 @@ pub struct TrainConfig {
     /// words, so a window's updates become small matrix products over rows read once (pWord2Vec's
     /// HogBatch, Ji et al. 2016) instead of one dot product per word pair and noise word.
     pub shared_negatives: bool,
+    /// With several threads, each trains private copies of the input and output rows of this
+    /// many most frequent words and merges its changes into the shared rows every 50,000 words
+    /// it reads, instead of passing those rows' cache lines back and forth with the other cores
+    /// on every update (`weights::HotRows`). One thread always trains the shared rows, so its
+    /// results do not depend on this.
+    pub hot_rows: usize,
     /// Draw a progress bar on stderr (only when stderr is a terminal).
     pub progress: bool,
 }
@@ -92,6 +100,7 @@ impl Default for TrainConfig {
             seed: 1,
             cbow_mean: true,
             shared_negatives: false,
+            hot_rows: 4096,
             progress: false,
         }
     }
@@ -208,103 +217,11 @@ impl SigmoidTable {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared weights
-
-/// A row-major matrix of padded rows.
-pub(crate) struct Matrix {
-    pub(crate) data: Vec<Lane>,
-    pub(crate) stride: usize,
-    pub(crate) rows: usize,
-}
-
-impl Matrix {
-    pub(crate) fn zeros(rows: usize, stride: usize) -> Matrix {
-        Matrix {
-            data: vec![Lane::default(); rows * stride],
-            stride,
-            rows,
-        }
-    }
-
-    /// Row `i`, padding included.
-    pub(crate) fn row(&self, i: usize) -> &[Lane] {
-        &self.data[i * self.stride..(i + 1) * self.stride]
-    }
-
-    /// The first `dim` floats of row `i`.
-    pub(crate) fn floats(&self, i: usize, dim: usize) -> &[f32] {
-        &simd::as_floats(self.row(i))[..dim]
-    }
-
-    fn shared(&mut self) -> Hogwild<'_> {
-        Hogwild {
-            ptr: self.data.as_mut_ptr(),
-            rows: self.rows,
-            stride: self.stride,
-            _life: PhantomData,
-        }
-    }
-}
-
-/// Lock-free view of a [`Matrix`] shared by all worker threads (Hogwild!, Recht et al. 2011).
-///
-/// Every thread reads and writes rows through raw pointers with plain (non-atomic) loads and
-/// stores, exactly as word2vec.c, gensim and fastText do. Two threads may touch the same row at
-/// the same time; an update can then be lost or be computed from a half-updated row. SGD
-/// tolerates this (the rows touched concurrently are rare and the errors are of the size of one
-/// step), and it is what makes the trainer scale. In Rust's memory model such concurrent
-/// plain accesses are a data race; we confine them to this type: rows are created only for the
-/// duration of one kernel call, no reference outlives the `std::thread::scope` that owns the
-/// matrices, within one thread no two live row slices of the same matrix ever alias, `f32` has
-/// no invalid bit patterns, and nothing reads the weights for control flow that could go out of
-/// bounds (indices come from the vocabulary, never from weights).
-#[derive(Clone, Copy)]
-struct Hogwild<'a> {
-    ptr: *mut Lane,
-    rows: usize,
-    stride: usize,
-    _life: PhantomData<&'a mut [Lane]>,
-}
-
-// SAFETY: see the type's documentation: concurrent unsynchronised row updates are the
-// intended Hogwild semantics; the pointer is valid for the lifetime 'a of the borrowed matrix.
-unsafe impl Send for Hogwild<'_> {}
-// SAFETY: as above.
-unsafe impl Sync for Hogwild<'_> {}
-
-impl Hogwild<'_> {
-    /// Row `i`.
-    ///
-    /// # Safety
-    /// `i < rows`, and the caller holds no other slice of the same row in this thread.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, i: u32) -> &mut [Lane] {
-        debug_assert!((i as usize) < self.rows);
-        // SAFETY: in bounds per the contract; concurrent access is the Hogwild design above.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.add(i as usize * self.stride), self.stride)
-        }
-    }
-
-    /// The address of row `i` (for kernels that hold several rows without references).
-    #[inline(always)]
-    fn row_ptr(&self, i: u32) -> *mut Lane {
-        debug_assert!((i as usize) < self.rows);
-        self.ptr.wrapping_add(i as usize * self.stride)
-    }
-
-    /// Starts loading row `i` into the cache (`i` need not be valid: prefetches never fault).
-    #[inline(always)]
-    fn prefetch(&self, i: u32) {
-        simd::prefetch(self.ptr.wrapping_add(i as usize * self.stride), self.stride);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Kernels
 
-/// Read-only state shared by the workers.
+/// What a worker reads and writes: the shared weights (through its own view of them, see
+/// [`HotRows`]) and the read-only tables.
+#[derive(Clone, Copy)]
 struct Ctx<'a> {
     syn0: Hogwild<'a>,
     syn1neg: Hogwild<'a>,
@@ -820,6 +737,11 @@ struct Progress {
 
 const SYNC_WORDS: u64 = 10_000;
 
+/// Words a thread trains on its own copies of the hot rows between merges (about 30 ms at
+/// today's speed): long enough that merging costs little next to training, short enough that
+/// accuracy stays within a point (docs/word2vec.md, "Hot rows").
+const MERGE_WORDS: u64 = 50_000;
+
 impl TrainConfig {
     /// Every setting in range: checked before any work (the vocabulary scan of a large corpus
     /// takes a while, and a bad flag should not wait for it).
@@ -949,11 +871,27 @@ pub(crate) fn train_rows(
     let chunks = Chunks::new(file_len, threads, cfg.epochs);
     let start = Instant::now();
 
+    // Every thread's copies of the hot rows are taken before any thread trains.
+    let hot_rows = if threads > 1 { cfg.hot_rows } else { 0 };
+    let hot: Vec<[HotRows; 2]> = (0..threads)
+        .map(|_| {
+            [
+                HotRows::new(&ctx.syn0, hot_rows),
+                HotRows::new(&ctx.syn1neg, hot_rows),
+            ]
+        })
+        .collect();
+    let merges = Mutex::new(());
+    // Merges come every `MERGE_WORDS` words a thread reads, and at least a hundred times a
+    // thread on a small corpus (a thread's copies must not drift for a whole run).
+    let merge_words = (total / (100 * threads as u64)).clamp(1, MERGE_WORDS);
+
     let results: Vec<std::io::Result<(Vec<EpochStats>, u64)>> = std::thread::scope(|s| {
         let main = std::thread::current();
         let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (ctx, sub, ids, progress, main, alpha_at, chunks) = (
+            .zip(hot)
+            .map(|(t, hot)| {
+                let (ctx, sub, ids, progress, main, alpha_at, chunks, merges) = (
                     &ctx,
                     &sub,
                     &ids,
@@ -961,11 +899,17 @@ pub(crate) fn train_rows(
                     main.clone(),
                     &alpha_at,
                     &chunks,
+                    &merges,
                 );
                 s.spawn(move || {
-                    let r = worker(
-                        path, vocab, ids, cfg, ctx, sub, progress, alpha_at, isa, t, chunks,
-                    );
+                    let shared = Shared {
+                        ctx,
+                        progress,
+                        alpha_at,
+                        merges,
+                        merge_words,
+                    };
+                    let r = worker(path, vocab, ids, cfg, shared, hot, sub, isa, t, chunks);
                     if r.is_err() {
                         progress.failed.store(true, Ordering::Relaxed);
                     }
@@ -1040,19 +984,37 @@ fn make_bar(enabled: bool, total: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Per-thread training state.
-struct Worker<'a, 'c> {
+/// What the workers share.
+struct Shared<'a, 'c> {
+    /// The shared weights and tables.
     ctx: &'a Ctx<'c>,
-    arch: Arch,
-    isa: Isa,
     progress: &'a Progress,
     alpha_at: &'a (dyn Fn(u64) -> f32 + Sync),
+    /// Held while a thread merges its hot rows.
+    merges: &'a Mutex<()>,
+    /// Words a thread reads between merges of its hot rows.
+    merge_words: u64,
+}
+
+/// Per-thread training state.
+struct Worker<'a, 'c> {
+    shared: Shared<'a, 'c>,
+    /// This thread's view of the weights: hot rows redirected to `hot`.
+    ctx: Ctx<'c>,
+    /// Private copies of the hot input and output rows.
+    hot: [HotRows; 2],
+    arch: Arch,
+    isa: Isa,
     rng: Rng,
     scratch: Scratch,
     sen: Vec<u32>,
     alpha: f32,
     /// Words read but not yet added to the shared counter.
     pending: u64,
+    /// Words read since this thread last merged its hot rows, and how many it reads between
+    /// merges.
+    unmerged: u64,
+    merge_words: u64,
     /// Raw tokens of the current sentence (lines are cut at `MAX_SENTENCE_WORDS`).
     line_words: usize,
 }
@@ -1066,7 +1028,7 @@ impl Worker<'_, '_> {
                 // SAFETY: `Isa::Avx2Fma` is only detected on CPUs with AVX2 and FMA.
                 Isa::Avx2Fma => unsafe {
                     sentence_avx2(
-                        self.ctx,
+                        &self.ctx,
                         self.arch,
                         &self.sen,
                         self.alpha,
@@ -1075,7 +1037,7 @@ impl Worker<'_, '_> {
                     )
                 },
                 _ => sentence_generic(
-                    self.ctx,
+                    &self.ctx,
                     self.arch,
                     &self.sen,
                     self.alpha,
@@ -1086,19 +1048,41 @@ impl Worker<'_, '_> {
             self.sen.clear();
         }
         self.line_words = 0;
+        if self.unmerged >= self.merge_words {
+            self.merge_hot_rows();
+        }
         if self.pending >= SYNC_WORDS {
             self.sync();
         }
     }
 
+    /// Adds the words read to the shared count and takes the learning rate for it.
     fn sync(&mut self) {
         let done = self
+            .shared
             .progress
             .words
             .fetch_add(self.pending, Ordering::Relaxed)
             + self.pending;
         self.pending = 0;
-        self.alpha = (self.alpha_at)(done);
+        self.alpha = (self.shared.alpha_at)(done);
+    }
+
+    /// Merges this thread's hot rows into the shared ones (see [`HotRows`]).
+    fn merge_hot_rows(&mut self) {
+        self.unmerged = 0;
+        if self.ctx.syn0.hot() == 0 {
+            return;
+        }
+        // A merge that panicked can have added part of one thread's change: no worse than a
+        // lost Hogwild step, so a poisoned lock is taken as it is.
+        let _lock = self.shared.merges.lock().unwrap_or_else(|e| e.into_inner());
+        let [hot_in, hot_out] = &mut self.hot;
+        // SAFETY: merges are serialised by the lock; no row slice is alive between sentences.
+        unsafe {
+            hot_in.merge(&self.shared.ctx.syn0);
+            hot_out.merge(&self.shared.ctx.syn1neg);
+        }
     }
 }
 
@@ -1149,22 +1133,27 @@ fn worker(
     vocab: &Vocab,
     ids: &WordIds,
     cfg: &TrainConfig,
-    ctx: &Ctx<'_>,
+    shared: Shared<'_, '_>,
+    mut hot: [HotRows; 2],
     sub: &Subsampler,
-    progress: &Progress,
-    alpha_at: &(dyn Fn(u64) -> f32 + Sync),
     isa: Isa,
     t: usize,
     chunks: &Chunks,
 ) -> std::io::Result<(Vec<EpochStats>, u64)> {
     let mut file = File::open(path)?;
     let stride = simd::lanes_for(cfg.dim);
+    let ctx = Ctx {
+        syn0: hot[0].view(shared.ctx.syn0),
+        syn1neg: hot[1].view(shared.ctx.syn1neg),
+        ..*shared.ctx
+    };
+    let (progress, alpha_at, merge_words) = (shared.progress, shared.alpha_at, shared.merge_words);
     let mut wk = Worker {
+        shared,
         ctx,
+        hot,
         arch: cfg.arch,
         isa,
-        progress,
-        alpha_at,
         rng: Rng::new(cfg.seed, t as u64),
         scratch: Scratch {
             negs: Vec::with_capacity(cfg.negative),
@@ -1184,6 +1173,8 @@ fn worker(
         sen: Vec::with_capacity(MAX_SENTENCE_WORDS),
         alpha: alpha_at(0),
         pending: 0,
+        unmerged: 0,
+        merge_words,
         line_words: 0,
     };
     let mut stats: Vec<EpochStats> = (0..cfg.epochs)
@@ -1214,6 +1205,7 @@ fn worker(
                 if let Some(id) = id {
                     words += 1;
                     wk.pending += 1;
+                    wk.unmerged += 1;
                     if sub.keep(id, &mut wk.rng) {
                         wk.sen.push(id);
                         kept += 1;
@@ -1236,6 +1228,7 @@ fn worker(
         });
     }
     wk.sync();
+    wk.merge_hot_rows();
     Ok((stats, raw))
 }
 

@@ -54,22 +54,30 @@ fn words_sharing_contexts_become_neighbours() {
     common::two_topic_corpus(&corpus, 8_000, 1);
     let v = vocab(&corpus, 1);
     assert_eq!(v.len(), 43);
-    for (arch, hs, negative, shared_negatives) in [
-        (Arch::SkipGram, false, 5, false),
-        (Arch::SkipGram, false, 5, true),
-        (Arch::Cbow, false, 5, false),
-        (Arch::SkipGram, true, 0, false),
-        (Arch::Cbow, true, 0, false),
+    // The two threads train private copies of every row of this small vocabulary (the
+    // default hot rows), merged every 1,200 words; `hot_rows: 0` shares every row.
+    for (arch, hs, negative, shared_negatives, hot_rows) in [
+        (Arch::SkipGram, false, 5, false, 4096),
+        (Arch::SkipGram, false, 5, false, 0),
+        (Arch::SkipGram, false, 5, true, 4096),
+        (Arch::SkipGram, false, 5, true, 0),
+        (Arch::Cbow, false, 5, false, 4096),
+        (Arch::SkipGram, true, 0, false, 4096),
+        (Arch::Cbow, true, 0, false, 4096),
     ] {
         let cfg = TrainConfig {
             hs,
             negative,
             shared_negatives,
+            hot_rows,
             ..small_cfg(arch)
         };
         let (emb, report) = train(&corpus, &v, &cfg).unwrap();
         let purity = topic_purity(&emb);
-        assert!(purity > 0.97, "{arch:?} hs={hs}: purity {purity}");
+        assert!(
+            purity > 0.97,
+            "{arch:?} hs={hs} hot={hot_rows}: purity {purity}"
+        );
         // Loss is reported per epoch in f64 and goes down from the first epoch to the last.
         assert_eq!(report.epochs.len(), 3);
         let first = report.epochs[0].mean_loss();
@@ -111,6 +119,22 @@ fn one_thread_same_seed_is_deterministic() {
         let (b, rb) = train(&corpus, &v, &cfg).unwrap();
         assert_eq!(a.data(), b.data(), "{arch:?}");
         assert_eq!(ra.epochs, rb.epochs);
+        // One thread trains the shared rows themselves: hot rows change nothing (a merge
+        // would round: m + (p - m) is not always p).
+        assert!(cfg.hot_rows > 0);
+        let (d, _) = train(
+            &corpus,
+            &v,
+            &TrainConfig {
+                hot_rows: 0,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert!(
+            a.data() == d.data(),
+            "{arch:?}: hot rows changed a one-thread run"
+        );
         let (c, _) = train(&corpus, &v, &TrainConfig { seed: 4, ..cfg }).unwrap();
         assert_ne!(a.data(), c.data());
     }

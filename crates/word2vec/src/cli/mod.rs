@@ -105,6 +105,11 @@ pub struct TrainOptions {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// With several threads: each trains private copies of this many most frequent words' rows
+    /// and merges them into the shared rows every 50,000 words (0: every row shared; see
+    /// docs/word2vec.md, "Hot rows").
+    #[arg(long, default_value_t = 4096)]
+    pub hot_rows: usize,
     /// Random seed (one thread + same seed = identical vectors).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -282,6 +287,7 @@ fn prepare(
         seed: o.seed,
         cbow_mean: !o.cbow_sum,
         shared_negatives,
+        hot_rows: o.hot_rows,
         progress: !o.no_progress && !json,
     };
     // Flags first: a bad one should not wait for the vocabulary scan of a large corpus.
@@ -341,6 +347,8 @@ fn train_json(
         "sample": cfg.sample, "min_count": o.min_count, "max_vocab": o.max_vocab,
         "epochs": cfg.epochs, "alpha": f32_json(cfg.alpha), "min_alpha": f32_json(cfg.min_alpha),
         "cbow_mean": cfg.cbow_mean, "threads": p.threads, "seed": cfg.seed,
+        "shared_negatives": cfg.shared_negatives,
+        "hot_rows": if p.threads > 1 { cfg.hot_rows.min(vocab.len()) } else { 0 },
         "vocab": {
             "size": vocab.len(),
             "distinct_words": vocab.distinct_words,
