@@ -871,8 +871,9 @@ pub(crate) fn train_rows(
     let chunks = Chunks::new(file_len, threads, cfg.epochs);
     let start = Instant::now();
 
-    // Every thread's copies of the hot rows are taken before any thread trains.
-    let hot_rows = if threads > 1 { cfg.hot_rows } else { 0 };
+    // Every thread's copies of the hot rows are taken before any thread trains. They are
+    // words' rows only (fastText's n-gram buckets follow the words in `syn0`).
+    let hot_rows = if threads > 1 { cfg.hot_rows.min(v) } else { 0 };
     let hot: Vec<[HotRows; 2]> = (0..threads)
         .map(|_| {
             [
