@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use pretext::audio::checkpoint::AudioCheckpoint;
 use pretext::audio::config::AudioConfig;
+use pretext::audio::data::stream::{ClipStore, StreamedClips};
 use pretext::audio::data::{ClipSet, load_folder, load_splits};
 use pretext::audio::eval::{
     FeatureScores, align_labels, encoder_features, logmel_stats, score_features, standardise,
@@ -65,14 +66,28 @@ pub fn run(g: &Global, cmd: AudioCommand) -> Result<()> {
             overwrite,
         } => {
             let config = AudioConfig::load(g.config.as_deref(), &g.overrides())?;
-            let (train, _, report, _) = load_splits(&data, &config.data)?;
-            eprintln!("{}", report.summary(&format!("{} (train)", data.display())));
+            let (train, report) = if config.data.stream {
+                let set = StreamedClips::open_train(&data, &config.data)?;
+                eprintln!(
+                    "{} (train): {} clips listed, streamed from disk (unusable ones are met, \
+                     counted and named as the loader reads them)",
+                    data.display(),
+                    set.len()
+                );
+                (ClipStore::Disk(Arc::new(set)), json!({ "streamed": true }))
+            } else {
+                let (train, _, report, _) = load_splits(&data, &config.data)?;
+                eprintln!("{}", report.summary(&format!("{} (train)", data.display())));
+                (
+                    ClipStore::Memory(Arc::new(train)),
+                    serde_json::to_value(&report)?,
+                )
+            };
             let options = TrainOptions {
                 resume,
                 overwrite,
                 quiet: false,
             };
-            let train = Arc::new(train);
             let summary = with_audio_method!(config.method.as_str(), M => {
                 let (_model, summary) = pretrain::<M>(&config, train.clone(), &device, &options)?;
                 summary
@@ -82,7 +97,7 @@ pub fn run(g: &Global, cmd: AudioCommand) -> Result<()> {
                 "audio pretrain",
                 &data,
                 (train.len(), "clips"),
-                serde_json::to_value(&report)?,
+                report,
                 &summary,
             );
             Ok(())

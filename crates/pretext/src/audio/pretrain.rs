@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use super::config::AudioConfig;
-use super::data::ClipSet;
+use super::data::stream::ClipStore;
 use super::methods::AudioMethod;
 use super::views::{ViewSource, audio_batches};
 use crate::core::loader::Schedule;
@@ -22,10 +22,10 @@ fn run_identity(config: &AudioConfig) -> toml::Table {
     t
 }
 
-/// Pretrain the audio method `M` on `train` as `config` says.
+/// Pretrain the audio method `M` on `train` (in memory or streamed) as `config` says.
 pub fn pretrain<M: AudioMethod>(
     config: &AudioConfig,
-    train: Arc<ClipSet>,
+    train: ClipStore,
     device: &Device,
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)> {
@@ -37,11 +37,18 @@ pub fn pretrain<M: AudioMethod>(
             train.len()
         );
     }
-    let (mean, std) = train.band_stats();
+    let ((mean, std), passed_over) = train.band_stats(config.data.on_error)?;
+    if !passed_over.is_empty() {
+        eprintln!(
+            "band statistics: left out {} unusable clip(s), e.g. {}",
+            passed_over.len(),
+            passed_over[0]
+        );
+    }
     let views = Arc::new(config.views_for(M::view_presets())?);
     device.seed(config.seed);
     let ad = device.clone().autodiff();
-    let (bands, crop) = (train.n_mels, config.data.crop_frames);
+    let (bands, crop) = (train.n_mels(), config.data.crop_frames);
     let model = M::init(config, bands, crop, &ad);
     let spec = LoopSpec {
         name: &config.method,
@@ -60,8 +67,8 @@ pub fn pretrain<M: AudioMethod>(
             "mean": mean,
             "std": std,
             "bands": bands,
-            "frames": train.frames,
-            "classes": train.tasks.iter().map(|t| (t.name.clone(), t.classes.clone())).collect::<Vec<_>>(),
+            "frames": train.frames(),
+            "classes": train.tasks().iter().map(|t| (t.name.clone(), t.classes.clone())).collect::<Vec<_>>(),
         }),
         data: train.fingerprint(),
     };
@@ -70,6 +77,7 @@ pub fn pretrain<M: AudioMethod>(
         mean,
         std,
         crop_frames: crop,
+        on_error: config.data.on_error,
     });
     let source_at = |start: usize| {
         let c = config;

@@ -19,8 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::data::ClipSet;
+use super::data::stream::ClipStore;
 use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, mix_seed};
+use crate::vision::data::OnError;
 
 /// The augmentation of one view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,33 +187,50 @@ pub fn resize_crop(
     }
 }
 
-/// What every view of a run shares: the set, its band statistics and the crop length.
+/// What every view of a run shares: the clips, their band statistics, the crop length and
+/// what to do with a streamed clip that cannot be used.
 pub struct ViewSource {
-    pub data: Arc<ClipSet>,
+    pub data: ClipStore,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
     pub crop_frames: usize,
+    pub on_error: OnError,
 }
 
 impl ViewSource {
-    fn random_crop(&self, clip: usize, rng: &mut ChaCha8Rng) -> Spectrogram {
-        let start = rng.random_range(0..=self.data.frames - self.crop_frames);
-        crop(
-            self.data.clip(clip),
-            self.data.n_mels,
+    /// A random crop of `clip` (or of the next usable clip, its passed-over ones in `skipped`).
+    fn random_crop(
+        &self,
+        clip: usize,
+        rng: &mut ChaCha8Rng,
+        skipped: &mut Vec<String>,
+    ) -> Result<Spectrogram> {
+        let (values, passed) = self.data.readable_clip(clip, self.on_error)?;
+        skipped.extend(passed);
+        let start = rng.random_range(0..=self.data.frames() - self.crop_frames);
+        Ok(crop(
+            &values,
+            self.data.n_mels(),
             start,
             self.crop_frames,
             &self.mean,
             &self.std,
-        )
+        ))
     }
 
-    /// One view of `clip` drawn with `rng`.
-    pub fn view(&self, clip: usize, spec: &AudioView, rng: &mut ChaCha8Rng) -> Spectrogram {
-        let mut x = self.random_crop(clip, rng);
+    /// One view of `clip` drawn with `rng`; clips passed over as unusable are added to
+    /// `skipped`.
+    pub fn view(
+        &self,
+        clip: usize,
+        spec: &AudioView,
+        rng: &mut ChaCha8Rng,
+        skipped: &mut Vec<String>,
+    ) -> Result<Spectrogram> {
+        let mut x = self.random_crop(clip, rng, skipped)?;
         if spec.mixup > 0.0 {
             let other = rng.random_range(0..self.data.len());
-            let background = self.random_crop(other, rng);
+            let background = self.random_crop(other, rng, skipped)?;
             let lambda = rng.random_range(0.0..spec.mixup) as f32;
             mixup(&mut x, &background, lambda);
         }
@@ -237,7 +255,7 @@ impl ViewSource {
             );
             fade(&mut x, start, end);
         }
-        x
+        Ok(x)
     }
 }
 
@@ -250,37 +268,48 @@ pub fn audio_batches(
     device: Device,
 ) -> FloatViewBatches<4> {
     let len = source.data.len();
-    FloatViewBatches::spawn(len, schedule, device, move |epoch, _step, indices| {
-        let per_clip: Vec<Vec<Spectrogram>> = indices
-            .par_iter()
-            .map(|&clip| {
-                views
-                    .iter()
-                    .enumerate()
-                    .map(|(v, spec)| {
-                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                            schedule.seed,
-                            epoch as u64,
-                            clip as u64,
-                            v as u64,
-                        ]));
-                        source.view(clip, spec, &mut rng)
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut out = vec![Vec::new(); views.len()];
-        for clip_views in per_clip {
-            for (v, s) in clip_views.into_iter().enumerate() {
-                out[v].extend(s.values);
+    FloatViewBatches::spawn(
+        len,
+        schedule,
+        device,
+        "clip",
+        move |epoch, _step, indices| {
+            let per_clip: Vec<(Vec<Spectrogram>, Vec<String>)> = indices
+                .par_iter()
+                .map(|&clip| {
+                    let mut skipped = Vec::new();
+                    let clip_views = views
+                        .iter()
+                        .enumerate()
+                        .map(|(v, spec)| {
+                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
+                                schedule.seed,
+                                epoch as u64,
+                                clip as u64,
+                                v as u64,
+                            ]));
+                            source.view(clip, spec, &mut rng, &mut skipped)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok((clip_views, skipped))
+                })
+                .collect::<Result<_>>()?;
+            let mut out = vec![Vec::new(); views.len()];
+            let mut skipped = Vec::new();
+            for (clip_views, passed) in per_clip {
+                for (v, s) in clip_views.into_iter().enumerate() {
+                    out[v].extend(s.values);
+                }
+                skipped.extend(passed);
             }
-        }
-        FloatViews {
-            views: out,
-            shape: [indices.len(), 1, source.data.n_mels, source.crop_frames],
-            epoch,
-        }
-    })
+            Ok(FloatViews {
+                views: out,
+                shape: [indices.len(), 1, source.data.n_mels(), source.crop_frames],
+                epoch,
+                skipped,
+            })
+        },
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -153,29 +153,106 @@ impl<T: Send + 'static> Loader<T> {
         self.waited
     }
 }
-/// One batch of views as floats: each view `shape` flattened, and the batch's epoch.
+/// How many unreadable examples are named one by one before only the counts are said.
+const NAMED_SKIPS: usize = 5;
+
+/// What a loader says about the unreadable examples it skipped (`data.on_error = "skip"`):
+/// the first few reasons, each once, and at the end of every epoch that skipped any, a count.
+pub struct SkipReport {
+    /// What an example is, for the messages: "image", "clip".
+    what: &'static str,
+    /// Skipped so far: in the current epoch, and in all.
+    skipped: (usize, usize),
+    /// The reasons said so far.
+    named: Vec<String>,
+    epoch: Option<usize>,
+}
+
+impl SkipReport {
+    pub fn new(what: &'static str) -> SkipReport {
+        SkipReport {
+            what,
+            skipped: (0, 0),
+            named: Vec::new(),
+            epoch: None,
+        }
+    }
+
+    /// A batch of `epoch` arrived having skipped `reasons`.
+    pub fn batch(&mut self, epoch: usize, reasons: Vec<String>) {
+        if self.epoch != Some(epoch) {
+            self.end_epoch();
+            self.epoch = Some(epoch);
+        }
+        for reason in reasons {
+            if self.named.len() < NAMED_SKIPS && !self.named.contains(&reason) {
+                eprintln!("skipped: {reason}");
+                self.named.push(reason);
+            }
+            self.skipped.0 += 1;
+            self.skipped.1 += 1;
+        }
+    }
+
+    /// Say the examples skipped in the epoch that just ended, if any.
+    pub fn end_epoch(&mut self) {
+        if let Some(epoch) = self.epoch
+            && self.skipped.0 > 0
+        {
+            eprintln!(
+                "epoch {}: skipped {} unreadable {}(s) ({} in all; data.on_error = \"skip\")",
+                epoch + 1,
+                self.skipped.0,
+                self.what,
+                self.skipped.1
+            );
+        }
+        self.skipped.0 = 0;
+    }
+
+    /// Skipped in all so far.
+    pub fn total(&self) -> usize {
+        self.skipped.1
+    }
+}
+
+/// One batch of views as floats: each view `shape` flattened, the batch's epoch, and the
+/// unreadable examples skipped to make it.
 pub struct FloatViews<const D: usize> {
     pub views: Vec<Vec<f32>>,
     pub shape: [usize; D],
     pub epoch: usize,
+    pub skipped: Vec<String>,
 }
 
 /// Batches of views made on a background [`Loader`], handed to the model as tensors on its
 /// device: the batch source of the audio and video jobs.
 pub struct FloatViewBatches<const D: usize> {
-    loader: Loader<FloatViews<D>>,
+    loader: Loader<Result<FloatViews<D>>>,
     device: Device,
+    skips: SkipReport,
 }
 
 impl<const D: usize> FloatViewBatches<D> {
-    /// `make(epoch, step, indices)` builds a batch of the examples at `indices`.
-    pub fn spawn<F>(len: usize, schedule: Schedule, device: Device, make: F) -> Self
+    /// `make(epoch, step, indices)` builds a batch of the examples at `indices` (an error
+    /// stops the run); `what` names an example in the messages about skipped ones.
+    pub fn spawn<F>(
+        len: usize,
+        schedule: Schedule,
+        device: Device,
+        what: &'static str,
+        make: F,
+    ) -> Self
     where
-        F: Fn(usize, usize, &[usize]) -> FloatViews<D> + Send + 'static,
+        F: Fn(usize, usize, &[usize]) -> Result<FloatViews<D>> + Send + 'static,
     {
         FloatViewBatches {
-            loader: Loader::spawn(len, schedule, make),
+            loader: Loader::spawn(len, schedule, move |epoch, step, indices| {
+                make(epoch, step, indices)
+                    .with_context(|| format!("epoch {}, batch {}", epoch + 1, step + 1))
+            }),
             device,
+            skips: SkipReport::new(what),
         }
     }
 }
@@ -185,8 +262,11 @@ impl<const D: usize> BatchSource for FloatViewBatches<D> {
 
     fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
         let Some(batch) = self.loader.next_batch() else {
+            self.skips.end_epoch();
             return Ok(None);
         };
+        let batch = batch?;
+        self.skips.batch(batch.epoch, batch.skipped);
         let tensors = batch
             .views
             .into_iter()

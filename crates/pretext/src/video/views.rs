@@ -151,39 +151,47 @@ pub fn video_batches(
     device: Device,
 ) -> FloatViewBatches<5> {
     let len = data.len();
-    FloatViewBatches::spawn(len, schedule, device, move |epoch, _step, indices| {
-        let per_video: Vec<Vec<Vec<f32>>> = indices
-            .par_iter()
-            .map(|&video| {
-                views
-                    .iter()
-                    .enumerate()
-                    .map(|(v, view)| {
-                        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                            schedule.seed,
-                            epoch as u64,
-                            video as u64,
-                            v as u64,
-                        ]));
-                        let start = rng.random_range(0..=data.frames_of(video) - frames);
-                        clip_pixels(&data, video, start, frames, view, &mut rng)
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut clips = vec![Vec::new(); views.len()];
-        for video_clips in per_video {
-            for (v, c) in video_clips.into_iter().enumerate() {
-                clips[v].extend(c);
+    // Videos are decoded into memory before training: no batch can meet an unreadable one.
+    FloatViewBatches::spawn(
+        len,
+        schedule,
+        device,
+        "video",
+        move |epoch, _step, indices| {
+            let per_video: Vec<Vec<Vec<f32>>> = indices
+                .par_iter()
+                .map(|&video| {
+                    views
+                        .iter()
+                        .enumerate()
+                        .map(|(v, view)| {
+                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
+                                schedule.seed,
+                                epoch as u64,
+                                video as u64,
+                                v as u64,
+                            ]));
+                            let start = rng.random_range(0..=data.frames_of(video) - frames);
+                            clip_pixels(&data, video, start, frames, view, &mut rng)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut clips = vec![Vec::new(); views.len()];
+            for video_clips in per_video {
+                for (v, c) in video_clips.into_iter().enumerate() {
+                    clips[v].extend(c);
+                }
             }
-        }
-        let (c, h, w) = (data.channels, data.height, data.width);
-        FloatViews {
-            views: clips,
-            shape: [indices.len(), frames, c, h, w],
-            epoch,
-        }
-    })
+            let (c, h, w) = (data.channels, data.height, data.width);
+            Ok(FloatViews {
+                views: clips,
+                shape: [indices.len(), frames, c, h, w],
+                epoch,
+                skipped: Vec::new(),
+            })
+        },
+    )
 }
 
 #[cfg(test)]

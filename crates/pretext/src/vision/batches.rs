@@ -17,7 +17,7 @@ use super::config::DataConfig;
 use super::data::source::readable_image;
 use super::data::{ImageSource, OnError};
 use super::views::{Image, Pipeline};
-use crate::core::loader::{Loader, Schedule, mix_seed};
+use crate::core::loader::{Loader, Schedule, SkipReport, mix_seed};
 use crate::core::train::BatchSource;
 
 /// Views of one batch: `views[v]` is `[batch, channels, height, width]` flattened.
@@ -127,18 +127,11 @@ pub fn view_loader(
     })
 }
 
-/// How many unreadable images are named one by one before only the counts are said.
-const NAMED_SKIPS: usize = 5;
-
 /// Image views from the background [`Loader`], as the tensors a method takes.
 pub struct ViewBatches {
     pub loader: Loader<Result<ViewBatch>>,
     pub device: Device,
-    /// Unreadable images skipped so far: in the current epoch, and in all.
-    skipped: (usize, usize),
-    /// The reasons said so far (each once).
-    named: Vec<String>,
-    epoch: Option<usize>,
+    skips: SkipReport,
 }
 
 impl ViewBatches {
@@ -146,25 +139,8 @@ impl ViewBatches {
         ViewBatches {
             loader,
             device,
-            skipped: (0, 0),
-            named: Vec::new(),
-            epoch: None,
+            skips: SkipReport::new("image"),
         }
-    }
-
-    /// Say the images skipped in the epoch that just ended, if any.
-    fn end_epoch(&mut self) {
-        if let Some(epoch) = self.epoch
-            && self.skipped.0 > 0
-        {
-            eprintln!(
-                "epoch {}: skipped {} unreadable image(s) ({} in all; data.on_error = \"skip\")",
-                epoch + 1,
-                self.skipped.0,
-                self.skipped.1
-            );
-        }
-        self.skipped.0 = 0;
     }
 }
 
@@ -173,22 +149,11 @@ impl BatchSource for ViewBatches {
 
     fn next_batch(&mut self) -> Result<Option<(Self::Batch, usize)>> {
         let Some(batch) = self.loader.next_batch() else {
-            self.end_epoch();
+            self.skips.end_epoch();
             return Ok(None);
         };
         let batch = batch?;
-        if self.epoch != Some(batch.epoch) {
-            self.end_epoch();
-            self.epoch = Some(batch.epoch);
-        }
-        for reason in batch.skipped {
-            if self.named.len() < NAMED_SKIPS && !self.named.contains(&reason) {
-                eprintln!("skipped: {reason}");
-                self.named.push(reason);
-            }
-            self.skipped.0 += 1;
-            self.skipped.1 += 1;
-        }
+        self.skips.batch(batch.epoch, batch.skipped);
         let tensors = batch
             .views
             .into_iter()

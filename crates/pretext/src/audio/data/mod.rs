@@ -8,6 +8,7 @@ pub mod decode;
 pub mod logmel;
 pub mod notes;
 pub mod spoken;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use decode::{is_audio_file, read_audio, resample};
 use logmel::{LogMel, MelConfig};
+
+use crate::vision::data::OnError;
 
 /// `[data]` of an audio config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,12 @@ pub struct AudioDataConfig {
     pub test_limit: usize,
     /// Clips whose loudest sample is below this are silence: skipped and counted.
     pub silence_threshold: f32,
+    /// Pretraining reads each clip from disk when the loader asks for it instead of decoding
+    /// the whole training split into memory first ([`stream`]).
+    pub stream: bool,
+    /// A streamed clip that cannot be used mid-run: `"skip"` it (the next usable one takes its
+    /// place, counted) or `"stop"` the run naming it.
+    pub on_error: OnError,
 }
 
 impl Default for AudioDataConfig {
@@ -49,6 +58,8 @@ impl Default for AudioDataConfig {
             train_limit: 0,
             test_limit: 0,
             silence_threshold: 1e-4,
+            stream: false,
+            on_error: OnError::Skip,
         }
     }
 }
@@ -83,7 +94,7 @@ impl AudioDataConfig {
     }
 
     /// Samples a clip needs to fill one crop.
-    fn crop_samples(&self) -> usize {
+    pub(crate) fn crop_samples(&self) -> usize {
         (self.crop_frames.saturating_sub(1)) * self.mel.hop
     }
 }
@@ -217,25 +228,11 @@ impl ClipSet {
     /// Mean and standard deviation of every mel band over all clips and frames: the
     /// per-band normalisation, computed on the training set.
     pub fn band_stats(&self) -> (Vec<f32>, Vec<f32>) {
-        let mut sum = vec![0f64; self.n_mels];
-        let mut sq = vec![0f64; self.n_mels];
-        for i in 0..self.len() {
-            let clip = self.clip(i);
-            for m in 0..self.n_mels {
-                for &v in &clip[m * self.frames..(m + 1) * self.frames] {
-                    sum[m] += v as f64;
-                    sq[m] += (v as f64) * (v as f64);
-                }
-            }
-        }
-        let n = (self.len() * self.frames).max(1) as f64;
-        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-        let std = sq
-            .iter()
-            .zip(&sum)
-            .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-3)) as f32)
-            .collect();
-        (mean, std)
+        band_stats(
+            (0..self.len()).map(|i| self.clip(i)),
+            self.n_mels,
+            self.frames,
+        )
     }
 
     /// Size and an xxh3 hash of the values and labels: what `--resume` checks.
@@ -255,6 +252,35 @@ impl ClipSet {
             "xxh3": format!("{:016x}", h.digest()),
         })
     }
+}
+
+/// Mean and standard deviation of every mel band over all frames of `clips` (`[n_mels][frames]`
+/// each), summed in `f64` in the clips' order.
+pub fn band_stats<'a>(
+    clips: impl Iterator<Item = &'a [f32]>,
+    n_mels: usize,
+    frames: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = vec![0f64; n_mels];
+    let mut sq = vec![0f64; n_mels];
+    let mut count = 0usize;
+    for clip in clips {
+        for m in 0..n_mels {
+            for &v in &clip[m * frames..(m + 1) * frames] {
+                sum[m] += v as f64;
+                sq[m] += (v as f64) * (v as f64);
+            }
+        }
+        count += 1;
+    }
+    let n = (count * frames).max(1) as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&sum)
+        .map(|(q, s)| ((q / n - (s / n).powi(2)).max(0.0).sqrt().max(1e-3)) as f32)
+        .collect();
+    (mean, std)
 }
 
 /// The train and test splits of `root`: `root/train` and `root/test` when they exist, else
@@ -308,51 +334,16 @@ pub fn load_folder(dir: &Path, config: &AudioDataConfig) -> Result<(ClipSet, Rea
         );
     }
     let logmel = LogMel::new(&config.mel)?;
-    let (want, min) = (config.clip_samples(), config.crop_samples());
-    enum Outcome {
-        Clip(Vec<f32>, [bool; 4]),
-        Skip(&'static str, String),
-    }
-    let outcomes: Vec<Outcome> = files
+    let outcomes: Vec<ClipOutcome> = files
         .par_iter()
-        .map(|(path, _)| {
-            let audio = match read_audio(path) {
-                Ok(a) => a,
-                Err(e) => return Outcome::Skip("unreadable", format!("{e:#}")),
-            };
-            let resampled = audio.rate != config.mel.sample_rate;
-            let mut samples = match resample(&audio.samples, audio.rate, config.mel.sample_rate) {
-                Ok(s) => s,
-                Err(e) => return Outcome::Skip("unreadable", format!("{}: {e:#}", path.display())),
-            };
-            let short = samples.len() < min.max(1);
-            if samples.is_empty() || (short && config.short_clips == ShortClips::Skip) {
-                return Outcome::Skip(
-                    "short",
-                    format!(
-                        "{}: {:.3} s, less than one crop",
-                        path.display(),
-                        samples.len() as f64 / config.mel.sample_rate as f64
-                    ),
-                );
-            }
-            if samples.iter().all(|s| s.abs() < config.silence_threshold) {
-                return Outcome::Skip("silent", format!("{}: silence only", path.display()));
-            }
-            let padded = samples.len() < want;
-            samples.resize(want, 0.0);
-            Outcome::Clip(
-                logmel.compute(&samples),
-                [resampled, audio.channels > 1, padded, short],
-            )
-        })
+        .map(|(path, _)| read_clip(path, config, &logmel))
         .collect();
     let mut report = ReadReport::default();
     let mut values = Vec::new();
     let mut kept = Vec::new();
     for (outcome, (path, class)) in outcomes.into_iter().zip(&files) {
         match outcome {
-            Outcome::Clip(v, [r, m, p, short]) => {
+            ClipOutcome::Clip(v, [r, m, p, short]) => {
                 values.extend(v);
                 kept.push((path.clone(), class.clone()));
                 report.clips += 1;
@@ -361,11 +352,11 @@ pub fn load_folder(dir: &Path, config: &AudioDataConfig) -> Result<(ClipSet, Rea
                 report.padded += p as usize;
                 report.shorter_than_crop += short as usize;
             }
-            Outcome::Skip(kind, why) => {
+            ClipOutcome::Skip(kind, why) => {
                 match kind {
-                    "silent" => report.silent += 1,
-                    "short" => report.too_short += 1,
-                    _ => report.unreadable += 1,
+                    SkipKind::Silent => report.silent += 1,
+                    SkipKind::Short => report.too_short += 1,
+                    SkipKind::Unreadable => report.unreadable += 1,
                 }
                 if report.examples.len() < 3 {
                     report.examples.push(why);
@@ -396,8 +387,62 @@ pub fn load_folder(dir: &Path, config: &AudioDataConfig) -> Result<(ClipSet, Rea
     Ok((set, report))
 }
 
+/// Why a clip was left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipKind {
+    Unreadable,
+    Short,
+    Silent,
+}
+
+/// One file read: its log-mel image and what was done to it (resampled, mixed down, padded,
+/// shorter than a crop), or why it was left out, naming the file.
+pub enum ClipOutcome {
+    Clip(Vec<f32>, [bool; 4]),
+    Skip(SkipKind, String),
+}
+
+/// Read, resample, cut or pad one file and compute its log-mel image, as every reader does.
+pub fn read_clip(path: &Path, config: &AudioDataConfig, logmel: &LogMel) -> ClipOutcome {
+    let (want, min) = (config.clip_samples(), config.crop_samples());
+    let audio = match read_audio(path) {
+        Ok(a) => a,
+        Err(e) => return ClipOutcome::Skip(SkipKind::Unreadable, format!("{e:#}")),
+    };
+    let resampled = audio.rate != config.mel.sample_rate;
+    let mut samples = match resample(&audio.samples, audio.rate, config.mel.sample_rate) {
+        Ok(s) => s,
+        Err(e) => {
+            return ClipOutcome::Skip(SkipKind::Unreadable, format!("{}: {e:#}", path.display()));
+        }
+    };
+    let short = samples.len() < min.max(1);
+    if samples.is_empty() || (short && config.short_clips == ShortClips::Skip) {
+        return ClipOutcome::Skip(
+            SkipKind::Short,
+            format!(
+                "{}: {:.3} s, less than one crop",
+                path.display(),
+                samples.len() as f64 / config.mel.sample_rate as f64
+            ),
+        );
+    }
+    if samples.iter().all(|s| s.abs() < config.silence_threshold) {
+        return ClipOutcome::Skip(
+            SkipKind::Silent,
+            format!("{}: silence only", path.display()),
+        );
+    }
+    let padded = samples.len() < want;
+    samples.resize(want, 0.0);
+    ClipOutcome::Clip(
+        logmel.compute(&samples),
+        [resampled, audio.channels > 1, padded, short],
+    )
+}
+
 /// (file, class) for every audio file of `dir`'s subfolders (or `dir` itself), sorted.
-fn list_clips(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+pub(crate) fn list_clips(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     let entries = |d: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d)
             .with_context(|| format!("reading folder {}", d.display()))?
@@ -432,7 +477,7 @@ fn list_clips(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
 
 /// A label column from one class name per clip; classes sorted, numerically when they are
 /// all numbers (pitches, programs).
-fn label_column(name: &str, values: Vec<String>) -> LabelColumn {
+pub(crate) fn label_column(name: &str, values: Vec<String>) -> LabelColumn {
     let mut classes: Vec<String> = values.clone();
     classes.sort();
     classes.dedup();
@@ -460,7 +505,7 @@ fn label_column(name: &str, values: Vec<String>) -> LabelColumn {
 
 /// The columns of `dir/labels.tsv` (a header `file<TAB>name...`, then one line per clip, the
 /// file relative to `dir`) for the clips `kept`; none when there is no such file.
-fn read_label_table(dir: &Path, kept: &[(PathBuf, String)]) -> Result<Vec<LabelColumn>> {
+pub(crate) fn read_label_table(dir: &Path, kept: &[(PathBuf, String)]) -> Result<Vec<LabelColumn>> {
     let path = dir.join("labels.tsv");
     if !path.exists() {
         return Ok(Vec::new());

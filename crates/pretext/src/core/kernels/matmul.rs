@@ -71,3 +71,91 @@ pub fn matmul_scaled(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dst (+)= scale · lhs · rhs` in f64, one element at a time.
+    fn reference(
+        dst: &mut [f32],
+        dst_rs: usize,
+        accumulate: bool,
+        lhs: (&[f32], usize, usize),
+        rhs: (&[f32], usize, usize),
+        [m, n, k]: [usize; 3],
+        scale: f32,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let sum: f64 = (0..k)
+                    .map(|p| {
+                        lhs.0[i * lhs.1 + p * lhs.2] as f64 * rhs.0[p * rhs.1 + j * rhs.2] as f64
+                    })
+                    .sum();
+                let d = &mut dst[i * dst_rs + j];
+                let value = scale as f64 * sum;
+                *d = if accumulate {
+                    *d + value as f32
+                } else {
+                    value as f32
+                };
+            }
+        }
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000)
+            .map(|v| v as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// Narrow and wide destinations written into a block of columns of a wider matrix, with a
+    /// transposed operand, overwritten and accumulated.
+    #[test]
+    fn products_match_a_reference_for_narrow_and_wide_destinations() {
+        for [m, n, k] in [
+            [321, 16, 321],
+            [200, 7, 40],
+            [70, 31, 33],
+            [321, 64, 16],
+            [5, 3, 2],
+        ] {
+            let dst_rs = n + 5;
+            let lhs = values(m * k, 1);
+            let rhs = values(k * n, 2);
+            for accumulate in [false, true] {
+                // lhs row-major; rhs read transposed from a column-major store.
+                let lhs_op = (&lhs[..], k, 1);
+                let rhs_op = (&rhs[..], 1, k);
+                let mut got = values(m * dst_rs, 3);
+                let mut want = got.clone();
+                matmul_scaled(
+                    (&mut got, dst_rs),
+                    accumulate,
+                    lhs_op,
+                    rhs_op,
+                    [m, n, k],
+                    0.25,
+                    Parallelism::None,
+                );
+                reference(
+                    &mut want,
+                    dst_rs,
+                    accumulate,
+                    lhs_op,
+                    rhs_op,
+                    [m, n, k],
+                    0.25,
+                );
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{m}x{n}x{k}, accumulate {accumulate}: element {i} is {g}, want {w}"
+                    );
+                }
+            }
+        }
+    }
+}

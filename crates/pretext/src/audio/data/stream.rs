@@ -1,0 +1,258 @@
+//! Clips streamed from disk (`data.stream = true`): memory holds the file index (path, byte
+//! size, labels), never the log-mel images; each clip is read, resampled and turned into its
+//! log-mel image when the loader asks for it, by the same [`read_clip`] the in-memory reader
+//! uses, so a streamed run sees the numbers an in-memory run would.
+//!
+//! What the loader needs from a set, as for streamed image folders (docs/data.md): band
+//! statistics from a fixed-seed sample of clips (all of them in a small set), identity for
+//! `--resume` from the index, and a rule for a clip that turns out unreadable mid-run
+//! (`data.on_error`: take the next readable one and count it, or stop naming it).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use rayon::prelude::*;
+
+use super::{
+    AudioDataConfig, ClipOutcome, ClipSet, LabelColumn, band_stats, label_column, list_clips,
+    read_clip, read_label_table,
+};
+use crate::audio::data::logmel::LogMel;
+use crate::vision::data::OnError;
+use crate::vision::data::source::stats_sample;
+
+/// A folder of clips read from disk clip by clip.
+pub struct StreamedClips {
+    dir: PathBuf,
+    config: AudioDataConfig,
+    logmel: LogMel,
+    pub files: Vec<PathBuf>,
+    /// Each file's byte size when the folder was listed: a file rewritten since is refused.
+    sizes: Vec<u64>,
+    /// `class` (the subfolder) first, then the columns of `labels.tsv`.
+    pub tasks: Vec<LabelColumn>,
+    pub n_mels: usize,
+    pub frames: usize,
+}
+
+impl StreamedClips {
+    /// The training split of `root` (`root/train` when there is one, else `root`), its first
+    /// `data.train_limit` clips when that is set.
+    pub fn open_train(root: &Path, config: &AudioDataConfig) -> Result<StreamedClips> {
+        let train = root.join("train");
+        let dir = if train.is_dir() { train } else { root.into() };
+        StreamedClips::open(&dir, config, config.train_limit)
+    }
+
+    /// Every audio file of `dir`'s class subfolders (the first `limit`; all when 0), listed
+    /// and labelled without reading a sample.
+    pub fn open(dir: &Path, config: &AudioDataConfig, limit: usize) -> Result<StreamedClips> {
+        config.validate()?;
+        let mut listed = list_clips(dir)?;
+        if limit > 0 {
+            listed.truncate(limit);
+        }
+        if listed.is_empty() {
+            bail!(
+                "{}: no audio files (.wav, .flac, .ogg, .mp3) in it or its class subfolders",
+                dir.display()
+            );
+        }
+        let sizes = listed
+            .iter()
+            .map(|(path, _)| {
+                std::fs::metadata(path)
+                    .map(|m| m.len())
+                    .map_err(|e| anyhow!("{}: {e}", path.display()))
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let mut tasks = vec![label_column(
+            "class",
+            listed.iter().map(|(_, c)| c.clone()).collect(),
+        )];
+        tasks.extend(read_label_table(dir, &listed)?);
+        Ok(StreamedClips {
+            dir: dir.into(),
+            config: config.clone(),
+            logmel: LogMel::new(&config.mel)?,
+            files: listed.into_iter().map(|(p, _)| p).collect(),
+            sizes,
+            tasks,
+            n_mels: config.mel.n_mels,
+            frames: config.frames(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Clip `i`'s log-mel image `[n_mels][frames]`, or why it cannot be used, naming the file.
+    pub fn clip(&self, i: usize) -> Result<Vec<f32>> {
+        let path = &self.files[i];
+        let size = std::fs::metadata(path)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?
+            .len();
+        if size != self.sizes[i] {
+            bail!(
+                "{}: {size} bytes, {} when the folder was listed: the file changed during the run",
+                path.display(),
+                self.sizes[i]
+            );
+        }
+        match read_clip(path, &self.config, &self.logmel) {
+            ClipOutcome::Clip(values, _) => Ok(values),
+            ClipOutcome::Skip(_, why) => Err(anyhow!(why)),
+        }
+    }
+
+    /// Band statistics over the [`stats_sample`] of the clips (all of them up to 1,024), read
+    /// in parallel; clips that cannot be used are left out under [`OnError::Skip`] and listed.
+    pub fn band_stats(&self, on_error: OnError) -> Result<(BandStats, Vec<String>)> {
+        let read: Vec<Result<Vec<f32>>> = stats_sample(self.len())
+            .into_par_iter()
+            .map(|i| self.clip(i))
+            .collect();
+        let mut clips = Vec::with_capacity(read.len());
+        let mut skipped = Vec::new();
+        for r in read {
+            match r {
+                Ok(clip) => clips.push(clip),
+                Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
+                Err(e) => return Err(e.context(STOP_HINT)),
+            }
+        }
+        if clips.is_empty() {
+            bail!(
+                "none of the {} clips sampled for the band statistics could be used ({})",
+                skipped.len(),
+                skipped.first().map_or("", String::as_str)
+            );
+        }
+        let stats = band_stats(clips.iter().map(Vec::as_slice), self.n_mels, self.frames);
+        Ok((stats, skipped))
+    }
+
+    /// The index's size and an xxh3 hash of its relative paths, byte sizes and labels: what
+    /// `--resume` checks, without reading a sample.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (path, size) in self.files.iter().zip(&self.sizes) {
+            let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update(&[0]);
+            h.update(&size.to_le_bytes());
+        }
+        for t in &self.tasks {
+            for l in &t.labels {
+                h.update(&l.to_le_bytes());
+            }
+        }
+        serde_json::json!({
+            "clips": self.len(),
+            "shape": [1, self.n_mels, self.frames],
+            "index_xxh3": format!("{:016x}", h.digest()),
+        })
+    }
+}
+
+/// Each mel band's mean and standard deviation.
+pub type BandStats = (Vec<f32>, Vec<f32>);
+
+const STOP_HINT: &str =
+    "data.on_error = \"stop\" (\"skip\" leaves unusable clips out and counts them)";
+
+/// Where pretraining reads its clips: decoded into memory, or streamed from disk.
+#[derive(Clone)]
+pub enum ClipStore {
+    Memory(Arc<ClipSet>),
+    Disk(Arc<StreamedClips>),
+}
+
+impl ClipStore {
+    pub fn len(&self) -> usize {
+        match self {
+            ClipStore::Memory(set) => set.len(),
+            ClipStore::Disk(set) => set.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn n_mels(&self) -> usize {
+        match self {
+            ClipStore::Memory(set) => set.n_mels,
+            ClipStore::Disk(set) => set.n_mels,
+        }
+    }
+
+    pub fn frames(&self) -> usize {
+        match self {
+            ClipStore::Memory(set) => set.frames,
+            ClipStore::Disk(set) => set.frames,
+        }
+    }
+
+    pub fn tasks(&self) -> &[LabelColumn] {
+        match self {
+            ClipStore::Memory(set) => &set.tasks,
+            ClipStore::Disk(set) => &set.tasks,
+        }
+    }
+
+    /// Clip `i`'s log-mel image: borrowed from memory, or read from disk.
+    pub fn clip(&self, i: usize) -> Result<Cow<'_, [f32]>> {
+        match self {
+            ClipStore::Memory(set) => Ok(Cow::Borrowed(set.clip(i))),
+            ClipStore::Disk(set) => set.clip(i).map(Cow::Owned),
+        }
+    }
+
+    /// Clip `index`, or under [`OnError::Skip`] the next one that can be used (its reason
+    /// listed for each clip passed over); under [`OnError::Stop`] the first failure, named.
+    pub fn readable_clip(
+        &self,
+        index: usize,
+        on_error: OnError,
+    ) -> Result<(Cow<'_, [f32]>, Vec<String>)> {
+        let mut skipped = Vec::new();
+        // A set where a hundred clips in a row cannot be used is not one to train on.
+        for k in 0..100.min(self.len()) {
+            match self.clip((index + k) % self.len()) {
+                Ok(clip) => return Ok((clip, skipped)),
+                Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
+                Err(e) => return Err(e.context(STOP_HINT)),
+            }
+        }
+        bail!(
+            "{} unusable clips in a row from clip {index} on; the first: {}",
+            skipped.len(),
+            skipped.first().map_or("", String::as_str)
+        )
+    }
+
+    /// Band statistics: over every clip in memory, over a sample of a streamed set (the
+    /// clips passed over listed).
+    pub fn band_stats(&self, on_error: OnError) -> Result<(BandStats, Vec<String>)> {
+        match self {
+            ClipStore::Memory(set) => Ok((set.band_stats(), Vec::new())),
+            ClipStore::Disk(set) => set.band_stats(on_error),
+        }
+    }
+
+    /// What `--resume` checks: the values' hash in memory, the index's when streamed.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        match self {
+            ClipStore::Memory(set) => set.fingerprint(),
+            ClipStore::Disk(set) => set.fingerprint(),
+        }
+    }
+}
