@@ -198,39 +198,35 @@ pub struct ViewSource {
 }
 
 impl ViewSource {
-    /// A random crop of `clip` (or of the next usable clip, its passed-over ones in `skipped`).
-    fn random_crop(
-        &self,
-        clip: usize,
-        rng: &mut ChaCha8Rng,
-        skipped: &mut Vec<String>,
-    ) -> Result<Spectrogram> {
-        let (values, passed) = self.data.readable_clip(clip, self.on_error)?;
-        skipped.extend(passed);
+    /// A random crop of a clip's log-mel image `values`.
+    fn random_crop(&self, values: &[f32], rng: &mut ChaCha8Rng) -> Spectrogram {
         let start = rng.random_range(0..=self.data.frames() - self.crop_frames);
-        Ok(crop(
-            &values,
+        crop(
+            values,
             self.data.n_mels(),
             start,
             self.crop_frames,
             &self.mean,
             &self.std,
-        ))
+        )
     }
 
-    /// One view of `clip` drawn with `rng`; clips passed over as unusable are added to
-    /// `skipped`.
+    /// One view drawn with `rng` from a clip's log-mel image `values` (read once for all its
+    /// views); a background clip it mixes in is read here, and clips passed over as unusable
+    /// on the way are added to `skipped`.
     pub fn view(
         &self,
-        clip: usize,
+        values: &[f32],
         spec: &AudioView,
         rng: &mut ChaCha8Rng,
         skipped: &mut Vec<String>,
     ) -> Result<Spectrogram> {
-        let mut x = self.random_crop(clip, rng, skipped)?;
+        let mut x = self.random_crop(values, rng);
         if spec.mixup > 0.0 {
             let other = rng.random_range(0..self.data.len());
-            let background = self.random_crop(other, rng, skipped)?;
+            let (other_values, passed) = self.data.readable_clip(other, self.on_error)?;
+            skipped.extend(passed);
+            let background = self.random_crop(&other_values, rng);
             let lambda = rng.random_range(0.0..spec.mixup) as f32;
             mixup(&mut x, &background, lambda);
         }
@@ -277,7 +273,7 @@ pub fn audio_batches(
             let per_clip: Vec<(Vec<Spectrogram>, Vec<String>)> = indices
                 .par_iter()
                 .map(|&clip| {
-                    let mut skipped = Vec::new();
+                    let (values, mut skipped) = source.data.readable_clip(clip, source.on_error)?;
                     let clip_views = views
                         .iter()
                         .enumerate()
@@ -288,7 +284,7 @@ pub fn audio_batches(
                                 clip as u64,
                                 v as u64,
                             ]));
-                            source.view(clip, spec, &mut rng, &mut skipped)
+                            source.view(&values, spec, &mut rng, &mut skipped)
                         })
                         .collect::<Result<Vec<_>>>()?;
                     Ok((clip_views, skipped))
