@@ -218,9 +218,9 @@ impl ClipSet {
     }
 
     /// The first `limit` clips (all when 0).
-    pub fn limited(&self, limit: usize) -> ClipSet {
+    pub fn limited(self, limit: usize) -> ClipSet {
         if limit == 0 || limit >= self.len() {
-            return self.clone();
+            return self;
         }
         self.select(&(0..limit).collect::<Vec<_>>())
     }
@@ -334,17 +334,35 @@ pub fn load_folder(dir: &Path, config: &AudioDataConfig) -> Result<(ClipSet, Rea
         );
     }
     let logmel = LogMel::new(&config.mel)?;
-    let outcomes: Vec<ClipOutcome> = files
-        .par_iter()
-        .map(|(path, _)| read_clip(path, config, &logmel))
+    // Each clip's image is written straight into its slot of one buffer and the slots of the
+    // clips left out are closed up afterwards, so the set is held once (a set of 4-second notes
+    // is 2.5 GB) rather than once per clip and again joined.
+    let clip_len = config.mel.n_mels * config.frames();
+    let mut values = vec![0f32; files.len() * clip_len];
+    let outcomes: Vec<ClipOutcome> = values
+        .par_chunks_mut(clip_len)
+        .zip(files.par_iter())
+        .map(|(slot, (path, _))| {
+            let outcome = read_clip(path, config, &logmel);
+            if let ClipOutcome::Clip(v, _) = &outcome {
+                slot.copy_from_slice(v);
+            }
+            // Only the flags are kept: the image is in its slot.
+            match outcome {
+                ClipOutcome::Clip(_, flags) => ClipOutcome::Clip(Vec::new(), flags),
+                skip => skip,
+            }
+        })
         .collect();
     let mut report = ReadReport::default();
-    let mut values = Vec::new();
     let mut kept = Vec::new();
-    for (outcome, (path, class)) in outcomes.into_iter().zip(&files) {
+    for (i, (outcome, (path, class))) in outcomes.into_iter().zip(&files).enumerate() {
         match outcome {
-            ClipOutcome::Clip(v, [r, m, p, short]) => {
-                values.extend(v);
+            ClipOutcome::Clip(_, [r, m, p, short]) => {
+                let slot = kept.len();
+                if slot != i {
+                    values.copy_within(i * clip_len..(i + 1) * clip_len, slot * clip_len);
+                }
                 kept.push((path.clone(), class.clone()));
                 report.clips += 1;
                 report.resampled += r as usize;
@@ -364,6 +382,7 @@ pub fn load_folder(dir: &Path, config: &AudioDataConfig) -> Result<(ClipSet, Rea
             }
         }
     }
+    values.truncate(kept.len() * clip_len);
     if kept.is_empty() {
         bail!(
             "{}: none of its {} audio files could be used ({})",
