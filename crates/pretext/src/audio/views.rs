@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::data::stream::ClipStore;
+use super::data::stream::{ClipData, ClipStore};
 use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, mix_seed};
 use crate::vision::data::OnError;
 
@@ -198,35 +198,36 @@ pub struct ViewSource {
 }
 
 impl ViewSource {
-    /// A random crop of a clip's log-mel image `values`.
-    fn random_crop(&self, values: &[f32], rng: &mut ChaCha8Rng) -> Spectrogram {
+    /// A random crop of `clip`, normalised per band: sliced from its image in memory, or
+    /// only the crop's frames computed from its samples (the same values).
+    fn random_crop(&self, clip: &ClipData, rng: &mut ChaCha8Rng) -> Spectrogram {
         let start = rng.random_range(0..=self.data.frames() - self.crop_frames);
-        crop(
-            values,
-            self.data.n_mels(),
-            start,
-            self.crop_frames,
-            &self.mean,
-            &self.std,
-        )
+        let (bands, frames) = (self.data.n_mels(), self.crop_frames);
+        match clip {
+            ClipData::Image(image) => crop(image, bands, start, frames, &self.mean, &self.std),
+            ClipData::Samples(samples, logmel) => {
+                let image = logmel.compute_frames(samples, start, frames);
+                crop(&image, bands, 0, frames, &self.mean, &self.std)
+            }
+        }
     }
 
-    /// One view drawn with `rng` from a clip's log-mel image `values` (read once for all its
-    /// views); a background clip it mixes in is read here, and clips passed over as unusable
-    /// on the way are added to `skipped`.
+    /// One view drawn with `rng` from `clip` (read once for all its views); a background clip
+    /// it mixes in is read here, and clips passed over as unusable on the way are added to
+    /// `skipped`.
     pub fn view(
         &self,
-        values: &[f32],
+        clip: &ClipData,
         spec: &AudioView,
         rng: &mut ChaCha8Rng,
         skipped: &mut Vec<String>,
     ) -> Result<Spectrogram> {
-        let mut x = self.random_crop(values, rng);
+        let mut x = self.random_crop(clip, rng);
         if spec.mixup > 0.0 {
             let other = rng.random_range(0..self.data.len());
-            let (other_values, passed) = self.data.readable_clip(other, self.on_error)?;
+            let (background, passed) = self.data.readable_clip(other, self.on_error)?;
             skipped.extend(passed);
-            let background = self.random_crop(&other_values, rng);
+            let background = self.random_crop(&background, rng);
             let lambda = rng.random_range(0.0..spec.mixup) as f32;
             mixup(&mut x, &background, lambda);
         }
@@ -273,7 +274,7 @@ pub fn audio_batches(
             let per_clip: Vec<(Vec<Spectrogram>, Vec<String>)> = indices
                 .par_iter()
                 .map(|&clip| {
-                    let (values, mut skipped) = source.data.readable_clip(clip, source.on_error)?;
+                    let (data, mut skipped) = source.data.readable_clip(clip, source.on_error)?;
                     let clip_views = views
                         .iter()
                         .enumerate()
@@ -284,7 +285,7 @@ pub fn audio_batches(
                                 clip as u64,
                                 v as u64,
                             ]));
-                            source.view(&values, spec, &mut rng, &mut skipped)
+                            source.view(&data, spec, &mut rng, &mut skipped)
                         })
                         .collect::<Result<Vec<_>>>()?;
                     Ok((clip_views, skipped))

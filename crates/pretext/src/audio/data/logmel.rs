@@ -157,8 +157,18 @@ impl LogMel {
     /// The log-mel image of mono `samples` at the config's rate: `[n_mels][frames]` flattened
     /// band by band (a one-channel image, frequency up, time across).
     pub fn compute(&self, samples: &[f32]) -> Vec<f32> {
+        self.compute_frames(samples, 0, self.config.frames(samples.len()))
+    }
+
+    /// Frames `first..first + frames` of [`Self::compute`]'s image, `[n_mels][frames]`, the
+    /// same values bit for bit: each frame is computed on its own, so a streamed crop needs
+    /// only the frames it shows (64 of a 4-second clip's 401).
+    pub fn compute_frames(&self, samples: &[f32], first: usize, frames: usize) -> Vec<f32> {
         let c = &self.config;
-        let frames = c.frames(samples.len());
+        assert!(
+            first + frames <= c.frames(samples.len()),
+            "log-mel frames past the clip"
+        );
         let half = c.n_fft / 2;
         // Reflection padding by half a frame on each side, as torch.stft(center=True) does.
         let at = |i: isize| -> f32 {
@@ -184,7 +194,7 @@ impl LogMel {
         let mut power = vec![0f32; half + 1];
         let mut out = vec![0f32; c.n_mels * frames];
         for t in 0..frames {
-            let start = (t * c.hop) as isize - half as isize;
+            let start = ((first + t) * c.hop) as isize - half as isize;
             for (i, x) in input.iter_mut().enumerate() {
                 *x = at(start + i as isize) * self.window[i];
             }
@@ -282,5 +292,28 @@ mod tests {
         // Silence gives the floor.
         let silent = logmel.compute(&vec![0.0; 1600]);
         assert!(silent.iter().all(|&v| (v - LOG_FLOOR.ln()).abs() < 1e-6));
+    }
+
+    /// A streamed crop's frames equal the whole image's, edges (reflection padding) included.
+    #[test]
+    fn frames_computed_alone_equal_the_whole_image() {
+        let config = MelConfig::default();
+        let logmel = LogMel::new(&config).unwrap();
+        let samples: Vec<f32> = (0..16000)
+            .map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.011).cos()) * 0.3)
+            .collect();
+        let whole = logmel.compute(&samples);
+        let frames = config.frames(samples.len());
+        for (first, count) in [(0, 64), (37, 64), (frames - 5, 5), (0, frames)] {
+            let part = logmel.compute_frames(&samples, first, count);
+            for m in 0..config.n_mels {
+                assert_eq!(
+                    &part[m * count..(m + 1) * count],
+                    &whole[m * frames + first..m * frames + first + count],
+                    "band {m}, frames {first}..{}",
+                    first + count
+                );
+            }
+        }
     }
 }

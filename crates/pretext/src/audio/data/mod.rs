@@ -414,8 +414,8 @@ pub enum SkipKind {
     Silent,
 }
 
-/// One file read: its log-mel image and what was done to it (resampled, mixed down, padded,
-/// shorter than a crop), or why it was left out, naming the file.
+/// One file read: its samples or log-mel image and what was done to it (resampled, mixed
+/// down, padded, shorter than a crop), or why it was left out, naming the file.
 pub enum ClipOutcome {
     Clip(Vec<f32>, [bool; 4]),
     Skip(SkipKind, String),
@@ -423,6 +423,15 @@ pub enum ClipOutcome {
 
 /// Read, resample, cut or pad one file and compute its log-mel image, as every reader does.
 pub fn read_clip(path: &Path, config: &AudioDataConfig, logmel: &LogMel) -> ClipOutcome {
+    match read_samples(path, config) {
+        ClipOutcome::Clip(samples, flags) => ClipOutcome::Clip(logmel.compute(&samples), flags),
+        skip => skip,
+    }
+}
+
+/// Read one file, mix it down, resample it to the config's rate and cut or pad it to the
+/// clip length: the samples its log-mel image is computed from.
+pub fn read_samples(path: &Path, config: &AudioDataConfig) -> ClipOutcome {
     let (want, min) = (config.clip_samples(), config.crop_samples());
     let audio = match read_audio(path) {
         Ok(a) => a,
@@ -454,10 +463,7 @@ pub fn read_clip(path: &Path, config: &AudioDataConfig, logmel: &LogMel) -> Clip
     }
     let padded = samples.len() < want;
     samples.resize(want, 0.0);
-    ClipOutcome::Clip(
-        logmel.compute(&samples),
-        [resampled, audio.channels > 1, padded, short],
-    )
+    ClipOutcome::Clip(samples, [resampled, audio.channels > 1, padded, short])
 }
 
 /// (file, class) for every audio file of `dir`'s subfolders (or `dir` itself), sorted.

@@ -8,7 +8,6 @@
 //! `--resume` from the index, and a rule for a clip that turns out unreadable mid-run
 //! (`data.on_error`: take the next readable one and count it, or stop naming it).
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use rayon::prelude::*;
 
 use super::{
     AudioDataConfig, ClipOutcome, ClipSet, LabelColumn, band_stats, label_column, list_clips,
-    read_clip, read_label_table,
+    read_label_table, read_samples,
 };
 use crate::audio::data::logmel::LogMel;
 use crate::vision::data::OnError;
@@ -93,8 +92,9 @@ impl StreamedClips {
         self.files.is_empty()
     }
 
-    /// Clip `i`'s log-mel image `[n_mels][frames]`, or why it cannot be used, naming the file.
-    pub fn clip(&self, i: usize) -> Result<Vec<f32>> {
+    /// Clip `i`'s samples, cut or padded to the clip length (its log-mel image is computed
+    /// from them a crop at a time), or why it cannot be used, naming the file.
+    pub fn samples(&self, i: usize) -> Result<Vec<f32>> {
         let path = &self.files[i];
         let size = std::fs::metadata(path)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?
@@ -106,8 +106,8 @@ impl StreamedClips {
                 self.sizes[i]
             );
         }
-        match read_clip(path, &self.config, &self.logmel) {
-            ClipOutcome::Clip(values, _) => Ok(values),
+        match read_samples(path, &self.config) {
+            ClipOutcome::Clip(samples, _) => Ok(samples),
             ClipOutcome::Skip(_, why) => Err(anyhow!(why)),
         }
     }
@@ -117,7 +117,7 @@ impl StreamedClips {
     pub fn band_stats(&self, on_error: OnError) -> Result<(BandStats, Vec<String>)> {
         let read: Vec<Result<Vec<f32>>> = stats_sample(self.len())
             .into_par_iter()
-            .map(|i| self.clip(i))
+            .map(|i| Ok(self.logmel.compute(&self.samples(i)?)))
             .collect();
         let mut clips = Vec::with_capacity(read.len());
         let mut skipped = Vec::new();
@@ -208,11 +208,11 @@ impl ClipStore {
         }
     }
 
-    /// Clip `i`'s log-mel image: borrowed from memory, or read from disk.
-    pub fn clip(&self, i: usize) -> Result<Cow<'_, [f32]>> {
+    /// Clip `i`: its log-mel image borrowed from memory, or its samples read from disk.
+    pub fn clip(&self, i: usize) -> Result<ClipData<'_>> {
         match self {
-            ClipStore::Memory(set) => Ok(Cow::Borrowed(set.clip(i))),
-            ClipStore::Disk(set) => set.clip(i).map(Cow::Owned),
+            ClipStore::Memory(set) => Ok(ClipData::Image(set.clip(i))),
+            ClipStore::Disk(set) => Ok(ClipData::Samples(set.samples(i)?, &set.logmel)),
         }
     }
 
@@ -222,7 +222,7 @@ impl ClipStore {
         &self,
         index: usize,
         on_error: OnError,
-    ) -> Result<(Cow<'_, [f32]>, Vec<String>)> {
+    ) -> Result<(ClipData<'_>, Vec<String>)> {
         let mut skipped = Vec::new();
         // A set where a hundred clips in a row cannot be used is not one to train on.
         for k in 0..100.min(self.len()) {
@@ -255,4 +255,13 @@ impl ClipStore {
             ClipStore::Disk(set) => set.fingerprint(),
         }
     }
+}
+
+/// One clip as the views read it.
+pub enum ClipData<'a> {
+    /// Its whole log-mel image `[n_mels][frames]`, in memory.
+    Image(&'a [f32]),
+    /// Its samples, read from disk, and the front end that turns the frames a crop shows into
+    /// the same values the whole image would hold.
+    Samples(Vec<f32>, &'a LogMel),
 }
