@@ -8,12 +8,13 @@ use clap::Subcommand;
 use pretext::audio::checkpoint::AudioCheckpoint;
 use pretext::audio::config::AudioConfig;
 use pretext::audio::data::stream::{ClipStore, StreamedClips};
-use pretext::audio::data::{ClipSet, load_folder, load_splits};
+use pretext::audio::data::{load_folder, load_splits};
 use pretext::audio::eval::{
-    FeatureScores, align_labels, encoder_features, logmel_stats, score_features, standardise,
+    FeatureScores, align_labels, score_features, split_features, standardise,
 };
 use pretext::audio::methods::AudioMethod;
 use pretext::audio::pretrain::pretrain;
+use pretext::core::eval::Features;
 use pretext::core::train::TrainOptions;
 use pretext::with_audio_method;
 use serde_json::json;
@@ -157,58 +158,100 @@ fn evaluate(
     let config = &ckpt.config;
     let mut data_config = config.data.clone();
     (data_config.train_limit, data_config.test_limit) = (0, 0);
-    let (train, test, train_report, test_report) = load_splits(data, &data_config)?;
-    eprintln!("{}", train_report.summary("train"));
-    let (test, test_report) = match test_dir {
-        Some(dir) => load_folder(dir, &data_config)?,
-        None => (
-            test.with_context(|| {
-                format!("{}: no test/ split (or give --test DIR)", data.display())
-            })?,
-            test_report,
-        ),
+    let (train, test) = if data_config.stream {
+        // As the run was pretrained: read from disk a batch at a time, features kept.
+        let train = StreamedClips::open_train(data, &data_config)?;
+        let test_dir = match test_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let dir = data.join("test");
+                if !dir.is_dir() {
+                    bail!("{}: no test/ split (or give --test DIR)", data.display());
+                }
+                dir
+            }
+        };
+        let test = StreamedClips::open(&test_dir, &data_config, 0)?;
+        eprintln!(
+            "train: {} clips, test: {} clips, streamed from disk",
+            train.len(),
+            test.len()
+        );
+        (
+            ClipStore::Disk(Arc::new(train)),
+            ClipStore::Disk(Arc::new(test)),
+        )
+    } else {
+        let (train, test, train_report, test_report) = load_splits(data, &data_config)?;
+        eprintln!("{}", train_report.summary("train"));
+        let (test, test_report) = match test_dir {
+            Some(dir) => load_folder(dir, &data_config)?,
+            None => (
+                test.with_context(|| {
+                    format!("{}: no test/ split (or give --test DIR)", data.display())
+                })?,
+                test_report,
+            ),
+        };
+        eprintln!("{}", test_report.summary("test"));
+        (
+            ClipStore::Memory(Arc::new(train)),
+            ClipStore::Memory(Arc::new(test)),
+        )
     };
-    eprintln!("{}", test_report.summary("test"));
     let train_column = train.task(task)?;
-    let (rows, test_labels) = align_labels(train_column, test.task(task)?);
+    let (rows, _) = align_labels(train_column, test.task(task)?);
     if rows.is_empty() {
         bail!("no test clip has a '{task}' class that the training split has");
     }
-    let test: ClipSet = test.select(&rows);
-    let classes = &train_column.classes;
-    let score =
-        |name: &str, a: &pretext::core::eval::Features, b: &pretext::core::eval::Features| {
-            score_features(
-                name,
-                a,
-                b,
-                &train_column.labels,
-                &test_labels,
-                classes,
-                fractions,
-                &config.eval,
-                seed,
-                device,
-            )
-        };
-    let mut out = Vec::new();
-    // Standardised with the training clips' statistics, as BYOL-A evaluates embeddings.
-    let features = |encoder: &pretext::audio::backbones::AudioEncoder| {
-        standardise(
-            &encoder_features(encoder, &train, ckpt.norm(), device),
-            &encoder_features(encoder, &test, ckpt.norm(), device),
-        )
-    };
-    let (a, b) = features(&ckpt.encoder);
-    out.push(score("pretrained", &a, &b)?);
     device.seed(seed);
     let random = with_audio_method!(config.method.as_str(), M => {
         M::init(config, config.data.mel.n_mels, config.data.crop_frames, device).encoder()
     });
-    let (a, b) = features(&random);
-    out.push(score("random init", &a, &b)?);
-    let (a, b) = standardise(&logmel_stats(&train), &logmel_stats(&test));
-    out.push(score("log-mel mean+std", &a, &b)?);
+    let encoders = [&ckpt.encoder, &random];
+    let all: Vec<usize> = (0..train.len()).collect();
+    let on_error = data_config.on_error;
+    let a = split_features(&encoders, &train, &all, ckpt.norm(), on_error, device)?;
+    let b = split_features(&encoders, &test, &rows, ckpt.norm(), on_error, device)?;
+    for (split, f) in [("train", &a), ("test", &b)] {
+        if !f.skipped.is_empty() {
+            eprintln!(
+                "{split}: skipped {} unusable clip(s), e.g. {}",
+                f.skipped.len(),
+                f.skipped[0]
+            );
+        }
+    }
+    // Labels of the clips read, the test split's renumbered by the training split's classes.
+    let train_labels: Vec<u32> = a.kept.iter().map(|&i| train_column.labels[i]).collect();
+    let (_, test_labels) = align_labels(train_column, &test.task(task)?.select(&b.kept));
+    let classes = &train_column.classes;
+    let score = |name: &str, (x, y): (Features, Features)| {
+        score_features(
+            name,
+            &x,
+            &y,
+            &train_labels,
+            &test_labels,
+            classes,
+            fractions,
+            &config.eval,
+            seed,
+            device,
+        )
+    };
+    // Standardised with the training clips' statistics, as BYOL-A evaluates embeddings.
+    let mut out = Vec::new();
+    for (name, (x, y)) in ["pretrained", "random init"]
+        .into_iter()
+        .zip(a.encoders.iter().zip(&b.encoders))
+    {
+        out.push(score(name, standardise(x, y))?);
+    }
+    out.push(score(
+        "log-mel mean+std",
+        standardise(&a.logmel, &b.logmel),
+    )?);
     Ok(out)
 }
 

@@ -294,6 +294,29 @@ fn a_streamed_folder_trains_as_the_decoded_one_resumes_exactly_and_skips_a_bad_c
         &root.join("streamed"),
         "streamed against decoded into memory",
     );
+    // Evaluation streams as the run was pretrained, reading a batch at a time: same scores.
+    let eval = |run: &str| {
+        let ckpt = root.join(run).display().to_string();
+        let data = data.display().to_string();
+        let args = [
+            "audio",
+            "eval",
+            "--checkpoint",
+            &ckpt,
+            "--data",
+            &data,
+            "--fractions",
+            "0.5,1",
+            "--json",
+        ];
+        let (ok, json, err) = common::run(&args);
+        assert!(ok, "{err}");
+        (json["scores"].clone(), err)
+    };
+    let (in_memory, _) = eval("memory");
+    let (streamed_scores, err) = eval("streamed");
+    assert!(err.contains("streamed from disk"), "{err}");
+    assert_eq!(in_memory, streamed_scores);
     // Cut after 3 of 6 steps and resumed: the streamed loader starts where it left off.
     let cut = root.join("cut");
     let mut args = streamed.to_vec();
@@ -327,6 +350,11 @@ fn a_streamed_folder_trains_as_the_decoded_one_resumes_exactly_and_skips_a_bad_c
     );
     assert!(
         err.contains("skipped: ") && err.contains("unreadable clip(s)"),
+        "{err}"
+    );
+    let (_, err) = eval("skip");
+    assert!(
+        err.contains("train: skipped 1 unusable clip(s)") && err.contains("zz_truncated"),
         "{err}"
     );
     let mut args = streamed.to_vec();

@@ -115,6 +115,16 @@ pub struct LabelColumn {
     pub labels: Vec<u32>,
 }
 
+impl LabelColumn {
+    /// The labels of the clips at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> LabelColumn {
+        LabelColumn {
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Log-mel images of equal size, `[clips][n_mels][frames]` flattened, with every label column.
 #[derive(Debug, Clone)]
 pub struct ClipSet {
@@ -190,10 +200,7 @@ impl ClipSet {
 
     /// The label column `name`, or an error listing those there are.
     pub fn task(&self, name: &str) -> Result<&LabelColumn> {
-        self.tasks.iter().find(|t| t.name == name).with_context(|| {
-            let names: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
-            format!("no label column '{name}'; this data has {names:?}")
-        })
+        task_named(&self.tasks, name)
     }
 
     /// Clips at `indices`, in that order.
@@ -204,14 +211,7 @@ impl ClipSet {
         }
         ClipSet {
             values,
-            tasks: self
-                .tasks
-                .iter()
-                .map(|t| LabelColumn {
-                    labels: indices.iter().map(|&i| t.labels[i]).collect(),
-                    ..t.clone()
-                })
-                .collect(),
+            tasks: self.tasks.iter().map(|t| t.select(indices)).collect(),
             files: indices.iter().map(|&i| self.files[i].clone()).collect(),
             ..*self
         }
@@ -252,6 +252,14 @@ impl ClipSet {
             "xxh3": format!("{:016x}", h.digest()),
         })
     }
+}
+
+/// The label column `name` of `tasks`, or an error listing those there are.
+pub fn task_named<'a>(tasks: &'a [LabelColumn], name: &str) -> Result<&'a LabelColumn> {
+    tasks.iter().find(|t| t.name == name).with_context(|| {
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        format!("no label column '{name}'; this data has {names:?}")
+    })
 }
 
 /// Mean and standard deviation of every mel band over all frames of `clips` (`[n_mels][frames]`

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::{
     AudioDataConfig, ClipOutcome, ClipSet, LabelColumn, band_stats, label_column, list_clips,
-    read_label_table, read_samples,
+    read_label_table, read_samples, task_named,
 };
 use crate::audio::data::logmel::LogMel;
 use crate::vision::data::OnError;
@@ -206,6 +206,11 @@ impl ClipStore {
             ClipStore::Memory(set) => &set.tasks,
             ClipStore::Disk(set) => &set.tasks,
         }
+    }
+
+    /// The label column `name`, or an error listing those there are.
+    pub fn task(&self, name: &str) -> Result<&LabelColumn> {
+        task_named(self.tasks(), name)
     }
 
     /// Clip `i`: its log-mel image borrowed from memory, or its samples read from disk.
