@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use burn::prelude::*;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::data::stream::{ClipData, ClipStore};
-use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, mix_seed};
+use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, view_rng};
 use crate::vision::data::OnError;
 
 /// The augmentation of one view.
@@ -279,12 +279,7 @@ pub fn audio_batches(
                         .iter()
                         .enumerate()
                         .map(|(v, spec)| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                                schedule.seed,
-                                epoch as u64,
-                                clip as u64,
-                                v as u64,
-                            ]));
+                            let mut rng = view_rng(schedule.seed, epoch, clip, v);
                             source.view(&data, spec, &mut rng, &mut skipped)
                         })
                         .collect::<Result<Vec<_>>>()?;

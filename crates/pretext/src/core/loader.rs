@@ -28,6 +28,12 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
     h
 }
 
+/// The random stream of view `view` of example `item` in `epoch`: seeded from all four, so a
+/// view is the same whatever thread makes it and after `--resume`.
+pub fn view_rng(seed: u64, epoch: usize, item: usize, view: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix_seed(&[seed, epoch as u64, item as u64, view as u64]))
+}
+
 /// The image order of one epoch.
 pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();

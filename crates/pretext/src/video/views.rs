@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::data::VideoSet;
-use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, mix_seed};
+use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, view_rng};
 
 /// How one clip is drawn from a video.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,12 +165,7 @@ pub fn video_batches(
                         .iter()
                         .enumerate()
                         .map(|(v, view)| {
-                            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                                schedule.seed,
-                                epoch as u64,
-                                video as u64,
-                                v as u64,
-                            ]));
+                            let mut rng = view_rng(schedule.seed, epoch, video, v);
                             let start = rng.random_range(0..=data.frames_of(video) - frames);
                             clip_pixels(&data, video, start, frames, view, &mut rng)
                         })

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use anyhow::{Context, Result};
@@ -17,7 +15,7 @@ use super::config::DataConfig;
 use super::data::source::readable_image;
 use super::data::{ImageSource, OnError};
 use super::views::{Image, Pipeline};
-use crate::core::loader::{Loader, Schedule, SkipReport, mix_seed};
+use crate::core::loader::{Loader, Schedule, SkipReport, view_rng};
 use crate::core::train::BatchSource;
 
 /// Views of one batch: `views[v]` is `[batch, channels, height, width]` flattened.
@@ -55,12 +53,7 @@ pub fn make_views(
                 .iter()
                 .enumerate()
                 .map(|(v, p)| {
-                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(&[
-                        seed,
-                        epoch as u64,
-                        idx as u64,
-                        v as u64,
-                    ]));
+                    let mut rng = view_rng(seed, epoch, idx, v);
                     p.apply(image.clone(), &mut rng)
                 })
                 .collect();

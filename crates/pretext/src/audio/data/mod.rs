@@ -241,17 +241,28 @@ impl ClipSet {
         for v in &self.values {
             h.update(&v.to_le_bytes());
         }
-        for t in &self.tasks {
-            for l in &t.labels {
-                h.update(&l.to_le_bytes());
-            }
-        }
-        serde_json::json!({
-            "clips": self.len(),
-            "shape": [1, self.n_mels, self.frames],
-            "xxh3": format!("{:016x}", h.digest()),
-        })
+        fingerprint_json(h, "xxh3", &self.tasks, [self.n_mels, self.frames])
     }
+}
+
+/// A set's fingerprint: `h` (over its values or its index) with every label added, under
+/// `key`, beside the clip count and image shape.
+pub(crate) fn fingerprint_json(
+    mut h: xxhash_rust::xxh3::Xxh3,
+    key: &str,
+    tasks: &[LabelColumn],
+    [n_mels, frames]: [usize; 2],
+) -> serde_json::Value {
+    for t in tasks {
+        for l in &t.labels {
+            h.update(&l.to_le_bytes());
+        }
+    }
+    serde_json::json!({
+        "clips": tasks.first().map_or(0, |t| t.labels.len()),
+        "shape": [1, n_mels, frames],
+        key: format!("{:016x}", h.digest()),
+    })
 }
 
 /// The label column `name` of `tasks`, or an error listing those there are.

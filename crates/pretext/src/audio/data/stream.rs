@@ -15,8 +15,8 @@ use anyhow::{Result, anyhow, bail};
 use rayon::prelude::*;
 
 use super::{
-    AudioDataConfig, ClipOutcome, ClipSet, LabelColumn, band_stats, label_column, list_clips,
-    read_label_table, read_samples, task_named,
+    AudioDataConfig, ClipOutcome, ClipSet, LabelColumn, band_stats, fingerprint_json, label_column,
+    list_clips, read_label_table, read_samples, task_named,
 };
 use crate::audio::data::logmel::LogMel;
 use crate::vision::data::OnError;
@@ -149,16 +149,7 @@ impl StreamedClips {
             h.update(&[0]);
             h.update(&size.to_le_bytes());
         }
-        for t in &self.tasks {
-            for l in &t.labels {
-                h.update(&l.to_le_bytes());
-            }
-        }
-        serde_json::json!({
-            "clips": self.len(),
-            "shape": [1, self.n_mels, self.frames],
-            "index_xxh3": format!("{:016x}", h.digest()),
-        })
+        fingerprint_json(h, "index_xxh3", &self.tasks, [self.n_mels, self.frames])
     }
 }
 
