@@ -8,7 +8,7 @@ use clap::Subcommand;
 use pretext::audio::checkpoint::AudioCheckpoint;
 use pretext::audio::config::AudioConfig;
 use pretext::audio::data::stream::{ClipStore, StreamedClips};
-use pretext::audio::data::{load_folder, load_splits};
+use pretext::audio::data::{AudioDataConfig, load_folder, load_splits};
 use pretext::audio::eval::{
     FeatureScores, align_labels, score_features, split_features, standardise,
 };
@@ -144,6 +144,55 @@ pub fn run(g: &Global, cmd: AudioCommand) -> Result<()> {
     }
 }
 
+/// The train split of `data` and the test clips (`test_dir`, else `data/test`) as `config`
+/// reads them: streamed from disk when `data.stream` is set, else decoded into memory (what
+/// reading met printed).
+pub fn read_splits(
+    data: &Path,
+    test_dir: Option<&Path>,
+    config: &AudioDataConfig,
+) -> Result<(ClipStore, ClipStore)> {
+    if config.stream {
+        let train = StreamedClips::open_train(data, config)?;
+        let test_dir = match test_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let dir = data.join("test");
+                if !dir.is_dir() {
+                    bail!("{}: no test/ split (or give --test DIR)", data.display());
+                }
+                dir
+            }
+        };
+        let test = StreamedClips::open(&test_dir, config, config.test_limit)?;
+        eprintln!(
+            "train: {} clips, test: {} clips, streamed from disk",
+            train.len(),
+            test.len()
+        );
+        return Ok((
+            ClipStore::Disk(Arc::new(train)),
+            ClipStore::Disk(Arc::new(test)),
+        ));
+    }
+    let (train, test, train_report, test_report) = load_splits(data, config)?;
+    eprintln!("{}", train_report.summary("train"));
+    let (test, test_report) = match test_dir {
+        Some(dir) => load_folder(dir, config)?,
+        None => (
+            test.with_context(|| {
+                format!("{}: no test/ split (or give --test DIR)", data.display())
+            })?,
+            test_report,
+        ),
+    };
+    eprintln!("{}", test_report.summary("test"));
+    Ok((
+        ClipStore::Memory(Arc::new(train)),
+        ClipStore::Memory(Arc::new(test)),
+    ))
+}
+
 /// Read the train and test clips as the checkpoint's config reads them; score the checkpoint,
 /// its encoder at random initialisation and the log-mel statistics on `task`.
 fn evaluate(
@@ -158,47 +207,7 @@ fn evaluate(
     let config = &ckpt.config;
     let mut data_config = config.data.clone();
     (data_config.train_limit, data_config.test_limit) = (0, 0);
-    let (train, test) = if data_config.stream {
-        // As the run was pretrained: read from disk a batch at a time, features kept.
-        let train = StreamedClips::open_train(data, &data_config)?;
-        let test_dir = match test_dir {
-            Some(dir) => dir.to_path_buf(),
-            None => {
-                let dir = data.join("test");
-                if !dir.is_dir() {
-                    bail!("{}: no test/ split (or give --test DIR)", data.display());
-                }
-                dir
-            }
-        };
-        let test = StreamedClips::open(&test_dir, &data_config, 0)?;
-        eprintln!(
-            "train: {} clips, test: {} clips, streamed from disk",
-            train.len(),
-            test.len()
-        );
-        (
-            ClipStore::Disk(Arc::new(train)),
-            ClipStore::Disk(Arc::new(test)),
-        )
-    } else {
-        let (train, test, train_report, test_report) = load_splits(data, &data_config)?;
-        eprintln!("{}", train_report.summary("train"));
-        let (test, test_report) = match test_dir {
-            Some(dir) => load_folder(dir, &data_config)?,
-            None => (
-                test.with_context(|| {
-                    format!("{}: no test/ split (or give --test DIR)", data.display())
-                })?,
-                test_report,
-            ),
-        };
-        eprintln!("{}", test_report.summary("test"));
-        (
-            ClipStore::Memory(Arc::new(train)),
-            ClipStore::Memory(Arc::new(test)),
-        )
-    };
+    let (train, test) = read_splits(data, test_dir, &data_config)?;
     let train_column = train.task(task)?;
     let (rows, _) = align_labels(train_column, test.task(task)?);
     if rows.is_empty() {

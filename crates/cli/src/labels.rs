@@ -7,7 +7,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use pretext::audio::checkpoint::AudioCheckpoint;
-use pretext::audio::data::load_splits;
 use pretext::audio::eval::align_labels;
 use pretext::audio::labels::AudioLabels;
 use pretext::core::checkpoint::{Checkpoint, content_hash, remove_stale_temporaries};
@@ -302,8 +301,7 @@ fn audio_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     config.eval.validate()?;
     apply_flags(&mut config.eval.labels, &flags)?;
     let seed = g.seed.unwrap_or(config.seed);
-    let (pool, test, _, _) = load_splits(data, &config.data)?;
-    let test = test.with_context(|| format!("{}: no test/ split", data.display()))?;
+    let (pool, test) = crate::audio::read_splits(data, None, &config.data)?;
     let (rows, test_labels) = align_labels(pool.task(task_name)?, test.task(task_name)?);
     let test = test.select(&rows);
     let task = AudioLabels::new(

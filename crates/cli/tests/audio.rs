@@ -317,6 +317,28 @@ fn a_streamed_folder_trains_as_the_decoded_one_resumes_exactly_and_skips_a_bad_c
     let (streamed_scores, err) = eval("streamed");
     assert!(err.contains("streamed from disk"), "{err}");
     assert_eq!(in_memory, streamed_scores);
+    // The label study streams too (fine-tuning reads its clips a batch at a time): same study.
+    let study = |run: &str| {
+        let ckpt = root.join(run).display().to_string();
+        let data = data.display().to_string();
+        let args = [
+            "eval",
+            "labels",
+            "--checkpoint",
+            &ckpt,
+            "--data",
+            &data,
+            "--fractions",
+            "0.5,1",
+            "--seeds",
+            "1",
+            "--json",
+        ];
+        let (ok, json, err) = common::run(&args);
+        assert!(ok, "{err}");
+        json["study"]["summary"].clone()
+    };
+    assert_eq!(study("memory"), study("streamed"));
     // Cut after 3 of 6 steps and resumed: the streamed loader starts where it left off.
     let cut = root.join("cut");
     let mut args = streamed.to_vec();

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::backbones::AudioEncoder;
-use super::data::stream::{ClipData, ClipStore};
+use super::data::stream::ClipStore;
 use super::data::{ClipSet, LabelColumn};
 use crate::core::eval::Features;
 pub use crate::core::feature_scores::{FeatureScores, score_features, standardise};
@@ -59,7 +59,7 @@ fn encode_batch(
     device: &Device,
     out: &mut [Features],
 ) {
-    if images.is_empty() {
+    if images.is_empty() || encoders.is_empty() {
         return;
     }
     let mut x = Vec::with_capacity(images.len() * bands * frames);
@@ -145,13 +145,7 @@ pub fn split_features(
         skipped: Vec::new(),
     };
     for batch in indices.chunks(BATCH) {
-        let read: Vec<Result<Cow<[f32]>>> = batch
-            .par_iter()
-            .map(|&i| match store.clip(i)? {
-                ClipData::Image(image) => Ok(Cow::Borrowed(image)),
-                ClipData::Samples(samples, logmel) => Ok(Cow::Owned(logmel.compute(&samples))),
-            })
-            .collect();
+        let read: Vec<Result<Cow<[f32]>>> = batch.par_iter().map(|&i| store.image(i)).collect();
         let mut images = Vec::with_capacity(batch.len());
         for (&i, clip) in batch.iter().zip(read) {
             match clip {

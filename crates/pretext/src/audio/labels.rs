@@ -7,13 +7,13 @@
 
 use std::cell::OnceCell;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::backbones::AudioEncoder;
 use super::checkpoint::AudioCheckpoint;
-use super::data::ClipSet;
-use super::eval::{encoder_features, logmel_stats, standardise};
+use super::data::stream::ClipStore;
+use super::eval::{split_features, standardise};
 use super::methods::AudioMethod;
 use crate::core::config::EvalConfig;
 use crate::core::eval::Features;
@@ -23,6 +23,7 @@ use crate::core::labels::{
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
+use crate::vision::data::OnError;
 use crate::with_audio_method;
 
 pub const KNN: &str = "knn";
@@ -35,8 +36,8 @@ pub const LOGMEL: &str = "logmel";
 /// A study of one audio checkpoint on one label column.
 pub struct AudioLabels<'a> {
     checkpoint: &'a AudioCheckpoint,
-    pool: ClipSet,
-    test: ClipSet,
+    pool: ClipStore,
+    test: ClipStore,
     pool_labels: Vec<u32>,
     test_labels: Vec<u32>,
     class_names: Vec<String>,
@@ -49,13 +50,13 @@ pub struct AudioLabels<'a> {
 }
 
 impl<'a> AudioLabels<'a> {
-    /// `pool` and `test` hold the clips of each side; their labels on `task` (the test side's
-    /// already renumbered by the pool's classes).
+    /// `pool` and `test` hold the clips of each side (in memory or streamed); their labels on
+    /// `task` (the test side's already renumbered by the pool's classes).
     pub fn new(
         checkpoint: &'a AudioCheckpoint,
         eval: EvalConfig,
-        pool: ClipSet,
-        test: ClipSet,
+        pool: ClipStore,
+        test: ClipStore,
         task: &str,
         test_labels: Vec<u32>,
         device: &Device,
@@ -98,13 +99,38 @@ impl<'a> AudioLabels<'a> {
     }
 
     /// Frozen features of both sides, standardised with the pool's statistics (as BYOL-A
-    /// evaluates embeddings).
-    fn features_of(&self, encoder: &AudioEncoder) -> (Features, Features) {
-        let c = self.checkpoint;
-        standardise(
-            &encoder_features(encoder, &self.pool, c.norm(), &self.device),
-            &encoder_features(encoder, &self.test, c.norm(), &self.device),
-        )
+    /// evaluates embeddings): `encoder`'s, or without one the log-mel statistics. A streamed
+    /// clip that cannot be read stops the study, named (as image evaluation does).
+    fn features_of(&self, encoder: Option<&AudioEncoder>) -> Result<(Features, Features)> {
+        let encoders: Vec<&AudioEncoder> = encoder.into_iter().collect();
+        let side = |store: &ClipStore| {
+            let all: Vec<usize> = (0..store.len()).collect();
+            let c = self.checkpoint;
+            split_features(
+                &encoders,
+                store,
+                &all,
+                c.norm(),
+                OnError::Stop,
+                &self.device,
+            )
+        };
+        let (mut pool, mut test) = (side(&self.pool)?, side(&self.test)?);
+        Ok(match (pool.encoders.pop(), test.encoders.pop()) {
+            (Some(p), Some(t)) => standardise(&p, &t),
+            _ => standardise(&pool.logmel, &test.logmel),
+        })
+    }
+
+    /// The features in `cell`, computed by `make` the first time.
+    fn cached(
+        cell: &OnceCell<(Features, Features)>,
+        make: impl FnOnce() -> Result<(Features, Features)>,
+    ) -> Result<&(Features, Features)> {
+        if cell.get().is_none() {
+            let _ = cell.set(make()?);
+        }
+        cell.get().context("features computed just before")
     }
 
     fn probe(
@@ -126,12 +152,12 @@ impl<'a> AudioLabels<'a> {
     }
 
     /// The normalised whole clips at `rows` of one side, `[rows, 1, bands, frames]`.
-    fn clips(&self, side: &ClipSet, rows: &[usize], device: &Device) -> Tensor<4> {
-        let (bands, frames) = (side.n_mels, side.frames);
+    fn clips(&self, side: &ClipStore, rows: &[usize], device: &Device) -> Result<Tensor<4>> {
+        let (bands, frames) = (side.n_mels(), side.frames());
         let (mean, std) = (&self.checkpoint.mean, &self.checkpoint.std);
         let mut x = Vec::with_capacity(rows.len() * bands * frames);
         for &i in rows {
-            let clip = side.clip(i);
+            let clip = side.image(i)?;
             for m in 0..bands {
                 x.extend(
                     clip[m * frames..(m + 1) * frames]
@@ -140,7 +166,10 @@ impl<'a> AudioLabels<'a> {
                 );
             }
         }
-        Tensor::from_data(TensorData::new(x, [rows.len(), 1, bands, frames]), device)
+        Ok(Tensor::from_data(
+            TensorData::new(x, [rows.len(), 1, bands, frames]),
+            device,
+        ))
     }
 
     /// Fine-tune the pretrained encoder, or train a fresh one from scratch, on `subset`.
@@ -162,7 +191,7 @@ impl<'a> AudioLabels<'a> {
             } else {
                 &self.pool
             };
-            Ok(e.forward(self.clips(side, idx, device)))
+            Ok(e.forward(self.clips(side, idx, device)?))
         };
         let test_rows: Vec<usize> = (0..self.test.len()).collect();
         let plan = Plan {
@@ -214,22 +243,20 @@ impl LabelTask for AudioLabels<'_> {
         };
         match arm {
             LOGMEL => {
-                let f = self.logmel.get_or_init(|| {
-                    standardise(&logmel_stats(&self.pool), &logmel_stats(&self.test))
-                });
+                let f = Self::cached(&self.logmel, || self.features_of(None))?;
                 Ok(scored(self.probe(f, subset, seed)?))
             }
             RANDOM_LINEAR => {
-                let f = self.random.get_or_init(|| {
+                let f = Self::cached(&self.random, || {
                     let seed = self.checkpoint.config.seed;
-                    self.features_of(&self.fresh_encoder(seed, &self.device))
-                });
+                    self.features_of(Some(&self.fresh_encoder(seed, &self.device)))
+                })?;
                 Ok(scored(self.probe(f, subset, seed)?))
             }
             KNN | LINEAR => {
-                let f = self
-                    .frozen
-                    .get_or_init(|| self.features_of(&self.checkpoint.encoder));
+                let f = Self::cached(&self.frozen, || {
+                    self.features_of(Some(&self.checkpoint.encoder))
+                })?;
                 if arm == LINEAR {
                     return Ok(scored(self.probe(f, subset, seed)?));
                 }

@@ -115,6 +115,7 @@ pub fn mel_filterbank(config: &MelConfig) -> Vec<Vec<f32>> {
 }
 
 /// A log-mel front end, planned once and shared by every thread.
+#[derive(Clone)]
 pub struct LogMel {
     pub config: MelConfig,
     fft: Arc<dyn RealToComplex<f32>>,

@@ -8,6 +8,7 @@
 //! `--resume` from the index, and a rule for a clip that turns out unreadable mid-run
 //! (`data.on_error`: take the next readable one and count it, or stop naming it).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,6 +87,20 @@ impl StreamedClips {
 
     pub fn len(&self) -> usize {
         self.files.len()
+    }
+
+    /// The clips at `indices`, in that order (still read from disk).
+    pub fn select(&self, indices: &[usize]) -> StreamedClips {
+        StreamedClips {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            logmel: self.logmel.clone(),
+            files: indices.iter().map(|&i| self.files[i].clone()).collect(),
+            sizes: indices.iter().map(|&i| self.sizes[i]).collect(),
+            tasks: self.tasks.iter().map(|t| t.select(indices)).collect(),
+            n_mels: self.n_mels,
+            frames: self.frames,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -202,6 +217,23 @@ impl ClipStore {
     /// The label column `name`, or an error listing those there are.
     pub fn task(&self, name: &str) -> Result<&LabelColumn> {
         task_named(self.tasks(), name)
+    }
+
+    /// The clips at `indices`, in that order, where they were.
+    pub fn select(&self, indices: &[usize]) -> ClipStore {
+        match self {
+            ClipStore::Memory(set) => ClipStore::Memory(Arc::new(set.select(indices))),
+            ClipStore::Disk(set) => ClipStore::Disk(Arc::new(set.select(indices))),
+        }
+    }
+
+    /// Clip `i`'s whole log-mel image `[n_mels][frames]`: borrowed from memory, or computed
+    /// from its samples.
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [f32]>> {
+        Ok(match self.clip(i)? {
+            ClipData::Image(image) => Cow::Borrowed(image),
+            ClipData::Samples(samples, logmel) => Cow::Owned(logmel.compute(&samples)),
+        })
     }
 
     /// Clip `i`: its log-mel image borrowed from memory, or its samples read from disk.
