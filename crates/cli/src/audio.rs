@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use pretext::audio::checkpoint::AudioCheckpoint;
 use pretext::audio::config::AudioConfig;
-use pretext::audio::data::stream::{ClipStore, StreamedClips};
-use pretext::audio::data::{AudioDataConfig, load_folder, load_splits};
+use pretext::audio::data::load_splits;
+use pretext::audio::data::stream::{ClipStore, StreamedClips, read_splits};
 use pretext::audio::eval::{
     FeatureScores, align_labels, score_features, split_features, standardise,
 };
@@ -142,55 +142,6 @@ pub fn run(g: &Global, cmd: AudioCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// The train split of `data` and the test clips (`test_dir`, else `data/test`) as `config`
-/// reads them: streamed from disk when `data.stream` is set, else decoded into memory (what
-/// reading met printed).
-pub fn read_splits(
-    data: &Path,
-    test_dir: Option<&Path>,
-    config: &AudioDataConfig,
-) -> Result<(ClipStore, ClipStore)> {
-    if config.stream {
-        let train = StreamedClips::open_train(data, config)?;
-        let test_dir = match test_dir {
-            Some(dir) => dir.to_path_buf(),
-            None => {
-                let dir = data.join("test");
-                if !dir.is_dir() {
-                    bail!("{}: no test/ split (or give --test DIR)", data.display());
-                }
-                dir
-            }
-        };
-        let test = StreamedClips::open(&test_dir, config, config.test_limit)?;
-        eprintln!(
-            "train: {} clips, test: {} clips, streamed from disk",
-            train.len(),
-            test.len()
-        );
-        return Ok((
-            ClipStore::Disk(Arc::new(train)),
-            ClipStore::Disk(Arc::new(test)),
-        ));
-    }
-    let (train, test, train_report, test_report) = load_splits(data, config)?;
-    eprintln!("{}", train_report.summary("train"));
-    let (test, test_report) = match test_dir {
-        Some(dir) => load_folder(dir, config)?,
-        None => (
-            test.with_context(|| {
-                format!("{}: no test/ split (or give --test DIR)", data.display())
-            })?,
-            test_report,
-        ),
-    };
-    eprintln!("{}", test_report.summary("test"));
-    Ok((
-        ClipStore::Memory(Arc::new(train)),
-        ClipStore::Memory(Arc::new(test)),
-    ))
 }
 
 /// Read the train and test clips as the checkpoint's config reads them; score the checkpoint,

@@ -301,7 +301,7 @@ fn audio_study(g: &Global, checkpoint: &Path, flags: LabelFlags) -> Result<()> {
     config.eval.validate()?;
     apply_flags(&mut config.eval.labels, &flags)?;
     let seed = g.seed.unwrap_or(config.seed);
-    let (pool, test) = crate::audio::read_splits(data, None, &config.data)?;
+    let (pool, test) = pretext::audio::data::stream::read_splits(data, None, &config.data)?;
     let (rows, test_labels) = align_labels(pool.task(task_name)?, test.task(task_name)?);
     let test = test.select(&rows);
     let task = AudioLabels::new(

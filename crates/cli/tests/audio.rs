@@ -339,6 +339,20 @@ fn a_streamed_folder_trains_as_the_decoded_one_resumes_exactly_and_skips_a_bad_c
         json["study"]["summary"].clone()
     };
     assert_eq!(study("memory"), study("streamed"));
+    // So does the report: the map, neighbours (thumbnails read again from disk), confusion.
+    let streamed_run = root.join("streamed");
+    let (ok, _, err) = common::run(&[
+        "report",
+        streamed_run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(streamed_run.join("report.html")).unwrap();
+    for id in ["map", "neighbours", "confusion"] {
+        assert!(html.contains(&format!("<section id=\"{id}\">")), "no {id}");
+    }
+    assert!(err.contains("streamed from disk"), "{err}");
     // Cut after 3 of 6 steps and resumed: the streamed loader starts where it left off.
     let cut = root.join("cut");
     let mut args = streamed.to_vec();

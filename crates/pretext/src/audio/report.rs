@@ -10,13 +10,14 @@ use burn::prelude::*;
 use image::{Rgb, RgbImage};
 
 use super::checkpoint::AudioCheckpoint;
-use super::data::{ClipSet, load_splits};
-use super::eval::{align_labels, encoder_features, standardise};
-use crate::core::eval::{first_of_each_class, nearest_rows};
+use super::data::stream::{ClipStore, read_splits};
+use super::eval::{align_labels, split_features, standardise};
+use crate::core::eval::{Features, first_of_each_class, nearest_rows};
 use crate::core::html::{Page, escape, png_img, table};
 use crate::core::run_report::{
     LabelledFeatures, config_section, confusion_section, map_section, run_sections,
 };
+use crate::vision::data::OnError;
 
 /// Nearest training clips shown per test clip.
 const NEIGHBOURS: usize = 4;
@@ -63,16 +64,25 @@ fn clip_sections(
 ) -> Result<()> {
     let mut config = ckpt.config.data.clone();
     (config.train_limit, config.test_limit) = (0, 0);
-    let (train, test, _, _) = load_splits(data, &config)?;
-    let test = test.with_context(|| format!("{}: no test/ split to report on", data.display()))?;
+    // Streamed when the run was: features kept, images read again only for the thumbnails.
+    let (train, test) = read_splits(data, None, &config)?;
     let column = train.task("class")?;
     let (rows, test_labels) = align_labels(column, test.task("class")?);
     let test = test.select(&rows);
     let names = &column.classes;
-    let (ftrain, ftest) = standardise(
-        &encoder_features(&ckpt.encoder, &train, ckpt.norm(), device),
-        &encoder_features(&ckpt.encoder, &test, ckpt.norm(), device),
-    );
+    let features = |store: &ClipStore| -> Result<Features> {
+        let all: Vec<usize> = (0..store.len()).collect();
+        let mut f = split_features(
+            &[&ckpt.encoder],
+            store,
+            &all,
+            ckpt.norm(),
+            OnError::Stop,
+            device,
+        )?;
+        f.encoders.pop().context("one encoder's features")
+    };
+    let (ftrain, ftest) = standardise(&features(&train)?, &features(&test)?);
     let train_side = LabelledFeatures {
         features: &ftrain,
         labels: &column.labels,
@@ -125,19 +135,20 @@ fn clip_sections(
 
 /// A clip's log-mel image as a PNG, twice its size, low bands at the bottom, on a dark-to-
 /// yellow scale between its 2nd and 99.5th percentiles.
-pub fn thumbnail(set: &ClipSet, clip: usize) -> Result<Vec<u8>> {
-    let values = set.clip(clip);
+pub fn thumbnail(set: &ClipStore, clip: usize) -> Result<Vec<u8>> {
+    let values = set.image(clip)?;
+    let (frames, n_mels) = (set.frames(), set.n_mels());
     let mut sorted = values.to_vec();
     sorted.sort_by(f32::total_cmp);
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
     let (lo, hi) = (at(0.02), at(0.995));
     let scale = 2;
-    let (w, h) = (set.frames as u32 * scale, set.n_mels as u32 * scale);
+    let (w, h) = (frames as u32 * scale, n_mels as u32 * scale);
     let mut img = RgbImage::new(w, h);
     for y in 0..h {
-        let band = set.n_mels - 1 - (y / scale) as usize;
+        let band = n_mels - 1 - (y / scale) as usize;
         for x in 0..w {
-            let v = values[band * set.frames + (x / scale) as usize];
+            let v = values[band * frames + (x / scale) as usize];
             let t = ((v - lo) / (hi - lo).max(1e-6)).clamp(0.0, 1.0);
             img.put_pixel(x, y, Rgb(colour(t)));
         }

@@ -12,12 +12,12 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use rayon::prelude::*;
 
 use super::{
     AudioDataConfig, ClipOutcome, ClipSet, LabelColumn, band_stats, fingerprint_json, label_column,
-    list_clips, read_label_table, read_samples, task_named,
+    list_clips, load_folder, load_splits, read_label_table, read_samples, task_named,
 };
 use crate::audio::data::logmel::LogMel;
 use crate::vision::data::OnError;
@@ -292,4 +292,53 @@ pub enum ClipData<'a> {
     /// Its samples, read from disk, and the front end that turns the frames a crop shows into
     /// the same values the whole image would hold.
     Samples(Vec<f32>, &'a LogMel),
+}
+
+/// The train split of `data` and the test clips (`test_dir`, else `data/test`) as `config`
+/// reads them: streamed from disk when `data.stream` is set, else decoded into memory (what
+/// reading met printed).
+pub fn read_splits(
+    data: &Path,
+    test_dir: Option<&Path>,
+    config: &AudioDataConfig,
+) -> Result<(ClipStore, ClipStore)> {
+    if config.stream {
+        let train = StreamedClips::open_train(data, config)?;
+        let test_dir = match test_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => {
+                let dir = data.join("test");
+                if !dir.is_dir() {
+                    bail!("{}: no test/ split (or give --test DIR)", data.display());
+                }
+                dir
+            }
+        };
+        let test = StreamedClips::open(&test_dir, config, config.test_limit)?;
+        eprintln!(
+            "train: {} clips, test: {} clips, streamed from disk",
+            train.len(),
+            test.len()
+        );
+        return Ok((
+            ClipStore::Disk(Arc::new(train)),
+            ClipStore::Disk(Arc::new(test)),
+        ));
+    }
+    let (train, test, train_report, test_report) = load_splits(data, config)?;
+    eprintln!("{}", train_report.summary("train"));
+    let (test, test_report) = match test_dir {
+        Some(dir) => load_folder(dir, config)?,
+        None => (
+            test.with_context(|| {
+                format!("{}: no test/ split (or give --test DIR)", data.display())
+            })?,
+            test_report,
+        ),
+    };
+    eprintln!("{}", test_report.summary("test"));
+    Ok((
+        ClipStore::Memory(Arc::new(train)),
+        ClipStore::Memory(Arc::new(test)),
+    ))
 }
