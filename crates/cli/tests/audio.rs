@@ -294,23 +294,30 @@ fn a_streamed_folder_trains_as_the_decoded_one_resumes_exactly_and_skips_a_bad_c
         &root.join("streamed"),
         "streamed against decoded into memory",
     );
-    // Evaluation streams as the run was pretrained, reading a batch at a time: same scores.
-    let eval = |run: &str| {
+    // `command` on the checkpoint of `run`, with half and all of the labels.
+    let evaluate = |command: &[&str], run: &str| {
         let ckpt = root.join(run).display().to_string();
         let data = data.display().to_string();
-        let args = [
-            "audio",
-            "eval",
+        let mut args = command.to_vec();
+        args.extend([
             "--checkpoint",
             &ckpt,
             "--data",
             &data,
             "--fractions",
             "0.5,1",
-            "--json",
-        ];
+        ]);
+        if command == ["eval", "labels"] {
+            args.extend(["--seeds", "1"]);
+        }
+        args.push("--json");
         let (ok, json, err) = common::run(&args);
         assert!(ok, "{err}");
+        (json, err)
+    };
+    // Evaluation streams as the run was pretrained, reading a batch at a time: same scores.
+    let eval = |run: &str| {
+        let (json, err) = evaluate(&["audio", "eval"], run);
         (json["scores"].clone(), err)
     };
     let (in_memory, _) = eval("memory");
@@ -318,26 +325,7 @@ fn a_streamed_folder_trains_as_the_decoded_one_resumes_exactly_and_skips_a_bad_c
     assert!(err.contains("streamed from disk"), "{err}");
     assert_eq!(in_memory, streamed_scores);
     // The label study streams too (fine-tuning reads its clips a batch at a time): same study.
-    let study = |run: &str| {
-        let ckpt = root.join(run).display().to_string();
-        let data = data.display().to_string();
-        let args = [
-            "eval",
-            "labels",
-            "--checkpoint",
-            &ckpt,
-            "--data",
-            &data,
-            "--fractions",
-            "0.5,1",
-            "--seeds",
-            "1",
-            "--json",
-        ];
-        let (ok, json, err) = common::run(&args);
-        assert!(ok, "{err}");
-        json["study"]["summary"].clone()
-    };
+    let study = |run: &str| evaluate(&["eval", "labels"], run).0["study"]["summary"].clone();
     assert_eq!(study("memory"), study("streamed"));
     // So does the report: the map, neighbours (thumbnails read again from disk), confusion.
     let streamed_run = root.join("streamed");
