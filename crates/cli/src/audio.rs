@@ -67,18 +67,24 @@ pub fn run(g: &Global, cmd: AudioCommand) -> Result<()> {
             overwrite,
         } => {
             let config = AudioConfig::load(g.config.as_deref(), &g.overrides())?;
+            // Under MPI rank 0 speaks for the job.
+            let root = pretext::core::distributed::world().is_root();
             let (train, report) = if config.data.stream {
                 let set = StreamedClips::open_train(&data, &config.data)?;
-                eprintln!(
-                    "{} (train): {} clips listed, streamed from disk (unusable ones are met, \
+                if root {
+                    eprintln!(
+                        "{} (train): {} clips listed, streamed from disk (unusable ones are met, \
                      counted and named as the loader reads them)",
-                    data.display(),
-                    set.len()
-                );
+                        data.display(),
+                        set.len()
+                    );
+                }
                 (ClipStore::Disk(Arc::new(set)), json!({ "streamed": true }))
             } else {
                 let (train, _, report, _) = load_splits(&data, &config.data)?;
-                eprintln!("{}", report.summary(&format!("{} (train)", data.display())));
+                if root {
+                    eprintln!("{}", report.summary(&format!("{} (train)", data.display())));
+                }
                 (
                     ClipStore::Memory(Arc::new(train)),
                     serde_json::to_value(&report)?,

@@ -313,12 +313,16 @@ fn only_data_parallel_jobs(command: &Command) -> Result<()> {
     let world = pretext::core::distributed::world();
     let data_parallel = matches!(
         command,
-        Command::Mlm(text::MlmCommand::Train { .. }) | Command::Pretrain { .. }
+        Command::Mlm(text::MlmCommand::Train { .. })
+            | Command::Pretrain { .. }
+            | Command::Audio(audio::AudioCommand::Pretrain { .. })
+            | Command::Video(video::VideoCommand::Pretrain { .. })
     );
     if world.is_distributed() && !data_parallel {
         bail!(
-            "this job runs in one process; under mpirun (here {} ranks) only `pretext pretrain` \
-             and `pretext mlm train` train data-parallel",
+            "this job runs in one process; under mpirun (here {} ranks) only `pretext pretrain`, \
+             `pretext mlm train`, `pretext audio pretrain` and `pretext video pretrain` train \
+             data-parallel",
             world.size
         );
     }

@@ -29,6 +29,10 @@ pub fn print_pretrain(
     read: serde_json::Value,
     s: &TrainSummary,
 ) {
+    // Under MPI rank 0 speaks for the job.
+    if !pretext::core::distributed::world().is_root() {
+        return;
+    }
     if json {
         println!(
             "{}",

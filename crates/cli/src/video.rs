@@ -8,6 +8,7 @@ use clap::Subcommand;
 use pretext::core::train::TrainOptions;
 use pretext::video::checkpoint::{VideoCheckpoint, read_meta};
 use pretext::video::config::VideoConfig;
+use pretext::video::data::stream::{StreamedVideos, VideoStore};
 use pretext::video::data::{VideoSet, load_splits};
 use pretext::video::eval::{TaskScores, VideoReport, clip_features, forecast_scores, score_task};
 use pretext::video::methods::VideoMethod;
@@ -61,14 +62,34 @@ pub fn run(g: &Global, cmd: VideoCommand) -> Result<()> {
             overwrite,
         } => {
             let config = VideoConfig::load(g.config.as_deref(), &g.overrides())?;
-            let (train, _, report, _) = load_splits(&data, &config.data)?;
-            eprintln!("{}", report.summary(&format!("{} (train)", data.display())));
+            // Under MPI rank 0 speaks for the job.
+            let root = pretext::core::distributed::world().is_root();
+            let (train, report) = if config.data.stream {
+                let set = StreamedVideos::open_train(&data, &config.data)?;
+                if root {
+                    eprintln!(
+                        "{} (train): {} videos listed, decoded from disk as the loader needs \
+                         them (unusable ones are met, counted and named there)",
+                        data.display(),
+                        set.len()
+                    );
+                }
+                (VideoStore::Disk(Arc::new(set)), json!({ "streamed": true }))
+            } else {
+                let (train, _, report, _) = load_splits(&data, &config.data)?;
+                if root {
+                    eprintln!("{}", report.summary(&format!("{} (train)", data.display())));
+                }
+                (
+                    VideoStore::Memory(Arc::new(train)),
+                    serde_json::to_value(&report)?,
+                )
+            };
             let options = TrainOptions {
                 resume,
                 overwrite,
                 quiet: false,
             };
-            let train = Arc::new(train);
             let summary = with_video_method!(config.method.as_str(), M => {
                 let (_model, summary) = pretrain::<M>(&config, train.clone(), &device, &options)?;
                 summary
@@ -78,7 +99,7 @@ pub fn run(g: &Global, cmd: VideoCommand) -> Result<()> {
                 "video pretrain",
                 &data,
                 (train.len(), "videos"),
-                serde_json::to_value(&report)?,
+                report,
                 &summary,
             );
             Ok(())

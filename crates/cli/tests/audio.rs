@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BIN, run};
+use common::{BIN, run, tone, tones};
 use pretext::audio::data::decode::write_wav;
 use pretext::core::checkpoint::Checkpoint;
 
@@ -17,43 +17,6 @@ fn dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// A tone with three harmonics at `f` Hz, a random-ish onset and noise, 0.6 s at 16 kHz.
-fn tone(f: f64, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut noise = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 2001) as f64 / 1000.0 - 1.0
-    };
-    let onset = (seed % 7) as usize * 400;
-    let detune = 1.0 + 0.02 * noise();
-    (0..9600)
-        .map(|i| {
-            let t = i as f64 / 16000.0;
-            let on = if i >= onset { (-(t * 3.0)).exp() } else { 0.0 };
-            let s: f64 = (1..=3)
-                .map(|h| (2.0 * std::f64::consts::PI * f * detune * h as f64 * t).sin() / h as f64)
-                .sum();
-            (0.3 * on * s + 0.01 * noise()) as f32
-        })
-        .collect()
-}
-
-/// train/ and test/ of four classes of tones, `per_class` and 8 clips each.
-fn tones(root: &Path, per_class: usize) {
-    for (c, f) in [150.0, 400.0, 1100.0, 3000.0].iter().enumerate() {
-        for (split, n) in [("train", per_class), ("test", 8)] {
-            let d = root.join(split).join(format!("tone{c}"));
-            std::fs::create_dir_all(&d).unwrap();
-            for i in 0..n {
-                let seed = (c * 1000 + i + if split == "test" { 500 } else { 0 }) as u64;
-                write_wav(&d.join(format!("{i}.wav")), &tone(*f, seed), 16000).unwrap();
-            }
-        }
-    }
 }
 
 fn config(method: &str) -> String {

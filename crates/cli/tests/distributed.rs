@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pretext::core::checkpoint::Checkpoint;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pretext");
+use common::BIN;
+use pretext::core::checkpoint::Checkpoint;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pretext-mpi-{name}-{}", std::process::id()));
@@ -21,8 +22,10 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-/// A tiny RoBERTa-style MLM run (no dropout: the device's random draws would differ between one
-/// process and a rank's half batch) on `ranks` processes on this machine.
+/// A tiny RoBERTa-style MLM run on `ranks` processes on this machine, line by line and
+/// without dropout: each batch is padded to its longest line, so a rank's half may be shorter
+/// than one process's whole batch, and dropout's counter (which follows the tensor's layout)
+/// would draw other masks. Packed blocks with dropout are checked on their own.
 fn mlm(ranks: usize, work: &Path, out: &str, extra: &[&str]) -> Command {
     let np = ranks.to_string();
     let mpirun: &[&str] = if ranks == 1 {
@@ -132,6 +135,19 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
         (&6.into(), &6.into())
     );
 
+    // Packed blocks all have the same length, so each rank's tensors are its rows of one
+    // process's: with dropout on, every rank drops what one process drops in those rows.
+    let packed = [
+        "--set",
+        "data.mode=\"packed\"",
+        "--set",
+        "model.dropout=0.1",
+    ];
+    two_ranks_match_one(&work, "packed", |ranks, out| {
+        let name = out.file_name().and_then(|n| n.to_str()).unwrap();
+        mlm(ranks, &work, name, &packed)
+    });
+
     // Over TCP, as ranks on two machines talk (here on the loopback interface, which Open MPI
     // leaves out unless told), from a hostfile: the shared-memory run's weights, bit for bit.
     std::fs::write(work.join("hosts"), "localhost slots=2\n").unwrap();
@@ -195,15 +211,7 @@ fn two_ranks_train_what_one_process_trains_on_the_same_global_batches() {
 /// whose true gradient is zero (a bias that a batch norm downstream cancels) steps by the sign
 /// of its rounding noise, ±lr, which differs between one process and two.
 fn pretrain(ranks: usize, method: &str, out: &Path, extra: &[&str]) -> Command {
-    let mut c = if ranks == 1 {
-        Command::new(BIN)
-    } else {
-        let mut c = Command::new("mpirun");
-        c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
-            .arg(ranks.to_string())
-            .arg(BIN);
-        c
-    };
+    let mut c = launched(ranks);
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
     c.args(["pretrain", "--config"])
         .arg(config)
@@ -229,6 +237,40 @@ fn pretrain(ranks: usize, method: &str, out: &Path, extra: &[&str]) -> Command {
     }
     c.args(extra);
     c
+}
+
+/// The binary on `ranks` processes of this machine (1: alone, without `mpirun`).
+fn launched(ranks: usize) -> Command {
+    if ranks == 1 {
+        return Command::new(BIN);
+    }
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(ranks.to_string())
+        .arg(BIN);
+    c
+}
+
+/// `command(ranks, out)` run on one process into `WORK/NAME-1` and on two ranks into
+/// `WORK/NAME-2`: the two checkpoints must hold the same weights within 1e-5.
+fn two_ranks_match_one(work: &Path, name: &str, command: impl Fn(usize, &Path) -> Command) {
+    let (one, two) = (
+        work.join(format!("{name}-1")),
+        work.join(format!("{name}-2")),
+    );
+    succeeds(command(1, &one));
+    succeeds(command(2, &two));
+    let (one, two) = (
+        Checkpoint::load(&one).unwrap(),
+        Checkpoint::load(&two).unwrap(),
+    );
+    assert_eq!(two.meta["ranks"], 2, "{name}");
+    let (worst, param) = largest_difference(&one, &two);
+    eprintln!("{name}: 2 ranks against 1 process differ by at most {worst:e} ({param})");
+    assert!(
+        worst < 1e-5,
+        "{name}: 2 ranks and 1 process differ by {worst} in {param}"
+    );
 }
 
 fn largest_difference(a: &Checkpoint, b: &Checkpoint) -> (f32, String) {
@@ -264,24 +306,15 @@ fn two_ranks_pretrain_what_one_process_pretrains_for_every_joint_embedding_metho
         "dino",
     ];
     for method in methods {
-        let (one, two) = (
-            work.join(format!("{method}-1")),
-            work.join(format!("{method}-2")),
-        );
-        succeeds(pretrain(1, method, &one, &[]));
-        // Each rank names its device by its place on the machine (`cpu:0`, `cpu:1`).
-        succeeds(pretrain(2, method, &two, &["--device", "cpu:{local_rank}"]));
-        let (one, two) = (
-            Checkpoint::load(&one).unwrap(),
-            Checkpoint::load(&two).unwrap(),
-        );
-        assert_eq!(two.meta["ranks"], 2);
-        let (worst, name) = largest_difference(&one, &two);
-        eprintln!("{method}: 2 ranks against 1 process differ by at most {worst:e} ({name})");
-        assert!(
-            worst < 1e-5,
-            "{method}: 2 ranks and 1 process differ by {worst} in {name}"
-        );
+        two_ranks_match_one(&work, method, |ranks, out| {
+            // Each rank names its device by its place on the machine (`cpu:0`, `cpu:1`).
+            let device: &[&str] = if ranks == 1 {
+                &[]
+            } else {
+                &["--device", "cpu:{local_rank}"]
+            };
+            pretrain(ranks, method, out, device)
+        });
     }
 
     // Stopped at step 3 and resumed on 2 ranks: the uninterrupted 2-rank run, bit for bit.
@@ -319,6 +352,132 @@ fn two_ranks_pretrain_what_one_process_pretrains_for_every_joint_embedding_metho
         worst > 1e-4,
         "batch norm without synchronisation matched to {worst}"
     );
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The methods that draw random numbers on the device for each example (MAE's and SimMIM's
+/// masks, jigsaw's permutations, the denoising autoencoder's erasures): every rank draws them
+/// for the whole global batch and keeps its own rows, so two ranks train what one process
+/// trains.
+#[test]
+fn two_ranks_draw_for_each_example_what_one_process_draws() {
+    let work = dir("draws");
+    let vit = [
+        "backbone.arch=\"vit_tiny\"",
+        "backbone.patch_size=7",
+        "backbone.dim=16",
+        "backbone.depth=1",
+        "backbone.heads=2",
+        "mae.decoder_dim=16",
+        "mae.decoder_depth=1",
+        "mae.decoder_heads=2",
+    ];
+    let methods: [(&str, &[&str]); 4] = [
+        ("mae", &vit),
+        ("simmim", &vit),
+        ("jigsaw", &[]),
+        (
+            "denoising_autoencoder",
+            &["autoencoder.corruption=\"erase\""],
+        ),
+    ];
+    for (method, sets) in methods {
+        two_ranks_match_one(&work, method, |ranks, out| {
+            let extra: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
+            pretrain(ranks, method, out, &extra)
+        });
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A tiny audio or video pretraining run (`kind` "audio" or "video") of `method` on `data`,
+/// with SGD and synchronised batch norm as in [`pretrain`].
+fn modality_pretrain(
+    ranks: usize,
+    kind: &str,
+    method: &str,
+    data: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut c = launched(ranks);
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/{kind}_{method}.toml"));
+    c.args([kind, "pretrain", "--config"])
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .args(["--threads", "1", "--json"]);
+    let shared = [
+        "epochs=2",
+        "batch_size=16",
+        "train.sync_batchnorm=true",
+        "optimizer.kind=\"sgd\"",
+        "optimizer.lr=0.03",
+        "backbone.width=8",
+        "backbone.dim=16",
+        "backbone.depth=1",
+        "backbone.heads=2",
+        "projection.hidden=32",
+        "mae.decoder_dim=16",
+        "mae.decoder_heads=2",
+        "mae.decoder_depth=1",
+    ];
+    // No dropout in the CNN: BYOL-A and COLA run their two views through it as one tensor,
+    // view after view, so a rank's rows are not a contiguous block of one process's tensor and
+    // dropout's counter draws other (still distinct) masks.
+    let audio = [
+        "backbone.dropout=0.0",
+        "data.clip_seconds=0.5",
+        "data.crop_frames=32",
+        "backbone.hidden=32",
+        "projection.output=16",
+        "prediction.hidden=32",
+        "prediction.output=16",
+        "cola.dim=32",
+    ];
+    let video = [
+        "data.clip_frames=4",
+        "data.train_limit=0",
+        "backbone.patch_size=4",
+        "next_frame.input=4",
+        "next_frame.output=4",
+        "next_frame.hidden=4",
+        "next_frame.translator=16",
+    ];
+    let own: &[&str] = if kind == "audio" { &audio } else { &video };
+    let out_dir = format!("train.out_dir=\"{}\"", out.display());
+    for set in shared.iter().chain(own).chain([&out_dir.as_str()]) {
+        c.args(["--set", set]);
+    }
+    c.args(extra);
+    c
+}
+
+/// Audio and video pretraining, every method (COLA's and temporal contrast's negatives
+/// gathered from every rank, BYOL-A's and the next-frame model's batch norm synchronised,
+/// VideoMAE's and the spectrogram MAE's masks drawn for the global batch), and audio streamed
+/// from disk, each rank reading its own clips: two ranks end where one process does.
+#[test]
+fn two_ranks_pretrain_audio_and_video_as_one_process_does() {
+    let work = dir("modalities");
+    let clips = work.join("clips");
+    common::tones(&clips, 8);
+    for method in ["byol_a", "cola", "mae"] {
+        two_ranks_match_one(&work, &format!("audio-{method}"), |ranks, out| {
+            modality_pretrain(ranks, "audio", method, &clips, out, &[])
+        });
+    }
+    two_ranks_match_one(&work, "audio-streamed", |ranks, out| {
+        let stream = ["--set", "data.stream=true"];
+        modality_pretrain(ranks, "audio", "byol_a", &clips, out, &stream)
+    });
+    let videos = common::moving(&work.join("video"), 32, 8);
+    for method in ["videomae", "contrastive", "frame_order", "next_frame"] {
+        two_ranks_match_one(&work, &format!("video-{method}"), |ranks, out| {
+            modality_pretrain(ranks, "video", method, &videos, out, &[])
+        });
+    }
     let _ = std::fs::remove_dir_all(&work);
 }
 

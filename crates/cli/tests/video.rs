@@ -9,72 +9,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BIN, run};
+use common::{BIN, moving, run};
 use pretext::core::checkpoint::Checkpoint;
-use pretext::vision::data::idx::{IdxArray, encode_idx};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pretext-video-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// MNIST-layout IDX files of 8x8 objects of two classes: filled squares and rings.
-fn objects(root: &Path) {
-    std::fs::create_dir_all(root).unwrap();
-    for (prefix, n) in [("train", 30), ("t10k", 10)] {
-        let mut pixels = Vec::new();
-        let mut labels = Vec::new();
-        for i in 0..n {
-            let class = i % 2;
-            let level = 150 + (i * 7 % 100) as u8;
-            for r in 0..8 {
-                for c in 0..8 {
-                    let edge = r == 0 || c == 0 || r == 7 || c == 7;
-                    pixels.push(if class == 0 || edge { level } else { 0 });
-                }
-            }
-            labels.push(class as u8);
-        }
-        let write = |kind: &str, rank: usize, dims: Vec<usize>, data: Vec<u8>| {
-            let bytes = encode_idx(&IdxArray { dims, data });
-            std::fs::write(root.join(format!("{prefix}-{kind}-idx{rank}-ubyte")), bytes).unwrap();
-        };
-        write("images", 3, vec![n, 8, 8], pixels);
-        write("labels", 1, vec![n], labels);
-    }
-    std::fs::write(root.join("classes.txt"), "square\nring\n").unwrap();
-}
-
-/// One moving object per video on a 24x24 canvas, 8 frames.
-fn moving(root: &Path, train: usize, test: usize) -> PathBuf {
-    objects(&root.join("objects"));
-    let out = root.join("moving");
-    let (ok, json, err) = run(&[
-        "data",
-        "moving-mnist",
-        "--digits",
-        root.join("objects").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--train",
-        &train.to_string(),
-        "--test",
-        &test.to_string(),
-        "--frames",
-        "8",
-        "--canvas",
-        "24",
-        "--objects",
-        "1",
-        "--step",
-        "0.2",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    assert_eq!(json["train"], train);
-    out
 }
 
 fn config(method: &str) -> String {
@@ -322,6 +264,17 @@ fn bad_video_data_is_refused_with_the_file_named() {
         !ok && err.contains("data.clip_frames = 12") && err.contains("train-videos"),
         "{err}"
     );
+    // Streaming reads folders of video files, not IDX videos.
+    let (ok, _, err) = pretrain(
+        "videomae",
+        &data,
+        &root.join("r0"),
+        &["--set", "data.stream=true"],
+    );
+    assert!(
+        !ok && err.contains("data.stream") && err.contains("IDX"),
+        "{err}"
+    );
     // A label file whose rows do not follow the videos.
     let labels = data.join("train-labels.tsv");
     let text = std::fs::read_to_string(&labels).unwrap();
@@ -426,5 +379,93 @@ fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
     assert!(ok, "{err}");
     let class = full_linear(&json, "class", 0);
     assert!(class > 0.5, "class: linear {class}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// The weights of two runs are equal, bit for bit.
+fn same_weights(a: &Path, b: &Path, what: &str) {
+    let a = Checkpoint::load(&a.join("checkpoint.safetensors")).unwrap();
+    let b = Checkpoint::load(&b.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.model.len(), b.model.len());
+    for (x, y) in a.model.iter().zip(&b.model) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.values, y.values, "{what}: {} differs", x.name);
+    }
+}
+
+/// A folder of video files streamed from disk (`data.stream = true`) trains the weights the
+/// decoded folder trains, bit for bit, and resumes exactly; a file that cannot be decoded is
+/// met by the loader, skipped and named under "skip", and ends the run naming it under
+/// "stop".
+#[test]
+#[ignore = "needs Debian's ffmpeg (CI installs it)"]
+fn a_streamed_folder_of_videos_trains_as_the_decoded_one_and_skips_a_bad_file() {
+    let root = dir("streamed");
+    for (class, source) in [("bars", "testsrc"), ("fractal", "mandelbrot")] {
+        let d = root.join("train").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..4 {
+            synthesize(&d.join(format!("{i}.mp4")), source, 1.0 + 0.2 * i as f64);
+        }
+    }
+    let sets = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec![
+            "--set",
+            "data.size=32",
+            "--set",
+            "data.channels=3",
+            "--set",
+            "data.frame_stride=2",
+            "--set",
+            "batch_size=4",
+            "--set",
+            "epochs=2",
+        ];
+        v.extend(extra);
+        v
+    };
+    let stream: &[&str] = &["--set", "data.stream=true"];
+    let memory = root.join("memory");
+    let (ok, _, err) = pretrain("frame_order", &root, &memory, &sets(&[]));
+    assert!(ok, "{err}");
+    let streamed = root.join("streamed");
+    let (ok, json, err) = pretrain("frame_order", &root, &streamed, &sets(stream));
+    assert!(ok, "{err}");
+    assert_eq!(json["read"]["streamed"], true, "{json}");
+    same_weights(&memory, &streamed, "streamed against decoded");
+    // Cut after 2 of the 4 steps and resumed: the uninterrupted streamed run.
+    let cut = root.join("cut");
+    let (ok, _, err) = pretrain(
+        "frame_order",
+        &root,
+        &cut,
+        &sets(&["--set", "data.stream=true", "--set", "train.max_steps=2"]),
+    );
+    assert!(ok, "{err}");
+    let (ok, json, err) = pretrain(
+        "frame_order",
+        &root,
+        &cut,
+        &sets(&["--set", "data.stream=true", "--resume"]),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(json["result"]["resumed_from_step"], 2);
+    same_weights(&streamed, &cut, "streamed and resumed");
+
+    // A file that is not a video, found by the loader: every epoch visits all nine files.
+    std::fs::write(root.join("train/bars/corrupt.mp4"), b"not a video").unwrap();
+    let whole = ["--set", "data.stream=true", "--set", "batch_size=9"];
+    let (ok, _, err) = pretrain("frame_order", &root, &root.join("skip"), &sets(&whole));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("skipped") && err.contains("corrupt.mp4"),
+        "{err}"
+    );
+    let stop = [&whole[..], &["--set", "data.on_error=\"stop\""]].concat();
+    let (ok, _, err) = pretrain("frame_order", &root, &root.join("stop"), &sets(&stop));
+    assert!(
+        !ok && err.contains("corrupt.mp4") && err.contains("data.on_error"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&root).ok();
 }

@@ -14,7 +14,7 @@ use super::data::stream::ClipStore;
 use super::data::{ClipSet, LabelColumn};
 use crate::core::eval::Features;
 pub use crate::core::feature_scores::{FeatureScores, score_features, standardise};
-use crate::vision::data::OnError;
+use crate::core::loader::{OnError, stop_hint};
 
 /// Clips per forward pass when extracting features.
 const BATCH: usize = 128;
@@ -155,10 +155,7 @@ pub fn split_features(
                 }
                 Err(e) if on_error == OnError::Skip => out.skipped.push(format!("{e:#}")),
                 Err(e) => {
-                    return Err(e.context(
-                        "data.on_error = \"stop\" (\"skip\" leaves unusable clips out and \
-                         counts them)",
-                    ));
+                    return Err(e.context(stop_hint("clip")));
                 }
             }
         }

@@ -38,7 +38,7 @@ pub fn pretrain<M: AudioMethod>(
         );
     }
     let ((mean, std), passed_over) = train.band_stats(config.data.on_error)?;
-    if !passed_over.is_empty() {
+    if !passed_over.is_empty() && crate::core::distributed::world().is_root() {
         eprintln!(
             "band statistics: left out {} unusable clip(s), e.g. {}",
             passed_over.len(),

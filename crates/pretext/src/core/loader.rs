@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::core::train::BatchSource;
 
@@ -159,6 +160,49 @@ impl<T: Send + 'static> Loader<T> {
         self.waited
     }
 }
+/// What the loader does with an example it cannot read (`data.on_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Count it, name the first few, and take the next readable example in its place.
+    #[default]
+    Skip,
+    /// Stop the run with the file's name and the decoder's reason.
+    Stop,
+}
+
+/// Example `index` as `read` gives it, or under [`OnError::Skip`] the first of the following
+/// ones (wrapping round the `len` examples) that `read` can use, with the reason for each
+/// passed over; under [`OnError::Stop`] the first failure, named. `what` names an example
+/// ("clip", "video") in the messages.
+pub fn next_usable<T>(
+    len: usize,
+    index: usize,
+    on_error: OnError,
+    what: &str,
+    read: impl Fn(usize) -> Result<T>,
+) -> Result<(T, Vec<String>)> {
+    let mut skipped = Vec::new();
+    // A set where a hundred examples in a row cannot be used is not one to train on.
+    for k in 0..100.min(len) {
+        match read((index + k) % len) {
+            Ok(example) => return Ok((example, skipped)),
+            Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
+            Err(e) => return Err(e.context(stop_hint(what))),
+        }
+    }
+    anyhow::bail!(
+        "{} unusable {what}s in a row from {what} {index} on; the first: {}",
+        skipped.len(),
+        skipped.first().map_or("", String::as_str)
+    )
+}
+
+/// What a stop under [`OnError::Stop`] says about the other choice.
+pub fn stop_hint(what: &str) -> String {
+    format!("data.on_error = \"stop\" (\"skip\" leaves unusable {what}s out and counts them)")
+}
+
 /// How many unreadable examples are named one by one before only the counts are said.
 const NAMED_SKIPS: usize = 5;
 

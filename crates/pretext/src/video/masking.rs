@@ -5,6 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use crate::core::distributed::world;
 use crate::vision::masking::{PatchMask, masked_count};
 
 /// A mask over `slots x space` tokens (time-major) hiding the same [`masked_count`] spatial
@@ -17,7 +18,7 @@ pub fn tube_masking(
     device: &Device,
 ) -> PatchMask {
     let visible = space - masked_count(space, ratio);
-    let noise = Tensor::<2>::random([batch, space], Distribution::Uniform(0.0, 1.0), device);
+    let noise = world().random_rows([batch, space], Distribution::Uniform(0.0, 1.0), device);
     let shuffle = noise.argsort(1);
     // The space-time order: every slot's visible positions first, then every slot's hidden.
     let in_slots = |part: Tensor<2, Int>| {

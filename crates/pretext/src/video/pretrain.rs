@@ -9,6 +9,7 @@ use burn::prelude::*;
 use super::backbones::check_tubelets;
 use super::config::VideoConfig;
 use super::data::VideoSet;
+use super::data::stream::VideoStore;
 use super::methods::VideoMethod;
 use super::views::video_batches;
 use crate::core::loader::Schedule;
@@ -23,10 +24,15 @@ fn run_identity(config: &VideoConfig) -> toml::Table {
     t
 }
 
+/// The frames a video must have for the method: its clips, and what its features read.
+fn frames_needed<M: VideoMethod>(config: &VideoConfig) -> usize {
+    M::clip_frames(config).max(M::feature_frames(config))
+}
+
 /// Refuse videos the method cannot take: too few frames, frames that do not split into
 /// tubelets or halve twice.
 pub fn check_videos<M: VideoMethod>(config: &VideoConfig, set: &VideoSet) -> Result<()> {
-    let needed = M::clip_frames(config).max(M::feature_frames(config));
+    let needed = frames_needed::<M>(config);
     if set.min_frames() < needed {
         bail!(
             "{}: the shortest video has {} frames; method '{}' takes clips of {needed}",
@@ -35,7 +41,11 @@ pub fn check_videos<M: VideoMethod>(config: &VideoConfig, set: &VideoSet) -> Res
             config.method
         );
     }
-    let (h, w) = (set.height, set.width);
+    check_frame_size::<M>(config, set.height, set.width)
+}
+
+/// Refuse frames of `h x w` that do not split into the method's tubelets or halve twice.
+fn check_frame_size<M: VideoMethod>(config: &VideoConfig, h: usize, w: usize) -> Result<()> {
     if config.backbone.is_vit() && config.method != "frame_order" {
         check_tubelets(
             config.tubelet,
@@ -51,10 +61,10 @@ pub fn check_videos<M: VideoMethod>(config: &VideoConfig, set: &VideoSet) -> Res
     Ok(())
 }
 
-/// Pretrain the video method `M` on `train` as `config` says.
+/// Pretrain the video method `M` on `train` (in memory or streamed) as `config` says.
 pub fn pretrain<M: VideoMethod>(
     config: &VideoConfig,
-    train: Arc<VideoSet>,
+    train: VideoStore,
     device: &Device,
     options: &TrainOptions,
 ) -> Result<(M, TrainSummary)> {
@@ -66,11 +76,15 @@ pub fn pretrain<M: VideoMethod>(
             train.len()
         );
     }
-    check_videos::<M>(config, &train)?;
+    let frame = train.frame();
+    match &train {
+        VideoStore::Memory(set) => check_videos::<M>(config, set)?,
+        // A streamed video's length is known once decoded: a short one is met by the loader.
+        VideoStore::Disk(_) => check_frame_size::<M>(config, frame.1, frame.2)?,
+    }
     let views = Arc::new(config.views_for(M::view_presets())?);
     device.seed(config.seed);
     let ad = device.clone().autodiff();
-    let frame = (train.channels, train.height, train.width);
     let model = M::init(config, frame, &ad);
     let spec = LoopSpec {
         name: &config.method,
@@ -87,7 +101,7 @@ pub fn pretrain<M: VideoMethod>(
             "kind": "video",
             "config": config.to_toml(),
             "frame": [frame.0, frame.1, frame.2],
-            "classes": train.tasks.iter().map(|t| (t.name.clone(), t.classes.clone())).collect::<Vec<_>>(),
+            "classes": train.tasks().iter().map(|t| (t.name.clone(), t.classes.clone())).collect::<Vec<_>>(),
         }),
         data: train.fingerprint(),
     };
@@ -102,7 +116,9 @@ pub fn pretrain<M: VideoMethod>(
             c.train.prefetch,
             c.seed,
         );
-        video_batches(train.clone(), views.clone(), frames, schedule, ad.clone())
+        let data = train.clone();
+        let on_error = c.data.on_error;
+        video_batches(data, views.clone(), frames, on_error, schedule, ad.clone())
     };
     run_loop(
         model,

@@ -14,7 +14,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::data::VideoSet;
-use crate::core::loader::{FloatViewBatches, FloatViews, Schedule, view_rng};
+use super::data::stream::VideoStore;
+use crate::core::loader::{FloatViewBatches, FloatViews, OnError, Schedule, view_rng};
 
 /// How one clip is drawn from a video.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,49 +142,59 @@ pub fn first_frames_batch(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// One video's clips (one per view), and the unusable videos passed over to reach it.
+type VideoClips = (Vec<Vec<f32>>, Vec<String>);
+
 /// The batches of a run, built ahead of the model on the shared loader: for each video, one
-/// clip per view, each at its own random start; every view `[batch, frames, c, h, w]`.
+/// clip of `frames` frames per view, each at its own random start; every view `[batch, frames,
+/// c, h, w]`. A streamed video is decoded once for all its views; one that cannot be used is
+/// handled as `on_error` says.
 pub fn video_batches(
-    data: Arc<VideoSet>,
+    data: VideoStore,
     views: Arc<Vec<ClipView>>,
     frames: usize,
+    on_error: OnError,
     schedule: Schedule,
     device: Device,
 ) -> FloatViewBatches<5> {
-    let len = data.len();
-    // Videos are decoded into memory before training: no batch can meet an unreadable one.
     FloatViewBatches::spawn(
-        len,
+        data.len(),
         schedule,
         device,
         "video",
         move |epoch, _step, indices| {
-            let per_video: Vec<Vec<Vec<f32>>> = indices
+            let per_video: Vec<Result<VideoClips>> = indices
                 .par_iter()
                 .map(|&video| {
-                    views
+                    let (found, skipped) = data.readable_video(video, frames, on_error)?;
+                    let (set, index) = found.parts();
+                    let clips = views
                         .iter()
                         .enumerate()
                         .map(|(v, view)| {
                             let mut rng = view_rng(schedule.seed, epoch, video, v);
-                            let start = rng.random_range(0..=data.frames_of(video) - frames);
-                            clip_pixels(&data, video, start, frames, view, &mut rng)
+                            let start = rng.random_range(0..=set.frames_of(index) - frames);
+                            clip_pixels(set, index, start, frames, view, &mut rng)
                         })
-                        .collect()
+                        .collect();
+                    Ok((clips, skipped))
                 })
                 .collect();
             let mut clips = vec![Vec::new(); views.len()];
-            for video_clips in per_video {
+            let mut skipped = Vec::new();
+            for video in per_video {
+                let (video_clips, passed_over) = video?;
                 for (v, c) in video_clips.into_iter().enumerate() {
                     clips[v].extend(c);
                 }
+                skipped.extend(passed_over);
             }
-            let (c, h, w) = (data.channels, data.height, data.width);
+            let (c, h, w) = data.frame();
             Ok(FloatViews {
                 views: clips,
                 shape: [indices.len(), frames, c, h, w],
                 epoch,
-                skipped: Vec::new(),
+                skipped,
             })
         },
     )

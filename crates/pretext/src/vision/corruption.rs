@@ -6,6 +6,7 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use crate::core::distributed::world;
 use crate::vision::backbones::decoder::upsample;
 use crate::vision::masking::{patch_grid, random_masking};
 
@@ -29,12 +30,15 @@ impl Corruption {
         let [b, c, h, w] = images.dims();
         let device = images.device();
         // One draw per pixel position, shared by its channels.
-        let per_pixel =
-            |dist| Tensor::<4>::random([b, 1, h, w], dist, &device).expand([b, c, h, w]);
+        let per_pixel = |dist| {
+            world()
+                .random_rows([b, 1, h, w], dist, &device)
+                .expand([b, c, h, w])
+        };
         match *self {
             Corruption::Gaussian { std } => {
                 let noise =
-                    Tensor::<4>::random([b, c, h, w], Distribution::Normal(0.0, std), &device);
+                    world().random_rows([b, c, h, w], Distribution::Normal(0.0, std), &device);
                 images + noise
             }
             Corruption::SaltPepper { share } => {
@@ -66,7 +70,8 @@ impl Corruption {
 /// 1 outside one random rectangle per image, 0 inside: `[batch, 1, h, w]`. The rectangle's
 /// area share is uniform in `scale`, its aspect ratio log-uniform in [1/3, 3].
 fn erase_mask(b: usize, h: usize, w: usize, scale: (f64, f64), device: &Device) -> Tensor<4> {
-    let draws = Tensor::<2>::random([b, 4], Distribution::Uniform(0.0, 1.0), device)
+    let draws = world()
+        .random_rows([b, 4], Distribution::Uniform(0.0, 1.0), device)
         .into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()

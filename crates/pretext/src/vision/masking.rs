@@ -10,6 +10,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::ops::PadMode;
 
+use crate::core::distributed::world;
+
 /// Pad `[batch, channels, height, width]` on the bottom and right with zeros (the dataset mean,
 /// after normalisation) up to multiples of `patch`.
 pub fn pad_to_patches(images: Tensor<4>, patch: usize) -> Tensor<4> {
@@ -116,7 +118,7 @@ impl PatchMask {
 /// Draw a mask hiding [`masked_count`] patches of each image, independently per image.
 pub fn random_masking(batch: usize, patches: usize, ratio: f64, device: &Device) -> PatchMask {
     let visible = patches - masked_count(patches, ratio);
-    let noise = Tensor::<2>::random([batch, patches], Distribution::Uniform(0.0, 1.0), device);
+    let noise = world().random_rows([batch, patches], Distribution::Uniform(0.0, 1.0), device);
     let shuffle = noise.argsort(1);
     let restore = shuffle.clone().argsort(1);
     let keep = shuffle.narrow(1, 0, visible);

@@ -20,7 +20,7 @@ use super::{
     list_clips, load_folder, load_splits, read_label_table, read_samples, task_named,
 };
 use crate::audio::data::logmel::LogMel;
-use crate::vision::data::OnError;
+use crate::core::loader::{OnError, next_usable, stop_hint};
 use crate::vision::data::source::stats_sample;
 
 /// A folder of clips read from disk clip by clip.
@@ -140,7 +140,7 @@ impl StreamedClips {
             match r {
                 Ok(clip) => clips.push(clip),
                 Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
-                Err(e) => return Err(e.context(STOP_HINT)),
+                Err(e) => return Err(e.context(stop_hint("clip"))),
             }
         }
         if clips.is_empty() {
@@ -170,9 +170,6 @@ impl StreamedClips {
 
 /// Each mel band's mean and standard deviation.
 pub type BandStats = (Vec<f32>, Vec<f32>);
-
-const STOP_HINT: &str =
-    "data.on_error = \"stop\" (\"skip\" leaves unusable clips out and counts them)";
 
 /// Where pretraining reads its clips: decoded into memory, or streamed from disk.
 #[derive(Clone)]
@@ -251,20 +248,7 @@ impl ClipStore {
         index: usize,
         on_error: OnError,
     ) -> Result<(ClipData<'_>, Vec<String>)> {
-        let mut skipped = Vec::new();
-        // A set where a hundred clips in a row cannot be used is not one to train on.
-        for k in 0..100.min(self.len()) {
-            match self.clip((index + k) % self.len()) {
-                Ok(clip) => return Ok((clip, skipped)),
-                Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
-                Err(e) => return Err(e.context(STOP_HINT)),
-            }
-        }
-        bail!(
-            "{} unusable clips in a row from clip {index} on; the first: {}",
-            skipped.len(),
-            skipped.first().map_or("", String::as_str)
-        )
+        next_usable(self.len(), index, on_error, "clip", |i| self.clip(i))
     }
 
     /// Band statistics: over every clip in memory, over a sample of a streamed set (the

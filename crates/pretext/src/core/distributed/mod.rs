@@ -19,6 +19,7 @@ use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Distribution;
 
 mod batch_norm;
 mod gather;
@@ -162,6 +163,25 @@ impl World {
     pub fn share<'a, T>(&self, batch: &'a [T]) -> &'a [T] {
         let n = batch.len() / self.size;
         &batch[self.rank * n..(self.rank + 1) * n]
+    }
+
+    /// Random values for this rank's rows of a global batch: the device's stream, seeded alike
+    /// on every rank, draws `shape` for the whole global batch (the first dimension times the
+    /// ranks), and this rank keeps its own contiguous rows, as [`Self::share`] hands it its
+    /// examples. So each example draws what it draws in one process on the whole batch (a
+    /// mask, a permutation, noise), and no two ranks draw alike.
+    pub fn random_rows<const D: usize>(
+        &self,
+        shape: [usize; D],
+        distribution: Distribution,
+        device: &Device,
+    ) -> Tensor<D> {
+        if self.size == 1 {
+            return Tensor::random(shape, distribution, device);
+        }
+        let mut global = shape;
+        global[0] *= self.size;
+        Tensor::random(global, distribution, device).narrow(0, self.rank * shape[0], shape[0])
     }
 
     /// Sum `values` over the ranks, in place.

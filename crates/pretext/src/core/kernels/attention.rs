@@ -53,11 +53,14 @@ impl AttentionShape {
     }
 }
 
-/// Dropout on the attention probabilities: the key of its mask and the probability.
+/// Dropout on the attention probabilities: the key of its mask, the probability, and the
+/// index of the first score in the draw (under MPI, where the rank's share of the global
+/// batch's scores begins).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbDropout {
     pub key: u64,
     pub prob: f64,
+    pub first: u32,
 }
 
 /// What the forward keeps for the backward: per (sequence, head, query) the softmax's shift
@@ -96,10 +99,12 @@ impl AttentionSetup<'_> {
         );
     }
 
-    /// Index of score `(b, h, 0, 0)` in the `[batch, heads, len, len]` tensor (dropout's draw).
+    /// Index of score `(b, h, 0, 0)` in the dropout's draw: its place in the `[batch, heads,
+    /// len, len]` tensor, after the dropout's first index.
     fn first_score(&self, b: usize, h: usize) -> u32 {
         let s = self.shape;
-        ((b * s.heads + h) * s.len * s.len) as u32
+        let first = self.dropout.map_or(0, |d| d.first);
+        first.wrapping_add(((b * s.heads + h) * s.len * s.len) as u32)
     }
 
     /// `scores ← (q kᵀ)/√d` for head `h` of sequence `b`, padded keys masked.
@@ -390,7 +395,14 @@ mod tests {
         let n = SHAPE.batch * SHAPE.len * SHAPE.dim();
         let (q, k, v, w) = (data(n, 0.4), data(n, 0.5), data(n, 0.6), data(n, 0.7));
         let pad = pad();
-        for dropout in [None, Some(ProbDropout { key: 99, prob: 0.3 })] {
+        for dropout in [
+            None,
+            Some(ProbDropout {
+                key: 99,
+                prob: 0.3,
+                first: 0,
+            }),
+        ] {
             let setup = AttentionSetup {
                 shape: SHAPE,
                 key_pad: Some(&pad),
@@ -418,6 +430,42 @@ mod tests {
                         grad[j]
                     );
                 }
+            }
+        }
+    }
+
+    /// Each sequence run alone, its dropout's first index where its scores begin in the
+    /// batch, gives the batch's output (what ranks holding shares of a batch do under MPI).
+    #[test]
+    fn a_sequence_alone_from_its_first_score_drops_as_in_the_batch() {
+        let n = SHAPE.batch * SHAPE.len * SHAPE.dim();
+        let (q, k, v) = (data(n, 0.3), data(n, 0.2), data(n, 0.1));
+        let pad = pad();
+        let dropout = |first| ProbDropout {
+            key: 1234,
+            prob: 0.4,
+            first,
+        };
+        let batch = AttentionSetup {
+            shape: SHAPE,
+            key_pad: Some(&pad),
+            dropout: Some(dropout(0)),
+        };
+        let (whole, _) = forward(&q, &k, &v, batch);
+        let (rows, scores) = (SHAPE.len * SHAPE.dim(), SHAPE.heads * SHAPE.len * SHAPE.len);
+        let one = AttentionShape { batch: 1, ..SHAPE };
+        for b in 0..SHAPE.batch {
+            let part = |t: &[f32]| t[b * rows..(b + 1) * rows].to_vec();
+            let alone = |first| AttentionSetup {
+                shape: one,
+                key_pad: Some(&pad[b * SHAPE.len..(b + 1) * SHAPE.len]),
+                dropout: Some(dropout(first)),
+            };
+            let (out, _) = forward(&part(&q), &part(&k), &part(&v), alone((b * scores) as u32));
+            assert_eq!(out, whole[b * rows..(b + 1) * rows], "sequence {b}");
+            if b > 0 {
+                let (from_zero, _) = forward(&part(&q), &part(&k), &part(&v), alone(0));
+                assert_ne!(from_zero, out, "sequence {b} drawn from index 0");
             }
         }
     }

@@ -51,15 +51,16 @@ fn scale_and_threshold(prob: f64) -> (f32, u32) {
 
 /// `y_i = x_i / (1 − p)` where element `i` is kept, 0 where it is dropped. The backward is the
 /// same map applied to the output gradient with the same key.
-pub fn apply(x: &[f32], key: u64, prob: f64) -> Vec<f32> {
+/// `first` is the index of `x[0]` in the draw.
+pub fn apply(x: &[f32], key: u64, first: u32, prob: f64) -> Vec<f32> {
     assert!(
         x.len() <= u32::MAX as usize,
         "dropout: more than 2^32 elements in one tensor"
     );
     let mut y = x.to_vec();
-    y.par_chunks_mut(TASK)
-        .enumerate()
-        .for_each(|(task, y)| apply_in_place(y, key, prob, (task * TASK) as u32));
+    y.par_chunks_mut(TASK).enumerate().for_each(|(task, y)| {
+        apply_in_place(y, key, prob, first.wrapping_add((task * TASK) as u32))
+    });
     y
 }
 
@@ -90,7 +91,7 @@ mod tests {
         let n = 200_000;
         let x = vec![1.0f32; n];
         for prob in [0.1, 0.5, 0.9] {
-            let y = apply(&x, 0xDEAD_BEEF_1234, prob);
+            let y = apply(&x, 0xDEAD_BEEF_1234, 0, prob);
             let keep = kept(&y);
             let share = keep.iter().filter(|&&k| k).count() as f64 / n as f64;
             let sigma = (prob * (1.0 - prob) / n as f64).sqrt();
@@ -114,19 +115,33 @@ mod tests {
         let n = 50_000;
         let ones = vec![1.0f32; n];
         let other: Vec<f32> = (0..n).map(|i| 1.0 + i as f32).collect();
-        let a = kept(&apply(&ones, 7, 0.5));
-        assert_eq!(a, kept(&apply(&other, 7, 0.5)));
-        let b = kept(&apply(&ones, 8, 0.5));
+        let a = kept(&apply(&ones, 7, 0, 0.5));
+        assert_eq!(a, kept(&apply(&other, 7, 0, 0.5)));
+        let b = kept(&apply(&ones, 8, 0, 0.5));
         let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / n as f64;
         assert!((agree - 0.5).abs() < 0.02, "keys 7 and 8 agree on {agree}");
         // Keys that differ only in their upper half also differ.
-        let c = kept(&apply(&ones, 7 | (1 << 40), 0.5));
+        let c = kept(&apply(&ones, 7 | (1 << 40), 0, 0.5));
         assert_ne!(a, c);
+    }
+
+    /// Two halves drawn with the second's first index after the first's give the whole
+    /// tensor's mask (what each rank draws for its share of a global batch under MPI), with
+    /// task boundaries falling elsewhere in the halves than in the whole.
+    #[test]
+    fn halves_drawn_from_their_first_index_equal_the_whole() {
+        let x: Vec<f32> = (0..3 * TASK + 1234).map(|i| i as f32).collect();
+        let whole = apply(&x, 0x5EED, 0, 0.3);
+        let half = 40_001;
+        let mut joined = apply(&x[..half], 0x5EED, 0, 0.3);
+        joined.extend(apply(&x[half..], 0x5EED, half as u32, 0.3));
+        assert_eq!(joined, whole);
+        assert_ne!(apply(&x[half..], 0x5EED, 0, 0.3), whole[half..]);
     }
 
     #[test]
     fn a_probability_outside_zero_to_one_is_refused() {
-        assert!(std::panic::catch_unwind(|| apply(&[1.0], 1, 1.0)).is_err());
-        assert_eq!(apply(&[2.0, -3.0], 1, 0.0), vec![2.0, -3.0]);
+        assert!(std::panic::catch_unwind(|| apply(&[1.0], 1, 0, 1.0)).is_err());
+        assert_eq!(apply(&[2.0, -3.0], 1, 0, 0.0), vec![2.0, -3.0]);
     }
 }

@@ -208,9 +208,13 @@ pub fn attention(
     if is_f32(&q) && is_flex(&q.device()) {
         let device = q.device();
         let dropout = (dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0)
-            .then(|| attention::ProbDropout {
-                key: dropout_key(&device),
-                prob: dropout.prob,
+            .then(|| {
+                let [batch, len, _] = q.dims();
+                attention::ProbDropout {
+                    key: dropout_key(&device),
+                    prob: dropout.prob,
+                    first: dropout_first_index(batch * heads * len * len),
+                }
             });
         let key_pad = key_pad.map(|pad| pad.into_data().iter::<bool>().collect());
         return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_attention(
@@ -395,14 +399,25 @@ impl DropoutForward for Dropout {
             && is_flex(&x.device())
         {
             let key = dropout_key(&x.device());
+            let first = dropout_first_index(x.shape().num_elements());
             return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_dropout(
                 x.into_dispatch(),
                 key,
+                first,
                 self.prob,
             ));
         }
         self.forward(x)
     }
+}
+
+/// The index in the global batch's tensor of this rank's first element, for a rank's share of
+/// `elements` (1 outside MPI: 0). Tensors are batch-major and each rank holds its contiguous
+/// rows, so with the key drawn alike on every rank, each element is dropped as it is in one
+/// process on the whole batch, and no two ranks drop alike. Indices wrap at 2^32 as the
+/// kernel's counter does.
+fn dropout_first_index(elements: usize) -> u32 {
+    (crate::core::distributed::world().rank * elements) as u32
 }
 
 /// 64 random bits from the device's stream (which the training loop seeds per micro-batch):
@@ -616,8 +631,14 @@ mod flex {
             bias: FloatTensor<Self>,
         ) -> FloatTensor<Self>;
 
-        /// Dropout with the mask that `key` draws (`dropout.rs`).
-        fn pretext_dropout(x: FloatTensor<Self>, key: u64, prob: f64) -> FloatTensor<Self>;
+        /// Dropout with the mask that `key` draws (`dropout.rs`), `x`'s first element having
+        /// index `first` in the draw.
+        fn pretext_dropout(
+            x: FloatTensor<Self>,
+            key: u64,
+            first: u32,
+            prob: f64,
+        ) -> FloatTensor<Self>;
 
         /// Max pooling, `f32`, NCHW, no dilation, floor rounding.
         fn pretext_max_pool2d(
@@ -831,9 +852,9 @@ mod flex {
             layer_norm_forward(&x, &gamma, &beta, epsilon).0
         }
 
-        fn pretext_dropout(x: FlexTensor, key: u64, prob: f64) -> FlexTensor {
+        fn pretext_dropout(x: FlexTensor, key: u64, first: u32, prob: f64) -> FlexTensor {
             let shape = x.shape().to_vec();
-            flat(dropout::apply(slice(&values(&x)), key, prob), shape)
+            flat(dropout::apply(slice(&values(&x)), key, first, prob), shape)
         }
     }
 
@@ -1023,7 +1044,7 @@ mod flex {
     struct DropoutBackward;
 
     impl Backward<Flex, 1> for DropoutBackward {
-        type State = (u64, f64);
+        type State = (u64, u32, f64);
 
         fn backward(
             self,
@@ -1033,10 +1054,11 @@ mod flex {
         ) {
             let [node_x] = ops.parents;
             let dy = values(&grads.consume::<Flex>(&ops.node));
-            let (key, prob) = ops.state;
+            let (key, first, prob) = ops.state;
             if let Some(node) = node_x {
                 let shape = dy.shape().to_vec();
-                grads.register::<Flex>(node.id, flat(dropout::apply(slice(&dy), key, prob), shape));
+                let dx = dropout::apply(slice(&dy), key, first, prob);
+                grads.register::<Flex>(node.id, flat(dx, shape));
             }
         }
     }
@@ -1417,14 +1439,19 @@ mod flex {
             }
         }
 
-        fn pretext_dropout(x: FloatTensor<Self>, key: u64, prob: f64) -> FloatTensor<Self> {
+        fn pretext_dropout(
+            x: FloatTensor<Self>,
+            key: u64,
+            first: u32,
+            prob: f64,
+        ) -> FloatTensor<Self> {
             let prep = DropoutBackward
                 .prepare::<C>([x.node()])
                 .compute_bound()
                 .stateful();
-            let y = Flex::pretext_dropout(x.into_primitive(), key, prob);
+            let y = Flex::pretext_dropout(x.into_primitive(), key, first, prob);
             match prep {
-                OpsKind::Tracked(prep) => prep.finish((key, prob), y),
+                OpsKind::Tracked(prep) => prep.finish((key, first, prob), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             }
         }

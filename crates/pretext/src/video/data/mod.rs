@@ -4,6 +4,7 @@
 
 pub mod ffmpeg;
 pub mod moving;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::vision::data::OnError;
 use crate::vision::data::idx::read_idx;
 use ffmpeg::{DecodeSpec, check_ffmpeg, decode, is_video};
 
@@ -32,6 +34,13 @@ pub struct VideoDataConfig {
     /// Use only the first N training (test) videos (0: all).
     pub train_limit: usize,
     pub test_limit: usize,
+    /// Pretraining decodes each video file when the loader needs it instead of decoding the
+    /// whole training folder into memory first ([`stream`]).
+    pub stream: bool,
+    /// A streamed video that cannot be used mid-run (undecodable, too short, changed since the
+    /// folder was listed): `"skip"` it (the next usable one takes its place, counted and
+    /// named) or `"stop"` the run naming it.
+    pub on_error: OnError,
 }
 
 impl Default for VideoDataConfig {
@@ -44,6 +53,8 @@ impl Default for VideoDataConfig {
             max_frames: 64,
             train_limit: 0,
             test_limit: 0,
+            stream: false,
+            on_error: OnError::Skip,
         }
     }
 }
@@ -237,17 +248,20 @@ impl VideoSet {
     }
 }
 
+/// `dir`'s IDX videos of `split` (`pretext data moving-mnist`), if it holds them.
+fn idx_videos(dir: &Path, split: &str) -> Option<PathBuf> {
+    ["", ".gz"]
+        .iter()
+        .map(|ext| dir.join(format!("{split}-videos-idx4-ubyte{ext}")))
+        .find(|p| p.exists())
+}
+
 /// Read the training split (and the test split where there is one) of `dir`, as `config` says.
 pub fn load_splits(
     dir: &Path,
     config: &VideoDataConfig,
 ) -> Result<(VideoSet, Option<VideoSet>, ReadReport, ReadReport)> {
-    let idx = |split: &str| {
-        ["", ".gz"]
-            .iter()
-            .map(|ext| dir.join(format!("{split}-videos-idx4-ubyte{ext}")))
-            .find(|p| p.exists())
-    };
+    let idx = |split: &str| idx_videos(dir, split);
     let (train, test) = if let Some(train) = idx("train") {
         (
             read_idx_videos(&train, dir, "train")?,
@@ -401,11 +415,10 @@ fn read_label_tsv(path: &Path, n: usize) -> Result<Vec<LabelSets>> {
         .collect())
 }
 
-/// Video files under `dir`: in class subfolders (the `class` column), or directly in it.
-fn read_folder(dir: &Path, config: &VideoDataConfig) -> Result<(VideoSet, ReadReport)> {
+/// The video files of `dir` with their class: in class subfolders, or directly in it (no class).
+fn list_videos(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
     let mut files: Vec<(PathBuf, Option<String>)> = Vec::new();
-    let entries = sorted(dir)?;
-    for path in &entries {
+    for path in &sorted(dir)? {
         if path.is_dir() {
             let class = path
                 .file_name()
@@ -424,6 +437,37 @@ fn read_folder(dir: &Path, config: &VideoDataConfig) -> Result<(VideoSet, ReadRe
             dir.display()
         );
     }
+    Ok(files)
+}
+
+/// The `class` column of videos from class subfolders (none when some video has no class).
+fn class_column(class_of: &[Option<String>]) -> Option<LabelSets> {
+    if class_of.is_empty() || class_of.iter().any(Option::is_none) {
+        return None;
+    }
+    let names: BTreeMap<&str, u32> = class_of
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (c, i as u32))
+        .collect();
+    Some(LabelSets {
+        name: "class".into(),
+        classes: names.keys().map(|c| c.to_string()).collect(),
+        values: class_of
+            .iter()
+            .flatten()
+            .map(|c| vec![names[c.as_str()]])
+            .collect(),
+    })
+}
+
+/// Video files under `dir`: in class subfolders (the `class` column), or directly in it.
+fn read_folder(dir: &Path, config: &VideoDataConfig) -> Result<(VideoSet, ReadReport)> {
+    let files = list_videos(dir)?;
     check_ffmpeg()?;
     let spec = config.decode_spec();
     let decoded: Vec<Result<(Vec<u8>, usize)>> =
@@ -445,34 +489,13 @@ fn read_folder(dir: &Path, config: &VideoDataConfig) -> Result<(VideoSet, ReadRe
             }
         }
     }
-    let mut tasks = Vec::new();
-    if class_of.iter().all(Option::is_some) && !class_of.is_empty() {
-        let names: BTreeMap<&str, u32> = class_of
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| (c, i as u32))
-            .collect();
-        tasks.push(LabelSets {
-            name: "class".into(),
-            classes: names.keys().map(|c| c.to_string()).collect(),
-            values: class_of
-                .iter()
-                .flatten()
-                .map(|c| vec![names[c.as_str()]])
-                .collect(),
-        });
-    }
     let set = VideoSet {
         channels: config.channels,
         height: config.size,
         width: config.size,
         pixels,
         starts,
-        tasks,
+        tasks: class_column(&class_of).into_iter().collect(),
         source: dir.display().to_string(),
     };
     Ok((set, report))

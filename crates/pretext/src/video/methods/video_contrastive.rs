@@ -12,6 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{FrameShape, VideoMethod};
+use crate::core::distributed::gather_rows;
 use crate::core::heads::Mlp;
 use crate::core::losses::nt_xent;
 use crate::core::train::Step;
@@ -67,7 +68,9 @@ impl VideoMethod for VideoContrastive {
             .map_err(|_| anyhow::anyhow!("video_contrastive takes two clips per video"))?;
         let z1 = self.projection.forward(self.encoder.forward(a));
         let z2 = self.projection.forward(self.encoder.forward(b));
-        Ok(Step::from(nt_xent(z1.clone(), z2, self.temperature)).watching(z1))
+        // Under MPI the other videos of the whole global batch are the negatives.
+        let loss = nt_xent(gather_rows(z1.clone()), gather_rows(z2), self.temperature);
+        Ok(Step::from(loss).watching(z1))
     }
 
     fn features(&self, clips: Tensor<5>) -> Tensor<2> {

@@ -11,21 +11,11 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::ImageSet;
 use crate::vision::views::Image;
 
-/// What the loader does with an image it cannot read (`data.on_error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    /// Count it, name the first few, and take the next readable image in its place.
-    #[default]
-    Skip,
-    /// Stop the run with the file's name and the decoder's reason.
-    Stop,
-}
+pub use crate::core::loader::OnError;
 
 /// A set of images read by index.
 pub trait ImageSource: Send + Sync {
@@ -331,23 +321,5 @@ pub fn readable_image(
     index: usize,
     on_error: OnError,
 ) -> Result<(Image, Vec<String>)> {
-    let mut skipped = Vec::new();
-    // A set where a hundred images in a row are unreadable is not one to train on.
-    for k in 0..100.min(source.len()) {
-        match source.image((index + k) % source.len()) {
-            Ok(image) => return Ok((image, skipped)),
-            Err(e) if on_error == OnError::Skip => skipped.push(format!("{e:#}")),
-            Err(e) => {
-                return Err(e.context(
-                    "data.on_error = \"stop\" (\"skip\" leaves unreadable images out and counts \
-                     them)",
-                ));
-            }
-        }
-    }
-    anyhow::bail!(
-        "{} unreadable images in a row from image {index} on; the first: {}",
-        skipped.len(),
-        skipped.first().map_or("", String::as_str)
-    )
+    crate::core::loader::next_usable(source.len(), index, on_error, "image", |i| source.image(i))
 }

@@ -13,6 +13,7 @@ use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageShape, Method, MethodStep};
+use crate::core::distributed::world;
 use crate::core::heads::{Mlp, MlpConfig};
 use crate::core::losses::cross_entropy;
 use crate::vision::backbones::Backbone;
@@ -202,7 +203,8 @@ impl Method for Jigsaw {
         // One permutation per image; position k of the puzzle shows tile `permutation[k]`.
         // Shuffling the tiles' features is shuffling the tiles: each is encoded on its own.
         let classes = self.permutations.len();
-        let draws = Tensor::<1>::random([b], Distribution::Uniform(0.0, 1.0), &device)
+        let draws = world()
+            .random_rows([b], Distribution::Uniform(0.0, 1.0), &device)
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
