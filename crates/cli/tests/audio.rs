@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BIN, run, tone, tones};
+use common::{BIN, TINY_AUDIO, run, tone, tones};
 use pretext::audio::data::decode::write_wav;
 use pretext::core::checkpoint::Checkpoint;
 
@@ -46,26 +46,8 @@ fn pretrain(
     ];
     let data = data.display().to_string();
     args.extend(["--data", &data]);
-    for set in [
-        "epochs=3",
-        "batch_size=16",
-        "data.clip_seconds=0.5",
-        "data.crop_frames=32",
-        "backbone.width=8",
-        "backbone.hidden=32",
-        "backbone.dim=32",
-        "backbone.depth=1",
-        "backbone.heads=2",
-        "projection.hidden=32",
-        "projection.output=16",
-        "prediction.hidden=32",
-        "prediction.output=16",
-        "cola.dim=32",
-        "mae.decoder_dim=16",
-        "mae.decoder_heads=2",
-        "mae.decoder_depth=1",
-        out_dir.as_str(),
-    ] {
+    let run_sets = ["epochs=3", "batch_size=16", out_dir.as_str()];
+    for set in TINY_AUDIO.iter().chain(&run_sets) {
         args.extend(["--set", set]);
     }
     args.extend(extra);

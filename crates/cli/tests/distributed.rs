@@ -408,46 +408,28 @@ fn modality_pretrain(
         .arg("--data")
         .arg(data)
         .args(["--threads", "1", "--json"]);
+    // No dropout in the audio CNN: BYOL-A and COLA run their two views through it as one
+    // tensor, view after view, so a rank's rows are not a contiguous block of one process's
+    // tensor and dropout's counter draws other (still distinct) masks.
     let shared = [
         "epochs=2",
         "batch_size=16",
         "train.sync_batchnorm=true",
         "optimizer.kind=\"sgd\"",
         "optimizer.lr=0.03",
-        "backbone.width=8",
-        "backbone.dim=16",
-        "backbone.depth=1",
-        "backbone.heads=2",
-        "projection.hidden=32",
-        "mae.decoder_dim=16",
-        "mae.decoder_heads=2",
-        "mae.decoder_depth=1",
     ];
-    // No dropout in the CNN: BYOL-A and COLA run their two views through it as one tensor,
-    // view after view, so a rank's rows are not a contiguous block of one process's tensor and
-    // dropout's counter draws other (still distinct) masks.
-    let audio = [
-        "backbone.dropout=0.0",
-        "data.clip_seconds=0.5",
-        "data.crop_frames=32",
-        "backbone.hidden=32",
-        "projection.output=16",
-        "prediction.hidden=32",
-        "prediction.output=16",
-        "cola.dim=32",
-    ];
-    let video = [
-        "data.clip_frames=4",
-        "data.train_limit=0",
-        "backbone.patch_size=4",
-        "next_frame.input=4",
-        "next_frame.output=4",
-        "next_frame.hidden=4",
-        "next_frame.translator=16",
-    ];
-    let own: &[&str] = if kind == "audio" { &audio } else { &video };
+    let (tiny, own): (&[&str], &[&str]) = if kind == "audio" {
+        (common::TINY_AUDIO, &["backbone.dropout=0.0"])
+    } else {
+        (common::TINY_VIDEO, &[])
+    };
     let out_dir = format!("train.out_dir=\"{}\"", out.display());
-    for set in shared.iter().chain(own).chain([&out_dir.as_str()]) {
+    for set in shared
+        .iter()
+        .chain(tiny)
+        .chain(own)
+        .chain([&out_dir.as_str()])
+    {
         c.args(["--set", set]);
     }
     c.args(extra);

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BIN, moving, run};
+use common::{BIN, TINY_VIDEO, moving, run};
 use pretext::core::checkpoint::Checkpoint;
 
 fn dir(name: &str) -> PathBuf {
@@ -47,26 +47,8 @@ fn pretrain(
         "--data",
         &data,
     ];
-    for set in [
-        "epochs=3",
-        "batch_size=16",
-        "data.clip_frames=4",
-        "data.train_limit=0",
-        "backbone.patch_size=4",
-        "backbone.width=8",
-        "backbone.dim=16",
-        "backbone.depth=1",
-        "backbone.heads=2",
-        "projection.hidden=32",
-        "mae.decoder_dim=16",
-        "mae.decoder_heads=2",
-        "mae.decoder_depth=1",
-        "next_frame.input=4",
-        "next_frame.output=4",
-        "next_frame.hidden=4",
-        "next_frame.translator=16",
-        out_dir.as_str(),
-    ] {
+    let run_sets = ["epochs=3", "batch_size=16", out_dir.as_str()];
+    for set in TINY_VIDEO.iter().chain(&run_sets) {
         args.extend(["--set", set]);
     }
     args.extend(extra);
@@ -253,28 +235,20 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 fn bad_video_data_is_refused_with_the_file_named() {
     let root = dir("bad");
     let data = moving(&root, 32, 16);
-    // Clips longer than the videos.
-    let (ok, _, err) = pretrain(
-        "videomae",
-        &data,
-        &root.join("r1"),
-        &["--set", "data.clip_frames=12"],
-    );
-    assert!(
-        !ok && err.contains("data.clip_frames = 12") && err.contains("train-videos"),
-        "{err}"
-    );
-    // Streaming reads folders of video files, not IDX videos.
-    let (ok, _, err) = pretrain(
-        "videomae",
-        &data,
-        &root.join("r0"),
-        &["--set", "data.stream=true"],
-    );
-    assert!(
-        !ok && err.contains("data.stream") && err.contains("IDX"),
-        "{err}"
-    );
+    // Clips longer than the videos; streaming, which reads folders of video files, asked of
+    // IDX videos.
+    let refusals: [(&str, &[&str]); 2] = [
+        (
+            "data.clip_frames=12",
+            &["data.clip_frames = 12", "train-videos"],
+        ),
+        ("data.stream=true", &["data.stream", "IDX"]),
+    ];
+    for (k, (set, needles)) in refusals.iter().enumerate() {
+        let out = root.join(format!("refused{k}"));
+        let (ok, _, err) = pretrain("videomae", &data, &out, &["--set", set]);
+        assert!(!ok && needles.iter().all(|n| err.contains(n)), "{err}");
+    }
     // A label file whose rows do not follow the videos.
     let labels = data.join("train-labels.tsv");
     let text = std::fs::read_to_string(&labels).unwrap();

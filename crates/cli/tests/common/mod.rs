@@ -137,3 +137,41 @@ pub fn moving(root: &Path, train: usize, test: usize) -> PathBuf {
     assert_eq!(json["train"], train);
     out
 }
+
+/// `--set`s that make every audio method tiny (epochs and batch size left to the test).
+pub const TINY_AUDIO: &[&str] = &[
+    "data.clip_seconds=0.5",
+    "data.crop_frames=32",
+    "backbone.width=8",
+    "backbone.hidden=32",
+    "backbone.dim=32",
+    "backbone.depth=1",
+    "backbone.heads=2",
+    "projection.hidden=32",
+    "projection.output=16",
+    "prediction.hidden=32",
+    "prediction.output=16",
+    "cola.dim=32",
+    "mae.decoder_dim=16",
+    "mae.decoder_heads=2",
+    "mae.decoder_depth=1",
+];
+
+/// `--set`s that make every video method tiny (epochs and batch size left to the test).
+pub const TINY_VIDEO: &[&str] = &[
+    "data.clip_frames=4",
+    "data.train_limit=0",
+    "backbone.patch_size=4",
+    "backbone.width=8",
+    "backbone.dim=16",
+    "backbone.depth=1",
+    "backbone.heads=2",
+    "projection.hidden=32",
+    "mae.decoder_dim=16",
+    "mae.decoder_heads=2",
+    "mae.decoder_depth=1",
+    "next_frame.input=4",
+    "next_frame.output=4",
+    "next_frame.hidden=4",
+    "next_frame.translator=16",
+];

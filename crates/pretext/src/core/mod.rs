@@ -11,6 +11,7 @@ pub mod device;
 pub mod distributed;
 pub mod eval;
 pub mod feature_scores;
+pub mod file_index;
 pub mod finetune;
 pub mod heads;
 pub mod html;

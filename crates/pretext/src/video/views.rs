@@ -142,9 +142,6 @@ pub fn first_frames_batch(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// One video's clips (one per view), and the unusable videos passed over to reach it.
-type VideoClips = (Vec<Vec<f32>>, Vec<String>);
-
 /// The batches of a run, built ahead of the model on the shared loader: for each video, one
 /// clip of `frames` frames per view, each at its own random start; every view `[batch, frames,
 /// c, h, w]`. A streamed video is decoded once for all its views; one that cannot be used is
@@ -163,12 +160,13 @@ pub fn video_batches(
         device,
         "video",
         move |epoch, _step, indices| {
-            let per_video: Vec<Result<VideoClips>> = indices
+            let found = data.readable_videos(indices, frames, on_error)?;
+            let per_video: Vec<Vec<Vec<f32>>> = found
                 .par_iter()
-                .map(|&video| {
-                    let (found, skipped) = data.readable_video(video, frames, on_error)?;
+                .zip(indices)
+                .map(|((found, _), &video)| {
                     let (set, index) = found.parts();
-                    let clips = views
+                    views
                         .iter()
                         .enumerate()
                         .map(|(v, view)| {
@@ -176,19 +174,16 @@ pub fn video_batches(
                             let start = rng.random_range(0..=set.frames_of(index) - frames);
                             clip_pixels(set, index, start, frames, view, &mut rng)
                         })
-                        .collect();
-                    Ok((clips, skipped))
+                        .collect()
                 })
                 .collect();
             let mut clips = vec![Vec::new(); views.len()];
-            let mut skipped = Vec::new();
-            for video in per_video {
-                let (video_clips, passed_over) = video?;
+            for video_clips in per_video {
                 for (v, c) in video_clips.into_iter().enumerate() {
                     clips[v].extend(c);
                 }
-                skipped.extend(passed_over);
             }
+            let skipped = found.into_iter().flat_map(|(_, s)| s).collect();
             let (c, h, w) = data.frame();
             Ok(FloatViews {
                 views: clips,

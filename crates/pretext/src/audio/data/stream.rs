@@ -9,7 +9,7 @@
 //! (`data.on_error`: take the next readable one and count it, or stop naming it).
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,17 +20,15 @@ use super::{
     list_clips, load_folder, load_splits, read_label_table, read_samples, task_named,
 };
 use crate::audio::data::logmel::LogMel;
+use crate::core::file_index::FileIndex;
 use crate::core::loader::{OnError, next_usable, stop_hint};
 use crate::vision::data::source::stats_sample;
 
 /// A folder of clips read from disk clip by clip.
 pub struct StreamedClips {
-    dir: PathBuf,
     config: AudioDataConfig,
     logmel: LogMel,
-    pub files: Vec<PathBuf>,
-    /// Each file's byte size when the folder was listed: a file rewritten since is refused.
-    sizes: Vec<u64>,
+    index: FileIndex,
     /// `class` (the subfolder) first, then the columns of `labels.tsv`.
     pub tasks: Vec<LabelColumn>,
     pub n_mels: usize,
@@ -41,9 +39,7 @@ impl StreamedClips {
     /// The training split of `root` (`root/train` when there is one, else `root`), its first
     /// `data.train_limit` clips when that is set.
     pub fn open_train(root: &Path, config: &AudioDataConfig) -> Result<StreamedClips> {
-        let train = root.join("train");
-        let dir = if train.is_dir() { train } else { root.into() };
-        StreamedClips::open(&dir, config, config.train_limit)
+        StreamedClips::open(&FileIndex::train_dir(root), config, config.train_limit)
     }
 
     /// Every audio file of `dir`'s class subfolders (the first `limit`; all when 0), listed
@@ -60,25 +56,15 @@ impl StreamedClips {
                 dir.display()
             );
         }
-        let sizes = listed
-            .iter()
-            .map(|(path, _)| {
-                std::fs::metadata(path)
-                    .map(|m| m.len())
-                    .map_err(|e| anyhow!("{}: {e}", path.display()))
-            })
-            .collect::<Result<Vec<u64>>>()?;
         let mut tasks = vec![label_column(
             "class",
             listed.iter().map(|(_, c)| c.clone()).collect(),
         )];
         tasks.extend(read_label_table(dir, &listed)?);
         Ok(StreamedClips {
-            dir: dir.into(),
             config: config.clone(),
             logmel: LogMel::new(&config.mel)?,
-            files: listed.into_iter().map(|(p, _)| p).collect(),
-            sizes,
+            index: FileIndex::new(dir, listed.into_iter().map(|(p, _)| p).collect())?,
             tasks,
             n_mels: config.mel.n_mels,
             frames: config.frames(),
@@ -86,17 +72,15 @@ impl StreamedClips {
     }
 
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.index.len()
     }
 
     /// The clips at `indices`, in that order (still read from disk).
     pub fn select(&self, indices: &[usize]) -> StreamedClips {
         StreamedClips {
-            dir: self.dir.clone(),
             config: self.config.clone(),
             logmel: self.logmel.clone(),
-            files: indices.iter().map(|&i| self.files[i].clone()).collect(),
-            sizes: indices.iter().map(|&i| self.sizes[i]).collect(),
+            index: self.index.select(indices),
             tasks: self.tasks.iter().map(|t| t.select(indices)).collect(),
             n_mels: self.n_mels,
             frames: self.frames,
@@ -104,24 +88,13 @@ impl StreamedClips {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.index.is_empty()
     }
 
     /// Clip `i`'s samples, cut or padded to the clip length (its log-mel image is computed
     /// from them a crop at a time), or why it cannot be used, naming the file.
     pub fn samples(&self, i: usize) -> Result<Vec<f32>> {
-        let path = &self.files[i];
-        let size = std::fs::metadata(path)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?
-            .len();
-        if size != self.sizes[i] {
-            bail!(
-                "{}: {size} bytes, {} when the folder was listed: the file changed during the run",
-                path.display(),
-                self.sizes[i]
-            );
-        }
-        match read_samples(path, &self.config) {
+        match read_samples(self.index.unchanged(i)?, &self.config) {
             ClipOutcome::Clip(samples, _) => Ok(samples),
             ClipOutcome::Skip(_, why) => Err(anyhow!(why)),
         }
@@ -157,13 +130,7 @@ impl StreamedClips {
     /// The index's size and an xxh3 hash of its relative paths, byte sizes and labels: what
     /// `--resume` checks, without reading a sample.
     pub fn fingerprint(&self) -> serde_json::Value {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for (path, size) in self.files.iter().zip(&self.sizes) {
-            let rel = path.strip_prefix(&self.dir).unwrap_or(path);
-            h.update(rel.to_string_lossy().as_bytes());
-            h.update(&[0]);
-            h.update(&size.to_le_bytes());
-        }
+        let h = self.index.hash();
         fingerprint_json(h, "index_xxh3", &self.tasks, [self.n_mels, self.frames])
     }
 }

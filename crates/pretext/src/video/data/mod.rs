@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::vision::data::OnError;
 use crate::vision::data::idx::read_idx;
-use ffmpeg::{DecodeSpec, check_ffmpeg, decode, is_video};
+use ffmpeg::{DecodeSpec, check_ffmpeg, decode_many, is_video};
+
+/// Files decoded by one ffmpeg process when a folder is read into memory.
+const DECODE_TOGETHER: usize = 16;
 
 /// `[data]` of a video config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -470,8 +473,17 @@ fn read_folder(dir: &Path, config: &VideoDataConfig) -> Result<(VideoSet, ReadRe
     let files = list_videos(dir)?;
     check_ffmpeg()?;
     let spec = config.decode_spec();
-    let decoded: Vec<Result<(Vec<u8>, usize)>> =
-        files.par_iter().map(|(f, _)| decode(f, &spec)).collect();
+    // A few files per ffmpeg process: its start-up costs more than decoding a short clip.
+    let decoded: Vec<Result<(Vec<u8>, usize)>> = files
+        .par_chunks(DECODE_TOGETHER)
+        .map(|chunk| {
+            let paths: Vec<&Path> = chunk.iter().map(|(f, _)| f.as_path()).collect();
+            decode_many(&paths, &spec)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect();
     let mut report = ReadReport::default();
     let mut pixels = Vec::new();
     let mut starts = vec![0];

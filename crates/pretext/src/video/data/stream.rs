@@ -9,22 +9,21 @@
 //! it). A video's length is only known once it is decoded, so a video shorter than a clip is
 //! met there too, where the in-memory reader leaves it out before training.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
 
 use super::{LabelSets, VideoDataConfig, VideoSet, class_column, idx_videos, list_videos};
+use crate::core::file_index::FileIndex;
 use crate::core::loader::{OnError, next_usable};
-use crate::video::data::ffmpeg::{DecodeSpec, check_ffmpeg, decode};
+use crate::video::data::ffmpeg::{DecodeSpec, check_ffmpeg, decode, decode_many};
 
 /// A folder of video files read from disk video by video.
 pub struct StreamedVideos {
-    dir: PathBuf,
     spec: DecodeSpec,
-    files: Vec<PathBuf>,
-    /// Each file's byte size when the folder was listed: a file rewritten since is refused.
-    sizes: Vec<u64>,
+    index: FileIndex,
     /// `class` (the subfolders), when every video is in one.
     pub tasks: Vec<LabelSets>,
 }
@@ -40,9 +39,7 @@ impl StreamedVideos {
                 root.display()
             );
         }
-        let train = root.join("train");
-        let dir = if train.is_dir() { train } else { root.into() };
-        StreamedVideos::open(&dir, config, config.train_limit)
+        StreamedVideos::open(&FileIndex::train_dir(root), config, config.train_limit)
     }
 
     /// Every video file of `dir` and its class subfolders (the first `limit`; all when 0),
@@ -54,47 +51,59 @@ impl StreamedVideos {
             listed.truncate(limit);
         }
         check_ffmpeg()?;
-        let sizes = listed
-            .iter()
-            .map(|(path, _)| {
-                std::fs::metadata(path)
-                    .map(|m| m.len())
-                    .map_err(|e| anyhow!("{}: {e}", path.display()))
-            })
-            .collect::<Result<Vec<u64>>>()?;
         let classes: Vec<Option<String>> = listed.iter().map(|(_, c)| c.clone()).collect();
         Ok(StreamedVideos {
-            dir: dir.into(),
             spec: config.decode_spec(),
-            files: listed.into_iter().map(|(p, _)| p).collect(),
-            sizes,
+            index: FileIndex::new(dir, listed.into_iter().map(|(p, _)| p).collect())?,
             tasks: class_column(&classes).into_iter().collect(),
         })
     }
 
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.index.is_empty()
     }
 
     /// Video `i` decoded, as a set of one video, when it has at least `frames` frames; or why
     /// it cannot be used, naming the file.
     pub fn video(&self, i: usize, frames: usize) -> Result<VideoSet> {
-        let path = &self.files[i];
-        let size = std::fs::metadata(path)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?
-            .len();
-        if size != self.sizes[i] {
-            bail!(
-                "{}: {size} bytes, {} when the folder was listed: the file changed during the run",
-                path.display(),
-                self.sizes[i]
-            );
-        }
-        let (pixels, n) = decode(path, &self.spec)?;
+        let path = self.index.unchanged(i)?;
+        self.one_video(i, decode(path, &self.spec)?, frames)
+    }
+
+    /// [`Self::video`] of each of `indices`, decoded by one ffmpeg process.
+    pub fn videos(&self, indices: &[usize], frames: usize) -> Vec<Result<VideoSet>> {
+        let checked: Vec<Result<&Path>> =
+            indices.iter().map(|&i| self.index.unchanged(i)).collect();
+        let paths: Vec<&Path> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().copied())
+            .collect();
+        let mut decoded = decode_many(&paths, &self.spec).into_iter();
+        indices
+            .iter()
+            .zip(checked)
+            .map(|(&i, check)| {
+                check?;
+                let video = decoded
+                    .next()
+                    .context("a video missing from the decoder")??;
+                self.one_video(i, video, frames)
+            })
+            .collect()
+    }
+
+    /// Video `i`'s decoded frames as a set of one video, when there are at least `frames`.
+    fn one_video(
+        &self,
+        i: usize,
+        (pixels, n): (Vec<u8>, usize),
+        frames: usize,
+    ) -> Result<VideoSet> {
+        let path = self.index.path(i);
         if n < frames {
             bail!(
                 "{}: {n} frames, fewer than a clip's {frames}",
@@ -115,13 +124,7 @@ impl StreamedVideos {
     /// The index's size and an xxh3 hash of its relative paths, byte sizes and classes: what
     /// `--resume` checks, without decoding a frame.
     pub fn fingerprint(&self) -> serde_json::Value {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for (path, size) in self.files.iter().zip(&self.sizes) {
-            let rel = path.strip_prefix(&self.dir).unwrap_or(path);
-            h.update(rel.to_string_lossy().as_bytes());
-            h.update(&[0]);
-            h.update(&size.to_le_bytes());
-        }
+        let mut h = self.index.hash();
         for task in &self.tasks {
             for values in &task.values {
                 h.update(
@@ -133,7 +136,7 @@ impl StreamedVideos {
             }
         }
         serde_json::json!({
-            "source": self.dir.display().to_string(),
+            "source": self.index.dir().display().to_string(),
             "videos": self.len(),
             "frame": [self.spec.channels, self.spec.size, self.spec.size],
             "index_xxh3": format!("{:016x}", h.digest()),
@@ -201,22 +204,46 @@ impl VideoStore {
         }
     }
 
-    /// Video `index` (at least `frames` long), or under [`OnError::Skip`] the next one that
-    /// can be used (the reason listed for each video passed over); under [`OnError::Stop`]
-    /// the first failure, named. Videos in memory were checked when they were read.
-    pub fn readable_video(
+    /// The videos at `indices` (each at least `frames` long); in place of one that cannot be
+    /// used, under [`OnError::Skip`] the next one that can (the reason listed for each video
+    /// passed over), under [`OnError::Stop`] the first failure, named. Videos in memory were
+    /// checked when they were read; streamed ones are decoded a share of the batch per
+    /// thread, one ffmpeg process each.
+    pub fn readable_videos(
         &self,
-        index: usize,
+        indices: &[usize],
         frames: usize,
         on_error: OnError,
-    ) -> Result<(VideoRef<'_>, Vec<String>)> {
+    ) -> Result<Vec<(VideoRef<'_>, Vec<String>)>> {
         let set = match self {
-            VideoStore::Memory(set) => return Ok((VideoRef::Shared(set, index), Vec::new())),
+            VideoStore::Memory(set) => {
+                return Ok(indices
+                    .iter()
+                    .map(|&i| (VideoRef::Shared(set, i), Vec::new()))
+                    .collect());
+            }
             VideoStore::Disk(set) => set,
         };
-        let (video, skipped) = next_usable(set.len(), index, on_error, "video", |i| {
-            set.video(i, frames)
-        })?;
-        Ok((VideoRef::Decoded(video), skipped))
+        let share = indices.len().div_ceil(rayon::current_num_threads()).max(1);
+        let decoded: Vec<Result<VideoSet>> = indices
+            .par_chunks(share)
+            .map(|chunk| set.videos(chunk, frames))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flatten()
+            .collect();
+        indices
+            .iter()
+            .zip(decoded)
+            .map(|(&index, video)| {
+                let (video, skipped) = match video {
+                    Ok(video) => (video, Vec::new()),
+                    Err(_) => next_usable(set.len(), index, on_error, "video", |i| {
+                        set.video(i, frames)
+                    })?,
+                };
+                Ok((VideoRef::Decoded(video), skipped))
+            })
+            .collect()
     }
 }
