@@ -8,9 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BIN, TINY_AUDIO, run, tone, tones};
+use common::{BIN, TINY_AUDIO, run, same_weights, tone, tones};
 use pretext::audio::data::decode::write_wav;
-use pretext::core::checkpoint::Checkpoint;
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pretext-audio-{name}-{}", std::process::id()));
@@ -200,25 +199,8 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let (ok, json, err) = pretrain("byol_a", &root.join("data"), &cut, &["--resume"]);
     assert!(ok, "{err}");
     assert_eq!(json["result"]["resumed_from_step"], 3);
-    let a = Checkpoint::load(&full.join("checkpoint.safetensors")).unwrap();
-    let b = Checkpoint::load(&cut.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(a.model.len(), b.model.len());
-    for (x, y) in a.model.iter().zip(&b.model) {
-        assert_eq!(x.name, y.name);
-        assert_eq!(x.values, y.values, "{} differs after resuming", x.name);
-    }
+    same_weights(&full, &cut, "after resuming");
     std::fs::remove_dir_all(&root).ok();
-}
-
-/// The model tensors of two runs are equal bit for bit.
-fn same_weights(a: &Path, b: &Path, what: &str) {
-    let a = Checkpoint::load(&a.join("checkpoint.safetensors")).unwrap();
-    let b = Checkpoint::load(&b.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(a.model.len(), b.model.len());
-    for (x, y) in a.model.iter().zip(&b.model) {
-        assert_eq!(x.name, y.name);
-        assert_eq!(x.values, y.values, "{} differs: {what}", x.name);
-    }
 }
 
 #[test]

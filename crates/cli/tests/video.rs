@@ -9,8 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BIN, TINY_VIDEO, moving, run};
-use pretext::core::checkpoint::Checkpoint;
+use common::{BIN, TINY_VIDEO, moving, run, same_weights};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pretext-video-{name}-{}", std::process::id()));
@@ -221,13 +220,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let (ok, json, err) = pretrain("videomae", &data, &cut, &["--resume"]);
     assert!(ok, "{err}");
     assert_eq!(json["result"]["resumed_from_step"], 4);
-    let a = Checkpoint::load(&full.join("checkpoint.safetensors")).unwrap();
-    let b = Checkpoint::load(&cut.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(a.model.len(), b.model.len());
-    for (x, y) in a.model.iter().zip(&b.model) {
-        assert_eq!(x.name, y.name);
-        assert_eq!(x.values, y.values, "{} differs after resuming", x.name);
-    }
+    same_weights(&full, &cut, "after resuming");
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -295,12 +288,11 @@ fn synthesize(out: &Path, source: &str, seconds: f64) {
     assert!(status.success());
 }
 
-#[test]
-#[ignore = "needs Debian's ffmpeg (CI installs it)"]
-fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
-    let root = dir("files");
+/// Four clips of each of two classes (ffmpeg's `testsrc` and `mandelbrot`, 1 to 1.6 s) in
+/// `root/SPLIT/CLASS` for each of `splits`.
+fn clip_folders(root: &Path, splits: &[&str]) {
     for (class, source) in [("bars", "testsrc"), ("fractal", "mandelbrot")] {
-        for split in ["train", "test"] {
+        for split in splits {
             let d = root.join(split).join(class);
             std::fs::create_dir_all(&d).unwrap();
             for i in 0..4 {
@@ -308,6 +300,23 @@ fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
             }
         }
     }
+}
+
+/// How the tests read video files: 32x32 RGB, every second frame.
+const FROM_FILES: &[&str] = &[
+    "--set",
+    "data.size=32",
+    "--set",
+    "data.channels=3",
+    "--set",
+    "data.frame_stride=2",
+];
+
+#[test]
+#[ignore = "needs Debian's ffmpeg (CI installs it)"]
+fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
+    let root = dir("files");
+    clip_folders(&root, &["train", "test"]);
     let bad = root.join("train/bars");
     std::fs::write(
         bad.join("corrupt.mp4"),
@@ -320,18 +329,7 @@ fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
         "frame_order",
         &root,
         &out,
-        &[
-            "--set",
-            "data.size=32",
-            "--set",
-            "data.channels=3",
-            "--set",
-            "data.frame_stride=2",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "epochs=1",
-        ],
+        &[FROM_FILES, &["--set", "batch_size=4", "--set", "epochs=1"]].concat(),
     );
     assert!(ok, "{err}");
     let read = &json["read"];
@@ -356,17 +354,6 @@ fn video_files_are_decoded_by_ffmpeg_and_bad_ones_counted() {
     std::fs::remove_dir_all(&root).ok();
 }
 
-/// The weights of two runs are equal, bit for bit.
-fn same_weights(a: &Path, b: &Path, what: &str) {
-    let a = Checkpoint::load(&a.join("checkpoint.safetensors")).unwrap();
-    let b = Checkpoint::load(&b.join("checkpoint.safetensors")).unwrap();
-    assert_eq!(a.model.len(), b.model.len());
-    for (x, y) in a.model.iter().zip(&b.model) {
-        assert_eq!(x.name, y.name);
-        assert_eq!(x.values, y.values, "{what}: {} differs", x.name);
-    }
-}
-
 /// A folder of video files streamed from disk (`data.stream = true`) trains the weights the
 /// decoded folder trains, bit for bit, and resumes exactly; a file that cannot be decoded is
 /// met by the loader, skipped and named under "skip", and ends the run naming it under
@@ -375,28 +362,10 @@ fn same_weights(a: &Path, b: &Path, what: &str) {
 #[ignore = "needs Debian's ffmpeg (CI installs it)"]
 fn a_streamed_folder_of_videos_trains_as_the_decoded_one_and_skips_a_bad_file() {
     let root = dir("streamed");
-    for (class, source) in [("bars", "testsrc"), ("fractal", "mandelbrot")] {
-        let d = root.join("train").join(class);
-        std::fs::create_dir_all(&d).unwrap();
-        for i in 0..4 {
-            synthesize(&d.join(format!("{i}.mp4")), source, 1.0 + 0.2 * i as f64);
-        }
-    }
+    clip_folders(&root, &["train"]);
     let sets = |extra: &[&'static str]| -> Vec<&'static str> {
-        let mut v = vec![
-            "--set",
-            "data.size=32",
-            "--set",
-            "data.channels=3",
-            "--set",
-            "data.frame_stride=2",
-            "--set",
-            "batch_size=4",
-            "--set",
-            "epochs=2",
-        ];
-        v.extend(extra);
-        v
+        let run = ["--set", "batch_size=4", "--set", "epochs=2"];
+        [FROM_FILES, &run, extra].concat()
     };
     let stream: &[&str] = &["--set", "data.stream=true"];
     let memory = root.join("memory");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pretext::audio::data::decode::write_wav;
+use pretext::core::checkpoint::Checkpoint;
 use pretext::vision::data::idx::{IdxArray, encode_idx};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pretext");
@@ -175,3 +176,14 @@ pub const TINY_VIDEO: &[&str] = &[
     "next_frame.hidden=4",
     "next_frame.translator=16",
 ];
+
+/// The model tensors of two runs are equal bit for bit.
+pub fn same_weights(a: &Path, b: &Path, what: &str) {
+    let a = Checkpoint::load(&a.join("checkpoint.safetensors")).unwrap();
+    let b = Checkpoint::load(&b.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.model.len(), b.model.len());
+    for (x, y) in a.model.iter().zip(&b.model) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.values, y.values, "{} differs: {what}", x.name);
+    }
+}
