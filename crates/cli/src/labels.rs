@@ -373,9 +373,7 @@ fn video_study_of<M: VideoMethod>(
     config.eval.validate()?;
     apply_flags(&mut config.eval.labels, &flags)?;
     let seed = g.seed.unwrap_or(config.seed);
-    let mut data_config = config.data.clone();
-    (data_config.train_limit, data_config.test_limit) = (0, 0);
-    data_config.clip_frames = M::feature_frames(&config);
+    let data_config = config.data.first_frames_only(M::feature_frames(&config));
     let (pool, test, _, _) = video_load_splits(data, &data_config)?;
     let test = test.with_context(|| format!("{}: no test split", data.display()))?;
     let (pool_labels, rows, test_labels) =

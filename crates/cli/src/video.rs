@@ -156,9 +156,8 @@ fn evaluate<M: VideoMethod>(
 ) -> Result<VideoReport> {
     let config = &ckpt.config;
     let seed = seed.unwrap_or(config.seed);
-    let mut data_config = config.data.clone();
-    (data_config.train_limit, data_config.test_limit) = (0, 0);
-    data_config.clip_frames = M::clip_frames(config).max(M::feature_frames(config));
+    let needed = M::clip_frames(config).max(M::feature_frames(config));
+    let data_config = config.data.first_frames_only(needed);
     let (train, test, train_report, test_report) = load_splits(data, &data_config)?;
     eprintln!("{}", train_report.summary("train"));
     let test: VideoSet = test.with_context(|| format!("{}: no test split", data.display()))?;

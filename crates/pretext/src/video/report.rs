@@ -83,9 +83,9 @@ fn video_sections<M: VideoMethod>(
     device: &Device,
 ) -> Result<()> {
     let c = &ckpt.config;
-    let mut config = c.data.clone();
-    (config.train_limit, config.test_limit) = (0, 0);
-    config.clip_frames = M::clip_frames(c).max(M::feature_frames(c));
+    let config = c
+        .data
+        .first_frames_only(M::clip_frames(c).max(M::feature_frames(c)));
     let (train, test, _, _) = load_splits(data, &config)?;
     let test = test.with_context(|| format!("{}: no test split to report on", data.display()))?;
     let task = ["direction", "class", "classes"]

@@ -80,6 +80,19 @@ impl VideoDataConfig {
         Ok(())
     }
 
+    /// How evaluation reads: every video of both splits, and only each one's first `frames`
+    /// frames (all that features and forecasts look at), so memory holds no more of a long
+    /// video than that.
+    pub fn first_frames_only(&self, frames: usize) -> VideoDataConfig {
+        VideoDataConfig {
+            clip_frames: frames,
+            max_frames: frames,
+            train_limit: 0,
+            test_limit: 0,
+            ..self.clone()
+        }
+    }
+
     fn decode_spec(&self) -> DecodeSpec {
         DecodeSpec {
             stride: self.frame_stride,
