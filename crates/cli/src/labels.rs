@@ -21,7 +21,7 @@ use pretext::text::labels::{self as text_labels, TextLabels};
 use pretext::text::probe::ProbeSettings;
 use pretext::text::tsv::{LabelledTexts, read_labelled_tsv};
 use pretext::video::checkpoint::{VideoCheckpoint, read_meta};
-use pretext::video::data::load_splits as video_load_splits;
+use pretext::video::data::stream::open_splits as video_open_splits;
 use pretext::video::eval::single_labels;
 use pretext::video::labels::VideoLabels;
 use pretext::video::methods::VideoMethod;
@@ -374,17 +374,15 @@ fn video_study_of<M: VideoMethod>(
     apply_flags(&mut config.eval.labels, &flags)?;
     let seed = g.seed.unwrap_or(config.seed);
     let data_config = config.data.first_frames_only(M::feature_frames(&config));
-    let (pool, test, _, _) = video_load_splits(data, &data_config)?;
+    let (pool, test, _) = video_open_splits(data, &data_config)?;
     let test = test.with_context(|| format!("{}: no test split", data.display()))?;
     let (pool_labels, rows, test_labels) =
         single_labels(pool.task(task_name)?, test.task(task_name)?)?;
     let classes = pool.task(task_name)?.classes.clone();
-    let test = test.select(&rows);
     let task = VideoLabels::new(
         ckpt,
         config.eval.clone(),
-        pool,
-        test,
+        (pool, test, rows),
         (pool_labels, test_labels),
         classes,
         device,

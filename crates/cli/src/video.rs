@@ -8,11 +8,13 @@ use clap::Subcommand;
 use pretext::core::train::TrainOptions;
 use pretext::video::checkpoint::{VideoCheckpoint, read_meta};
 use pretext::video::config::VideoConfig;
-use pretext::video::data::stream::{StreamedVideos, VideoStore};
-use pretext::video::data::{VideoSet, load_splits};
-use pretext::video::eval::{TaskScores, VideoReport, clip_features, forecast_scores, score_task};
+use pretext::video::data::load_splits;
+use pretext::video::data::stream::{StreamedVideos, VideoStore, open_splits};
+use pretext::video::eval::{
+    TaskScores, VideoReport, all_rows, forecast_scores, models_clip_features, score_task,
+};
 use pretext::video::methods::VideoMethod;
-use pretext::video::pretrain::{check_videos, pretrain};
+use pretext::video::pretrain::{check_store, pretrain};
 use pretext::with_video_method;
 use serde_json::json;
 
@@ -158,37 +160,35 @@ fn evaluate<M: VideoMethod>(
     let seed = seed.unwrap_or(config.seed);
     let needed = M::clip_frames(config).max(M::feature_frames(config));
     let data_config = config.data.first_frames_only(needed);
-    let (train, test, train_report, test_report) = load_splits(data, &data_config)?;
-    eprintln!("{}", train_report.summary("train"));
-    let test: VideoSet = test.with_context(|| format!("{}: no test split", data.display()))?;
-    eprintln!("{}", test_report.summary("test"));
-    check_videos::<M>(config, &test)?;
-    if (train.channels, train.height, train.width) != ckpt.frame {
+    let (train, test, [train_line, test_line]) = open_splits(data, &data_config)?;
+    eprintln!("{train_line}");
+    let test = test.with_context(|| format!("{}: no test split", data.display()))?;
+    eprintln!("{test_line}");
+    check_store::<M>(config, &test)?;
+    if train.frame() != ckpt.frame {
+        let (c, h, w) = train.frame();
         bail!(
-            "{}: frames are {}x{}x{}, the checkpoint was trained on {:?}",
+            "{}: frames are {c}x{h}x{w}, the checkpoint was trained on {:?}",
             data.display(),
-            train.channels,
-            train.height,
-            train.width,
             ckpt.frame
         );
     }
     let names: Vec<String> = if tasks.is_empty() {
-        train.tasks.iter().map(|t| t.name.clone()).collect()
+        train.tasks().iter().map(|t| t.name.clone()).collect()
     } else {
         tasks.to_vec()
     };
     let frames = M::feature_frames(config);
     device.seed(seed);
     let random = M::init(config, ckpt.frame, device);
-    let pretrained = (
-        clip_features(&ckpt.model, &train, frames, device),
-        clip_features(&ckpt.model, &test, frames, device),
-    );
-    let baseline = (
-        clip_features(&random, &train, frames, device),
-        clip_features(&random, &test, frames, device),
-    );
+    // Both models read each batch: a streamed video is decoded once.
+    let models = [&ckpt.model, &random];
+    let [train_pretrained, train_random] =
+        models_clip_features(models, &train, &all_rows(&train), frames, device)?;
+    let [test_pretrained, test_random] =
+        models_clip_features(models, &test, &all_rows(&test), frames, device)?;
+    let pretrained = (train_pretrained, test_pretrained);
+    let baseline = (train_random, test_random);
     let mut out = Vec::new();
     for name in names {
         let score = |what: &str, (a, b): &(_, _)| {

@@ -412,3 +412,85 @@ fn a_streamed_folder_of_videos_trains_as_the_decoded_one_and_skips_a_bad_file() 
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A checkpoint pretrained on a streamed folder is evaluated streamed: `video eval`, `eval
+/// labels` and `report` decode each video when its batch is read and score what the decoded
+/// folder scores; a test file that cannot be decoded stops the evaluation, named.
+#[test]
+#[ignore = "needs Debian's ffmpeg (CI installs it)"]
+fn a_streamed_checkpoint_is_evaluated_from_disk_as_the_decoded_one() {
+    let root = dir("streamed_eval");
+    clip_folders(&root, &["train", "test"]);
+    let sets = |extra: &[&'static str]| -> Vec<&'static str> {
+        [
+            FROM_FILES,
+            &["--set", "batch_size=4", "--set", "epochs=1"],
+            extra,
+        ]
+        .concat()
+    };
+    let (memory, streamed) = (root.join("memory"), root.join("streamed"));
+    let (ok, _, err) = pretrain("frame_order", &root, &memory, &sets(&[]));
+    assert!(ok, "{err}");
+    let stream = ["--set", "data.stream=true"];
+    let (ok, _, err) = pretrain("frame_order", &root, &streamed, &sets(&stream));
+    assert!(ok, "{err}");
+    let data = root.to_str().unwrap();
+    let eval = |run_dir: &Path| {
+        let checkpoint = run_dir.to_str().unwrap();
+        let (ok, json, err) = run(&[
+            "video",
+            "eval",
+            "--checkpoint",
+            checkpoint,
+            "--data",
+            data,
+            "--fractions",
+            "1",
+            "--json",
+        ]);
+        (ok, json["result"].clone(), err)
+    };
+    let (ok, decoded, err) = eval(&memory);
+    assert!(ok, "{err}");
+    let (ok, from_disk, err) = eval(&streamed);
+    assert!(ok, "{err}");
+    assert!(err.contains("streamed from disk"), "{err}");
+    assert_eq!(decoded, from_disk, "video eval, streamed against decoded");
+    let study = |run_dir: &Path| {
+        let (ok, json, err) = run(&[
+            "eval",
+            "labels",
+            "--checkpoint",
+            run_dir.to_str().unwrap(),
+            "--data",
+            data,
+            "--task",
+            "class",
+            "--fractions",
+            "1",
+            "--seeds",
+            "1",
+            "--set",
+            "eval.finetune.epochs=1",
+            "--set",
+            "eval.finetune.min_steps=3",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        json["study"]["summary"].clone()
+    };
+    assert_eq!(study(&memory), study(&streamed), "eval labels");
+    let (ok, _, err) = run(&["report", streamed.to_str().unwrap(), "--data", data]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(streamed.join("report.html")).unwrap();
+    assert!(
+        html.contains("<section id=\"confusion\">"),
+        "no confusion matrix"
+    );
+
+    std::fs::write(root.join("test/bars/corrupt.mp4"), b"not a video").unwrap();
+    let (ok, _, err) = eval(&streamed);
+    assert!(!ok && err.contains("corrupt.mp4"), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -7,7 +7,7 @@
 
 use std::cell::OnceCell;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use super::backbones::AudioEncoder;
@@ -19,7 +19,8 @@ use crate::core::config::EvalConfig;
 use crate::core::eval::Features;
 use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
 use crate::core::labels::{
-    ArmOutcome, Comparison, LabelTask, knn_subset, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, LabelTask, cached_features, knn_subset, probe_subset, require_classes,
+    supervised_arm,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
@@ -120,17 +121,6 @@ impl<'a> AudioLabels<'a> {
             (Some(p), Some(t)) => standardise(&p, &t),
             _ => standardise(&pool.logmel, &test.logmel),
         })
-    }
-
-    /// The features in `cell`, computed by `make` the first time.
-    fn cached(
-        cell: &OnceCell<(Features, Features)>,
-        make: impl FnOnce() -> Result<(Features, Features)>,
-    ) -> Result<&(Features, Features)> {
-        if cell.get().is_none() {
-            let _ = cell.set(make()?);
-        }
-        cell.get().context("features computed just before")
     }
 
     fn probe(
@@ -243,18 +233,18 @@ impl LabelTask for AudioLabels<'_> {
         };
         match arm {
             LOGMEL => {
-                let f = Self::cached(&self.logmel, || self.features_of(None))?;
+                let f = cached_features(&self.logmel, || self.features_of(None))?;
                 Ok(scored(self.probe(f, subset, seed)?))
             }
             RANDOM_LINEAR => {
-                let f = Self::cached(&self.random, || {
+                let f = cached_features(&self.random, || {
                     let seed = self.checkpoint.config.seed;
                     self.features_of(Some(&self.fresh_encoder(seed, &self.device)))
                 })?;
                 Ok(scored(self.probe(f, subset, seed)?))
             }
             KNN | LINEAR => {
-                let f = Self::cached(&self.frozen, || {
+                let f = cached_features(&self.frozen, || {
                     self.features_of(Some(&self.checkpoint.encoder))
                 })?;
                 if arm == LINEAR {

@@ -216,6 +216,18 @@ pub fn probe_subset(
     linear_probe(train, test, classes, eval, seed, device)
 }
 
+/// The features in `cell` (a study's frozen features of pool and test), computed by `make`
+/// the first time an arm asks for them.
+pub fn cached_features(
+    cell: &std::cell::OnceCell<(Features, Features)>,
+    make: impl FnOnce() -> Result<(Features, Features)>,
+) -> Result<&(Features, Features)> {
+    if cell.get().is_none() {
+        let _ = cell.set(make()?);
+    }
+    cell.get().context("features computed just before")
+}
+
 /// Weighted kNN with the `subset` rows of `features.0` (the pool) as neighbours, scored on
 /// `features.1` (the test rows).
 pub fn knn_subset(

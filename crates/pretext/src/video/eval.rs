@@ -10,7 +10,8 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 
-use super::data::{LabelSets, VideoSet};
+use super::data::LabelSets;
+use super::data::stream::VideoStore;
 use super::methods::VideoMethod;
 use super::views::first_frames_batch;
 use crate::core::config::EvalConfig;
@@ -21,22 +22,47 @@ use crate::core::loader::epoch_order;
 /// Videos per forward pass.
 const BATCH: usize = 64;
 
-/// Features of the first `frames` frames of every video.
+/// Features of the first `frames` frames of the videos at `rows` of `store`, in that order
+/// (streamed videos are decoded a batch at a time: memory holds the features).
 pub fn clip_features<M: VideoMethod>(
     model: &M,
-    set: &VideoSet,
+    store: &VideoStore,
+    rows: &[usize],
     frames: usize,
     device: &Device,
-) -> Features {
-    let mut values = Vec::new();
-    let mut dim = 0;
-    for start in (0..set.len()).step_by(BATCH) {
-        let rows: Vec<usize> = (start..(start + BATCH).min(set.len())).collect();
-        let y = model.features(first_frames_batch(set, &rows, frames, device));
-        dim = y.dims()[1];
-        values.extend(y.into_data().convert::<f32>().iter::<f32>());
+) -> Result<Features> {
+    let [features] = models_clip_features([model], store, rows, frames, device)?;
+    Ok(features)
+}
+
+/// [`clip_features`] of several models, each batch read once for all of them.
+pub fn models_clip_features<M: VideoMethod, const N: usize>(
+    models: [&M; N],
+    store: &VideoStore,
+    rows: &[usize],
+    frames: usize,
+    device: &Device,
+) -> Result<[Features; N]> {
+    let mut out = std::array::from_fn(|_| Features {
+        dim: 0,
+        values: Vec::new(),
+    });
+    for batch in rows.chunks(BATCH) {
+        let clips = first_frames_batch(store, batch, frames, device)?;
+        for (model, features) in models.iter().zip(&mut out) {
+            let y = model.features(clips.clone());
+            features.dim = y.dims()[1];
+            features
+                .values
+                .extend(y.into_data().convert::<f32>().iter::<f32>());
+        }
     }
-    Features { dim, values }
+    Ok(out)
+}
+
+/// Every row of `store`.
+pub fn all_rows(store: &VideoStore) -> Vec<usize> {
+    (0..store.len()).collect()
 }
 
 /// A single-label task's labels on both splits, the test's renumbered by the training
@@ -150,8 +176,8 @@ pub fn score_task(
     name: &str,
     train: &Features,
     test: &Features,
-    train_set: &VideoSet,
-    test_set: &VideoSet,
+    train_set: &VideoStore,
+    test_set: &VideoStore,
     task: &str,
     fractions: &[f64],
     eval: &EvalConfig,
@@ -296,32 +322,34 @@ impl ForecastTally {
 /// the copy-last-frame forecast, scored against the true frames.
 pub fn forecast_scores<M: VideoMethod>(
     model: &M,
-    set: &VideoSet,
+    store: &VideoStore,
     input: usize,
     output: usize,
     device: &Device,
 ) -> Result<Option<[ForecastScores; 2]>> {
-    if set.min_frames() < input + output {
+    if let VideoStore::Memory(set) = store
+        && set.min_frames() < input + output
+    {
         bail!(
             "{}: the shortest video has {} frames; forecasts need {input} + {output}",
             set.source,
             set.min_frames()
         );
     }
-    let frame_len = set.frame_len();
+    let (channels, height, width) = store.frame();
+    let frame_len = channels * height * width;
     let tally = |name: &str| ForecastTally {
         name: name.into(),
         frame_len,
-        plane: (set.height, set.width),
+        plane: (height, width),
         sq: vec![0.0; output],
         abs: 0.0,
         ssim: 0.0,
         frames: 0,
     };
     let (mut model_tally, mut copy_tally) = (tally("model"), tally("copy last frame"));
-    for start in (0..set.len()).step_by(BATCH) {
-        let rows: Vec<usize> = (start..(start + BATCH).min(set.len())).collect();
-        let clips = first_frames_batch(set, &rows, input + output, device);
+    for rows in all_rows(store).chunks(BATCH) {
+        let clips = first_frames_batch(store, rows, input + output, device)?;
         let context = clips.clone().narrow(1, 0, input);
         let Some(pred) = model.predict(context.clone()) else {
             return Ok(None);

@@ -10,8 +10,8 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use super::checkpoint::VideoCheckpoint;
-use super::data::VideoSet;
-use super::eval::clip_features;
+use super::data::stream::VideoStore;
+use super::eval::{all_rows, clip_features};
 use super::methods::VideoMethod;
 use super::views::first_frames_batch;
 use crate::core::config::EvalConfig;
@@ -19,7 +19,8 @@ use crate::core::eval::Features;
 use crate::core::feature_scores::standardise;
 use crate::core::finetune::{Pass, Plan, Rows, Unlabelled};
 use crate::core::labels::{
-    ArmOutcome, Comparison, LabelTask, knn_subset, probe_subset, require_classes, supervised_arm,
+    ArmOutcome, Comparison, LabelTask, cached_features, knn_subset, probe_subset, require_classes,
+    supervised_arm,
 };
 use crate::core::loader::mix_seed;
 use crate::core::split::LabelSubset;
@@ -33,8 +34,10 @@ pub const SCRATCH: &str = "scratch";
 /// A study of one video checkpoint on one single-label column.
 pub struct VideoLabels<'a, M: VideoMethod> {
     checkpoint: &'a VideoCheckpoint<M>,
-    pool: VideoSet,
-    test: VideoSet,
+    pool: VideoStore,
+    test: VideoStore,
+    /// The test videos scored (those of classes the pool has), in `test_labels`' order.
+    test_rows: Vec<usize>,
     pool_labels: Vec<u32>,
     test_labels: Vec<u32>,
     class_names: Vec<String>,
@@ -47,13 +50,12 @@ pub struct VideoLabels<'a, M: VideoMethod> {
 }
 
 impl<'a, M: VideoMethod> VideoLabels<'a, M> {
-    /// `test` holds only videos of classes the pool has; `test_labels` are renumbered by the
-    /// pool's classes.
+    /// `test_rows` are the test videos of classes the pool has; `test_labels` their labels,
+    /// renumbered by the pool's classes.
     pub fn new(
         checkpoint: &'a VideoCheckpoint<M>,
         eval: EvalConfig,
-        pool: VideoSet,
-        test: VideoSet,
+        (pool, test, test_rows): (VideoStore, VideoStore, Vec<usize>),
         (pool_labels, test_labels): (Vec<u32>, Vec<u32>),
         class_names: Vec<String>,
         device: &Device,
@@ -67,6 +69,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
             checkpoint,
             pool,
             test,
+            test_rows,
             pool_labels,
             test_labels,
             class_names,
@@ -82,7 +85,7 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
     }
 
     pub fn test_size(&self) -> usize {
-        self.test.len()
+        self.test_rows.len()
     }
 
     fn fresh_model(&self, seed: u64, device: &Device) -> M {
@@ -90,11 +93,14 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
         M::init(&self.checkpoint.config, self.checkpoint.frame, device)
     }
 
-    fn features_of(&self, model: &M) -> (Features, Features) {
-        standardise(
-            &clip_features(model, &self.pool, self.frames, &self.device),
-            &clip_features(model, &self.test, self.frames, &self.device),
-        )
+    /// Frozen features of both sides, standardised with the pool's statistics. A streamed
+    /// video that cannot be read stops the study, named (as image evaluation does).
+    fn features_of(&self, model: &M) -> Result<(Features, Features)> {
+        let (frames, device) = (self.frames, &self.device);
+        Ok(standardise(
+            &clip_features(model, &self.pool, &all_rows(&self.pool), frames, device)?,
+            &clip_features(model, &self.test, &self.test_rows, frames, device)?,
+        ))
     }
 
     fn probe(
@@ -129,17 +135,19 @@ impl<'a, M: VideoMethod> VideoLabels<'a, M> {
             )
         };
         let feature_dim = model
-            .features(first_frames_batch(&self.pool, &[0], self.frames, &ad))
+            .features(first_frames_batch(&self.pool, &[0], self.frames, &ad)?)
             .dims()[1];
+        // Test rows are positions in `test_rows`, as `test_labels` is indexed.
         let features = |m: &M, idx: &[usize], pass: Pass, device: &Device| {
-            let side = if pass == Pass::Test {
-                &self.test
+            let batch = if pass == Pass::Test {
+                let rows: Vec<usize> = idx.iter().map(|&k| self.test_rows[k]).collect();
+                first_frames_batch(&self.test, &rows, self.frames, device)?
             } else {
-                &self.pool
+                first_frames_batch(&self.pool, idx, self.frames, device)?
             };
-            Ok(m.features(first_frames_batch(side, idx, self.frames, device)))
+            Ok(m.features(batch))
         };
-        let test_rows: Vec<usize> = (0..self.test.len()).collect();
+        let test_rows: Vec<usize> = (0..self.test_rows.len()).collect();
         let plan = Plan {
             feature_dim,
             rows: Rows {
@@ -189,16 +197,14 @@ impl<M: VideoMethod> LabelTask for VideoLabels<'_, M> {
         };
         match arm {
             RANDOM_LINEAR => {
-                let f = self.random.get_or_init(|| {
+                let f = cached_features(&self.random, || {
                     let seed = self.checkpoint.config.seed;
                     self.features_of(&self.fresh_model(seed, &self.device))
-                });
+                })?;
                 Ok(scored(self.probe(f, subset, seed)?))
             }
             KNN | LINEAR => {
-                let f = self
-                    .frozen
-                    .get_or_init(|| self.features_of(&self.checkpoint.model));
+                let f = cached_features(&self.frozen, || self.features_of(&self.checkpoint.model))?;
                 if arm == LINEAR {
                     return Ok(scored(self.probe(f, subset, seed)?));
                 }

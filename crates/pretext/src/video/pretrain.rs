@@ -44,6 +44,18 @@ pub fn check_videos<M: VideoMethod>(config: &VideoConfig, set: &VideoSet) -> Res
     check_frame_size::<M>(config, set.height, set.width)
 }
 
+/// [`check_videos`] on videos in memory; streamed, the frame size (a streamed video's length
+/// is known once decoded: a short one is met where it is read).
+pub fn check_store<M: VideoMethod>(config: &VideoConfig, store: &VideoStore) -> Result<()> {
+    match store {
+        VideoStore::Memory(set) => check_videos::<M>(config, set),
+        VideoStore::Disk(_) => {
+            let (_, h, w) = store.frame();
+            check_frame_size::<M>(config, h, w)
+        }
+    }
+}
+
 /// Refuse frames of `h x w` that do not split into the method's tubelets or halve twice.
 fn check_frame_size<M: VideoMethod>(config: &VideoConfig, h: usize, w: usize) -> Result<()> {
     if config.backbone.is_vit() && config.method != "frame_order" {
@@ -77,11 +89,7 @@ pub fn pretrain<M: VideoMethod>(
         );
     }
     let frame = train.frame();
-    match &train {
-        VideoStore::Memory(set) => check_videos::<M>(config, set)?,
-        // A streamed video's length is known once decoded: a short one is met by the loader.
-        VideoStore::Disk(_) => check_frame_size::<M>(config, frame.1, frame.2)?,
-    }
+    check_store::<M>(config, &train)?;
     let views = Arc::new(config.views_for(M::view_presets())?);
     device.seed(config.seed);
     let ad = device.clone().autodiff();

@@ -12,8 +12,8 @@ use burn::prelude::*;
 use image::{GrayImage, Luma};
 
 use super::checkpoint::{VideoCheckpoint, read_meta};
-use super::data::load_splits;
-use super::eval::{clip_features, single_labels};
+use super::data::stream::open_splits;
+use super::eval::{all_rows, clip_features, single_labels};
 use super::methods::VideoMethod;
 use super::views::first_frames_batch;
 use crate::core::feature_scores::standardise;
@@ -86,7 +86,7 @@ fn video_sections<M: VideoMethod>(
     let config = c
         .data
         .first_frames_only(M::clip_frames(c).max(M::feature_frames(c)));
-    let (train, test, _, _) = load_splits(data, &config)?;
+    let (train, test, _) = open_splits(data, &config)?;
     let test = test.with_context(|| format!("{}: no test split to report on", data.display()))?;
     let task = ["direction", "class", "classes"]
         .into_iter()
@@ -97,10 +97,9 @@ fn video_sections<M: VideoMethod>(
         .next();
     if let Some((column, (train_labels, rows, test_labels))) = task {
         let frames = M::feature_frames(c);
-        let test_rows = test.select(&rows);
         let (ftrain, ftest) = standardise(
-            &clip_features(&ckpt.model, &train, frames, device),
-            &clip_features(&ckpt.model, &test_rows, frames, device),
+            &clip_features(&ckpt.model, &train, &all_rows(&train), frames, device)?,
+            &clip_features(&ckpt.model, &test, &rows, frames, device)?,
         );
         let train_side = LabelledFeatures {
             features: &ftrain,
@@ -124,7 +123,7 @@ fn video_sections<M: VideoMethod>(
     if c.method == "next_frame" {
         let (input, output) = (c.next_frame.input, c.next_frame.output);
         let shown: Vec<usize> = (0..test.len().min(FORECASTS)).collect();
-        let clips = first_frames_batch(&test, &shown, input + output, device);
+        let clips = first_frames_batch(&test, &shown, input + output, device)?;
         if let Some(pred) = ckpt.model.predict(clips.clone().narrow(1, 0, input)) {
             let truth = clips.narrow(1, input, output);
             let mut html = String::new();

@@ -127,19 +127,31 @@ pub fn first_frames(set: &VideoSet, video: usize, frames: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The first `frames` frames of `videos` as a batch `[n, frames, c, h, w]`.
+/// The first `frames` frames of the videos at `rows` of `store` as a batch `[n, frames, c, h,
+/// w]`. A video that cannot give them (too short; streamed: undecodable or changed since the
+/// folder was listed) stops the batch, named: evaluation scores every video it was given.
 pub fn first_frames_batch(
-    set: &VideoSet,
-    videos: &[usize],
+    store: &VideoStore,
+    rows: &[usize],
     frames: usize,
     device: &Device,
-) -> Tensor<5> {
-    let values: Vec<f32> = videos
-        .iter()
-        .flat_map(|&v| first_frames(set, v, frames))
-        .collect();
-    let shape = [videos.len(), frames, set.channels, set.height, set.width];
-    Tensor::from_data(TensorData::new(values, shape), device)
+) -> Result<Tensor<5>> {
+    let (c, h, w) = store.frame();
+    let found = store.readable_videos(rows, frames, OnError::Stop)?;
+    let mut values = Vec::with_capacity(rows.len() * frames * c * h * w);
+    for (video, _) in &found {
+        let (set, index) = video.parts();
+        if set.frames_of(index) < frames {
+            bail!(
+                "{}: video {index} has {} frames, fewer than the {frames} read",
+                set.source,
+                set.frames_of(index)
+            );
+        }
+        values.extend(first_frames(set, index, frames));
+    }
+    let shape = [rows.len(), frames, c, h, w];
+    Ok(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
 /// The batches of a run, built ahead of the model on the shared loader: for each video, one

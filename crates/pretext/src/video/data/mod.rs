@@ -208,17 +208,7 @@ impl VideoSet {
 
     /// The label column `name`, or an error listing those there are.
     pub fn task(&self, name: &str) -> Result<&LabelSets> {
-        self.tasks.iter().find(|t| t.name == name).with_context(|| {
-            format!(
-                "{}: no label column '{name}' (there are: {})",
-                self.source,
-                self.tasks
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+        task_named(&self.tasks, name, &self.source)
     }
 
     /// The videos `rows`, in that order.
@@ -262,6 +252,21 @@ impl VideoSet {
             "sample_hash": format!("{hash:016x}"),
         })
     }
+}
+
+/// The label column `name` of `tasks` (the columns of the videos of `source`), or an error
+/// listing those there are.
+pub fn task_named<'a>(tasks: &'a [LabelSets], name: &str, source: &str) -> Result<&'a LabelSets> {
+    tasks.iter().find(|t| t.name == name).with_context(|| {
+        format!(
+            "{source}: no label column '{name}' (there are: {})",
+            tasks
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// `dir`'s IDX videos of `split` (`pretext data moving-mnist`), if it holds them.

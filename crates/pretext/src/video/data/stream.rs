@@ -15,7 +15,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
-use super::{LabelSets, VideoDataConfig, VideoSet, class_column, idx_videos, list_videos};
+use super::{
+    LabelSets, VideoDataConfig, VideoSet, class_column, idx_videos, list_videos, load_splits,
+    task_named,
+};
 use crate::core::file_index::FileIndex;
 use crate::core::loader::{OnError, next_usable};
 use crate::video::data::ffmpeg::{DecodeSpec, check_ffmpeg, decode, decode_many};
@@ -196,6 +199,19 @@ impl VideoStore {
         }
     }
 
+    /// Where the videos come from: the file or folder.
+    pub fn source(&self) -> String {
+        match self {
+            VideoStore::Memory(set) => set.source.clone(),
+            VideoStore::Disk(set) => set.index.dir().display().to_string(),
+        }
+    }
+
+    /// The label column `name`, or an error listing those there are.
+    pub fn task(&self, name: &str) -> Result<&LabelSets> {
+        task_named(self.tasks(), name, &self.source())
+    }
+
     /// What `--resume` checks: the pixels' hash in memory, the index's when streamed.
     pub fn fingerprint(&self) -> serde_json::Value {
         match self {
@@ -246,4 +262,39 @@ impl VideoStore {
             })
             .collect()
     }
+}
+
+/// Both splits of `data` as evaluation reads them (`config` is usually
+/// [`VideoDataConfig::first_frames_only`]): decoded into memory, or with `config.stream` only
+/// listed, each video decoded when its batch is read (so memory holds features, never a
+/// split's frames). With each split, a line saying what was read.
+pub fn open_splits(
+    data: &Path,
+    config: &VideoDataConfig,
+) -> Result<(VideoStore, Option<VideoStore>, [String; 2])> {
+    let what = |split: &str| format!("{} ({split})", data.display());
+    if config.stream {
+        let train = StreamedVideos::open_train(data, config)?;
+        let test_dir = data.join("test");
+        let test = test_dir
+            .is_dir()
+            .then(|| StreamedVideos::open(&test_dir, config, config.test_limit))
+            .transpose()?;
+        let listed = |split: &str, n: usize| {
+            format!("{}: {n} videos listed, streamed from disk", what(split))
+        };
+        let lines = [
+            listed("train", train.len()),
+            listed("test", test.as_ref().map_or(0, StreamedVideos::len)),
+        ];
+        let disk = |set| VideoStore::Disk(Arc::new(set));
+        return Ok((disk(train), test.map(disk), lines));
+    }
+    let (train, test, train_report, test_report) = load_splits(data, config)?;
+    let lines = [
+        train_report.summary(&what("train")),
+        test_report.summary(&what("test")),
+    ];
+    let memory = |set| VideoStore::Memory(Arc::new(set));
+    Ok((memory(train), test.map(memory), lines))
 }
