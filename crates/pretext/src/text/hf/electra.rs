@@ -5,14 +5,14 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::export::{check_all_named, write_hf_folder};
 use super::{ExportSummary, HfTensor, INITIALIZER_RANGE, Table};
 use crate::core::checkpoint::module_tensors;
 use crate::text::electra::ElectraCheckpoint;
-use crate::text::encoder::EncoderConfig;
+use crate::text::encoder::{EncoderConfig, NormPlacement};
 
 /// `config.json` of Hugging Face's `ElectraConfig`.
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +134,14 @@ fn generator_table(disc: &EncoderConfig, gen_cfg: &EncoderConfig) -> Vec<HfTenso
 /// Write `ckpt` as `out/discriminator` and `out/generator`.
 pub fn export_electra_hf(ckpt: &ElectraCheckpoint, out: &Path) -> Result<Vec<ExportSummary>> {
     let (disc, gen_cfg) = (&ckpt.encoder, &ckpt.generator);
+    if disc.norm == NormPlacement::Pre {
+        bail!(
+            "{}: a pre-LayerNorm ELECTRA (model.norm = \"pre\"); Hugging Face's ELECTRA classes \
+             are post-LayerNorm and have no pre-LayerNorm variant, so it has no Hugging Face \
+             export (its discriminator's encoder is read by pretext's own text commands)",
+            ckpt.dir.display()
+        );
+    }
     let tensors = module_tensors(&ckpt.model);
     let (d, g) = (discriminator_table(disc), generator_table(disc, gen_cfg));
     check_all_named(&tensors, &[&d, &g])?;
