@@ -38,7 +38,8 @@ pub enum VideoCommand {
     },
     /// Score a checkpoint's frozen clip features by kNN and a linear probe on label columns,
     /// beside the same model at random initialisation, with 1, 10 and 100% of the labels;
-    /// next-frame models also as forecasters, beside copying the last frame.
+    /// next-frame models also as forecasters, beside copying the last frame. Reads the data as
+    /// the checkpoint's pretraining did: into memory, or streamed (`data.stream`).
     Eval {
         /// The run folder (or its checkpoint.safetensors).
         #[arg(long)]
