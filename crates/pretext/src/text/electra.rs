@@ -953,7 +953,10 @@ mod tests {
         config.optimizer.lr = 5e-4;
         let run = train_electra(&config, &corpus, &Device::flex(), &quiet()).unwrap();
         let h = run.heldout.unwrap();
-        assert!(h.replaced_recall > 0.3 && h.generator_accuracy > 0.3, "{h:?}");
+        assert!(
+            h.replaced_recall > 0.3 && h.generator_accuracy > 0.3,
+            "{h:?}"
+        );
         let ckpt = ElectraCheckpoint::load(&run.out_dir, &Device::flex()).unwrap();
         assert_eq!(ckpt.encoder.norm, NormPlacement::Pre);
         assert_eq!(ckpt.generator.norm, NormPlacement::Pre);
