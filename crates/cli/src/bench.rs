@@ -1,5 +1,6 @@
 //! `pretext bench ops`: op-by-op timings against the machine's peak (core::bench);
-//! `pretext bench loader`: the image loader alone.
+//! `pretext bench loader`: the image loader alone; `pretext bench peak`: the machine's measured
+//! f32 FMA throughput, the ceiling any implementation of a model's arithmetic runs under.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         repeats: usize,
     },
+    /// The machine's f32 peak, measured: every thread loops over independent vector FMAs at
+    /// once (about a second). Every FLOP of a training step runs below it, so a step's FLOPs
+    /// divided by this rate bound how fast any implementation can take the step.
+    Peak,
     /// The image loader alone: decoding and the augmented views of the config's method
     /// (SimCLR's two by default) at data.image_size, on data.workers threads, no model; in
     /// images per second, after one warm-up batch.
@@ -45,6 +50,7 @@ pub fn run(g: &Global, cmd: BenchCommand) -> Result<()> {
     let repeats = match cmd {
         BenchCommand::Ops { repeats } => repeats,
         BenchCommand::Loader { data, batches } => return loader(g, data, batches),
+        BenchCommand::Peak => return peak(g),
     };
     if g.config.is_some() || !g.set.is_empty() || g.seed.is_some() {
         bail!("pretext bench ops takes no --config, --set or --seed: its shapes are fixed");
@@ -105,6 +111,20 @@ pub fn run(g: &Global, cmd: BenchCommand) -> Result<()> {
             json!({ "command": "bench ops", "device": g.device, "repeats": repeats,
                     "peak": peak, "ops": timings })
         );
+    }
+    Ok(())
+}
+
+/// `pretext bench peak`.
+fn peak(g: &Global) -> Result<()> {
+    if g.config.is_some() || !g.set.is_empty() || g.seed.is_some() {
+        bail!("pretext bench peak takes no --config, --set or --seed: it runs no model");
+    }
+    let peak = machine_peak();
+    if g.json {
+        println!("{}", json!({ "command": "bench peak", "peak": peak }));
+    } else {
+        println!("peak: {:.1} GFLOP/s f32 ({})", peak.gflops, peak.how);
     }
     Ok(())
 }
