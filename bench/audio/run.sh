@@ -18,6 +18,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 lscpu | grep -E "Model name|^CPU\(s\)" | sed 's/  */ /g'
 warmup=10 steps=60
+# The machine's measured f32 peak before each tool: a VM's two vCPUs on one physical core halve
+# it, so a sitting where it moved between the tools compares unlike machines.
+peak() { "$bin" bench peak --json | python3 -c 'import json,sys; print(json.dumps({"machine_peak_gflops": round(json.load(sys.stdin)["peak"]["gflops"], 1)}))'; }
+peak
 "$bin" audio pretrain --config configs/audio_byol_a.toml --data "$data" --threads 2 --json \
   --set train.max_steps=$((warmup + steps)) --set "train.out_dir=\"$work/pretext\"" \
   > "$work/pretext.json" 2> "$work/pretext.log"
@@ -32,6 +36,8 @@ PY
 # PyTorch with one DataLoader worker making the views beside the training process (as BYOL-A's
 # code runs), and with the views made inline (no worker): both, the faster one is the peer.
 for workers in 1 0; do
+  peak
   "$VENV/bin/python" bench/audio/byol_a_torch.py --data "$data" --steps "$steps" --warmup "$warmup" \
     --threads 2 --workers "$workers"
 done
+peak

@@ -48,20 +48,28 @@ else
   HF_EXTRA=()
 fi
 
+# The machine's measured f32 peak before and after each tool (GFLOP/s): a VM's two vCPUs on one
+# physical core halve it, so a sitting where it moved compares unlike machines.
+peak() { "$PRETEXT" bench peak --threads "$THREADS" --json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["peak"]["gflops"], 1))'; }
+PEAK_PT_BEFORE=$(peak)
 echo "[bench] pretext: $STEPS steps ($CONFIG)" >&2
 "$PRETEXT" mlm train --config "$CONFIG" --corpus "$CORPUS" --threads "$THREADS" "${PT_EXTRA[@]}" \
   --set steps="$STEPS" --set optimizer.warmup_steps="$WARMUP" \
   --set tokenizer.path="\"$OUT/tokenizer.json\"" --set train.out_dir="\"$OUT/pretext\"" \
   --json > "$OUT/pretext.json"
 
+PEAK_HF_BEFORE=$(peak)
 echo "[bench] transformers: $STEPS steps" >&2
 OMP_NUM_THREADS=$THREADS "$VENV/bin/python" "$ROOT/bench/mlm/hf_mlm.py" \
   --tokenizer "$OUT/tokenizer.json" --corpus "$CORPUS" --steps "$STEPS" --warmup "$WARMUP" \
   --threads "$THREADS" "${HF_EXTRA[@]}" > "$OUT/hf.json"
 
-python3 - "$OUT" <<'PY'
+PEAK_HF_AFTER=$(peak)
+
+python3 - "$OUT" "$PEAK_PT_BEFORE" "$PEAK_HF_BEFORE" "$PEAK_HF_AFTER" <<'PY'
 import json, sys
 out = sys.argv[1]
+peaks = sys.argv[2:5]
 pt = json.load(open(f"{out}/pretext.json"))["result"]
 hf = json.load(open(f"{out}/hf.json"))
 pt_losses = [json.loads(l)["loss"] for l in open(f"{out}/pretext/metrics.jsonl")]
@@ -77,6 +85,7 @@ print(f"| sequences/s | {pt['sequences_per_sec']:.2f} | {hf['sequences_per_sec']
 print(f"| ratio (pretext / transformers) | {pt['tokens_per_sec'] / hf['tokens_per_sec']:.2f}x | 1 |")
 print(f"| forward / backward / optimizer / data | {share(t['forward'], pt_total)} / {share(t['backward'], pt_total)} / {share(t['optimizer'], pt_total)} / {share(t['data_wait'], pt_total)} "
       f"| {share(hf['time']['forward'], hf_total)} / {share(hf['time']['backward'], hf_total)} / {share(hf['time']['optimizer'], hf_total)} / {share(hf['time']['data'], hf_total)} |")
+print(f"| machine's measured peak before / after, GFLOP/s | {peaks[0]} / {peaks[1]} | {peaks[1]} / {peaks[2]} |")
 print(f"| tokenisation before training | {pt['tokenize_secs']:.1f} s | {hf['tokenize_secs']:.1f} s |")
 for s in range(0, len(hf_losses), 50):
     a, b = pt_losses[s:s + 50], hf_losses[s:s + 50]

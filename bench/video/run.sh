@@ -18,8 +18,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -c "import transformers" 2>/dev/null || "$VENV/bin/pip" install -q transformers
 lscpu | grep -E "Model name|^CPU\(s\)" | sed 's/  */ /g'
+# The machine's measured f32 peak before each tool: a VM's two vCPUs on one physical core halve
+# it, so a sitting where it moved between the tools compares unlike machines.
+peak() { "$bin" bench peak --json | python3 -c 'import json,sys; print(json.dumps({"machine_peak_gflops": round(json.load(sys.stdin)["peak"]["gflops"], 1)}))'; }
 warmup=10 steps=60
 for round in 1 2; do
+  peak
   "$bin" video pretrain --config configs/video_videomae.toml --data "$data" --threads 2 --json \
     --set train.max_steps=$((warmup + steps)) --set "train.out_dir=\"$work/pretext\"" \
     --overwrite > "$work/pretext.json" 2> "$work/pretext.log"
@@ -31,6 +35,8 @@ w = int(sys.argv[2]); a, b = rows[w - 1], rows[-1]
 rate = (b["step"] - a["step"]) / (b["step"] / b["images_per_sec"] - a["step"] / a["images_per_sec"])
 print(json.dumps({"framework": "pretext", "steps": b["step"] - a["step"], "clips_per_sec": rate}))
 PY
+  peak
   "$VENV/bin/python" bench/video/videomae_torch.py --data "$data/train-videos-idx4-ubyte.gz" \
     --steps "$steps" --warmup "$warmup" --threads 2
 done
+peak

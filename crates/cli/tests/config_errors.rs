@@ -221,3 +221,24 @@ fn flags_that_cannot_work_are_refused_before_any_work() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `bench peak` reports the measured rate and the way it was measured, and refuses settings it
+/// has no use for (it runs no model).
+#[test]
+fn bench_peak_reports_a_measured_rate_and_refuses_model_settings() {
+    let (ok, json, err) = run(&["bench", "peak", "--threads", "1", "--json"]);
+    assert!(ok, "{err}");
+    let peak = &json["peak"];
+    assert!(peak["gflops"].as_f64().is_some_and(|g| g > 0.0), "{json}");
+    assert!(
+        peak["how"]
+            .as_str()
+            .is_some_and(|h| h.contains("1 thread of")),
+        "{json}"
+    );
+    let (ok, _, err) = run(&["bench", "peak", "--set", "epochs=1"]);
+    assert!(
+        !ok && err.contains("bench peak takes no --config, --set or --seed"),
+        "{err}"
+    );
+}

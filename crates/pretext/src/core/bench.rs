@@ -83,9 +83,10 @@ pub fn machine_peak() -> Peak {
         nominal_gflops,
         gflops,
         how: format!(
-            "measured: {cores} threads of {isa} FMAs at once, best of 3 runs of {ms:.0} ms after a warm-up \
+            "measured: {cores} thread{} of {isa} FMAs at once, best of 3 runs of {ms:.0} ms after a warm-up \
              (nominal {nominal_gflops:.0}: {cores} x {ghz:.2} GHz listed x 2 FMA units x {lanes} \
-             lanes x 2)"
+             lanes x 2)",
+            if cores == 1 { "" } else { "s" }
         ),
     }
 }
