@@ -57,6 +57,25 @@ pub fn parse(name: &str) -> Result<Device> {
     }
 }
 
+/// Whether `device` is the flex CPU backend, with or without autodiff.
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::DispatchDevice;
+        match device.as_dispatch() {
+            DispatchDevice::Flex(_) => true,
+            DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -505,6 +505,7 @@ pub fn train_electra(
         steps_per_epoch: data.steps_per_epoch,
         total_steps: data.total_steps,
         grad_accum: config.grad_accum,
+        replicas: 1,
         batch_size: config.batch_size,
         seed: config.seed,
         optimizer: &config.optimizer,

@@ -295,6 +295,7 @@ pub fn train_simcse(
         steps_per_epoch,
         total_steps,
         grad_accum: 1,
+        replicas: 1,
         batch_size: config.batch_size,
         seed: config.seed,
         optimizer: &config.optimizer,

@@ -88,6 +88,25 @@ pub fn pretrain<M: VideoMethod>(
             train.len()
         );
     }
+    let replicas = config.train.replicas.max(1);
+    if replicas > 1 {
+        if let Some(why) = M::replicas_refused() {
+            bail!(
+                "train.replicas = {replicas}: method '{}' trains one replica: {why}; set \
+                 train.replicas = 1",
+                config.method
+            );
+        }
+        if !config.batch_size.is_multiple_of(replicas) {
+            bail!(
+                "train.replicas = {replicas} cuts each batch into {replicas} equal shares: \
+                 batch_size = {} does not split so; choose a multiple of {replicas}",
+                config.batch_size
+            );
+        }
+    }
+    // With replicas the loader hands out each batch as `replicas` consecutive shares.
+    let share = config.batch_size / replicas;
     let frame = train.frame();
     check_store::<M>(config, &train)?;
     let views = Arc::new(config.views_for(M::view_presets())?);
@@ -99,8 +118,9 @@ pub fn pretrain<M: VideoMethod>(
         epochs: config.epochs,
         steps_per_epoch,
         total_steps: steps_per_epoch * config.epochs,
-        grad_accum: 1,
-        batch_size: config.batch_size,
+        grad_accum: replicas,
+        replicas,
+        batch_size: share,
         seed: config.seed,
         optimizer: &config.optimizer,
         train: &config.train,
@@ -117,9 +137,9 @@ pub fn pretrain<M: VideoMethod>(
     let source_at = |start: usize| {
         let c = config;
         let schedule = Schedule::from_step(
-            start,
-            c.batch_size,
-            steps_per_epoch,
+            start * replicas,
+            share,
+            steps_per_epoch * replicas,
             c.epochs,
             c.train.prefetch,
             c.seed,

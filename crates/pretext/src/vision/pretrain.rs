@@ -137,6 +137,7 @@ pub fn pretrain_on<M: Method>(
         steps_per_epoch,
         total_steps: steps_per_epoch * config.epochs,
         grad_accum: 1,
+        replicas: 1,
         batch_size: config.batch_size,
         seed: config.seed,
         optimizer: &config.optimizer,

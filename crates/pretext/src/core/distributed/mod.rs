@@ -6,6 +6,7 @@
 //! ([`World::weigh`], [`average_gradients`]), checks that the replicas agree
 //! ([`World::check_replicas`]) and lets rank 0 alone write ([`World::is_root`]). Without the
 //! `mpi` feature, or outside `mpirun`, the world is one process and all of this is the identity.
+//! Data parallelism inside one process, over threads, is [`Replicas`] (`replicas.rs`).
 //!
 //! The collectives are MPI's (Open MPI or MPICH through the `mpi` crate): burn 0.22 has no
 //! cross-process collective for its CPU and wgpu backends, and pretext writes none of its own.
@@ -23,8 +24,10 @@ use burn::tensor::Distribution;
 
 mod batch_norm;
 mod gather;
+mod replicas;
 pub use batch_norm::batch_norm_over_ranks;
 pub use gather::{gather_rows, sum_rows_over_ranks};
+pub use replicas::Replicas;
 
 /// This process's place in the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +179,10 @@ impl World {
         distribution: Distribution,
         device: &Device,
     ) -> Tensor<D> {
+        // In-process replicas (`train.replicas`) each draw from a stream of their own.
+        if let Some(rows) = replicas::replica_rows(shape, distribution, device) {
+            return rows;
+        }
         if self.size == 1 {
             return Tensor::random(shape, distribution, device);
         }

@@ -464,26 +464,9 @@ fn padding_pairs(
 fn is_flex(device: &Device) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let enabled = *ENABLED.get_or_init(|| std::env::var("PRETEXT_KERNELS").as_deref() != Ok("off"));
-    enabled && on_flex(device)
+    enabled && crate::core::device::is_flex(device)
 }
 
-fn on_flex(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::DispatchDevice;
-        match device.as_dispatch() {
-            DispatchDevice::Flex(_) => true,
-            DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
-    }
-}
 
 fn is_f32<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == DType::F32
@@ -2019,7 +2002,7 @@ mod tests {
 
     #[test]
     fn flex_devices_are_recognised() {
-        assert!(on_flex(&Device::flex()));
-        assert!(on_flex(&Device::flex().autodiff()));
+        assert!(crate::core::device::is_flex(&Device::flex()));
+        assert!(crate::core::device::is_flex(&Device::flex().autodiff()));
     }
 }

@@ -22,7 +22,9 @@ use crate::core::checkpoint::{
     Checkpoint, load_module, module_tensors, remove_stale_temporaries, write_atomic,
 };
 use crate::core::config::TrainConfig;
-use crate::core::distributed::{average_gradients, set_sync_batchnorm, watch_collectives, world};
+use crate::core::distributed::{
+    Replicas, average_gradients, set_sync_batchnorm, watch_collectives, world,
+};
 use crate::core::loader::mix_seed;
 use crate::core::optim::{OptimConfig, Optimizer};
 pub use lock::{LOCK_FILE, RunLock};
@@ -120,6 +122,79 @@ impl<C> Step<C> {
     }
 }
 
+/// What one replica's share of a batch gave the step.
+struct ShareOut<C> {
+    /// The share's loss, as a part of the step's (scaled by `1 / accum`).
+    value: f64,
+    grads: GradientsParams,
+    carry: C,
+    collapse: Option<f64>,
+    forward: f64,
+    backward: f64,
+}
+
+/// Forward and backward of one share on a replica's copy of the model (in the replica's
+/// thread); the share's loss counts `1 / accum` of the step's, as a batch's does without
+/// replicas.
+fn train_share<M: Module, B, C>(
+    loss_of: &(impl Fn(&M, B, f64) -> Result<Step<C>> + Sync),
+    copy: &M,
+    share: B,
+    progress: f64,
+    accum: usize,
+) -> Result<ShareOut<C>> {
+    let t0 = Instant::now();
+    let out = loss_of(copy, share, progress)?;
+    let loss = out.loss.div_scalar(accum as f64);
+    let value = loss.clone().into_scalar::<f64>();
+    let collapse = out.embeddings.map(collapse_std);
+    let t1 = Instant::now();
+    let grads = GradientsParams::from_grads(loss.backward(), copy);
+    Ok(ShareOut {
+        value,
+        grads,
+        carry: out.carry,
+        collapse,
+        forward: (t1 - t0).as_secs_f64(),
+        backward: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// The in-process replicas the run trains with (`None`: one, in the loop's thread), after
+/// refusing what they cannot do.
+fn check_replicas(spec: &LoopSpec, device: &Device, distributed: bool) -> Result<Option<Replicas>> {
+    let asked = spec.train.replicas;
+    if asked == 0 {
+        bail!("train.replicas = 0: give 1 (no replicas) or more");
+    }
+    if asked == 1 {
+        return Ok(None);
+    }
+    if spec.replicas != asked {
+        bail!(
+            "train.replicas = {asked}: '{}' trains one replica (in-process replicas train VideoMAE \
+             for now: `video pretrain` with method = \"videomae\"); set train.replicas = 1",
+            spec.name
+        );
+    }
+    if distributed {
+        bail!(
+            "train.replicas = {asked} under mpirun: give each rank one replica (train.replicas = \
+             1) and start more ranks instead"
+        );
+    }
+    if !crate::core::device::is_flex(device) {
+        bail!(
+            "train.replicas = {asked} splits the CPU's threads between copies of the model; on \
+             this device (--device) train one replica (train.replicas = 1)"
+        );
+    }
+    if !spec.grad_accum.is_multiple_of(asked) {
+        bail!("train.replicas = {asked}: the job cut its batches into other shares (a bug)");
+    }
+    Replicas::new(asked).map(Some)
+}
+
 /// Wait for the device's queued work, naming the step if it failed.
 fn sync_device(device: &Device, step: usize) -> Result<()> {
     device
@@ -155,6 +230,10 @@ pub struct LoopSpec<'a> {
     pub total_steps: usize,
     /// Batches whose gradients are summed into one optimizer step.
     pub grad_accum: usize,
+    /// Of those, how many train at once, each on an in-process replica of the model
+    /// ([`Replicas`]; `train.replicas`): the job has cut each batch into this many shares.
+    /// 1: one after another.
+    pub replicas: usize,
     /// Examples per batch, for throughput.
     pub batch_size: usize,
     /// Seeds the device's random stream (dropout) afresh at every batch from (seed, step), so
@@ -179,7 +258,7 @@ pub struct LoopSpec<'a> {
 pub fn run_loop<M, S, C>(
     mut model: M,
     source_at: impl FnOnce(usize) -> S,
-    loss_of: impl Fn(&M, S::Batch, f64) -> Result<Step<C>>,
+    loss_of: impl Fn(&M, S::Batch, f64) -> Result<Step<C>> + Sync,
     after_step: impl Fn(M, f64, Vec<C>) -> M,
     at_epoch_end: impl Fn(&M) -> Result<Vec<(&'static str, f64)>>,
     spec: &LoopSpec,
@@ -188,6 +267,8 @@ pub fn run_loop<M, S, C>(
 where
     M: Module,
     S: BatchSource,
+    S::Batch: Send,
+    C: Send,
 {
     let started = Instant::now();
     let device = model.devices().first().cloned().unwrap_or_default();
@@ -230,6 +311,7 @@ where
         watch_collectives(Duration::from_secs_f64(spec.train.collective_timeout));
     }
     set_sync_batchnorm(spec.train.sync_batchnorm);
+    let replicas = check_replicas(spec, &device, world.is_distributed())?;
     let bucket_mb = spec.train.allreduce_bucket_mb;
     if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
         bail!("train.allreduce_bucket_mb = {bucket_mb}: must be a positive number of megabytes");
@@ -411,53 +493,97 @@ where
         let mut epoch = 0;
         let mut carried = Vec::with_capacity(accum);
         let mut collapse = Vec::new();
-        for micro in 0..accum {
-            let next = source.next_batch().map_err(|e| {
-                bar.abandon();
-                e.context(format!("reading data at step {step}; {}", kept(&ckpt_path)))
-            })?;
-            let Some((batch, batch_epoch)) = next else {
-                break 'steps;
-            };
-            device.seed(mix_seed(&[spec.seed, step as u64, micro as u64]));
-            epoch = batch_epoch;
-            bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
-            let t0 = Instant::now();
-            let out = loss_of(&model, batch, progress)
-                .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
-            let mut loss = out.loss;
-            let weight = out.weight.unwrap_or(1.0);
-            carried.push(out.carry);
-            if let Some(e) = out.embeddings {
-                collapse.push(collapse_std(e));
+        if let Some(replicas) = &replicas {
+            let count = replicas.count();
+            for group in 0..accum / count {
+                let mut shares = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let next = source.next_batch().map_err(|e| {
+                        bar.abandon();
+                        e.context(format!("reading data at step {step}; {}", kept(&ckpt_path)))
+                    })?;
+                    let Some((share, share_epoch)) = next else {
+                        break 'steps;
+                    };
+                    epoch = share_epoch;
+                    shares.push(share);
+                }
+                bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
+                // The seed the device would take for this batch with one replica.
+                let seed = mix_seed(&[spec.seed, step as u64, group as u64]);
+                let outs = replicas.run(&model, shares, (seed, &device), |copy: &M, share| {
+                    train_share(&loss_of, copy, share, progress, accum)
+                });
+                for out in outs {
+                    let out = out.with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
+                    if !out.value.is_finite() {
+                        bar.abandon();
+                        bail!(
+                            "loss became {} at step {step} (epoch {}); training stopped. {} \
+                             (try a lower optimizer.lr or optimizer.grad_clip)",
+                            out.value,
+                            epoch + 1,
+                            kept(&ckpt_path)
+                        );
+                    }
+                    loss_value += out.value;
+                    carried.push(out.carry);
+                    collapse.extend(out.collapse);
+                    accumulated.accumulate(&model, out.grads);
+                    // The replicas ran side by side: each adds its share of the wall time.
+                    time.forward += out.forward / count as f64;
+                    time.backward += out.backward / count as f64;
+                }
             }
-            if accum > 1 {
-                loss = loss.div_scalar(accum as f64);
+        } else {
+            for micro in 0..accum {
+                let next = source.next_batch().map_err(|e| {
+                    bar.abandon();
+                    e.context(format!("reading data at step {step}; {}", kept(&ckpt_path)))
+                })?;
+                let Some((batch, batch_epoch)) = next else {
+                    break 'steps;
+                };
+                device.seed(mix_seed(&[spec.seed, step as u64, micro as u64]));
+                epoch = batch_epoch;
+                bar.set_prefix(format!("epoch {}/{}", epoch + 1, spec.epochs));
+                let t0 = Instant::now();
+                let out = loss_of(&model, batch, progress)
+                    .with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
+                let mut loss = out.loss;
+                let weight = out.weight.unwrap_or(1.0);
+                carried.push(out.carry);
+                if let Some(e) = out.embeddings {
+                    collapse.push(collapse_std(e));
+                }
+                if accum > 1 {
+                    loss = loss.div_scalar(accum as f64);
+                }
+                // Under MPI: this rank's share of the global batch's loss (every rank sees the same
+                // value, so the NaN guard below stops them all at the same step).
+                let (scale, value) = world.weigh(loss.clone().into_scalar::<f64>(), weight);
+                if scale != 1.0 {
+                    loss = loss.mul_scalar(scale);
+                }
+                let t1 = Instant::now();
+                if !value.is_finite() {
+                    bar.abandon();
+                    bail!(
+                        "loss became {value} at step {step} (epoch {}); training stopped. {} (try a \
+                         lower optimizer.lr or optimizer.grad_clip)",
+                        epoch + 1,
+                        kept(&ckpt_path)
+                    );
+                }
+                loss_value += value;
+                accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+                // On asynchronous devices (wgpu, CUDA) the backward is only queued here: wait for
+                // it, so that its time is not counted as the optimizer's. (The forward's end is
+                // waited for by reading the loss above.) A no-op on the CPU.
+                sync_device(&device, step)?;
+                time.forward += (t1 - t0).as_secs_f64();
+                time.backward += t1.elapsed().as_secs_f64();
             }
-            // Under MPI: this rank's share of the global batch's loss (every rank sees the same
-            // value, so the NaN guard below stops them all at the same step).
-            let (scale, value) = world.weigh(loss.clone().into_scalar::<f64>(), weight);
-            if scale != 1.0 {
-                loss = loss.mul_scalar(scale);
-            }
-            let t1 = Instant::now();
-            if !value.is_finite() {
-                bar.abandon();
-                bail!(
-                    "loss became {value} at step {step} (epoch {}); training stopped. {} (try a \
-                     lower optimizer.lr or optimizer.grad_clip)",
-                    epoch + 1,
-                    kept(&ckpt_path)
-                );
-            }
-            loss_value += value;
-            accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
-            // On asynchronous devices (wgpu, CUDA) the backward is only queued here: wait for
-            // it, so that its time is not counted as the optimizer's. (The forward's end is
-            // waited for by reading the loss above.) A no-op on the CPU.
-            sync_device(&device, step)?;
-            time.forward += (t1 - t0).as_secs_f64();
-            time.backward += t1.elapsed().as_secs_f64();
         }
         let t2 = Instant::now();
         let lr = match budget_secs {
@@ -712,7 +838,8 @@ mod tests {
             steps_per_epoch: 3,
             total_steps: 3,
             grad_accum: accum,
-            batch_size: rows,
+            replicas: 1,
+batch_size: rows,
             optimizer: &optimizer,
             train: &train,
             seed: 0,
@@ -827,7 +954,8 @@ mod tests {
                 steps_per_epoch: cap,
                 total_steps: cap,
                 grad_accum: 1,
-                batch_size: 4,
+                replicas: 1,
+batch_size: 4,
                 optimizer: &optimizer,
                 train,
                 seed: 0,

@@ -65,6 +65,10 @@ impl VideoMethod for FrameOrder {
         }
     }
 
+    fn replicas_refused() -> Option<&'static str> {
+        Some("the batch norm of its MLP head takes statistics over the batch")
+    }
+
     fn view_presets() -> Vec<ClipView> {
         vec![ClipView::default()]
     }

@@ -35,6 +35,11 @@ pub trait VideoMethod: Module + Sized {
     /// One view per clip drawn from each video, in the order `loss` receives the clips.
     fn view_presets() -> Vec<ClipView>;
 
+    /// Why the method cannot train as in-process replicas, each on its share of the batch
+    /// (`train.replicas`), or `None` where it can: its loss is a mean of per-clip terms and
+    /// nothing in it takes statistics over the batch.
+    fn replicas_refused() -> Option<&'static str>;
+
     /// The loss of one batch; `clips[v]` is `[batch, frames, channels, height, width]`.
     fn loss(&self, clips: Vec<Tensor<5>>) -> Result<Step>;
 

@@ -162,6 +162,10 @@ impl VideoMethod for NextFrame {
         config.next_frame.input + config.next_frame.output
     }
 
+    fn replicas_refused() -> Option<&'static str> {
+        Some("its predictor's batch norm takes statistics over the batch")
+    }
+
     fn view_presets() -> Vec<ClipView> {
         vec![ClipView::default()]
     }

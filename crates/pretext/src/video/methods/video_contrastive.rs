@@ -54,6 +54,10 @@ impl VideoMethod for VideoContrastive {
 
     /// Crops, no flips: a flip turns left into right, and the direction of motion is what a
     /// video encoder should keep.
+    fn replicas_refused() -> Option<&'static str> {
+        Some("its loss contrasts each clip with the other clips of its batch")
+    }
+
     fn view_presets() -> Vec<ClipView> {
         let view = ClipView {
             crop_scale: [0.5, 1.0],

@@ -53,6 +53,10 @@ impl VideoMethod for VideoMae {
         }
     }
 
+    fn replicas_refused() -> Option<&'static str> {
+        None
+    }
+
     fn view_presets() -> Vec<ClipView> {
         vec![ClipView::default()]
     }
