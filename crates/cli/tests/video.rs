@@ -224,6 +224,65 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// The losses a run logged, step by step.
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `train.replicas = 2`: two copies of VideoMAE on the halves of every batch, in two threads,
+/// train what one process trains (the same tube masks, the same first initialisation; only
+/// the order in which floats are summed differs), resume bit for bit, and are refused by name
+/// by a method whose loss couples the clips of a batch.
+#[test]
+fn replicas_train_what_one_process_trains() {
+    let root = dir("replicas");
+    let data = moving(&root, 48, 16);
+    let one = root.join("one");
+    let (ok, _, err) = pretrain("videomae", &data, &one, &[]);
+    assert!(ok, "{err}");
+    let two = root.join("two");
+    let replicas = ["--set", "train.replicas=2"];
+    let (ok, _, err) = pretrain("videomae", &data, &two, &replicas);
+    assert!(ok, "{err}");
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 9);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4 * x.abs(), "{a:?} {b:?}");
+    }
+    // Training moved the loss: the runs are not equal for having done nothing.
+    assert!((a[0] - a[8]).abs() > 1e-3, "{a:?}");
+    let cut = root.join("cut");
+    let stop = [
+        "--set",
+        "train.replicas=2",
+        "--set",
+        "train.max_steps=4",
+        "--set",
+        "train.checkpoint_every=1",
+    ];
+    let (ok, _, err) = pretrain("videomae", &data, &cut, &stop);
+    assert!(ok, "{err}");
+    let resume = ["--set", "train.replicas=2", "--resume"];
+    let (ok, _, err) = pretrain("videomae", &data, &cut, &resume);
+    assert!(ok, "{err}");
+    same_weights(&two, &cut, "replicas after resuming");
+    let (ok, _, err) = pretrain("contrastive", &data, &root.join("c"), &replicas);
+    assert!(!ok);
+    assert!(
+        err.contains("train.replicas = 2") && err.contains("video_contrastive"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn bad_video_data_is_refused_with_the_file_named() {
     let root = dir("bad");

@@ -110,7 +110,8 @@ impl Replicas {
                         pool.install(move || {
                             // What the flex device's `seed` builds (burn-flex `FlexRng`).
                             let rng = StdRng::seed_from_u64(seed);
-                            let _stream = StreamGuard::enter(Source::Own(rng), replica, count);
+                            let _stream =
+                                StreamGuard::enter(Source::Own(Box::new(rng)), replica, count);
                             work(&copy, share)
                         })
                     })
@@ -164,7 +165,7 @@ impl ModuleMapper for Releaf {
 /// Where a replica's draws come from.
 enum Source {
     /// Its own copy of the device's generator.
-    Own(StdRng),
+    Own(Box<StdRng>),
     /// The device's generator (the shares run one after another).
     Device,
 }
@@ -216,7 +217,7 @@ pub(super) fn replica_rows<const D: usize>(
         whole[0] *= stream.count;
         let drawn = match &mut stream.source {
             Source::Own(rng) => Tensor::<D>::from_data(
-                TensorData::random::<f32, _, _>(whole, distribution, rng),
+                TensorData::random::<f32, _, _>(whole, distribution, rng.as_mut()),
                 device,
             ),
             Source::Device => Tensor::<D>::random(whole, distribution, device),
@@ -243,7 +244,8 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         for replica in 0..3 {
-            let _stream = StreamGuard::enter(Source::Own(StdRng::seed_from_u64(7)), replica, 3);
+            let _stream =
+                StreamGuard::enter(Source::Own(Box::new(StdRng::seed_from_u64(7))), replica, 3);
             let rows = |d| {
                 replica_rows([2, 3], d, &device)
                     .unwrap()

@@ -467,7 +467,6 @@ fn is_flex(device: &Device) -> bool {
     enabled && crate::core::device::is_flex(device)
 }
 
-
 fn is_f32<const D: usize>(t: &Tensor<D>) -> bool {
     t.dtype() == DType::F32
 }

@@ -576,7 +576,8 @@ where
                     );
                 }
                 loss_value += value;
-                accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+                accumulated
+                    .accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
                 // On asynchronous devices (wgpu, CUDA) the backward is only queued here: wait for
                 // it, so that its time is not counted as the optimizer's. (The forward's end is
                 // waited for by reading the loss above.) A no-op on the CPU.
@@ -803,6 +804,12 @@ mod tests {
     /// Three SGD steps of least squares on 8 fixed rows, as one batch of 8 or `accum`
     /// batches of 8 / accum; returns the final weights and bias.
     fn least_squares(accum: usize, out_dir: &Path) -> Vec<f32> {
+        least_squares_on(accum, 1, out_dir).0
+    }
+
+    /// [`least_squares`] with `replicas` of the batches of a step trained at once; also the
+    /// names of the threads that ran the losses.
+    fn least_squares_on(accum: usize, replicas: usize, out_dir: &Path) -> (Vec<f32>, Vec<String>) {
         let device = Device::flex().autodiff();
         device.seed(1);
         let model: Linear = LinearConfig::new(3, 1).init(&device);
@@ -830,6 +837,7 @@ mod tests {
         };
         let train = TrainConfig {
             out_dir: out_dir.display().to_string(),
+            replicas,
             ..TrainConfig::default()
         };
         let spec = LoopSpec {
@@ -838,8 +846,8 @@ mod tests {
             steps_per_epoch: 3,
             total_steps: 3,
             grad_accum: accum,
-            replicas: 1,
-batch_size: rows,
+            replicas,
+            batch_size: rows,
             optimizer: &optimizer,
             train: &train,
             seed: 0,
@@ -851,10 +859,13 @@ batch_size: rows,
             quiet: true,
             ..TrainOptions::default()
         };
+        let threads = std::sync::Mutex::new(Vec::new());
         let (model, summary) = run_loop(
             model,
             |_| Fixed(batches.into_iter()),
             |m: &Linear, (x, y), _| {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                threads.lock().unwrap().push(name);
                 Ok(Step {
                     loss: (m.forward(x) - y).powf_scalar(2.0).mean().reshape([1]),
                     embeddings: None,
@@ -879,7 +890,7 @@ batch_size: rows,
             .bias
             .map(|b| b.val().into_data().try_to_vec::<f32>().unwrap());
         values.extend(bias.unwrap_or_default());
-        values
+        (values, threads.into_inner().unwrap())
     }
 
     #[test]
@@ -925,6 +936,85 @@ batch_size: rows,
         assert!(w0.iter().zip(&whole).any(|(a, b)| (a - b).abs() > 1e-3));
     }
 
+    /// Two in-process replicas, each training half of every batch in its own thread, train
+    /// what one process trains on the whole batches, and the same bits every time; after the
+    /// first step (which initialises the parameters, one share after another, as one replica
+    /// does) the halves run in the replicas' threads.
+    #[test]
+    fn replicas_step_like_one_big_batch() {
+        let tmp = std::env::temp_dir().join(format!("pretext-replicas-{}", std::process::id()));
+        let whole = least_squares(1, &tmp.join("whole"));
+        let (twice, threads) = least_squares_on(2, 2, &tmp.join("replicas"));
+        for (a, b) in whole.iter().zip(&twice) {
+            assert!((a - b).abs() < 1e-6, "{whole:?} {twice:?}");
+        }
+        let (again, _) = least_squares_on(2, 2, &tmp.join("again"));
+        assert_eq!(
+            twice.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            again.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        // 3 steps of 2 halves: the first step's on the loop's thread, the others' on replica
+        // 0's and replica 1's pools.
+        assert_eq!(threads.len(), 6, "{threads:?}");
+        let on = |prefix: &str| {
+            threads[2..]
+                .iter()
+                .filter(|t| t.starts_with(prefix))
+                .count()
+        };
+        assert_eq!(
+            (on("pretext-replica-0"), on("pretext-replica-1")),
+            (2, 2),
+            "{threads:?}"
+        );
+        assert!(!threads[0].starts_with("pretext-replica"), "{threads:?}");
+    }
+
+    /// Replicas are refused where they cannot train what one process trains.
+    #[test]
+    fn replicas_are_refused_by_jobs_that_do_not_cut_their_batches() {
+        let device = Device::flex().autodiff();
+        let optimizer = OptimConfig::default();
+        let train = TrainConfig {
+            replicas: 2,
+            ..TrainConfig::default()
+        };
+        let spec = LoopSpec {
+            name: "simclr",
+            epochs: 1,
+            steps_per_epoch: 1,
+            total_steps: 1,
+            grad_accum: 1,
+            replicas: 1,
+            batch_size: 8,
+            optimizer: &optimizer,
+            train: &train,
+            seed: 0,
+            identity: toml::Table::new(),
+            meta: serde_json::json!({}),
+            data: serde_json::Value::Null,
+        };
+        let err = check_replicas(&spec, &device, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("train.replicas = 2") && err.contains("simclr"),
+            "{err}"
+        );
+        let spec = LoopSpec {
+            replicas: 2,
+            grad_accum: 2,
+            ..spec
+        };
+        assert!(check_replicas(&spec, &device, false).unwrap().is_some());
+        let err = check_replicas(&spec, &device, true)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("mpirun"), "{err}");
+    }
+
     /// A run on a wall-clock budget whose every batch takes 10 ms: it stops when the budget is
     /// spent, long before its step cap, with the learning rate decayed to zero over the budget;
     /// a resume is refused until the budget is raised, and then continues the clock.
@@ -955,7 +1045,7 @@ batch_size: rows,
                 total_steps: cap,
                 grad_accum: 1,
                 replicas: 1,
-batch_size: 4,
+                batch_size: 4,
                 optimizer: &optimizer,
                 train,
                 seed: 0,
