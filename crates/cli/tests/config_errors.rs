@@ -219,6 +219,22 @@ fn flags_that_cannot_work_are_refused_before_any_work() {
             && err.contains("longer than the run (8 steps)"),
         "{err}"
     );
+    // In-process replicas: image pretraining does not cut its batches into shares yet.
+    let (ok, _, err) = run(&[
+        "pretrain",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "train.replicas=2",
+        "--set",
+        "data.train_limit=256",
+        "--set",
+        &out,
+    ]);
+    assert!(
+        !ok && err.contains("train.replicas = 2") && err.contains("trains one replica"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
