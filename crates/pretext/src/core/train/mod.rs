@@ -122,6 +122,38 @@ impl<C> Step<C> {
     }
 }
 
+/// The next batch from `source`, its reading errors naming the step and the checkpoint kept.
+fn read_batch<S: BatchSource>(
+    source: &mut S,
+    bar: &ProgressBar,
+    step: usize,
+    ckpt: &Path,
+) -> Result<Option<(S::Batch, usize)>> {
+    source.next_batch().map_err(|e| {
+        bar.abandon();
+        e.context(format!("reading data at step {step}; {}", kept(ckpt)))
+    })
+}
+
+/// Stop the run at a loss that is not a number, saying what is kept and what to try.
+fn check_finite(
+    value: f64,
+    (step, epoch): (usize, usize),
+    bar: &ProgressBar,
+    ckpt: &Path,
+) -> Result<()> {
+    if !value.is_finite() {
+        bar.abandon();
+        bail!(
+            "loss became {value} at step {step} (epoch {}); training stopped. {} (try a lower \
+             optimizer.lr or optimizer.grad_clip)",
+            epoch + 1,
+            kept(ckpt)
+        );
+    }
+    Ok(())
+}
+
 /// What one replica's share of a batch gave the step.
 struct ShareOut<C> {
     /// The share's loss, as a part of the step's (scaled by `1 / accum`).
@@ -498,11 +530,9 @@ where
             for group in 0..accum / count {
                 let mut shares = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let next = source.next_batch().map_err(|e| {
-                        bar.abandon();
-                        e.context(format!("reading data at step {step}; {}", kept(&ckpt_path)))
-                    })?;
-                    let Some((share, share_epoch)) = next else {
+                    let Some((share, share_epoch)) =
+                        read_batch(&mut source, &bar, step, &ckpt_path)?
+                    else {
                         break 'steps;
                     };
                     epoch = share_epoch;
@@ -516,16 +546,7 @@ where
                 });
                 for out in outs {
                     let out = out.with_context(|| format!("step {step} (epoch {})", epoch + 1))?;
-                    if !out.value.is_finite() {
-                        bar.abandon();
-                        bail!(
-                            "loss became {} at step {step} (epoch {}); training stopped. {} \
-                             (try a lower optimizer.lr or optimizer.grad_clip)",
-                            out.value,
-                            epoch + 1,
-                            kept(&ckpt_path)
-                        );
-                    }
+                    check_finite(out.value, (step, epoch), &bar, &ckpt_path)?;
                     loss_value += out.value;
                     carried.push(out.carry);
                     collapse.extend(out.collapse);
@@ -537,11 +558,8 @@ where
             }
         } else {
             for micro in 0..accum {
-                let next = source.next_batch().map_err(|e| {
-                    bar.abandon();
-                    e.context(format!("reading data at step {step}; {}", kept(&ckpt_path)))
-                })?;
-                let Some((batch, batch_epoch)) = next else {
+                let Some((batch, batch_epoch)) = read_batch(&mut source, &bar, step, &ckpt_path)?
+                else {
                     break 'steps;
                 };
                 device.seed(mix_seed(&[spec.seed, step as u64, micro as u64]));
@@ -566,15 +584,7 @@ where
                     loss = loss.mul_scalar(scale);
                 }
                 let t1 = Instant::now();
-                if !value.is_finite() {
-                    bar.abandon();
-                    bail!(
-                        "loss became {value} at step {step} (epoch {}); training stopped. {} (try a \
-                         lower optimizer.lr or optimizer.grad_clip)",
-                        epoch + 1,
-                        kept(&ckpt_path)
-                    );
-                }
+                check_finite(value, (step, epoch), &bar, &ckpt_path)?;
                 loss_value += value;
                 accumulated
                     .accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
