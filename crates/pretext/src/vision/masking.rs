@@ -139,9 +139,7 @@ pub fn random_masking(batch: usize, patches: usize, ratio: f64, device: &Device)
 
 /// Rows `indices` `[batch, k]` of every image's tokens `[batch, n, dim]` → `[batch, k, dim]`.
 pub fn gather_tokens(tokens: Tensor<3>, indices: Tensor<2, Int>) -> Tensor<3> {
-    let [_, _, dim] = tokens.dims();
-    let [b, k] = indices.dims();
-    tokens.gather(1, indices.unsqueeze_dim::<3>(2).expand([b, k, dim]))
+    crate::core::kernels::gather_rows(tokens, indices)
 }
 
 /// Each patch scaled to zero mean and unit variance over its values: MAE's `norm_pix_loss`

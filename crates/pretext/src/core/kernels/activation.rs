@@ -33,14 +33,18 @@ pub fn exp(x: f32) -> f32 {
     // 0x400000 + n, so n as an integer comes from the bits: a float-to-int `as` would be eight
     // scalar conversions with saturation fix-ups per vector.
     const ROUND: f32 = 12_582_912.0;
-    let t = x * LOG2E + ROUND;
+    let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // e^r on |r| <= ln2/2 by its Taylor series to r^6 (Horner).
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let r = (-n).mul_add(LN2_HI, x);
+    let r = (-n).mul_add(LN2_LO, r);
+    // e^r on |r| <= ln2/2 by its Taylor series to r^6 (Horner, one fused multiply-add a
+    // degree: see `simd.rs` on why fused products give the same bits on every machine).
+    let p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
+    let p = r.mul_add(p, 1.0 / 24.0);
+    let p = r.mul_add(p, 1.0 / 6.0);
+    let p = r.mul_add(p, 0.5);
+    let p = r.mul_add(p, 1.0);
+    let p = r.mul_add(p, 1.0);
     // 2^n through the exponent bits, in two factors so each stays a normal number for every
     // n the clamp allows (-126..=128).
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
@@ -54,6 +58,34 @@ pub fn exp(x: f32) -> f32 {
     } else {
         y
     }
+}
+
+/// [`exp`] for `x <= 0` (a softmax numerator after the shift by its row's maximum), without
+/// what only large positive arguments need: the overflow branch and the second of the two
+/// factors of 2ⁿ (for x <= 0, n >= -126 and 2ⁿ is one normal number). The same bits as [`exp`]
+/// there. A positive argument (a row holding +inf, whose shift is then 0) still gives about
+/// eˣ, and +inf from 88.4 on, so a diverged row stays non-finite.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    let underflow = x < -87.3;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.7);
+    const ROUND: f32 = 12_582_912.0;
+    let t = x.mul_add(LOG2E, ROUND);
+    let n = t - ROUND;
+    let r = (-n).mul_add(LN2_HI, x);
+    let r = (-n).mul_add(LN2_LO, r);
+    let p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
+    let p = r.mul_add(p, 1.0 / 24.0);
+    let p = r.mul_add(p, 1.0 / 6.0);
+    let p = r.mul_add(p, 0.5);
+    let p = r.mul_add(p, 1.0);
+    let p = r.mul_add(p, 1.0);
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let y = p * f32::from_bits(((n + 127) as u32) << 23);
+    if underflow { 0.0 } else { y }
 }
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26.
@@ -133,18 +165,22 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     })
 }
 
-/// Eight running values folded over `x` (lane `i` sees elements `i, i + 8, ...`): written so
-/// the compiler keeps them in one vector register.
+/// Running values per lane in [`lanes`]: one AVX-512 register, two AVX2 ones, four SSE ones.
+/// The lane count fixes the order of the additions, so it is the same on every machine.
+pub(super) const LANES: usize = 16;
+
+/// [`LANES`] running values folded over `x` (lane `i` sees elements `i, i + 16, ...`):
+/// written so the compiler keeps them in registers.
 #[inline(always)]
-pub(super) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 8] {
-    let mut acc = [init; 8];
-    // Whole chunks by index, so the lanes stay in a register: a zip over `chunks(8)` has a
+pub(super) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; LANES] {
+    let mut acc = [init; LANES];
+    // Whole chunks by index, so the lanes stay in a register: a zip over `chunks(16)` has a
     // variable length, and the compiler then keeps `acc` on the stack (a store-to-load stall
     // per chunk).
-    let chunks = x.chunks_exact(8);
+    let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
-        for lane in 0..8 {
+        for lane in 0..LANES {
             acc[lane] = f(acc[lane], chunk[lane]);
         }
     }
@@ -155,40 +191,73 @@ pub(super) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> [f32; 
 }
 
 with_avx2! {
+    /// The largest element of `row`, or 0 where that is not finite (a row of -inf, every key
+    /// masked, then gives 0/0 = NaN, as burn's softmax does): the shift that keeps `exp`
+    /// finite.
+    pub fn softmax_shift(row: &[f32]) -> f32 {
+        let max = lanes(row, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
+        let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        if max.is_finite() {
+            max
+        } else {
+            0.0
+        }
+    }
+}
+
+with_avx2! {
+    /// `row ← exp(row − shift)` for a `shift` no smaller than the row's elements, returning
+    /// the sum of the exponentials: one pass, the sum kept in [`LANES`] lanes. The softmax's
+    /// numerators, before the division by their sum.
+    pub fn exp_shifted_in_place(row: &mut [f32], shift: f32) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for lane in 0..LANES {
+                let e = exp_nonpositive(chunk[lane] - shift);
+                chunk[lane] = e;
+                acc[lane] += e;
+            }
+        }
+        for (a, v) in acc.iter_mut().zip(chunks.into_remainder()) {
+            *v = exp_nonpositive(*v - shift);
+            *a += *v;
+        }
+        acc.iter().sum()
+    }
+}
+
+with_avx2! {
     /// Softmax of one row in place; returns the row's shift (its maximum) and the reciprocal
     /// of its sum of exponentials, from which a backward can recompute the row.
     pub fn softmax_in_place(row: &mut [f32]) -> (f32, f32) {
-        let max = lanes(row, f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
-        let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
-        // A row of -inf (every key masked) gives 0/0 = NaN, as burn's softmax does.
-        let shift = if max.is_finite() { max } else { 0.0 };
-        for v in row.iter_mut() {
-            *v = exp(*v - shift);
-        }
-        let inv = 1.0 / lanes(row, 0.0, |s, v| s + v).iter().sum::<f32>();
+        let shift = softmax_shift(row);
+        let inv = 1.0 / exp_shifted_in_place(row, shift);
         row.iter_mut().for_each(|v| *v *= inv);
         (shift, inv)
     }
 }
 
 with_avx2! {
-    /// `g ← y ⊙ (g − Σ g ⊙ y)` for one row: the upstream gradient `g` of the softmax output
-    /// `y` becomes the gradient of its input.
-    pub fn softmax_grad_in_place(g: &mut [f32], y: &[f32]) {
-        let mut acc = [0.0f32; 8];
-        let (ys, gs) = (y.chunks_exact(8), g.chunks_exact(8));
-        let tail = ys.remainder().iter().zip(gs.remainder());
-        for (ys, gs) in ys.zip(gs) {
-            for lane in 0..8 {
-                acc[lane] += ys[lane] * gs[lane];
+    /// `g ← y ⊙ (g − Σ g ⊙ y)` for one row with `y = e · inv`: the upstream gradient `g` of the
+    /// softmax output `y` becomes the gradient of its input. Taking the numerators `e` and the
+    /// reciprocal of their sum (`inv = 1` for normalised rows) spares attention a pass that
+    /// would normalise its rows first.
+    pub fn softmax_grad_in_place(g: &mut [f32], e: &[f32], inv: f32) {
+        let mut acc = [0.0f32; LANES];
+        let (es, gs) = (e.chunks_exact(LANES), g.chunks_exact(LANES));
+        let tail = es.remainder().iter().zip(gs.remainder());
+        for (es, gs) in es.zip(gs) {
+            for lane in 0..LANES {
+                acc[lane] += es[lane] * gs[lane];
             }
         }
         for (a, (&u, &v)) in acc.iter_mut().zip(tail) {
             *a += u * v;
         }
-        let dot: f32 = acc.iter().sum();
-        for (g, &y) in g.iter_mut().zip(y) {
-            *g = y * (*g - dot);
+        let dot = inv * acc.iter().sum::<f32>();
+        for (g, &e) in g.iter_mut().zip(e) {
+            *g = (e * inv) * (*g - dot);
         }
     }
 }
@@ -220,7 +289,7 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
         .zip(y.par_chunks(rows_per_task * row))
         .for_each(|(dx, y)| {
             for (dx, y) in dx.chunks_mut(row).zip(y.chunks(row)) {
-                softmax_grad_in_place(dx, y);
+                softmax_grad_in_place(dx, y, 1.0);
             }
         });
     dx
@@ -246,6 +315,17 @@ mod tests {
         assert_eq!(exp(-87.4), 0.0);
         assert_eq!(exp(-1e30), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn exp_of_a_nonpositive_argument_has_exps_bits() {
+        for x in (-9000..=0).map(|i| i as f32 / 100.0) {
+            assert_eq!(exp_nonpositive(x).to_bits(), exp(x).to_bits(), "exp({x})");
+        }
+        assert_eq!(exp_nonpositive(-1e30), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(f32::INFINITY), f32::INFINITY);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
     }
 
     #[test]

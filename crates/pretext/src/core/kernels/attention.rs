@@ -7,20 +7,24 @@
 //! keeps them all for the backward and joins the heads again (another copy). For VideoMAE's
 //! decoder (321 tokens, 16-wide heads) that is 13 M floats per tensor per block, and copying
 //! them cost more than the products (docs/video.md). Here one task per sequence walks its
-//! heads: the scores of one head (`len × len`, in cache) are computed, normalised, multiplied
-//! by the values and written straight into the head's columns of the output. The backward
-//! recomputes them from each row's maximum and sum (flash-attention's trade: a product more,
-//! no `len × len` tensor kept), so the op keeps only its inputs and two floats per row.
+//! heads: the scores of one head (`len × len`, in cache) are computed and exponentiated (one
+//! fused pass), multiplied by the values, and the head's `head_dim` outputs per row divided by
+//! the row's sum, written straight into the head's columns of the output (dividing the `len`
+//! probabilities instead was a pass over the scores of its own). The backward recomputes the
+//! exponentials from each row's maximum (flash-attention's trade: a product more, no
+//! `len × len` tensor kept), so the op keeps only its inputs and two floats per row.
 //!
 //! The scores are `(q kᵀ)·(1/√d)`, padded keys get [`MASKED_SCORE`], whose exponential is 0, and
 //! dropout draws its mask with `dropout.rs`'s counter-based generator at the index the element
 //! has in the `[batch, heads, len, len]` tensor, so the op computes what the chain of ops
 //! computes, dropout mask included (tested in `core::transformer`).
 
+use std::cell::RefCell;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::activation::{softmax_grad_in_place, softmax_in_place};
+use super::activation::{exp_shifted_in_place, softmax_grad_in_place, softmax_shift};
 use super::dropout;
 use super::matmul::matmul_scaled;
 use crate::with_avx2;
@@ -140,17 +144,46 @@ with_avx2! {
 }
 
 with_avx2! {
-    /// Softmax rows recomputed from the forward's shift and reciprocal sum: the same
-    /// operations in the same order, so the same bits.
-    fn recompute_probs(scores: &mut [f32], shift: &[f32], inv_sum: &[f32]) {
-        let len = shift.len();
-        for ((row, &m), &inv) in scores.chunks_mut(len).zip(shift).zip(inv_sum) {
-            for v in row.iter_mut() {
-                *v = super::activation::exp(*v - m);
+    /// `dst[i, ..width] = src[i, ..width] · inv[i]` for rows `dst_stride` and `src_stride`
+    /// apart, in place where `src` is `None`: the softmax's division applied to a head's
+    /// `head_dim` outputs (or output gradients) rather than to its `len` probabilities.
+    fn scale_rows(
+        dst: &mut [f32],
+        dst_stride: usize,
+        src: Option<(&[f32], usize)>,
+        width: usize,
+        inv: &[f32],
+    ) {
+        for (i, &inv) in inv.iter().enumerate() {
+            let row = &mut dst[i * dst_stride..i * dst_stride + width];
+            match src {
+                Some((src, stride)) => {
+                    for (d, &v) in row.iter_mut().zip(&src[i * stride..i * stride + width]) {
+                        *d = v * inv;
+                    }
+                }
+                None => row.iter_mut().for_each(|v| *v *= inv),
             }
-            row.iter_mut().for_each(|v| *v *= inv);
         }
     }
+}
+
+/// Two `len × len` matrices of scratch per thread, kept from call to call: allocating and
+/// zeroing fresh ones for each sequence was a pass over memory of its own (about 1% of a
+/// VideoMAE step). Every element is written before it is read.
+fn with_scratch<R>(n: usize, work: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    SCRATCH.with(|scratch| {
+        let (a, b) = &mut *scratch.borrow_mut();
+        for buffer in [&mut *a, &mut *b] {
+            if buffer.len() < n {
+                buffer.resize(n, 0.0);
+            }
+        }
+        work(&mut a[..n], &mut b[..n])
+    })
 }
 
 /// The attention output `[batch, len, heads · head_dim]` and the rows' softmax statistics.
@@ -172,25 +205,36 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], setup: AttentionSetup) -> (Vec<f
         )
         .enumerate()
         .for_each(|(b, (out, (shift, inv_sum)))| {
-            let mut probs = vec![0.0f32; len * len];
-            for h in 0..s.heads {
-                setup.scores(&mut probs, q, k, b, h);
-                for (i, row) in probs.chunks_mut(len).enumerate() {
-                    (shift[h * len + i], inv_sum[h * len + i]) = softmax_in_place(row);
+            // The softmax's numerators: each row is divided by its sum after the product,
+            // on `head_dim` outputs instead of `len` probabilities.
+            with_scratch(len * len, |exps, _| {
+                for h in 0..s.heads {
+                    let rows = h * len..(h + 1) * len;
+                    setup.scores(exps, q, k, b, h);
+                    for ((row, shift), inv) in exps
+                        .chunks_mut(len)
+                        .zip(&mut shift[rows.clone()])
+                        .zip(&mut inv_sum[rows.clone()])
+                    {
+                        *shift = softmax_shift(row);
+                        *inv = 1.0 / exp_shifted_in_place(row, *shift);
+                    }
+                    if let Some(d) = setup.dropout {
+                        dropout::apply_in_place(exps, d.key, d.prob, setup.first_score(b, h));
+                    }
+                    let head = &mut out[h * s.head_dim..];
+                    matmul_scaled(
+                        (head, dim),
+                        false,
+                        (exps, len, 1),
+                        (&v[s.offset(b, h)..], dim, 1),
+                        [len, s.head_dim, len],
+                        1.0,
+                        Parallelism::None,
+                    );
+                    scale_rows(head, dim, None, s.head_dim, &inv_sum[rows]);
                 }
-                if let Some(d) = setup.dropout {
-                    dropout::apply_in_place(&mut probs, d.key, d.prob, setup.first_score(b, h));
-                }
-                matmul_scaled(
-                    (&mut out[h * s.head_dim..], dim),
-                    false,
-                    (&probs, len, 1),
-                    (&v[s.offset(b, h)..], dim, 1),
-                    [len, s.head_dim, len],
-                    1.0,
-                    Parallelism::None,
-                );
-            }
+            });
         });
     (out, SoftmaxStats { shift, inv_sum })
 }
@@ -232,71 +276,84 @@ pub fn backward(
         )
         .enumerate()
         .for_each(|(b, (dq, (dk, dv)))| {
-            let mut probs = vec![0.0f32; len * len];
-            let mut grad = vec![0.0f32; len * len];
-            for h in 0..s.heads {
-                let (at, cols) = (s.offset(b, h), h * s.head_dim);
-                let rows = (b * s.heads + h) * len..(b * s.heads + h + 1) * len;
-                setup.scores(&mut probs, q, k, b, h);
-                recompute_probs(&mut probs, &stats.shift[rows.clone()], &stats.inv_sum[rows]);
-                // dv = dropout(P)ᵀ · d_out
-                let kept = match setup.dropout {
-                    Some(d) => {
-                        grad.copy_from_slice(&probs);
-                        dropout::apply_in_place(&mut grad, d.key, d.prob, setup.first_score(b, h));
-                        &grad
+            let mut d_out_scaled = vec![0.0f32; len * s.head_dim];
+            with_scratch(len * len, |exps, grad| {
+                for h in 0..s.heads {
+                    let (at, cols) = (s.offset(b, h), h * s.head_dim);
+                    let rows = (b * s.heads + h) * len..(b * s.heads + h + 1) * len;
+                    let (shift, inv_sum) = (&stats.shift[rows.clone()], &stats.inv_sum[rows]);
+                    // The forward's numerators again: the same scores and shifts, the same bits.
+                    setup.scores(exps, q, k, b, h);
+                    for (row, &shift) in exps.chunks_mut(len).zip(shift) {
+                        exp_shifted_in_place(row, shift);
                     }
-                    None => &probs,
-                };
-                matmul_scaled(
-                    (&mut dv[cols..], dim),
-                    false,
-                    (kept, 1, len),
-                    (&d_out[at..], dim, 1),
-                    [len, s.head_dim, len],
-                    1.0,
-                    Parallelism::None,
-                );
-                // dP = dropout'(d_out · vᵀ), then through the softmax row by row.
-                matmul_scaled(
-                    (&mut grad, len),
-                    false,
-                    (&d_out[at..], dim, 1),
-                    (&v[at..], 1, dim),
-                    [len, len, s.head_dim],
-                    1.0,
-                    Parallelism::None,
-                );
-                if let Some(d) = setup.dropout {
-                    dropout::apply_in_place(&mut grad, d.key, d.prob, setup.first_score(b, h));
+                    // dv = dropout(P)ᵀ · d_out, P's division moved onto d_out's rows.
+                    let kept = match setup.dropout {
+                        Some(d) => {
+                            grad.copy_from_slice(exps);
+                            dropout::apply_in_place(grad, d.key, d.prob, setup.first_score(b, h));
+                            &*grad
+                        }
+                        None => &*exps,
+                    };
+                    let d_out_head = (&d_out[at..], dim);
+                    scale_rows(
+                        &mut d_out_scaled,
+                        s.head_dim,
+                        Some(d_out_head),
+                        s.head_dim,
+                        inv_sum,
+                    );
+                    matmul_scaled(
+                        (&mut dv[cols..], dim),
+                        false,
+                        (kept, 1, len),
+                        (&d_out_scaled, s.head_dim, 1),
+                        [len, s.head_dim, len],
+                        1.0,
+                        Parallelism::None,
+                    );
+                    // dP = dropout'(d_out · vᵀ), then through the softmax row by row.
+                    matmul_scaled(
+                        (grad, len),
+                        false,
+                        (&d_out[at..], dim, 1),
+                        (&v[at..], 1, dim),
+                        [len, len, s.head_dim],
+                        1.0,
+                        Parallelism::None,
+                    );
+                    if let Some(d) = setup.dropout {
+                        dropout::apply_in_place(grad, d.key, d.prob, setup.first_score(b, h));
+                    }
+                    for ((g, e), &inv) in grad.chunks_mut(len).zip(exps.chunks(len)).zip(inv_sum) {
+                        softmax_grad_in_place(g, e, inv);
+                    }
+                    // A masked score is a constant: no gradient reaches q or k through it.
+                    if let Some(pad) = setup.key_pad {
+                        zero_masked(grad, &pad[b * len..(b + 1) * len]);
+                    }
+                    // dq = dS · k / √d, dk = dSᵀ · q / √d
+                    matmul_scaled(
+                        (&mut dq[cols..], dim),
+                        false,
+                        (grad, len, 1),
+                        (&k[at..], dim, 1),
+                        [len, s.head_dim, len],
+                        scale,
+                        Parallelism::None,
+                    );
+                    matmul_scaled(
+                        (&mut dk[cols..], dim),
+                        false,
+                        (grad, 1, len),
+                        (&q[at..], dim, 1),
+                        [len, s.head_dim, len],
+                        scale,
+                        Parallelism::None,
+                    );
                 }
-                for (g, p) in grad.chunks_mut(len).zip(probs.chunks(len)) {
-                    softmax_grad_in_place(g, p);
-                }
-                // A masked score is a constant: no gradient reaches q or k through it.
-                if let Some(pad) = setup.key_pad {
-                    zero_masked(&mut grad, &pad[b * len..(b + 1) * len]);
-                }
-                // dq = dS · k / √d, dk = dSᵀ · q / √d
-                matmul_scaled(
-                    (&mut dq[cols..], dim),
-                    false,
-                    (&grad, len, 1),
-                    (&k[at..], dim, 1),
-                    [len, s.head_dim, len],
-                    scale,
-                    Parallelism::None,
-                );
-                matmul_scaled(
-                    (&mut dk[cols..], dim),
-                    false,
-                    (&grad, 1, len),
-                    (&q[at..], dim, 1),
-                    [len, s.head_dim, len],
-                    scale,
-                    Parallelism::None,
-                );
-            }
+            });
         });
     (dq, dk, dv)
 }

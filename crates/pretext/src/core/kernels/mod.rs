@@ -13,6 +13,7 @@
 //! | layer norm (forward and the three gradients) | `layer_norm.rs` | transformers (text, ViT, MAE) |
 //! | dropout from a counter-based generator | `dropout.rs` | the text encoder |
 //! | fully connected layer (forward and the three gradients) | `linear.rs` | transformers (text, ViT, MAE) |
+//! | rows picked by index per sequence, and their gradients added back | `gather.rs` | masked models (MAE, VideoMAE) |
 //!
 //! Callers use the functions and `forward_fast` traits here instead of burn's; on a flex
 //! device with `f32` tensors they run the kernels, elsewhere (wgpu, libtorch, other dtypes,
@@ -29,6 +30,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod cross_entropy;
 pub mod dropout;
+pub mod gather;
 pub mod layer_norm;
 pub mod linear;
 pub mod matmul;
@@ -189,6 +191,35 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
         ));
     }
     burn::tensor::activation::softmax(x, dim)
+}
+
+/// `out[b, j, :] = x[b, index[b, j], :]` for `x` `[batch, rows, width]` and `index`
+/// `[batch, picked]`: burn's `gather` along dimension 1 with the index expanded over the
+/// width, as one copy per row (`gather.rs`). An index past `rows` panics, as burn's does.
+pub fn gather_rows(x: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
+    let [_, _, width] = x.dims();
+    let [batch, picked] = index.dims();
+    #[cfg(feature = "flex")]
+    if is_f32(&x) && is_flex(&x.device()) {
+        // A negative index becomes u32::MAX, which the kernel refuses as out of range.
+        let index: Vec<u32> = index
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .expect("an integer index")
+            .into_iter()
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        return Tensor::from_dispatch(<Dispatch as flex::KernelOps>::pretext_gather_rows(
+            x.into_dispatch(),
+            index,
+            picked,
+        ));
+    }
+    x.gather(
+        1,
+        index.unsqueeze_dim::<3>(2).expand([batch, picked, width]),
+    )
 }
 
 /// Multi-head attention of projected queries, keys and values `[batch, len, dim]` split into
@@ -482,6 +513,7 @@ mod flex {
     use super::conv2d::{self as kernel, ConvGeometry};
     use super::cross_entropy;
     use super::dropout;
+    use super::gather::{self, PickShape};
     use super::layer_norm::{self, RowStats};
     use super::linear::{self, LinearShape};
     use super::max_pool::{self, PoolGeometry};
@@ -629,6 +661,25 @@ mod flex {
             stride: [usize; 2],
             padding: [(usize, usize); 2],
         ) -> FloatTensor<Self>;
+
+        /// `[batch, picked, width]` rows of a `[batch, rows, width]` tensor, `picked` indices
+        /// per sequence (`index` holds `batch · picked`).
+        fn pretext_gather_rows(
+            x: FloatTensor<Self>,
+            index: Vec<u32>,
+            picked: usize,
+        ) -> FloatTensor<Self>;
+    }
+
+    /// The shape of picking `picked` rows per sequence of `x`.
+    fn pick_shape(x: &FlexTensor, picked: usize) -> PickShape {
+        let [batch, rows, width] = x.shape().dims();
+        PickShape {
+            batch,
+            rows,
+            picked,
+            width,
+        }
     }
 
     /// The batch-norm kernel's forward on flex tensors: the output and the statistics.
@@ -823,6 +874,12 @@ mod flex {
             let g = pool_geometry(&x, kernel, stride, padding);
             let [n, c, _, _] = x.shape().dims();
             pool_forward(&x, &g, [n, c]).0
+        }
+
+        fn pretext_gather_rows(x: FlexTensor, index: Vec<u32>, picked: usize) -> FlexTensor {
+            let s = pick_shape(&x, picked);
+            let out = gather::forward(slice(&values(&x)), &index, s);
+            flat(out, vec![s.batch, picked, s.width])
         }
 
         fn pretext_layer_norm(
@@ -1151,6 +1208,29 @@ mod flex {
     }
 
     #[derive(Debug)]
+    struct GatherRowsBackward;
+
+    impl Backward<Flex, 1> for GatherRowsBackward {
+        /// The indices and the shape.
+        type State = (Vec<u32>, PickShape);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 1>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [node_x] = ops.parents;
+            let dy = values(&grads.consume::<Flex>(&ops.node));
+            let (index, s) = ops.state;
+            if let Some(node) = node_x {
+                let dx = gather::backward(slice(&dy), &index, s);
+                grads.register::<Flex>(node.id, flat(dx, vec![s.batch, s.rows, s.width]));
+            }
+        }
+    }
+
+    #[derive(Debug)]
     struct LinearBackward;
 
     impl Backward<Flex, 3> for LinearBackward {
@@ -1457,6 +1537,24 @@ mod flex {
                 OpsKind::UnTracked(prep) => prep.finish(y),
             }
         }
+
+        fn pretext_gather_rows(
+            x: FloatTensor<Self>,
+            index: Vec<u32>,
+            picked: usize,
+        ) -> FloatTensor<Self> {
+            let prep = GatherRowsBackward
+                .prepare::<C>([x.node()])
+                .compute_bound()
+                .stateful();
+            let x = x.into_primitive();
+            let s = pick_shape(&x, picked);
+            let y = Flex::pretext_gather_rows(x, index.clone(), picked);
+            match prep {
+                OpsKind::Tracked(prep) => prep.finish((index, s), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
     }
 }
 
@@ -1705,6 +1803,39 @@ mod tests {
             close(y.inner(), y_ref.inner(), &format!("{what} output"));
             close(dx, dx_ref, &format!("{what} input gradient"));
         }
+    }
+
+    /// Picked rows and their gradients equal burn's `gather` along the rows, a row picked
+    /// twice included (its two gradients add up).
+    #[test]
+    fn gather_rows_matches_burns() {
+        let device = Device::flex().autodiff();
+        device.seed(12);
+        let x = Tensor::<3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let index = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![4i64, 0, 4, 1, 2, 3], [2, 3]),
+            &device,
+        );
+        let r = Tensor::<3>::random([2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fast: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if fast {
+                gather_rows(x.clone(), index.clone())
+            } else {
+                x.clone()
+                    .gather(1, index.clone().unsqueeze_dim::<3>(2).expand([2, 3, 3]))
+            };
+            let dx = x.grad(&(y.clone() * r.clone()).sum().backward()).unwrap();
+            (y, dx)
+        };
+        let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+        assert_eq!(y.clone().into_data(), y_ref.into_data(), "picked rows");
+        close(dx.clone().unsqueeze(), dx_ref.unsqueeze(), "gradient");
+        let dx: Vec<f32> = dx.into_data().try_to_vec().unwrap();
+        assert!(
+            dx[3..6].iter().all(|&g| g == 0.0),
+            "row 1 of sequence 0 was not picked"
+        );
     }
 
     /// GELU and softmax: outputs and input gradients equal burn's ops (softmax also with rows

@@ -6,9 +6,11 @@
 //! for those features runs on eight (sixteen) lanes. [`with_avx2!`](crate::with_avx2) writes the two copies of a
 //! function and picks one at each call (the CPU check is a cached load).
 //!
-//! Rust never fuses `a·b + c` into one FMA on its own (no fast-math), and the loops keep their
-//! partial sums in explicit lanes, so both copies give the same bits: results do not depend on
-//! the machine's instruction set.
+//! Rust never fuses `a·b + c` into one FMA on its own (no fast-math); where a loop wants one it
+//! says `mul_add`, which is one instruction where the CPU has FMA and the C library's `fmaf`
+//! elsewhere: both round once, so the same bits (only slower on a CPU without FMA). The loops
+//! keep their partial sums in explicit lanes, so every copy gives the same bits: results do
+//! not depend on the machine's instruction set.
 
 /// Whether this CPU runs AVX2 and FMA (cached by the standard library after the first call).
 #[inline(always)]
