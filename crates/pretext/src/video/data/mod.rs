@@ -214,8 +214,13 @@ impl VideoSet {
     /// The videos `rows`, in that order.
     pub fn select(&self, rows: &[usize]) -> VideoSet {
         let n = self.frame_len();
-        let mut pixels = Vec::new();
-        let mut starts = vec![0];
+        let frames: usize = rows
+            .iter()
+            .map(|&r| self.starts[r + 1] - self.starts[r])
+            .sum();
+        let mut pixels = Vec::with_capacity(frames * n);
+        let mut starts = Vec::with_capacity(rows.len() + 1);
+        starts.push(0);
         for &r in rows {
             let (a, b) = (self.starts[r], self.starts[r + 1]);
             pixels.extend_from_slice(&self.pixels[a * n..b * n]);
@@ -314,7 +319,12 @@ pub fn load_splits(
                 config.clip_frames
             ));
         }
-        let set = set.select(&keep);
+        // Every video long enough (the usual case) keeps the set as it is, without a copy.
+        let set = if keep.len() == set.len() {
+            set
+        } else {
+            set.select(&keep)
+        };
         report.videos = set.len();
         if set.is_empty() {
             bail!(

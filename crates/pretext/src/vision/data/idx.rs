@@ -72,7 +72,12 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Parse IDX bytes (raw or gzipped).
 pub fn parse_idx(raw: &[u8]) -> Result<IdxArray> {
     let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::new();
+        // Sized once from the gzip trailer's length (modulo 2³², so only a hint, bounded by
+        // deflate's largest ratio): growing by doubling copied and first-touched twice the
+        // bytes, seconds for Moving MNIST's 820 MB on a fresh machine.
+        let trailer = raw.len().checked_sub(4).map(|at| &raw[at..]);
+        let hint = trailer.map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize);
+        let mut out = Vec::with_capacity(hint.min(raw.len().saturating_mul(1032)));
         GzDecoder::new(raw)
             .read_to_end(&mut out)
             .context("gzip stream is corrupt or truncated")?;
