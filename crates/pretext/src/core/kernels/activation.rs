@@ -99,12 +99,13 @@ pub fn erf(x: f32) -> f32 {
 #[inline(always)]
 fn erf_and_gaussian(x: f32) -> (f32, f32) {
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    let gaussian = exp(-a * a);
-    ((1.0 - poly * gaussian).copysign(x), gaussian)
+    let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
+    let poly = t.mul_add(1.061_405_4, -1.453_152);
+    let poly = t.mul_add(poly, 1.421_413_8);
+    let poly = t.mul_add(poly, -0.284_496_74);
+    let poly = t * t.mul_add(poly, 0.254_829_6);
+    let gaussian = exp_nonpositive(-a * a);
+    ((-poly).mul_add(gaussian, 1.0).copysign(x), gaussian)
 }
 
 /// `n` values written task by task (in parallel) by `fill(first, chunk)`, which must write every

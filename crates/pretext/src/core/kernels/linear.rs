@@ -14,7 +14,8 @@
 
 use gemm::Parallelism;
 
-use super::matmul::matmul;
+use super::matmul::{matmul, matmul_new};
+use crate::with_avx2;
 
 /// Products below this many multiply-adds run on one thread (splitting costs more).
 const PARALLEL_WORK: usize = 1 << 18;
@@ -83,40 +84,25 @@ pub fn backward(
         "linear: gradient of the wrong size"
     );
     let par = parallelism(rows * input * output);
-    let dx = want[0].then(|| {
-        let mut dx = vec![0.0; rows * input];
-        // dy[rows × out] · Wᵀ[out × in]: Wᵀ's row stride is 1, its column stride `output`.
-        matmul(
-            &mut dx,
-            false,
-            (dy, output, 1),
-            (w, 1, output),
-            [rows, input, output],
-            par,
-        );
-        dx
-    });
-    let dw = want[1].then(|| {
-        let mut dw = vec![0.0; input * output];
-        // xᵀ[in × rows] · dy[rows × out].
-        matmul(
-            &mut dw,
-            false,
-            (x, 1, input),
-            (dy, output, 1),
-            [input, output, rows],
-            par,
-        );
-        dw
-    });
-    let db = want[2].then(|| {
-        let mut db = vec![0.0; output];
-        for row in dy.chunks_exact(output) {
-            db.iter_mut().zip(row).for_each(|(acc, g)| *acc += g);
-        }
-        db
-    });
+    // dy[rows × out] · Wᵀ[out × in]: Wᵀ's row stride is 1, its column stride `output`.
+    let dx =
+        want[0].then(|| matmul_new((dy, output, 1), (w, 1, output), [rows, input, output], par));
+    // xᵀ[in × rows] · dy[rows × out].
+    let dw =
+        want[1].then(|| matmul_new((x, 1, input), (dy, output, 1), [input, output, rows], par));
+    let db = want[2].then(|| sum_rows(dy, output));
     (dx, dw, db)
+}
+
+with_avx2! {
+    /// The sum of `x`'s rows of `width`, in row order (vectorised across the columns).
+    fn sum_rows(x: &[f32], width: usize) -> Vec<f32> {
+        let mut sum = vec![0.0; width];
+        for row in x.chunks_exact(width) {
+            sum.iter_mut().zip(row).for_each(|(acc, g)| *acc += g);
+        }
+        sum
+    }
 }
 
 #[cfg(test)]

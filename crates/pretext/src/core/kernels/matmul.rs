@@ -28,16 +28,8 @@ pub fn matmul_scaled(
     scale: f32,
     parallelism: Parallelism,
 ) {
-    let extent = |(len, rs, cs): (usize, usize, usize), rows: usize, cols: usize| {
-        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len);
-    };
-    extent((dst.len(), dst_rs, 1), m, n);
-    extent((lhs.0.len(), lhs.1, lhs.2), m, k);
-    extent((rhs.0.len(), rhs.1, rhs.2), k, n);
-    if m == 0 || n == 0 {
-        return;
-    }
     if k == 0 {
+        extent((dst.len(), dst_rs, 1), m, n);
         if !accumulate {
             for row in 0..m {
                 dst[row * dst_rs..row * dst_rs + n].fill(0.0);
@@ -45,14 +37,83 @@ pub fn matmul_scaled(
         }
         return;
     }
-    // SAFETY: the asserts above keep every index the product touches inside the three slices;
-    // `dst` is exclusively borrowed and does not alias `lhs` or `rhs`.
+    // SAFETY: `dst` is an exclusively borrowed, initialised slice of `dst.len()` floats.
+    unsafe {
+        product(
+            (dst.as_mut_ptr(), dst.len(), dst_rs),
+            accumulate,
+            lhs,
+            rhs,
+            [m, n, k],
+            scale,
+            parallelism,
+        )
+    };
+}
+
+/// `lhs[m × k] · rhs[k × n]` as a new row-major `[m × n]`, written without being zeroed first:
+/// the product overwrites every element, and zeroing was a pass over fresh memory of its own.
+pub fn matmul_new(
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    [m, n, k]: [usize; 3],
+    parallelism: Parallelism,
+) -> Vec<f32> {
+    if k == 0 || m == 0 || n == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the capacity holds `m · n` floats, which the product (k > 0, not accumulating:
+    // `gemm` does not read the destination) writes, every one, before `set_len` exposes them.
+    unsafe {
+        product(
+            (dst.as_mut_ptr(), m * n, n),
+            false,
+            lhs,
+            rhs,
+            [m, n, k],
+            1.0,
+            parallelism,
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// Panics unless every index of a `rows × cols` matrix at (row stride, column stride) lies
+/// in `len` elements.
+fn extent((len, rs, cs): (usize, usize, usize), rows: usize, cols: usize) {
+    assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len);
+}
+
+/// The product on a destination given as (pointer, length, row stride).
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` floats (and reads, when accumulating), and
+/// must not overlap `lhs` or `rhs`.
+unsafe fn product(
+    (dst, dst_len, dst_rs): (*mut f32, usize, usize),
+    accumulate: bool,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    [m, n, k]: [usize; 3],
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    extent((dst_len, dst_rs, 1), m, n);
+    extent((lhs.0.len(), lhs.1, lhs.2), m, k);
+    extent((rhs.0.len(), rhs.1, rhs.2), k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every index the product touches inside the three
+    // buffers; the caller vouches for `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
