@@ -21,36 +21,12 @@ const TASK: usize = 1 << 14;
 /// rely on it), +inf above 88.7.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let underflow = x < -87.3;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split so that n·LN2_HI is exact for the n that occur.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let overflow = x > 88.7;
-    let x = x.clamp(-87.3, 88.7);
-    // Round to nearest by adding and removing 1.5·2²³ (plain adds vectorise; `round` is a
-    // library call on baseline x86-64). While `t` is in [2²³, 2²⁴) its low mantissa bits hold
-    // 0x400000 + n, so n as an integer comes from the bits: a float-to-int `as` would be eight
-    // scalar conversions with saturation fix-ups per vector.
-    const ROUND: f32 = 12_582_912.0;
-    let t = x.mul_add(LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = (-n).mul_add(LN2_HI, x);
-    let r = (-n).mul_add(LN2_LO, r);
-    // e^r on |r| <= ln2/2 by its Taylor series to r^6 (Horner, one fused multiply-add a
-    // degree: see `simd.rs` on why fused products give the same bits on every machine).
-    let p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
-    let p = r.mul_add(p, 1.0 / 24.0);
-    let p = r.mul_add(p, 1.0 / 6.0);
-    let p = r.mul_add(p, 0.5);
-    let p = r.mul_add(p, 1.0);
-    let p = r.mul_add(p, 1.0);
-    // 2^n through the exponent bits, in two factors so each stays a normal number for every
-    // n the clamp allows (-126..=128).
-    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let (underflow, overflow) = (x < -87.3, x > 88.7);
+    let (p, n) = exp_reduced(x);
+    // 2^n in two factors so each stays a normal number for every n the clamp allows
+    // (-126..=128).
     let half = n >> 1;
-    let scale = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    let y = p * scale(half) * scale(n - half);
+    let y = p * power_of_two(half) * power_of_two(n - half);
     if underflow {
         0.0
     } else if overflow {
@@ -68,24 +44,43 @@ pub fn exp(x: f32) -> f32 {
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     let underflow = x < -87.3;
+    let (p, n) = exp_reduced(x);
+    let y = p * power_of_two(n);
+    if underflow { 0.0 } else { y }
+}
+
+/// `eˣ = p · 2ⁿ` for `x` clamped to [-87.3, 88.7], with `p = eʳ`, |r| <= ln2/2.
+#[inline(always)]
+fn exp_reduced(x: f32) -> (f32, i32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n·LN2_HI is exact for the n that occur.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.3, 88.7);
+    // Round to nearest by adding and removing 1.5·2²³ (plain adds vectorise; `round` is a
+    // library call on baseline x86-64). While `t` is in [2²³, 2²⁴) its low mantissa bits hold
+    // 0x400000 + n, so n as an integer comes from the bits: a float-to-int `as` would be eight
+    // scalar conversions with saturation fix-ups per vector.
     const ROUND: f32 = 12_582_912.0;
     let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
     let r = (-n).mul_add(LN2_HI, x);
     let r = (-n).mul_add(LN2_LO, r);
+    // e^r by its Taylor series to r^6 (Horner, one fused multiply-add a degree: see `simd.rs`
+    // on why fused products give the same bits on every machine).
     let p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
     let p = r.mul_add(p, 1.0 / 24.0);
     let p = r.mul_add(p, 1.0 / 6.0);
     let p = r.mul_add(p, 0.5);
     let p = r.mul_add(p, 1.0);
     let p = r.mul_add(p, 1.0);
-    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let y = p * f32::from_bits(((n + 127) as u32) << 23);
-    if underflow { 0.0 } else { y }
+    (p, (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32))
+}
+
+/// 2ᵏ through the exponent bits (+inf for k = 128).
+#[inline(always)]
+fn power_of_two(k: i32) -> f32 {
+    f32::from_bits(((k + 127) as u32) << 23)
 }
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26.
