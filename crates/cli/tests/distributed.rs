@@ -504,12 +504,23 @@ fn a_rank_killed_mid_run_ends_the_job_by_name_and_resume_reaches_the_uninterrupt
     let wall = started.elapsed();
 
     let mut job = mlm(2, &work, "killed", &extra);
+    let spawned = Instant::now();
     let job = job
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(wall / 2);
+    // Killed once the first checkpoint (step 4 of 40) is down: mid-run whatever the machine's
+    // speed (half the reference's wall time was too late once the data cache it built made
+    // the second run faster).
+    let first_checkpoint = work.join("killed").join("checkpoint.safetensors");
+    while !first_checkpoint.exists() {
+        assert!(
+            spawned.elapsed() < Duration::from_secs(120),
+            "no checkpoint after two minutes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let rank1 = rank_process(job.id(), 1).expect("rank 1 of the running job");
     let killed = Instant::now();
     assert!(
@@ -536,21 +547,24 @@ fn a_rank_killed_mid_run_ends_the_job_by_name_and_resume_reaches_the_uninterrupt
         .find(|l| l.contains("rank 1"))
         .unwrap_or_default();
     eprintln!(
-        "rank 1 killed {:?} into a {wall:?} run; the job ended {:?} later: {named}",
-        wall / 2,
+        "rank 1 killed {:?} into a run the reference did in {wall:?}; the job ended {:?} \
+         later: {named}",
+        killed - spawned,
         killed.elapsed()
     );
 
-    // Resumed from the last checkpoint (or started again if none was written yet), the run ends
-    // where the uninterrupted one does, bit for bit.
-    let last = Checkpoint::load(&work.join("killed")).ok();
-    eprintln!(
-        "checkpoint left at step {}",
-        last.as_ref()
-            .map_or("none".into(), |c| c.meta["step"].to_string())
-    );
-    let again: &[&str] = if last.is_some() { &["--resume"] } else { &[] };
-    succeeds(mlm(2, &work, "killed", &[&extra[..], again].concat()));
+    // Resumed from the last checkpoint, the run ends where the uninterrupted one does, bit for
+    // bit.
+    let last = Checkpoint::load(&work.join("killed")).unwrap();
+    let left_at = last.meta["step"].as_u64().unwrap_or(0);
+    eprintln!("checkpoint left at step {left_at}");
+    assert!(left_at < 40, "the run had finished before the kill");
+    succeeds(mlm(
+        2,
+        &work,
+        "killed",
+        &[&extra[..], &["--resume"]].concat(),
+    ));
     let want = Checkpoint::load(&work.join("reference")).unwrap();
     let got = Checkpoint::load(&work.join("killed")).unwrap();
     assert_eq!(got.meta["step"], 40);
