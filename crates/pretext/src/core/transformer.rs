@@ -9,6 +9,9 @@
 //! because burn's module runs its layer norms, softmax and GELU as chains of small tensor ops,
 //! which the fused kernels of [`crate::core::kernels`] replace.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
@@ -18,19 +21,35 @@ use crate::core::kernels::{self, FastLayerNorm, LinearForward, gelu};
 /// `get_sinusoid_encoding_table`): channel pair `2i, 2i + 1` holds the sine and cosine of
 /// `position / 10000^(2i / dim)`.
 pub fn sinusoid_table(n: usize, dim: usize) -> Vec<f32> {
+    let wavelengths: Vec<f64> = (0..dim)
+        .map(|j| 10_000f64.powf((2 * (j / 2)) as f64 / dim as f64))
+        .collect();
     let mut table = Vec::with_capacity(n * dim);
     for pos in 0..n {
-        for j in 0..dim {
-            let angle = pos as f64 / 10_000f64.powf((2 * (j / 2)) as f64 / dim as f64);
+        for (j, wavelength) in wavelengths.iter().enumerate() {
+            let angle = pos as f64 / wavelength;
             table.push(if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
         }
     }
     table
 }
 
-/// [`sinusoid_table`] as a `[1, n, dim]` tensor.
+/// [`sinusoid_table`] as a `[1, n, dim]` tensor. Tables are kept once built: VideoMAE asks for
+/// two every step, and 60,000 sines and cosines in f64 were about 1% of the step.
 pub fn sinusoid_positions(n: usize, dim: usize, device: &Device) -> Tensor<3> {
-    Tensor::from_data(TensorData::new(sinusoid_table(n, dim), [1, n, dim]), device)
+    type Tables = HashMap<(usize, usize), Arc<[f32]>>;
+    static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
+    let table = {
+        let mut tables = TABLES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tables
+            .get_or_insert_with(HashMap::new)
+            .entry((n, dim))
+            .or_insert_with(|| sinusoid_table(n, dim).into())
+            .clone()
+    };
+    Tensor::from_data(TensorData::new(table.to_vec(), [1, n, dim]), device)
 }
 
 /// Self-attention with its four projections (burn's `MultiHeadAttention` names).

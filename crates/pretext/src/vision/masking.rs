@@ -152,6 +152,25 @@ pub fn normalize_patches(patches: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>
     ((patches - mean.clone()) / std.clone(), mean, std)
 }
 
+/// [`normalize_patches`]'s normalised patches alone (MAE's loss target) as one layer
+/// normalisation: with `c = (n − 1)/n` for patches of `n` values, the unbiased variance is the
+/// biased one over `c`, so `(x − μ)/√(s² + ε) = √c·(x − μ)/√(σ² + c·ε)`. The five tensor ops of
+/// the definition were about 1.4% of a VideoMAE step.
+pub fn normalized_patches(patches: Tensor<3>) -> Tensor<3> {
+    let n = patches.dims()[2];
+    if n < 2 {
+        return normalize_patches(patches).0;
+    }
+    let c = (n - 1) as f64 / n as f64;
+    let device = patches.device();
+    crate::core::kernels::layer_norm(
+        patches,
+        Tensor::full([n], c.sqrt(), &device),
+        Tensor::zeros([n], &device),
+        1e-6 * c,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +317,26 @@ mod tests {
             "a flat patch stays flat"
         );
         assert_eq!(values(mean), vec![3.0, 5.0]);
+    }
+
+    /// The one-pass target equals the definition's, through the kernel (autodiff) and burn's
+    /// layer norm (without), on patches of very different scales and a flat one.
+    #[test]
+    fn normalized_patches_equal_the_definition() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let patches = Tensor::<3>::random([3, 5, 12], Distribution::Default, &device)
+                * Tensor::<3>::from_data(
+                    TensorData::new(vec![0.01f32, 1.0, 100.0, 0.0, 3.0], [1, 5, 1]),
+                    &device,
+                );
+            let want = values(normalize_patches(patches.clone()).0);
+            let got = values(normalized_patches(patches));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "[{i}]: {g} against {w}"
+                );
+            }
+        }
     }
 }

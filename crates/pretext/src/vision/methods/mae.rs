@@ -18,7 +18,8 @@ use crate::vision::backbones::vit::{final_norm, pre_norm_blocks, sincos_position
 use crate::vision::backbones::{Backbone, Vit};
 use crate::vision::config::PretrainConfig;
 use crate::vision::masking::{
-    PatchMask, check_patch_masking, gather_tokens, normalize_patches, random_masking,
+    PatchMask, check_patch_masking, gather_tokens, normalize_patches, normalized_patches,
+    random_masking,
 };
 use crate::vision::views::ViewConfig;
 
@@ -176,7 +177,7 @@ impl Mae {
     /// `norm_pix_loss`.
     pub fn masked_loss(&self, pred: Tensor<3>, patches: Tensor<3>, mask: Tensor<2>) -> Tensor<1> {
         let target = if self.config.norm_pix_loss {
-            normalize_patches(patches).0
+            normalized_patches(patches)
         } else {
             patches
         };
