@@ -31,7 +31,7 @@ pub fn tube_masking(
     };
     let keep = in_slots(shuffle.clone().narrow(1, 0, visible));
     let hidden = in_slots(shuffle.clone().narrow(1, visible, space - visible));
-    let restore = Tensor::cat(vec![keep.clone(), hidden], 1).argsort(1);
+    let restore = Tensor::cat(vec![keep.clone(), hidden.clone()], 1).argsort(1);
     let spatial = Tensor::cat(
         vec![
             Tensor::<2>::zeros([batch, visible], device),
@@ -45,6 +45,7 @@ pub fn tube_masking(
         keep,
         restore,
         mask,
+        hidden,
     }
 }
 
@@ -93,6 +94,21 @@ mod tests {
                     assert!(at >= slots);
                 }
             }
+        }
+        // The hidden indices are the masked positions, each once.
+        let hidden = m
+            .hidden
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
+        let hidden_count = n - slots;
+        for (r, row) in hidden.chunks(hidden_count).enumerate() {
+            let mut sorted = row.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), hidden_count);
+            assert!(sorted.iter().all(|&p| mask[r * n + p as usize] == 1.0));
         }
     }
 }

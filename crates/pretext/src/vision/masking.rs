@@ -107,6 +107,8 @@ pub struct PatchMask {
     pub restore: Tensor<2, Int>,
     /// 1 where a patch is masked, 0 where it is visible `[batch, patches]`.
     pub mask: Tensor<2>,
+    /// Indices of the hidden patches `[batch, patches - visible]`.
+    pub hidden: Tensor<2, Int>,
 }
 
 impl PatchMask {
@@ -121,6 +123,7 @@ pub fn random_masking(batch: usize, patches: usize, ratio: f64, device: &Device)
     let noise = world().random_rows([batch, patches], Distribution::Uniform(0.0, 1.0), device);
     let shuffle = noise.argsort(1);
     let restore = shuffle.clone().argsort(1);
+    let hidden = shuffle.clone().narrow(1, visible, patches - visible);
     let keep = shuffle.narrow(1, 0, visible);
     let in_shuffled_order = Tensor::cat(
         vec![
@@ -134,6 +137,7 @@ pub fn random_masking(batch: usize, patches: usize, ratio: f64, device: &Device)
         keep,
         restore,
         mask,
+        hidden,
     }
 }
 
@@ -265,12 +269,21 @@ mod tests {
         assert_eq!(mask, values(b.mask.clone()), "same seed, same mask");
         assert_ne!(mask, values(c.mask.clone()), "another seed, another mask");
         assert_ne!(&mask[..49], &mask[49..98], "each image draws its own mask");
-        // The kept indices are exactly the unmasked positions, and restore inverts the shuffle.
+        // The kept indices are exactly the unmasked positions, the hidden ones exactly the
+        // masked positions (each once), and restore inverts the shuffle.
         let keep = ints(a.keep.clone());
         for (i, row) in keep.chunks(12).enumerate() {
             for &k in row {
                 assert_eq!(mask[i * 49 + k as usize], 0.0);
             }
+        }
+        let hidden = ints(a.hidden.clone());
+        for (i, row) in hidden.chunks(37).enumerate() {
+            let mut sorted = row.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 37);
+            assert!(sorted.iter().all(|&h| mask[i * 49 + h as usize] == 1.0));
         }
         let restore = ints(a.restore.clone());
         for (i, row) in restore.chunks(49).enumerate() {

@@ -5,8 +5,8 @@
 //! ```text
 //! x = tubelets(clip); mask = tube_mask(90%)
 //! latent = encoder(embed(x[visible]) + pos[visible])
-//! pred = decoder(latent ++ mask tokens, decoder positions)
-//! loss = mse(pred[hidden], norm(x[hidden]))
+//! pred = head(decoder(latent ++ mask tokens, decoder positions)[hidden])
+//! loss = mse(pred, norm(x[hidden]))
 //! ```
 
 use anyhow::Result;
@@ -73,8 +73,9 @@ impl VideoMethod for VideoMae {
         let positions = sinusoid_positions(tokens, vit.dim(), &device);
         let latent = encode_visible_at(vit, patches.clone(), &mask, positions);
         let positions = sinusoid_positions(tokens, self.mae.decoder_dim(), &device);
-        let pred = self.mae.decode_at(latent, &mask, positions);
-        Ok(Step::from(self.mae.masked_loss(pred, patches, mask.mask)))
+        Ok(Step::from(
+            self.mae.hidden_loss_at(latent, &mask, positions, patches),
+        ))
     }
 
     fn features(&self, clips: Tensor<5>) -> Tensor<2> {

@@ -137,6 +137,19 @@ impl Mae {
         mask: &PatchMask,
         positions: Tensor<3>,
     ) -> Tensor<3> {
+        let l = positions.dims()[1];
+        let decoded = self.decoder_tokens(latent, mask, positions);
+        self.decoder_pred.forward_fast(decoded.narrow(1, 1, l))
+    }
+
+    /// The decoder's normalised tokens `[batch, 1 + patches, decoder_dim]` (class token
+    /// first), each patch's token in its place.
+    fn decoder_tokens(
+        &self,
+        latent: Tensor<3>,
+        mask: &PatchMask,
+        positions: Tensor<3>,
+    ) -> Tensor<3> {
         let x = self.decoder_embed.forward_fast(latent);
         let [b, n, dim] = x.dims();
         let l = positions.dims()[1];
@@ -145,10 +158,33 @@ impl Mae {
         let masked = self.mask_token.val().expand([b, l - mask.visible(), dim]);
         let in_place =
             gather_tokens(Tensor::cat(vec![visible, masked], 1), mask.restore.clone()) + positions;
-        let decoded = self
-            .decoder_norm
-            .forward(self.decoder.forward(Tensor::cat(vec![cls, in_place], 1)));
-        self.decoder_pred.forward_fast(decoded.narrow(1, 1, l))
+        self.decoder_norm
+            .forward(self.decoder.forward(Tensor::cat(vec![cls, in_place], 1)))
+    }
+
+    /// [`Mae::masked_loss`] of [`Mae::decode_at`], with pixels predicted for the hidden patches
+    /// only, as VideoMAE's reference predicts them: every sequence hides as many patches, so
+    /// the mean over the hidden patches is the masked mean. At 90% masking the head's product
+    /// and the loss's terms for the visible tenth were waste, and picking the hidden tokens
+    /// leaves no strided view for the head to copy.
+    pub fn hidden_loss_at(
+        &self,
+        latent: Tensor<3>,
+        mask: &PatchMask,
+        positions: Tensor<3>,
+        patches: Tensor<3>,
+    ) -> Tensor<1> {
+        let decoded = self.decoder_tokens(latent, mask, positions);
+        // The class token comes first: patch `i`'s token is row `i + 1`.
+        let hidden_tokens = gather_tokens(decoded, mask.hidden.clone().add_scalar(1));
+        let pred = self.decoder_pred.forward_fast(hidden_tokens);
+        let target = gather_tokens(patches, mask.hidden.clone());
+        let target = if self.config.norm_pix_loss {
+            normalized_patches(target)
+        } else {
+            target
+        };
+        (pred - target).powi_scalar(2).mean()
     }
 }
 
@@ -339,6 +375,45 @@ mod tests {
         assert_close("patch gradients", fast.1, slow.1);
         assert_close("position gradients", fast.2, slow.2);
         assert_close("embedding gradients", fast.3, slow.3);
+    }
+
+    /// The loss on the hidden patches' predictions alone equals the masked loss of every
+    /// patch's prediction, in value and in the gradients of the head, the decoder and the
+    /// encoder, with and without `norm_pix_loss`.
+    #[test]
+    fn the_hidden_patches_loss_equals_the_masked_loss_of_all_predictions() {
+        let device = Device::flex().autodiff();
+        for norm_pix in [true, false] {
+            let mut mae = tiny_mae(&device);
+            mae.config.norm_pix_loss = norm_pix;
+            let vit = mae.encoder.vit().unwrap();
+            let images =
+                Tensor::<4>::random([3, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+            let patches = vit.patches(images);
+            let mask = random_masking(3, 49, 0.75, &device);
+            let run = |hidden_only: bool| {
+                let latent = mae.encode_visible(vit, patches.clone(), &mask, (7, 7));
+                let positions = sincos_positions((7, 7), 8, &device);
+                let loss = if hidden_only {
+                    mae.hidden_loss_at(latent, &mask, positions, patches.clone())
+                } else {
+                    let pred = mae.decode_at(latent, &mask, positions);
+                    mae.masked_loss(pred, patches.clone(), mask.mask.clone())
+                };
+                let grads = loss.clone().backward();
+                (
+                    values(loss),
+                    values(mae.decoder_pred.weight.grad(&grads).unwrap()),
+                    values(mae.decoder_embed.weight.grad(&grads).unwrap()),
+                    values(vit.patch_embed.weight.grad(&grads).unwrap()),
+                )
+            };
+            let (hidden, all) = (run(true), run(false));
+            assert_close("loss", hidden.0, all.0);
+            assert_close("head gradient", hidden.1, all.1);
+            assert_close("decoder gradient", hidden.2, all.2);
+            assert_close("encoder gradient", hidden.3, all.3);
+        }
     }
 
     #[test]
