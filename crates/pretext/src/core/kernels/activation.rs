@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::uninit::par_written;
 use crate::with_avx2;
 
 /// Elements per parallel task: large enough that scheduling costs nothing.
@@ -103,20 +104,6 @@ fn erf_and_gaussian(x: f32) -> (f32, f32) {
     ((-poly).mul_add(gaussian, 1.0).copysign(x), gaussian)
 }
 
-/// `n` values written task by task (in parallel) by `fill(first, chunk)`, which must write every
-/// element of `chunk` (elements `first..first + chunk.len()` of the result). Nothing is zeroed
-/// first: the kernels overwrite all of it, and zeroing was a pass over memory of its own.
-fn par_written(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| fill(task * TASK, chunk));
-    // SAFETY: the capacity is `n`, and `fill` wrote each of the first `n` elements.
-    unsafe { out.set_len(n) };
-    out
-}
-
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -147,18 +134,24 @@ with_avx2! {
 
 /// `gelu(x) = x·Φ(x)`, Φ the standard normal distribution function (the exact, erf form).
 pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    par_written(x.len(), |first, y| {
-        gelu_chunk(y, &x[first..first + y.len()])
-    })
+    // SAFETY: `gelu_chunk` writes every element of its chunk.
+    unsafe {
+        par_written(x.len(), TASK, |first, y| {
+            gelu_chunk(y, &x[first..first + y.len()])
+        })
+    }
 }
 
 /// `dx = dy·(Φ(x) + x·φ(x))`.
 pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), dy.len(), "gelu backward: gradient length");
-    par_written(x.len(), |first, dx| {
-        let range = first..first + dx.len();
-        gelu_grad_chunk(dx, &x[range.clone()], &dy[range])
-    })
+    // SAFETY: `gelu_grad_chunk` writes every element of its chunk.
+    unsafe {
+        par_written(x.len(), TASK, |first, dx| {
+            let range = first..first + dx.len();
+            gelu_grad_chunk(dx, &x[range.clone()], &dy[range])
+        })
+    }
 }
 
 /// Running values per lane in [`lanes`]: one AVX-512 register, two AVX2 ones, four SSE ones.

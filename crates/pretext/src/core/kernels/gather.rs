@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::uninit::par_written;
+
 /// `batch` sequences of `rows` rows of `width` values, `picked` indices per sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PickShape {
@@ -40,20 +42,22 @@ pub fn forward(x: &[f32], index: &[u32], s: PickShape) -> Vec<f32> {
         s.batch * s.rows * s.width,
         "gather rows: input length"
     );
-    let mut out = vec![0.0f32; s.batch * s.picked * s.width];
-    if out.is_empty() {
-        return out;
+    let n = s.batch * s.picked * s.width;
+    if n == 0 {
+        return Vec::new();
     }
-    out.par_chunks_mut(s.picked * s.width)
-        .zip(x.par_chunks(s.rows * s.width))
-        .zip(index.par_chunks(s.picked))
-        .for_each(|((out, x), index)| {
+    // SAFETY: sequence `b`'s chunk is `picked` rows of `width`, each written by one copy.
+    unsafe {
+        par_written(n, s.picked * s.width, |first, out| {
+            let b = first / (s.picked * s.width);
+            let x = &x[b * s.rows * s.width..(b + 1) * s.rows * s.width];
+            let index = &index[b * s.picked..(b + 1) * s.picked];
             for (row, &i) in out.chunks_mut(s.width).zip(index) {
                 let i = i as usize;
-                row.copy_from_slice(&x[i * s.width..(i + 1) * s.width]);
+                row.write_copy_of_slice(&x[i * s.width..(i + 1) * s.width]);
             }
-        });
-    out
+        })
+    }
 }
 
 /// `[batch, rows, width]`: each picked row's gradient added to the row it was picked from

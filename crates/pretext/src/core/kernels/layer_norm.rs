@@ -11,7 +11,11 @@
 //! `dx = r·(g − mean(g) − x̂·mean(g·x̂))`. The parameter gradients are summed over fixed blocks
 //! of rows and then block by block in order, so they do not depend on the number of threads.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::uninit::written;
 
 use crate::with_avx2;
 
@@ -68,15 +72,19 @@ pub fn forward(
     }
     let rows = x.len() / width;
     let block = rows_per_task(width);
-    let mut y = vec![0.0f32; x.len()];
     let mut mean = vec![0.0f32; rows];
     let mut rstd = vec![0.0f32; rows];
-    y.par_chunks_mut(block * width)
-        .zip(x.par_chunks(block * width))
-        .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
-        .for_each(|((y, x), (mean, rstd))| {
-            forward_rows(y, x, mean, rstd, gamma, beta, epsilon, width)
-        });
+    // SAFETY: `forward_rows` writes every element of its rows.
+    let y = unsafe {
+        written(x.len(), |y| {
+            y.par_chunks_mut(block * width)
+                .zip(x.par_chunks(block * width))
+                .zip(mean.par_chunks_mut(block).zip(rstd.par_chunks_mut(block)))
+                .for_each(|((y, x), (mean, rstd))| {
+                    forward_rows(y, x, mean, rstd, gamma, beta, epsilon, width)
+                })
+        })
+    };
     (y, RowStats { mean, rstd })
 }
 
@@ -96,22 +104,29 @@ pub fn backward(
         "layer_norm backward: statistics"
     );
     let block = rows_per_task(width);
-    let mut dx = vec![0.0f32; x.len()];
     // One (dγ, dβ) partial per block of rows, collected in block order.
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-        .par_chunks_mut(block * width)
-        .zip(
-            x.par_chunks(block * width)
-                .zip(dy.par_chunks(block * width)),
-        )
-        .zip(
-            stats
-                .mean
-                .par_chunks(block)
-                .zip(stats.rstd.par_chunks(block)),
-        )
-        .map(|((dx, (x, dy)), (mean, rstd))| backward_rows(dx, x, dy, mean, rstd, gamma, width))
-        .collect();
+    let mut partials: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+    // SAFETY: `backward_rows` writes every element of its rows.
+    let dx = unsafe {
+        written(x.len(), |dx| {
+            partials = dx
+                .par_chunks_mut(block * width)
+                .zip(
+                    x.par_chunks(block * width)
+                        .zip(dy.par_chunks(block * width)),
+                )
+                .zip(
+                    stats
+                        .mean
+                        .par_chunks(block)
+                        .zip(stats.rstd.par_chunks(block)),
+                )
+                .map(|((dx, (x, dy)), (mean, rstd))| {
+                    backward_rows(dx, x, dy, mean, rstd, gamma, width)
+                })
+                .collect()
+        })
+    };
     let mut dgamma = vec![0.0f64; width];
     let mut dbeta = vec![0.0f64; width];
     for (pg, pb) in &partials {
@@ -131,7 +146,7 @@ with_avx2! {
     /// The forward over a block of whole rows, each row's statistics into `mean` and `rstd`.
     #[allow(clippy::too_many_arguments)]
     fn forward_rows(
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
         x: &[f32],
         mean: &mut [f32],
         rstd: &mut [f32],
@@ -152,12 +167,12 @@ with_avx2! {
             match beta {
                 Some(beta) => {
                     for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                        *y = (x - mu) * r * g + b;
+                        y.write((x - mu) * r * g + b);
                     }
                 }
                 None => {
                     for ((y, &x), &g) in y.iter_mut().zip(x).zip(gamma) {
-                        *y = (x - mu) * r * g;
+                        y.write((x - mu) * r * g);
                     }
                 }
             }
@@ -169,7 +184,7 @@ with_avx2! {
 with_avx2! {
     /// The backward over a block of whole rows: `dx` written, the block's `(dγ, dβ)` returned.
     fn backward_rows(
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
         x: &[f32],
         dy: &[f32],
         mean: &[f32],
@@ -208,7 +223,7 @@ with_avx2! {
             {
                 *dg += dy * h;
                 *db += dy;
-                *dx = r * (g - mean_g - h * mean_gx);
+                dx.write(r * (g - mean_g - h * mean_gx));
             }
         }
         (dgamma, dbeta)

@@ -36,6 +36,7 @@ pub mod linear;
 pub mod matmul;
 pub mod max_pool;
 pub mod simd;
+pub mod uninit;
 
 #[cfg(feature = "flex")]
 use burn::backend::Dispatch;
