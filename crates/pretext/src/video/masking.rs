@@ -53,6 +53,10 @@ pub fn tube_masking(
 mod tests {
     use super::*;
 
+    fn ints(t: Tensor<2, Int>) -> Vec<i64> {
+        t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap()
+    }
+
     #[test]
     fn tubes_hide_the_same_places_in_every_slot_and_restore_inverts() {
         let device = Device::flex();
@@ -68,18 +72,8 @@ mod tests {
         }
         // `restore` sends each visible position to its place among the kept tokens and each
         // hidden one past them, once each: it undoes the (kept ++ hidden) shuffle.
-        let keep = m
-            .keep
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .unwrap();
-        let restore = m
-            .restore
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .unwrap();
+        let keep = ints(m.keep);
+        let restore = ints(m.restore);
         let n = slots * space;
         for r in 0..b {
             let mut seen = vec![false; n];
@@ -96,12 +90,7 @@ mod tests {
             }
         }
         // The hidden indices are the masked positions, each once.
-        let hidden = m
-            .hidden
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .unwrap();
+        let hidden = ints(m.hidden);
         let hidden_count = n - slots;
         for (r, row) in hidden.chunks(hidden_count).enumerate() {
             let mut sorted = row.to_vec();

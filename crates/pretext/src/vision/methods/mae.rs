@@ -323,13 +323,16 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    fn assert_close(what: &str, a: Vec<f32>, b: Vec<f32>) {
-        assert_eq!(a.len(), b.len(), "{what}: sizes");
-        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                "{what}[{i}]: {x} against {y}"
-            );
+    /// Each of the named value lists of `a` within 1e-5 (relative) of `b`'s.
+    fn assert_close<const N: usize>(names: [&str; N], a: [Vec<f32>; N], b: [Vec<f32>; N]) {
+        for ((what, a), b) in names.iter().zip(a).zip(b) {
+            assert_eq!(a.len(), b.len(), "{what}: sizes");
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "{what}[{i}]: {x} against {y}"
+                );
+            }
         }
     }
 
@@ -362,19 +365,23 @@ mod tests {
             };
             let grads = (out.clone() * weights.clone()).sum().backward();
             let weight = &vit.patch_embed.weight;
-            (
+            [
                 values(out),
                 values(patches.grad(&grads).unwrap()),
                 values(positions.grad(&grads).unwrap()),
                 values(weight.grad(&grads).unwrap()),
-            )
+            ]
         };
-        let fast = run(true);
-        let slow = run(false);
-        assert_close("encoder output", fast.0, slow.0);
-        assert_close("patch gradients", fast.1, slow.1);
-        assert_close("position gradients", fast.2, slow.2);
-        assert_close("embedding gradients", fast.3, slow.3);
+        assert_close(
+            [
+                "encoder output",
+                "patch gradients",
+                "position gradients",
+                "embedding gradients",
+            ],
+            run(true),
+            run(false),
+        );
     }
 
     /// The loss on the hidden patches' predictions alone equals the masked loss of every
@@ -401,18 +408,23 @@ mod tests {
                     mae.masked_loss(pred, patches.clone(), mask.mask.clone())
                 };
                 let grads = loss.clone().backward();
-                (
+                [
                     values(loss),
                     values(mae.decoder_pred.weight.grad(&grads).unwrap()),
                     values(mae.decoder_embed.weight.grad(&grads).unwrap()),
                     values(vit.patch_embed.weight.grad(&grads).unwrap()),
-                )
+                ]
             };
-            let (hidden, all) = (run(true), run(false));
-            assert_close("loss", hidden.0, all.0);
-            assert_close("head gradient", hidden.1, all.1);
-            assert_close("decoder gradient", hidden.2, all.2);
-            assert_close("encoder gradient", hidden.3, all.3);
+            assert_close(
+                [
+                    "loss",
+                    "head gradient",
+                    "decoder gradient",
+                    "encoder gradient",
+                ],
+                run(true),
+                run(false),
+            );
         }
     }
 
