@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::activation::{exp_shifted_in_place, softmax_grad_in_place, softmax_shift};
 use super::dropout;
+use super::head_matmul::{RowScale, head_matmul};
 use super::matmul::matmul_scaled;
 use crate::with_avx2;
 
@@ -144,25 +145,14 @@ with_avx2! {
 }
 
 with_avx2! {
-    /// `dst[i, ..width] = src[i, ..width] · inv[i]` for rows `dst_stride` and `src_stride`
-    /// apart, in place where `src` is `None`: the softmax's division applied to a head's
-    /// `head_dim` outputs (or output gradients) rather than to its `len` probabilities.
-    fn scale_rows(
-        dst: &mut [f32],
-        dst_stride: usize,
-        src: Option<(&[f32], usize)>,
-        width: usize,
-        inv: &[f32],
-    ) {
-        for (i, &inv) in inv.iter().enumerate() {
-            let row = &mut dst[i * dst_stride..i * dst_stride + width];
-            match src {
-                Some((src, stride)) => {
-                    for (d, &v) in row.iter_mut().zip(&src[i * stride..i * stride + width]) {
-                        *d = v * inv;
-                    }
-                }
-                None => row.iter_mut().for_each(|v| *v *= inv),
+    /// `dst[i, ..width] = src[i, ..width] · inv[i]`, `dst`'s rows `width` apart and `src`'s
+    /// `src_stride` apart: the softmax's division applied to a head's `head_dim` output
+    /// gradients rather than to its `len` probabilities.
+    fn scale_rows(dst: &mut [f32], src: &[f32], src_stride: usize, width: usize, inv: &[f32]) {
+        for ((row, i), &inv) in dst.chunks_exact_mut(width).zip(0..).zip(inv) {
+            let src = &src[i * src_stride..i * src_stride + width];
+            for (d, &v) in row.iter_mut().zip(src) {
+                *d = v * inv;
             }
         }
     }
@@ -222,17 +212,13 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], setup: AttentionSetup) -> (Vec<f
                     if let Some(d) = setup.dropout {
                         dropout::apply_in_place(exps, d.key, d.prob, setup.first_score(b, h));
                     }
-                    let head = &mut out[h * s.head_dim..];
-                    matmul_scaled(
-                        (head, dim),
-                        false,
+                    head_matmul(
+                        (&mut out[h * s.head_dim..], dim),
                         (exps, len, 1),
-                        (&v[s.offset(b, h)..], dim, 1),
+                        (&v[s.offset(b, h)..], dim),
                         [len, s.head_dim, len],
-                        1.0,
-                        Parallelism::None,
+                        RowScale::Each(&inv_sum[rows]),
                     );
-                    scale_rows(head, dim, None, s.head_dim, &inv_sum[rows]);
                 }
             });
         });
@@ -296,22 +282,13 @@ pub fn backward(
                         }
                         None => &*exps,
                     };
-                    let d_out_head = (&d_out[at..], dim);
-                    scale_rows(
-                        &mut d_out_scaled,
-                        s.head_dim,
-                        Some(d_out_head),
-                        s.head_dim,
-                        inv_sum,
-                    );
-                    matmul_scaled(
+                    scale_rows(&mut d_out_scaled, &d_out[at..], dim, s.head_dim, inv_sum);
+                    head_matmul(
                         (&mut dv[cols..], dim),
-                        false,
                         (kept, 1, len),
-                        (&d_out_scaled, s.head_dim, 1),
+                        (&d_out_scaled, s.head_dim),
                         [len, s.head_dim, len],
-                        1.0,
-                        Parallelism::None,
+                        RowScale::All(1.0),
                     );
                     // dP = dropout'(d_out · vᵀ), then through the softmax row by row.
                     matmul_scaled(
@@ -334,23 +311,19 @@ pub fn backward(
                         zero_masked(grad, &pad[b * len..(b + 1) * len]);
                     }
                     // dq = dS · k / √d, dk = dSᵀ · q / √d
-                    matmul_scaled(
+                    head_matmul(
                         (&mut dq[cols..], dim),
-                        false,
                         (grad, len, 1),
-                        (&k[at..], dim, 1),
+                        (&k[at..], dim),
                         [len, s.head_dim, len],
-                        scale,
-                        Parallelism::None,
+                        RowScale::All(scale),
                     );
-                    matmul_scaled(
+                    head_matmul(
                         (&mut dk[cols..], dim),
-                        false,
                         (grad, 1, len),
-                        (&q[at..], dim, 1),
+                        (&q[at..], dim),
                         [len, s.head_dim, len],
-                        scale,
-                        Parallelism::None,
+                        RowScale::All(scale),
                     );
                 }
             });

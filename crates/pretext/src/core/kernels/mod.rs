@@ -31,6 +31,7 @@ pub mod conv2d;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod gather;
+pub mod head_matmul;
 pub mod layer_norm;
 pub mod linear;
 pub mod matmul;
