@@ -21,13 +21,11 @@
 
 use std::cell::RefCell;
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::activation::{exp_shifted_in_place, softmax_grad_in_place, softmax_shift};
 use super::dropout;
-use super::head_matmul::{RowScale, head_matmul};
-use super::matmul::matmul_scaled;
+use super::head_products::{RowScale, head_matmul, head_scores};
 use crate::with_avx2;
 
 /// Score given to padded keys before the softmax: its exponential is exactly 0 in f32, so
@@ -112,21 +110,56 @@ impl AttentionSetup<'_> {
         first.wrapping_add(((b * s.heads + h) * s.len * s.len) as u32)
     }
 
-    /// `scores ← (q kᵀ)/√d` for head `h` of sequence `b`, padded keys masked.
-    fn scores(&self, scores: &mut [f32], q: &[f32], k: &[f32], b: usize, h: usize) {
+    /// `scores ← (q kᵀ)/√d` for head `h` of sequence `b`, padded keys masked; where `shift`
+    /// is given, each row's softmax shift goes there ([`softmax_shift`]: the row's maximum, 0
+    /// where that is not finite), found by the product as it writes the rows when no key is
+    /// padded.
+    fn scores(
+        &self,
+        scores: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        b: usize,
+        h: usize,
+        shift: Option<&mut [f32]>,
+    ) {
         let s = self.shape;
         let (len, dim, at) = (s.len, s.dim(), s.offset(b, h));
-        matmul_scaled(
-            (scores, len),
-            false,
-            (&q[at..], dim, 1),
-            (&k[at..], 1, dim),
-            [len, len, s.head_dim],
-            s.scale(),
-            Parallelism::None,
-        );
-        if let Some(pad) = self.key_pad {
-            mask_keys(scores, &pad[b * len..(b + 1) * len]);
+        let dims = [len, len, s.head_dim];
+        match (self.key_pad, shift) {
+            (None, Some(shift)) => {
+                head_scores(
+                    (scores, len),
+                    (&q[at..], dim),
+                    (&k[at..], dim),
+                    dims,
+                    s.scale(),
+                    Some(&mut *shift),
+                );
+                for shift in shift {
+                    if !shift.is_finite() {
+                        *shift = 0.0;
+                    }
+                }
+            }
+            (pad, shift) => {
+                head_scores(
+                    (scores, len),
+                    (&q[at..], dim),
+                    (&k[at..], dim),
+                    dims,
+                    s.scale(),
+                    None,
+                );
+                if let Some(pad) = pad {
+                    mask_keys(scores, &pad[b * len..(b + 1) * len]);
+                }
+                if let Some(shift) = shift {
+                    for (shift, row) in shift.iter_mut().zip(scores.chunks(len)) {
+                        *shift = softmax_shift(row);
+                    }
+                }
+            }
         }
     }
 }
@@ -200,13 +233,12 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], setup: AttentionSetup) -> (Vec<f
             with_scratch(len * len, |exps, _| {
                 for h in 0..s.heads {
                     let rows = h * len..(h + 1) * len;
-                    setup.scores(exps, q, k, b, h);
+                    setup.scores(exps, q, k, b, h, Some(&mut shift[rows.clone()]));
                     for ((row, shift), inv) in exps
                         .chunks_mut(len)
-                        .zip(&mut shift[rows.clone()])
+                        .zip(&shift[rows.clone()])
                         .zip(&mut inv_sum[rows.clone()])
                     {
-                        *shift = softmax_shift(row);
                         *inv = 1.0 / exp_shifted_in_place(row, *shift);
                     }
                     if let Some(d) = setup.dropout {
@@ -269,7 +301,7 @@ pub fn backward(
                     let rows = (b * s.heads + h) * len..(b * s.heads + h + 1) * len;
                     let (shift, inv_sum) = (&stats.shift[rows.clone()], &stats.inv_sum[rows]);
                     // The forward's numerators again: the same scores and shifts, the same bits.
-                    setup.scores(exps, q, k, b, h);
+                    setup.scores(exps, q, k, b, h, None);
                     for (row, &shift) in exps.chunks_mut(len).zip(shift) {
                         exp_shifted_in_place(row, shift);
                     }
@@ -291,14 +323,13 @@ pub fn backward(
                         RowScale::All(1.0),
                     );
                     // dP = dropout'(d_out · vᵀ), then through the softmax row by row.
-                    matmul_scaled(
+                    head_scores(
                         (grad, len),
-                        false,
-                        (&d_out[at..], dim, 1),
-                        (&v[at..], 1, dim),
+                        (&d_out[at..], dim),
+                        (&v[at..], dim),
                         [len, len, s.head_dim],
                         1.0,
-                        Parallelism::None,
+                        None,
                     );
                     if let Some(d) = setup.dropout {
                         dropout::apply_in_place(grad, d.key, d.prob, setup.first_score(b, h));

@@ -1,16 +1,25 @@
-//! The attention's products whose output is one head wide: `out[m × d] = s · a[m × k] ·
-//! b[k × d]` for a head of `d` = 16, 32 or 64 features (`p · v` forward; `dS · k`, `dSᵀ · q`
-//! and `pᵀ · dO` backward), with `a` read in place by strides (row-major or transposed) and
-//! `b` straight from the head's columns of `[len, heads · d]` rows.
+//! The attention's products of one head on AVX-512, with `gemm` where a CPU lacks it:
 //!
-//! Why not `gemm`: its register tile is 6 columns wide, so a 16-column output gets one vector
-//! by 6 accumulators (the FMA's latency, not its throughput, then bounds it) and both operands
+//! - [`head_matmul`]: `out[m × d] = s · a[m × k] · b[k × d]`, the output one head wide (`p · v`
+//!   forward; `dS · k`, `dSᵀ · q` and `pᵀ · dO` backward), `a` read in place by strides
+//!   (row-major or transposed), `b` from the head's columns of `[len, heads · d]` rows;
+//! - [`head_scores`]: `out[m × n] = s · a[m × d] · b[n × d]ᵀ`, the inner dimension one head wide
+//!   (`q · kᵀ`, `dO · vᵀ`), each row's maximum found as the row is written (the softmax's
+//!   shift, which took a pass of its own over the scores).
+//!
+//! For heads of `d` = 16, 32 or 64 features.
+//!
+//! Why not `gemm` for `head_matmul`: its register tile is 6 columns wide, so a 16-column
+//! output gets one vector by 6 accumulators (the FMA's latency, not its throughput, then bounds it) and both operands
 //! are packed on every call: VideoMAE's decoder (320 tokens, heads of 16) ran these four
 //! products at about half the machine's peak, a sixth of a step on a Xeon. Here a block of
 //! rows keeps its whole output in registers (AVX-512: 12 rows of 16 or 32 features, 6 of 64),
 //! and each step of the inner dimension loads one row of `b` and broadcasts one element of `a`
 //! per row, `a` read where it lies. One `[321 × 321] · [321 × 16]` product on one Xeon thread:
 //! 131-139 GFLOP/s against `gemm`'s 87 (of a 175 peak).
+//!
+//! For `head_scores` `gemm` was at two thirds of the peak: here 6 rows by 64 columns of scores
+//! stay in registers over the `d` steps, from copies of `a` (contiguous) and `bᵀ` (aligned).
 //!
 //! Each output element is summed in the order of the inner dimension, one FMA per term, so the
 //! result does not depend on the blocks. Other widths, `a` with neither stride 1, and CPUs
@@ -131,13 +140,101 @@ pub fn head_matmul(
     });
 }
 
+/// `out[i, j] = scale · Σ_c a[i, c] · b[j, c]` for `i < m`, `j < n`, `c < d`: a head's scores
+/// `q · kᵀ` (or `dO · vᵀ`), `out` given as (data, row stride), `a` and `b` as (data, row
+/// stride) with their `d` features contiguous. Where `row_max` is given, it receives each row's
+/// largest element, NaNs left out (−∞ for a row of NaNs).
+pub fn head_scores(
+    (out, out_rs): (&mut [f32], usize),
+    (a, a_rs): (&[f32], usize),
+    (b, b_rs): (&[f32], usize),
+    [m, n, d]: [usize; 3],
+    scale: f32,
+    row_max: Option<&mut [f32]>,
+) {
+    if let Some(max) = &row_max {
+        assert!(max.len() >= m, "head scores: fewer maxima than rows");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if !matches!(d, 16 | 32 | 64) || !has_avx512() {
+        matmul_scaled(
+            (out, out_rs),
+            false,
+            (a, a_rs, 1),
+            (b, 1, b_rs),
+            [m, n, d],
+            scale,
+            Parallelism::None,
+        );
+        if let Some(max) = row_max {
+            for (i, max) in max[..m].iter_mut().enumerate() {
+                *max = out[i * out_rs..i * out_rs + n]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+            }
+        }
+        return;
+    }
+    assert!(
+        (m - 1) * out_rs + n <= out.len(),
+        "head scores: output too short"
+    );
+    assert!((m - 1) * a_rs + d <= a.len(), "head scores: `a` too short");
+    assert!((n - 1) * b_rs + d <= b.len(), "head scores: `b` too short");
+    // `a`'s rows copied contiguous and aligned (a row at a constant offset from the block's
+    // first), `b` transposed to `[d × n]` rows of 16-float lines, zero past `n`: a step of the
+    // inner dimension then loads whole lines of `bᵀ` and broadcasts `a`'s elements.
+    A_ROWS.with(|a_copy| {
+        B_ROWS.with(|b_copy| {
+            let (mut a_copy, mut b_copy) = (a_copy.borrow_mut(), b_copy.borrow_mut());
+            let (lines, vectors) = (d / 16, n.div_ceil(16));
+            if a_copy.len() < m * lines {
+                a_copy.resize(m * lines, Line([0.0; 16]));
+            }
+            for (i, row) in a_copy.chunks_exact_mut(lines).take(m).enumerate() {
+                for (line, part) in row
+                    .iter_mut()
+                    .zip(a[i * a_rs..i * a_rs + d].chunks_exact(16))
+                {
+                    line.0.copy_from_slice(part);
+                }
+            }
+            b_copy.clear();
+            b_copy.resize(d * vectors, Line([0.0; 16]));
+            for j in 0..n {
+                let row = &b[j * b_rs..j * b_rs + d];
+                for (c, &v) in row.iter().enumerate() {
+                    b_copy[c * vectors + j / 16].0[j % 16] = v;
+                }
+            }
+            let p = ScoreOperands {
+                out: out.as_mut_ptr(),
+                out_rs,
+                a: a_copy.as_ptr().cast::<f32>(),
+                bt: b_copy.as_ptr().cast::<f32>(),
+                n,
+                d,
+            };
+            // SAFETY: the CPU has AVX-512 (checked above), the assert keeps the `m × n` output
+            // inside `out`, the copies hold `m × d` of `a` and `d × 16·⌈n/16⌉` of `bᵀ`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::score_rows(&p, m, scale, row_max)
+            }
+        })
+    });
+}
+
 /// Sixteen floats on a cache line of their own.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Line([f32; 16]);
 
 thread_local! {
-    /// The aligned copy of `b`, kept from call to call (no allocation once it has grown).
+    /// The aligned copies of `a` and `b`, kept from call to call (no allocation once grown).
+    static A_ROWS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
     static B_ROWS: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -153,16 +250,28 @@ struct Operands {
     k: usize,
 }
 
+/// [`head_scores`]' output, its rows of `a` (`d` floats each, contiguous) and `bᵀ` (`d` rows of
+/// `⌈n/16⌉` lines).
+struct ScoreOperands {
+    out: *mut f32,
+    out_rs: usize,
+    a: *const f32,
+    bt: *const f32,
+    n: usize,
+    d: usize,
+}
+
 /// Explicit intrinsics: compiled from plain loops, the blocks came out as gathers and
 /// scatters (the loop over `k` vectorised through memory), 30 times slower.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
-        __m512, _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mul_ps,
-        _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        __m512, __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps,
+        _mm512_mask_max_ps, _mm512_mask_storeu_ps, _mm512_max_ps, _mm512_mul_ps,
+        _mm512_reduce_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
 
-    use super::{Operands, RowScale};
+    use super::{Operands, RowScale, ScoreOperands};
 
     /// How many rows of a transposed `a` are asked for ahead of the one in use.
     const AHEAD: usize = 8;
@@ -239,6 +348,117 @@ mod avx512 {
             let s = _mm512_set1_ps(s);
             for (v, &acc) in acc.iter().enumerate() {
                 unsafe { _mm512_storeu_ps(row.add(16 * v), _mm512_mul_ps(acc, s)) };
+            }
+        }
+    }
+    /// Rows of scores in blocks of 6 (the last overlapping the one before, as in [`rows`]),
+    /// each block across the columns 64 at a time (24 accumulators), then 16 at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the operands must hold `m` rows as [`head_scores`] lays
+    /// them out.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn score_rows(
+        p: &ScoreOperands,
+        m: usize,
+        scale: f32,
+        row_max: Option<&mut [f32]>,
+    ) {
+        // SAFETY: passed on.
+        unsafe {
+            if m < SCORE_ROWS {
+                score_blocks::<1>(p, m, scale, row_max)
+            } else {
+                score_blocks::<SCORE_ROWS>(p, m, scale, row_max)
+            }
+        }
+    }
+
+    /// [`score_rows`] in blocks of `R` rows.
+    ///
+    /// # Safety
+    /// As [`score_rows`], with `R <= m`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn score_blocks<const R: usize>(
+        p: &ScoreOperands,
+        m: usize,
+        scale: f32,
+        mut row_max: Option<&mut [f32]>,
+    ) {
+        let vectors = p.n.div_ceil(16);
+        let mut first = 0;
+        while first < m {
+            let start = first.min(m - R);
+            let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); R];
+            let mut v = 0;
+            // SAFETY (both): rows `start..start + R` and the vectors lie inside.
+            while v + 4 <= vectors {
+                unsafe { score_block::<4, R>(p, start, v, scale, &mut max) };
+                v += 4;
+            }
+            while v < vectors {
+                unsafe { score_block::<1, R>(p, start, v, scale, &mut max) };
+                v += 1;
+            }
+            if let Some(row_max) = row_max.as_deref_mut() {
+                for (r, max) in max.iter().enumerate() {
+                    row_max[start + r] = _mm512_reduce_max_ps(*max);
+                }
+            }
+            first += R;
+        }
+    }
+
+    /// Rows in one block of scores.
+    const SCORE_ROWS: usize = 6;
+
+    /// Scores of rows `first..first + R` and columns
+    /// `16v..16(v + V)`, the last vector masked at `n`; `max` takes their running maxima.
+    ///
+    /// # Safety
+    /// As [`score_rows`], the rows and vectors inside the operands.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn score_block<const V: usize, const R: usize>(
+        p: &ScoreOperands,
+        first: usize,
+        v: usize,
+        scale: f32,
+        max: &mut [__m512; R],
+    ) {
+        let vectors = p.n.div_ceil(16);
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        // SAFETY (every load and store): rows below `first + rows`, `c < d`, vectors below
+        // `⌈n/16⌉` (the copies' extent), output columns masked at `n`.
+        let a = unsafe { p.a.add(first * p.d) };
+        for c in 0..p.d {
+            let bt = unsafe { p.bt.add((c * vectors + v) * 16) };
+            let b_row: [__m512; V] =
+                std::array::from_fn(|u| unsafe { _mm512_loadu_ps(bt.add(16 * u)) });
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(unsafe { *a.add(r * p.d + c) });
+                for (acc, &y) in acc.iter_mut().zip(&b_row) {
+                    *acc = _mm512_fmadd_ps(x, y, *acc);
+                }
+            }
+        }
+        let scale = _mm512_set1_ps(scale);
+        for (r, (acc, max)) in acc.iter().zip(max.iter_mut()).enumerate() {
+            let row = unsafe { p.out.add((first + r) * p.out_rs) };
+            for (u, &acc) in acc.iter().enumerate() {
+                let col = 16 * (v + u);
+                let value = _mm512_mul_ps(acc, scale);
+                let live = p.n - col;
+                // NaN left out: `max_ps` returns its second operand when either is NaN.
+                if live >= 16 {
+                    unsafe { _mm512_storeu_ps(row.add(col), value) };
+                    *max = _mm512_max_ps(value, *max);
+                } else {
+                    let mask: __mmask16 = (1u16 << live) - 1;
+                    unsafe { _mm512_mask_storeu_ps(row.add(col), mask, value) };
+                    *max = _mm512_mask_max_ps(*max, mask, value, *max);
+                }
             }
         }
     }
@@ -329,5 +549,60 @@ mod tests {
             out
         };
         assert_eq!(product(3..m), product(0..m)[3 * d..]);
+    }
+
+    /// Scores for every width (three fast, one through `gemm`), row and column counts below,
+    /// at and past a block and a vector, against the definition in f64; the row maxima, with
+    /// a NaN in one row left out; the output's other columns left alone.
+    #[test]
+    fn scores_match_the_definition() {
+        for d in [16, 32, 64, 8] {
+            for (m, n) in [(1, 1), (5, 17), (6, 64), (13, 83), (40, 321)] {
+                let (out_rs, a_rs, b_rs) = (n + 3, d + 2, d + 7);
+                let mut a = data((m - 1) * a_rs + d, 0.6);
+                let b = data((n - 1) * b_rs + d, 0.8);
+                if m > 2 {
+                    a[2 * a_rs] = f32::NAN;
+                }
+                let mut out = vec![7.0f32; (m - 1) * out_rs + n + 2];
+                let mut max = vec![0.0f32; m];
+                head_scores(
+                    (&mut out, out_rs),
+                    (&a, a_rs),
+                    (&b, b_rs),
+                    [m, n, d],
+                    0.5,
+                    Some(&mut max),
+                );
+                for i in 0..m {
+                    let mut want_max = f64::NEG_INFINITY;
+                    for j in 0..n {
+                        let want = 0.5
+                            * (0..d)
+                                .map(|c| a[i * a_rs + c] as f64 * b[j * b_rs + c] as f64)
+                                .sum::<f64>();
+                        let got = out[i * out_rs + j] as f64;
+                        if i == 2 && m > 2 {
+                            assert!(got.is_nan(), "d {d}, [{i}, {j}]: {got}");
+                            continue;
+                        }
+                        assert!(
+                            (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                            "d {d}, m {m}, n {n}, [{i}, {j}]: {got} vs {want}"
+                        );
+                        want_max = want_max.max(got);
+                    }
+                    assert_eq!(
+                        max[i] as f64, want_max,
+                        "d {d}, m {m}, n {n}, row {i} maximum"
+                    );
+                    assert!(
+                        out[i * out_rs + n..i * out_rs + out_rs.min(n + 2)]
+                            .iter()
+                            .all(|&v| v == 7.0)
+                    );
+                }
+            }
+        }
     }
 }
