@@ -14,6 +14,7 @@
 
 use gemm::Parallelism;
 
+use super::head_products::dense_product;
 use super::matmul::{matmul, matmul_new};
 use crate::with_avx2;
 
@@ -46,6 +47,10 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], s: LinearShape) -> Vec<f32> {
     assert_eq!(x.len(), rows * input, "linear: input of the wrong size");
     assert_eq!(w.len(), input * output, "linear: weight of the wrong size");
     assert_eq!(b.len(), output, "linear: bias of the wrong size");
+    let parallel = !matches!(parallelism(rows * input * output), Parallelism::None);
+    if let Some(y) = dense_product(x, w, false, Some(b), [rows, output, input], parallel) {
+        return y;
+    }
     let mut y = Vec::with_capacity(rows * output);
     for _ in 0..rows {
         y.extend_from_slice(b);
@@ -85,8 +90,12 @@ pub fn backward(
     );
     let par = parallelism(rows * input * output);
     // dy[rows × out] · Wᵀ[out × in]: Wᵀ's row stride is 1, its column stride `output`.
-    let dx =
-        want[0].then(|| matmul_new((dy, output, 1), (w, 1, output), [rows, input, output], par));
+    let parallel = !matches!(par, Parallelism::None);
+    let dx = want[0].then(|| {
+        dense_product(dy, w, true, None, [rows, input, output], parallel).unwrap_or_else(|| {
+            matmul_new((dy, output, 1), (w, 1, output), [rows, input, output], par)
+        })
+    });
     // xᵀ[in × rows] · dy[rows × out].
     let dw =
         want[1].then(|| matmul_new((x, 1, input), (dy, output, 1), [input, output, rows], par));
