@@ -233,8 +233,8 @@ pub fn head_scores(
 /// `y[m × n] = x[m × k] · w + bias` for a fully connected layer, with `w` the `[k × n]` matrix
 /// (`w_transposed` false) or given as its transpose `[n × k]` (true: the input gradient
 /// `dy · Wᵀ` of a layer whose weight is `[n × k]`), all row-major and contiguous. `None` where
-/// the CPU lacks AVX-512 or `n` (and `k`, for a transposed `w`) is not a multiple of 16: the
-/// caller then runs `gemm`.
+/// the CPU lacks AVX-512, `n` (and `k`, for a transposed `w`) is not a multiple of 16 or the
+/// weight is larger than 256 KiB: the caller then runs `gemm`.
 ///
 /// Why: `gemm` ran the VideoMAE decoder's layers (5,136 rows by 64 to 256 features) at about
 /// half the machine's peak, and the bias, written into the output before the product, was a
@@ -251,6 +251,12 @@ pub fn dense_product(
     parallel: bool,
 ) -> Option<Vec<f32>> {
     if !has_avx512() || m == 0 || n == 0 || k == 0 || !n.is_multiple_of(16) {
+        return None;
+    }
+    // Every block of rows reads all of the weight's copy: past L2's size (a BERT's
+    // vocabulary projection, its 1,024-wide feed-forward layers) that streamed it from memory
+    // again and again, 20% slower than `gemm`, which blocks for the caches.
+    if k * n > MAX_WEIGHT {
         return None;
     }
     if w_transposed && !k.is_multiple_of(16) {
@@ -300,6 +306,9 @@ pub fn dense_product(
     // SAFETY: each task's block writes every element of its chunk.
     Some(unsafe { super::uninit::par_written(m * n, task, |first, out| block(first / n, out)) })
 }
+
+/// The largest weight [`dense_product`] takes, in floats (256 KiB: half of the smaller L2s).
+const MAX_WEIGHT: usize = 1 << 16;
 
 /// Sixteen floats on a cache line of their own.
 #[repr(C, align(64))]
@@ -812,6 +821,18 @@ mod tests {
                 }
             }
         }
+        let big = vec![0.0f32; 16 * (MAX_WEIGHT / 16 + 16)];
+        assert!(
+            dense_product(
+                &big[..16 * 16],
+                &big,
+                false,
+                None,
+                [16, MAX_WEIGHT / 16 + 16, 16],
+                false
+            )
+            .is_none()
+        );
         assert!(dense_product(&[0.0; 8], &[0.0; 8], false, None, [1, 8, 8], false).is_none());
         assert!(dense_product(&[0.0; 128], &[0.0; 128], true, None, [16, 16, 8], false).is_none());
     }
