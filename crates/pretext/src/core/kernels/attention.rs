@@ -121,44 +121,29 @@ impl AttentionSetup<'_> {
         k: &[f32],
         b: usize,
         h: usize,
-        shift: Option<&mut [f32]>,
+        mut shift: Option<&mut [f32]>,
     ) {
         let s = self.shape;
         let (len, dim, at) = (s.len, s.dim(), s.offset(b, h));
         let dims = [len, len, s.head_dim];
-        match (self.key_pad, shift) {
-            (None, Some(shift)) => {
-                head_scores(
-                    (scores, len),
-                    (&q[at..], dim),
-                    (&k[at..], dim),
-                    dims,
-                    s.scale(),
-                    Some(&mut *shift),
-                );
-                for shift in shift {
-                    if !shift.is_finite() {
-                        *shift = 0.0;
-                    }
-                }
-            }
-            (pad, shift) => {
-                head_scores(
-                    (scores, len),
-                    (&q[at..], dim),
-                    (&k[at..], dim),
-                    dims,
-                    s.scale(),
-                    None,
-                );
-                if let Some(pad) = pad {
-                    mask_keys(scores, &pad[b * len..(b + 1) * len]);
-                }
-                if let Some(shift) = shift {
-                    for (shift, row) in shift.iter_mut().zip(scores.chunks(len)) {
-                        *shift = softmax_shift(row);
-                    }
-                }
+        // Without padding the product finds each row's maximum as it writes the row.
+        let found = self.key_pad.is_none();
+        head_scores(
+            (scores, len),
+            (&q[at..], dim),
+            (&k[at..], dim),
+            dims,
+            s.scale(),
+            shift.as_deref_mut().filter(|_| found),
+        );
+        if let Some(pad) = self.key_pad {
+            mask_keys(scores, &pad[b * len..(b + 1) * len]);
+        }
+        for (shift, row) in shift.into_iter().flatten().zip(scores.chunks(len)) {
+            if !found {
+                *shift = softmax_shift(row);
+            } else if !shift.is_finite() {
+                *shift = 0.0;
             }
         }
     }
