@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use super::activation::{exp_shifted_in_place, softmax_grad_in_place, softmax_shift};
 use super::dropout;
 use super::head_products::{RowScale, head_matmul, head_scores};
+use super::uninit::written;
 use crate::with_avx2;
 
 /// Score given to padded keys before the softmax: its exponential is exactly 0 in f32, so
@@ -199,46 +200,56 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], setup: AttentionSetup) -> (Vec<f
     setup.check(&[(q, "queries"), (k, "keys"), (v, "values")]);
     let s = setup.shape;
     let (len, dim) = (s.len, s.dim());
-    let mut out = vec![0.0f32; s.batch * len * dim];
     let mut shift = vec![0.0f32; s.batch * s.heads * len];
     let mut inv_sum = vec![0.0f32; s.batch * s.heads * len];
-    if out.is_empty() {
-        return (out, SoftmaxStats { shift, inv_sum });
+    if s.batch * len * dim == 0 {
+        return (Vec::new(), SoftmaxStats { shift, inv_sum });
     }
-    out.par_chunks_mut(len * dim)
-        .zip(
-            shift
-                .par_chunks_mut(s.heads * len)
-                .zip(inv_sum.par_chunks_mut(s.heads * len)),
-        )
-        .enumerate()
-        .for_each(|(b, (out, (shift, inv_sum)))| {
-            // The softmax's numerators: each row is divided by its sum after the product,
-            // on `head_dim` outputs instead of `len` probabilities.
-            with_scratch(len * len, |exps, _| {
-                for h in 0..s.heads {
-                    let rows = h * len..(h + 1) * len;
-                    setup.scores(exps, q, k, b, h, Some(&mut shift[rows.clone()]));
-                    for ((row, shift), inv) in exps
-                        .chunks_mut(len)
-                        .zip(&shift[rows.clone()])
-                        .zip(&mut inv_sum[rows.clone()])
-                    {
-                        *inv = 1.0 / exp_shifted_in_place(row, *shift);
-                    }
-                    if let Some(d) = setup.dropout {
-                        dropout::apply_in_place(exps, d.key, d.prob, setup.first_score(b, h));
-                    }
-                    head_matmul(
-                        (&mut out[h * s.head_dim..], dim),
-                        (exps, len, 1),
-                        (&v[s.offset(b, h)..], dim),
-                        [len, s.head_dim, len],
-                        RowScale::Each(&inv_sum[rows]),
-                    );
-                }
-            });
-        });
+    // SAFETY: each sequence's heads write all `dim` columns of its `len` rows (`head_matmul`
+    // writes its whole block).
+    let out = unsafe {
+        written(s.batch * len * dim, |out| {
+            out.par_chunks_mut(len * dim)
+                .zip(
+                    shift
+                        .par_chunks_mut(s.heads * len)
+                        .zip(inv_sum.par_chunks_mut(s.heads * len)),
+                )
+                .enumerate()
+                .for_each(|(b, (out, (shift, inv_sum)))| {
+                    // The softmax's numerators: each row is divided by its sum after the product,
+                    // on `head_dim` outputs instead of `len` probabilities.
+                    with_scratch(len * len, |exps, _| {
+                        for h in 0..s.heads {
+                            let rows = h * len..(h + 1) * len;
+                            setup.scores(exps, q, k, b, h, Some(&mut shift[rows.clone()]));
+                            for ((row, shift), inv) in exps
+                                .chunks_mut(len)
+                                .zip(&shift[rows.clone()])
+                                .zip(&mut inv_sum[rows.clone()])
+                            {
+                                *inv = 1.0 / exp_shifted_in_place(row, *shift);
+                            }
+                            if let Some(d) = setup.dropout {
+                                dropout::apply_in_place(
+                                    exps,
+                                    d.key,
+                                    d.prob,
+                                    setup.first_score(b, h),
+                                );
+                            }
+                            head_matmul(
+                                (&mut out[h * s.head_dim..], dim),
+                                (exps, len, 1),
+                                (&v[s.offset(b, h)..], dim),
+                                [len, s.head_dim, len],
+                                RowScale::Each(&inv_sum[rows]),
+                            );
+                        }
+                    });
+                })
+        })
+    };
     (out, SoftmaxStats { shift, inv_sum })
 }
 
@@ -265,17 +276,22 @@ pub fn backward(
         s.batch * s.heads * len,
         "attention backward: statistics"
     );
-    let mut dq = vec![0.0f32; q.len()];
-    let mut dk = vec![0.0f32; k.len()];
-    let mut dv = vec![0.0f32; v.len()];
-    if dq.is_empty() {
-        return (dq, dk, dv);
+    let n = q.len();
+    if n == 0 {
+        return (Vec::new(), Vec::new(), Vec::new());
     }
+    let (mut dq, mut dk, mut dv) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     let scale = s.scale();
-    dq.par_chunks_mut(len * dim)
+    dq.spare_capacity_mut()[..n]
+        .par_chunks_mut(len * dim)
         .zip(
-            dk.par_chunks_mut(len * dim)
-                .zip(dv.par_chunks_mut(len * dim)),
+            dk.spare_capacity_mut()[..n]
+                .par_chunks_mut(len * dim)
+                .zip(dv.spare_capacity_mut()[..n].par_chunks_mut(len * dim)),
         )
         .enumerate()
         .for_each(|(b, (dq, (dk, dv)))| {
@@ -344,6 +360,13 @@ pub fn backward(
                 }
             });
         });
+    // SAFETY: each sequence's heads wrote all `dim` columns of its `len` rows of the three
+    // (`head_matmul` writes its whole block).
+    unsafe {
+        dq.set_len(n);
+        dk.set_len(n);
+        dv.set_len(n);
+    }
     (dq, dk, dv)
 }
 

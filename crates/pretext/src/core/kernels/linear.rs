@@ -14,7 +14,7 @@
 
 use gemm::Parallelism;
 
-use super::head_products::dense_product;
+use super::head_products::{dense_product, weight_gradient};
 use super::matmul::{matmul, matmul_new};
 use crate::with_avx2;
 
@@ -96,10 +96,17 @@ pub fn backward(
             matmul_new((dy, output, 1), (w, 1, output), [rows, input, output], par)
         })
     });
-    // xᵀ[in × rows] · dy[rows × out].
-    let dw =
-        want[1].then(|| matmul_new((x, 1, input), (dy, output, 1), [input, output, rows], par));
-    let db = want[2].then(|| sum_rows(dy, output));
+    // xᵀ[in × rows] · dy[rows × out], the bias gradient summed as `dy` goes by.
+    let fast = want[1]
+        .then(|| weight_gradient(x, dy, [rows, output, input], want[2], parallel))
+        .flatten();
+    let (dw, db) = match fast {
+        Some((dw, db)) => (Some(dw), db),
+        None => (
+            want[1].then(|| matmul_new((x, 1, input), (dy, output, 1), [input, output, rows], par)),
+            want[2].then(|| sum_rows(dy, output)),
+        ),
+    };
     (dx, dw, db)
 }
 

@@ -1,6 +1,8 @@
 //! The one matrix product the kernels call: `gemm` on plain `f32` slices, with strides so
 //! transposed operands are read in place.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
 /// `dst[m × n] (+)= lhs[m × k] · rhs[k × n]`; `dst` row-major and contiguous, `lhs` and `rhs`
@@ -42,6 +44,39 @@ pub fn matmul_scaled(
         product(
             (dst.as_mut_ptr(), dst.len(), dst_rs),
             accumulate,
+            lhs,
+            rhs,
+            [m, n, k],
+            scale,
+            parallelism,
+        )
+    };
+}
+
+/// `dst[m × n] = scale · lhs[m × k] · rhs[k × n]` into a block of columns of a destination
+/// that may be uninitialised (a fresh output, not zeroed first): every element of the block
+/// is written, none read, the rest of `dst` left alone.
+pub fn matmul_scaled_into(
+    (dst, dst_rs): (&mut [MaybeUninit<f32>], usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    [m, n, k]: [usize; 3],
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    extent((dst.len(), dst_rs, 1), m, n);
+    if k == 0 {
+        for row in 0..m {
+            dst[row * dst_rs..row * dst_rs + n].fill(MaybeUninit::new(0.0));
+        }
+        return;
+    }
+    // SAFETY: `dst` is an exclusively borrowed slice of `dst.len()` floats, which `gemm`
+    // writes without reading (not accumulating).
+    unsafe {
+        product(
+            (dst.as_mut_ptr().cast::<f32>(), dst.len(), dst_rs),
+            false,
             lhs,
             rhs,
             [m, n, k],
