@@ -7,7 +7,9 @@
 //!   (`q · kᵀ`, `dO · vᵀ`), each row's maximum found as the row is written (the softmax's
 //!   shift, which took a pass of its own over the scores).
 //!
-//! For heads of `d` = 16, 32 or 64 features.
+//! For heads of `d` = 16, 32 or 64 features. The small fully connected layers (weights up to
+//! 256 KiB) run on the same register tiles: [`dense_product`] (forward and input gradient) and
+//! [`weight_gradient`] (`xᵀ · dy` and the bias gradient).
 //!
 //! Why not `gemm` for `head_matmul`: its register tile is 6 columns wide, so a 16-column
 //! output gets one vector by 6 accumulators (the FMA's latency, not its throughput, then bounds it) and both operands

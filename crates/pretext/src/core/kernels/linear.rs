@@ -6,11 +6,13 @@
 //! bias is one more pass into one more buffer, and the backward transposes and sums in
 //! separate ops. In a ViT those passes cost as much as the products. Here:
 //!
-//! - forward: the bias is written into the output's rows, one product accumulates onto it;
-//! - input gradient: `dx = dy · Wᵀ`, weight gradient: `dW = xᵀ · dy` (the transposes are
-//!   strides: nothing is copied);
+//! - forward: the bias is where the sums start (AVX-512's register tiles, `head_products.rs`),
+//!   or written into the output's rows for one `gemm` product to accumulate onto;
+//! - input gradient: `dx = dy · Wᵀ`, weight gradient: `dW = xᵀ · dy` (on `gemm` the transposes
+//!   are strides: nothing is copied);
 //! - bias gradient: `db = Σ_rows dy`, summed in row order, so it does not depend on the
-//!   threads (the products split their output among threads, never a sum).
+//!   threads (the products split their output among threads, never a sum); on AVX-512 while
+//!   the weight gradient reads `dy`.
 
 use gemm::Parallelism;
 

@@ -10,7 +10,7 @@
 //! | mean cross-entropy against target classes | `cross_entropy.rs` | the MLM and ELECTRA losses |
 //! | one AdamW update (parameter and both moments in one pass) | `adamw.rs` | `core::optim` |
 //! | multi-head attention (scores, mask, softmax, dropout, values) | `attention.rs` | every transformer |
-//! | the attention's per-head products (AVX-512) | `head_products.rs` | `attention.rs` |
+//! | the attention's per-head products, small dense layers (AVX-512) | `head_products.rs` | `attention.rs`, `linear.rs` |
 //! | layer norm (forward and the three gradients) | `layer_norm.rs` | transformers (text, ViT, MAE) |
 //! | dropout from a counter-based generator | `dropout.rs` | the text encoder |
 //! | fully connected layer (forward and the three gradients) | `linear.rs` | transformers (text, ViT, MAE) |
