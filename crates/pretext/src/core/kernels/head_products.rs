@@ -1032,6 +1032,25 @@ mod tests {
         }
     }
 
+    /// Every element of the row-major `rows × cols` matrix `got` within 1e-5 (relative) of
+    /// `want(i, j)`, its definition in f64.
+    fn assert_matrix(
+        got: &[f32],
+        [rows, cols]: [usize; 2],
+        what: &str,
+        want: impl Fn(usize, usize) -> f64,
+    ) {
+        for i in 0..rows {
+            for j in 0..cols {
+                let (got, want) = (got[i * cols + j] as f64, want(i, j));
+                assert!(
+                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "{what}, [{i}, {j}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+
     /// The fully connected product against its definition in f64: row counts below, at and
     /// past a block and a task, `w` as given and transposed, with and without a bias, on one
     /// thread and split; and refused (for `gemm`) where the widths are not multiples of 16.
@@ -1050,19 +1069,13 @@ mod tests {
                             assert!(!has_avx512(), "refused on AVX-512");
                             continue;
                         };
-                        for i in 0..m {
-                            for j in 0..n {
-                                let want = (0..k)
-                                    .map(|c| x[i * k + c] as f64 * w[c * n + j] as f64)
-                                    .sum::<f64>()
-                                    + if with_bias { bias[j] as f64 } else { 0.0 };
-                                let got = y[i * n + j] as f64;
-                                assert!(
-                                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
-                                    "{m}x{n}x{k}, transposed {transposed}, [{i}, {j}]: {got} vs {want}"
-                                );
-                            }
-                        }
+                        let what = format!("{m}x{n}x{k}, transposed {transposed}");
+                        assert_matrix(&y, [m, n], &what, |i, j| {
+                            (0..k)
+                                .map(|c| x[i * k + c] as f64 * w[c * n + j] as f64)
+                                .sum::<f64>()
+                                + if with_bias { bias[j] as f64 } else { 0.0 }
+                        });
                     }
                 }
             }
@@ -1096,18 +1109,11 @@ mod tests {
                 assert!(!has_avx512(), "refused on AVX-512");
                 return;
             };
-            for i in 0..k {
-                for j in 0..n {
-                    let want = (0..m)
-                        .map(|t| x[t * k + i] as f64 * dy[t * n + j] as f64)
-                        .sum::<f64>();
-                    let got = dw[i * n + j] as f64;
-                    assert!(
-                        (got - want).abs() < 1e-5 * (1.0 + want.abs()),
-                        "{m}x{n}x{k}, [{i}, {j}]: {got} vs {want}"
-                    );
-                }
-            }
+            assert_matrix(&dw, [k, n], &format!("{m}x{n}x{k}"), |i, j| {
+                (0..m)
+                    .map(|t| x[t * k + i] as f64 * dy[t * n + j] as f64)
+                    .sum::<f64>()
+            });
             let mut sum = vec![0.0f32; n];
             for row in dy.chunks_exact(n) {
                 sum.iter_mut().zip(row).for_each(|(s, v)| *s += v);
